@@ -1,0 +1,1 @@
+//! RTP/UDP audio (issue 3).

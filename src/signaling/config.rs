@@ -1,0 +1,102 @@
+//! Configuration of the signaling core.
+
+use super::message::Uri;
+use super::sdp::Codec;
+use super::transaction::TimerConfig;
+use std::time::Duration;
+
+/// A SIP account on a registrar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The registrar, e.g. `sip:127.0.0.1:5060;transport=tcp`. The control flow connects here
+    /// unless [`Account::proxy`] is set.
+    pub registrar: Uri,
+    /// The user part of our address of record.
+    pub user: String,
+    /// The domain of our address of record.
+    pub domain: String,
+    /// The digest password.
+    pub password: Option<String>,
+    /// The digest user name, when it differs from `user`.
+    pub auth_user: Option<String>,
+    /// An outbound proxy: the control flow connects here, and every request is routed through it.
+    pub proxy: Option<Uri>,
+}
+
+/// What to do with a new INVITE while a call is already ringing or up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyPolicy {
+    /// Reject the new INVITE at once with this code (486 Busy Here by default).
+    Reject(u16),
+    /// Let the application see it as another incoming call (call waiting).
+    Allow,
+}
+
+/// How the desktop binary answers incoming calls (the library leaves this to the application).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerPolicy {
+    /// Answer at once.
+    Auto,
+    /// Send 180 Ringing, answer after a delay.
+    Ring(Duration),
+    /// Reject with this status code.
+    Reject(u16),
+}
+
+/// Configuration of a [`super::core::SignalingCore`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The account to register with; `None` for a UA that only takes and makes direct calls.
+    pub account: Option<Account>,
+    /// Our user name for From and Contact when there is no account.
+    pub local_user: String,
+    /// Optional display name in From.
+    pub display_name: Option<String>,
+    /// The User-Agent / Server header value.
+    pub user_agent: String,
+    /// T1, T2, T4.
+    pub timers: TimerConfig,
+    /// Policy for a second INVITE while busy.
+    pub busy_policy: BusyPolicy,
+    /// An incoming call that the application neither answers nor rejects within this time is
+    /// rejected with 480 and ends as missed.
+    pub ring_timeout: Duration,
+    /// Requested registration lifetime in seconds.
+    pub register_expires: u32,
+    /// Interval of RFC 5626 CRLF keep-alive pings on the control flow (`None`: off).
+    pub keepalive_interval: Option<Duration>,
+    /// How long to wait for the pong before the flow is declared dead.
+    pub pong_timeout: Duration,
+    /// First retry delay after a failed registration or lost flow (doubles, randomised).
+    pub retry_base: Duration,
+    /// Cap of the retry delay.
+    pub retry_max: Duration,
+    /// RFC 5626 `+sip.instance` value (`urn:uuid:...`); persisted by the caller.
+    pub instance_id: Option<String>,
+    /// RFC 5626 `reg-id`.
+    pub reg_id: u32,
+    /// Codec preference order for offers and answers.
+    pub codecs: Vec<Codec>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            account: None,
+            local_user: "wakeline".into(),
+            display_name: None,
+            user_agent: concat!("wakeline/", env!("CARGO_PKG_VERSION")).into(),
+            timers: TimerConfig::default(),
+            busy_policy: BusyPolicy::Reject(486),
+            ring_timeout: Duration::from_secs(120),
+            register_expires: 600,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(10),
+            retry_base: Duration::from_millis(250),
+            retry_max: Duration::from_secs(30),
+            instance_id: None,
+            reg_id: 1,
+            codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Dialogs (RFC 3261 §12). TODO(helper: core): implement.

@@ -1,0 +1,167 @@
+//! An ordered list of header fields with typed accessors.
+
+use super::{CSeq, HeaderName, NameAddr, Via};
+
+/// One header field: canonical name, value exactly as received (unfolded, trimmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The name.
+    pub name: HeaderName,
+    /// The value, unfolded and trimmed of surrounding whitespace.
+    pub value: String,
+}
+
+/// All header fields of a message, in order. Unknown headers are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+impl Headers {
+    /// Appends a header field.
+    pub fn push(&mut self, name: HeaderName, value: impl Into<String>) {
+        self.0.push(Header {
+            name,
+            value: value.into(),
+        });
+    }
+
+    /// Inserts a header field before all others (e.g. a new top Via).
+    pub fn push_front(&mut self, name: HeaderName, value: impl Into<String>) {
+        self.0.insert(
+            0,
+            Header {
+                name,
+                value: value.into(),
+            },
+        );
+    }
+
+    /// Replaces every field of that name by one with `value` (at the first one's place).
+    pub fn set(&mut self, name: HeaderName, value: impl Into<String>) {
+        let value = value.into();
+        match self.0.iter().position(|h| h.name == name) {
+            Some(i) => {
+                self.0[i].value = value;
+                let mut j = 0;
+                self.0.retain(|h| {
+                    let keep = h.name != name || j == i;
+                    j += 1;
+                    keep
+                });
+            }
+            None => self.push(name, value),
+        }
+    }
+
+    /// Removes every field of that name.
+    pub fn remove(&mut self, name: &HeaderName) {
+        self.0.retain(|h| &h.name != name);
+    }
+
+    /// The first value of that name.
+    pub fn get(&self, name: &HeaderName) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|h| &h.name == name)
+            .map(|h| h.value.as_str())
+    }
+
+    /// Every value of that name, in order.
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |h| &h.name == name)
+            .map(|h| h.value.as_str())
+    }
+
+    /// Every comma-separated element of every field of that name, trimmed; commas inside quotes
+    /// or `<...>` do not split (so `Route: <sip:a;lr>, <sip:b;lr>` gives two).
+    pub fn list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name).flat_map(super::typed::split_list)
+    }
+
+    /// All fields in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Header> {
+        self.0.iter()
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Option<&str> {
+        self.get(&HeaderName::CallId)
+    }
+
+    /// The CSeq, parsed.
+    pub fn cseq(&self) -> Option<CSeq> {
+        self.get(&HeaderName::CSeq).and_then(|v| CSeq::parse(v).ok())
+    }
+
+    /// The topmost Via, parsed (the first element of the first Via field).
+    pub fn top_via(&self) -> Option<Via> {
+        self.list(&HeaderName::Via)
+            .next()
+            .and_then(|v| Via::parse(v).ok())
+    }
+
+    /// The From header, parsed.
+    pub fn from(&self) -> Option<NameAddr> {
+        self.get(&HeaderName::From)
+            .and_then(|v| NameAddr::parse(v).ok())
+    }
+
+    /// The To header, parsed.
+    pub fn to(&self) -> Option<NameAddr> {
+        self.get(&HeaderName::To).and_then(|v| NameAddr::parse(v).ok())
+    }
+
+    /// Every Contact element, parsed (a `*` Contact is not a NameAddr and is skipped).
+    pub fn contacts(&self) -> Vec<NameAddr> {
+        self.list(&HeaderName::Contact)
+            .filter(|v| v.trim() != "*")
+            .filter_map(|v| NameAddr::parse(v).ok())
+            .collect()
+    }
+
+    /// Every Record-Route element, parsed, in order.
+    pub fn record_routes(&self) -> Vec<NameAddr> {
+        self.list(&HeaderName::RecordRoute)
+            .filter_map(|v| NameAddr::parse(v).ok())
+            .collect()
+    }
+
+    /// The Content-Length value, if present and numeric.
+    pub fn content_length(&self) -> Option<usize> {
+        self.get(&HeaderName::ContentLength)
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The Content-Type value (media type, lowercased, parameters dropped).
+    pub fn content_type(&self) -> Option<String> {
+        self.get(&HeaderName::ContentType).map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+    }
+
+    /// The Expires value in seconds.
+    pub fn expires(&self) -> Option<u32> {
+        self.get(&HeaderName::Expires)
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The option tags of every field of that name (Require, Supported, Proxy-Require, ...).
+    pub fn tokens<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+        self.list(name).filter(|t| !t.is_empty())
+    }
+}

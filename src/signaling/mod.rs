@@ -1,0 +1,14 @@
+//! SIP signaling, sans-IO: no sockets, no clock, no tokio. Everything here is driven through
+//! [`core::SignalingCore`] with explicit `now: Instant` values.
+
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod dialog;
+pub mod framing;
+pub mod invite;
+pub mod keepalive;
+pub mod message;
+pub mod registration;
+pub mod sdp;
+pub mod transaction;

@@ -1,0 +1,1 @@
+//! REGISTER with refresh, retry and RFC 5626 outbound. TODO(helper: registration): implement.

@@ -1,0 +1,94 @@
+//! The RFC 3261 timer table (§17, Table 4) and per-transaction deadlines.
+
+use std::time::{Duration, Instant};
+
+/// RFC 3261 timer names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// INVITE request retransmit (unreliable only).
+    A,
+    /// INVITE transaction timeout, 64·T1.
+    B,
+    /// Wait for response retransmits (0 on reliable).
+    D,
+    /// Non-INVITE request retransmit (unreliable only).
+    E,
+    /// Non-INVITE transaction timeout, 64·T1.
+    F,
+    /// INVITE response retransmit (unreliable only).
+    G,
+    /// Wait for ACK receipt, 64·T1.
+    H,
+    /// Wait for ACK retransmits (0 on reliable).
+    I,
+    /// Wait for non-INVITE request retransmits (0 on reliable).
+    J,
+    /// Wait for response retransmits (0 on reliable).
+    K,
+}
+
+/// T1, T2, T4 (RFC 3261 §17.1.1.1): defaults 500 ms, 4 s, 5 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerConfig {
+    /// RTT estimate.
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses.
+    pub t2: Duration,
+    /// Maximum duration a message remains in the network.
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The armed timers of one transaction; the next deadline is the minimum.
+#[derive(Debug, Clone, Default)]
+pub struct Timers {
+    armed: Vec<(Timer, Instant)>,
+}
+
+impl Timers {
+    /// Arms (or re-arms) a timer.
+    pub fn set(&mut self, timer: Timer, at: Instant) {
+        self.stop(timer);
+        self.armed.push((timer, at));
+    }
+
+    /// Disarms a timer.
+    pub fn stop(&mut self, timer: Timer) {
+        self.armed.retain(|(t, _)| *t != timer);
+    }
+
+    /// Disarms all timers.
+    pub fn clear(&mut self) {
+        self.armed.clear();
+    }
+
+    /// The earliest deadline.
+    pub fn next(&self) -> Option<Instant> {
+        self.armed.iter().map(|(_, at)| *at).min()
+    }
+
+    /// Removes and returns the earliest timer that is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let (i, _) = self
+            .armed
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, at))| *at <= now)
+            .min_by_key(|(_, (_, at))| *at)?;
+        Some(self.armed.swap_remove(i).0)
+    }
+
+    /// Whether a timer is armed.
+    pub fn is_set(&self, timer: Timer) -> bool {
+        self.armed.iter().any(|(t, _)| *t == timer)
+    }
+}
