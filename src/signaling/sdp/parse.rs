@@ -508,3 +508,136 @@ impl std::str::FromStr for SessionDescription {
         Self::parse(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINPHONE: &str = "v=0\r\n\
+o=alice 3724 1286 IN IP4 192.0.2.10\r\n\
+s=Talk\r\n\
+c=IN IP4 192.0.2.10\r\n\
+b=AS:380\r\n\
+t=0 0\r\n\
+a=rtcp-xr:rcvr-rtt=all:10000 stat-summary=loss,dup,jitt,TTL voip-metrics\r\n\
+m=audio 7078 RTP/AVP 96 0 8 101\r\n\
+a=rtpmap:96 opus/48000/2\r\n\
+a=fmtp:96 useinbandfec=1; stereo=1\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=rtcp:7079\r\n\
+m=video 9078 RTP/AVP 96\r\n\
+c=IN IP4 192.0.2.11\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=x-unknown-thing\r\n";
+
+    #[test]
+    fn parses_every_line_and_prints_it_back() {
+        let sd = SessionDescription::parse(LINPHONE).unwrap();
+        assert_eq!(sd.origin.username, "alice");
+        assert_eq!(sd.origin.session_version, "1286");
+        assert_eq!(sd.session_name, "Talk");
+        assert_eq!(sd.connection.unwrap().address.to_string(), "192.0.2.10");
+        assert_eq!(sd.timing, vec![(0, 0)]);
+        assert_eq!(sd.other, vec![('b', "AS:380".to_owned())]);
+        assert_eq!(sd.media.len(), 2);
+        let audio = &sd.media[0];
+        assert_eq!((audio.port, audio.protocol.as_str()), (7078, "RTP/AVP"));
+        assert_eq!(audio.formats, ["96", "0", "8", "101"]);
+        let map = audio.rtpmap("96").unwrap();
+        assert_eq!(
+            (map.encoding.as_str(), map.clock_rate, map.channels),
+            ("opus", 48000, Some(2))
+        );
+        assert_eq!(audio.rtpmap("0"), None);
+        let fmtp = audio.fmtp("96");
+        assert!(fmtp.contains(&("stereo".to_owned(), "1".to_owned())));
+        assert_eq!(audio.rtcp(), Some((7079, None)));
+        let video = &sd.media[1];
+        assert_eq!(video.connection.unwrap().address.to_string(), "192.0.2.11");
+        assert!(video.has_attribute("x-unknown-thing"));
+        // Printing gives the same text back, line for line.
+        assert_eq!(sd.to_string(), LINPHONE);
+        assert_eq!(SessionDescription::parse(&sd.to_string()).unwrap(), sd);
+    }
+
+    #[test]
+    fn accepts_lf_only_and_ipv6() {
+        let text = "v=0\no=- 1 1 IN IP6 2001:db8::1\ns=-\nc=IN IP6 2001:db8::1\nt=0 0\nm=audio 4000 RTP/AVP 0\n";
+        let sd = SessionDescription::parse(text).unwrap();
+        assert_eq!(
+            sd.connection.unwrap().address,
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert!(sd.to_string().contains("c=IN IP6 2001:db8::1\r\n"));
+        assert!(sd.to_string().ends_with("m=audio 4000 RTP/AVP 0\r\n"));
+    }
+
+    #[test]
+    fn multicast_ttl_is_dropped_and_port_count_kept() {
+        let text = "v=0\r\no=- 1 1 IN IP4 h.example\r\ns=-\r\nc=IN IP4 224.2.1.1/127\r\nt=0 0\r\nm=audio 4000/2 RTP/AVP 0\r\n";
+        let sd = SessionDescription::parse(text).unwrap();
+        assert_eq!(sd.connection.unwrap().address.to_string(), "224.2.1.1");
+        assert_eq!(sd.media[0].port_count, Some(2));
+        assert!(sd.to_string().contains("m=audio 4000/2 RTP/AVP 0\r\n"));
+    }
+
+    fn malformed_reason(text: &str) -> String {
+        match SessionDescription::parse(text) {
+            Err(SdpError::Malformed(why)) => why,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_inputs_are_rejected() {
+        let good = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert!(SessionDescription::parse(good).is_ok());
+        let cases = [
+            ("", "empty"),
+            ("v=1\r\n", "v="),
+            (
+                &good.replace("o=- 1 1 IN IP4 192.0.2.1\r\n", ""),
+                "missing o=",
+            ),
+            (&good.replace("s=-\r\n", ""), "missing s="),
+            (&good.replace("c=IN IP4 192.0.2.1\r\n", ""), "without a c="),
+            (&good.replace("192.0.2.1\r\nt", "192.0.2.999\r\nt"), "c="),
+            (
+                &good.replace("IN IP4 192.0.2.1\r\nt", "IN IP6 192.0.2.1\r\nt"),
+                "c=",
+            ),
+            (&good.replace("4000", "70000"), "m="),
+            (&good.replace("4000", "-1"), "m="),
+            (&good.replace("RTP/AVP 0", "RTP/AVP"), "m="),
+            (&good.replace("m=audio 4000 RTP/AVP 0", "m=audio"), "m="),
+            (&good.replace("t=0 0", "t=now"), "t="),
+            (&good.replace("t=0 0", "garbage line"), "not a <type>"),
+            (&good.replace("o=- 1 1 IN IP4 192.0.2.1", "o=- 1 1"), "o="),
+        ];
+        for (text, needle) in cases {
+            let why = malformed_reason(text);
+            assert!(why.contains(needle), "{text:?} gave {why:?}");
+        }
+        assert_eq!(
+            SessionDescription::parse_bytes(b"v=0\r\ns=\xff\r\n"),
+            Err(SdpError::Malformed("SDP is not UTF-8".into()))
+        );
+    }
+
+    #[test]
+    fn rejected_audio_needs_no_connection() {
+        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\n";
+        assert!(SessionDescription::parse(text).is_ok());
+    }
+
+    #[test]
+    fn direction_and_rtcp_attributes() {
+        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\na=recvonly\r\nm=audio 4000 RTP/AVP 0\r\na=ptime:30\r\na=sendonly\r\na=rtcp:5000 IN IP4 192.0.2.7\r\n";
+        let sd = SessionDescription::parse(text).unwrap();
+        assert_eq!(sd.direction(), Some(Direction::RecvOnly));
+        let m = &sd.media[0];
+        assert_eq!(m.direction(), Some(Direction::SendOnly));
+        assert_eq!(m.ptime(), Some(30));
+        assert_eq!(m.rtcp(), Some((5000, Some("192.0.2.7".parse().unwrap()))));
+    }
+}
