@@ -27,6 +27,17 @@ pub enum SdpError {
     AnswerMismatch(String),
 }
 
+impl SdpError {
+    /// The SIP final response this error calls for when it comes from an offer we received:
+    /// 400 for a malformed body, 488 Not Acceptable Here otherwise.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            SdpError::Malformed(_) => 400,
+            SdpError::NoCommonCodec | SdpError::AnswerMismatch(_) => 488,
+        }
+    }
+}
+
 impl Codec {
     /// The rtpmap encoding name (`opus`, `PCMU`, `PCMA`).
     pub fn encoding_name(self) -> &'static str {
@@ -188,7 +199,17 @@ impl SdpSession {
     /// Fills in `desc.origin` with our username, id and version; the version goes up by one if
     /// `desc` differs from the previous description made with this session.
     pub(crate) fn stamp(&mut self, desc: &mut SessionDescription) {
-        desc.origin.username.clone_from(&self.username);
+        // o= fields are space separated: a username that would break the line becomes `-`.
+        desc.origin.username = if self.username.is_empty()
+            || self
+                .username
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            "-".to_owned()
+        } else {
+            self.username.clone()
+        };
         desc.origin.session_id = self.id.to_string();
         desc.origin.session_version = String::new();
         if let Some(last) = &self.last {
@@ -214,7 +235,8 @@ pub struct Negotiated {
     pub clock_rate: u32,
     /// telephone-event payload type, if both sides have it.
     pub telephone_event: Option<u8>,
-    /// Where to send RTP.
+    /// Where to send RTP (`0.0.0.0` when the peer holds the RFC 2543 way; `direction` then
+    /// does not send).
     pub remote_rtp: SocketAddr,
     /// Where to send RTCP (same as RTP when muxed).
     pub remote_rtcp: SocketAddr,

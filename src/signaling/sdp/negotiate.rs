@@ -661,6 +661,16 @@ m=audio 7080 RTP/AVP 0\r\n";
     }
 
     #[test]
+    fn username_with_spaces_becomes_dash_and_errors_map_to_status() {
+        let mut s = SdpSession::new("bad name", 5, 1);
+        let offer = create_offer(&mut s, addr("192.0.2.1:5004"), &PREFS, Direction::SendRecv);
+        assert_eq!(offer.origin.username, "-");
+        assert!(SessionDescription::parse(&offer.to_string()).is_ok());
+        assert_eq!(SdpError::Malformed("x".into()).status_code(), 400);
+        assert_eq!(SdpError::NoCommonCodec.status_code(), 488);
+    }
+
+    #[test]
     fn version_goes_up_only_when_something_changes() {
         let mut s = SdpSession::new("-", 9, 1);
         let local = addr("192.0.2.1:5004");

@@ -280,6 +280,11 @@ impl MediaDescription {
         self.attribute("ptime")?.trim().parse().ok()
     }
 
+    /// `a=maxptime` in milliseconds, if present and numeric.
+    pub fn maxptime(&self) -> Option<u32> {
+        self.attribute("maxptime")?.trim().parse().ok()
+    }
+
     /// `a=rtcp:<port> [IN IP4 <addr>]` (RFC 3605), if present and well formed.
     pub fn rtcp(&self) -> Option<(u16, Option<IpAddr>)> {
         let v = self.attribute("rtcp")?.trim();
@@ -632,12 +637,13 @@ a=x-unknown-thing\r\n";
 
     #[test]
     fn direction_and_rtcp_attributes() {
-        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\na=recvonly\r\nm=audio 4000 RTP/AVP 0\r\na=ptime:30\r\na=sendonly\r\na=rtcp:5000 IN IP4 192.0.2.7\r\n";
+        let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\na=recvonly\r\nm=audio 4000 RTP/AVP 0\r\na=ptime:30\r\na=maxptime:60\r\na=sendonly\r\na=rtcp:5000 IN IP4 192.0.2.7\r\n";
         let sd = SessionDescription::parse(text).unwrap();
         assert_eq!(sd.direction(), Some(Direction::RecvOnly));
         let m = &sd.media[0];
         assert_eq!(m.direction(), Some(Direction::SendOnly));
         assert_eq!(m.ptime(), Some(30));
+        assert_eq!(m.maxptime(), Some(60));
         assert_eq!(m.rtcp(), Some((5000, Some("192.0.2.7".parse().unwrap()))));
     }
 }
