@@ -14,8 +14,11 @@
 
 mod client_invite;
 mod client_non_invite;
+mod outbox;
 mod server_invite;
 mod server_non_invite;
+#[cfg(test)]
+mod test_support;
 mod timers;
 
 pub use client_invite::{ClientInvite, ClientInviteState};

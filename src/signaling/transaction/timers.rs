@@ -25,6 +25,9 @@ pub enum Timer {
     J,
     /// Wait for response retransmits (0 on reliable).
     K,
+    /// RFC 6026: INVITE server transaction, wait for 2xx retransmissions and ACKs in Accepted,
+    /// 64·T1.
+    L,
 }
 
 /// T1, T2, T4 (RFC 3261 §17.1.1.1): defaults 500 ms, 4 s, 5 s.
@@ -36,6 +39,40 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// Maximum duration a message remains in the network.
     pub t4: Duration,
+}
+
+impl TimerConfig {
+    /// 64·T1: Timers B, F, H and (RFC 6026) L.
+    pub fn timeout(&self) -> Duration {
+        self.t1 * 64
+    }
+
+    /// Timer D: at least 32 s on unreliable transports, zero on reliable ones.
+    pub fn timer_d(&self, reliable: bool) -> Duration {
+        if reliable {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(32).max(self.timeout())
+        }
+    }
+
+    /// Timers I and K: T4 on unreliable transports, zero on reliable ones.
+    pub fn timer_i_k(&self, reliable: bool) -> Duration {
+        if reliable {
+            Duration::ZERO
+        } else {
+            self.t4
+        }
+    }
+
+    /// Timer J: 64·T1 on unreliable transports, zero on reliable ones.
+    pub fn timer_j(&self, reliable: bool) -> Duration {
+        if reliable {
+            Duration::ZERO
+        } else {
+            self.timeout()
+        }
+    }
 }
 
 impl Default for TimerConfig {
