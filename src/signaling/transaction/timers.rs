@@ -129,3 +129,47 @@ impl Timers {
         self.armed.iter().any(|(t, _)| *t == timer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_4_values() {
+        let cfg = TimerConfig::default();
+        assert_eq!(cfg.timeout(), Duration::from_secs(32));
+        assert_eq!(cfg.timer_d(false), Duration::from_secs(32));
+        assert_eq!(cfg.timer_d(true), Duration::ZERO);
+        assert_eq!(cfg.timer_i_k(false), Duration::from_secs(5));
+        assert_eq!(cfg.timer_i_k(true), Duration::ZERO);
+        assert_eq!(cfg.timer_j(false), Duration::from_secs(32));
+        assert_eq!(cfg.timer_j(true), Duration::ZERO);
+        // Timer D never goes below 32 s, but follows a larger 64·T1.
+        let slow = TimerConfig {
+            t1: Duration::from_secs(1),
+            ..cfg
+        };
+        assert_eq!(slow.timer_d(false), Duration::from_secs(64));
+        let fast = TimerConfig {
+            t1: Duration::from_millis(100),
+            ..cfg
+        };
+        assert_eq!(fast.timer_d(false), Duration::from_secs(32));
+        assert_eq!(fast.timeout(), Duration::from_millis(6400));
+    }
+
+    #[test]
+    fn pop_due_returns_earliest_first_and_only_due_ones() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        timers.set(Timer::B, t0 + Duration::from_secs(32));
+        timers.set(Timer::A, t0 + Duration::from_secs(2));
+        timers.set(Timer::A, t0 + Duration::from_secs(1)); // re-arm replaces
+        assert_eq!(timers.next(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(timers.pop_due(t0), None);
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(40)), Some(Timer::A));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(40)), Some(Timer::B));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(40)), None);
+        assert!(!timers.is_set(Timer::A));
+    }
+}
