@@ -334,6 +334,20 @@ mod tests {
     }
 
     #[test]
+    fn first_2xx_in_calling_goes_up_and_stops_retransmissions() {
+        let (mut tx, t0) = start(false);
+        let ok = response_to(&invite(), 200, Some("t1"));
+        tx.handle_response(ok.clone(), t0 + Duration::from_millis(100));
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![TxEvent::Response(ok), TxEvent::Terminated]
+        );
+        assert_eq!(tx.poll_timeout(), None);
+        tx.handle_timeout(t0 + Duration::from_secs(60));
+        assert_eq!(tx.poll_event(), None);
+    }
+
+    #[test]
     fn timer_b_does_not_run_in_proceeding() {
         let (mut tx, t0) = start(false);
         tx.handle_response(

@@ -163,3 +163,87 @@ mod tests {
         assert_eq!(TxKey::for_cancel_target(&non_invite(Method::Bye)), None);
     }
 }
+
+#[cfg(test)]
+mod pair_tests {
+    //! A client and a server INVITE transaction wired back to back over a lossy, unreliable link,
+    //! driven by a virtual clock that jumps to the next deadline.
+    use super::test_support::*;
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn non_2xx_exchange_survives_losses() {
+        let t0 = Instant::now();
+        let cfg = TimerConfig::default();
+        let mut client = ClientInvite::new(invite(), t0, cfg, false);
+        let mut server: Option<ServerInvite> = None;
+        // Drop the first INVITE and the first 486 on the wire.
+        let (mut drop_invite, mut drop_486) = (1, 1);
+        let mut tu_got = Vec::new();
+        let mut acks_to_server = 0;
+        let mut now = t0;
+        for _ in 0..200 {
+            while let Some(ev) = client.poll_event() {
+                match ev {
+                    TxEvent::SendRequest(req) if req.method == Method::Invite => {
+                        if drop_invite > 0 {
+                            drop_invite -= 1;
+                        } else if let Some(s) = server.as_mut() {
+                            s.handle_request(req, now);
+                        } else {
+                            let mut s = ServerInvite::new(req.clone(), now, cfg, false);
+                            // The server TU rejects at once.
+                            s.send_response(response_to(&req, 486, Some("callee")), now);
+                            server = Some(s);
+                        }
+                    }
+                    TxEvent::SendRequest(ack) => {
+                        assert_eq!(ack.method, Method::Ack);
+                        acks_to_server += 1;
+                        if let Some(s) = server.as_mut() {
+                            s.handle_request(ack, now);
+                        }
+                    }
+                    TxEvent::Response(r) => tu_got.push(r.status),
+                    TxEvent::Terminated => {}
+                    other => panic!("client: unexpected {other:?}"),
+                }
+            }
+            if let Some(s) = server.as_mut() {
+                while let Some(ev) = s.poll_event() {
+                    match ev {
+                        TxEvent::SendResponse(r) if r.status == 486 && drop_486 > 0 => {
+                            drop_486 -= 1;
+                        }
+                        TxEvent::SendResponse(r) => client.handle_response(r, now),
+                        TxEvent::AckReceived | TxEvent::Terminated => {}
+                        other => panic!("server: unexpected {other:?}"),
+                    }
+                }
+            }
+            let next = [
+                client.poll_timeout(),
+                server.as_ref().and_then(|s| s.poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next else { break };
+            now = next;
+            client.handle_timeout(now);
+            if let Some(s) = server.as_mut() {
+                s.handle_timeout(now);
+            }
+        }
+        // The TU saw the 100 and the 486 exactly once each, despite retransmissions.
+        assert_eq!(tu_got, vec![100, 486]);
+        assert!(acks_to_server >= 1);
+        assert_eq!(client.state(), ClientInviteState::Terminated);
+        let server = server.expect("the server saw the retransmitted INVITE");
+        assert_eq!(server.state(), ServerInviteState::Terminated);
+        assert_eq!(server.final_status(), Some(486));
+        // Everything is over well within Timer D (32 s) after the first send.
+        assert!(now - t0 <= Duration::from_secs(40));
+    }
+}
