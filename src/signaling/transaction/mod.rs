@@ -10,7 +10,14 @@
 //! ```
 //!
 //! Over a reliable transport (TCP, TLS) the retransmission timers A, E, G are never set and the
-//! wait timers D, I, J, K are zero, as RFC 3261 §17 says; B, F and H still run (64·T1).
+//! wait timers D, I, J, K are zero, as RFC 3261 §17 says; B, F and H still run (64·T1). A zero
+//! wait timer is not armed: the machine goes to Terminated inside the call that entered the
+//! waiting state.
+//!
+//! 2xx handling follows RFC 6026 on the server side (Accepted state, Timer L = 64·T1) and plain
+//! RFC 3261 on the client side (every 2xx goes to the TU, the transaction terminates at once and
+//! the TU ACKs the 2xx itself). Every machine queues [`TxEvent::Terminated`] exactly once, after
+//! which it queues nothing more and can be dropped.
 
 mod client_invite;
 mod client_non_invite;
