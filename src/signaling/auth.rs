@@ -820,4 +820,20 @@ mod tests {
             .authorize(&Method::Register, &sip_uri("r"), &creds())
             .is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,200}") {
+            let _ = Challenge::parse(&s);
+            let _ = Challenge::parse(&format!("Digest {s}"));
+        }
+
+        #[test]
+        fn parsed_quoted_values_round_trip(realm in "[ -~]{0,40}", nonce in "[!-~]{1,40}") {
+            let v = format!("Digest realm=\"{}\", nonce=\"{}\"", quote(&realm), quote(&nonce));
+            let c = Challenge::parse(&v).unwrap();
+            proptest::prop_assert_eq!(c.realm, realm);
+            proptest::prop_assert_eq!(c.nonce, nonce);
+        }
+    }
 }

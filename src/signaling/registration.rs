@@ -690,7 +690,7 @@ mod tests {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port)
     }
 
-    fn hdr<'a>(r: &'a Request, name: HeaderName) -> &'a str {
+    fn hdr(r: &Request, name: HeaderName) -> &str {
         r.headers.get(&name).unwrap_or_default()
     }
 
@@ -969,15 +969,17 @@ mod tests {
                 }] => delays.push(*d),
                 other => panic!("unexpected {other:?}"),
             }
-            now = reg.poll_timeout().unwrap();
-            assert_eq!(now - (now - delays[i]), delays[i]);
+            let at = reg.poll_timeout().unwrap();
+            assert_eq!(at, now + delays[i], "the timer follows the reported delay");
+            reg.handle_timeout(at - Duration::from_millis(1));
+            assert!(reg.poll_request().is_none(), "not before the delay");
+            now = at;
             reg.handle_timeout(now);
         }
         assert!(delays[0] >= base / 2 && delays[0] <= base);
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
         assert!(delays.iter().all(|d| *d <= max));
         assert_eq!(*delays.last().unwrap(), max);
-        assert!(delays[1] > delays[0] || delays[1] == base);
 
         // Success resets the backoff.
         let r = one_request(&mut reg);
@@ -1131,6 +1133,31 @@ mod tests {
     }
 
     #[test]
+    fn granted_expiry_found_by_instance_when_registrar_rewrites_contact() {
+        let t0 = Instant::now();
+        let mut reg = Registration::new(config());
+        reg.handle_flow_up(t0, local(5070));
+        reg.start(t0);
+        let r = one_request(&mut reg);
+        let mut resp = Response::for_request(&r, 200);
+        resp.headers.push(
+            HeaderName::Contact,
+            "<sip:alice@198.51.100.7:41234;transport=tcp;ob>;reg-id=1;expires=90;+sip.instance=\"<urn:uuid:other>\"",
+        );
+        resp.headers.push(
+            HeaderName::Contact,
+            format!("<sip:alice@198.51.100.7:41235;transport=tcp;ob>;+sip.instance=\"<{INSTANCE}>\";reg-id=1;expires=200"),
+        );
+        resp.headers.push(HeaderName::Expires, "3600");
+        reg.handle_response(t0, &resp);
+        assert_eq!(
+            events(&mut reg),
+            vec![RegistrationEvent::Registered { expires: 200 }]
+        );
+        assert_eq!(reg.poll_timeout(), Some(t0 + 140 * S));
+    }
+
+    #[test]
     fn contact_param_helpers() {
         let c = "\"A;b\" <sip:a@h;transport=tcp;ob>;+sip.instance=\"<urn:uuid:1;x>\";reg-id=2;expires=30";
         assert_eq!(header_param(c, "expires"), Some("30"));
@@ -1139,5 +1166,13 @@ mod tests {
         assert_eq!(header_param(c, "transport"), None);
         assert_eq!(contact_uri_text(c), Some("sip:a@h;transport=tcp;ob"));
         assert_eq!(header_param("sip:a@h;expires=5", "expires"), Some("5"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn contact_helpers_never_panic(s in "\\PC{0,200}") {
+            let _ = header_param(&s, "expires");
+            let _ = contact_uri_text(&s);
+        }
     }
 }
