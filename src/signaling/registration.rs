@@ -120,6 +120,8 @@ pub struct Registration {
     state: RegistrationState,
     started: bool,
     stop_pending: bool,
+    /// `start` came while un-registering: register again afterwards.
+    restart_pending: bool,
     /// Lifetime we ask for (raised by 423 Min-Expires).
     requested_expires: u32,
     timer: Option<Instant>,
@@ -150,6 +152,7 @@ impl Registration {
             state: RegistrationState::Idle,
             started: false,
             stop_pending: false,
+            restart_pending: false,
             timer: None,
             failures: 0,
             flow_timer: None,
@@ -159,13 +162,19 @@ impl Registration {
     }
 
     /// Starts registering (at once if a flow is up, else on the next flow-up).
-    pub fn start(&mut self, now: Instant) {
+    pub fn start(&mut self, _now: Instant) {
+        if self.started {
+            return;
+        }
         self.started = true;
-        self.stop_pending = false;
-        if self.local.is_some() {
-            if self.in_flight.is_none() {
-                self.send_register(now);
-            }
+        if self.stop_pending {
+            // The outstanding REGISTER simply continues.
+            self.stop_pending = false;
+        } else if self.state == RegistrationState::Unregistering {
+            // Register afresh once the un-REGISTER is done.
+            self.restart_pending = true;
+        } else if self.local.is_some() {
+            self.send_register();
         } else {
             self.state = RegistrationState::WaitingForFlow;
         }
@@ -174,14 +183,16 @@ impl Registration {
     /// Removes the binding: sends REGISTER with `Expires: 0` (after any outstanding one
     /// completes), then reports [`RegistrationEvent::Unregistered`]. Without a binding or a
     /// flow it reports `Unregistered` at once.
-    pub fn stop(&mut self, now: Instant) {
+    pub fn stop(&mut self, _now: Instant) {
         if !self.started {
             return;
         }
         self.started = false;
+        self.restart_pending = false;
         self.timer = None;
         match self.state {
-            RegistrationState::Registered => self.send_unregister(now),
+            RegistrationState::Unregistering => {} // already on its way
+            RegistrationState::Registered => self.send_unregister(),
             RegistrationState::Registering | RegistrationState::Refreshing => {
                 self.stop_pending = true;
             }
@@ -190,13 +201,13 @@ impl Registration {
     }
 
     /// A flow is up with this local address: (re-)register on it at once.
-    pub fn handle_flow_up(&mut self, now: Instant, local: SocketAddr) {
+    pub fn handle_flow_up(&mut self, _now: Instant, local: SocketAddr) {
         self.local = Some(local);
         self.in_flight = None; // anything outstanding went with the old flow
         if self.stop_pending || self.state == RegistrationState::Unregistering {
             self.finish_unregister();
         } else if self.started {
-            self.send_register(now);
+            self.send_register();
         }
     }
 
@@ -238,7 +249,7 @@ impl Registration {
                     None => ChallengeOutcome::Rejected,
                 };
                 match outcome {
-                    ChallengeOutcome::Retry | ChallengeOutcome::Stale => self.resend(now),
+                    ChallengeOutcome::Retry | ChallengeOutcome::Stale => self.resend(),
                     ChallengeOutcome::Rejected => {
                         // Start the next attempt from a clean slate (no stale credentials).
                         self.digest.reset();
@@ -254,7 +265,7 @@ impl Registration {
                 match min {
                     Some(m) if m > self.requested_expires && !unregistering => {
                         self.requested_expires = m;
-                        self.resend(now);
+                        self.resend();
                     }
                     _ => self.on_failure(now, resp.status, &resp.reason),
                 }
@@ -292,7 +303,7 @@ impl Registration {
         match self.state {
             RegistrationState::Registered | RegistrationState::RetryWait if self.started => {
                 if self.local.is_some() {
-                    self.send_register(now);
+                    self.send_register();
                 } else {
                     self.state = RegistrationState::WaitingForFlow;
                 }
@@ -346,7 +357,7 @@ impl Registration {
         self.failures = 0;
         if self.stop_pending {
             self.stop_pending = false;
-            self.send_unregister(now);
+            self.send_unregister();
             return;
         }
         self.state = RegistrationState::Registered;
@@ -392,23 +403,31 @@ impl Registration {
 
     fn finish_unregister(&mut self) {
         self.stop_pending = false;
-        self.started = false;
         self.timer = None;
         self.in_flight = None;
         self.state = RegistrationState::Idle;
         self.events.push_back(RegistrationEvent::Unregistered);
-    }
-
-    /// Sends the same kind of REGISTER again (after a challenge or a 423).
-    fn resend(&mut self, now: Instant) {
-        if self.state == RegistrationState::Unregistering {
-            self.send_unregister(now);
-        } else {
-            self.send_register(now);
+        self.started = std::mem::take(&mut self.restart_pending);
+        if self.started {
+            if self.local.is_some() {
+                self.send_register();
+            } else {
+                self.state = RegistrationState::WaitingForFlow;
+            }
         }
     }
 
-    fn send_register(&mut self, _now: Instant) {
+    /// Sends the same kind of REGISTER again (after a challenge or a 423).
+    fn resend(&mut self) {
+        if self.state == RegistrationState::Unregistering || self.stop_pending {
+            self.stop_pending = false;
+            self.send_unregister();
+        } else {
+            self.send_register();
+        }
+    }
+
+    fn send_register(&mut self) {
         let bound = matches!(
             self.state,
             RegistrationState::Registered | RegistrationState::Refreshing
@@ -422,7 +441,7 @@ impl Registration {
         self.queue_register(self.requested_expires);
     }
 
-    fn send_unregister(&mut self, _now: Instant) {
+    fn send_unregister(&mut self) {
         self.state = RegistrationState::Unregistering;
         self.timer = None;
         if self.local.is_none() {
@@ -1155,6 +1174,59 @@ mod tests {
             vec![RegistrationEvent::Registered { expires: 200 }]
         );
         assert_eq!(reg.poll_timeout(), Some(t0 + 140 * S));
+    }
+
+    #[test]
+    fn start_during_unregister_registers_again_afterwards() {
+        let t0 = Instant::now();
+        let mut reg = Registration::new(config());
+        reg.handle_flow_up(t0, local(5070));
+        reg.start(t0);
+        let r1 = one_request(&mut reg);
+        reg.handle_response(t0, &ok(&r1, None, Some(600)));
+        reg.stop(t0);
+        let r2 = one_request(&mut reg);
+        assert_eq!(hdr(&r2, HeaderName::Expires), "0");
+        reg.start(t0);
+        reg.start(t0);
+        assert!(reg.poll_request().is_none(), "waits for the un-REGISTER");
+        reg.handle_response(t0, &ok(&r2, None, Some(0)));
+        let r3 = one_request(&mut reg);
+        assert_eq!(hdr(&r3, HeaderName::Expires), "600");
+        assert_eq!(cseq(&r3), cseq(&r2) + 1);
+        assert_eq!(reg.state(), RegistrationState::Registering);
+        // stop twice while un-registering: one un-REGISTER, one Unregistered.
+        reg.handle_response(t0, &ok(&r3, None, Some(600)));
+        reg.stop(t0);
+        reg.stop(t0);
+        let r4 = one_request(&mut reg);
+        reg.handle_response(t0, &ok(&r4, None, Some(0)));
+        assert_eq!(
+            events(&mut reg),
+            vec![
+                RegistrationEvent::Registered { expires: 600 },
+                RegistrationEvent::Unregistered,
+                RegistrationEvent::Registered { expires: 600 },
+                RegistrationEvent::Unregistered,
+            ]
+        );
+        assert_eq!(reg.state(), RegistrationState::Idle);
+    }
+
+    #[test]
+    fn challenge_on_register_with_stop_pending_answers_with_unregister() {
+        let t0 = Instant::now();
+        let mut reg = Registration::new(config());
+        reg.handle_flow_up(t0, local(5070));
+        reg.start(t0);
+        let r1 = one_request(&mut reg);
+        reg.stop(t0);
+        reg.handle_response(t0, &challenge(&r1, "n1", false));
+        let r2 = one_request(&mut reg);
+        assert_eq!(hdr(&r2, HeaderName::Expires), "0");
+        assert!(r2.headers.get(&HeaderName::Authorization).is_some());
+        reg.handle_response(t0, &ok(&r2, None, Some(0)));
+        assert_eq!(events(&mut reg), vec![RegistrationEvent::Unregistered]);
     }
 
     #[test]
