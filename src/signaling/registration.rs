@@ -11,7 +11,12 @@
 //! - **retry** after a failure: `base · 2ⁿ` (n = consecutive failures − 1) scaled by a random
 //!   factor in [0.5, 1] (RFC 5626 §4.5), then capped at `retry_max`. Because each range
 //!   `[d/2, d]` ends where the next one starts, the sequence never decreases; a success
-//!   resets it. A larger `Retry-After` from the server wins.
+//!   resets it. A larger `Retry-After` from the server wins (capped at one hour).
+//!   (RFC 5626 caps before randomising; we cap after, so the sequence is monotone.)
+//! - After a 401/407 the REGISTER is resent once with credentials; a repeated non-stale
+//!   challenge is a failure (no loop), a `stale=true` one is answered with the new nonce.
+//! - A lost flow loses the binding (RFC 5626): we report it and re-register on the next
+//!   [`Registration::handle_flow_up`], same Call-ID, instance-id and reg-id, next CSeq.
 
 use super::auth::{ChallengeOutcome, Credentials, DigestClient};
 use super::message::{HeaderName, Host, Method, Request, Response, Uri, BRANCH_MAGIC};
@@ -23,6 +28,9 @@ use std::time::{Duration, Instant};
 
 /// The methods we list in `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+
+/// The longest server-requested `Retry-After` we honour.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Refresh no later than this long before the binding expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -390,7 +398,7 @@ impl Registration {
             self.rng.random_range(0.5..=1.0),
         );
         if let Some(ra) = retry_after {
-            delay = delay.max(ra);
+            delay = delay.max(ra.min(MAX_RETRY_AFTER));
         }
         self.state = RegistrationState::RetryWait;
         self.timer = Some(now + delay);
@@ -1051,6 +1059,17 @@ mod tests {
             }]
         );
         assert_eq!(reg.poll_timeout(), Some(t0 + 120 * S));
+        // An absurd Retry-After from the network is capped, never overflows the clock.
+        let mut reg2 = Registration::new(config());
+        reg2.handle_flow_up(t0, local(5070));
+        reg2.start(t0);
+        let q = one_request(&mut reg2);
+        let mut huge = Response::for_request(&q, 503);
+        huge.headers
+            .push(HeaderName::RetryAfter, u64::MAX.to_string());
+        reg2.handle_response(t0, &huge);
+        assert_eq!(reg2.poll_timeout(), Some(t0 + MAX_RETRY_AFTER));
+
         reg.handle_timeout(t0 + 120 * S);
         let r2 = one_request(&mut reg);
         reg.handle_response(t0 + 120 * S, &Response::for_request(&r2, 403));
