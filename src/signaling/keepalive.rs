@@ -153,13 +153,18 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
     fn drain(k: &mut KeepAlive) -> Vec<KeepAliveAction> {
         std::iter::from_fn(|| k.poll_action()).collect()
     }
 
     #[test]
     fn pings_at_interval_and_pong_clears() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut k = KeepAlive::new(30 * S, 10 * S);
         assert_eq!(k.poll_timeout(), None);
         k.start(t0);
@@ -180,7 +185,7 @@ mod tests {
 
     #[test]
     fn missing_pong_is_flow_dead_exactly_once() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut k = KeepAlive::new(30 * S, 10 * S);
         k.start(t0);
         k.handle_timeout(t0 + 30 * S);
@@ -203,7 +208,7 @@ mod tests {
 
     #[test]
     fn stop_means_nothing() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut k = KeepAlive::new(5 * S, 2 * S);
         k.start(t0);
         k.handle_timeout(t0 + 5 * S);
@@ -216,7 +221,7 @@ mod tests {
 
     #[test]
     fn flow_timer_jitter_within_80_to_100_percent() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut k = KeepAlive::new(30 * S, 10 * S).with_seed(42);
         k.start(t0);
         k.set_flow_timer(t0, 120);
@@ -241,7 +246,7 @@ mod tests {
 
     #[test]
     fn set_interval_reschedules_running_timer() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut k = KeepAlive::new(30 * S, 10 * S);
         k.set_interval(t0, 5 * S);
         assert_eq!(k.poll_timeout(), None, "not started");

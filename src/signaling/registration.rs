@@ -677,6 +677,11 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     const S: Duration = Duration::from_secs(1);
+
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> Instant {
+        Instant::now()
+    }
     const INSTANCE: &str = "urn:uuid:00000000-0000-1000-8000-000a95a0e128";
 
     fn uri(user: Option<&str>, host: &str, port: Option<u16>) -> Uri {
@@ -780,7 +785,7 @@ mod tests {
 
     #[test]
     fn full_cycle_challenge_auth_refresh_stop() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.start(t0);
         assert_eq!(reg.state(), RegistrationState::WaitingForFlow);
@@ -888,7 +893,7 @@ mod tests {
 
     #[test]
     fn wrong_password_gives_up_without_loop() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.handle_flow_up(t0, local(5070));
         reg.start(t0);
@@ -916,7 +921,7 @@ mod tests {
 
     #[test]
     fn stale_challenge_retries_and_no_credentials_fails() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.handle_flow_up(t0, local(5070));
         reg.start(t0);
@@ -945,7 +950,7 @@ mod tests {
 
     #[test]
     fn interval_too_brief_uses_min_expires() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.handle_flow_up(t0, local(5070));
         reg.start(t0);
@@ -972,7 +977,7 @@ mod tests {
 
     #[test]
     fn backoff_is_monotone_capped_and_reset_by_success() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let cfg = config();
         let (base, max) = (cfg.retry_base, cfg.retry_max);
         let mut reg = Registration::new(cfg);
@@ -1042,7 +1047,7 @@ mod tests {
 
     #[test]
     fn server_error_honours_retry_after_and_403_retries_later() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.handle_flow_up(t0, local(5070));
         reg.start(t0);
@@ -1086,7 +1091,7 @@ mod tests {
 
     #[test]
     fn flow_down_then_up_re_registers_with_same_identity() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.start(t0);
         reg.handle_flow_up(t0, local(5070));
@@ -1127,7 +1132,7 @@ mod tests {
 
     #[test]
     fn without_instance_id_no_outbound_params() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut cfg = config();
         cfg.instance_id = None;
         cfg.outbound_proxy = None;
@@ -1152,7 +1157,7 @@ mod tests {
 
     #[test]
     fn stop_while_registering_waits_for_the_response() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.handle_flow_up(t0, local(5070));
         reg.start(t0);
@@ -1172,7 +1177,7 @@ mod tests {
 
     #[test]
     fn granted_expiry_found_by_instance_when_registrar_rewrites_contact() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.handle_flow_up(t0, local(5070));
         reg.start(t0);
@@ -1197,7 +1202,7 @@ mod tests {
 
     #[test]
     fn start_during_unregister_registers_again_afterwards() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.handle_flow_up(t0, local(5070));
         reg.start(t0);
@@ -1234,7 +1239,7 @@ mod tests {
 
     #[test]
     fn challenge_on_register_with_stop_pending_answers_with_unregister() {
-        let t0 = Instant::now();
+        let t0 = origin();
         let mut reg = Registration::new(config());
         reg.handle_flow_up(t0, local(5070));
         reg.start(t0);
