@@ -292,3 +292,302 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
     }
     found.ok_or(FramingError::MissingContentLength)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const WITH_BODY: &[u8] =
+        b"MESSAGE sip:b@x SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 11\r\n\r\nhello\r\n\r\nyo";
+    const COMPACT: &[u8] = b"OPTIONS sip:b@x SIP/2.0\r\ni: 2\r\nl: 3\r\n\r\nabc";
+    const NO_BODY: &[u8] = b"SIP/2.0 200 OK\nCall-ID: 3\nContent-Length: 0\n\n";
+
+    fn limits() -> FramerLimits {
+        FramerLimits::default()
+    }
+
+    fn stream() -> Vec<u8> {
+        [WITH_BODY, COMPACT, NO_BODY].concat()
+    }
+
+    fn expected() -> Vec<Frame> {
+        vec![
+            Frame::Message(WITH_BODY.to_vec()),
+            Frame::Message(COMPACT.to_vec()),
+            Frame::Message(NO_BODY.to_vec()),
+        ]
+    }
+
+    fn drain(framer: &mut Framer, out: &mut Vec<Frame>) {
+        while let Some(frame) = framer.poll() {
+            out.push(frame.unwrap());
+        }
+    }
+
+    #[test]
+    fn back_to_back_in_one_push() {
+        let now = Instant::now();
+        let mut framer = Framer::new(limits());
+        framer.push(&stream(), now);
+        let mut frames = Vec::new();
+        drain(&mut framer, &mut frames);
+        assert_eq!(frames, expected());
+        assert_eq!(framer.buffered(), 0);
+        assert_eq!(framer.poll_timeout(), None);
+    }
+
+    #[test]
+    fn split_at_every_offset() {
+        let now = Instant::now();
+        let bytes = stream();
+        for cut in 0..=bytes.len() {
+            let mut framer = Framer::new(limits());
+            let mut frames = Vec::new();
+            framer.push(&bytes[..cut], now);
+            drain(&mut framer, &mut frames);
+            framer.push(&bytes[cut..], now);
+            drain(&mut framer, &mut frames);
+            assert_eq!(frames, expected(), "cut at {cut}");
+            assert_eq!(framer.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn one_byte_pushes() {
+        let now = Instant::now();
+        let mut framer = Framer::new(limits());
+        let mut frames = Vec::new();
+        for b in stream() {
+            framer.push(&[b], now);
+            drain(&mut framer, &mut frames);
+        }
+        assert_eq!(frames, expected());
+    }
+
+    #[test]
+    fn frames_parse_as_messages() {
+        let mut framer = Framer::new(limits());
+        framer.push(&stream(), Instant::now());
+        let mut frames = Vec::new();
+        drain(&mut framer, &mut frames);
+        for frame in frames {
+            let Frame::Message(bytes) = frame else {
+                panic!("not a message")
+            };
+            assert!(crate::signaling::message::Message::parse(&bytes).is_ok());
+        }
+    }
+
+    #[test]
+    fn ping_and_pong_between_messages() {
+        let now = Instant::now();
+        let mut framer = Framer::new(limits());
+        let bytes = [b"\r\n\r\n", WITH_BODY, b"\r\n", COMPACT, b"\r\n\r\n\r\n"].concat();
+        framer.push(&bytes, now);
+        let mut frames = Vec::new();
+        drain(&mut framer, &mut frames);
+        assert_eq!(
+            frames,
+            [
+                Frame::Ping,
+                Frame::Message(WITH_BODY.to_vec()),
+                Frame::Pong,
+                Frame::Message(COMPACT.to_vec()),
+                Frame::Ping,
+                Frame::Pong,
+            ]
+        );
+    }
+
+    #[test]
+    fn lone_crlf_at_end_is_a_pong_at_once() {
+        let now = Instant::now();
+        let mut framer = Framer::new(limits());
+        framer.push(b"\r\n", now);
+        assert_eq!(framer.poll(), Some(Ok(Frame::Pong)));
+        assert_eq!(framer.poll(), None);
+        // `\r\n\r` waits: it may be the start of a ping.
+        framer.push(b"\r\n\r", now);
+        assert_eq!(framer.poll(), None);
+        framer.push(b"\n", now);
+        assert_eq!(framer.poll(), Some(Ok(Frame::Ping)));
+        assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
+    fn ping_split_in_half_reads_as_two_pongs() {
+        // The documented trade-off of reporting a lone CRLF at once.
+        let now = Instant::now();
+        let mut framer = Framer::new(limits());
+        framer.push(b"\r\n", now);
+        assert_eq!(framer.poll(), Some(Ok(Frame::Pong)));
+        framer.push(b"\r\n", now);
+        assert_eq!(framer.poll(), Some(Ok(Frame::Pong)));
+        assert_eq!(framer.poll(), None);
+    }
+
+    #[test]
+    fn missing_content_length() {
+        let mut framer = Framer::new(limits());
+        framer.push(
+            b"OPTIONS sip:b@x SIP/2.0\r\nCall-ID: 1\r\n\r\n",
+            Instant::now(),
+        );
+        assert_eq!(framer.poll(), Some(Err(FramingError::MissingContentLength)));
+        assert!(framer.is_failed());
+        assert_eq!(framer.buffered(), 0);
+        framer.push(COMPACT, Instant::now());
+        assert_eq!(framer.poll(), None);
+    }
+
+    #[test]
+    fn bad_content_length() {
+        for head in [
+            "OPTIONS sip:b@x SIP/2.0\r\nContent-Length: -1\r\n\r\n",
+            "OPTIONS sip:b@x SIP/2.0\r\nContent-Length: 1x\r\n\r\n",
+            "OPTIONS sip:b@x SIP/2.0\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "OPTIONS sip:b@x SIP/2.0\r\nContent-Length: 1\r\nl: 2\r\n\r\n",
+        ] {
+            let mut framer = Framer::new(limits());
+            framer.push(head.as_bytes(), Instant::now());
+            assert!(
+                matches!(framer.poll(), Some(Err(FramingError::BadContentLength(_)))),
+                "{head:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_header_is_refused_without_buffering_it() {
+        let limits = FramerLimits {
+            max_message: 1024,
+            ..limits()
+        };
+        let mut framer = Framer::new(limits);
+        let now = Instant::now();
+        framer.push(b"OPTIONS sip:b@x SIP/2.0\r\nX-Junk: ", now);
+        let chunk = [b'a'; 300];
+        let mut result = None;
+        for _ in 0..100 {
+            framer.push(&chunk, now);
+            assert!(framer.buffered() <= 1024 + chunk.len());
+            if let Some(r) = framer.poll() {
+                result = Some(r);
+                break;
+            }
+        }
+        assert!(matches!(
+            result,
+            Some(Err(FramingError::TooLarge { limit: 1024, .. }))
+        ));
+        assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_content_length_is_refused_at_once() {
+        let mut framer = Framer::new(limits());
+        framer.push(
+            b"MESSAGE sip:b@x SIP/2.0\r\nContent-Length: 65536\r\n\r\nxx",
+            Instant::now(),
+        );
+        assert!(matches!(
+            framer.poll(),
+            Some(Err(FramingError::TooLarge { limit: 65536, .. }))
+        ));
+        assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
+    fn pushing_without_polling_is_bounded() {
+        let limits = FramerLimits {
+            max_message: 100,
+            ..limits()
+        };
+        let mut framer = Framer::new(limits);
+        for _ in 0..10 {
+            framer.push(&[b'x'; 60], Instant::now());
+        }
+        assert!(framer.buffered() <= 160);
+        assert!(matches!(
+            framer.poll(),
+            Some(Err(FramingError::TooLarge { .. }))
+        ));
+    }
+
+    #[test]
+    fn stall_timeout_with_virtual_clock() {
+        let t0 = Instant::now();
+        let stall = Duration::from_secs(30);
+        let mut framer = Framer::new(limits());
+        assert_eq!(framer.poll_timeout(), None);
+        framer.push(&WITH_BODY[..20], t0);
+        assert_eq!(framer.poll(), None);
+        assert_eq!(framer.poll_timeout(), Some(t0 + stall));
+        // Progress moves the deadline.
+        let t1 = t0 + Duration::from_secs(20);
+        framer.push(&WITH_BODY[20..40], t1);
+        assert_eq!(framer.poll(), None);
+        assert_eq!(framer.poll_timeout(), Some(t1 + stall));
+        assert_eq!(framer.handle_timeout(t0 + stall), None);
+        assert_eq!(framer.buffered(), 40);
+        assert_eq!(
+            framer.handle_timeout(t1 + stall),
+            Some(FramingError::Stalled)
+        );
+        assert_eq!(framer.buffered(), 0);
+        assert_eq!(framer.poll_timeout(), None);
+        assert_eq!(framer.poll(), None);
+    }
+
+    #[test]
+    fn complete_messages_have_no_timeout() {
+        let t0 = Instant::now();
+        let mut framer = Framer::new(limits());
+        framer.push(COMPACT, t0);
+        assert!(matches!(framer.poll(), Some(Ok(Frame::Message(_)))));
+        assert_eq!(framer.poll_timeout(), None);
+        assert_eq!(framer.handle_timeout(t0 + Duration::from_secs(3600)), None);
+    }
+
+    proptest! {
+        #[test]
+        fn random_chunks_never_panic_and_stay_bounded(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..20)
+        ) {
+            let limits = FramerLimits { max_message: 512, ..FramerLimits::default() };
+            let mut framer = Framer::new(limits);
+            let now = Instant::now();
+            for chunk in chunks {
+                framer.push(&chunk, now);
+                prop_assert!(framer.buffered() <= 512 + chunk.len());
+                while let Some(frame) = framer.poll() {
+                    if let Ok(Frame::Message(m)) = frame {
+                        prop_assert!(m.len() <= 512);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn random_split_points_give_the_same_frames(cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+            let bytes = [b"\r\n\r\n".as_slice(), WITH_BODY, COMPACT, b"\r\n", NO_BODY].concat();
+            // A ping cut in the middle (after its first CRLF) reads as two pongs, by design: see
+            // `ping_split_in_half_reads_as_two_pongs`.
+            let mut points: Vec<usize> =
+                cuts.iter().map(|c| c.index(bytes.len())).filter(|&p| p != 2).collect();
+            points.sort_unstable();
+            let mut framer = Framer::new(FramerLimits::default());
+            let mut frames = Vec::new();
+            let mut from = 0;
+            for p in points.into_iter().chain([bytes.len()]) {
+                framer.push(&bytes[from..p], Instant::now());
+                from = p;
+                drain(&mut framer, &mut frames);
+            }
+            let mut want = vec![Frame::Ping];
+            want.extend([Frame::Message(WITH_BODY.to_vec()), Frame::Message(COMPACT.to_vec()), Frame::Pong, Frame::Message(NO_BODY.to_vec())]);
+            prop_assert_eq!(frames, want);
+        }
+    }
+}
