@@ -256,33 +256,30 @@ impl Framer {
 /// The Content-Length (or compact `l`) of a head; every occurrence must agree.
 fn content_length(head: &[u8]) -> Result<usize, FramingError> {
     let mut found: Option<usize> = None;
-    // Skip the start line; header names are ASCII, so byte-wise matching is enough.
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+    // Only lines starting with `c`/`l` can hold it; header names are ASCII. The start line is
+    // skipped (the first `\n` starts the first header line); a folded line starts with SP/HTAB.
+    for nl in memchr::memchr_iter(b'\n', head) {
+        let line = &head[nl + 1..];
+        if !matches!(line.first(), Some(b'c' | b'C' | b'l' | b'L')) {
+            continue;
+        }
+        let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = line[..colon].trim_ascii();
         if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
             continue;
         }
-        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-            continue; // a folded continuation line, not a header name
-        }
         let value = line[colon + 1..].trim_ascii();
-        let text = String::from_utf8_lossy(value);
-        let n: usize = match std::str::from_utf8(value).ok().and_then(|v| {
-            v.bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| v.parse().ok())
-                .flatten()
-        }) {
-            Some(n) => n,
-            None => {
-                return Err(FramingError::BadContentLength(
-                    text.chars().take(40).collect(),
-                ))
-            }
-        };
+        let n = (!value.is_empty() && value.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(value).ok()?.parse::<usize>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                FramingError::BadContentLength(
+                    String::from_utf8_lossy(value).chars().take(40).collect(),
+                )
+            })?;
         match found {
             Some(prev) if prev != n => {
                 return Err(FramingError::BadContentLength(format!("{prev} and {n}")))

@@ -3,15 +3,18 @@
 //! The message path is: find the empty line that ends the head; parse the start line ourselves;
 //! normalise the header section into canonical text (folded lines joined, LF-only and mixed line
 //! endings accepted, whitespace before the colon dropped, compact names expanded, values trimmed);
-//! hand that text to rsip behind a fixed start line (so rsip never sees an IPv6 or `tel:`
-//! Request-URI) and move its header list into our [`Headers`]; finally check the body against a
-//! present Content-Length.
+//! hand that text to rsip's request tokenizer behind a fixed start line (so rsip never sees an
+//! IPv6 or `tel:` Request-URI) and copy the header list it splits into our [`Headers`]; finally
+//! check the body against a present Content-Length.
+//!
+//! rsip is called at its tokenizer layer (`rsip::message::request::Tokenizer`, public but
+//! `doc(hidden)` in rsip 0.4): the header list borrows from our buffer, so we skip rsip's
+//! throw-away `Header` strings and its failed status-line attempt, which would double the cost.
 
 use super::{
     CSeq, HeaderName, Headers, Host, Message, Method, NameAddr, Params, Request, Response, Scheme,
     Uri, UriError, Via,
 };
-use rsip::headers::untyped::UntypedHeader;
 
 /// Why a message (or a header value) did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,8 +230,7 @@ fn expand_compact(name: &str) -> &str {
 fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
     let mut norm = String::with_capacity(RSIP_START_LINE.len() + section.len() + 4);
     norm.push_str(RSIP_START_LINE);
-    // Where each name starts and ends in `norm`, in order, so names are kept as received.
-    let mut names: Vec<(usize, usize)> = Vec::with_capacity(24);
+    let mut fields = 0;
     for raw in section.split('\n') {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.is_empty() {
@@ -236,7 +238,7 @@ fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
         }
         if line.starts_with([' ', '\t']) {
             // RFC 3261 §7.3.1: a continuation of the previous field.
-            if names.is_empty() {
+            if fields == 0 {
                 return Err(ParseError::HeaderLine(snippet(line)));
             }
             let more = line.trim();
@@ -253,13 +255,11 @@ fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
         if !is_token(name) {
             return Err(ParseError::HeaderLine(snippet(line)));
         }
-        if !names.is_empty() {
+        if fields != 0 {
             norm.push_str("\r\n");
         }
-        let name = expand_compact(name);
-        let at = norm.len();
-        norm.push_str(name);
-        names.push((at, norm.len()));
+        norm.push_str(expand_compact(name));
+        fields += 1;
         norm.push(':');
         let value = value.trim();
         if !value.is_empty() {
@@ -267,54 +267,32 @@ fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
             norm.push_str(value);
         }
     }
-    if names.is_empty() {
+    if fields == 0 {
         return Ok(Headers::default());
     }
     norm.push_str("\r\n\r\n");
 
-    let parsed = rsip::SipMessage::try_from(norm.as_bytes())
+    // rsip's own request tokenizer splits the canonical text; its header list borrows from
+    // `norm`, so the only copies are the Strings we keep.
+    let (_, tokens) = rsip::message::request::Tokenizer::tokenize(norm.as_bytes())
         .map_err(|e| ParseError::Rsip(snippet(&e.to_string())))?;
-    let rsip::SipMessage::Request(request) = parsed else {
-        return Err(ParseError::Rsip(
-            "header section parsed as a response".into(),
-        ));
-    };
-    let list: Vec<rsip::Header> = request.headers.into();
-    if list.len() != names.len() {
+    if tokens.headers.len() != fields {
         return Err(ParseError::Rsip(format!(
-            "{} header fields in, {} out",
-            names.len(),
-            list.len()
+            "{fields} header fields in, {} out",
+            tokens.headers.len()
         )));
     }
-    let mut headers = Headers::default();
-    for (header, (from, to)) in list.into_iter().zip(names) {
-        let name = HeaderName::parse(&norm[from..to]);
-        headers.push(name, rsip_value(header));
+    let mut headers = Headers::with_capacity(fields);
+    for token in tokens.headers {
+        let (Ok(name), Ok(value)) = (
+            std::str::from_utf8(token.name),
+            std::str::from_utf8(token.value),
+        ) else {
+            return Err(ParseError::NotUtf8);
+        };
+        headers.push(HeaderName::parse(name), value);
     }
     Ok(headers)
-}
-
-macro_rules! rsip_values {
-    ($header:expr; $($variant:ident),* $(,)?) => {
-        match $header {
-            rsip::Header::Other(_, value) => value,
-            $( rsip::Header::$variant(h) => h.value().to_string(), )*
-        }
-    };
-}
-
-/// The value string of an rsip header field (rsip headers are untyped strings).
-fn rsip_value(header: rsip::Header) -> String {
-    rsip_values!(header;
-        Accept, AcceptEncoding, AcceptLanguage, AlertInfo, Allow, AuthenticationInfo,
-        Authorization, CSeq, CallId, CallInfo, Contact, ContentDisposition, ContentEncoding,
-        ContentLanguage, ContentLength, ContentType, Date, ErrorInfo, Event, Expires, From,
-        InReplyTo, MaxForwards, MimeVersion, MinExpires, Organization, Priority,
-        ProxyAuthenticate, ProxyAuthorization, ProxyRequire, RecordRoute, ReplyTo, Require,
-        RetryAfter, Route, Server, Subject, SubscriptionState, Supported, Timestamp, To,
-        Unsupported, UserAgent, Via, Warning, WwwAuthenticate,
-    )
 }
 
 /// Splits `text` at `sep` outside double quotes (with `\` escapes inside quotes).
