@@ -55,8 +55,9 @@ pub enum ParseError {
     Rsip(String),
 }
 
-/// The start line rsip sees in front of our normalised header section.
-const RSIP_START_LINE: &str = "OPTIONS sip:wakeline.invalid SIP/2.0\r\n";
+/// The start line rsip sees in front of our normalised header section. The user part matters:
+/// without one, rsip formats an error holding the whole header section while probing for it.
+const RSIP_START_LINE: &str = "OPTIONS sip:w@wakeline.invalid SIP/2.0\r\n";
 
 /// At most this many characters of offending input are copied into an error.
 const ERROR_SNIPPET: usize = 120;
