@@ -214,11 +214,7 @@ impl Framer {
         let from = self.scanned.saturating_sub(2);
         let head_end = memchr::memchr_iter(b'\n', &self.buf[from..])
             .map(|i| from + i + 1)
-            .find(|&after| match &self.buf[after..] {
-                [b'\n', ..] => true,
-                [b'\r', b'\n', ..] => true,
-                _ => false,
-            })
+            .find(|&after| matches!(&self.buf[after..], [b'\n', ..] | [b'\r', b'\n', ..]))
             .map(|after| after + if self.buf[after] == b'\n' { 1 } else { 2 });
         let Some(head_end) = head_end else {
             // Keep the last bytes unscanned: the blank line may be split across reads.
@@ -300,6 +296,11 @@ mod tests {
     const COMPACT: &[u8] = b"OPTIONS sip:b@x SIP/2.0\r\ni: 2\r\nl: 3\r\n\r\nabc";
     const NO_BODY: &[u8] = b"SIP/2.0 200 OK\nCall-ID: 3\nContent-Length: 0\n\n";
 
+    /// The virtual clock's origin: the only real clock read, as a base for offsets.
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     fn limits() -> FramerLimits {
         FramerLimits::default()
     }
@@ -324,7 +325,7 @@ mod tests {
 
     #[test]
     fn back_to_back_in_one_push() {
-        let now = Instant::now();
+        let now = t0();
         let mut framer = Framer::new(limits());
         framer.push(&stream(), now);
         let mut frames = Vec::new();
@@ -336,7 +337,7 @@ mod tests {
 
     #[test]
     fn split_at_every_offset() {
-        let now = Instant::now();
+        let now = t0();
         let bytes = stream();
         for cut in 0..=bytes.len() {
             let mut framer = Framer::new(limits());
@@ -352,7 +353,7 @@ mod tests {
 
     #[test]
     fn one_byte_pushes() {
-        let now = Instant::now();
+        let now = t0();
         let mut framer = Framer::new(limits());
         let mut frames = Vec::new();
         for b in stream() {
@@ -365,7 +366,7 @@ mod tests {
     #[test]
     fn frames_parse_as_messages() {
         let mut framer = Framer::new(limits());
-        framer.push(&stream(), Instant::now());
+        framer.push(&stream(), t0());
         let mut frames = Vec::new();
         drain(&mut framer, &mut frames);
         for frame in frames {
@@ -378,7 +379,7 @@ mod tests {
 
     #[test]
     fn ping_and_pong_between_messages() {
-        let now = Instant::now();
+        let now = t0();
         let mut framer = Framer::new(limits());
         let bytes = [b"\r\n\r\n", WITH_BODY, b"\r\n", COMPACT, b"\r\n\r\n\r\n"].concat();
         framer.push(&bytes, now);
@@ -399,7 +400,7 @@ mod tests {
 
     #[test]
     fn lone_crlf_at_end_is_a_pong_at_once() {
-        let now = Instant::now();
+        let now = t0();
         let mut framer = Framer::new(limits());
         framer.push(b"\r\n", now);
         assert_eq!(framer.poll(), Some(Ok(Frame::Pong)));
@@ -415,7 +416,7 @@ mod tests {
     #[test]
     fn ping_split_in_half_reads_as_two_pongs() {
         // The documented trade-off of reporting a lone CRLF at once.
-        let now = Instant::now();
+        let now = t0();
         let mut framer = Framer::new(limits());
         framer.push(b"\r\n", now);
         assert_eq!(framer.poll(), Some(Ok(Frame::Pong)));
@@ -427,14 +428,11 @@ mod tests {
     #[test]
     fn missing_content_length() {
         let mut framer = Framer::new(limits());
-        framer.push(
-            b"OPTIONS sip:b@x SIP/2.0\r\nCall-ID: 1\r\n\r\n",
-            Instant::now(),
-        );
+        framer.push(b"OPTIONS sip:b@x SIP/2.0\r\nCall-ID: 1\r\n\r\n", t0());
         assert_eq!(framer.poll(), Some(Err(FramingError::MissingContentLength)));
         assert!(framer.is_failed());
         assert_eq!(framer.buffered(), 0);
-        framer.push(COMPACT, Instant::now());
+        framer.push(COMPACT, t0());
         assert_eq!(framer.poll(), None);
     }
 
@@ -447,7 +445,7 @@ mod tests {
             "OPTIONS sip:b@x SIP/2.0\r\nContent-Length: 1\r\nl: 2\r\n\r\n",
         ] {
             let mut framer = Framer::new(limits());
-            framer.push(head.as_bytes(), Instant::now());
+            framer.push(head.as_bytes(), t0());
             assert!(
                 matches!(framer.poll(), Some(Err(FramingError::BadContentLength(_)))),
                 "{head:?}"
@@ -462,7 +460,7 @@ mod tests {
             ..limits()
         };
         let mut framer = Framer::new(limits);
-        let now = Instant::now();
+        let now = t0();
         framer.push(b"OPTIONS sip:b@x SIP/2.0\r\nX-Junk: ", now);
         let chunk = [b'a'; 300];
         let mut result = None;
@@ -486,7 +484,7 @@ mod tests {
         let mut framer = Framer::new(limits());
         framer.push(
             b"MESSAGE sip:b@x SIP/2.0\r\nContent-Length: 65536\r\n\r\nxx",
-            Instant::now(),
+            t0(),
         );
         assert!(matches!(
             framer.poll(),
@@ -503,7 +501,7 @@ mod tests {
         };
         let mut framer = Framer::new(limits);
         for _ in 0..10 {
-            framer.push(&[b'x'; 60], Instant::now());
+            framer.push(&[b'x'; 60], t0());
         }
         assert!(framer.buffered() <= 160);
         assert!(matches!(
@@ -514,7 +512,7 @@ mod tests {
 
     #[test]
     fn stall_timeout_with_virtual_clock() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let stall = Duration::from_secs(30);
         let mut framer = Framer::new(limits());
         assert_eq!(framer.poll_timeout(), None);
@@ -539,7 +537,7 @@ mod tests {
 
     #[test]
     fn complete_messages_have_no_timeout() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut framer = Framer::new(limits());
         framer.push(COMPACT, t0);
         assert!(matches!(framer.poll(), Some(Ok(Frame::Message(_)))));
@@ -554,7 +552,7 @@ mod tests {
         ) {
             let limits = FramerLimits { max_message: 512, ..FramerLimits::default() };
             let mut framer = Framer::new(limits);
-            let now = Instant::now();
+            let now = t0();
             for chunk in chunks {
                 framer.push(&chunk, now);
                 prop_assert!(framer.buffered() <= 512 + chunk.len());
@@ -578,7 +576,7 @@ mod tests {
             let mut frames = Vec::new();
             let mut from = 0;
             for p in points.into_iter().chain([bytes.len()]) {
-                framer.push(&bytes[from..p], Instant::now());
+                framer.push(&bytes[from..p], t0());
                 from = p;
                 drain(&mut framer, &mut frames);
             }
