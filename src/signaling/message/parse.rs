@@ -226,13 +226,26 @@ fn expand_compact(name: &str) -> &str {
     }
 }
 
+/// The `\n`-separated lines of `text` (memchr-driven; the `\n` is not included).
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', text.as_bytes())
+        .chain(std::iter::once(text.len()))
+        .map(move |end| {
+            // `\n` is ASCII, so both ends are char boundaries.
+            let line = text.get(start..end).unwrap_or_default();
+            start = end + 1;
+            line
+        })
+}
+
 /// Normalises the header section (everything between the start line and the empty line) and
 /// returns the header fields as rsip splits them.
 fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
     let mut norm = String::with_capacity(RSIP_START_LINE.len() + section.len() + 4);
     norm.push_str(RSIP_START_LINE);
     let mut fields = 0;
-    for raw in section.split('\n') {
+    for raw in lines(section) {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.is_empty() {
             continue;
