@@ -8,13 +8,31 @@
 //! sleep_until(core.poll_timeout())
 //! ```
 //!
-//! TODO(helper: core): implement. The types in this file are the contract with the driver.
+//! Inside, the core keeps the flows (each with its [`Framer`]), the RFC 3261 §17 transaction
+//! table keyed by [`TxKey`], the calls (the invite state machine in [`super::invite`]) with their
+//! dialogs, the no-INVITE-lost ledger, and the control flow with its registration and keep-alive
+//! (`core/control.rs`). Only TCP flows exist: every transaction is created `reliable`.
+
+mod control;
+mod raw400;
+#[doc(hidden)]
+pub mod testkit;
 
 use super::config::Config;
-use super::message::Uri;
+use super::dialog::{Dialog, DialogId};
+use super::framing::{Frame, Framer, FramerLimits};
+use super::invite::ledger::{EntryKind, Ledger};
+use super::invite::{ledger_key, response, Call, Phase, Role, ACCEPT};
+use super::message::{
+    new_branch, new_tag, HeaderName, Message, Method, ParseError, Request, Response, Uri,
+};
 use super::sdp::Negotiated;
+use super::transaction::{
+    ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TxEvent, TxKey,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Identifies one TCP connection (a *flow*, RFC 5626).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -176,110 +194,978 @@ pub enum CoreError {
     BadTarget(String),
 }
 
+/// Counters of the no-INVITE-lost ledger (see [`SignalingCore::ledger_stats`]).
+pub use super::invite::ledger::LedgerStats;
+
+/// Cap of one SIP message on a flow.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// A partial message that makes no progress for this long is dropped with its flow.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an ended call lingers to absorb late retransmissions.
+pub const LINGER: Duration = Duration::from_secs(32);
+
+/// What a flow is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FlowKind {
+    /// The registration (control) flow.
+    Control,
+    /// Accepted by the driver's listener.
+    Accepted,
+    /// Connected by us for a direct call, to this host and port.
+    Outgoing(String, u16),
+}
+
+/// One TCP connection.
+pub(crate) struct Flow {
+    pub(crate) kind: FlowKind,
+    pub(crate) framer: Framer,
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) up: bool,
+}
+
+/// Who waits for a client transaction's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxOwner {
+    /// The INVITE of a call.
+    Invite(CallHandle),
+    /// Our re-INVITE in a call.
+    ReInvite(CallHandle),
+    /// The BYE of a call.
+    Bye(CallHandle),
+    /// A CANCEL or a BYE for a stray forked dialog: nobody cares about the answer.
+    Nobody,
+    /// A REGISTER.
+    Registration,
+}
+
+pub(crate) enum ClientKind {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+pub(crate) struct ClientTx {
+    pub(crate) tx: ClientKind,
+    pub(crate) flow: FlowId,
+    pub(crate) owner: TxOwner,
+}
+
+pub(crate) enum ServerKind {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+pub(crate) struct ServerTx {
+    pub(crate) tx: ServerKind,
+    pub(crate) flow: FlowId,
+}
+
 /// The signaling user agent, sans-IO.
+///
+/// Feed it with the `handle_*` methods, then drain [`SignalingCore::poll_output`] and sleep
+/// until [`SignalingCore::poll_timeout`].
 pub struct SignalingCore {
-    _config: Config,
+    pub(crate) config: Config,
+    pub(crate) flows: BTreeMap<FlowId, Flow>,
+    next_flow: u64,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) client_tx: HashMap<TxKey, ClientTx>,
+    pub(crate) server_tx: HashMap<TxKey, ServerTx>,
+    pub(crate) calls: BTreeMap<CallHandle, Call>,
+    next_call: u64,
+    /// Dialog id → call.
+    pub(crate) dialogs: HashMap<DialogId, CallHandle>,
+    /// UAC Call-ID → call (2xx responses that match no transaction: forks, retransmissions).
+    pub(crate) uac_calls: HashMap<String, CallHandle>,
+    pub(crate) ledger: Ledger,
+    pub(crate) control: control::Control,
+}
+
+fn reliable() -> bool {
+    true
 }
 
 impl SignalingCore {
     /// A core with this configuration. Nothing happens until the first `handle_*` call.
     pub fn new(config: Config) -> Self {
-        SignalingCore { _config: config }
+        let control = control::Control::new(&config);
+        SignalingCore {
+            config,
+            flows: BTreeMap::new(),
+            next_flow: 1,
+            outputs: VecDeque::new(),
+            client_tx: HashMap::new(),
+            server_tx: HashMap::new(),
+            calls: BTreeMap::new(),
+            next_call: 1,
+            dialogs: HashMap::new(),
+            uac_calls: HashMap::new(),
+            ledger: Ledger::new(),
+            control,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of INVITEs in the ledger still waiting for their final response or their `Ended`.
+    pub fn ledger_open(&self) -> usize {
+        self.ledger.stats().open
+    }
+
+    /// The ledger's counters (doubles must stay 0).
+    pub fn ledger_stats(&self) -> LedgerStats {
+        self.ledger.stats()
+    }
+
+    /// Calls not yet removed (ended calls linger for [`LINGER`]).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Transactions in the table (client + server).
+    pub fn transaction_count(&self) -> usize {
+        self.client_tx.len() + self.server_tx.len()
+    }
+
+    pub(crate) fn new_flow(&mut self, kind: FlowKind) -> FlowId {
+        let id = FlowId(self.next_flow);
+        self.next_flow += 1;
+        self.flows.insert(
+            id,
+            Flow {
+                kind,
+                framer: Framer::new(FramerLimits {
+                    max_message: MAX_MESSAGE,
+                    stall_timeout: STALL_TIMEOUT,
+                }),
+                local: None,
+                remote: None,
+                up: false,
+            },
+        );
+        id
+    }
+
+    pub(crate) fn new_call_handle(&mut self) -> CallHandle {
+        let h = CallHandle(self.next_call);
+        self.next_call += 1;
+        h
     }
 
     /// The driver accepted a connection on its listener; returns the id to use for it.
     pub fn handle_flow_accepted(
         &mut self,
         _now: Instant,
-        _local: SocketAddr,
-        _remote: SocketAddr,
+        local: SocketAddr,
+        remote: SocketAddr,
     ) -> FlowId {
-        todo!()
+        let id = self.new_flow(FlowKind::Accepted);
+        if let Some(f) = self.flows.get_mut(&id) {
+            f.local = Some(local);
+            f.remote = Some(remote);
+            f.up = true;
+        }
+        self.event(Event::FlowUp { flow: id, remote });
+        id
     }
 
     /// A flow asked for with [`Output::Connect`] is connected.
     pub fn handle_flow_up(
         &mut self,
-        _now: Instant,
-        _flow: FlowId,
-        _local: SocketAddr,
-        _remote: SocketAddr,
+        now: Instant,
+        flow: FlowId,
+        local: SocketAddr,
+        remote: SocketAddr,
     ) {
-        todo!()
+        let Some(f) = self.flows.get_mut(&flow) else {
+            tracing::warn!(?flow, "flow up for an unknown flow");
+            self.outputs.push_back(Output::Close { flow });
+            return;
+        };
+        f.local = Some(local);
+        f.remote = Some(remote);
+        f.up = true;
+        let kind = f.kind.clone();
+        self.event(Event::FlowUp { flow, remote });
+        if kind == FlowKind::Control {
+            self.control_flow_up(now, flow, local);
+        }
+        let waiting: Vec<CallHandle> = self
+            .calls
+            .values()
+            .filter(|c| c.flow == flow && c.phase == Phase::WaitFlow)
+            .map(|c| c.handle)
+            .collect();
+        for h in waiting {
+            self.uac_send_invite(now, h);
+        }
+        self.drain_control(now);
     }
 
     /// A flow failed to connect, hit EOF, or errored.
-    pub fn handle_flow_down(&mut self, _now: Instant, _flow: FlowId) {
-        todo!()
+    pub fn handle_flow_down(&mut self, now: Instant, flow: FlowId) {
+        let Some(f) = self.flows.remove(&flow) else {
+            return;
+        };
+        if f.up {
+            self.event(Event::FlowDown { flow });
+        }
+        // Client transactions on the flow fail (RFC 3261 §17.1.4).
+        let keys: Vec<TxKey> = self
+            .client_tx
+            .iter()
+            .filter(|(_, t)| t.flow == flow)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(t) = self.client_tx.get_mut(&key) {
+                match &mut t.tx {
+                    ClientKind::Invite(tx) => tx.handle_transport_error(now),
+                    ClientKind::NonInvite(tx) => tx.handle_transport_error(now),
+                }
+            }
+            self.drain_client(now, &key);
+            self.client_tx.remove(&key);
+        }
+        // Server transactions can send nothing more.
+        self.server_tx.retain(|_, t| t.flow != flow);
+        // Calls on the flow end.
+        let calls: Vec<CallHandle> = self
+            .calls
+            .values()
+            .filter(|c| c.flow == flow && c.phase != Phase::Ended)
+            .map(|c| c.handle)
+            .collect();
+        for h in calls {
+            self.call_flow_lost(now, h);
+        }
+        if f.kind == FlowKind::Control {
+            self.control_flow_down(now, flow);
+        }
+        self.drain_control(now);
     }
 
     /// Bytes arrived on a flow.
-    pub fn handle_received(&mut self, _now: Instant, _flow: FlowId, _bytes: &[u8]) {
-        todo!()
+    pub fn handle_received(&mut self, now: Instant, flow: FlowId, bytes: &[u8]) {
+        let Some(f) = self.flows.get_mut(&flow) else {
+            tracing::warn!(?flow, "bytes for an unknown flow");
+            return;
+        };
+        f.framer.push(bytes, now);
+        loop {
+            let Some(f) = self.flows.get_mut(&flow) else {
+                return;
+            };
+            match f.framer.poll() {
+                None => break,
+                Some(Ok(Frame::Ping)) => self.transmit(flow, b"\r\n".to_vec()),
+                Some(Ok(Frame::Pong)) => self.control_pong(now, flow),
+                Some(Ok(Frame::Message(raw))) => self.handle_message(now, flow, &raw),
+                Some(Err(e)) => {
+                    tracing::warn!(?flow, error = %e, "framing error, closing the flow");
+                    self.outputs.push_back(Output::Close { flow });
+                    self.handle_flow_down(now, flow);
+                    return;
+                }
+            }
+        }
+        self.drain_control(now);
+    }
+
+    fn handle_message(&mut self, now: Instant, flow: FlowId, raw: &[u8]) {
+        match Message::parse(raw) {
+            Ok(Message::Request(req)) => self.handle_request(now, flow, req),
+            Ok(Message::Response(resp)) => self.handle_response(now, resp),
+            Err(e) => self.handle_unparsable(now, flow, raw, &e),
+        }
+    }
+
+    /// A request that did not parse: answer 400 if the headers a response needs are readable.
+    fn handle_unparsable(&mut self, now: Instant, flow: FlowId, raw: &[u8], e: &ParseError) {
+        let Some(bad) = raw400::build(raw, &self.config.user_agent) else {
+            tracing::warn!(?flow, error = %e, "dropping an unparsable message");
+            return;
+        };
+        tracing::warn!(?flow, error = %e, "answering an unparsable request with 400");
+        self.transmit(flow, bad.bytes);
+        if let Some(key) = bad.invite {
+            // An INVITE that starts a call: it is in the ledger like any other.
+            if self.ledger.open(key.clone(), EntryKind::Initial) {
+                let h = self.new_call_handle();
+                self.ledger.final_sent(&key, now);
+                self.ledger.ended(&key, now);
+                self.event(Event::Ended {
+                    call: h,
+                    call_id: key.call_id,
+                    status: 400,
+                    reason: "Bad Request".into(),
+                    outcome: CallOutcome::Failed,
+                });
+            }
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, flow: FlowId, req: Request) {
+        let Some(key) = TxKey::for_request(&req) else {
+            tracing::warn!(?flow, "request without a Via branch, dropped");
+            return;
+        };
+        if req.method == Method::Ack {
+            if let Some(t) = self.server_tx.get_mut(&key) {
+                if let ServerKind::Invite(tx) = &mut t.tx {
+                    if tx.final_status().is_some_and(|s| s >= 300) {
+                        tx.handle_request(req, now);
+                        self.drain_server(now, &key);
+                        return;
+                    }
+                }
+            }
+            self.handle_ack(now, req);
+            return;
+        }
+        if let Some(t) = self.server_tx.get_mut(&key) {
+            // A retransmission.
+            match &mut t.tx {
+                ServerKind::Invite(tx) => tx.handle_request(req, now),
+                ServerKind::NonInvite(tx) => tx.handle_request(req, now),
+            }
+            self.drain_server(now, &key);
+            return;
+        }
+        if req.method == Method::Invite {
+            if let Some(lk) = ledger_key(&req) {
+                if req.headers.to().and_then(|t| t.tag().map(str::to_string)).is_none()
+                    && self.ledger.seen(&lk)
+                {
+                    tracing::debug!(?lk, "late retransmission of an INVITE, absorbed");
+                    return;
+                }
+            }
+            let tx = ServerInvite::new(req.clone(), now, self.config.timers, reliable());
+            self.server_tx.insert(
+                key.clone(),
+                ServerTx {
+                    tx: ServerKind::Invite(tx),
+                    flow,
+                },
+            );
+        } else {
+            let tx = ServerNonInvite::new(req.clone(), now, self.config.timers, reliable());
+            self.server_tx.insert(
+                key.clone(),
+                ServerTx {
+                    tx: ServerKind::NonInvite(tx),
+                    flow,
+                },
+            );
+        }
+        self.drain_server(now, &key);
+        let has_to_tag = req.headers.to().is_some_and(|t| t.tag().is_some());
+        match req.method {
+            Method::Cancel => self.uas_cancel(now, &key, &req),
+            _ if has_to_tag => self.in_dialog_request(now, &key, req),
+            Method::Invite => self.uas_invite(now, flow, &key, req),
+            Method::Options => self.respond(now, &key, &req, 200, None),
+            Method::Bye => self.respond(now, &key, &req, 481, None),
+            Method::Other(_) => self.respond(now, &key, &req, 501, None),
+            _ => self.respond(now, &key, &req, 405, None),
+        }
+    }
+
+    fn in_dialog_request(&mut self, now: Instant, key: &TxKey, req: Request) {
+        let call = Dialog::id_of_request(&req)
+            .and_then(|id| self.dialogs.get(&id).copied())
+            .filter(|h| self.calls.get(h).is_some_and(|c| c.phase != Phase::Ended));
+        let Some(h) = call else {
+            self.respond(now, key, &req, 481, None);
+            return;
+        };
+        let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        let in_order = self
+            .calls
+            .get_mut(&h)
+            .and_then(|c| c.dialog.as_mut())
+            .is_some_and(|d| d.check_remote_cseq(seq));
+        if !in_order {
+            self.respond(now, key, &req, 500, Some(h));
+            return;
+        }
+        match req.method {
+            Method::Bye => self.uas_bye(now, h, key, &req),
+            Method::Invite => self.uas_reinvite(now, h, key, req),
+            Method::Options | Method::Info => self.respond(now, key, &req, 200, Some(h)),
+            Method::Other(_) => self.respond(now, key, &req, 501, Some(h)),
+            _ => self.respond(now, key, &req, 405, Some(h)),
+        }
+    }
+
+    /// An ACK that is not for a non-2xx final of ours: the ACK of a 2xx (ours or a re-INVITE's).
+    fn handle_ack(&mut self, now: Instant, req: Request) {
+        let Some(h) = Dialog::id_of_request(&req).and_then(|id| self.dialogs.get(&id).copied())
+        else {
+            tracing::debug!("ACK for no dialog, dropped");
+            return;
+        };
+        self.uas_ack(now, h, &req);
+    }
+
+    fn handle_response(&mut self, now: Instant, resp: Response) {
+        let Some(key) = TxKey::for_response(&resp) else {
+            tracing::warn!("response without Via branch or CSeq, dropped");
+            return;
+        };
+        if let Some(t) = self.client_tx.get_mut(&key) {
+            match &mut t.tx {
+                ClientKind::Invite(tx) => tx.handle_response(resp, now),
+                ClientKind::NonInvite(tx) => tx.handle_response(resp, now),
+            }
+            self.drain_client(now, &key);
+            return;
+        }
+        // A 2xx to an INVITE after its transaction ended: a retransmission or another fork.
+        if key.method == Method::Invite && resp.is_success() {
+            let h = resp
+                .headers
+                .call_id()
+                .and_then(|id| self.uac_calls.get(id).copied());
+            if let Some(h) = h {
+                self.uac_late_2xx(now, h, resp);
+                return;
+            }
+        }
+        tracing::debug!(?key, status = resp.status, "stray response, dropped");
     }
 
     /// Call when `now >= poll_timeout()`.
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Transactions.
+        let due: Vec<TxKey> = self
+            .client_tx
+            .iter()
+            .filter(|(_, t)| client_timeout(t).is_some_and(|at| at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(t) = self.client_tx.get_mut(&key) {
+                match &mut t.tx {
+                    ClientKind::Invite(tx) => tx.handle_timeout(now),
+                    ClientKind::NonInvite(tx) => tx.handle_timeout(now),
+                }
+            }
+            self.drain_client(now, &key);
+        }
+        let due: Vec<TxKey> = self
+            .server_tx
+            .iter()
+            .filter(|(_, t)| server_timeout(t).is_some_and(|at| at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(t) = self.server_tx.get_mut(&key) {
+                match &mut t.tx {
+                    ServerKind::Invite(tx) => tx.handle_timeout(now),
+                    ServerKind::NonInvite(tx) => tx.handle_timeout(now),
+                }
+            }
+            self.drain_server(now, &key);
+        }
+        // Framers.
+        let stalled: Vec<FlowId> = self
+            .flows
+            .iter_mut()
+            .filter(|(_, f)| f.framer.poll_timeout().is_some_and(|at| at <= now))
+            .filter_map(|(id, f)| f.framer.handle_timeout(now).map(|_| *id))
+            .collect();
+        for flow in stalled {
+            tracing::warn!(?flow, "stalled partial message, closing the flow");
+            self.outputs.push_back(Output::Close { flow });
+            self.handle_flow_down(now, flow);
+        }
+        // Calls.
+        let due: Vec<CallHandle> = self
+            .calls
+            .values()
+            .filter(|c| c.poll_timeout().is_some_and(|at| at <= now))
+            .map(|c| c.handle)
+            .collect();
+        for h in due {
+            self.call_timeout(now, h);
+        }
+        self.control_timeout(now);
+        self.ledger.expire(now);
+        self.drain_control(now);
     }
 
     /// Start registering (connects the control flow if needed).
-    pub fn register(&mut self, _now: Instant) -> Result<(), CoreError> {
-        todo!()
+    pub fn register(&mut self, now: Instant) -> Result<(), CoreError> {
+        self.control_register(now)?;
+        self.drain_control(now);
+        Ok(())
     }
 
     /// Remove our binding (Expires: 0).
-    pub fn unregister(&mut self, _now: Instant) -> Result<(), CoreError> {
-        todo!()
+    pub fn unregister(&mut self, now: Instant) -> Result<(), CoreError> {
+        self.control_unregister(now)?;
+        self.drain_control(now);
+        Ok(())
     }
 
     /// Place a call; `media` is the local RTP address announced in the SDP offer.
     pub fn call(
         &mut self,
-        _now: Instant,
-        _target: Uri,
-        _media: SocketAddr,
+        now: Instant,
+        target: Uri,
+        media: SocketAddr,
     ) -> Result<CallHandle, CoreError> {
-        todo!()
+        let h = self.uac_call(now, target, media)?;
+        self.drain_control(now);
+        Ok(h)
     }
 
     /// Send 180 Ringing for an incoming call.
-    pub fn ring(&mut self, _now: Instant, _call: CallHandle) -> Result<(), CoreError> {
-        todo!()
+    pub fn ring(&mut self, now: Instant, call: CallHandle) -> Result<(), CoreError> {
+        self.uas_ring(now, call)
     }
 
     /// Answer an incoming call with 200 OK and an SDP answer announcing `media`.
     pub fn answer(
         &mut self,
-        _now: Instant,
-        _call: CallHandle,
-        _media: SocketAddr,
+        now: Instant,
+        call: CallHandle,
+        media: SocketAddr,
     ) -> Result<(), CoreError> {
-        todo!()
+        self.uas_answer(now, call, media)
     }
 
     /// Reject an incoming call with a 3xx-6xx status.
-    pub fn reject(&mut self, _now: Instant, _call: CallHandle, _status: u16) -> Result<(), CoreError> {
-        todo!()
+    pub fn reject(&mut self, now: Instant, call: CallHandle, status: u16) -> Result<(), CoreError> {
+        self.uas_reject(now, call, status)
     }
 
-    /// End a call: CANCEL before answer (UAC), reject with 486?-no: 603 (UAS unanswered), BYE after.
-    pub fn hangup(&mut self, _now: Instant, _call: CallHandle) -> Result<(), CoreError> {
-        todo!()
+    /// End a call: CANCEL before answer (UAC), 603 Decline (UAS unanswered), BYE after.
+    pub fn hangup(&mut self, now: Instant, call: CallHandle) -> Result<(), CoreError> {
+        let role = self
+            .calls
+            .get(&call)
+            .filter(|c| c.phase != Phase::Ended)
+            .map(|c| c.role)
+            .ok_or(CoreError::NoSuchCall)?;
+        match role {
+            Role::Uac => self.uac_hangup(now, call),
+            Role::Uas => self.uas_hangup(now, call),
+        }
     }
 
     /// Put a call on hold (`true`) or resume it (`false`) with a re-INVITE.
-    pub fn hold(&mut self, _now: Instant, _call: CallHandle, _on: bool) -> Result<(), CoreError> {
-        todo!()
+    pub fn hold(&mut self, now: Instant, call: CallHandle, on: bool) -> Result<(), CoreError> {
+        self.send_reinvite(now, call, on)
     }
 
     /// The next thing for the driver to do.
     pub fn poll_output(&mut self) -> Option<Output> {
-        todo!()
+        self.outputs.pop_front()
     }
 
     /// The earliest deadline; call `handle_timeout` then.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let tx = self
+            .client_tx
+            .values()
+            .filter_map(client_timeout)
+            .chain(self.server_tx.values().filter_map(server_timeout));
+        let flows = self.flows.values().filter_map(|f| f.framer.poll_timeout());
+        let calls = self.calls.values().filter_map(Call::poll_timeout);
+        tx.chain(flows)
+            .chain(calls)
+            .chain(self.control.poll_timeout())
+            .min()
+    }
+
+    // ---- helpers shared by the invite machines -------------------------------------------
+
+    pub(crate) fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    pub(crate) fn transmit(&mut self, flow: FlowId, bytes: Vec<u8>) {
+        if self.flows.get(&flow).is_some_and(|f| f.up) {
+            self.outputs.push_back(Output::Transmit { flow, bytes });
+        } else {
+            tracing::debug!(?flow, "nothing sent: the flow is not up");
+        }
+    }
+
+    /// The Via sent-by for requests on `flow`.
+    pub(crate) fn via(&self, flow: FlowId) -> String {
+        let local = self
+            .flows
+            .get(&flow)
+            .and_then(|f| f.local)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "invalid.invalid".into());
+        format!("SIP/2.0/TCP {local};branch={};rport", new_branch())
+    }
+
+    /// Our Contact for dialogs on `flow`.
+    pub(crate) fn contact(&self, flow: FlowId) -> String {
+        let f = self.flows.get(&flow);
+        let is_control = f.is_some_and(|f| f.kind == FlowKind::Control);
+        let addr = if is_control {
+            f.and_then(|f| f.local)
+        } else {
+            self.config.listen.or_else(|| f.and_then(|f| f.local))
+        };
+        let host = addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "invalid.invalid".into());
+        let user = self
+            .config
+            .account
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_else(|| self.config.local_user.clone());
+        let ob = if is_control && self.config.instance_id.is_some() {
+            ";ob"
+        } else {
+            ""
+        };
+        format!("<sip:{user}@{host};transport=tcp{ob}>")
+    }
+
+    /// Sends a request in a new client transaction on `flow`.
+    pub(crate) fn send_request(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        req: Request,
+        owner: TxOwner,
+    ) -> Option<TxKey> {
+        let key = TxKey::for_request(&req)?;
+        let key = TxKey {
+            method: req.method.clone(),
+            ..key
+        };
+        let tx = if req.method == Method::Invite {
+            ClientKind::Invite(ClientInvite::new(req, now, self.config.timers, reliable()))
+        } else {
+            ClientKind::NonInvite(ClientNonInvite::new(req, now, self.config.timers, reliable()))
+        };
+        self.client_tx
+            .insert(key.clone(), ClientTx { tx, flow, owner });
+        self.drain_client(now, &key);
+        Some(key)
+    }
+
+    /// Sends `status` on the server transaction `key` (built from `req`), with the To tag of
+    /// `call` if any.
+    pub(crate) fn respond(
+        &mut self,
+        now: Instant,
+        key: &TxKey,
+        req: &Request,
+        status: u16,
+        call: Option<CallHandle>,
+    ) {
+        let tag = call
+            .and_then(|h| self.calls.get(&h))
+            .map(|c| c.local_tag.clone())
+            .unwrap_or_else(new_tag);
+        let mut resp = response(req, status, Some(&tag), &self.config.user_agent);
+        if req.method == Method::Options && status == 200 {
+            resp.headers.push(HeaderName::Accept, ACCEPT);
+        }
+        self.send_response(now, key, resp);
+    }
+
+    /// Hands a built response to the server transaction `key`.
+    pub(crate) fn send_response(&mut self, now: Instant, key: &TxKey, resp: Response) {
+        let Some(t) = self.server_tx.get_mut(key) else {
+            tracing::debug!(?key, "no server transaction for the response");
+            return;
+        };
+        match &mut t.tx {
+            ServerKind::Invite(tx) => tx.send_response(resp, now),
+            ServerKind::NonInvite(tx) => tx.send_response(resp, now),
+        }
+        self.drain_server(now, key);
+    }
+
+    pub(crate) fn drain_server(&mut self, _now: Instant, key: &TxKey) {
+        let mut events = Vec::new();
+        let Some(t) = self.server_tx.get_mut(key) else {
+            return;
+        };
+        let flow = t.flow;
+        loop {
+            let ev = match &mut t.tx {
+                ServerKind::Invite(tx) => tx.poll_event(),
+                ServerKind::NonInvite(tx) => tx.poll_event(),
+            };
+            match ev {
+                Some(e) => events.push(e),
+                None => break,
+            }
+        }
+        for ev in events {
+            match ev {
+                TxEvent::SendResponse(r) => self.transmit(flow, r.to_bytes()),
+                TxEvent::SendRequest(r) => self.transmit(flow, r.to_bytes()),
+                TxEvent::Terminated => {
+                    self.server_tx.remove(key);
+                }
+                TxEvent::Timeout(_) | TxEvent::TransportError => {
+                    tracing::debug!(?key, "server transaction failed");
+                }
+                TxEvent::AckReceived | TxEvent::Response(_) => {}
+            }
+        }
+    }
+
+    pub(crate) fn drain_client(&mut self, now: Instant, key: &TxKey) {
+        let mut events = Vec::new();
+        let Some(t) = self.client_tx.get_mut(key) else {
+            return;
+        };
+        let (flow, owner) = (t.flow, t.owner);
+        loop {
+            let ev = match &mut t.tx {
+                ClientKind::Invite(tx) => tx.poll_event(),
+                ClientKind::NonInvite(tx) => tx.poll_event(),
+            };
+            match ev {
+                Some(e) => events.push(e),
+                None => break,
+            }
+        }
+        for ev in events {
+            match ev {
+                TxEvent::SendRequest(r) => self.transmit(flow, r.to_bytes()),
+                TxEvent::SendResponse(r) => self.transmit(flow, r.to_bytes()),
+                TxEvent::Terminated => {
+                    self.client_tx.remove(key);
+                }
+                TxEvent::AckReceived => {}
+                TxEvent::Response(r) => self.client_outcome(now, key, owner, Ok(r)),
+                TxEvent::Timeout(_) => self.client_outcome(now, key, owner, Err(408)),
+                TxEvent::TransportError => self.client_outcome(now, key, owner, Err(503)),
+            }
+        }
+    }
+
+    /// A client transaction's response, or its failure as a status (408 timeout, 503 transport).
+    fn client_outcome(
+        &mut self,
+        now: Instant,
+        key: &TxKey,
+        owner: TxOwner,
+        resp: Result<Response, u16>,
+    ) {
+        match owner {
+            TxOwner::Invite(h) => self.uac_response(now, h, key, resp),
+            TxOwner::ReInvite(h) => self.reinvite_response(now, h, key, resp),
+            TxOwner::Bye(h) => {
+                if resp.as_ref().map_or(true, |r| r.status >= 200) {
+                    self.bye_done(now, h);
+                }
+            }
+            TxOwner::Registration => self.control_response(now, resp),
+            TxOwner::Nobody => {}
+        }
+    }
+
+    /// Emits the one `Ended` of a call and records it in the ledger.
+    pub(crate) fn end_call(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        status: u16,
+        reason: &str,
+        outcome: CallOutcome,
+    ) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.phase == Phase::Ended {
+            tracing::error!(?h, "second end of a call ignored");
+            debug_assert!(false, "second end of call {h:?}");
+            return;
+        }
+        c.phase = Phase::Ended;
+        c.deadline = None;
+        c.linger_until = Some(now + LINGER);
+        let call_id = c.call_id.clone();
+        if let Some(k) = c.ledger.clone() {
+            self.ledger.ended(&k, now);
+        }
+        self.event(Event::Ended {
+            call: h,
+            call_id,
+            status,
+            reason: reason.to_string(),
+            outcome,
+        });
+    }
+
+    /// Emits a `State` event when the state changes.
+    pub(crate) fn report(&mut self, h: CallHandle, state: CallState) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.reported == Some(state) && !matches!(state, CallState::Held | CallState::Resumed) {
+            return;
+        }
+        c.reported = Some(state);
+        let call_id = c.call_id.clone();
+        self.event(Event::State {
+            call: h,
+            call_id,
+            state,
+        });
+    }
+
+    fn call_timeout(&mut self, now: Instant, h: CallHandle) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.linger_until.is_some_and(|at| at <= now) {
+            let c = self.calls.remove(&h);
+            if let Some(c) = c {
+                if let Some(d) = &c.dialog {
+                    if self.dialogs.get(&d.id) == Some(&h) {
+                        self.dialogs.remove(&d.id);
+                    }
+                }
+                if self.uac_calls.get(&c.call_id) == Some(&h) {
+                    self.uac_calls.remove(&c.call_id);
+                }
+            }
+            return;
+        }
+        if c.deadline.is_some_and(|at| at <= now) {
+            c.deadline = None;
+            match (c.role, c.phase) {
+                (Role::Uas, Phase::Incoming) => self.uas_ring_timeout(now, h),
+                (Role::Uas, Phase::WaitAck) => self.uas_ack_timeout(now, h),
+                (Role::Uac, _) => self.uac_guard_timeout(now, h),
+                _ => {}
+            }
+        }
+    }
+
+    fn call_flow_lost(&mut self, now: Instant, h: CallHandle) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        match (c.role, c.phase) {
+            (_, Phase::Connected) | (_, Phase::Terminating) | (Role::Uas, Phase::WaitAck) => {
+                self.end_call(now, h, 200, "flow lost", CallOutcome::Answered)
+            }
+            (Role::Uas, _) => {
+                if c.final_status.is_none() {
+                    c.final_status = Some(0);
+                    if let Some(k) = c.ledger.clone() {
+                        self.ledger.final_abandoned(&k, now);
+                    }
+                }
+                self.end_call(now, h, 0, "flow lost", CallOutcome::Failed)
+            }
+            (Role::Uac, _) => self.end_call(now, h, 0, "flow lost", CallOutcome::Failed),
+        }
+    }
+}
+
+fn client_timeout(t: &ClientTx) -> Option<Instant> {
+    match &t.tx {
+        ClientKind::Invite(tx) => tx.poll_timeout(),
+        ClientKind::NonInvite(tx) => tx.poll_timeout(),
+    }
+}
+
+fn server_timeout(t: &ServerTx) -> Option<Instant> {
+    match &t.tx {
+        ServerKind::Invite(tx) => tx.poll_timeout(),
+        ServerKind::NonInvite(tx) => tx.poll_timeout(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::Pair;
+    use super::*;
+
+    fn status_lines(sent: &[Vec<u8>]) -> Vec<String> {
+        sent.iter()
+            .map(|m| {
+                let s = String::from_utf8_lossy(m);
+                s.lines().next().unwrap_or_default().to_string()
+            })
+            .collect()
+    }
+
+    fn ended(events: &[Event]) -> Vec<(u16, CallOutcome)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Ended {
+                    status, outcome, ..
+                } => Some((*status, *outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn full_call_invite_ring_answer_ack_bye() {
+        let mut p = Pair::new(Config::default(), Config::default());
+        let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+        p.drive();
+        let inc = p.b_incoming().expect("incoming");
+        p.b.ring(p.now, inc).unwrap();
+        p.drive();
+        assert!(p.a_events.contains(&Event::State {
+            call,
+            call_id: match &p.a_events[1] {
+                Event::State { call_id, .. } => call_id.clone(),
+                _ => String::new(),
+            },
+            state: CallState::Ringing
+        }) || p.a_events.iter().any(|e| matches!(e, Event::State { state: CallState::Ringing, .. })));
+        p.b.answer(p.now, inc, Pair::media(5000)).unwrap();
+        p.drive();
+        assert!(p
+            .a_events
+            .iter()
+            .any(|e| matches!(e, Event::State { state: CallState::Connected, .. })));
+        assert!(p
+            .b_events
+            .iter()
+            .any(|e| matches!(e, Event::State { state: CallState::Connected, .. })));
+        assert!(p.a_events.iter().any(|e| matches!(e, Event::Media { .. })));
+        assert!(p.b_events.iter().any(|e| matches!(e, Event::Media { .. })));
+        p.a.hangup(p.now, call).unwrap();
+        p.drive();
+        assert_eq!(ended(&p.a_events), vec![(200, CallOutcome::Answered)]);
+        assert_eq!(ended(&p.b_events), vec![(200, CallOutcome::Answered)]);
+        let a = status_lines(&p.a_sent);
+        let b = status_lines(&p.b_sent);
+        assert!(a[0].starts_with("INVITE "), "{a:?}");
+        assert!(a.iter().any(|l| l.starts_with("ACK ")));
+        assert!(a.iter().any(|l| l.starts_with("BYE ")));
+        assert_eq!(
+            b,
+            vec![
+                "SIP/2.0 100 Trying",
+                "SIP/2.0 180 Ringing",
+                "SIP/2.0 200 OK",
+                "SIP/2.0 200 OK"
+            ]
+        );
+        assert_eq!(p.b.ledger_open(), 0);
+        p.advance(Duration::from_secs(100));
+        assert_eq!(p.a.call_count() + p.b.call_count(), 0);
+        assert_eq!(p.a.transaction_count() + p.b.transaction_count(), 0);
     }
 }
