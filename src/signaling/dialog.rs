@@ -194,7 +194,8 @@ impl Dialog {
             with_tag(&self.remote, &self.id.remote_tag)
         };
         req.headers.push(HeaderName::To, remote.to_string());
-        req.headers.push(HeaderName::CallId, self.id.call_id.clone());
+        req.headers
+            .push(HeaderName::CallId, self.id.call_id.clone());
         req.headers
             .push(HeaderName::CSeq, CSeq { seq, method }.to_string());
         req
@@ -253,9 +254,12 @@ mod tests {
 
     fn ok(req: &Request) -> Response {
         let mut r = Response::for_request(req, 200);
-        r.headers.set(HeaderName::To, "<sip:bob@example.com>;tag=bbb");
         r.headers
-            .push(HeaderName::Contact, "<sip:bob@192.0.2.4:5070;transport=tcp>");
+            .set(HeaderName::To, "<sip:bob@example.com>;tag=bbb");
+        r.headers.push(
+            HeaderName::Contact,
+            "<sip:bob@192.0.2.4:5070;transport=tcp>",
+        );
         for rr in req.headers.get_all(&HeaderName::RecordRoute) {
             r.headers.push(HeaderName::RecordRoute, rr);
         }
@@ -269,9 +273,18 @@ mod tests {
         assert_eq!(d.id.local_tag, "aaa");
         assert_eq!(d.id.remote_tag, "bbb");
         assert_eq!(d.state, DialogState::Confirmed);
-        assert_eq!(d.route_set[0].uri.host, Host::Domain("p2.example.com".into()));
+        assert_eq!(
+            d.route_set[0].uri.host,
+            Host::Domain("p2.example.com".into())
+        );
         let ack = d.ack(7, "SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKack");
-        assert_eq!(ack.headers.cseq().unwrap(), CSeq { seq: 7, method: Method::Ack });
+        assert_eq!(
+            ack.headers.cseq().unwrap(),
+            CSeq {
+                seq: 7,
+                method: Method::Ack
+            }
+        );
         assert_eq!(ack.uri.port, Some(5070));
         let routes: Vec<_> = ack.headers.get_all(&HeaderName::Route).collect();
         assert_eq!(routes.len(), 2);
@@ -287,7 +300,10 @@ mod tests {
         let req = invite();
         let mut d = Dialog::uas(&req, "ttt", DialogState::Early).unwrap();
         assert_eq!(d.id.remote_tag, "aaa");
-        assert_eq!(d.route_set[0].uri.host, Host::Domain("p1.example.com".into()));
+        assert_eq!(
+            d.route_set[0].uri.host,
+            Host::Domain("p1.example.com".into())
+        );
         assert_eq!(d.remote_target.port, Some(5060));
         assert!(!d.check_remote_cseq(6));
         assert!(d.check_remote_cseq(8));

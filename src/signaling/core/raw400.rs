@@ -99,13 +99,20 @@ mod tests {
         assert!(text.contains("To: <sip:b@b>;tag="));
         assert!(text.contains("Via: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bKx\r\n"));
         let k = bad.invite.unwrap();
-        assert_eq!((k.call_id.as_str(), k.cseq, k.branch.as_str()), ("cid", 3, "z9hG4bKx"));
+        assert_eq!(
+            (k.call_id.as_str(), k.cseq, k.branch.as_str()),
+            ("cid", 3, "z9hG4bKx")
+        );
     }
 
     #[test]
     fn no_400_for_responses_acks_or_missing_headers() {
         assert!(build(b"SIP/2.0 200 OK\r\n\r\n", "wl").is_none());
-        assert!(build(b"ACK sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 ACK\r\n\r\n", "wl").is_none());
+        assert!(build(
+            b"ACK sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 ACK\r\n\r\n",
+            "wl"
+        )
+        .is_none());
         assert!(build(b"BYE sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\n\r\n", "wl").is_none());
     }
 }

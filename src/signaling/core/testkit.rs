@@ -44,7 +44,8 @@ pub struct Pair {
 }
 
 fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5060)))
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5060)))
 }
 
 impl Pair {

@@ -149,7 +149,13 @@ pub struct Call {
 
 impl Call {
     /// A fresh call.
-    pub fn new(handle: CallHandle, role: Role, call_id: String, flow: FlowId, phase: Phase) -> Self {
+    pub fn new(
+        handle: CallHandle,
+        role: Role,
+        call_id: String,
+        flow: FlowId,
+        phase: Phase,
+    ) -> Self {
         Call {
             handle,
             role,

@@ -33,10 +33,7 @@ impl SignalingCore {
         if target.scheme == Scheme::Tel && self.config.account.is_none() {
             return Err(CoreError::BadTarget("tel: needs an account".into()));
         }
-        if target
-            .transport()
-            .is_some_and(|t| t != "tcp" && t != "tls")
-        {
+        if target.transport().is_some_and(|t| t != "tcp" && t != "tls") {
             return Err(CoreError::BadTarget(format!("transport of {target}")));
         }
         let flow = if self.config.account.is_some() {
@@ -155,7 +152,8 @@ impl SignalingCore {
         if let Some(p) = proxy {
             let mut p = p;
             p.params.set("lr", None);
-            req.headers.push(HeaderName::Route, NameAddr::new(p).to_string());
+            req.headers
+                .push(HeaderName::Route, NameAddr::new(p).to_string());
         }
         req.headers.push(HeaderName::From, from.to_string());
         req.headers
@@ -174,11 +172,10 @@ impl SignalingCore {
         req.headers
             .push(HeaderName::Supported, super::SUPPORTED.join(", "));
         req.headers.push(HeaderName::UserAgent, ua);
-        req.headers
-            .push(HeaderName::ContentType, "application/sdp");
+        req.headers.push(HeaderName::ContentType, "application/sdp");
         req.body = offer.to_string().into_bytes();
-        if let Some(auth) = self.control.invite_authorization(&req, c.invite.is_some()) {
-            req.headers.push(auth.0, auth.1);
+        for (name, value) in self.control.invite_authorization(&req, c.invite.is_some()) {
+            req.headers.push(name, value);
         }
         let first = c.invite.is_none();
         c.invite = Some(req.clone());
@@ -308,7 +305,9 @@ impl SignalingCore {
         let hang_up = c.cancel_pending || c.cancelled;
         let call_id = c.call_id.clone();
         let negotiated = match (&c.offer, SessionDescription::parse_bytes(&resp.body)) {
-            (Some(offer), Ok(answer)) => sdp::accept_answer(offer, &answer).map_err(|e| e.to_string()),
+            (Some(offer), Ok(answer)) => {
+                sdp::accept_answer(offer, &answer).map_err(|e| e.to_string())
+            }
             (None, _) => Err("no offer".to_string()),
             (_, Err(e)) => Err(e.to_string()),
         };
@@ -479,8 +478,7 @@ impl SignalingCore {
         req.headers
             .push(HeaderName::Supported, super::SUPPORTED.join(", "));
         req.headers.push(HeaderName::UserAgent, ua);
-        req.headers
-            .push(HeaderName::ContentType, "application/sdp");
+        req.headers.push(HeaderName::ContentType, "application/sdp");
         req.body = offer.to_string().into_bytes();
         let key = self
             .send_request(now, flow, req, TxOwner::ReInvite(h))
@@ -494,7 +492,7 @@ impl SignalingCore {
     /// The answer to our re-INVITE.
     pub(crate) fn reinvite_response(
         &mut self,
-        now: Instant,
+        _now: Instant,
         h: CallHandle,
         key: &TxKey,
         resp: Result<Response, u16>,

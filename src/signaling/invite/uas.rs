@@ -9,7 +9,7 @@
 //!                                                  └─ 64·T1 ─► BYE, Ended (Failed)
 //! ```
 
-use super::ledger::{EntryKind, LedgerKey};
+use super::ledger::EntryKind;
 use super::{ledger_key, response, unsupported, Call, Phase, Role, TheirReInvite, ACCEPT};
 use crate::signaling::core::{
     CallHandle, CallOutcome, CallState, CoreError, Event, FlowId, SignalingCore, TxOwner,
@@ -83,10 +83,7 @@ impl SignalingCore {
             }
         }
         if let crate::signaling::config::BusyPolicy::Reject(code) = self.config.busy_policy {
-            let busy = self
-                .calls
-                .values()
-                .any(|c| c.handle != h && c.is_busy());
+            let busy = self.calls.values().any(|c| c.handle != h && c.is_busy());
             if busy {
                 self.uas_reject_now(now, h, code, |_| {});
                 return;
@@ -124,7 +121,10 @@ impl SignalingCore {
         let from_tag = req.headers.from().and_then(|f| f.tag().map(str::to_string));
         let call_id = req.headers.call_id();
         let cseq = req.headers.cseq();
-        let branch = req.headers.top_via().and_then(|v| v.branch().map(str::to_string));
+        let branch = req
+            .headers
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string));
         self.calls.values().any(|c| {
             c.handle != h
                 && c.role == Role::Uas
@@ -132,7 +132,9 @@ impl SignalingCore {
                     i.headers.call_id() == call_id
                         && i.headers.cseq() == cseq
                         && i.headers.from().and_then(|f| f.tag().map(str::to_string)) == from_tag
-                        && i.headers.top_via().and_then(|v| v.branch().map(str::to_string))
+                        && i.headers
+                            .top_via()
+                            .and_then(|v| v.branch().map(str::to_string))
                             != branch
                 })
         })
@@ -247,7 +249,8 @@ impl SignalingCore {
         let Some(mut resp) = self.uas_response(h, 200) else {
             return Err(CoreError::NoSuchCall);
         };
-        resp.headers.push(HeaderName::ContentType, "application/sdp");
+        resp.headers
+            .push(HeaderName::ContentType, "application/sdp");
         resp.body = answer.to_string().into_bytes();
         self.uas_final(now, h, resp);
         if let Some(c) = self.calls.get_mut(&h) {
@@ -334,7 +337,12 @@ impl SignalingCore {
             .calls
             .values()
             .find(|c| c.role == Role::Uas && c.invite_key.as_ref() == Some(&target))
-            .map(|c| (c.handle, c.final_status.is_none() && c.phase != Phase::Ended));
+            .map(|c| {
+                (
+                    c.handle,
+                    c.final_status.is_none() && c.phase != Phase::Ended,
+                )
+            });
         match call {
             Some((h, true)) => {
                 self.respond(now, key, req, 200, Some(h));
@@ -461,7 +469,8 @@ impl SignalingCore {
         let mut resp = response(req, 200, Some(&c.local_tag), &self.config.user_agent);
         resp.headers.push(HeaderName::Contact, self.contact(c.flow));
         if let Some(body) = body {
-            resp.headers.push(HeaderName::ContentType, "application/sdp");
+            resp.headers
+                .push(HeaderName::ContentType, "application/sdp");
             resp.body = body;
         }
         self.ledger.final_sent(&t.ledger, now);
@@ -533,12 +542,6 @@ impl SignalingCore {
         {
             self.end_call(now, h, 200, "BYE", CallOutcome::Answered);
         }
-    }
-
-    /// For tests: a ledger key is open.
-    #[cfg(test)]
-    pub(crate) fn ledger_has(&self, k: &LedgerKey) -> bool {
-        self.ledger.is_open(k)
     }
 }
 
