@@ -181,3 +181,218 @@ impl Pair {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 }
+
+/// A classic sipp-style PCMU offer for RTP on `port`.
+pub fn sdp_offer(port: u16) -> String {
+    format!(
+        "v=0\r\no=peer 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+}
+
+/// The identity of one INVITE sent by a fake peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInvite {
+    /// Call-ID.
+    pub call_id: String,
+    /// From tag.
+    pub from_tag: String,
+    /// Top Via branch.
+    pub branch: String,
+    /// CSeq number.
+    pub cseq: u32,
+}
+
+impl PeerInvite {
+    /// An INVITE with this identity, `body` as SDP (none: no body), `extra` header lines
+    /// (each ending in CRLF), and `to_tag` for a re-INVITE.
+    pub fn invite(&self, body: Option<&str>, extra: &str, to_tag: Option<&str>) -> String {
+        let body = body.unwrap_or("");
+        let ctype = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "INVITE sip:bob@127.0.0.1:5060 SIP/2.0\r\n{}{}Contact: <sip:peer@127.0.0.1:40000;transport=tcp>\r\n{extra}{ctype}Content-Length: {}\r\n\r\n{body}",
+            self.via(),
+            self.dialog_headers("INVITE", self.cseq, to_tag),
+            body.len()
+        )
+    }
+
+    /// CANCEL for the INVITE (same branch and CSeq number).
+    pub fn cancel(&self) -> String {
+        format!(
+            "CANCEL sip:bob@127.0.0.1:5060 SIP/2.0\r\n{}{}Content-Length: 0\r\n\r\n",
+            self.via(),
+            self.dialog_headers("CANCEL", self.cseq, None)
+        )
+    }
+
+    /// ACK: for a non-2xx (same branch) when `to_tag` is the tag of that final, or for a 2xx
+    /// with `own_branch`.
+    pub fn ack(&self, to_tag: Option<&str>, own_branch: Option<&str>) -> String {
+        let via = match own_branch {
+            Some(b) => format!("Via: SIP/2.0/TCP 127.0.0.1:40000;branch={b}\r\n"),
+            None => self.via(),
+        };
+        format!(
+            "ACK sip:bob@127.0.0.1:5060 SIP/2.0\r\n{via}{}Content-Length: 0\r\n\r\n",
+            self.dialog_headers("ACK", self.cseq, to_tag)
+        )
+    }
+
+    /// BYE in the dialog with our To tag `to_tag`, CSeq `cseq`, branch `branch`.
+    pub fn bye(&self, to_tag: Option<&str>, cseq: u32, branch: &str) -> String {
+        format!(
+            "BYE sip:bob@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:40000;branch={branch}\r\n{}Content-Length: 0\r\n\r\n",
+            self.dialog_headers("BYE", cseq, to_tag)
+        )
+    }
+
+    fn via(&self) -> String {
+        format!(
+            "Via: SIP/2.0/TCP 127.0.0.1:40000;branch={}\r\nMax-Forwards: 70\r\n",
+            self.branch
+        )
+    }
+
+    fn dialog_headers(&self, method: &str, cseq: u32, to_tag: Option<&str>) -> String {
+        let to = match to_tag {
+            Some(t) => format!("<sip:bob@127.0.0.1>;tag={t}"),
+            None => "<sip:bob@127.0.0.1>".to_string(),
+        };
+        format!(
+            "From: <sip:peer@127.0.0.1>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n",
+            self.from_tag, self.call_id
+        )
+    }
+}
+
+/// One core facing a scripted peer on an accepted flow.
+pub struct Solo {
+    /// The core under test.
+    pub core: SignalingCore,
+    /// The virtual clock.
+    pub now: Instant,
+    /// The accepted flow (`None` after it dropped).
+    pub flow: Option<FlowId>,
+    /// Everything the core transmitted.
+    pub sent: Vec<Vec<u8>>,
+    /// Everything the core told the application.
+    pub events: Vec<Event>,
+}
+
+impl Solo {
+    /// A core with an accepted flow from the peer.
+    pub fn new(mut config: Config) -> Self {
+        config.listen = Some(addr(B_ADDR));
+        let mut core = SignalingCore::new(config);
+        let now = Instant::now();
+        let flow = core.handle_flow_accepted(now, addr(B_ADDR), addr(A_ADDR));
+        let mut s = Solo {
+            core,
+            now,
+            flow: Some(flow),
+            sent: Vec::new(),
+            events: Vec::new(),
+        };
+        s.collect();
+        s
+    }
+
+    /// Feeds text on the flow (reconnecting a new accepted flow if it had dropped).
+    pub fn feed(&mut self, text: &str) {
+        let flow = match self.flow {
+            Some(f) => f,
+            None => {
+                let f = self
+                    .core
+                    .handle_flow_accepted(self.now, addr(B_ADDR), addr(A_ADDR));
+                self.flow = Some(f);
+                f
+            }
+        };
+        self.core.handle_received(self.now, flow, text.as_bytes());
+        self.collect();
+    }
+
+    /// Drops the flow.
+    pub fn drop_flow(&mut self) {
+        if let Some(f) = self.flow.take() {
+            self.core.handle_flow_down(self.now, f);
+        }
+        self.collect();
+    }
+
+    /// Jumps to the next deadline (if any, and not beyond `limit` from now) and fires it.
+    pub fn jump(&mut self, limit: Duration) -> bool {
+        match self.core.poll_timeout() {
+            Some(at) if at <= self.now + limit => {
+                self.now = self.now.max(at);
+                self.core.handle_timeout(self.now);
+                self.collect();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Moves the core's outputs into `sent` / `events`.
+    pub fn collect(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit { bytes, .. } => self.sent.push(bytes),
+                Output::Event(e) => self.events.push(e),
+                Output::Close { flow } => {
+                    if self.flow == Some(flow) {
+                        self.flow = None;
+                        self.core.handle_flow_down(self.now, flow);
+                    }
+                }
+                Output::Connect { flow, .. } => self.core.handle_flow_down(self.now, flow),
+            }
+        }
+    }
+
+    /// Status codes of the responses sent so far, with their CSeq header value and To tag.
+    pub fn responses(&self) -> Vec<SentResponse> {
+        self.sent
+            .iter()
+            .filter_map(|b| match crate::signaling::message::Message::parse(b) {
+                Ok(crate::signaling::message::Message::Response(r)) => Some(SentResponse {
+                    status: r.status,
+                    cseq: r
+                        .headers
+                        .get(&crate::signaling::message::HeaderName::CSeq)
+                        .unwrap_or_default()
+                        .to_string(),
+                    call_id: r.headers.call_id().unwrap_or_default().to_string(),
+                    branch: r
+                        .headers
+                        .top_via()
+                        .and_then(|v| v.branch().map(str::to_string))
+                        .unwrap_or_default(),
+                    to_tag: r.headers.to().and_then(|t| t.tag().map(str::to_string)),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A response the core sent, summarised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentResponse {
+    /// Status code.
+    pub status: u16,
+    /// CSeq header value.
+    pub cseq: String,
+    /// Call-ID.
+    pub call_id: String,
+    /// Top Via branch.
+    pub branch: String,
+    /// To tag.
+    pub to_tag: Option<String>,
+}

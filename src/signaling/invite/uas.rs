@@ -556,3 +556,226 @@ fn offer_is_hold(offer: &SessionDescription) -> bool {
         .and_then(|m| m.effective_connection(offer))
         .is_some_and(|c| c.is_hold())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::signaling::config::Config;
+    use crate::signaling::core::testkit::{sdp_offer, PeerInvite, Solo};
+    use crate::signaling::core::{CallOutcome, CallState, Event};
+    use std::time::Duration;
+
+    fn peer(n: u32) -> PeerInvite {
+        PeerInvite {
+            call_id: format!("call-{n}"),
+            from_tag: format!("ft{n}"),
+            branch: format!("z9hG4bKbr{n}"),
+            cseq: 1,
+        }
+    }
+
+    fn ended(s: &Solo) -> Vec<(u16, CallOutcome)> {
+        s.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Ended {
+                    status, outcome, ..
+                } => Some((*status, *outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn statuses(s: &Solo) -> Vec<u16> {
+        s.responses().iter().map(|r| r.status).collect()
+    }
+
+    fn incoming(s: &Solo) -> Option<crate::signaling::core::CallHandle> {
+        s.events.iter().rev().find_map(|e| match e {
+            Event::Incoming { call, .. } => Some(*call),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn immediate_rejections_each_end_once_without_incoming() {
+        let mut s = Solo::new(Config::default());
+        let offer = sdp_offer(6000);
+        s.feed(&peer(1).invite(Some(&offer), "Require: 100rel\r\n", None));
+        s.feed(&peer(2).invite(None, "", None)); // late offer
+        s.feed(&peer(3).invite(Some("v=0\r\nbogus\r\n"), "", None));
+        let g729 = offer
+            .replace("RTP/AVP 0 101", "RTP/AVP 18")
+            .replace("a=rtpmap:0 PCMU/8000\r\n", "");
+        s.feed(&peer(4).invite(Some(&g729), "", None));
+        assert_eq!(statuses(&s), vec![100, 420, 100, 488, 100, 400, 100, 488]);
+        assert!(String::from_utf8_lossy(&s.sent[1]).contains("Unsupported: 100rel"));
+        assert_eq!(
+            ended(&s),
+            vec![
+                (420, CallOutcome::Failed),
+                (488, CallOutcome::Failed),
+                (400, CallOutcome::Failed),
+                (488, CallOutcome::Failed)
+            ]
+        );
+        assert!(incoming(&s).is_none());
+        assert_eq!(s.core.ledger_open(), 0);
+        assert_eq!(s.core.ledger_stats().closed, 4);
+    }
+
+    #[test]
+    fn merged_request_gets_482_and_busy_gets_486() {
+        let mut s = Solo::new(Config::default());
+        let offer = sdp_offer(6000);
+        s.feed(&peer(1).invite(Some(&offer), "", None));
+        let mut merged = peer(1);
+        merged.branch = "z9hG4bKother".into();
+        s.feed(&merged.invite(Some(&offer), "", None));
+        s.feed(&peer(2).invite(Some(&offer), "", None));
+        assert_eq!(statuses(&s), vec![100, 100, 482, 100, 486]);
+        assert_eq!(
+            ended(&s),
+            vec![(482, CallOutcome::Failed), (486, CallOutcome::Busy)]
+        );
+        assert_eq!(
+            s.events
+                .iter()
+                .filter(|e| matches!(e, Event::Incoming { .. }))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn cancel_cases_and_retransmission() {
+        let mut s = Solo::new(Config::default());
+        let offer = sdp_offer(6000);
+        let p = peer(1);
+        s.feed(&p.invite(Some(&offer), "", None));
+        s.feed(&p.invite(Some(&offer), "", None)); // retransmission: 100 again, no new call
+        assert_eq!(
+            s.events
+                .iter()
+                .filter(|e| matches!(e, Event::Incoming { .. }))
+                .count(),
+            1
+        );
+        let h = incoming(&s).unwrap();
+        s.core.ring(s.now, h).unwrap();
+        s.collect();
+        s.feed(&p.cancel());
+        let r = s.responses();
+        let tail: Vec<_> = r[r.len() - 2..]
+            .iter()
+            .map(|r| (r.status, r.cseq.clone()))
+            .collect();
+        assert_eq!(
+            tail,
+            vec![(200, "1 CANCEL".into()), (487, "1 INVITE".into())]
+        );
+        assert_eq!(ended(&s), vec![(487, CallOutcome::Missed)]);
+        let tag = r.last().unwrap().to_tag.clone();
+        s.feed(&p.ack(tag.as_deref(), None));
+        s.feed(&p.cancel()); // after the final: 200 only
+        assert_eq!(statuses(&s).last(), Some(&200));
+        s.feed(&peer(9).cancel()); // unknown
+        assert_eq!(statuses(&s).last(), Some(&481));
+        assert_eq!(ended(&s).len(), 1);
+        assert_eq!(s.core.ledger_open(), 0);
+    }
+
+    #[test]
+    fn answered_call_ack_bye_and_ack_timeout() {
+        let mut s = Solo::new(Config::default());
+        let offer = sdp_offer(6000);
+        let p = peer(1);
+        s.feed(&p.invite(Some(&offer), "", None));
+        let h = incoming(&s).unwrap();
+        s.core
+            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        let ok = s.responses().last().cloned().unwrap();
+        assert_eq!(ok.status, 200);
+        let body = String::from_utf8_lossy(s.sent.last().unwrap()).to_string();
+        assert!(body.contains("m=audio 7000 RTP/AVP 0"), "{body}");
+        s.feed(&p.ack(ok.to_tag.as_deref(), Some("z9hG4bKack1")));
+        assert!(s.events.iter().any(|e| matches!(
+            e,
+            Event::State {
+                state: CallState::Connected,
+                ..
+            }
+        )));
+        s.feed(&p.bye(ok.to_tag.as_deref(), 2, "z9hG4bKbye1"));
+        assert_eq!(statuses(&s).last(), Some(&200));
+        assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+
+        // No ACK: BYE after 64·T1 and Failed.
+        let p2 = peer(2);
+        s.feed(&p2.invite(Some(&offer), "", None));
+        let h2 = incoming(&s).unwrap();
+        s.core
+            .answer(s.now, h2, "127.0.0.1:7002".parse().unwrap())
+            .unwrap();
+        s.collect();
+        while s.jump(Duration::from_secs(40)) {}
+        assert_eq!(ended(&s)[1], (408, CallOutcome::Failed));
+        assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
+        assert_eq!(s.core.ledger_open(), 0);
+    }
+
+    #[test]
+    fn flow_drop_while_ringing_ends_failed_once() {
+        let mut s = Solo::new(Config::default());
+        s.feed(&peer(1).invite(Some(&sdp_offer(6000)), "", None));
+        let h = incoming(&s).unwrap();
+        s.core.ring(s.now, h).unwrap();
+        s.drop_flow();
+        assert_eq!(ended(&s), vec![(0, CallOutcome::Failed)]);
+        assert_eq!(s.core.ledger_open(), 0);
+        assert_eq!(s.core.ledger_stats().abandoned, 1);
+        assert!(s
+            .core
+            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
+            .is_err());
+    }
+
+    #[test]
+    fn unparsable_invite_gets_400_and_an_ended() {
+        let mut s = Solo::new(Config::default());
+        let bad = peer(1)
+            .invite(None, "", None)
+            .replace("INVITE sip:bob@127.0.0.1:5060", "INVITE sip:bob@[::1");
+        s.feed(&bad);
+        assert!(String::from_utf8_lossy(&s.sent[0]).starts_with("SIP/2.0 400 "));
+        assert_eq!(ended(&s), vec![(400, CallOutcome::Failed)]);
+        assert_eq!(s.core.ledger_open(), 0);
+        // The flow still works.
+        s.feed(&peer(2).invite(Some(&sdp_offer(6000)), "", None));
+        assert!(incoming(&s).is_some());
+    }
+
+    #[test]
+    fn reinvite_glare_gets_491() {
+        let mut s = Solo::new(Config::default());
+        let p = peer(1);
+        s.feed(&p.invite(Some(&sdp_offer(6000)), "", None));
+        let h = incoming(&s).unwrap();
+        s.core
+            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        let tag = s.responses().last().unwrap().to_tag.clone();
+        s.feed(&p.ack(tag.as_deref(), Some("z9hG4bKack1")));
+        s.core.hold(s.now, h, true).unwrap();
+        s.collect();
+        assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("INVITE "));
+        let mut re = p.clone();
+        re.branch = "z9hG4bKre".into();
+        re.cseq = 2;
+        s.feed(&re.invite(Some(&sdp_offer(6000)), "", tag.as_deref()));
+        assert_eq!(statuses(&s).last(), Some(&491));
+        assert_eq!(s.core.ledger_open(), 1, "only the call itself");
+    }
+}
