@@ -2,7 +2,7 @@
 //! (RFC 3261 §8.2.6: Via, From, To, Call-ID and CSeq copied; a To tag added).
 
 use crate::signaling::invite::ledger::LedgerKey;
-use crate::signaling::message::{new_tag, HeaderName};
+use crate::signaling::message::HeaderName;
 
 /// A 400 built by hand.
 pub(crate) struct Bad {
@@ -48,7 +48,11 @@ pub(crate) fn build(raw: &[u8], server: &str) -> Option<Bad> {
     }
     let had_tag = to.to_ascii_lowercase().contains(";tag=");
     if !had_tag {
-        to = format!("{to};tag={}", new_tag());
+        // The same tag for every retransmission of the request: a hash of its identity.
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&vias, &from, &call_id, &cseq).hash(&mut hasher);
+        to = format!("{to};tag={:012x}", hasher.finish() & 0xffff_ffff_ffff);
     }
     let mut out = String::from("SIP/2.0 400 Bad Request\r\n");
     for v in &vias {
