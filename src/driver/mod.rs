@@ -1,7 +1,26 @@
-//! The tokio driver: sockets, clock, and the public async API. TODO(lead): implement.
+//! The tokio driver: the only async code in wakeline.
+//!
+//! One task owns the [`SignalingCore`](crate::signaling::core::SignalingCore), the TCP listener and
+//! one reader and one writer task per flow. It feeds the core with bytes, flow changes, commands
+//! and timeouts, and carries out what the core asks for. Media sockets (one UDP port per call) are
+//! reserved here and announced in SDP.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), wakeline::Error> {
+//! use wakeline::{Config, UserAgent};
+//! let (ua, mut events) = UserAgent::builder(Config::default())
+//!     .listen("127.0.0.1:5070".parse().unwrap())
+//!     .start()
+//!     .await?;
+//! let call = ua.call("sip:bob@127.0.0.1:5080;transport=tcp").await?;
+//! while let Some(event) = events.next().await {
+//!     println!("{event:?}");
+//! }
+//! # Ok(()) }
+//! ```
 
-/// The running user agent.
-pub struct UserAgent {}
+mod api;
+mod flow;
+mod task;
 
-/// A call, as the application holds it.
-pub struct Call {}
+pub use api::{Call, Events, UserAgent, UserAgentBuilder};

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages wakeline needs. Usage: scripts/deps.sh build|test
+#   build: what compiling needs (cmake builds libopus; libasound2-dev for cpal; pkg-config)
+#   test:  build + the real peers the tests start (sipp from sip-tester)
+set -euo pipefail
+want=(cmake pkg-config libasound2-dev)
+if [ "${1:-build}" = test ]; then
+  want+=(sip-tester)
+fi
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "installing: ${missing[*]}" >&2
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every test: format, lints, the sans-IO clock rule, unit + property tests, and interop tests
+# against real peers (sipp) on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh test
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+# Sans-IO rule: no clock reads in src/signaling or src/media outside their test modules.
+clock=$(for f in $(find src/signaling src/media -name '*.rs'); do
+  awk -v f="$f" '/#\[cfg\(test\)\]/{exit} /Instant::now\(\)/{print f": "$0}' "$f"
+done)
+if [ -n "$clock" ]; then
+  echo "clock read in a sans-IO core (pass 'now' in instead):"; echo "$clock"; exit 1
+fi
+cargo test

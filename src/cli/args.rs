@@ -1,0 +1,138 @@
+//! The command-line contract testers script against (issue 2, item 11). Keep it stable.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use wakeline::AnswerPolicy;
+
+/// wakeline: a SIP user agent (TCP control flow, RTP/UDP audio).
+#[derive(Debug, Parser)]
+#[command(name = "wakeline", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Accept calls: direct SIP over TCP on --bind, and (with an account) on the registered flow.
+    Listen(ListenArgs),
+    /// Place one call; exit 0 when it was answered and then ended normally.
+    Call(CallArgs),
+    /// Register, stay registered for --for seconds (or until Ctrl-C), un-register, exit.
+    Register(RegisterArgs),
+    /// A real call between two user agents inside this process, on 127.0.0.1, no setup needed.
+    Demo(DemoArgs),
+}
+
+/// ACCOUNT: the registrar and credentials.
+#[derive(Debug, Args, Clone)]
+pub struct AccountArgs {
+    /// Registrar URI, e.g. 'sip:127.0.0.1:5060;transport=tcp'.
+    #[arg(long, value_name = "URI")]
+    pub registrar: Option<String>,
+    /// User name (address of record user part and digest user).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Domain of the address of record.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// Digest password.
+    #[arg(long, value_name = "PASS", env = "WAKELINE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Outbound proxy URI (the control flow goes there instead of the registrar).
+    #[arg(long, value_name = "URI")]
+    pub proxy: Option<String>,
+}
+
+/// Options every command has.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Append one JSON object per line for every application event to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Print every SIP message sent and received (to stderr).
+    #[arg(long)]
+    pub sip_trace: bool,
+}
+
+/// `wakeline listen`
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Where to accept direct SIP over TCP.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5070")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub account: AccountArgs,
+    /// auto (answer at once), ring (180, then answer after --answer-after), reject:CODE.
+    #[arg(long, value_name = "POLICY", default_value = "auto", value_parser = parse_answer)]
+    pub answer: AnswerMode,
+    /// With --answer ring: seconds to ring before answering.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub answer_after: f64,
+    /// Exit 0 after N calls have ended, whatever their outcome.
+    #[arg(long, value_name = "N")]
+    pub max_calls: Option<u64>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `wakeline call`
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Who to call, e.g. 'sip:bob@127.0.0.1:5080;transport=tcp'.
+    #[arg(value_name = "URI")]
+    pub uri: String,
+    /// Also accept SIP over TCP here (for in-dialog requests on new connections).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    #[command(flatten)]
+    pub account: AccountArgs,
+    /// Hang up this many seconds after the call is answered.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub duration: f64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `wakeline register`
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub account: AccountArgs,
+    /// Stay registered this many seconds, then un-register and exit (default: until Ctrl-C).
+    #[arg(long = "for", value_name = "SECS")]
+    pub for_secs: Option<f64>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `wakeline demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the demo call lasts once answered.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub duration: f64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The parsed `--answer` value.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerMode(pub AnswerPolicy);
+
+fn parse_answer(s: &str) -> Result<AnswerMode, String> {
+    match s {
+        "auto" => Ok(AnswerMode(AnswerPolicy::Auto)),
+        "ring" => Ok(AnswerMode(AnswerPolicy::Ring(std::time::Duration::ZERO))),
+        other => match other.strip_prefix("reject:") {
+            Some(code) => match code.parse::<u16>() {
+                Ok(c) if (300..700).contains(&c) => Ok(AnswerMode(AnswerPolicy::Reject(c))),
+                _ => Err(format!("reject code must be 300..=699, got {code:?}")),
+            },
+            None => Err(format!("expected auto, ring or reject:CODE, got {other:?}")),
+        },
+    }
+}

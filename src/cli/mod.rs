@@ -1,0 +1,6 @@
+//! The desktop binary's pieces: arguments, event log, commands.
+
+pub mod args;
+pub mod events;
+pub mod instance;
+pub mod run;

@@ -1,0 +1,370 @@
+//! The commands: listen, call, register, demo.
+
+use super::args::{AccountArgs, CallArgs, DemoArgs, ListenArgs, RegisterArgs};
+use super::events::{outcome_name, state_name, EventLog};
+use std::process::ExitCode;
+use std::time::Duration;
+use wakeline::signaling::message::{Host, Uri};
+use wakeline::{Account, AnswerPolicy, CallOutcome, Config, Event, UserAgent};
+
+/// A failure that ends the program with one line on stderr.
+#[derive(Debug)]
+pub struct Fail(pub String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(e.to_string())
+    }
+}
+
+fn account(args: &AccountArgs) -> Result<Option<Account>, Fail> {
+    let Some(registrar) = &args.registrar else {
+        if args.user.is_some() || args.password.is_some() || args.proxy.is_some() {
+            return Err(Fail("--user/--password/--proxy need --registrar".into()));
+        }
+        return Ok(None);
+    };
+    let registrar =
+        Uri::parse(registrar).map_err(|e| Fail(format!("--registrar: {e}")))?;
+    let user = args
+        .user
+        .clone()
+        .ok_or_else(|| Fail("--registrar needs --user".into()))?;
+    let domain = match &args.domain {
+        Some(d) => d.clone(),
+        None => match &registrar.host {
+            Host::Domain(d) => d.clone(),
+            other => other.to_string(),
+        },
+    };
+    let proxy = match &args.proxy {
+        Some(p) => Some(Uri::parse(p).map_err(|e| Fail(format!("--proxy: {e}")))?),
+        None => None,
+    };
+    Ok(Some(Account {
+        registrar,
+        user,
+        domain,
+        password: args.password.clone(),
+        auth_user: None,
+        proxy,
+    }))
+}
+
+fn config(acct: &AccountArgs) -> Result<Config, Fail> {
+    let account = account(acct)?;
+    let mut config = Config::default();
+    if let Some(a) = &account {
+        config.local_user = a.user.clone();
+    }
+    config.account = account;
+    config.instance_id = Some(super::instance::instance_id());
+    Ok(config)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn log_event(ev: &Event) {
+    match ev {
+        Event::Incoming { call_id, from, .. } => tracing::info!("incoming call {call_id} from {from}"),
+        Event::State { call_id, state, .. } => tracing::info!("call {call_id}: {}", state_name(*state)),
+        Event::Ended {
+            call_id,
+            status,
+            reason,
+            outcome,
+            ..
+        } => tracing::info!("call {call_id} ended: {status} {reason} ({})", outcome_name(*outcome)),
+        Event::Registered { expires } => tracing::info!("registered for {expires} s"),
+        Event::RegistrationFailed { status, reason } => {
+            tracing::warn!("registration failed: {status} {reason}")
+        }
+        other => tracing::debug!("{other:?}"),
+    }
+}
+
+/// `wakeline listen`
+pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
+    let config = config(&args.account)?;
+    let has_account = config.account.is_some();
+    let (ua, mut events) = UserAgent::builder(config).listen(args.bind).start().await?;
+    let mut log = EventLog::open(args.common.events.as_deref())?;
+    if has_account {
+        ua.register().await?;
+    }
+    tracing::info!("listening on {}", args.bind);
+    let policy = match args.answer.0 {
+        AnswerPolicy::Ring(_) => AnswerPolicy::Ring(Duration::from_secs_f64(args.answer_after.max(0.0))),
+        p => p,
+    };
+    let mut ended = 0u64;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else { return Err(Fail("user agent stopped".into())) };
+                log_event(&ev);
+                log.write(&ev);
+                match &ev {
+                    Event::Incoming { call, .. } => {
+                        let call = ua.call_handle(*call);
+                        tokio::spawn(async move {
+                            let r = match policy {
+                                AnswerPolicy::Auto => call.answer().await,
+                                AnswerPolicy::Reject(code) => call.reject(code).await,
+                                AnswerPolicy::Ring(after) => match call.ring().await {
+                                    Ok(()) => {
+                                        tokio::time::sleep(after).await;
+                                        call.answer().await
+                                    }
+                                    Err(e) => Err(e),
+                                },
+                            };
+                            if let Err(e) = r {
+                                // Usual when the caller cancelled while we were ringing.
+                                tracing::debug!("answering policy: {e}");
+                            }
+                        });
+                    }
+                    Event::Ended { .. } => {
+                        ended += 1;
+                        if args.max_calls.is_some_and(|n| ended >= n) {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    ua.shutdown().await?;
+    drain(&mut events, &mut log);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes whatever events are already queued (the un-REGISTER result, final hang-ups).
+fn drain(events: &mut wakeline::driver::Events, log: &mut EventLog) {
+    while let Some(ev) = events.try_next() {
+        log_event(&ev);
+        log.write(&ev);
+    }
+}
+
+/// `wakeline call`
+pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
+    let config = config(&args.account)?;
+    let has_account = config.account.is_some();
+    let mut builder = UserAgent::builder(config);
+    if let Some(bind) = args.bind {
+        builder = builder.listen(bind);
+    }
+    let (ua, mut events) = builder.start().await?;
+    let mut log = EventLog::open(args.common.events.as_deref())?;
+    if has_account {
+        ua.register().await?;
+        wait_registered(&mut events, &mut log).await?;
+    }
+    let call = ua.call(&args.uri).await?;
+    let duration = Duration::from_secs_f64(args.duration.max(0.0));
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let hangup_at = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(hangup_at);
+    let result = loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else { break Err(Fail("user agent stopped".into())) };
+                log_event(&ev);
+                log.write(&ev);
+                match ev {
+                    Event::State { call: c, state: wakeline::CallState::Connected, .. } if c == call.handle() => {
+                        hangup_at.as_mut().reset(tokio::time::Instant::now() + duration);
+                    }
+                    Event::Ended { call: c, status, reason, outcome, .. } if c == call.handle() => {
+                        break if outcome == CallOutcome::Answered {
+                            Ok(())
+                        } else {
+                            Err(Fail(format!("call failed: {status} {reason}")))
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            _ = &mut hangup_at => {
+                call.hangup().await?;
+                hangup_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+            }
+            _ = &mut stop => {
+                call.hangup().await?;
+            }
+        }
+    };
+    ua.shutdown().await?;
+    drain(&mut events, &mut log);
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn wait_registered(
+    events: &mut wakeline::driver::Events,
+    log: &mut EventLog,
+) -> Result<(), Fail> {
+    let deadline = tokio::time::sleep(Duration::from_secs(40));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else { return Err(Fail("user agent stopped".into())) };
+                log_event(&ev);
+                log.write(&ev);
+                match ev {
+                    Event::Registered { .. } => return Ok(()),
+                    Event::RegistrationFailed { status, reason } if (400..700).contains(&status) && status != 408 => {
+                        return Err(Fail(format!("registration failed: {status} {reason}")));
+                    }
+                    _ => {}
+                }
+            }
+            _ = &mut deadline => return Err(Fail("registration failed: timeout".into())),
+        }
+    }
+}
+
+/// `wakeline register`
+pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
+    let config = config(&args.account)?;
+    if config.account.is_none() {
+        return Err(Fail("register needs --registrar and --user".into()));
+    }
+    let (ua, mut events) = UserAgent::builder(config).start().await?;
+    let mut log = EventLog::open(args.common.events.as_deref())?;
+    ua.register().await?;
+    let registered = wait_registered(&mut events, &mut log).await;
+    if registered.is_ok() {
+        let stay = args
+            .for_secs
+            .map(|s| Duration::from_secs_f64(s.max(0.0)))
+            .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
+        let until = tokio::time::sleep(stay);
+        tokio::pin!(until);
+        let stop = stop_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                ev = events.next() => {
+                    let Some(ev) = ev else { break };
+                    log_event(&ev);
+                    log.write(&ev);
+                }
+                _ = &mut until => break,
+                _ = &mut stop => break,
+            }
+        }
+    }
+    ua.shutdown().await?;
+    drain(&mut events, &mut log);
+    registered.map(|()| ExitCode::SUCCESS)
+}
+
+/// `wakeline demo`: two user agents in this process, a real call over TCP on 127.0.0.1.
+pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
+    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let (bob, mut bob_events) = UserAgent::builder(Config {
+        local_user: "bob".into(),
+        ..Config::default()
+    })
+    .listen("127.0.0.1:0".parse().map_err(|e| Fail(format!("{e}")))?)
+    .start()
+    .await?;
+    let bob_addr = bob
+        .local_addr()
+        .ok_or_else(|| Fail("demo: callee has no listener".into()))?;
+    let bob_task = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = bob_events.next().await {
+                if let Event::Incoming { call, .. } = ev {
+                    let c = bob.call_handle(call);
+                    let _ = c.ring().await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = c.answer().await;
+                }
+            }
+        })
+    };
+    let (alice, mut alice_events) = UserAgent::builder(Config {
+        local_user: "alice".into(),
+        ..Config::default()
+    })
+    .start()
+    .await?;
+    let target = format!("sip:bob@{bob_addr};transport=tcp");
+    println!("demo: alice calls {target} (SIP over TCP on loopback)");
+    let call = alice.call(&target).await?;
+    let duration = Duration::from_secs_f64(args.duration.max(0.0));
+    let mut answered = false;
+    let outcome = loop {
+        let Some(ev) = alice_events.next().await else {
+            return Err(Fail("demo: user agent stopped".into()));
+        };
+        log.write(&ev);
+        match &ev {
+            Event::State { state, .. } => {
+                println!("demo: call {}", state_name(*state));
+                if *state == wakeline::CallState::Connected && !answered {
+                    answered = true;
+                    let c = call.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(duration).await;
+                        let _ = c.hangup().await;
+                    });
+                }
+            }
+            Event::Media { media, .. } => println!(
+                "demo: media negotiated: {:?} (PT {}) to {}",
+                media.codec, media.payload_type, media.remote_rtp
+            ),
+            Event::Ended {
+                status,
+                reason,
+                outcome,
+                ..
+            } => {
+                println!("demo: call ended: {status} {reason} ({})", outcome_name(*outcome));
+                break *outcome;
+            }
+            _ => {}
+        }
+    };
+    alice.shutdown().await?;
+    bob.shutdown().await?;
+    bob_task.abort();
+    if outcome == CallOutcome::Answered {
+        println!("demo: OK — the call was answered and hung up cleanly");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Fail("demo: the call was not answered".into()))
+    }
+}

@@ -1,0 +1,189 @@
+//! The public async API: [`UserAgent`], [`Call`], [`Events`].
+
+use super::task::{Command, DriverTask};
+use crate::error::Error;
+use crate::signaling::config::Config;
+use crate::signaling::core::{CallHandle, Event};
+use crate::signaling::message::Uri;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use tokio::sync::{mpsc, oneshot};
+
+/// Builds a [`UserAgent`].
+#[derive(Debug)]
+pub struct UserAgentBuilder {
+    config: Config,
+    listen: Option<SocketAddr>,
+    media_ip: IpAddr,
+}
+
+impl UserAgentBuilder {
+    /// Also accept direct SIP over TCP on this address (calls that do not come through the
+    /// registrar's flow).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// The IP address to bind media (RTP) sockets to and announce in SDP (default 127.0.0.1).
+    pub fn media_ip(mut self, ip: IpAddr) -> Self {
+        self.media_ip = ip;
+        self
+    }
+
+    /// Binds the listener (if any) and starts the driver task on the current tokio runtime.
+    ///
+    /// Returns the handle and the stream of events. Registration is not started: call
+    /// [`UserAgent::register`].
+    pub async fn start(self) -> Result<(UserAgent, Events), Error> {
+        let listener = match self.listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let local_addr = match &listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let config = self.config;
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let task = DriverTask::new(config, listener, self.media_ip, cmd_rx, ev_tx);
+        tokio::spawn(task.run());
+        Ok((
+            UserAgent {
+                cmd: cmd_tx,
+                local_addr,
+            },
+            Events { rx: ev_rx },
+        ))
+    }
+}
+
+/// A running SIP user agent. Cheap to clone; the driver stops when [`UserAgent::shutdown`] is
+/// called or every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct UserAgent {
+    cmd: mpsc::UnboundedSender<Command>,
+    local_addr: Option<SocketAddr>,
+}
+
+/// The application's events, in order.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the user agent has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// One call. Commands are sent to the driver; the outcome arrives as [`Event`]s.
+#[derive(Debug, Clone)]
+pub struct Call {
+    handle: CallHandle,
+    ua: UserAgent,
+}
+
+impl UserAgent {
+    /// A builder for this configuration.
+    pub fn builder(config: Config) -> UserAgentBuilder {
+        UserAgentBuilder {
+            config,
+            listen: None,
+            media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    /// The listener's address, if one was bound.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(make(tx)).map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Starts registering with the configured account (connects the control flow first).
+    /// Progress arrives as `Registered` / `RegistrationFailed` events.
+    pub async fn register(&self) -> Result<(), Error> {
+        self.ask(Command::Register).await
+    }
+
+    /// Removes the binding (REGISTER with Expires: 0).
+    pub async fn unregister(&self) -> Result<(), Error> {
+        self.ask(Command::Unregister).await
+    }
+
+    /// Places a call to `target` (a SIP URI, e.g. `sip:bob@127.0.0.1:5080;transport=tcp`).
+    pub async fn call(&self, target: &str) -> Result<Call, Error> {
+        let uri = Uri::parse(target)?;
+        let handle = self.ask(|reply| Command::Call { target: uri, reply }).await?;
+        Ok(Call {
+            handle,
+            ua: self.clone(),
+        })
+    }
+
+    /// The [`Call`] for a handle from an event (e.g. `Event::Incoming`).
+    pub fn call_handle(&self, handle: CallHandle) -> Call {
+        Call {
+            handle,
+            ua: self.clone(),
+        }
+    }
+
+    /// Hangs up every call, removes the registration (waiting for it up to `Config`'s transaction
+    /// timeout) and stops the driver.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.ask(Command::Shutdown).await
+    }
+}
+
+impl Call {
+    /// Our handle for this call.
+    pub fn handle(&self) -> CallHandle {
+        self.handle
+    }
+
+    /// Sends 180 Ringing (incoming calls).
+    pub async fn ring(&self) -> Result<(), Error> {
+        let h = self.handle;
+        self.ua.ask(|reply| Command::Ring(h, reply)).await
+    }
+
+    /// Answers an incoming call (200 OK with an SDP answer on a freshly reserved RTP port).
+    pub async fn answer(&self) -> Result<(), Error> {
+        let h = self.handle;
+        self.ua.ask(|reply| Command::Answer(h, reply)).await
+    }
+
+    /// Rejects an incoming call with a 3xx-6xx status.
+    pub async fn reject(&self, status: u16) -> Result<(), Error> {
+        let h = self.handle;
+        self.ua.ask(|reply| Command::Reject(h, status, reply)).await
+    }
+
+    /// Ends the call: CANCEL, reject or BYE, whichever fits its state.
+    pub async fn hangup(&self) -> Result<(), Error> {
+        let h = self.handle;
+        self.ua.ask(|reply| Command::Hangup(h, reply)).await
+    }
+
+    /// Puts the call on hold (`true`) or resumes it (`false`).
+    pub async fn hold(&self, on: bool) -> Result<(), Error> {
+        let h = self.handle;
+        self.ua.ask(|reply| Command::Hold(h, on, reply)).await
+    }
+}
