@@ -282,9 +282,27 @@ pub struct Solo {
     pub sent: Vec<Vec<u8>>,
     /// Everything the core told the application.
     pub events: Vec<Event>,
+    /// Answer `Output::Connect` with `handle_flow_up` (the new flow becomes `flow`); when
+    /// false, connects fail at once.
+    pub auto_connect: bool,
+    /// Remote host and port of every `Output::Connect`.
+    pub connects: Vec<(String, u16)>,
 }
 
 impl Solo {
+    /// A core with no flow yet; its `Output::Connect`s succeed at once.
+    pub fn client(config: Config) -> Self {
+        Solo {
+            core: SignalingCore::new(config),
+            now: Instant::now(),
+            flow: None,
+            sent: Vec::new(),
+            events: Vec::new(),
+            auto_connect: true,
+            connects: Vec::new(),
+        }
+    }
+
     /// A core with an accepted flow from the peer.
     pub fn new(mut config: Config) -> Self {
         config.listen = Some(addr(B_ADDR));
@@ -297,6 +315,8 @@ impl Solo {
             flow: Some(flow),
             sent: Vec::new(),
             events: Vec::new(),
+            auto_connect: false,
+            connects: Vec::new(),
         };
         s.collect();
         s
@@ -351,9 +371,33 @@ impl Solo {
                         self.core.handle_flow_down(self.now, flow);
                     }
                 }
-                Output::Connect { flow, .. } => self.core.handle_flow_down(self.now, flow),
+                Output::Connect { flow, host, port } => {
+                    self.connects.push((host, port));
+                    if self.auto_connect {
+                        self.flow = Some(flow);
+                        self.core
+                            .handle_flow_up(self.now, flow, addr(A_ADDR), addr(B_ADDR));
+                    } else {
+                        self.core.handle_flow_down(self.now, flow);
+                    }
+                }
             }
         }
+    }
+
+    /// The last request the core sent, parsed.
+    pub fn last_request(&self, method: &str) -> Option<crate::signaling::message::Request> {
+        self.sent
+            .iter()
+            .rev()
+            .find_map(|b| match crate::signaling::message::Message::parse(b) {
+                Ok(crate::signaling::message::Message::Request(r))
+                    if r.method.as_str() == method =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            })
     }
 
     /// Status codes of the responses sent so far, with their CSeq header value and To tag.

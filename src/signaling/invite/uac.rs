@@ -552,3 +552,267 @@ impl SignalingCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::signaling::config::{Account, Config};
+    use crate::signaling::core::testkit::{sdp_offer, Solo};
+    use crate::signaling::core::{CallOutcome, CallState, Event};
+    use crate::signaling::message::{HeaderName, Message, Request, Response, Uri};
+    use std::time::Duration;
+
+    fn target() -> Uri {
+        Uri::parse("sip:bob@127.0.0.1:5070").unwrap()
+    }
+
+    /// A response from the fake callee to `req`, with To tag `tag` and (for 2xx INVITE) SDP.
+    fn reply(req: &Request, status: u16, tag: &str) -> String {
+        let mut r = Response::for_request(req, status);
+        if let Some(mut to) = req.headers.to() {
+            to.params.set("tag", Some(tag));
+            r.headers.set(HeaderName::To, to.to_string());
+        }
+        if status < 300 && req.method.as_str() == "INVITE" {
+            r.headers.push(
+                HeaderName::Contact,
+                format!("<sip:bob@127.0.0.1:5070;transport=tcp;x={tag}>"),
+            );
+        }
+        if (200..300).contains(&status) && req.method.as_str() == "INVITE" {
+            r.headers.push(HeaderName::ContentType, "application/sdp");
+            r.body = sdp_offer(8000).into_bytes();
+        }
+        String::from_utf8(Message::Response(r).to_bytes()).unwrap()
+    }
+
+    fn ended(s: &Solo) -> Vec<(u16, CallOutcome)> {
+        s.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Ended {
+                    status, outcome, ..
+                } => Some((*status, *outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn first_lines(s: &Solo) -> Vec<String> {
+        s.sent
+            .iter()
+            .map(|b| {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn direct_call_connects_to_target_and_offers_sdp() {
+        let mut s = Solo::client(Config::default());
+        s.core
+            .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        assert_eq!(s.connects, vec![("127.0.0.1".to_string(), 5070)]);
+        let inv = s.last_request("INVITE").unwrap();
+        assert_eq!(
+            inv.headers.content_type().as_deref(),
+            Some("application/sdp")
+        );
+        assert!(String::from_utf8_lossy(&inv.body).contains("m=audio 4000"));
+        assert!(inv.headers.get(&HeaderName::Contact).is_some());
+        assert!(inv.headers.from().unwrap().tag().is_some());
+        // A second call reuses the flow.
+        s.core
+            .call(s.now, target(), "127.0.0.1:4002".parse().unwrap())
+            .unwrap();
+        s.collect();
+        assert_eq!(s.connects.len(), 1);
+    }
+
+    #[test]
+    fn forked_2xx_is_acked_and_byed_and_retransmission_reacked() {
+        let mut s = Solo::client(Config::default());
+        let call = s
+            .core
+            .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        let inv = s.last_request("INVITE").unwrap();
+        s.feed(&reply(&inv, 180, "x"));
+        s.feed(&reply(&inv, 200, "x"));
+        assert!(s.events.iter().any(|e| matches!(
+            e,
+            Event::State {
+                state: CallState::Connected,
+                ..
+            }
+        )));
+        assert!(s.events.iter().any(|e| matches!(e, Event::Media { .. })));
+        let ack = s.last_request("ACK").unwrap();
+        assert_eq!(ack.headers.cseq().unwrap().seq, 1);
+        assert_eq!(ack.headers.to().unwrap().tag(), Some("x"));
+        assert_eq!(
+            ack.uri.params.get("x"),
+            Some(Some("x")),
+            "ACK goes to the Contact"
+        );
+        let n = s.sent.len();
+        s.feed(&reply(&inv, 200, "x")); // retransmission
+        assert_eq!(first_lines(&s)[n..].len(), 1);
+        assert!(first_lines(&s)[n].starts_with("ACK "));
+        s.feed(&reply(&inv, 200, "y")); // another fork
+        let tail = first_lines(&s)[n + 1..].to_vec();
+        assert_eq!(tail.len(), 2, "{tail:?}");
+        assert!(tail[0].starts_with("ACK ") && tail[1].starts_with("BYE "));
+        assert_eq!(
+            s.last_request("BYE").unwrap().headers.to().unwrap().tag(),
+            Some("y")
+        );
+        assert!(ended(&s).is_empty(), "the call itself is still up");
+        s.core.hangup(s.now, call).unwrap();
+        s.collect();
+        let bye = s.last_request("BYE").unwrap();
+        assert_eq!(bye.headers.to().unwrap().tag(), Some("x"));
+        s.feed(&reply(&bye, 200, "x"));
+        assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+    }
+
+    #[test]
+    fn ok_racing_cancel_is_acked_then_byed() {
+        let mut s = Solo::client(Config::default());
+        let call = s
+            .core
+            .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        let inv = s.last_request("INVITE").unwrap();
+        s.feed(&reply(&inv, 180, "x"));
+        s.core.hangup(s.now, call).unwrap();
+        s.collect();
+        let cancel = s.last_request("CANCEL").unwrap();
+        assert_eq!(cancel.headers.cseq().unwrap().seq, 1);
+        assert_eq!(
+            cancel.headers.get(&HeaderName::Via),
+            inv.headers.get(&HeaderName::Via)
+        );
+        s.feed(&reply(&inv, 200, "x"));
+        let lines = first_lines(&s);
+        let n = lines.len();
+        assert!(
+            lines[n - 2].starts_with("ACK ") && lines[n - 1].starts_with("BYE "),
+            "{lines:?}"
+        );
+        s.feed(&reply(&cancel, 200, "x"));
+        let bye = s.last_request("BYE").unwrap();
+        s.feed(&reply(&bye, 200, "x"));
+        assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+    }
+
+    #[test]
+    fn busy_and_rejected_and_missed_outcomes() {
+        for (status, cancel, want) in [
+            (486, false, CallOutcome::Busy),
+            (600, false, CallOutcome::Busy),
+            (404, false, CallOutcome::Rejected),
+            (487, true, CallOutcome::Missed),
+        ] {
+            let mut s = Solo::client(Config::default());
+            let call = s
+                .core
+                .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
+                .unwrap();
+            s.collect();
+            let inv = s.last_request("INVITE").unwrap();
+            s.feed(&reply(&inv, 100, "x"));
+            if cancel {
+                s.core.hangup(s.now, call).unwrap();
+                s.collect();
+            }
+            s.feed(&reply(&inv, status, "x"));
+            assert_eq!(ended(&s), vec![(status, want)]);
+            assert!(
+                s.last_request("ACK").is_some(),
+                "non-2xx ACKed by the transaction"
+            );
+        }
+    }
+
+    fn account() -> Config {
+        let mut c = Config::default();
+        c.account = Some(Account {
+            registrar: Uri::parse("sip:127.0.0.1:5080;transport=tcp").unwrap(),
+            user: "alice".into(),
+            domain: "example.com".into(),
+            password: Some("secret".into()),
+            auth_user: None,
+            proxy: None,
+        });
+        c.instance_id = Some("urn:uuid:00000000-0000-0000-0000-000000000001".into());
+        c
+    }
+
+    #[test]
+    fn invite_challenge_is_answered_once() {
+        let mut s = Solo::client(account());
+        s.core
+            .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        assert_eq!(
+            s.connects,
+            vec![("127.0.0.1".to_string(), 5080)],
+            "via the control flow"
+        );
+        let inv = s.last_request("INVITE").unwrap();
+        let mut r = reply(&inv, 407, "p");
+        r = r.replace(
+            "Content-Length",
+            "Proxy-Authenticate: Digest realm=\"example.com\", nonce=\"abc\", qop=\"auth\"\r\nContent-Length",
+        );
+        s.feed(&r);
+        let inv2 = s.last_request("INVITE").unwrap();
+        assert_eq!(inv2.headers.cseq().unwrap().seq, 2);
+        assert!(inv2.headers.get(&HeaderName::ProxyAuthorization).is_some());
+        assert_eq!(inv2.headers.call_id(), inv.headers.call_id());
+        s.feed(&reply(&inv2, 403, "p"));
+        assert_eq!(ended(&s), vec![(403, CallOutcome::Rejected)]);
+    }
+
+    #[test]
+    fn registration_on_control_flow_reconnects_and_pings() {
+        let mut s = Solo::client(account());
+        s.core.register(s.now).unwrap();
+        s.collect();
+        let reg = s.last_request("REGISTER").unwrap();
+        let contact = reg.headers.get(&HeaderName::Contact).unwrap().to_string();
+        assert!(contact.contains("+sip.instance"), "{contact}");
+        s.feed(&reply(&reg, 200, "r"));
+        assert!(s
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Registered { .. })));
+        // Keep-alive ping after the interval; a pong keeps the flow.
+        let flow = s.flow.unwrap();
+        while s.jump(Duration::from_secs(31)) && !s.sent.iter().any(|b| b == b"\r\n\r\n") {}
+        assert!(s.sent.iter().any(|b| b == b"\r\n\r\n"));
+        s.feed("\r\n");
+        assert_eq!(s.flow, Some(flow));
+        // The flow dies: FlowDown, an immediate reconnect, and a new REGISTER.
+        s.drop_flow();
+        assert!(s.events.iter().any(|e| matches!(e, Event::FlowDown { .. })));
+        assert!(s.jump(Duration::ZERO));
+        assert_eq!(s.connects.len(), 2);
+        let reg2 = s.last_request("REGISTER").unwrap();
+        assert!(reg2.headers.cseq().unwrap().seq > reg.headers.cseq().unwrap().seq);
+        // A second loss waits retry_base before reconnecting.
+        s.drop_flow();
+        assert!(!s.jump(Duration::from_millis(100)));
+        assert!(s.jump(Duration::from_millis(300)));
+        assert_eq!(s.connects.len(), 3);
+    }
+}
