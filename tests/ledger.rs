@@ -79,7 +79,7 @@ struct World {
 impl World {
     fn new(config: Config) -> Self {
         World {
-            s: Solo::new(config),
+            s: Solo::new(config, std::time::Instant::now()),
             sent: Vec::new(),
             starters: BTreeSet::new(),
             n: 0,
@@ -342,12 +342,15 @@ impl World {
 }
 
 fn config(busy_allow: bool) -> Config {
-    let mut c = Config::default();
-    if busy_allow {
-        c.busy_policy = wakeline::signaling::config::BusyPolicy::Allow;
+    Config {
+        busy_policy: if busy_allow {
+            wakeline::signaling::config::BusyPolicy::Allow
+        } else {
+            wakeline::signaling::config::BusyPolicy::Reject(486)
+        },
+        ring_timeout: Duration::from_secs(60),
+        ..Config::default()
     }
-    c.ring_timeout = Duration::from_secs(60);
-    c
 }
 
 proptest! {

@@ -1102,6 +1102,11 @@ fn server_timeout(t: &ServerTx) -> Option<Instant> {
 
 #[cfg(test)]
 mod tests {
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
     use super::testkit::Pair;
     use super::*;
 
@@ -1128,7 +1133,7 @@ mod tests {
 
     #[test]
     fn full_call_invite_ring_answer_ack_bye() {
-        let mut p = Pair::new(Config::default(), Config::default());
+        let mut p = Pair::new(Config::default(), Config::default(), origin());
         let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
         p.drive();
         let inc = p.b_incoming().expect("incoming");
@@ -1180,7 +1185,7 @@ mod tests {
     }
 
     fn connected_pair() -> (Pair, CallHandle, CallHandle) {
-        let mut p = Pair::new(Config::default(), Config::default());
+        let mut p = Pair::new(Config::default(), Config::default(), origin());
         let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
         p.drive();
         let inc = p.b_incoming().unwrap();
@@ -1191,7 +1196,7 @@ mod tests {
 
     #[test]
     fn cancel_while_ringing_ends_missed_on_both_sides() {
-        let mut p = Pair::new(Config::default(), Config::default());
+        let mut p = Pair::new(Config::default(), Config::default(), origin());
         let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
         p.drive();
         let inc = p.b_incoming().unwrap();
@@ -1215,7 +1220,7 @@ mod tests {
 
     #[test]
     fn hangup_before_provisional_waits_for_1xx() {
-        let mut p = Pair::new(Config::default(), Config::default());
+        let mut p = Pair::new(Config::default(), Config::default(), origin());
         p.b.handle_timeout(p.now); // nothing due
         let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
         // Connect, but hold B's responses back: hang up while still Calling.
@@ -1343,9 +1348,11 @@ mod tests {
 
     #[test]
     fn reject_ring_timeout_and_timer_b() {
-        let mut cfg = Config::default();
-        cfg.ring_timeout = Duration::from_secs(5);
-        let mut p = Pair::new(Config::default(), cfg);
+        let cfg = Config {
+            ring_timeout: Duration::from_secs(5),
+            ..Config::default()
+        };
+        let mut p = Pair::new(Config::default(), cfg, origin());
         let c1 = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
         p.drive();
         p.advance(Duration::from_secs(6));

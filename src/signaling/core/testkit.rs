@@ -2,7 +2,7 @@
 //! virtual clock. Used by the unit tests, `tests/ledger.rs` and the call-cycle benchmark.
 //!
 //! ```text
-//! let mut p = Pair::new(Config::default(), Config::default());
+//! let mut p = Pair::new(Config::default(), Config::default(), origin);
 //! let call = p.a.call(p.now, p.b_uri(), media).unwrap();
 //! p.drive();                       // shuttles bytes until both are idle
 //! assert!(p.b_events.iter().any(|e| matches!(e, Event::Incoming { .. })));
@@ -49,13 +49,14 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 impl Pair {
-    /// Two cores; B's `listen` is set to [`B_ADDR`].
-    pub fn new(a: Config, mut b: Config) -> Self {
+    /// Two cores; B's `listen` is set to [`B_ADDR`]. `origin` starts the virtual clock (the
+    /// caller reads the real clock once, outside the sans-IO code).
+    pub fn new(a: Config, mut b: Config, origin: Instant) -> Self {
         b.listen = Some(addr(B_ADDR));
         Pair {
             a: SignalingCore::new(a),
             b: SignalingCore::new(b),
-            now: Instant::now(),
+            now: origin,
             a_flow: None,
             b_flow: None,
             a_events: Vec::new(),
@@ -290,11 +291,12 @@ pub struct Solo {
 }
 
 impl Solo {
-    /// A core with no flow yet; its `Output::Connect`s succeed at once.
-    pub fn client(config: Config) -> Self {
+    /// A core with no flow yet; its `Output::Connect`s succeed at once. `origin` starts the
+    /// virtual clock.
+    pub fn client(config: Config, origin: Instant) -> Self {
         Solo {
             core: SignalingCore::new(config),
-            now: Instant::now(),
+            now: origin,
             flow: None,
             sent: Vec::new(),
             events: Vec::new(),
@@ -303,11 +305,11 @@ impl Solo {
         }
     }
 
-    /// A core with an accepted flow from the peer.
-    pub fn new(mut config: Config) -> Self {
+    /// A core with an accepted flow from the peer. `origin` starts the virtual clock.
+    pub fn new(mut config: Config, origin: Instant) -> Self {
         config.listen = Some(addr(B_ADDR));
         let mut core = SignalingCore::new(config);
-        let now = Instant::now();
+        let now = origin;
         let flow = core.handle_flow_accepted(now, addr(B_ADDR), addr(A_ADDR));
         let mut s = Solo {
             core,

@@ -555,6 +555,11 @@ impl SignalingCore {
 
 #[cfg(test)]
 mod tests {
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
     use crate::signaling::config::{Account, Config};
     use crate::signaling::core::testkit::{sdp_offer, Solo};
     use crate::signaling::core::{CallOutcome, CallState, Event};
@@ -612,7 +617,7 @@ mod tests {
 
     #[test]
     fn direct_call_connects_to_target_and_offers_sdp() {
-        let mut s = Solo::client(Config::default());
+        let mut s = Solo::client(Config::default(), origin());
         s.core
             .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
             .unwrap();
@@ -636,7 +641,7 @@ mod tests {
 
     #[test]
     fn forked_2xx_is_acked_and_byed_and_retransmission_reacked() {
-        let mut s = Solo::client(Config::default());
+        let mut s = Solo::client(Config::default(), origin());
         let call = s
             .core
             .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
@@ -684,7 +689,7 @@ mod tests {
 
     #[test]
     fn ok_racing_cancel_is_acked_then_byed() {
-        let mut s = Solo::client(Config::default());
+        let mut s = Solo::client(Config::default(), origin());
         let call = s
             .core
             .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
@@ -721,7 +726,7 @@ mod tests {
             (404, false, CallOutcome::Rejected),
             (487, true, CallOutcome::Missed),
         ] {
-            let mut s = Solo::client(Config::default());
+            let mut s = Solo::client(Config::default(), origin());
             let call = s
                 .core
                 .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
@@ -743,22 +748,23 @@ mod tests {
     }
 
     fn account() -> Config {
-        let mut c = Config::default();
-        c.account = Some(Account {
-            registrar: Uri::parse("sip:127.0.0.1:5080;transport=tcp").unwrap(),
-            user: "alice".into(),
-            domain: "example.com".into(),
-            password: Some("secret".into()),
-            auth_user: None,
-            proxy: None,
-        });
-        c.instance_id = Some("urn:uuid:00000000-0000-0000-0000-000000000001".into());
-        c
+        Config {
+            account: Some(Account {
+                registrar: Uri::parse("sip:127.0.0.1:5080;transport=tcp").unwrap(),
+                user: "alice".into(),
+                domain: "example.com".into(),
+                password: Some("secret".into()),
+                auth_user: None,
+                proxy: None,
+            }),
+            instance_id: Some("urn:uuid:00000000-0000-0000-0000-000000000001".into()),
+            ..Config::default()
+        }
     }
 
     #[test]
     fn invite_challenge_is_answered_once() {
-        let mut s = Solo::client(account());
+        let mut s = Solo::client(account(), origin());
         s.core
             .call(s.now, target(), "127.0.0.1:4000".parse().unwrap())
             .unwrap();
@@ -785,7 +791,7 @@ mod tests {
 
     #[test]
     fn registration_on_control_flow_reconnects_and_pings() {
-        let mut s = Solo::client(account());
+        let mut s = Solo::client(account(), origin());
         s.core.register(s.now).unwrap();
         s.collect();
         let reg = s.last_request("REGISTER").unwrap();

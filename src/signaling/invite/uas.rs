@@ -559,6 +559,11 @@ fn offer_is_hold(offer: &SessionDescription) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
     use crate::signaling::config::Config;
     use crate::signaling::core::testkit::{sdp_offer, PeerInvite, Solo};
     use crate::signaling::core::{CallOutcome, CallState, Event};
@@ -598,7 +603,7 @@ mod tests {
 
     #[test]
     fn immediate_rejections_each_end_once_without_incoming() {
-        let mut s = Solo::new(Config::default());
+        let mut s = Solo::new(Config::default(), origin());
         let offer = sdp_offer(6000);
         s.feed(&peer(1).invite(Some(&offer), "Require: 100rel\r\n", None));
         s.feed(&peer(2).invite(None, "", None)); // late offer
@@ -625,7 +630,7 @@ mod tests {
 
     #[test]
     fn merged_request_gets_482_and_busy_gets_486() {
-        let mut s = Solo::new(Config::default());
+        let mut s = Solo::new(Config::default(), origin());
         let offer = sdp_offer(6000);
         s.feed(&peer(1).invite(Some(&offer), "", None));
         let mut merged = peer(1);
@@ -648,7 +653,7 @@ mod tests {
 
     #[test]
     fn cancel_cases_and_retransmission() {
-        let mut s = Solo::new(Config::default());
+        let mut s = Solo::new(Config::default(), origin());
         let offer = sdp_offer(6000);
         let p = peer(1);
         s.feed(&p.invite(Some(&offer), "", None));
@@ -686,7 +691,7 @@ mod tests {
 
     #[test]
     fn answered_call_ack_bye_and_ack_timeout() {
-        let mut s = Solo::new(Config::default());
+        let mut s = Solo::new(Config::default(), origin());
         let offer = sdp_offer(6000);
         let p = peer(1);
         s.feed(&p.invite(Some(&offer), "", None));
@@ -727,7 +732,7 @@ mod tests {
 
     #[test]
     fn flow_drop_while_ringing_ends_failed_once() {
-        let mut s = Solo::new(Config::default());
+        let mut s = Solo::new(Config::default(), origin());
         s.feed(&peer(1).invite(Some(&sdp_offer(6000)), "", None));
         let h = incoming(&s).unwrap();
         s.core.ring(s.now, h).unwrap();
@@ -743,7 +748,7 @@ mod tests {
 
     #[test]
     fn unparsable_invite_gets_400_and_an_ended() {
-        let mut s = Solo::new(Config::default());
+        let mut s = Solo::new(Config::default(), origin());
         let bad = peer(1)
             .invite(None, "", None)
             .replace("INVITE sip:bob@127.0.0.1:5060", "INVITE sip:bob@[::1");
@@ -758,7 +763,7 @@ mod tests {
 
     #[test]
     fn reinvite_glare_gets_491() {
-        let mut s = Solo::new(Config::default());
+        let mut s = Solo::new(Config::default(), origin());
         let p = peer(1);
         s.feed(&p.invite(Some(&sdp_offer(6000)), "", None));
         let h = incoming(&s).unwrap();
