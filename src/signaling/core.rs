@@ -17,19 +17,20 @@ mod control;
 mod raw400;
 #[doc(hidden)]
 pub mod testkit;
+mod transactions;
+
+pub(crate) use transactions::{
+    client_timeout, reliable, server_timeout, ClientKind, ClientTx, ServerKind, ServerTx, TxOwner,
+};
 
 use super::config::Config;
 use super::dialog::{Dialog, DialogId};
 use super::framing::{Frame, Framer, FramerLimits};
 use super::invite::ledger::{EntryKind, Ledger};
-use super::invite::{ledger_key, response, Call, Phase, Role, ACCEPT};
-use super::message::{
-    new_branch, new_tag, HeaderName, Message, Method, ParseError, Request, Response, Uri,
-};
+use super::invite::{ledger_key, Call, Phase, Role};
+use super::message::{new_branch, Message, Method, ParseError, Request, Response, Uri};
 use super::sdp::Negotiated;
-use super::transaction::{
-    ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TxEvent, TxKey,
-};
+use super::transaction::{ServerInvite, ServerNonInvite, TxKey};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -224,42 +225,6 @@ pub(crate) struct Flow {
     pub(crate) up: bool,
 }
 
-/// Who waits for a client transaction's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TxOwner {
-    /// The INVITE of a call.
-    Invite(CallHandle),
-    /// Our re-INVITE in a call.
-    ReInvite(CallHandle),
-    /// The BYE of a call.
-    Bye(CallHandle),
-    /// A CANCEL or a BYE for a stray forked dialog: nobody cares about the answer.
-    Nobody,
-    /// A REGISTER.
-    Registration,
-}
-
-pub(crate) enum ClientKind {
-    Invite(ClientInvite),
-    NonInvite(ClientNonInvite),
-}
-
-pub(crate) struct ClientTx {
-    pub(crate) tx: ClientKind,
-    pub(crate) flow: FlowId,
-    pub(crate) owner: TxOwner,
-}
-
-pub(crate) enum ServerKind {
-    Invite(ServerInvite),
-    NonInvite(ServerNonInvite),
-}
-
-pub(crate) struct ServerTx {
-    pub(crate) tx: ServerKind,
-    pub(crate) flow: FlowId,
-}
-
 /// The signaling user agent, sans-IO.
 ///
 /// Feed it with the `handle_*` methods, then drain [`SignalingCore::poll_output`] and sleep
@@ -279,10 +244,6 @@ pub struct SignalingCore {
     pub(crate) uac_calls: HashMap<String, CallHandle>,
     pub(crate) ledger: Ledger,
     pub(crate) control: control::Control,
-}
-
-fn reliable() -> bool {
-    true
 }
 
 impl SignalingCore {
@@ -837,266 +798,6 @@ impl SignalingCore {
             ""
         };
         format!("<sip:{user}@{host};transport=tcp{ob}>")
-    }
-
-    /// Sends a request in a new client transaction on `flow`.
-    pub(crate) fn send_request(
-        &mut self,
-        now: Instant,
-        flow: FlowId,
-        req: Request,
-        owner: TxOwner,
-    ) -> Option<TxKey> {
-        let key = TxKey::for_request(&req)?;
-        let key = TxKey {
-            method: req.method.clone(),
-            ..key
-        };
-        let tx = if req.method == Method::Invite {
-            ClientKind::Invite(ClientInvite::new(req, now, self.config.timers, reliable()))
-        } else {
-            ClientKind::NonInvite(ClientNonInvite::new(
-                req,
-                now,
-                self.config.timers,
-                reliable(),
-            ))
-        };
-        self.client_tx
-            .insert(key.clone(), ClientTx { tx, flow, owner });
-        self.drain_client(now, &key);
-        Some(key)
-    }
-
-    /// Sends `status` on the server transaction `key` (built from `req`), with the To tag of
-    /// `call` if any.
-    pub(crate) fn respond(
-        &mut self,
-        now: Instant,
-        key: &TxKey,
-        req: &Request,
-        status: u16,
-        call: Option<CallHandle>,
-    ) {
-        let tag = call
-            .and_then(|h| self.calls.get(&h))
-            .map(|c| c.local_tag.clone())
-            .unwrap_or_else(new_tag);
-        let mut resp = response(req, status, Some(&tag), &self.config.user_agent);
-        if req.method == Method::Options && status == 200 {
-            resp.headers.push(HeaderName::Accept, ACCEPT);
-        }
-        self.send_response(now, key, resp);
-    }
-
-    /// Hands a built response to the server transaction `key`.
-    pub(crate) fn send_response(&mut self, now: Instant, key: &TxKey, resp: Response) {
-        let Some(t) = self.server_tx.get_mut(key) else {
-            tracing::debug!(?key, "no server transaction for the response");
-            return;
-        };
-        match &mut t.tx {
-            ServerKind::Invite(tx) => tx.send_response(resp, now),
-            ServerKind::NonInvite(tx) => tx.send_response(resp, now),
-        }
-        self.drain_server(now, key);
-    }
-
-    pub(crate) fn drain_server(&mut self, _now: Instant, key: &TxKey) {
-        let mut events = Vec::new();
-        let Some(t) = self.server_tx.get_mut(key) else {
-            return;
-        };
-        let flow = t.flow;
-        loop {
-            let ev = match &mut t.tx {
-                ServerKind::Invite(tx) => tx.poll_event(),
-                ServerKind::NonInvite(tx) => tx.poll_event(),
-            };
-            match ev {
-                Some(e) => events.push(e),
-                None => break,
-            }
-        }
-        for ev in events {
-            match ev {
-                TxEvent::SendResponse(r) => self.transmit(flow, r.to_bytes()),
-                TxEvent::SendRequest(r) => self.transmit(flow, r.to_bytes()),
-                TxEvent::Terminated => {
-                    self.server_tx.remove(key);
-                }
-                TxEvent::Timeout(_) | TxEvent::TransportError => {
-                    tracing::debug!(?key, "server transaction failed");
-                }
-                TxEvent::AckReceived | TxEvent::Response(_) => {}
-            }
-        }
-    }
-
-    pub(crate) fn drain_client(&mut self, now: Instant, key: &TxKey) {
-        let mut events = Vec::new();
-        let Some(t) = self.client_tx.get_mut(key) else {
-            return;
-        };
-        let (flow, owner) = (t.flow, t.owner);
-        loop {
-            let ev = match &mut t.tx {
-                ClientKind::Invite(tx) => tx.poll_event(),
-                ClientKind::NonInvite(tx) => tx.poll_event(),
-            };
-            match ev {
-                Some(e) => events.push(e),
-                None => break,
-            }
-        }
-        for ev in events {
-            match ev {
-                TxEvent::SendRequest(r) => self.transmit(flow, r.to_bytes()),
-                TxEvent::SendResponse(r) => self.transmit(flow, r.to_bytes()),
-                TxEvent::Terminated => {
-                    self.client_tx.remove(key);
-                }
-                TxEvent::AckReceived => {}
-                TxEvent::Response(r) => self.client_outcome(now, key, owner, Ok(r)),
-                TxEvent::Timeout(_) => self.client_outcome(now, key, owner, Err(408)),
-                TxEvent::TransportError => self.client_outcome(now, key, owner, Err(503)),
-            }
-        }
-    }
-
-    /// A client transaction's response, or its failure as a status (408 timeout, 503 transport).
-    fn client_outcome(
-        &mut self,
-        now: Instant,
-        key: &TxKey,
-        owner: TxOwner,
-        resp: Result<Response, u16>,
-    ) {
-        match owner {
-            TxOwner::Invite(h) => self.uac_response(now, h, key, resp),
-            TxOwner::ReInvite(h) => self.reinvite_response(now, h, key, resp),
-            TxOwner::Bye(h) => {
-                if resp.as_ref().map_or(true, |r| r.status >= 200) {
-                    self.bye_done(now, h);
-                }
-            }
-            TxOwner::Registration => self.control_response(now, resp),
-            TxOwner::Nobody => {}
-        }
-    }
-
-    /// Emits the one `Ended` of a call and records it in the ledger.
-    pub(crate) fn end_call(
-        &mut self,
-        now: Instant,
-        h: CallHandle,
-        status: u16,
-        reason: &str,
-        outcome: CallOutcome,
-    ) {
-        let Some(c) = self.calls.get_mut(&h) else {
-            return;
-        };
-        if c.phase == Phase::Ended {
-            tracing::error!(?h, "second end of a call ignored");
-            debug_assert!(false, "second end of call {h:?}");
-            return;
-        }
-        c.phase = Phase::Ended;
-        c.deadline = None;
-        c.linger_until = Some(now + LINGER);
-        let call_id = c.call_id.clone();
-        if let Some(k) = c.ledger.clone() {
-            self.ledger.ended(&k, now);
-        }
-        self.event(Event::Ended {
-            call: h,
-            call_id,
-            status,
-            reason: reason.to_string(),
-            outcome,
-        });
-    }
-
-    /// Emits a `State` event when the state changes.
-    pub(crate) fn report(&mut self, h: CallHandle, state: CallState) {
-        let Some(c) = self.calls.get_mut(&h) else {
-            return;
-        };
-        if c.reported == Some(state) && !matches!(state, CallState::Held | CallState::Resumed) {
-            return;
-        }
-        c.reported = Some(state);
-        let call_id = c.call_id.clone();
-        self.event(Event::State {
-            call: h,
-            call_id,
-            state,
-        });
-    }
-
-    fn call_timeout(&mut self, now: Instant, h: CallHandle) {
-        let Some(c) = self.calls.get_mut(&h) else {
-            return;
-        };
-        if c.linger_until.is_some_and(|at| at <= now) {
-            let c = self.calls.remove(&h);
-            if let Some(c) = c {
-                if let Some(d) = &c.dialog {
-                    if self.dialogs.get(&d.id) == Some(&h) {
-                        self.dialogs.remove(&d.id);
-                    }
-                }
-                if self.uac_calls.get(&c.call_id) == Some(&h) {
-                    self.uac_calls.remove(&c.call_id);
-                }
-            }
-            return;
-        }
-        if c.deadline.is_some_and(|at| at <= now) {
-            c.deadline = None;
-            match (c.role, c.phase) {
-                (Role::Uas, Phase::Incoming) => self.uas_ring_timeout(now, h),
-                (Role::Uas, Phase::WaitAck) => self.uas_ack_timeout(now, h),
-                (Role::Uac, _) => self.uac_guard_timeout(now, h),
-                _ => {}
-            }
-        }
-    }
-
-    fn call_flow_lost(&mut self, now: Instant, h: CallHandle) {
-        let Some(c) = self.calls.get_mut(&h) else {
-            return;
-        };
-        match (c.role, c.phase) {
-            (_, Phase::Connected) | (_, Phase::Terminating) | (Role::Uas, Phase::WaitAck) => {
-                self.end_call(now, h, 200, "flow lost", CallOutcome::Answered)
-            }
-            (Role::Uas, _) => {
-                if c.final_status.is_none() {
-                    c.final_status = Some(0);
-                    if let Some(k) = c.ledger.clone() {
-                        self.ledger.final_abandoned(&k, now);
-                    }
-                }
-                self.end_call(now, h, 0, "flow lost", CallOutcome::Failed)
-            }
-            (Role::Uac, _) => self.end_call(now, h, 0, "flow lost", CallOutcome::Failed),
-        }
-    }
-}
-
-fn client_timeout(t: &ClientTx) -> Option<Instant> {
-    match &t.tx {
-        ClientKind::Invite(tx) => tx.poll_timeout(),
-        ClientKind::NonInvite(tx) => tx.poll_timeout(),
-    }
-}
-
-fn server_timeout(t: &ServerTx) -> Option<Instant> {
-    match &t.tx {
-        ServerKind::Invite(tx) => tx.poll_timeout(),
-        ServerKind::NonInvite(tx) => tx.poll_timeout(),
     }
 }
 

@@ -20,7 +20,7 @@ pub mod ledger;
 pub(crate) mod uac;
 pub(crate) mod uas;
 
-use super::core::{CallHandle, FlowId};
+use super::core::{CallHandle, CallOutcome, CallState, Event, FlowId, SignalingCore, LINGER};
 use super::dialog::Dialog;
 use super::message::{HeaderName, Request, Response, Uri};
 use super::sdp::{SdpSession, SessionDescription};
@@ -241,6 +241,108 @@ pub fn ledger_key(request: &Request) -> Option<LedgerKey> {
         cseq: request.headers.cseq()?.seq,
         branch: request.headers.top_via()?.branch()?.to_string(),
     })
+}
+
+impl SignalingCore {
+    /// Emits the one `Ended` of a call and records it in the ledger.
+    pub(crate) fn end_call(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        status: u16,
+        reason: &str,
+        outcome: CallOutcome,
+    ) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.phase == Phase::Ended {
+            tracing::error!(?h, "second end of a call ignored");
+            debug_assert!(false, "second end of call {h:?}");
+            return;
+        }
+        c.phase = Phase::Ended;
+        c.deadline = None;
+        c.linger_until = Some(now + LINGER);
+        let call_id = c.call_id.clone();
+        if let Some(k) = c.ledger.clone() {
+            self.ledger.ended(&k, now);
+        }
+        self.event(Event::Ended {
+            call: h,
+            call_id,
+            status,
+            reason: reason.to_string(),
+            outcome,
+        });
+    }
+
+    /// Emits a `State` event when the state changes.
+    pub(crate) fn report(&mut self, h: CallHandle, state: CallState) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.reported == Some(state) && !matches!(state, CallState::Held | CallState::Resumed) {
+            return;
+        }
+        c.reported = Some(state);
+        let call_id = c.call_id.clone();
+        self.event(Event::State {
+            call: h,
+            call_id,
+            state,
+        });
+    }
+
+    pub(crate) fn call_timeout(&mut self, now: Instant, h: CallHandle) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.linger_until.is_some_and(|at| at <= now) {
+            let c = self.calls.remove(&h);
+            if let Some(c) = c {
+                if let Some(d) = &c.dialog {
+                    if self.dialogs.get(&d.id) == Some(&h) {
+                        self.dialogs.remove(&d.id);
+                    }
+                }
+                if self.uac_calls.get(&c.call_id) == Some(&h) {
+                    self.uac_calls.remove(&c.call_id);
+                }
+            }
+            return;
+        }
+        if c.deadline.is_some_and(|at| at <= now) {
+            c.deadline = None;
+            match (c.role, c.phase) {
+                (Role::Uas, Phase::Incoming) => self.uas_ring_timeout(now, h),
+                (Role::Uas, Phase::WaitAck) => self.uas_ack_timeout(now, h),
+                (Role::Uac, _) => self.uac_guard_timeout(now, h),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn call_flow_lost(&mut self, now: Instant, h: CallHandle) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        match (c.role, c.phase) {
+            (_, Phase::Connected) | (_, Phase::Terminating) | (Role::Uas, Phase::WaitAck) => {
+                self.end_call(now, h, 200, "flow lost", CallOutcome::Answered)
+            }
+            (Role::Uas, _) => {
+                if c.final_status.is_none() {
+                    c.final_status = Some(0);
+                    if let Some(k) = c.ledger.clone() {
+                        self.ledger.final_abandoned(&k, now);
+                    }
+                }
+                self.end_call(now, h, 0, "flow lost", CallOutcome::Failed)
+            }
+            (Role::Uac, _) => self.end_call(now, h, 0, "flow lost", CallOutcome::Failed),
+        }
+    }
 }
 
 #[cfg(test)]
