@@ -28,7 +28,7 @@ use super::dialog::{Dialog, DialogId};
 use super::framing::{Frame, Framer, FramerLimits};
 use super::invite::ledger::{EntryKind, Ledger};
 use super::invite::{ledger_key, Call, Phase, Role};
-use super::message::{new_branch, Message, Method, ParseError, Request, Response, Uri};
+use super::message::{new_branch, Message, Method, Request, Response, Uri};
 use super::sdp::Negotiated;
 use super::transaction::{ServerInvite, ServerNonInvite, TxKey};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -438,14 +438,23 @@ impl SignalingCore {
 
     fn handle_message(&mut self, now: Instant, flow: FlowId, raw: &[u8]) {
         match Message::parse(raw) {
-            Ok(Message::Request(req)) => self.handle_request(now, flow, req),
+            Ok(Message::Request(req)) => match incomplete(&req) {
+                None => self.handle_request(now, flow, req),
+                Some(why) => self.handle_unparsable(now, flow, raw, &why),
+            },
             Ok(Message::Response(resp)) => self.handle_response(now, resp),
             Err(e) => self.handle_unparsable(now, flow, raw, &e),
         }
     }
 
     /// A request that did not parse: answer 400 if the headers a response needs are readable.
-    fn handle_unparsable(&mut self, now: Instant, flow: FlowId, raw: &[u8], e: &ParseError) {
+    fn handle_unparsable(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        raw: &[u8],
+        e: &dyn std::fmt::Display,
+    ) {
         let Some(bad) = raw400::build(raw, &self.config.user_agent) else {
             tracing::warn!(?flow, error = %e, "dropping an unparsable message");
             return;
@@ -798,6 +807,27 @@ impl SignalingCore {
             ""
         };
         format!("<sip:{user}@{host};transport=tcp{ob}>")
+    }
+}
+
+/// Why a parsed request cannot be handled statefully (RFC 3261 §8.1.1 mandatory headers and a
+/// top Via branch), or `None`.
+fn incomplete(req: &Request) -> Option<&'static str> {
+    if req
+        .headers
+        .top_via()
+        .and_then(|v| v.branch().map(str::len))
+        .is_none()
+    {
+        Some("no Via branch")
+    } else if req.headers.from().is_none() || req.headers.to().is_none() {
+        Some("From or To missing or malformed")
+    } else if req.headers.call_id().is_none() {
+        Some("no Call-ID")
+    } else if req.headers.cseq().is_none_or(|c| c.method != req.method) {
+        Some("CSeq missing, malformed or of another method")
+    } else {
+        None
     }
 }
 

@@ -62,20 +62,25 @@ pub(crate) fn build(raw: &[u8], server: &str) -> Option<Bad> {
         "From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nServer: {server}\r\nContent-Length: 0\r\n\r\n"
     ));
     let invite = if method == "INVITE" && !had_tag {
-        let seq = cseq.split_whitespace().next()?.parse().ok()?;
         let branch = vias
-            .first()?
-            .split(';')
-            .find_map(|p| {
-                let (n, v) = p.split_once('=')?;
-                n.trim().eq_ignore_ascii_case("branch").then(|| v.trim())
-            })?
+            .first()
+            .and_then(|v| {
+                v.split(';').find_map(|p| {
+                    let (n, v) = p.split_once('=')?;
+                    n.trim().eq_ignore_ascii_case("branch").then(|| v.trim())
+                })
+            })
+            .unwrap_or_default()
             .to_string();
-        Some(LedgerKey {
-            call_id,
-            cseq: seq,
-            branch,
-        })
+        // An INVITE whose CSeq number is unreadable cannot be keyed: 400 without a ledger entry.
+        cseq.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .map(|seq| LedgerKey {
+                call_id: call_id.clone(),
+                cseq: seq,
+                branch,
+            })
     } else {
         None
     };
@@ -107,6 +112,15 @@ mod tests {
             (k.call_id.as_str(), k.cseq, k.branch.as_str()),
             ("cid", 3, "z9hG4bKx")
         );
+    }
+
+    #[test]
+    fn bad_cseq_still_gets_400_without_key() {
+        let raw = b"INVITE sip:b@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\nFrom: <sip:a@b>;tag=1\r\n\
+            To: <sip:b@b>\r\nCall-ID: c\r\nCSeq: x INVITE\r\n\r\n";
+        let bad = build(raw, "wl").unwrap();
+        assert!(bad.invite.is_none());
+        assert!(bad.bytes.starts_with(b"SIP/2.0 400"));
     }
 
     #[test]

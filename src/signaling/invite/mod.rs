@@ -141,6 +141,8 @@ pub struct Call {
     pub held: bool,
     /// The peer put us on hold.
     pub peer_held: bool,
+    /// UAS: the app hung up before the ACK of our 2xx came; BYE once it does (RFC 3261 §15).
+    pub bye_after_ack: bool,
     /// Our re-INVITE in progress.
     pub our_reinvite: Option<OurReInvite>,
     /// The peer's re-INVITE in progress.
@@ -183,6 +185,7 @@ impl Call {
             linger_until: None,
             held: false,
             peer_held: false,
+            bye_after_ack: false,
             our_reinvite: None,
             their_reinvite: None,
         }

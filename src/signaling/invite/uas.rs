@@ -292,7 +292,17 @@ impl SignalingCore {
         let phase = self.calls.get(&h).map(|c| c.phase);
         match phase {
             Some(Phase::Incoming) => self.uas_reject(now, h, 603),
-            Some(Phase::WaitAck) | Some(Phase::Connected) => {
+            Some(Phase::WaitAck) => {
+                // RFC 3261 §15: no BYE before the ACK of our 2xx (or its timeout).
+                let c = self.calls.get_mut(&h).ok_or(CoreError::NoSuchCall)?;
+                if c.bye_after_ack {
+                    return Err(CoreError::InvalidState("already terminating"));
+                }
+                c.bye_after_ack = true;
+                self.report(h, CallState::Terminating);
+                Ok(())
+            }
+            Some(Phase::Connected) => {
                 self.send_bye(now, h);
                 Ok(())
             }
@@ -316,14 +326,18 @@ impl SignalingCore {
     }
 
     /// The ACK of a 2xx of ours.
-    pub(crate) fn uas_ack(&mut self, _now: Instant, h: CallHandle, _req: &Request) {
+    pub(crate) fn uas_ack(&mut self, now: Instant, h: CallHandle, _req: &Request) {
         let Some(c) = self.calls.get_mut(&h) else {
             return;
         };
         if c.phase == Phase::WaitAck {
             c.phase = Phase::Connected;
             c.deadline = None;
-            self.report(h, CallState::Connected);
+            if c.bye_after_ack {
+                self.send_bye(now, h);
+            } else {
+                self.report(h, CallState::Connected);
+            }
         }
     }
 
@@ -727,6 +741,42 @@ mod tests {
         while s.jump(Duration::from_secs(40)) {}
         assert_eq!(ended(&s)[1], (408, CallOutcome::Failed));
         assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
+        assert_eq!(s.core.ledger_open(), 0);
+    }
+
+    #[test]
+    fn hangup_before_ack_waits_for_the_ack() {
+        let mut s = Solo::new(Config::default(), origin());
+        let p = peer(1);
+        s.feed(&p.invite(Some(&sdp_offer(6000)), "", None));
+        let h = incoming(&s).unwrap();
+        s.core
+            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        s.core.hangup(s.now, h).unwrap();
+        s.collect();
+        assert!(!String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
+        let tag = s.responses().last().unwrap().to_tag.clone();
+        s.feed(&p.ack(tag.as_deref(), Some("z9hG4bKack1")));
+        assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
+        while s.jump(std::time::Duration::from_secs(40)) {}
+        assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+    }
+
+    #[test]
+    fn incomplete_requests_get_400() {
+        let mut s = Solo::new(Config::default(), origin());
+        let no_branch = peer(1)
+            .invite(Some(&sdp_offer(6000)), "", None)
+            .replace(";branch=z9hG4bKbr1", "");
+        s.feed(&no_branch);
+        let bad_cseq = peer(2)
+            .invite(Some(&sdp_offer(6000)), "", None)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
+        s.feed(&bad_cseq);
+        assert_eq!(statuses(&s), vec![400, 400]);
+        assert_eq!(ended(&s).len(), 2, "both INVITEs end");
         assert_eq!(s.core.ledger_open(), 0);
     }
 
