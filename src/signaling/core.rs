@@ -286,6 +286,11 @@ impl SignalingCore {
         self.calls.len()
     }
 
+    /// Dialogs known (including those of lingering ended calls).
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
     /// Transactions in the table (client + server).
     pub fn transaction_count(&self) -> usize {
         self.client_tx.len() + self.server_tx.len()
@@ -923,6 +928,18 @@ mod tests {
         p.b.answer(p.now, inc, Pair::media(5000)).unwrap();
         p.drive();
         (p, call, inc)
+    }
+
+    #[test]
+    fn call_cycles_leave_nothing_behind() {
+        let mut p = Pair::new(Config::default(), Config::default(), origin());
+        for _ in 0..20 {
+            assert!(p.call_cycle());
+        }
+        assert_eq!(p.a.call_count() + p.b.call_count(), 0);
+        assert_eq!(p.a.transaction_count() + p.b.transaction_count(), 0);
+        assert_eq!(p.b.ledger_stats().closed, 20);
+        assert_eq!(p.a.dialog_count() + p.b.dialog_count(), 0);
     }
 
     #[test]

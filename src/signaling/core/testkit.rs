@@ -177,6 +177,52 @@ impl Pair {
             .collect()
     }
 
+    /// Forgets the recorded events and messages (keeps long benchmark loops bounded).
+    pub fn clear(&mut self) {
+        self.a_events.clear();
+        self.b_events.clear();
+        self.a_sent.clear();
+        self.b_sent.clear();
+    }
+
+    /// One whole call, A to B: INVITE / 100 / 180 / 200 / ACK / BYE / 200, then the clock
+    /// moves past the linger time so both cores forget the call. Returns `true` when both
+    /// sides ended `Answered`. The recorded logs are cleared first.
+    pub fn call_cycle(&mut self) -> bool {
+        self.clear();
+        let Ok(call) = self.a.call(self.now, self.b_uri(), Self::media(4000)) else {
+            return false;
+        };
+        self.drive();
+        let Some(inc) = self.b_incoming() else {
+            return false;
+        };
+        if self.b.ring(self.now, inc).is_err()
+            || self.b.answer(self.now, inc, Self::media(5000)).is_err()
+        {
+            return false;
+        }
+        self.drive();
+        if self.a.hangup(self.now, call).is_err() {
+            return false;
+        }
+        self.drive();
+        let answered = |events: &[Event]| {
+            events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::Ended {
+                        outcome: super::CallOutcome::Answered,
+                        ..
+                    }
+                )
+            })
+        };
+        let ok = answered(&self.a_events) && answered(&self.b_events);
+        self.advance(super::LINGER + Duration::from_secs(1));
+        ok
+    }
+
     /// A test RTP address.
     pub fn media(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))

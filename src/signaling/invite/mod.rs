@@ -169,7 +169,7 @@ impl Call {
             ledger: None,
             local_tag: super::message::new_tag(),
             dialog: None,
-            sdp: SdpSession::new("-", handle.0.wrapping_add(1000), 1),
+            sdp: SdpSession::new("-", u64::from(rand::random::<u32>()), 1),
             local_media: None,
             offer: None,
             local_sdp: None,
