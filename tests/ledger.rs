@@ -1,8 +1,8 @@
 //! The no-INVITE-lost ledger under random interleavings.
 //!
-//! A scripted peer on an accepted flow sends new INVITEs, merged INVITEs, malformed INVITEs,
-//! retransmissions, CANCELs, ACKs and BYEs; the application rings, answers, rejects, hangs up
-//! and holds; the flow drops; the virtual clock jumps to the core's next deadline. At the end
+//! A scripted peer on an accepted flow sends new INVITEs (with and without an offer), merged,
+//! malformed and codec-less INVITEs, retransmissions, CANCELs, ACKs, BYEs and re-INVITEs; the
+//! application rings, answers, rejects, hangs up and holds; the flow drops; the virtual clock jumps to the core's next deadline. At the end
 //! the application hangs up whatever is left and the clock runs until nothing is due. Then:
 //! - every INVITE that started a call got exactly one final response on the wire (one distinct
 //!   message; identical retransmissions are fine), or none when its flow died first — and those
@@ -26,6 +26,7 @@ enum Op {
     Merged(usize),
     Malformed,
     NoCodec,
+    LateOffer,
     Retransmit(usize),
     Cancel(usize),
     Ack(usize),
@@ -46,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Merged),
         1 => Just(Op::Malformed),
         1 => Just(Op::NoCodec),
+        1 => Just(Op::LateOffer),
         2 => any::<usize>().prop_map(Op::Retransmit),
         2 => any::<usize>().prop_map(Op::Cancel),
         2 => any::<usize>().prop_map(Op::Ack),
@@ -172,6 +174,11 @@ impl World {
                     .replace("RTP/AVP 0 101", "RTP/AVP 18")
                     .replace("a=rtpmap:0 PCMU/8000\r\n", "");
                 let text = p.invite(Some(&sdp), "", None);
+                self.send_starter(p, text);
+            }
+            Op::LateOffer => {
+                let p = self.fresh();
+                let text = p.invite(None, "", None);
                 self.send_starter(p, text);
             }
             Op::Retransmit(i) => {

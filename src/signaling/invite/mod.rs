@@ -6,7 +6,9 @@
 //! table the calls use.
 //!
 //! Choices worth knowing:
-//! - An INVITE without an SDP body (late offer) is answered 488: wakeline only does early offer.
+//! - An INVITE without an SDP body (late offer) is supported: the 200 carries our offer, the ACK
+//!   must carry the answer (`Event::Media` comes with the ACK; an ACK without a usable answer
+//!   gets a BYE and the call ends `Failed`, status 488).
 //! - A re-INVITE without SDP is answered 200 with our current description and the ACK's body is
 //!   ignored (this keeps session-refresh re-INVITEs working).
 //! - A 2xx we send is not retransmitted by the core (TCP only); if no ACK arrives within 64·T1
@@ -141,6 +143,8 @@ pub struct Call {
     pub held: bool,
     /// The peer put us on hold.
     pub peer_held: bool,
+    /// UAS: the INVITE had no offer; ours went in the 200 and the answer comes in the ACK.
+    pub late_offer: bool,
     /// UAS: the app hung up before the ACK of our 2xx came; BYE once it does (RFC 3261 §15).
     pub bye_after_ack: bool,
     /// Our re-INVITE in progress.
@@ -186,6 +190,7 @@ impl Call {
             held: false,
             peer_held: false,
             bye_after_ack: false,
+            late_offer: false,
             our_reinvite: None,
             their_reinvite: None,
         }

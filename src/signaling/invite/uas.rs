@@ -21,17 +21,19 @@ use crate::signaling::transaction::TxKey;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// Why an offer cannot be taken, as the status to answer.
-fn offer_status(req: &Request) -> Result<SessionDescription, u16> {
+/// The offer of a request, or why it cannot be taken as the status to answer. A request
+/// without a body has no offer (`Ok(None)`).
+fn offer_status(req: &Request) -> Result<Option<SessionDescription>, u16> {
     if req.body.is_empty() {
-        // Late offer: not supported (see the module docs).
-        return Err(488);
+        return Ok(None);
     }
     match req.headers.content_type() {
         Some(t) if t == "application/sdp" => {}
         _ => return Err(415),
     }
-    SessionDescription::parse_bytes(&req.body).map_err(|_| 400)
+    SessionDescription::parse_bytes(&req.body)
+        .map(Some)
+        .map_err(|_| 400)
 }
 
 impl SignalingCore {
@@ -71,7 +73,11 @@ impl SignalingCore {
                 return;
             }
         };
-        match sdp::check_offer(&offer, &self.config.codecs) {
+        let checked = match &offer {
+            Some(offer) => sdp::check_offer(offer, &self.config.codecs),
+            None => Ok(()),
+        };
+        match checked {
             Ok(()) => {}
             Err(SdpError::NoCommonCodec) => {
                 self.uas_reject_now(now, h, 488, |_| {});
@@ -93,7 +99,8 @@ impl SignalingCore {
         let Some(c) = self.calls.get_mut(&h) else {
             return;
         };
-        c.offer = Some(offer);
+        c.late_offer = offer.is_none();
+        c.offer = offer;
         c.deadline = Some(now + ring_timeout);
         c.dialog = Dialog::uas(&req, &c.local_tag, DialogState::Early);
         if let Some(d) = &c.dialog {
@@ -228,15 +235,21 @@ impl SignalingCore {
         let Some(c) = self.calls.get_mut(&h) else {
             return Err(CoreError::NoSuchCall);
         };
-        let Some(offer) = c.offer.clone() else {
-            return Err(CoreError::InvalidState("no offer"));
-        };
-        let answered = sdp::answer_offer(&offer, &mut c.sdp, media, &codecs, Direction::SendRecv);
-        let (answer, negotiated) = match answered {
-            Ok(a) => a,
-            Err(_) => {
-                self.uas_reject_now(now, h, 488, |_| {});
-                return Err(CoreError::InvalidState("the offer cannot be answered"));
+        let (answer, negotiated) = match c.offer.clone() {
+            Some(offer) => {
+                match sdp::answer_offer(&offer, &mut c.sdp, media, &codecs, Direction::SendRecv) {
+                    Ok((a, n)) => (a, Some(n)),
+                    Err(_) => {
+                        self.uas_reject_now(now, h, 488, |_| {});
+                        return Err(CoreError::InvalidState("the offer cannot be answered"));
+                    }
+                }
+            }
+            None => {
+                // Late offer: ours goes in the 200, the answer comes in the ACK.
+                let offer = sdp::create_offer(&mut c.sdp, media, &codecs, Direction::SendRecv);
+                c.offer = Some(offer.clone());
+                (offer, None)
             }
         };
         c.local_media = Some(media);
@@ -256,11 +269,13 @@ impl SignalingCore {
         if let Some(c) = self.calls.get_mut(&h) {
             c.deadline = Some(now + 64 * t1);
         }
-        self.event(Event::Media {
-            call: h,
-            call_id,
-            media: negotiated,
-        });
+        if let Some(media) = negotiated {
+            self.event(Event::Media {
+                call: h,
+                call_id,
+                media,
+            });
+        }
         Ok(())
     }
 
@@ -326,13 +341,36 @@ impl SignalingCore {
     }
 
     /// The ACK of a 2xx of ours.
-    pub(crate) fn uas_ack(&mut self, now: Instant, h: CallHandle, _req: &Request) {
+    pub(crate) fn uas_ack(&mut self, now: Instant, h: CallHandle, req: &Request) {
         let Some(c) = self.calls.get_mut(&h) else {
             return;
         };
         if c.phase == Phase::WaitAck {
             c.phase = Phase::Connected;
             c.deadline = None;
+            if c.late_offer {
+                let answer = SessionDescription::parse_bytes(&req.body);
+                let media = match (&c.offer, answer) {
+                    (Some(offer), Ok(answer)) => sdp::accept_answer(offer, &answer).ok(),
+                    _ => None,
+                };
+                let call_id = c.call_id.clone();
+                match media {
+                    Some(media) => self.event(Event::Media {
+                        call: h,
+                        call_id,
+                        media,
+                    }),
+                    None => {
+                        self.send_bye(now, h);
+                        self.end_call(now, h, 488, "no answer in the ACK", CallOutcome::Failed);
+                        return;
+                    }
+                }
+            }
+            let Some(c) = self.calls.get_mut(&h) else {
+                return;
+            };
             if c.bye_after_ack {
                 self.send_bye(now, h);
             } else {
@@ -426,7 +464,8 @@ impl SignalingCore {
             return;
         }
         let offer = match offer_status(&req) {
-            Ok(o) => o,
+            Ok(Some(o)) => o,
+            Ok(None) => return, // no body: handled above
             Err(status) => {
                 self.reinvite_final(now, h, &t, status, Some(&req));
                 return;
@@ -620,19 +659,19 @@ mod tests {
         let mut s = Solo::new(Config::default(), origin());
         let offer = sdp_offer(6000);
         s.feed(&peer(1).invite(Some(&offer), "Require: 100rel\r\n", None));
-        s.feed(&peer(2).invite(None, "", None)); // late offer
+        s.feed(&peer(2).invite(Some(&offer), "Content-Type: text/plain\r\n", None));
         s.feed(&peer(3).invite(Some("v=0\r\nbogus\r\n"), "", None));
         let g729 = offer
             .replace("RTP/AVP 0 101", "RTP/AVP 18")
             .replace("a=rtpmap:0 PCMU/8000\r\n", "");
         s.feed(&peer(4).invite(Some(&g729), "", None));
-        assert_eq!(statuses(&s), vec![100, 420, 100, 488, 100, 400, 100, 488]);
+        assert_eq!(statuses(&s), vec![100, 420, 100, 415, 100, 400, 100, 488]);
         assert!(String::from_utf8_lossy(&s.sent[1]).contains("Unsupported: 100rel"));
         assert_eq!(
             ended(&s),
             vec![
                 (420, CallOutcome::Failed),
-                (488, CallOutcome::Failed),
+                (415, CallOutcome::Failed),
                 (400, CallOutcome::Failed),
                 (488, CallOutcome::Failed)
             ]
@@ -762,6 +801,53 @@ mod tests {
         assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
         while s.jump(std::time::Duration::from_secs(40)) {}
         assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+    }
+
+    #[test]
+    fn late_offer_gets_our_offer_in_200_and_the_answer_in_ack() {
+        let mut s = Solo::new(Config::default(), origin());
+        let p = peer(1);
+        s.feed(&p.invite(None, "", None));
+        let h = incoming(&s).unwrap();
+        s.core
+            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        let ok = String::from_utf8_lossy(s.sent.last().unwrap()).to_string();
+        assert!(ok.contains("m=audio 7000 RTP/AVP 111 0 8"), "{ok}");
+        assert!(!s.events.iter().any(|e| matches!(e, Event::Media { .. })));
+        let tag = s.responses().last().unwrap().to_tag.clone();
+        let answer = sdp_offer(6000).replace("RTP/AVP 0 101", "RTP/AVP 0");
+        let ack = p.ack(tag.as_deref(), Some("z9hG4bKack1")).replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+                answer.len()
+            ),
+        );
+        s.feed(&ack);
+        assert!(s.events.iter().any(|e| matches!(e, Event::Media { .. })));
+        assert!(s.events.iter().any(|e| matches!(
+            e,
+            Event::State {
+                state: CallState::Connected,
+                ..
+            }
+        )));
+        // An ACK without an answer: BYE, failed.
+        s.feed(&p.bye(tag.as_deref(), 2, "z9hG4bKbye1")); // end the first call
+        let p2 = peer(2);
+        s.feed(&p2.invite(None, "", None));
+        let h2 = incoming(&s).unwrap();
+        assert_ne!(h, h2);
+        s.core
+            .answer(s.now, h2, "127.0.0.1:7002".parse().unwrap())
+            .unwrap();
+        s.collect();
+        let tag2 = s.responses().last().unwrap().to_tag.clone();
+        s.feed(&p2.ack(tag2.as_deref(), Some("z9hG4bKack2")));
+        assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
+        assert_eq!(ended(&s).last(), Some(&(488, CallOutcome::Failed)));
     }
 
     #[test]
