@@ -13,6 +13,8 @@ mod header;
 mod headers;
 mod method;
 mod parse;
+#[doc(hidden)]
+pub mod testdata;
 mod typed;
 mod uri;
 
@@ -101,8 +103,8 @@ impl Request {
         }
     }
 
-    /// Serialises the request: start line, headers (any Content-Length replaced by the body's
-    /// real length), empty line, body.
+    /// Serialises the request: start line, headers (the first Content-Length, in place, or a new
+    /// one at the end, always with the body's real length), empty line, body.
     pub fn to_bytes(&self) -> Vec<u8> {
         let start = format!("{} {} {}\r\n", self.method, self.uri, SIP_VERSION);
         serialize(start, &self.headers, &self.body)
@@ -154,8 +156,15 @@ impl Response {
 fn serialize(start: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(start.len() + 64 * headers.len() + body.len() + 24);
     out.extend_from_slice(start.as_bytes());
+    let length = format!("Content-Length: {}\r\n", body.len());
+    let mut length_written = false;
     for h in headers.iter() {
         if h.name == HeaderName::ContentLength {
+            // The first Content-Length keeps its place with the real length; others are dropped.
+            if !length_written {
+                out.extend_from_slice(length.as_bytes());
+                length_written = true;
+            }
             continue;
         }
         out.extend_from_slice(h.name.as_str().as_bytes());
@@ -163,7 +172,10 @@ fn serialize(start: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
         out.extend_from_slice(h.value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    if !length_written {
+        out.extend_from_slice(length.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
 }

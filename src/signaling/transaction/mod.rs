@@ -120,15 +120,12 @@ impl TxKey {
 
 #[cfg(test)]
 mod tests {
-    //! These tests go through `Headers::top_via()` / `cseq()`, i.e. the message parser owned by
-    //! helper `message`. They are `#[ignore]`d until that branch merges; the lead runs them with
-    //! `cargo test --lib signaling::transaction -- --include-ignored`.
+    //! Transaction keys, through the real header parsers (`Headers::top_via()` / `cseq()`).
     use super::test_support::*;
     use super::*;
     use crate::signaling::message::HeaderName;
 
     #[test]
-    #[ignore = "needs the message parser (Via/CSeq) from the message branch"]
     fn keys_follow_17_1_3_and_17_2_3() {
         let inv = invite();
         let key = TxKey::for_request(&inv).unwrap();
