@@ -3,6 +3,7 @@
 use super::message::Uri;
 use super::sdp::Codec;
 use super::transaction::TimerConfig;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A SIP account on a registrar.
@@ -77,6 +78,9 @@ pub struct Config {
     pub reg_id: u32,
     /// Codec preference order for offers and answers.
     pub codecs: Vec<Codec>,
+    /// Our listening address, announced in Contact on flows other than the control flow (so a
+    /// peer can open a new connection to us). `None`: the flow's local address.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             instance_id: None,
             reg_id: 1,
             codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
+            listen: None,
         }
     }
 }

@@ -1,1 +1,394 @@
-//! The invite state machine and the no-INVITE-lost ledger. TODO(helper: core): implement.
+//! The invite state machine: one call's life as UAC ([`uac`]) or UAS ([`uas`]), and the ledger
+//! that proves no INVITE is lost ([`ledger`]).
+//!
+//! A [`Call`] holds what one call needs; the transitions live in `uac.rs` and `uas.rs` as methods
+//! of the [`SignalingCore`](super::core::SignalingCore), which owns the flows and the transaction
+//! table the calls use.
+//!
+//! Choices worth knowing:
+//! - An INVITE without an SDP body (late offer) is supported: the 200 carries our offer, the ACK
+//!   must carry the answer (`Event::Media` comes with the ACK; an ACK without a usable answer
+//!   gets a BYE and the call ends `Failed`, status 488).
+//! - A re-INVITE without SDP is answered 200 with our current description and the ACK's body is
+//!   ignored (this keeps session-refresh re-INVITEs working).
+//! - A 2xx we send is not retransmitted by the core (TCP only); if no ACK arrives within 64·T1
+//!   the call sends BYE and ends `Failed`.
+//! - When the flow of a call dies, the call ends at once: an unanswered incoming call ends
+//!   `Failed` with status 0 (its final response is recorded as abandoned in the ledger; we do not
+//!   open a new connection to the Via address), an answered one ends `Answered`, reason
+//!   `flow lost`.
+
+pub mod ledger;
+pub(crate) mod uac;
+pub(crate) mod uas;
+
+use super::core::{CallHandle, CallOutcome, CallState, Event, FlowId, SignalingCore, LINGER};
+use super::dialog::Dialog;
+use super::message::{HeaderName, Request, Response, Uri};
+use super::sdp::{SdpSession, SessionDescription};
+use super::transaction::TxKey;
+use ledger::LedgerKey;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Methods we implement (the Allow header).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Option tags we support (the Supported header; a Require outside this set gets 420).
+pub const SUPPORTED: &[&str] = &["outbound"];
+/// What we accept as bodies.
+pub const ACCEPT: &str = "application/sdp";
+
+/// Which side of the call we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We sent the INVITE.
+    Uac,
+    /// We received it.
+    Uas,
+}
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// UAC: the flow is being connected; the INVITE goes out on `handle_flow_up`.
+    WaitFlow,
+    /// UAC: INVITE sent, nothing received.
+    Calling,
+    /// UAC: a provisional response was received.
+    Proceeding,
+    /// UAS: `Event::Incoming` emitted, no final yet.
+    Incoming,
+    /// UAS: 2xx sent, waiting for the ACK.
+    WaitAck,
+    /// The call is up.
+    Connected,
+    /// BYE sent, waiting for its response.
+    Terminating,
+    /// `Event::Ended` emitted; the call lingers to absorb late messages.
+    Ended,
+}
+
+/// Our pending re-INVITE (hold / resume).
+#[derive(Debug, Clone)]
+pub struct OurReInvite {
+    /// Its client transaction.
+    pub key: TxKey,
+    /// The offer it carries.
+    pub offer: SessionDescription,
+    /// Hold (`true`) or resume.
+    pub hold: bool,
+}
+
+/// The peer's re-INVITE that we are answering.
+#[derive(Debug, Clone)]
+pub struct TheirReInvite {
+    /// Its server transaction.
+    pub key: TxKey,
+    /// Its ledger key.
+    pub ledger: LedgerKey,
+}
+
+/// One call.
+#[derive(Debug)]
+pub struct Call {
+    /// Our handle.
+    pub handle: CallHandle,
+    /// UAC or UAS.
+    pub role: Role,
+    /// Where it is.
+    pub phase: Phase,
+    /// Call-ID.
+    pub call_id: String,
+    /// The flow the call's signaling uses.
+    pub flow: FlowId,
+    /// The INVITE we sent or received (the last one sent, for a UAC that re-sent with credentials).
+    pub invite: Option<Request>,
+    /// The INVITE's transaction key.
+    pub invite_key: Option<TxKey>,
+    /// Ledger key of an incoming initial INVITE.
+    pub ledger: Option<LedgerKey>,
+    /// Our tag.
+    pub local_tag: String,
+    /// The dialog (UAS: from the start; UAC: from the first 2xx).
+    pub dialog: Option<Dialog>,
+    /// o= state.
+    pub sdp: SdpSession,
+    /// Our RTP address.
+    pub local_media: Option<SocketAddr>,
+    /// UAC: our offer; UAS: the peer's offer.
+    pub offer: Option<SessionDescription>,
+    /// Our last description (offer or answer), re-sent for an SDP-less re-INVITE.
+    pub local_sdp: Option<SessionDescription>,
+    /// UAC: the target.
+    pub target: Option<Uri>,
+    /// UAC: hangup before any provisional: CANCEL when the first 1xx comes.
+    pub cancel_pending: bool,
+    /// UAC: CANCEL sent.
+    pub cancelled: bool,
+    /// UAC: credentials were sent once.
+    pub auth_tried: bool,
+    /// UAS: the final status sent for the INVITE.
+    pub final_status: Option<u16>,
+    /// The last `CallState` reported.
+    pub reported: Option<super::core::CallState>,
+    /// The app (UAC) asked to hang up after 2xx raced the CANCEL.
+    pub ended_status: Option<(u16, String, super::core::CallOutcome)>,
+    /// UAC: the ACK sent for the 2xx (re-sent for retransmitted 2xx).
+    pub ack: Option<Vec<u8>>,
+    /// Ring timeout (UAS), ACK wait (UAS), CANCEL guard (UAC).
+    pub deadline: Option<Instant>,
+    /// Removed from the table at this time once ended.
+    pub linger_until: Option<Instant>,
+    /// Hold state we asked for.
+    pub held: bool,
+    /// The peer put us on hold.
+    pub peer_held: bool,
+    /// UAS: the INVITE had no offer; ours went in the 200 and the answer comes in the ACK.
+    pub late_offer: bool,
+    /// UAS: the app hung up before the ACK of our 2xx came; BYE once it does (RFC 3261 §15).
+    pub bye_after_ack: bool,
+    /// Our re-INVITE in progress.
+    pub our_reinvite: Option<OurReInvite>,
+    /// The peer's re-INVITE in progress.
+    pub their_reinvite: Option<TheirReInvite>,
+}
+
+impl Call {
+    /// A fresh call.
+    pub fn new(
+        handle: CallHandle,
+        role: Role,
+        call_id: String,
+        flow: FlowId,
+        phase: Phase,
+    ) -> Self {
+        Call {
+            handle,
+            role,
+            phase,
+            call_id,
+            flow,
+            invite: None,
+            invite_key: None,
+            ledger: None,
+            local_tag: super::message::new_tag(),
+            dialog: None,
+            sdp: SdpSession::new("-", u64::from(rand::random::<u32>()), 1),
+            local_media: None,
+            offer: None,
+            local_sdp: None,
+            target: None,
+            cancel_pending: false,
+            cancelled: false,
+            auth_tried: false,
+            final_status: None,
+            reported: None,
+            ended_status: None,
+            ack: None,
+            deadline: None,
+            linger_until: None,
+            held: false,
+            peer_held: false,
+            bye_after_ack: false,
+            late_offer: false,
+            our_reinvite: None,
+            their_reinvite: None,
+        }
+    }
+
+    /// Whether the call counts for the busy policy (ringing or up).
+    pub fn is_busy(&self) -> bool {
+        !matches!(self.phase, Phase::Ended | Phase::Terminating)
+    }
+
+    /// The next deadline of this call.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.deadline, self.linger_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A response to `request` with our tag on To (except for 100), Server, and — on 2xx, 405, 420
+/// and OPTIONS — Allow/Supported/Accept as RFC 3261 says.
+pub fn response(request: &Request, status: u16, to_tag: Option<&str>, server: &str) -> Response {
+    let mut r = Response::for_request(request, status);
+    if status > 100 {
+        if let Some(tag) = to_tag {
+            if let Some(mut to) = request.headers.to() {
+                if to.tag().is_none() {
+                    to.params.set("tag", Some(tag));
+                    r.headers.set(HeaderName::To, to.to_string());
+                }
+            }
+        }
+    }
+    r.headers.push(HeaderName::Server, server);
+    if status == 405 || (200..300).contains(&status) || status == 420 {
+        r.headers.push(HeaderName::Allow, ALLOW);
+        r.headers.push(HeaderName::Supported, SUPPORTED.join(", "));
+    }
+    r
+}
+
+/// The option tags of Require that we do not support.
+pub fn unsupported(request: &Request) -> Vec<String> {
+    request
+        .headers
+        .tokens(&HeaderName::Require)
+        .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The ledger key of an INVITE (Call-ID, CSeq number, top Via branch).
+pub fn ledger_key(request: &Request) -> Option<LedgerKey> {
+    Some(LedgerKey {
+        call_id: request.headers.call_id()?.to_string(),
+        cseq: request.headers.cseq()?.seq,
+        branch: request.headers.top_via()?.branch()?.to_string(),
+    })
+}
+
+impl SignalingCore {
+    /// Emits the one `Ended` of a call and records it in the ledger.
+    pub(crate) fn end_call(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        status: u16,
+        reason: &str,
+        outcome: CallOutcome,
+    ) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.phase == Phase::Ended {
+            tracing::error!(?h, "second end of a call ignored");
+            debug_assert!(false, "second end of call {h:?}");
+            return;
+        }
+        c.phase = Phase::Ended;
+        c.deadline = None;
+        c.linger_until = Some(now + LINGER);
+        let call_id = c.call_id.clone();
+        if let Some(k) = c.ledger.clone() {
+            self.ledger.ended(&k, now);
+        }
+        self.event(Event::Ended {
+            call: h,
+            call_id,
+            status,
+            reason: reason.to_string(),
+            outcome,
+        });
+    }
+
+    /// Emits a `State` event when the state changes.
+    pub(crate) fn report(&mut self, h: CallHandle, state: CallState) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.reported == Some(state) && !matches!(state, CallState::Held | CallState::Resumed) {
+            return;
+        }
+        c.reported = Some(state);
+        let call_id = c.call_id.clone();
+        self.event(Event::State {
+            call: h,
+            call_id,
+            state,
+        });
+    }
+
+    pub(crate) fn call_timeout(&mut self, now: Instant, h: CallHandle) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.linger_until.is_some_and(|at| at <= now) {
+            let c = self.calls.remove(&h);
+            if let Some(c) = c {
+                if let Some(d) = &c.dialog {
+                    if self.dialogs.get(&d.id) == Some(&h) {
+                        self.dialogs.remove(&d.id);
+                    }
+                }
+                if self.uac_calls.get(&c.call_id) == Some(&h) {
+                    self.uac_calls.remove(&c.call_id);
+                }
+            }
+            return;
+        }
+        if c.deadline.is_some_and(|at| at <= now) {
+            c.deadline = None;
+            match (c.role, c.phase) {
+                (Role::Uas, Phase::Incoming) => self.uas_ring_timeout(now, h),
+                (Role::Uas, Phase::WaitAck) => self.uas_ack_timeout(now, h),
+                (Role::Uac, _) => self.uac_guard_timeout(now, h),
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn call_flow_lost(&mut self, now: Instant, h: CallHandle) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        match (c.role, c.phase) {
+            (_, Phase::Connected) | (_, Phase::Terminating) | (Role::Uas, Phase::WaitAck) => {
+                self.end_call(now, h, 200, "flow lost", CallOutcome::Answered)
+            }
+            (Role::Uas, _) => {
+                if c.final_status.is_none() {
+                    c.final_status = Some(0);
+                    if let Some(k) = c.ledger.clone() {
+                        self.ledger.final_abandoned(&k, now);
+                    }
+                }
+                self.end_call(now, h, 0, "flow lost", CallOutcome::Failed)
+            }
+            (Role::Uac, _) => self.end_call(now, h, 0, "flow lost", CallOutcome::Failed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signaling::message::Message;
+
+    fn req(extra: &str) -> Request {
+        let text = format!(
+            "INVITE sip:bob@192.0.2.4 SIP/2.0\r\n\
+            Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKabc\r\n\
+            From: <sip:alice@example.com>;tag=aaa\r\n\
+            To: <sip:bob@example.com>\r\n\
+            Call-ID: call-1\r\n\
+            CSeq: 7 INVITE\r\n{extra}\
+            Content-Length: 0\r\n\r\n"
+        );
+        match Message::parse(text.as_bytes()).unwrap() {
+            Message::Request(r) => r,
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn response_tags_all_but_100() {
+        let r = req("");
+        let ok = response(&r, 200, Some("ttt"), "wl");
+        assert_eq!(ok.headers.to().unwrap().tag(), Some("ttt"));
+        assert_eq!(ok.headers.get(&HeaderName::Allow), Some(ALLOW));
+        let trying = response(&r, 100, Some("ttt"), "wl");
+        assert_eq!(trying.headers.to().unwrap().tag(), None);
+    }
+
+    #[test]
+    fn require_check_and_ledger_key() {
+        let r = req("Require: 100rel, outbound\r\n");
+        assert_eq!(unsupported(&r), vec!["100rel".to_string()]);
+        let k = ledger_key(&r).unwrap();
+        assert_eq!((k.cseq, k.branch.as_str()), (7, "z9hG4bKabc"));
+    }
+}
