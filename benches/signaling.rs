@@ -112,7 +112,9 @@ impl ScriptedPeer {
         let (call, _) = self.drain();
         let call = call.expect("incoming call");
         self.core.ring(self.now, call).expect("ring");
-        self.core.answer(self.now, call, self.media).expect("answer");
+        self.core
+            .answer(self.now, call, self.media)
+            .expect("answer");
         let (_, tag) = self.drain();
         let to_tag = format!(";tag={}", tag.expect("200 OK with a To tag"));
         let empty = "Content-Length: 0\r\n\r\n";

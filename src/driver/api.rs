@@ -43,7 +43,10 @@ impl UserAgentBuilder {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
-        let config = self.config;
+        let mut config = self.config;
+        if config.listen.is_none() {
+            config.listen = local_addr;
+        }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let task = DriverTask::new(config, listener, self.media_ip, cmd_rx, ev_tx);

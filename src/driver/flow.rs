@@ -4,6 +4,7 @@
 use crate::signaling::core::FlowId;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -30,12 +31,45 @@ pub(crate) struct FlowHandle {
     pub tx: mpsc::UnboundedSender<Vec<u8>>,
     /// The reader task, aborted when the driver closes the flow.
     pub reader: tokio::task::JoinHandle<()>,
+    /// The writer task: it writes what is queued and hands back the write half when the queue
+    /// is closed (`None` after a write error).
+    pub writer: tokio::task::JoinHandle<Option<OwnedWriteHalf>>,
+    /// The peer opened this flow (our listener accepted it).
+    pub accepted: bool,
+}
+
+impl FlowHandle {
+    /// Closes the flow. Whatever is queued is written first. On a flow the peer opened, we then
+    /// wait (up to `limit`) for the peer to close first — connections are the client's to close,
+    /// and a peer that sees our FIN may drop a response it has not read yet. A flow we opened is
+    /// closed (FIN) as soon as the queue is written.
+    pub async fn close(self, limit: std::time::Duration) {
+        drop(self.tx);
+        let deadline = tokio::time::Instant::now() + limit;
+        let wr = match tokio::time::timeout_at(deadline, self.writer).await {
+            Ok(Ok(wr)) => wr,
+            _ => None,
+        };
+        let mut reader = self.reader;
+        if self.accepted
+            && tokio::time::timeout_at(deadline, &mut reader)
+                .await
+                .is_err()
+        {
+            tracing::debug!("peer did not close within {limit:?}; closing");
+        }
+        reader.abort();
+        if let Some(mut wr) = wr {
+            let _ = wr.shutdown().await;
+        }
+    }
 }
 
 /// Tags the control socket and spawns the reader and writer tasks.
 pub(crate) fn spawn(
     flow: FlowId,
     stream: TcpStream,
+    accepted: bool,
     events: mpsc::UnboundedSender<FlowEvent>,
 ) -> FlowHandle {
     if let Err(e) = stream.set_nodelay(true) {
@@ -44,17 +78,17 @@ pub(crate) fn spawn(
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let wev = events.clone();
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if let Err(e) = wr.write_all(&bytes).await {
                 let _ = wev.send(FlowEvent::Closed {
                     flow,
                     why: format!("write: {e}"),
                 });
-                return;
+                return None;
             }
         }
-        let _ = wr.shutdown().await;
+        Some(wr)
     });
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
@@ -88,7 +122,12 @@ pub(crate) fn spawn(
             }
         }
     });
-    FlowHandle { tx, reader }
+    FlowHandle {
+        tx,
+        reader,
+        writer,
+        accepted,
+    }
 }
 
 /// Connects an outgoing flow in the background and reports the result.

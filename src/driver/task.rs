@@ -33,6 +33,9 @@ pub(crate) enum Command {
 /// How long shutdown waits for the un-REGISTER and the BYEs to be answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// How long a closing flow may take to write out what is queued.
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+
 pub(crate) struct DriverTask {
     core: SignalingCore,
     listener: Option<TcpListener>,
@@ -75,14 +78,13 @@ impl DriverTask {
     }
 
     pub(crate) async fn run(mut self) {
+        let mut stopped_by = None;
         loop {
             self.drain_outputs();
             if let Some((deadline, _)) = &self.shutting_down {
                 let done = self.live_calls.is_empty() && !self.registered;
                 if done || Instant::now() >= *deadline {
-                    if let Some((_, reply)) = self.shutting_down.take() {
-                        let _ = reply.send(Ok(()));
-                    }
+                    stopped_by = self.shutting_down.take().map(|(_, reply)| reply);
                     break;
                 }
             }
@@ -110,8 +112,17 @@ impl DriverTask {
                 }
             }
         }
-        for (_, f) in self.flows.drain() {
-            f.reader.abort();
+        let closing: Vec<_> = self
+            .flows
+            .drain()
+            .map(|(_, f)| f.close(FLUSH_LIMIT))
+            .collect();
+        for c in closing {
+            c.await;
+        }
+        // Only now: the caller may exit the process as soon as it hears back.
+        if let Some(reply) = stopped_by {
+            let _ = reply.send(Ok(()));
         }
     }
 
@@ -136,7 +147,7 @@ impl DriverTask {
             .core
             .handle_flow_accepted(Instant::now(), local, remote);
         tracing::debug!(?flow, %remote, "accepted");
-        let handle = flow::spawn(flow, stream, self.flow_tx.clone());
+        let handle = flow::spawn(flow, stream, true, self.flow_tx.clone());
         self.flows.insert(flow, handle);
     }
 
@@ -149,7 +160,7 @@ impl DriverTask {
                 local,
                 remote,
             } => {
-                let handle = flow::spawn(flow, stream, self.flow_tx.clone());
+                let handle = flow::spawn(flow, stream, false, self.flow_tx.clone());
                 self.flows.insert(flow, handle);
                 self.core.handle_flow_up(now, flow, local, remote);
             }
@@ -252,7 +263,7 @@ impl DriverTask {
                 }
                 Output::Close { flow } => {
                     if let Some(f) = self.flows.remove(&flow) {
-                        f.reader.abort();
+                        tokio::spawn(f.close(FLUSH_LIMIT));
                     }
                 }
                 Output::Event(ev) => self.handle_event(ev),
