@@ -259,7 +259,12 @@ impl SignalingCore {
     }
 
     /// Reject an incoming call with a 3xx-6xx status.
-    pub fn reject(&mut self, _now: Instant, _call: CallHandle, _status: u16) -> Result<(), CoreError> {
+    pub fn reject(
+        &mut self,
+        _now: Instant,
+        _call: CallHandle,
+        _status: u16,
+    ) -> Result<(), CoreError> {
         todo!()
     }
 

@@ -101,7 +101,8 @@ impl Headers {
 
     /// The CSeq, parsed.
     pub fn cseq(&self) -> Option<CSeq> {
-        self.get(&HeaderName::CSeq).and_then(|v| CSeq::parse(v).ok())
+        self.get(&HeaderName::CSeq)
+            .and_then(|v| CSeq::parse(v).ok())
     }
 
     /// The topmost Via, parsed (the first element of the first Via field).
@@ -119,7 +120,8 @@ impl Headers {
 
     /// The To header, parsed.
     pub fn to(&self) -> Option<NameAddr> {
-        self.get(&HeaderName::To).and_then(|v| NameAddr::parse(v).ok())
+        self.get(&HeaderName::To)
+            .and_then(|v| NameAddr::parse(v).ok())
     }
 
     /// Every Contact element, parsed (a `*` Contact is not a NameAddr and is skipped).

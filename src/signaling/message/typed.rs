@@ -24,7 +24,11 @@ impl Params {
     /// Sets (replaces) a parameter.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
         let value = value.map(str::to_string);
-        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             Some(slot) => slot.1 = value,
             None => self.0.push((name.to_string(), value)),
         }
@@ -107,7 +111,10 @@ impl Via {
 
     /// The `rport` parameter value, if it carries one.
     pub fn rport(&self) -> Option<u16> {
-        self.params.get("rport").flatten().and_then(|p| p.parse().ok())
+        self.params
+            .get("rport")
+            .flatten()
+            .and_then(|p| p.parse().ok())
     }
 }
 

@@ -1,9 +1,13 @@
-//! RFC 3261 §17.2.1 (with RFC 6026's Accepted state): the INVITE server transaction
-//! (TODO(helper: transactions)).
+//! RFC 3261 §17.2.1 (with RFC 6026's Accepted state): the INVITE server transaction.
+//!
+//! RFC 6026 §7.1: after a 2xx the transaction stays in Accepted for Timer L (64·T1), absorbing
+//! retransmitted INVITEs and passing further 2xx from the TU (its own 2xx retransmissions) to the
+//! transport. The ACK of a 2xx is routed by the dialog, not here: an ACK in Accepted is ignored.
 
-use super::{TimerConfig, TxEvent};
-use crate::signaling::message::{Request, Response};
-use std::time::Instant;
+use super::outbox::Outbox;
+use super::{Timer, TimerConfig, Timers, TxEvent};
+use crate::signaling::message::{Method, Request, Response};
+use std::time::{Duration, Instant};
 
 /// States of §17.2.1 (Figure 7) plus RFC 6026 Accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,50 +27,346 @@ pub enum ServerInviteState {
 /// The INVITE server transaction.
 #[derive(Debug)]
 pub struct ServerInvite {
-    _private: (),
+    invite: Request,
+    state: ServerInviteState,
+    cfg: TimerConfig,
+    reliable: bool,
+    timers: Timers,
+    /// The current Timer G interval (doubles, capped by T2).
+    timer_g: Duration,
+    /// The last response sent, re-sent for a retransmitted INVITE.
+    last: Response,
+    final_status: Option<u16>,
+    out: Outbox,
 }
 
 impl ServerInvite {
     /// Creates the transaction for a received INVITE. The first event is
     /// `SendResponse(100 Trying)` (sent at once, not after 200 ms).
-    pub fn new(_invite: Request, _now: Instant, _cfg: TimerConfig, _reliable: bool) -> Self {
-        todo!()
+    pub fn new(invite: Request, _now: Instant, cfg: TimerConfig, reliable: bool) -> Self {
+        let trying = Response::for_request(&invite, 100);
+        let mut tx = ServerInvite {
+            invite,
+            state: ServerInviteState::Proceeding,
+            cfg,
+            reliable,
+            timers: Timers::default(),
+            timer_g: cfg.t1,
+            last: trying.clone(),
+            final_status: None,
+            out: Outbox::default(),
+        };
+        tx.out.push(TxEvent::SendResponse(trying));
+        tx
     }
-    /// A response from the TU (1xx, 2xx or 3xx-6xx). Responses after a final one are ignored.
-    pub fn send_response(&mut self, _response: Response, _now: Instant) {
-        todo!()
+
+    /// A response from the TU (1xx, 2xx or 3xx-6xx).
+    ///
+    /// In Proceeding: 1xx is sent; 2xx is sent and starts Accepted (Timer L); 3xx-6xx is sent
+    /// and starts Completed (Timer H, and G when unreliable). In Accepted a further 2xx (the TU
+    /// retransmitting its 2xx) is sent too (RFC 6026 §7.1). Anything else after a final
+    /// response, and status codes outside 100..=699, are ignored.
+    pub fn send_response(&mut self, response: Response, now: Instant) {
+        if !(100..=699).contains(&response.status) {
+            return;
+        }
+        match self.state {
+            ServerInviteState::Proceeding => {
+                if response.is_provisional() {
+                    self.send(response);
+                } else if response.is_success() {
+                    self.final_status = Some(response.status);
+                    self.send(response);
+                    self.state = ServerInviteState::Accepted;
+                    self.timers.set(Timer::L, now + self.cfg.timeout());
+                } else {
+                    self.final_status = Some(response.status);
+                    self.send(response);
+                    self.state = ServerInviteState::Completed;
+                    self.timers.set(Timer::H, now + self.cfg.timeout());
+                    if !self.reliable {
+                        self.timers.set(Timer::G, now + self.timer_g);
+                    }
+                }
+            }
+            ServerInviteState::Accepted if response.is_success() => self.send(response),
+            _ => {}
+        }
     }
+
     /// A request that matched this transaction: a retransmitted INVITE (the last response is
-    /// re-sent) or the ACK of a non-2xx final.
-    pub fn handle_request(&mut self, _request: Request, _now: Instant) {
-        todo!()
+    /// re-sent in Proceeding and Completed, absorbed in Accepted and Confirmed) or the ACK of a
+    /// non-2xx final (Completed → Confirmed, `AckReceived`). Other methods are ignored.
+    pub fn handle_request(&mut self, request: Request, now: Instant) {
+        match (&request.method, self.state) {
+            (Method::Invite, ServerInviteState::Proceeding | ServerInviteState::Completed) => {
+                self.out.push(TxEvent::SendResponse(self.last.clone()));
+            }
+            (Method::Ack, ServerInviteState::Completed) => {
+                self.out.push(TxEvent::AckReceived);
+                self.timers.stop(Timer::G);
+                self.timers.stop(Timer::H);
+                self.state = ServerInviteState::Confirmed;
+                let i = self.cfg.timer_i_k(self.reliable);
+                if i.is_zero() {
+                    self.terminate();
+                } else {
+                    self.timers.set(Timer::I, now + i);
+                }
+            }
+            _ => {}
+        }
     }
-    /// The transport reported a send failure.
+
+    /// The transport reported a send failure (§17.2.4): `TransportError`, then Terminated.
     pub fn handle_transport_error(&mut self, _now: Instant) {
-        todo!()
+        if self.state != ServerInviteState::Terminated {
+            self.out.push(TxEvent::TransportError);
+            self.terminate();
+        }
     }
-    /// Call when `now >= poll_timeout()`.
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
+
+    /// Call when `now >= poll_timeout()`. Handles every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match (timer, self.state) {
+                (Timer::G, ServerInviteState::Completed) => {
+                    self.out.push(TxEvent::SendResponse(self.last.clone()));
+                    self.timer_g = (self.timer_g * 2).min(self.cfg.t2);
+                    self.timers.set(Timer::G, now + self.timer_g);
+                }
+                (Timer::H, ServerInviteState::Completed) => {
+                    self.out.push(TxEvent::Timeout(Timer::H));
+                    self.terminate();
+                }
+                (Timer::I, ServerInviteState::Confirmed)
+                | (Timer::L, ServerInviteState::Accepted) => self.terminate(),
+                _ => {}
+            }
+        }
     }
+
     /// Next thing to do.
     pub fn poll_event(&mut self) -> Option<TxEvent> {
-        todo!()
+        self.out.pop()
     }
+
     /// The next deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        self.timers.next()
     }
+
     /// The current state.
     pub fn state(&self) -> ServerInviteState {
-        todo!()
+        self.state
     }
+
     /// The INVITE.
     pub fn request(&self) -> &Request {
-        todo!()
+        &self.invite
     }
+
     /// The final status sent, if any.
     pub fn final_status(&self) -> Option<u16> {
-        todo!()
+        self.final_status
+    }
+
+    fn send(&mut self, response: Response) {
+        self.out.push(TxEvent::SendResponse(response.clone()));
+        self.last = response;
+    }
+
+    fn terminate(&mut self) {
+        self.state = ServerInviteState::Terminated;
+        self.out.terminate(&mut self.timers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+    use crate::signaling::message::HeaderName;
+
+    fn start(reliable: bool) -> (ServerInvite, Instant) {
+        let t0 = Instant::now();
+        let mut tx = ServerInvite::new(invite(), t0, TimerConfig::default(), reliable);
+        let Some(TxEvent::SendResponse(trying)) = tx.poll_event() else {
+            panic!("100 Trying expected first");
+        };
+        assert_eq!(trying.status, 100);
+        // 100 Trying carries the request's To unchanged: no tag added.
+        assert_eq!(trying.headers.get(&HeaderName::To), Some(TO));
+        assert_eq!(tx.poll_event(), None);
+        assert_eq!(tx.poll_timeout(), None);
+        (tx, t0)
+    }
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|m| Duration::from_millis(*m)).collect()
+    }
+
+    #[test]
+    fn retransmitted_invite_resends_last_provisional() {
+        let (mut tx, t0) = start(false);
+        tx.handle_request(invite(), t0);
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![TxEvent::SendResponse(Response::for_request(&invite(), 100))]
+        );
+        let ringing = response_to(&invite(), 180, Some("callee"));
+        tx.send_response(ringing.clone(), t0);
+        tx.handle_request(invite(), t0);
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![
+                TxEvent::SendResponse(ringing.clone()),
+                TxEvent::SendResponse(ringing)
+            ]
+        );
+        assert_eq!(tx.state(), ServerInviteState::Proceeding);
+    }
+
+    #[test]
+    fn non_2xx_timer_g_capped_then_timer_h() {
+        let (mut tx, t0) = start(false);
+        let busy = response_to(&invite(), 486, Some("callee"));
+        tx.send_response(busy.clone(), t0);
+        assert_eq!(tx.final_status(), Some(486));
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![TxEvent::SendResponse(busy.clone())]
+        );
+        let mut sends = Vec::new();
+        let mut others = Vec::new();
+        while let Some(at) = tx.poll_timeout() {
+            tx.handle_timeout(at);
+            for ev in drain(|| tx.poll_event()) {
+                match ev {
+                    TxEvent::SendResponse(r) => {
+                        assert_eq!(r, busy);
+                        sends.push(at - t0)
+                    }
+                    other => others.push(other),
+                }
+            }
+        }
+        let mut expect = ms(&[500, 1500, 3500, 7500]);
+        let mut t = 7500;
+        while t + 4000 < 32_000 {
+            t += 4000;
+            expect.push(Duration::from_millis(t));
+        }
+        assert_eq!(sends, expect);
+        assert_eq!(
+            others,
+            vec![TxEvent::Timeout(Timer::H), TxEvent::Terminated]
+        );
+    }
+
+    #[test]
+    fn ack_confirms_then_timer_i() {
+        let (mut tx, t0) = start(false);
+        let busy = response_to(&invite(), 603, Some("callee"));
+        tx.send_response(busy.clone(), t0);
+        tx.handle_request(invite(), t0 + Duration::from_millis(100));
+        tx.handle_request(ack_for(&invite()), t0 + Duration::from_millis(200));
+        tx.handle_request(ack_for(&invite()), t0 + Duration::from_millis(300));
+        tx.handle_request(invite(), t0 + Duration::from_millis(300));
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![
+                TxEvent::SendResponse(busy.clone()),
+                TxEvent::SendResponse(busy),
+                TxEvent::AckReceived
+            ]
+        );
+        assert_eq!(tx.state(), ServerInviteState::Confirmed);
+        assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_millis(5200)));
+        tx.handle_timeout(t0 + Duration::from_millis(5200));
+        assert_eq!(drain(|| tx.poll_event()), vec![TxEvent::Terminated]);
+    }
+
+    #[test]
+    fn reliable_no_timer_g_and_timer_i_zero() {
+        let (mut tx, t0) = start(true);
+        tx.send_response(response_to(&invite(), 404, Some("c")), t0);
+        assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+        tx.handle_request(ack_for(&invite()), t0);
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![
+                TxEvent::SendResponse(response_to(&invite(), 404, Some("c"))),
+                TxEvent::AckReceived,
+                TxEvent::Terminated
+            ]
+        );
+        assert_eq!(tx.state(), ServerInviteState::Terminated);
+    }
+
+    #[test]
+    fn accepted_absorbs_invites_and_acks_until_timer_l() {
+        let (mut tx, t0) = start(true);
+        let ok = response_to(&invite(), 200, Some("callee"));
+        tx.send_response(ok.clone(), t0);
+        assert_eq!(tx.state(), ServerInviteState::Accepted);
+        tx.handle_request(invite(), t0);
+        tx.handle_request(ack_for(&invite()), t0);
+        // A non-2xx after the 2xx is ignored; the TU's 2xx retransmission goes out.
+        tx.send_response(response_to(&invite(), 500, Some("callee")), t0);
+        tx.send_response(ok.clone(), t0 + Duration::from_millis(500));
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![TxEvent::SendResponse(ok.clone()), TxEvent::SendResponse(ok)]
+        );
+        assert_eq!(tx.final_status(), Some(200));
+        assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+        tx.handle_timeout(t0 + Duration::from_secs(32));
+        assert_eq!(drain(|| tx.poll_event()), vec![TxEvent::Terminated]);
+    }
+
+    #[test]
+    fn transport_error_terminates_once() {
+        let (mut tx, t0) = start(false);
+        tx.handle_transport_error(t0);
+        tx.handle_transport_error(t0);
+        tx.send_response(response_to(&invite(), 200, Some("c")), t0);
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![TxEvent::TransportError, TxEvent::Terminated]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_inputs_never_panic_and_end_terminated(
+            inputs in proptest::collection::vec((0u8..5, 0u16..800, 0u64..40_000), 0..40),
+            reliable in proptest::bool::ANY,
+        ) {
+            let t0 = Instant::now();
+            let mut tx = ServerInvite::new(invite(), t0, TimerConfig::default(), reliable);
+            let mut now = t0;
+            let mut terminated = 0;
+            for (kind, status, dt) in inputs {
+                now += Duration::from_millis(dt);
+                match kind {
+                    0 => tx.send_response(response_to(&invite(), status, Some("t")), now),
+                    1 => tx.handle_timeout(now),
+                    2 => tx.handle_transport_error(now),
+                    3 => tx.handle_request(invite(), now),
+                    _ => tx.handle_request(ack_for(&invite()), now),
+                }
+                terminated += drain(|| tx.poll_event()).iter().filter(|e| **e == TxEvent::Terminated).count();
+            }
+            // The TU always answers in the end.
+            tx.send_response(response_to(&invite(), 480, Some("t")), now);
+            while let Some(at) = tx.poll_timeout() {
+                now = now.max(at);
+                tx.handle_timeout(now);
+            }
+            terminated += drain(|| tx.poll_event()).iter().filter(|e| **e == TxEvent::Terminated).count();
+            proptest::prop_assert_eq!(tx.state(), ServerInviteState::Terminated);
+            proptest::prop_assert_eq!(terminated, 1);
+        }
     }
 }

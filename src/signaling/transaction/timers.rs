@@ -25,6 +25,9 @@ pub enum Timer {
     J,
     /// Wait for response retransmits (0 on reliable).
     K,
+    /// RFC 6026: INVITE server transaction, wait for 2xx retransmissions and ACKs in Accepted,
+    /// 64·T1.
+    L,
 }
 
 /// T1, T2, T4 (RFC 3261 §17.1.1.1): defaults 500 ms, 4 s, 5 s.
@@ -36,6 +39,40 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// Maximum duration a message remains in the network.
     pub t4: Duration,
+}
+
+impl TimerConfig {
+    /// 64·T1: Timers B, F, H and (RFC 6026) L.
+    pub fn timeout(&self) -> Duration {
+        self.t1 * 64
+    }
+
+    /// Timer D: at least 32 s on unreliable transports, zero on reliable ones.
+    pub fn timer_d(&self, reliable: bool) -> Duration {
+        if reliable {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(32).max(self.timeout())
+        }
+    }
+
+    /// Timers I and K: T4 on unreliable transports, zero on reliable ones.
+    pub fn timer_i_k(&self, reliable: bool) -> Duration {
+        if reliable {
+            Duration::ZERO
+        } else {
+            self.t4
+        }
+    }
+
+    /// Timer J: 64·T1 on unreliable transports, zero on reliable ones.
+    pub fn timer_j(&self, reliable: bool) -> Duration {
+        if reliable {
+            Duration::ZERO
+        } else {
+            self.timeout()
+        }
+    }
 }
 
 impl Default for TimerConfig {
@@ -90,5 +127,49 @@ impl Timers {
     /// Whether a timer is armed.
     pub fn is_set(&self, timer: Timer) -> bool {
         self.armed.iter().any(|(t, _)| *t == timer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_4_values() {
+        let cfg = TimerConfig::default();
+        assert_eq!(cfg.timeout(), Duration::from_secs(32));
+        assert_eq!(cfg.timer_d(false), Duration::from_secs(32));
+        assert_eq!(cfg.timer_d(true), Duration::ZERO);
+        assert_eq!(cfg.timer_i_k(false), Duration::from_secs(5));
+        assert_eq!(cfg.timer_i_k(true), Duration::ZERO);
+        assert_eq!(cfg.timer_j(false), Duration::from_secs(32));
+        assert_eq!(cfg.timer_j(true), Duration::ZERO);
+        // Timer D never goes below 32 s, but follows a larger 64·T1.
+        let slow = TimerConfig {
+            t1: Duration::from_secs(1),
+            ..cfg
+        };
+        assert_eq!(slow.timer_d(false), Duration::from_secs(64));
+        let fast = TimerConfig {
+            t1: Duration::from_millis(100),
+            ..cfg
+        };
+        assert_eq!(fast.timer_d(false), Duration::from_secs(32));
+        assert_eq!(fast.timeout(), Duration::from_millis(6400));
+    }
+
+    #[test]
+    fn pop_due_returns_earliest_first_and_only_due_ones() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        timers.set(Timer::B, t0 + Duration::from_secs(32));
+        timers.set(Timer::A, t0 + Duration::from_secs(2));
+        timers.set(Timer::A, t0 + Duration::from_secs(1)); // re-arm replaces
+        assert_eq!(timers.next(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(timers.pop_due(t0), None);
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(40)), Some(Timer::A));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(40)), Some(Timer::B));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(40)), None);
+        assert!(!timers.is_set(Timer::A));
     }
 }
