@@ -13,7 +13,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn ended_by_call(events: &[Value]) -> HashMap<String, Vec<i64>> {
     let mut ended: HashMap<String, Vec<i64>> = HashMap::new();
     for e in events.iter().filter(|e| e["event"] == "ended") {
-        let id = e["call_id"].as_str().expect("ended has call_id").to_string();
+        let id = e["call_id"]
+            .as_str()
+            .expect("ended has call_id")
+            .to_string();
         ended
             .entry(id)
             .or_default()
@@ -31,7 +34,14 @@ fn sipp_uac_calls_wakeline_listen_with_a_cancel() {
     let events = dir.path().join("events.jsonl");
     let mut cmd = wakeline();
     cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--answer", "ring", "--answer-after", "0.5", "--max-calls", "4"])
+        .args([
+            "--answer",
+            "ring",
+            "--answer-after",
+            "0.5",
+            "--max-calls",
+            "4",
+        ])
         .arg("--events")
         .arg(&events)
         .arg("--sip-trace");
@@ -43,7 +53,12 @@ fn sipp_uac_calls_wakeline_listen_with_a_cancel() {
         .arg(format!("127.0.0.1:{port}"));
     let mut uac = Proc::spawn("sipp", cmd, dir.path());
     let status = uac.wait(LIMIT);
-    assert!(status.success(), "sipp failed: {status}\n{}\n{}", uac.output(), ua.output());
+    assert!(
+        status.success(),
+        "sipp failed: {status}\n{}\n{}",
+        uac.output(),
+        ua.output()
+    );
 
     let status = ua.wait(Duration::from_secs(20));
     assert!(status.success(), "wakeline listen failed\n{}", ua.output());
@@ -57,7 +72,11 @@ fn sipp_uac_calls_wakeline_listen_with_a_cancel() {
     assert_eq!(incoming.len(), 4, "four incoming calls: {events:#?}");
     let ended = ended_by_call(&events);
     for id in &incoming {
-        assert_eq!(ended.get(*id).map(Vec::len), Some(1), "exactly one ended for {id}");
+        assert_eq!(
+            ended.get(*id).map(Vec::len),
+            Some(1),
+            "exactly one ended for {id}"
+        );
     }
     let mut statuses: Vec<i64> = ended.values().flatten().copied().collect();
     statuses.sort();
@@ -82,7 +101,12 @@ fn wakeline_call_to_sipp_uas() {
         .arg(&events);
     let mut ua = Proc::spawn("wakeline", cmd, dir.path());
     let status = ua.wait(LIMIT);
-    assert!(status.success(), "wakeline call failed\n{}\n{}", ua.output(), uas.output());
+    assert!(
+        status.success(),
+        "wakeline call failed\n{}\n{}",
+        ua.output(),
+        uas.output()
+    );
     let status = uas.wait(LIMIT);
     assert!(status.success(), "sipp uas failed\n{}", uas.output());
 
@@ -119,7 +143,11 @@ fn wakeline_call_to_busy_sipp_fails_with_reason() {
         .arg(format!("sip:service@127.0.0.1:{sipp_port};transport=tcp"));
     let mut ua = Proc::spawn("wakeline", cmd, dir.path());
     let status = ua.wait(LIMIT);
-    assert!(!status.success(), "a 486 must fail the call\n{}", ua.output());
+    assert!(
+        !status.success(),
+        "a 486 must fail the call\n{}",
+        ua.output()
+    );
     let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
     assert!(
         stderr.lines().any(|l| l == "call failed: 486 Busy Here"),
@@ -160,22 +188,40 @@ fn register_with_digest(algorithm: &str) {
     cmd.arg("register")
         .arg("--registrar")
         .arg(format!("sip:127.0.0.1:{port};transport=tcp"))
-        .args(["--user", "alice", "--domain", "wakeline.test", "--for", "0.5"])
+        .args([
+            "--user",
+            "alice",
+            "--domain",
+            "wakeline.test",
+            "--for",
+            "0.5",
+        ])
         .args(["--sip-trace", "--events"])
         .arg(&events)
         .env("WAKELINE_PASSWORD", "s3cret")
         .env("WAKELINE_STATE_DIR", dir.path());
     let mut ua = Proc::spawn("wakeline", cmd, dir.path());
     let status = ua.wait(LIMIT);
-    assert!(status.success(), "wakeline register failed\n{}\n{}", ua.output(), registrar.output());
+    assert!(
+        status.success(),
+        "wakeline register failed\n{}\n{}",
+        ua.output(),
+        registrar.output()
+    );
     let status = registrar.wait(LIMIT);
-    assert!(status.success(), "sipp registrar failed\n{}\n{}", registrar.output(), ua.output());
+    assert!(
+        status.success(),
+        "sipp registrar failed\n{}\n{}",
+        registrar.output(),
+        ua.output()
+    );
 
     let events = read_events(&events);
     let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
     assert!(names.contains(&"registered"), "{names:?}");
     assert!(names.contains(&"unregistered"), "{names:?}");
-    let instance = std::fs::read_to_string(dir.path().join("instance-id")).expect("instance-id persisted");
+    let instance =
+        std::fs::read_to_string(dir.path().join("instance-id")).expect("instance-id persisted");
     assert!(instance.starts_with("urn:uuid:"), "{instance}");
 }
 
@@ -199,8 +245,14 @@ fn options_and_malformed_requests_on_one_connection() {
     let port = free_port();
     let events = dir.path().join("events.jsonl");
     let mut cmd = wakeline();
-    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}"), "--sip-trace", "--events"])
-        .arg(&events);
+    cmd.args([
+        "listen",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--sip-trace",
+        "--events",
+    ])
+    .arg(&events);
     let mut ua = Proc::spawn("wakeline", cmd, dir.path());
     wait_listening(port, LIMIT);
 
@@ -208,11 +260,20 @@ fn options_and_malformed_requests_on_one_connection() {
     cmd.args(["-m", "1"]).arg(format!("127.0.0.1:{port}"));
     let mut uac = Proc::spawn("sipp", cmd, dir.path());
     let status = uac.wait(LIMIT);
-    assert!(status.success(), "sipp failed\n{}\n{}", uac.output(), ua.output());
+    assert!(
+        status.success(),
+        "sipp failed\n{}\n{}",
+        uac.output(),
+        ua.output()
+    );
 
     // Both bad INVITEs still produced exactly one `ended` each, with status 400.
     let status = ua.terminate(Duration::from_secs(10));
-    assert!(status.success(), "wakeline listen did not exit cleanly\n{}", ua.output());
+    assert!(
+        status.success(),
+        "wakeline listen did not exit cleanly\n{}",
+        ua.output()
+    );
     let events = read_events(&events);
     let statuses: Vec<i64> = ended_by_call(&events).into_values().flatten().collect();
     assert_eq!(statuses, vec![400, 400], "{events:#?}");

@@ -40,7 +40,12 @@ pub struct AccountArgs {
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
     /// Digest password.
-    #[arg(long, value_name = "PASS", env = "WAKELINE_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PASS",
+        env = "WAKELINE_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Outbound proxy URI (the control flow goes there instead of the registrar).
     #[arg(long, value_name = "URI")]

@@ -24,8 +24,7 @@ fn account(args: &AccountArgs) -> Result<Option<Account>, Fail> {
         }
         return Ok(None);
     };
-    let registrar =
-        Uri::parse(registrar).map_err(|e| Fail(format!("--registrar: {e}")))?;
+    let registrar = Uri::parse(registrar).map_err(|e| Fail(format!("--registrar: {e}")))?;
     let user = args
         .user
         .clone()
@@ -87,15 +86,22 @@ async fn stop_signal() {
 
 fn log_event(ev: &Event) {
     match ev {
-        Event::Incoming { call_id, from, .. } => tracing::info!("incoming call {call_id} from {from}"),
-        Event::State { call_id, state, .. } => tracing::info!("call {call_id}: {}", state_name(*state)),
+        Event::Incoming { call_id, from, .. } => {
+            tracing::info!("incoming call {call_id} from {from}")
+        }
+        Event::State { call_id, state, .. } => {
+            tracing::info!("call {call_id}: {}", state_name(*state))
+        }
         Event::Ended {
             call_id,
             status,
             reason,
             outcome,
             ..
-        } => tracing::info!("call {call_id} ended: {status} {reason} ({})", outcome_name(*outcome)),
+        } => tracing::info!(
+            "call {call_id} ended: {status} {reason} ({})",
+            outcome_name(*outcome)
+        ),
         Event::Registered { expires } => tracing::info!("registered for {expires} s"),
         Event::RegistrationFailed { status, reason } => {
             tracing::warn!("registration failed: {status} {reason}")
@@ -115,7 +121,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     }
     tracing::info!("listening on {}", args.bind);
     let policy = match args.answer.0 {
-        AnswerPolicy::Ring(_) => AnswerPolicy::Ring(Duration::from_secs_f64(args.answer_after.max(0.0))),
+        AnswerPolicy::Ring(_) => {
+            AnswerPolicy::Ring(Duration::from_secs_f64(args.answer_after.max(0.0)))
+        }
         p => p,
     };
     let mut ended = 0u64;
@@ -352,7 +360,10 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
                 outcome,
                 ..
             } => {
-                println!("demo: call ended: {status} {reason} ({})", outcome_name(*outcome));
+                println!(
+                    "demo: call ended: {status} {reason} ({})",
+                    outcome_name(*outcome)
+                );
                 break *outcome;
             }
             _ => {}

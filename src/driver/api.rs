@@ -129,7 +129,9 @@ impl UserAgent {
     /// Places a call to `target` (a SIP URI, e.g. `sip:bob@127.0.0.1:5080;transport=tcp`).
     pub async fn call(&self, target: &str) -> Result<Call, Error> {
         let uri = Uri::parse(target)?;
-        let handle = self.ask(|reply| Command::Call { target: uri, reply }).await?;
+        let handle = self
+            .ask(|reply| Command::Call { target: uri, reply })
+            .await?;
         Ok(Call {
             handle,
             ua: self.clone(),

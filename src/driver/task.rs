@@ -18,7 +18,10 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 pub(crate) enum Command {
     Register(Reply<()>),
     Unregister(Reply<()>),
-    Call { target: Uri, reply: Reply<CallHandle> },
+    Call {
+        target: Uri,
+        reply: Reply<CallHandle>,
+    },
     Ring(CallHandle, Reply<()>),
     Answer(CallHandle, Reply<()>),
     Reject(CallHandle, u16, Reply<()>),
@@ -129,7 +132,9 @@ impl DriverTask {
                 return;
             }
         };
-        let flow = self.core.handle_flow_accepted(Instant::now(), local, remote);
+        let flow = self
+            .core
+            .handle_flow_accepted(Instant::now(), local, remote);
         tracing::debug!(?flow, %remote, "accepted");
         let handle = flow::spawn(flow, stream, self.flow_tx.clone());
         self.flows.insert(flow, handle);

@@ -1,1 +1,3 @@
 //! RTP/UDP audio (issue 3).
+pub mod jitter;
+pub mod session;

@@ -23,9 +23,9 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e} (is it installed? .ci/run installs it)"));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {name}: {e} (is it installed? .ci/run installs it)")
+        });
         Proc {
             name: name.into(),
             child: Some(child),
@@ -47,7 +47,11 @@ impl Proc {
                 let _ = child.kill();
                 let _ = child.wait();
                 self.child = None;
-                panic!("{} did not exit within {limit:?}\n{}", self.name, self.output());
+                panic!(
+                    "{} did not exit within {limit:?}\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -105,7 +109,10 @@ pub fn free_port() -> u16 {
 pub fn wait_listening(port: u16, limit: Duration) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < limit, "nothing listens on port {port} after {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "nothing listens on port {port} after {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
