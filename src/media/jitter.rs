@@ -50,6 +50,17 @@ pub struct JitterConfig {
     pub capacity_frames: usize,
 }
 
+impl JitterConfig {
+    /// Defaults (20–500 ms, 64 slots) for a clock rate and a frame (packet) duration in ms.
+    pub fn for_clock(clock_rate: u32, frame_ms: u32) -> Self {
+        JitterConfig {
+            clock_rate,
+            ts_per_frame: clock_rate / 1000 * frame_ms,
+            ..JitterConfig::default()
+        }
+    }
+}
+
 impl Default for JitterConfig {
     /// 48 kHz, 20 ms frames, 20–500 ms delay, 64 slots.
     fn default() -> Self {
@@ -208,13 +219,16 @@ pub struct JitterBuffer {
 
 impl JitterBuffer {
     /// Allocates all slots up front. `capacity_frames` is raised to at least 4 and
-    /// `ts_per_frame`/`clock_rate` to at least 1.
+    /// `ts_per_frame`/`clock_rate` to at least 1; `max_delay` is lowered so that the delay fits
+    /// in the slots with 4 to spare, and `min_delay` to `max_delay`.
     pub fn new(mut cfg: JitterConfig) -> Self {
         cfg.capacity_frames = cfg.capacity_frames.max(4);
         cfg.ts_per_frame = cfg.ts_per_frame.max(1);
         cfg.clock_rate = cfg.clock_rate.max(1);
-        cfg.max_delay = cfg.max_delay.max(cfg.min_delay);
         let frame_ms = f64::from(cfg.ts_per_frame) * 1000.0 / f64::from(cfg.clock_rate);
+        let fits = ((cfg.capacity_frames - 4) as f64 * frame_ms) as u32;
+        cfg.max_delay = cfg.max_delay.min(fits);
+        cfg.min_delay = cfg.min_delay.min(cfg.max_delay);
         JitterBuffer {
             frame_ms,
             slots: vec![Slot::default(); cfg.capacity_frames],
@@ -359,6 +373,7 @@ impl JitterBuffer {
         if let Some(prev) = self.prev_transit {
             self.jitter += ((r - prev).abs() - self.jitter) / 16.0;
         }
+        self.stats.jitter_ms = self.jitter;
         self.prev_transit = Some(r);
         self.window.add(now_ms, r);
         if seq_ext >= self.highest_seq {
@@ -403,7 +418,9 @@ impl JitterBuffer {
         &self.data[off..off + usize::from(self.slots[idx].len)]
     }
 
-    /// Returns what to play for the current frame period. Call exactly once per frame period.
+    /// Returns what to play for the current frame period. Call exactly once per frame period
+    /// (`ts_per_frame` of audio); each call plays at most one packet, so the sender's
+    /// packets must carry `ts_per_frame` ticks each.
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         let now_ms = self.ms(now);
         match self.state {
@@ -569,6 +586,17 @@ mod tests {
     }
 
     #[test]
+    fn config_is_clamped_to_capacity() {
+        let c = JitterConfig {
+            capacity_frames: 8,
+            max_delay: 500,
+            ..JitterConfig::default()
+        };
+        assert_eq!(JitterBuffer::new(c).config().max_delay, 80);
+        assert_eq!(JitterConfig::for_clock(8000, 20).ts_per_frame, 160);
+    }
+
+    #[test]
     fn in_order_plays_everything_once_after_buffering() {
         let mut b = jb();
         let t0 = Instant::now();
@@ -713,6 +741,7 @@ mod tests {
         let grown = b.stats();
         assert!(grown.delay_ms >= 30.0, "{grown:?}");
         assert!(grown.target_ms > calm + 10.0);
+        assert!(grown.jitter_ms > 5.0, "{grown:?}");
         // Few late packets once adapted (only in the first second).
         assert!(grown.late <= 10, "{grown:?}");
         // Continue the same timeline.
@@ -733,6 +762,7 @@ mod tests {
         assert!(end.delay_ms < grown.delay_ms - 10.0, "{grown:?} {end:?}");
         assert!(end.delay_ms <= 40.0, "{end:?}");
         assert!(end.dropped > 0);
+        assert!(end.jitter_ms < 1.0, "{end:?}");
         assert!(!outs1.is_empty() && !outs2.is_empty());
     }
 

@@ -31,6 +31,8 @@ use crate::signaling::sdp::Negotiated;
 /// Size of the reusable send buffer: RTP header (12) plus the largest payload we send.
 pub const MAX_PACKET: usize = 1500;
 const RTP_HEADER: usize = 12;
+/// The first report is due within this long of [`MediaSession::new`] (2.5 s × 1.5).
+pub const FIRST_REPORT_MAX: Duration = Duration::from_millis(3750);
 
 /// Configuration of a [`MediaSession`].
 #[derive(Debug, Clone)]
@@ -61,7 +63,7 @@ pub enum SessionError {
     Marshal(String),
 }
 
-/// A datagram to send.
+/// An RTCP datagram to send: from the RTP socket when muxed, else from the RTCP socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// Destination address.
@@ -218,7 +220,8 @@ impl MediaSession {
     /// Packetises one audio frame with the negotiated payload type. Its timestamp is
     /// [`next_timestamp`](Self::next_timestamp); the timestamp then advances by `ts_advance`
     /// (the frame's length in RTP ticks). Set `marker` on the first packet of a talk spurt (the
-    /// very first packet always has it). Send the bytes at once: the buffer is reused.
+    /// very first packet always has it). Send the bytes at once: the buffer is reused. The
+    /// caller checks the negotiated direction (and a `0.0.0.0` hold address) before sending.
     pub fn send_audio(
         &mut self,
         now: Instant,
@@ -381,18 +384,18 @@ impl MediaSession {
 
     fn handle_rtcp<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Received<'a> {
         let known = from == self.rtp_peer || from == self.rtcp_peer;
-        if !known {
-            if self.cfg.symmetric && !self.rtcp_latched {
-                self.rtcp_peer = from;
-            } else {
-                self.stats.dropped_foreign += 1;
-                return Received::Dropped(DropReason::ForeignSource);
-            }
+        let latch = !known && self.cfg.symmetric && !self.rtcp_latched;
+        if !known && !latch {
+            self.stats.dropped_foreign += 1;
+            return Received::Dropped(DropReason::ForeignSource);
         }
         let Ok(inc) = rtcp::parse(bytes, self.ssrc) else {
             self.stats.dropped_invalid += 1;
             return Received::Dropped(DropReason::Invalid);
         };
+        if latch {
+            self.rtcp_peer = from;
+        }
         if from != self.rtp_peer || !self.cfg.negotiated.rtcp_mux {
             self.rtcp_latched |= self.cfg.symmetric;
         }
@@ -482,9 +485,6 @@ impl MediaSession {
         }
     }
 }
-
-/// How long the first report waits at most; exposed for drivers that want a bound.
-pub const FIRST_REPORT_MAX: Duration = Duration::from_millis(3750);
 
 #[cfg(test)]
 mod tests {
