@@ -890,6 +890,75 @@ mod tests {
         assert!(b.stats().remote_bye);
     }
 
+    #[test]
+    fn impaired_stream_through_session_into_jitter_buffer() {
+        use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
+        use rand::Rng;
+        let t0 = Instant::now();
+        let mut a = session(A, B, true, false, 20, t0);
+        let mut b = session(B, A, true, false, 21, t0);
+        let mut jb = JitterBuffer::new(JitterConfig::for_clock(48_000, 20));
+        let mut net = StdRng::seed_from_u64(99);
+        let mut flight: Vec<(Duration, Vec<u8>)> = vec![];
+        let mut dropped = 0;
+        let mut played = vec![];
+        let frames = 1000u16;
+        for k in 0..frames + 20 {
+            let t = Duration::from_millis(20 * u64::from(k));
+            if k < frames {
+                let p = a.send_audio(t0 + t, &k.to_be_bytes(), 960, false).unwrap();
+                let c = p.contents.to_vec();
+                if net.random_bool(0.05) {
+                    dropped += 1;
+                } else {
+                    let d = Duration::from_millis(20 + net.random_range(0..30));
+                    flight.push((t + d, c));
+                }
+            }
+            let now = t + Duration::from_millis(10);
+            flight.sort_by_key(|f| f.0);
+            while flight.first().is_some_and(|f| f.0 <= now) {
+                let (at, bytes) = flight.remove(0);
+                if let Received::Rtp {
+                    seq,
+                    ts,
+                    ssrc,
+                    payload,
+                    ..
+                } = b.handle_datagram(t0 + at, addr(A), &bytes)
+                {
+                    jb.push(t0 + at, seq, ts, ssrc, payload);
+                }
+            }
+            if let Playout::Frame(f) = jb.pop(t0 + now) {
+                played.push(u16::from_be_bytes([f[0], f[1]]));
+            }
+        }
+        let js = jb.stats();
+        let bs = b.stats();
+        eprintln!(
+            "DBG {js:?}\n{bs:?} dropped {dropped} played {}",
+            played.len()
+        );
+        assert!(
+            played.windows(2).all(|w| w[0] < w[1]),
+            "in order, never twice"
+        );
+        assert_eq!(bs.packets_received, u64::from(frames) - dropped);
+        // Lost as seen by RTP (the last packets may be the dropped ones).
+        assert!(
+            bs.lost as u64 <= dropped && bs.lost as u64 + 3 >= dropped,
+            "{bs:?}"
+        );
+        assert!(bs.jitter_ms > 3.0 && bs.jitter_ms < 20.0, "{bs:?}");
+        assert!(js.late <= 10, "{js:?}");
+        assert!(
+            played.len() as u64 + js.late + js.dropped + 5 >= bs.packets_received,
+            "{js:?}"
+        );
+        assert!(js.lost >= dropped - 3, "{js:?} dropped {dropped}");
+    }
+
     proptest! {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200),
