@@ -418,9 +418,17 @@ impl JitterBuffer {
         &self.data[off..off + usize::from(self.slots[idx].len)]
     }
 
+    /// Forgets the stream (stored packets, SSRC, timing); counters are kept. The next packet
+    /// starts a new stream as if it were the first (use after a re-INVITE or hold).
+    pub fn reset(&mut self) {
+        self.clear();
+        self.ssrc = None;
+    }
+
     /// Returns what to play for the current frame period. Call exactly once per frame period
     /// (`ts_per_frame` of audio); each call plays at most one packet, so the sender's
     /// packets must carry `ts_per_frame` ticks each.
+    #[must_use]
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         let now_ms = self.ms(now);
         match self.state {
@@ -705,6 +713,10 @@ mod tests {
         let f = frames(&outs);
         assert!(f.ends_with(&(100..110).collect::<Vec<u8>>()), "{f:?}");
         assert_eq!(b.stats().resets, 1);
+        b.reset();
+        assert_eq!(b.pop(t0 + Duration::from_millis(600)), Playout::Buffering);
+        let first = b.push(t0 + Duration::from_millis(600), 1, 1, 99, &[1]);
+        assert_eq!(first, PushOutcome::Accepted);
     }
 
     #[test]
@@ -747,7 +759,7 @@ mod tests {
             while let Some(a) = it.next_if(|a| a.0 <= now) {
                 b.push(t0 + Duration::from_millis(a.0), a.1, a.2, a.3, &a.4);
             }
-            b.pop(t0 + Duration::from_millis(now));
+            let _ = b.pop(t0 + Duration::from_millis(now));
             delays.push(b.stats().delay_ms);
             if k == 499 {
                 at_10s = b.stats();

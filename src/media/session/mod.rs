@@ -302,6 +302,7 @@ impl MediaSession {
     /// Handles one received datagram from `from` (either socket). RTP from the peer with a
     /// negotiated payload type comes back for playout; RTCP updates the statistics; anything
     /// else is dropped and counted.
+    #[must_use]
     pub fn handle_datagram<'a>(
         &mut self,
         now: Instant,
@@ -418,6 +419,7 @@ impl MediaSession {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next (`None` after [`bye`](Self::bye)).
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_report
     }
@@ -445,6 +447,7 @@ impl MediaSession {
     }
 
     /// The next datagram to send (RTCP), if any. Call until `None` after every other call.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
