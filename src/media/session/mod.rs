@@ -883,6 +883,44 @@ mod tests {
     }
 
     #[test]
+    fn symmetric_latches_rtcp_source_and_sr_counts() {
+        let t0 = Instant::now();
+        let mut a = session(A, B, false, false, 15, t0);
+        let mut b = session(B, A, false, true, 16, t0);
+        let nat_rtcp = addr("192.0.2.9:7777");
+        // Garbage from an unknown source does not latch.
+        assert_eq!(
+            b.handle_datagram(t0, nat_rtcp, &[0x80, 200, 0, 9]),
+            Received::Dropped(DropReason::Invalid)
+        );
+        assert_eq!(b.rtcp_destination(), addr("10.0.0.1:4001"));
+        for i in 0..3u32 {
+            let now = t0 + Duration::from_millis(20 * u64::from(i));
+            let _ = a.send_audio(now, b"abcd", 960, false).unwrap();
+        }
+        let due = a.poll_timeout().unwrap();
+        a.handle_timeout(due);
+        let sr = a.poll_transmit().unwrap().contents;
+        let pkts = ::rtcp::packet::unmarshal(&mut &sr[..]).unwrap();
+        let sr0 = pkts[0]
+            .as_any()
+            .downcast_ref::<::rtcp::sender_report::SenderReport>()
+            .unwrap();
+        assert_eq!((sr0.packet_count, sr0.octet_count), (3, 12));
+        // RTP time advances with the clock from the last packet sent.
+        let since = ((due - (t0 + Duration::from_millis(40))).as_secs_f64() * 48_000.0) as u32;
+        let last_ts = a.next_timestamp().wrapping_sub(960);
+        assert_eq!(sr0.rtp_time, last_ts.wrapping_add(since));
+        assert_eq!(b.handle_datagram(due, nat_rtcp, &sr), Received::Rtcp);
+        assert_eq!(b.rtcp_destination(), nat_rtcp);
+        // Now latched: RTCP from elsewhere is foreign.
+        assert_eq!(
+            b.handle_datagram(due, addr("192.0.2.10:7777"), &sr),
+            Received::Dropped(DropReason::ForeignSource)
+        );
+    }
+
+    #[test]
     fn remote_bye_is_seen() {
         let t0 = Instant::now();
         let mut a = session(A, B, true, false, 12, t0);
