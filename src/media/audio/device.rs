@@ -237,8 +237,11 @@ fn build_and_play<R>(
     })
 }
 
-fn no_config(kind: &str, e: impl std::fmt::Display) -> AudioError {
-    AudioError::NoDevice(format!("{kind} device unusable: {e}"))
+fn no_config(kind: &str, name: Option<&str>, e: impl std::fmt::Display) -> AudioError {
+    let name = name.unwrap_or("default");
+    AudioError::NoDevice(format!(
+        "{kind} device {name:?} is unusable (is there a sound card?): {e}"
+    ))
 }
 
 /// Open and start the input device `name` (or the default); the returned
@@ -251,7 +254,7 @@ pub fn open_input(
     let device = find_device(&host, name, true)?;
     let ranges = device
         .supported_input_configs()
-        .map_err(|e| no_config("input", e))?;
+        .map_err(|e| no_config("input", name, e))?;
     let chosen = choose_config(ranges)
         .ok_or_else(|| AudioError::UnsupportedConfig("no usable input format".into()))?;
     let format = chosen.sample_format();
@@ -280,7 +283,7 @@ pub fn open_output(
     let device = find_device(&host, name, false)?;
     let ranges = device
         .supported_output_configs()
-        .map_err(|e| no_config("output", e))?;
+        .map_err(|e| no_config("output", name, e))?;
     let chosen = choose_config(ranges)
         .ok_or_else(|| AudioError::UnsupportedConfig("no usable output format".into()))?;
     let format = chosen.sample_format();
@@ -362,7 +365,9 @@ mod tests {
     fn default_device_fails_fast_or_opens() {
         // On a machine without a sound card this must return NoDevice, not
         // hang; with one, it opens. Either way it returns.
-        match open_output(None, &AudioConfig::default()) {
+        let r = open_output(None, &AudioConfig::default());
+        eprintln!("default output: {r:?}");
+        match r {
             Ok(s) => assert!(s.info.sample_rate > 0),
             Err(e) => assert!(
                 matches!(e, AudioError::NoDevice(_) | AudioError::Backend(_)),
