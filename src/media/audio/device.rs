@@ -362,6 +362,14 @@ mod tests {
     }
 
     #[test]
+    fn listing_devices_returns() {
+        // Must return (not hang) with or without a sound card.
+        if let Ok(list) = list_devices() {
+            assert!(list.iter().all(|d| !d.name.is_empty()), "{list:?}");
+        }
+    }
+
+    #[test]
     fn default_device_fails_fast_or_opens() {
         // On a machine without a sound card this must return NoDevice, not
         // hang; with one, it opens. Either way it returns.

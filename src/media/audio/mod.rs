@@ -362,6 +362,38 @@ mod tests {
     }
 
     #[test]
+    fn start_and_stop_paced_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rec.wav");
+        let mut s = start(
+            &AudioSource::Tone(440.0),
+            &AudioSink::Wav(out.clone()),
+            &AudioConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(s.capture_info.backend, "tone:440");
+        assert_eq!(s.playback_info.sample_rate, 48000);
+        s.handle.stop();
+        // Stopped: the counters are final and the WAV file is finalised
+        // with whole periods of 48 kHz mono audio.
+        let ticks = s.playback_stats.snapshot().callbacks;
+        let r = hound::WavReader::open(&out).unwrap();
+        assert_eq!((r.spec().sample_rate, r.spec().channels), (48000, 1));
+        assert_eq!(u64::from(r.duration()), ticks * 960);
+        assert_eq!(s.capture.slots() as u64, s.capture_stats.snapshot().frames);
+    }
+
+    #[test]
+    fn missing_wav_source_is_an_error() {
+        let r = start(
+            &AudioSource::Wav("/nonexistent/in.wav".into()),
+            &AudioSink::Null,
+            &AudioConfig::default(),
+        );
+        assert!(matches!(r, Err(AudioError::Wav(_))), "{r:?}");
+    }
+
+    #[test]
     fn period_frames_follow_rate() {
         let c = AudioConfig::default();
         assert_eq!(c.period_frames(48000), 960);
