@@ -159,6 +159,7 @@ fn cpal_device_path_through_jack_dummy() {
         .lines()
         .find_map(|l| l.split_once("JACK_RESULT ").map(|(_, r)| r))
         .unwrap_or_else(|| panic!("no result line from the child:\n{stdout}\n{stderr}"));
+    eprintln!("device child: {result}");
     let field = |key: &str| -> String {
         result
             .split_whitespace()
@@ -192,6 +193,7 @@ fn cpal_device_path_through_jack_dummy() {
         mono.len()
     );
     let p = purity(&mono[start..end], RATE, PLAY_HZ);
+    eprintln!("OUT.raw: {} frames, 440 Hz purity {p:.3}", end - start);
     assert!(p > 0.9, "OUT.raw 440 Hz purity {p:.3}");
     let p_other = purity(&mono[start..end], RATE, CAPTURE_HZ);
     assert!(p_other < 0.01, "OUT.raw has 1 kHz energy {p_other:.3}");
@@ -215,7 +217,10 @@ fn jack_child() {
                 eprintln!("not ready yet: {e}");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => panic!("cannot open the JACK-backed ALSA devices: {e}"),
+            Err(e) => panic!(
+                "cannot open the JACK-backed ALSA devices: {e} \
+                 (is libasound2-plugins installed, with its ALSA jack plugin?)"
+            ),
         }
     };
     eprintln!(

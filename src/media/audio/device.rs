@@ -20,7 +20,6 @@ use cpal::{
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::rt::{RtStats, Sample, PIPELINE_RATE};
-
 use super::{capture_core, playback_core, AudioConfig, AudioError, StreamInfo};
 
 /// One device as listed by [`list_devices`].
