@@ -248,4 +248,31 @@ mod tests {
         assert_eq!(out, vec![0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
         assert_eq!(r.max_outputs_per_input(), 2);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_overshoots_and_keeps_the_ratio(
+            rates in proptest::sample::select(vec![8000u32, 16000, 44100, 48000, 96000]),
+            up in proptest::bool::ANY,
+            input in proptest::collection::vec(-32768.0f32..32767.0, 1..2000),
+            chunk in 1usize..300,
+        ) {
+            let (a, b) = if up { (rates, 48000) } else { (48000, rates) };
+            let mut r = Resampler::new(a, b);
+            let mut out = Vec::new();
+            for c in input.chunks(chunk) {
+                for &x in c {
+                    let before = out.len();
+                    r.push(x, |y| out.push(y));
+                    proptest::prop_assert!(out.len() - before <= r.max_outputs_per_input());
+                }
+            }
+            // Interpolation stays within the inputs' range (and the initial 0).
+            let lo = input.iter().copied().fold(0.0f32, f32::min);
+            let hi = input.iter().copied().fold(0.0f32, f32::max);
+            proptest::prop_assert!(out.iter().all(|&y| y >= lo - 0.01 && y <= hi + 0.01));
+            let expect = input.len() as f64 * f64::from(b) / f64::from(a);
+            proptest::prop_assert!((out.len() as f64 - expect).abs() <= 1.0 + f64::from(b) / f64::from(a));
+        }
+    }
 }
