@@ -1,7 +1,8 @@
 //! The cpal backend: list, choose and open sound devices.
 //!
-//! The device callback only calls [`RtCapture::process_capture`] or
-//! [`RtPlayback::process_playback`]. The stream format is chosen for the
+//! The device callback only calls
+//! [`RtCapture::process_capture`](super::rt::RtCapture::process_capture) or
+//! [`RtPlayback::process_playback`](super::rt::RtPlayback::process_playback). The stream format is chosen for the
 //! least conversion work: 48 kHz when offered, then `i16` over `f32` over
 //! other types, then the fewest channels; the buffer is fixed at one period
 //! (960 frames at 48 kHz for 20 ms) when the device allows it.
