@@ -1,7 +1,8 @@
 //! Audio I/O: the real-time callback core and the backends that drive it.
 //!
-//! Every backend — a cpal device ([`device`]), a WAV file ([`file`](mod@file)), a tone
-//! ([`tone`]), silence, a null sink — moves samples through the same
+//! Every backend — a cpal device ([`device`]), a WAV file
+//! ([`file`](mod@file)), a tone ([`tone`]), silence, a null sink — moves
+//! samples through the same
 //! [`rt::RtCapture`] / [`rt::RtPlayback`] code. The pipeline sees two SPSC
 //! rings of 48 kHz mono `i16`: the capture [`Consumer`] and the playback
 //! [`Producer`] in [`AudioStreams`], which also stops the backends when
