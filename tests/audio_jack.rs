@@ -45,11 +45,24 @@ fn purity(x: &[f32], rate: u32, hz: f32) -> f64 {
     }
 }
 
-/// Kills the JACK server by its PID when the test ends, pass or fail.
+/// Stops the JACK server by its PID when the test ends, pass or fail.
+///
+/// SIGTERM first: a server killed with SIGKILL leaves its entry in JACK's
+/// shared-memory server registry, which holds only a few servers, and
+/// later runs then fail with "Too many servers already active".
 struct Jackd(Child);
 
 impl Drop for Jackd {
     fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
