@@ -385,6 +385,23 @@ mod tests {
     }
 
     #[test]
+    fn streams_can_move_to_another_thread() {
+        fn is_send<T: Send>(_: &T) -> bool {
+            true
+        }
+        let s = start(
+            &AudioSource::Silence,
+            &AudioSink::Null,
+            &AudioConfig::default(),
+        )
+        .unwrap();
+        assert!(is_send(&s));
+        // Moved to another thread, it still stops cleanly there.
+        let t = std::thread::spawn(move || drop(s));
+        assert!(t.join().is_ok());
+    }
+
+    #[test]
     fn missing_wav_source_is_an_error() {
         let r = start(
             &AudioSource::Wav("/nonexistent/in.wav".into()),
