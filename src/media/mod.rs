@@ -1,3 +1,5 @@
 //! RTP/UDP audio (issue 3).
+
+pub mod audio;
 pub mod jitter;
 pub mod session;
