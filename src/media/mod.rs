@@ -1,1 +1,2 @@
 //! RTP/UDP audio (issue 3).
+pub mod codec;
