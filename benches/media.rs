@@ -75,7 +75,10 @@ fn codec_bare(c: &mut Criterion) {
         let mut buf = [0u8; MAX_PAYLOAD];
         frames
             .iter()
-            .map(|f| buf[..e.encode(f, &mut buf).unwrap()].to_vec())
+            .map(|f| {
+                let n = e.encode(f, &mut buf).unwrap();
+                buf[..n].to_vec()
+            })
             .collect()
     };
 

@@ -212,6 +212,24 @@ pub(crate) mod test_util {
             .collect()
     }
 
+    /// A voiced-speech-like signal: harmonics of a wobbling 140 Hz pitch under a 4 Hz
+    /// syllable envelope. Unlike a steady tone, SILK's VAD keeps calling it speech.
+    pub fn speech_like(len: usize) -> Vec<i16> {
+        use std::f64::consts::PI;
+        (0..len)
+            .map(|i| {
+                let t = i as f64 / 48_000.0;
+                let f0 = 140.0 + 20.0 * (2.0 * PI * 3.0 * t).sin();
+                let env = 0.6 + 0.4 * (2.0 * PI * 4.0 * t).sin();
+                let v: f64 = [(1.0, 3000.0), (2.0, 2000.0), (3.0, 1200.0), (5.0, 600.0)]
+                    .iter()
+                    .map(|(k, a)| a * (2.0 * PI * f0 * k * t).sin())
+                    .sum();
+                (env * v) as i16
+            })
+            .collect()
+    }
+
     /// Signal-to-noise ratio in dB of `got` against `want`.
     pub fn snr_db(want: &[i16], got: &[i16]) -> f64 {
         let (mut s, mut e) = (0.0f64, 0.0f64);
