@@ -118,7 +118,7 @@ pub trait Encoder: Send {
 /// Turns RTP payloads back into 48 kHz mono PCM, and covers for lost packets.
 pub trait Decoder: Send {
     /// Decodes one payload into `out48`; returns the samples written. A buffer of
-    /// [`MAX_FRAME_SAMPLES48`] samples is always enough.
+    /// [`MAX_FRAME_SAMPLES48`] samples is enough for any packet of up to 120 ms.
     fn decode(&mut self, payload: &[u8], out48: &mut [i16]) -> Result<usize, CodecError>;
     /// Packet-loss concealment: produces one frame (as long as the last decoded frame) in
     /// place of a lost packet; returns the samples written.
@@ -297,6 +297,23 @@ mod tests {
             ..EncoderConfig::default()
         };
         assert!(matches!(make_encoder(&n, &cfg), Err(CodecError::Ptime(25))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_payloads_never_panic(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let mut out = [0i16; MAX_FRAME_SAMPLES48];
+            for codec in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
+                let mut dec = make_decoder(&negotiated(codec)).unwrap();
+                let _ = dec.has_fec(&payload);
+                if let Ok(n) = dec.decode(&payload, &mut out) {
+                    proptest::prop_assert!(n <= MAX_FRAME_SAMPLES48);
+                }
+                let _ = dec.decode_fec(&payload, &mut out);
+                proptest::prop_assert_eq!(dec.conceal(&mut out).unwrap(), dec.frame_samples48());
+            }
+            let _ = dtmf::TelephoneEvent::decode(&payload);
+        }
     }
 
     #[test]

@@ -281,10 +281,11 @@ fn first_frame(packet: &[u8]) -> Option<&[u8]> {
                     }
                 }
             }
-            let len = if vbr {
+            let len = if vbr && count > 1 {
                 let (len, used) = frame_len(rest.get(i..)?)?;
                 i += used;
-                for _ in 1..count {
+                // M − 1 lengths are coded; the last frame takes the rest.
+                for _ in 2..count {
                     let (_, used) = frame_len(rest.get(i..)?)?;
                     i += used;
                 }
@@ -447,6 +448,55 @@ mod tests {
         assert!(!has_lbrr(&[]));
         assert!(!has_lbrr(&[0x03])); // code 3 without a count byte
         assert!(!has_lbrr(&[0xF8, 0xFF])); // CELT-only
+    }
+
+    #[test]
+    fn framing_codes_locate_the_first_frame() {
+        // Code 0: one frame.
+        assert_eq!(first_frame(&[0x08, 1, 2, 3]), Some(&[1u8, 2, 3][..]));
+        // Code 1: two equal frames.
+        assert_eq!(first_frame(&[0x09, 1, 2, 3, 4]), Some(&[1u8, 2][..]));
+        // Code 2: first length 1, then the rest.
+        assert_eq!(first_frame(&[0x0A, 1, 7, 8, 9]), Some(&[7u8][..]));
+        // Code 2 with a two-byte length (252 + 4·1 = 256) that overruns the packet.
+        assert_eq!(first_frame(&[0x0A, 252, 1, 0]), None);
+        // Code 3 CBR, 2 frames, 1 byte of padding: frames of 2 bytes.
+        assert_eq!(
+            first_frame(&[0x0B, 0x42, 1, 5, 6, 7, 8, 0]),
+            Some(&[5u8, 6][..])
+        );
+        // Code 3 VBR, 2 frames, first of 1 byte.
+        assert_eq!(first_frame(&[0x0B, 0x82, 1, 9, 4, 4]), Some(&[9u8][..]));
+        // Code 3 VBR with one frame: no length is coded.
+        assert_eq!(first_frame(&[0x0B, 0x81, 9, 4]), Some(&[9u8, 4][..]));
+        // Code 3 with zero frames is invalid.
+        assert_eq!(first_frame(&[0x0B, 0x00]), None);
+        // LBRR bit positions: 20 ms SILK (config 1) has one VAD bit, then LBRR.
+        assert!(has_lbrr(&[0x08, 0b0100_0000]));
+        assert!(!has_lbrr(&[0x08, 0b1000_0000]));
+        // 60 ms SILK (config 3): three VAD bits, then LBRR.
+        assert!(has_lbrr(&[0x18, 0b0001_0000]));
+        assert!(!has_lbrr(&[0x18, 0b1110_0000]));
+    }
+
+    #[test]
+    fn every_ptime_round_trips() {
+        let n = negotiated(Codec::Opus);
+        let mut buf = [0u8; MAX_PAYLOAD];
+        let mut pcm = [0i16; MAX_FRAME_SAMPLES48];
+        for ptime in [10, 20, 40, 60] {
+            let cfg = EncoderConfig {
+                ptime_ms: Some(ptime),
+                ..EncoderConfig::default()
+            };
+            let mut enc = make_encoder(&n, &cfg).unwrap();
+            let mut dec = make_decoder(&n).unwrap();
+            let samples = ptime as usize * 48;
+            assert_eq!(enc.rtp_ts_per_frame(), samples as u32);
+            let len = enc.encode(&speech_like(samples), &mut buf).unwrap();
+            assert_eq!(dec.decode(&buf[..len], &mut pcm).unwrap(), samples);
+            assert_eq!(dec.conceal(&mut pcm).unwrap(), samples);
+        }
     }
 
     #[test]
