@@ -1,0 +1,1020 @@
+//! One call's RTP/RTCP session (RFC 3550, RFC 5761 muxing, symmetric RTP), sans-IO.
+//!
+//! The driver task owns the UDP socket(s) and calls, in a loop:
+//! - [`MediaSession::handle_datagram`] for every datagram received (RTP or RTCP, muxed or not);
+//!   RTP comes back as [`Received::Rtp`] for the jitter buffer or the DTMF receiver;
+//! - [`MediaSession::send_audio`] / [`MediaSession::send_dtmf`] for each encoded frame; send the
+//!   returned bytes to the returned address right away (the buffer is reused);
+//! - [`MediaSession::poll_transmit`] until `None` after any call, to send queued RTCP;
+//! - [`MediaSession::poll_timeout`] to know when to call [`MediaSession::handle_timeout`].
+//!
+//! Payloads are opaque bytes: this module knows payload types, not codecs. No I/O, no clock:
+//! every method takes `now`, and the wall clock for NTP timestamps is sampled once by the caller.
+
+mod rtcp;
+mod stats;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use ::rtp::header::Header;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use webrtc_util::marshal::{Marshal, MarshalSize, Unmarshal};
+
+use self::rtcp::{NtpClock, RTCP_MIN_INTERVAL};
+pub use self::stats::MediaStats;
+use self::stats::{total_lost_signed, SourceStats};
+use crate::signaling::sdp::Negotiated;
+
+/// Size of the reusable send buffer: RTP header (12) plus the largest payload we send.
+pub const MAX_PACKET: usize = 1500;
+const RTP_HEADER: usize = 12;
+/// The first report is due within this long of [`MediaSession::new`] (2.5 s × 1.5).
+pub const FIRST_REPORT_MAX: Duration = Duration::from_millis(3750);
+
+/// Configuration of a [`MediaSession`].
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// What SDP agreed.
+    pub negotiated: Negotiated,
+    /// Symmetric RTP: latch to the first valid source and send there from then on.
+    pub symmetric: bool,
+    /// SDES CNAME (RFC 3550 §6.5.1), e.g. `user@host` or a random string.
+    pub cname: String,
+}
+
+/// Why a send failed (API misuse, never the peer's fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The payload does not fit the send buffer.
+    #[error("payload of {0} bytes is too large")]
+    PayloadTooLarge(usize),
+    /// No telephone-event payload type was negotiated.
+    #[error("telephone-event was not negotiated")]
+    NoTelephoneEvent,
+    /// The session ended with [`MediaSession::bye`].
+    #[error("session closed")]
+    Closed,
+    /// The packet could not be written.
+    #[error("RTP marshal failed: {0}")]
+    Marshal(String),
+}
+
+/// An RTCP datagram to send: from the RTP socket when muxed, else from the RTCP socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination address.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// An RTP packet ready to send, borrowing the session's reusable buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OutgoingRtp<'a> {
+    /// Where to send it (the latched peer with symmetric RTP, else the negotiated address).
+    pub destination: SocketAddr,
+    /// The packet.
+    pub contents: &'a [u8],
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// It came from an address other than the peer.
+    ForeignSource,
+    /// Not version 2, too short, or otherwise malformed.
+    Invalid,
+    /// An RTP payload type that was not negotiated.
+    UnknownPayloadType,
+}
+
+/// What [`MediaSession::handle_datagram`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// An RTP packet from the peer with a negotiated payload type: hand it to the jitter buffer
+    /// (or, for the telephone-event type, to the DTMF receiver).
+    Rtp {
+        /// Sequence number.
+        seq: u16,
+        /// RTP timestamp.
+        ts: u32,
+        /// Synchronisation source.
+        ssrc: u32,
+        /// Marker bit (talk-spurt start for audio, event start for DTMF).
+        marker: bool,
+        /// Payload type.
+        pt: u8,
+        /// Payload, without header, extensions or padding.
+        payload: &'a [u8],
+    },
+    /// RTCP, consumed (statistics updated).
+    Rtcp,
+    /// Dropped and counted.
+    Dropped(DropReason),
+}
+
+/// RTP/RTCP state of one call; see the module documentation.
+#[derive(Debug)]
+pub struct MediaSession {
+    cfg: SessionConfig,
+    rng: StdRng,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    clock: NtpClock,
+    origin: Instant,
+    buf: Vec<u8>,
+    /// Where RTP goes / comes from (latched or negotiated).
+    rtp_peer: SocketAddr,
+    rtcp_peer: SocketAddr,
+    latched: bool,
+    rtcp_latched: bool,
+    sent_any: bool,
+    sent_since_report: bool,
+    /// Timestamp and time of the last packet sent, to derive the SR RTP time.
+    last_sent: Option<(u32, Instant)>,
+    source: Option<SourceStats>,
+    /// LSR (middle 32 bits of the peer's last SR) and when it arrived.
+    last_sr: Option<(u32, Instant)>,
+    next_report: Option<Instant>,
+    transmits: VecDeque<Transmit>,
+    closed: bool,
+    stats: MediaStats,
+}
+
+impl MediaSession {
+    /// Creates the session at `now`. `wall` is the wall-clock time at `now` (sampled once, for
+    /// NTP timestamps); `rng` draws the SSRC, sequence and timestamp origins and seeds the
+    /// report-interval randomisation. The first report is due after half the minimum interval
+    /// (randomised).
+    pub fn new(cfg: SessionConfig, now: Instant, wall: SystemTime, rng: &mut impl RngCore) -> Self {
+        let mut rng = StdRng::seed_from_u64(rng.next_u64());
+        let first = rtcp::randomised(RTCP_MIN_INTERVAL / 2, rng.random::<f64>());
+        MediaSession {
+            ssrc: rng.random(),
+            seq: rng.random(),
+            ts: rng.random(),
+            clock: NtpClock::new(now, wall),
+            origin: now,
+            buf: vec![0; MAX_PACKET],
+            rtp_peer: cfg.negotiated.remote_rtp,
+            rtcp_peer: if cfg.negotiated.rtcp_mux {
+                cfg.negotiated.remote_rtp
+            } else {
+                cfg.negotiated.remote_rtcp
+            },
+            latched: false,
+            rtcp_latched: false,
+            sent_any: false,
+            sent_since_report: false,
+            last_sent: None,
+            source: None,
+            last_sr: None,
+            next_report: Some(now + first),
+            transmits: VecDeque::new(),
+            closed: false,
+            stats: MediaStats::default(),
+            rng,
+            cfg,
+        }
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// The RTP timestamp the next packet will carry (the start of a DTMF event, say).
+    pub fn next_timestamp(&self) -> u32 {
+        self.ts
+    }
+
+    /// Advances the RTP timestamp without sending (frames not sent, e.g. DTX or during DTMF).
+    pub fn advance_timestamp(&mut self, ticks: u32) {
+        self.ts = self.ts.wrapping_add(ticks);
+    }
+
+    /// Where RTP goes now (the latched source with symmetric RTP, else the negotiated address).
+    pub fn rtp_destination(&self) -> SocketAddr {
+        self.rtp_peer
+    }
+
+    /// Where RTCP goes now: the RTP address when muxed, else the RTCP address.
+    pub fn rtcp_destination(&self) -> SocketAddr {
+        if self.cfg.negotiated.rtcp_mux {
+            self.rtp_peer
+        } else {
+            self.rtcp_peer
+        }
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> MediaStats {
+        self.stats
+    }
+
+    /// Packetises one audio frame with the negotiated payload type. Its timestamp is
+    /// [`next_timestamp`](Self::next_timestamp); the timestamp then advances by `ts_advance`
+    /// (the frame's length in RTP ticks). Set `marker` on the first packet of a talk spurt (the
+    /// very first packet always has it). Send the bytes at once: the buffer is reused. The
+    /// caller checks the negotiated direction (and a `0.0.0.0` hold address) before sending.
+    pub fn send_audio(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+        ts_advance: u32,
+        marker: bool,
+    ) -> Result<OutgoingRtp<'_>, SessionError> {
+        let pt = self.cfg.negotiated.payload_type;
+        let ts = self.ts;
+        let marker = marker || !self.sent_any;
+        let n = self.write(now, pt, ts, marker, payload)?;
+        self.ts = self.ts.wrapping_add(ts_advance);
+        Ok(OutgoingRtp {
+            destination: self.rtp_peer,
+            contents: &self.buf[..n],
+        })
+    }
+
+    /// Packetises one RFC 4733 telephone-event payload (built by the caller) with timestamp
+    /// `event_ts` (the event's start, the same for all its packets). `marker` on the first
+    /// packet of an event. Does not advance the audio timestamp.
+    pub fn send_dtmf(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+        event_ts: u32,
+        marker: bool,
+    ) -> Result<OutgoingRtp<'_>, SessionError> {
+        let pt = self
+            .cfg
+            .negotiated
+            .telephone_event
+            .ok_or(SessionError::NoTelephoneEvent)?;
+        let n = self.write(now, pt, event_ts, marker, payload)?;
+        Ok(OutgoingRtp {
+            destination: self.rtp_peer,
+            contents: &self.buf[..n],
+        })
+    }
+
+    fn write(
+        &mut self,
+        now: Instant,
+        pt: u8,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<usize, SessionError> {
+        if self.closed {
+            return Err(SessionError::Closed);
+        }
+        if payload.len() > MAX_PACKET - RTP_HEADER {
+            return Err(SessionError::PayloadTooLarge(payload.len()));
+        }
+        let header = Header {
+            version: 2,
+            marker,
+            payload_type: pt,
+            sequence_number: self.seq,
+            timestamp: ts,
+            ssrc: self.ssrc,
+            ..Header::default()
+        };
+        let h = header.marshal_size();
+        header
+            .marshal_to(&mut self.buf[..h])
+            .map_err(|e| SessionError::Marshal(e.to_string()))?;
+        self.buf[h..h + payload.len()].copy_from_slice(payload);
+        self.seq = self.seq.wrapping_add(1);
+        self.sent_any = true;
+        self.sent_since_report = true;
+        self.last_sent = Some((ts, now));
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += payload.len() as u64;
+        Ok(h + payload.len())
+    }
+
+    /// Handles one received datagram from `from` (either socket). RTP from the peer with a
+    /// negotiated payload type comes back for playout; RTCP updates the statistics; anything
+    /// else is dropped and counted.
+    #[must_use]
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Received<'a> {
+        if bytes.len() < 4 || bytes[0] >> 6 != 2 {
+            self.stats.dropped_invalid += 1;
+            return Received::Dropped(DropReason::Invalid);
+        }
+        // RFC 5761 §4: RTCP packet types 192–223 fall on RTP payload types 64–95.
+        if (64..=95).contains(&(bytes[1] & 0x7f)) {
+            self.handle_rtcp(now, from, bytes)
+        } else {
+            self.handle_rtp(now, from, bytes)
+        }
+    }
+
+    fn handle_rtp<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Received<'a> {
+        let mut rest = bytes;
+        let Ok(h) = Header::unmarshal(&mut rest) else {
+            self.stats.dropped_invalid += 1;
+            return Received::Dropped(DropReason::Invalid);
+        };
+        let start = bytes.len() - rest.len();
+        let mut end = bytes.len();
+        if h.padding {
+            let pad = usize::from(bytes[end - 1]);
+            if pad == 0 || pad > end - start {
+                self.stats.dropped_invalid += 1;
+                return Received::Dropped(DropReason::Invalid);
+            }
+            end -= pad;
+        }
+        if from != self.rtp_peer {
+            if self.cfg.symmetric && !self.latched {
+                self.rtp_peer = from;
+                if !self.cfg.negotiated.rtcp_mux && !self.rtcp_latched {
+                    // Until RTCP arrives, assume the peer's RTCP is next to its RTP.
+                    self.rtcp_peer = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
+                }
+            } else {
+                self.stats.dropped_foreign += 1;
+                return Received::Dropped(DropReason::ForeignSource);
+            }
+        }
+        let pt = h.payload_type;
+        let neg = &self.cfg.negotiated;
+        if pt != neg.payload_type && Some(pt) != neg.telephone_event {
+            self.stats.dropped_invalid += 1;
+            return Received::Dropped(DropReason::UnknownPayloadType);
+        }
+        self.latched = true;
+        let seq = h.sequence_number;
+        let src = match &mut self.source {
+            Some(s) if s.ssrc == h.ssrc => s,
+            slot => slot.insert(SourceStats::new(h.ssrc, seq)),
+        };
+        if src.update_seq(seq) {
+            // Arrival in RTP units (A.8); telephone-event shares the audio clock.
+            let elapsed = now.saturating_duration_since(self.origin).as_secs_f64();
+            let arrival = (elapsed * f64::from(neg.clock_rate)) as i64;
+            if pt == neg.payload_type {
+                src.update_jitter(arrival, h.timestamp);
+            }
+        }
+        self.stats.packets_received += 1;
+        self.stats.bytes_received += (end - start) as u64;
+        self.stats.lost = src.lost();
+        self.stats.jitter_ms = src.jitter() * 1000.0 / f64::from(neg.clock_rate.max(1));
+        Received::Rtp {
+            seq,
+            ts: h.timestamp,
+            ssrc: h.ssrc,
+            marker: h.marker,
+            pt,
+            payload: &bytes[start..end],
+        }
+    }
+
+    fn handle_rtcp<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Received<'a> {
+        let known = from == self.rtp_peer || from == self.rtcp_peer;
+        let latch = !known && self.cfg.symmetric && !self.rtcp_latched;
+        if !known && !latch {
+            self.stats.dropped_foreign += 1;
+            return Received::Dropped(DropReason::ForeignSource);
+        }
+        let Ok(inc) = rtcp::parse(bytes, self.ssrc) else {
+            self.stats.dropped_invalid += 1;
+            return Received::Dropped(DropReason::Invalid);
+        };
+        if latch {
+            self.rtcp_peer = from;
+        }
+        if from != self.rtp_peer || !self.cfg.negotiated.rtcp_mux {
+            self.rtcp_latched |= self.cfg.symmetric;
+        }
+        if let Some((_, ntp)) = inc.sender_report {
+            self.last_sr = Some((rtcp::ntp_middle(ntp), now));
+        }
+        if let Some(b) = inc.about_us {
+            self.stats.remote_lost = total_lost_signed(b.total_lost);
+            self.stats.remote_fraction_lost = f64::from(b.fraction_lost) / 256.0;
+            let rate = f64::from(self.cfg.negotiated.clock_rate.max(1));
+            self.stats.remote_jitter_ms = f64::from(b.jitter) * 1000.0 / rate;
+            if let Some(rtt) =
+                rtcp::rtt_ms(self.clock.ntp_short(now), b.last_sender_report, b.delay)
+            {
+                self.stats.rtt_ms = Some(rtt);
+            }
+        }
+        self.stats.remote_bye |= inc.bye;
+        Received::Rtcp
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next (`None` after [`bye`](Self::bye)).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_report
+    }
+
+    /// Sends a report when it is due, then schedules the next one (5 s × 0.5–1.5).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(due) = self.next_report else { return };
+        if now < due {
+            return;
+        }
+        self.queue_report(now, false);
+        let next = rtcp::randomised(RTCP_MIN_INTERVAL, self.rng.random::<f64>());
+        self.next_report = Some(now + next);
+    }
+
+    /// Ends the session: queues a final report with an RTCP BYE and stops the timer. Later
+    /// sends fail with [`SessionError::Closed`].
+    pub fn bye(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.queue_report(now, true);
+        self.closed = true;
+        self.next_report = None;
+    }
+
+    /// The next datagram to send (RTCP), if any. Call until `None` after every other call.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn queue_report(&mut self, now: Instant, bye: bool) {
+        let sender = self.sent_since_report.then(|| {
+            let rate = f64::from(self.cfg.negotiated.clock_rate);
+            let rtp_time = match self.last_sent {
+                Some((ts, at)) => {
+                    let d = now.saturating_duration_since(at).as_secs_f64() * rate;
+                    ts.wrapping_add(d as u32)
+                }
+                None => self.ts,
+            };
+            rtcp::SenderInfo {
+                ntp_time: self.clock.ntp(now),
+                rtp_time,
+                packet_count: self.stats.packets_sent as u32,
+                octet_count: self.stats.bytes_sent as u32,
+            }
+        });
+        let mut reports = Vec::new();
+        if let Some(src) = self.source.as_mut().filter(|s| s.received_since_report) {
+            let (lsr, dlsr) = match self.last_sr {
+                Some((lsr, at)) => (lsr, rtcp::to_ntp_short(now.saturating_duration_since(at))),
+                None => (0, 0),
+            };
+            reports.push(src.report(lsr, dlsr));
+            self.stats.fraction_lost = f64::from(src.fraction_lost) / 256.0;
+        }
+        self.sent_since_report = false;
+        // Building our own well-formed packet cannot fail short of a crate bug; skip it then.
+        if let Ok(bytes) = rtcp::compound(self.ssrc, sender, reports, &self.cfg.cname, bye) {
+            self.transmits.push_back(Transmit {
+                destination: self.rtcp_destination(),
+                contents: bytes.to_vec(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signaling::sdp::{Codec, Direction};
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn negotiated(local: SocketAddr, remote: SocketAddr, mux: bool) -> Negotiated {
+        Negotiated {
+            local_rtp: local,
+            codec: Codec::Opus,
+            payload_type: 111,
+            clock_rate: 48_000,
+            telephone_event: Some(101),
+            remote_rtp: remote,
+            remote_rtcp: if mux {
+                remote
+            } else {
+                SocketAddr::new(remote.ip(), remote.port() + 1)
+            },
+            rtcp_mux: mux,
+            direction: Direction::SendRecv,
+            ptime: 20,
+            opus_fec: false,
+            opus_max_average_bitrate: None,
+            opus_max_playback_rate: None,
+            opus_stereo: false,
+        }
+    }
+
+    fn session(
+        local: &str,
+        remote: &str,
+        mux: bool,
+        symmetric: bool,
+        seed: u64,
+        t0: Instant,
+    ) -> MediaSession {
+        let cfg = SessionConfig {
+            negotiated: negotiated(addr(local), addr(remote), mux),
+            symmetric,
+            cname: format!("test{seed}@example.invalid"),
+        };
+        MediaSession::new(
+            cfg,
+            t0,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            &mut StdRng::seed_from_u64(seed),
+        )
+    }
+
+    const A: &str = "10.0.0.1:4000";
+    const B: &str = "10.0.0.2:5000";
+
+    /// Two sessions and a virtual network, event-driven with a virtual clock.
+    struct Pair {
+        a: MediaSession,
+        b: MediaSession,
+        now: Instant,
+        /// (deliver at, to b?, from, bytes)
+        flight: Vec<(Instant, bool, SocketAddr, Vec<u8>)>,
+        sent: u32,
+        received_b: Vec<u16>,
+    }
+
+    impl Pair {
+        fn new(mux: bool) -> Self {
+            let t0 = Instant::now();
+            Pair {
+                a: session(A, B, mux, false, 1, t0),
+                b: session(B, A, mux, false, 2, t0),
+                now: t0,
+                flight: vec![],
+                sent: 0,
+                received_b: vec![],
+            }
+        }
+
+        /// Runs for `dur`: both sides send a 20 ms frame every 20 ms (when enabled); `delay`
+        /// gives the one-way delay of packet number n (per direction); `drop` drops A→B packets.
+        fn run(
+            &mut self,
+            dur: Duration,
+            (a_sends, b_sends): (bool, bool),
+            delay: impl Fn(u32) -> Duration,
+            drop: impl Fn(u32) -> bool,
+        ) {
+            let end = self.now + dur;
+            let mut next_frame = self.now;
+            loop {
+                let mut t = next_frame;
+                for f in &self.flight {
+                    t = t.min(f.0);
+                }
+                for s in [&self.a, &self.b] {
+                    if let Some(x) = s.poll_timeout() {
+                        t = t.min(x);
+                    }
+                }
+                if t > end {
+                    self.now = end;
+                    return;
+                }
+                self.now = t;
+                let now = t;
+                if now == next_frame {
+                    let n = self.sent;
+                    self.sent += 1;
+                    if a_sends {
+                        let p = self.a.send_audio(now, &[n as u8; 40], 960, false).unwrap();
+                        let (d, c) = (p.destination, p.contents.to_vec());
+                        assert_eq!(d, addr(B));
+                        if !drop(n) {
+                            self.flight.push((now + delay(n), true, addr(A), c));
+                        }
+                    }
+                    if b_sends {
+                        let p = self.b.send_audio(now, &[n as u8; 40], 960, false).unwrap();
+                        let c = p.contents.to_vec();
+                        self.flight.push((now + delay(n), false, addr(B), c));
+                    }
+                    next_frame += Duration::from_millis(20);
+                }
+                let (due, rest): (Vec<_>, Vec<_>) = self.flight.drain(..).partition(|f| f.0 <= now);
+                self.flight = rest;
+                for (_, to_b, from, bytes) in due {
+                    let s = if to_b { &mut self.b } else { &mut self.a };
+                    if let Received::Rtp { seq, .. } = s.handle_datagram(now, from, &bytes) {
+                        if to_b {
+                            self.received_b.push(seq);
+                        }
+                    }
+                }
+                self.a.handle_timeout(now);
+                self.b.handle_timeout(now);
+                let n = self.sent;
+                while let Some(tx) = self.a.poll_transmit() {
+                    self.flight
+                        .push((now + delay(n), true, addr(A), tx.contents));
+                }
+                while let Some(tx) = self.b.poll_transmit() {
+                    self.flight
+                        .push((now + delay(n), false, addr(B), tx.contents));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn counters_and_loss_both_sides() {
+        let mut p = Pair::new(true);
+        p.run(
+            Duration::from_secs(12),
+            (true, false),
+            |_| Duration::from_millis(10),
+            |n| n == 50,
+        );
+        let (a, b) = (p.a.stats(), p.b.stats());
+        assert_eq!(a.packets_sent, 601);
+        assert_eq!(a.bytes_sent, 601 * 40);
+        assert_eq!(b.packets_received, 599, "one dropped, one still in flight");
+        assert_eq!(b.bytes_received, 599 * 40);
+        assert_eq!(b.lost, 1);
+        assert_eq!(a.remote_lost, 1, "{a:?}");
+        // B only receives, so it cannot have an RTT; A sent SRs and got RRs back.
+        assert!(b.rtt_ms.is_none());
+        assert!(a.rtt_ms.is_some());
+        assert_eq!(a.dropped_foreign + b.dropped_foreign, 0);
+    }
+
+    #[test]
+    fn rtt_from_sr_rr_exchange_with_known_delay() {
+        for mux in [true, false] {
+            let mut p = Pair::new(mux);
+            p.run(
+                Duration::from_secs(20),
+                (true, true),
+                |_| Duration::from_millis(30),
+                |_| false,
+            );
+            for s in [p.a.stats(), p.b.stats()] {
+                let rtt = s.rtt_ms.unwrap();
+                assert!((rtt - 60.0).abs() < 0.1, "mux {mux}: {rtt}");
+                assert_eq!(s.lost, 0);
+                assert!(s.jitter_ms < 0.01);
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_estimate_with_alternating_delay() {
+        let mut p = Pair::new(true);
+        // 0 ms and 10 ms alternately: every transit difference is 10 ms, so J → 10 ms.
+        p.run(
+            Duration::from_secs(10),
+            (true, false),
+            |n| Duration::from_millis(if n % 2 == 0 { 0 } else { 10 }),
+            |_| false,
+        );
+        let j = p.b.stats().jitter_ms;
+        assert!((j - 10.0).abs() < 0.5, "{j}");
+        let rj = p.a.stats().remote_jitter_ms;
+        assert!((rj - 10.0).abs() < 0.5, "{rj}");
+    }
+
+    #[test]
+    fn sequence_marker_timestamp_and_pt() {
+        let t0 = Instant::now();
+        let mut a = session(A, B, true, false, 3, t0);
+        let (seq0, ts0, ssrc) = (a.seq, a.next_timestamp(), a.ssrc());
+        let mut b = session(B, A, true, false, 4, t0);
+        let p1 = a
+            .send_audio(t0, b"one", 960, false)
+            .unwrap()
+            .contents
+            .to_vec();
+        let p2 = a
+            .send_audio(t0, b"two", 960, false)
+            .unwrap()
+            .contents
+            .to_vec();
+        let p3 = a
+            .send_audio(t0, b"three", 960, true)
+            .unwrap()
+            .contents
+            .to_vec();
+        let ev = a.next_timestamp();
+        let d = a
+            .send_dtmf(t0, &[1, 0x80, 0, 160], ev, true)
+            .unwrap()
+            .contents
+            .to_vec();
+        let want = [
+            (p1, seq0, ts0, true, 111, &b"one"[..]),
+            (
+                p2,
+                seq0.wrapping_add(1),
+                ts0.wrapping_add(960),
+                false,
+                111,
+                &b"two"[..],
+            ),
+            (
+                p3,
+                seq0.wrapping_add(2),
+                ts0.wrapping_add(1920),
+                true,
+                111,
+                &b"three"[..],
+            ),
+            (
+                d,
+                seq0.wrapping_add(3),
+                ts0.wrapping_add(2880),
+                true,
+                101,
+                &[1, 0x80, 0, 160][..],
+            ),
+        ];
+        for (bytes, s, t, m, pt, pl) in want {
+            assert_eq!(
+                b.handle_datagram(t0, addr(A), &bytes),
+                Received::Rtp {
+                    seq: s,
+                    ts: t,
+                    ssrc,
+                    marker: m,
+                    pt,
+                    payload: pl
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_source_dropped_without_symmetric() {
+        let t0 = Instant::now();
+        let mut a = session(A, B, true, false, 5, t0);
+        let mut b = session(B, A, true, false, 6, t0);
+        let pkt = a
+            .send_audio(t0, b"x", 960, false)
+            .unwrap()
+            .contents
+            .to_vec();
+        let r = b.handle_datagram(t0, addr("10.9.9.9:4000"), &pkt);
+        assert_eq!(r, Received::Dropped(DropReason::ForeignSource));
+        assert_eq!(b.stats().dropped_foreign, 1);
+        assert_eq!(b.stats().packets_received, 0);
+        assert!(matches!(
+            b.handle_datagram(t0, addr(A), &pkt),
+            Received::Rtp { .. }
+        ));
+    }
+
+    #[test]
+    fn symmetric_latches_to_first_source() {
+        let t0 = Instant::now();
+        let mut a = session(A, B, false, false, 7, t0);
+        let mut b = session(B, A, false, true, 8, t0);
+        let nat = addr("192.0.2.9:6000");
+        assert_eq!(b.rtp_destination(), addr(A));
+        assert_eq!(b.rtcp_destination(), addr("10.0.0.1:4001"));
+        let pkt = a
+            .send_audio(t0, b"x", 960, false)
+            .unwrap()
+            .contents
+            .to_vec();
+        assert!(matches!(
+            b.handle_datagram(t0, nat, &pkt),
+            Received::Rtp { .. }
+        ));
+        assert_eq!(b.rtp_destination(), nat);
+        assert_eq!(b.rtcp_destination(), addr("192.0.2.9:6001"));
+        assert_eq!(b.send_audio(t0, b"y", 960, false).unwrap().destination, nat);
+        // Once latched, the negotiated address is foreign.
+        let pkt = a
+            .send_audio(t0, b"x", 960, false)
+            .unwrap()
+            .contents
+            .to_vec();
+        assert_eq!(
+            b.handle_datagram(t0, addr(A), &pkt),
+            Received::Dropped(DropReason::ForeignSource)
+        );
+        assert_eq!(b.stats().dropped_foreign, 1);
+    }
+
+    #[test]
+    fn version_1_and_unknown_pt_rejected() {
+        let t0 = Instant::now();
+        let mut a = session(A, B, true, false, 9, t0);
+        let mut b = session(B, A, true, false, 10, t0);
+        let mut pkt = a
+            .send_audio(t0, b"x", 960, false)
+            .unwrap()
+            .contents
+            .to_vec();
+        pkt[0] = (pkt[0] & 0x3f) | 0x40;
+        assert_eq!(
+            b.handle_datagram(t0, addr(A), &pkt),
+            Received::Dropped(DropReason::Invalid)
+        );
+        pkt[0] = (pkt[0] & 0x3f) | 0x80;
+        pkt[1] = 0x60; // PT 96, not negotiated
+        assert_eq!(
+            b.handle_datagram(t0, addr(A), &pkt),
+            Received::Dropped(DropReason::UnknownPayloadType)
+        );
+        assert_eq!(b.stats().dropped_invalid, 2);
+        assert_eq!(b.stats().packets_received, 0);
+    }
+
+    #[test]
+    fn report_timing_kinds_and_bye() {
+        let t0 = Instant::now();
+        let mut a = session(A, B, false, false, 11, t0);
+        let first = a.poll_timeout().unwrap() - t0;
+        assert!(
+            first >= Duration::from_millis(1250) && first <= FIRST_REPORT_MAX,
+            "{first:?}"
+        );
+        a.handle_timeout(t0 + first);
+        let tx = a.poll_transmit().unwrap();
+        assert_eq!(tx.destination, addr("10.0.0.2:5001"));
+        assert_eq!(tx.contents[1], 201, "RR when we did not send");
+        assert!(a.poll_transmit().is_none());
+        let next = a.poll_timeout().unwrap() - (t0 + first);
+        assert!(next >= Duration::from_millis(2500) && next <= Duration::from_millis(7500));
+        let now = t0 + first + next;
+        a.send_audio(now, b"x", 960, false).unwrap();
+        a.handle_timeout(now - Duration::from_millis(1));
+        assert!(a.poll_transmit().is_none(), "not due yet");
+        a.handle_timeout(now);
+        assert_eq!(
+            a.poll_transmit().unwrap().contents[1],
+            200,
+            "SR after sending"
+        );
+        a.bye(now);
+        let bye = a.poll_transmit().unwrap().contents;
+        let inc = rtcp::parse(&bye, 0).unwrap();
+        assert!(inc.bye);
+        assert!(a.poll_timeout().is_none());
+        assert_eq!(
+            a.send_audio(now, b"x", 960, false),
+            Err(SessionError::Closed)
+        );
+    }
+
+    #[test]
+    fn symmetric_latches_rtcp_source_and_sr_counts() {
+        let t0 = Instant::now();
+        let mut a = session(A, B, false, false, 15, t0);
+        let mut b = session(B, A, false, true, 16, t0);
+        let nat_rtcp = addr("192.0.2.9:7777");
+        // Garbage from an unknown source does not latch.
+        assert_eq!(
+            b.handle_datagram(t0, nat_rtcp, &[0x80, 200, 0, 9]),
+            Received::Dropped(DropReason::Invalid)
+        );
+        assert_eq!(b.rtcp_destination(), addr("10.0.0.1:4001"));
+        for i in 0..3u32 {
+            let now = t0 + Duration::from_millis(20 * u64::from(i));
+            let _ = a.send_audio(now, b"abcd", 960, false).unwrap();
+        }
+        let due = a.poll_timeout().unwrap();
+        a.handle_timeout(due);
+        let sr = a.poll_transmit().unwrap().contents;
+        let pkts = ::rtcp::packet::unmarshal(&mut &sr[..]).unwrap();
+        let sr0 = pkts[0]
+            .as_any()
+            .downcast_ref::<::rtcp::sender_report::SenderReport>()
+            .unwrap();
+        assert_eq!((sr0.packet_count, sr0.octet_count), (3, 12));
+        // RTP time advances with the clock from the last packet sent.
+        let since = ((due - (t0 + Duration::from_millis(40))).as_secs_f64() * 48_000.0) as u32;
+        let last_ts = a.next_timestamp().wrapping_sub(960);
+        assert_eq!(sr0.rtp_time, last_ts.wrapping_add(since));
+        assert_eq!(b.handle_datagram(due, nat_rtcp, &sr), Received::Rtcp);
+        assert_eq!(b.rtcp_destination(), nat_rtcp);
+        // Now latched: RTCP from elsewhere is foreign.
+        assert_eq!(
+            b.handle_datagram(due, addr("192.0.2.10:7777"), &sr),
+            Received::Dropped(DropReason::ForeignSource)
+        );
+    }
+
+    #[test]
+    fn remote_bye_is_seen() {
+        let t0 = Instant::now();
+        let mut a = session(A, B, true, false, 12, t0);
+        let mut b = session(B, A, true, false, 13, t0);
+        a.bye(t0);
+        let tx = a.poll_transmit().unwrap();
+        assert_eq!(b.handle_datagram(t0, addr(A), &tx.contents), Received::Rtcp);
+        assert!(b.stats().remote_bye);
+    }
+
+    #[test]
+    fn impaired_stream_through_session_into_jitter_buffer() {
+        use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
+        use rand::Rng;
+        let t0 = Instant::now();
+        let mut a = session(A, B, true, false, 20, t0);
+        let mut b = session(B, A, true, false, 21, t0);
+        let mut jb = JitterBuffer::new(JitterConfig::for_clock(48_000, 20));
+        let mut net = StdRng::seed_from_u64(99);
+        let mut flight: Vec<(Duration, Vec<u8>)> = vec![];
+        let mut dropped = 0;
+        let mut played = vec![];
+        let frames = 1000u16;
+        for k in 0..frames + 20 {
+            let t = Duration::from_millis(20 * u64::from(k));
+            if k < frames {
+                let p = a.send_audio(t0 + t, &k.to_be_bytes(), 960, false).unwrap();
+                let c = p.contents.to_vec();
+                if net.random_bool(0.05) {
+                    dropped += 1;
+                } else {
+                    let d = Duration::from_millis(20 + net.random_range(0..30));
+                    flight.push((t + d, c));
+                }
+            }
+            let now = t + Duration::from_millis(10);
+            flight.sort_by_key(|f| f.0);
+            while flight.first().is_some_and(|f| f.0 <= now) {
+                let (at, bytes) = flight.remove(0);
+                if let Received::Rtp {
+                    seq,
+                    ts,
+                    ssrc,
+                    payload,
+                    ..
+                } = b.handle_datagram(t0 + at, addr(A), &bytes)
+                {
+                    jb.push(t0 + at, seq, ts, ssrc, payload);
+                }
+            }
+            if let Playout::Frame(f) = jb.pop(t0 + now) {
+                played.push(u16::from_be_bytes([f[0], f[1]]));
+            }
+        }
+        let js = jb.stats();
+        let bs = b.stats();
+        eprintln!(
+            "DBG {js:?}\n{bs:?} dropped {dropped} played {}",
+            played.len()
+        );
+        assert!(
+            played.windows(2).all(|w| w[0] < w[1]),
+            "in order, never twice"
+        );
+        assert_eq!(bs.packets_received, u64::from(frames) - dropped);
+        // Lost as seen by RTP (the last packets may be the dropped ones).
+        assert!(
+            bs.lost as u64 <= dropped && bs.lost as u64 + 3 >= dropped,
+            "{bs:?}"
+        );
+        assert!(bs.jitter_ms > 3.0 && bs.jitter_ms < 20.0, "{bs:?}");
+        assert!(js.late <= 10, "{js:?}");
+        assert!(
+            played.len() as u64 + js.late + js.dropped + 5 >= bs.packets_received,
+            "{js:?}"
+        );
+        assert!(js.lost >= dropped - 3, "{js:?} dropped {dropped}");
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                                v2 in any::<bool>(), rtcp in any::<bool>()) {
+            let t0 = Instant::now();
+            let mut b = session(B, A, true, true, 14, t0);
+            let mut bytes = bytes;
+            if v2 && !bytes.is_empty() { bytes[0] = (bytes[0] & 0x3f) | 0x80; }
+            if rtcp && bytes.len() > 1 { bytes[1] = 200 + bytes[1] % 8; }
+            let r = b.handle_datagram(t0, addr(A), &bytes);
+            if let Received::Rtp { payload, .. } = r {
+                prop_assert!(payload.len() + 12 <= bytes.len());
+            }
+            b.handle_timeout(t0 + Duration::from_secs(10));
+            prop_assert!(b.poll_transmit().is_some());
+        }
+    }
+}
