@@ -1,5 +1,6 @@
 //! RTP/UDP audio (issue 3).
 
 pub mod audio;
+pub mod codec;
 pub mod jitter;
 pub mod session;

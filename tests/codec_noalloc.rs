@@ -1,0 +1,115 @@
+//! Proves that encoding, decoding, concealment and FEC recovery do not allocate once a codec is
+//! built: a counting global allocator (the `assert_no_alloc` pattern) counts allocations made
+//! by this thread while the per-frame calls run.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use wakeline::media::codec::{
+    make_decoder, make_encoder, EncoderConfig, MAX_FRAME_SAMPLES48, MAX_PAYLOAD,
+};
+use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
+// GlobalAlloc contract; the only addition is bumping a const-initialised thread-local counter,
+// which neither allocates nor unwinds.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same layout the caller gave us, per the GlobalAlloc contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns how many allocations this thread made meanwhile.
+fn allocations<R>(f: impl FnOnce() -> R) -> (usize, R) {
+    let before = ALLOCS.with(Cell::get);
+    let r = f();
+    (ALLOCS.with(Cell::get) - before, r)
+}
+
+fn negotiated(codec: Codec) -> Negotiated {
+    let addr = "127.0.0.1:4000".parse().unwrap();
+    Negotiated {
+        local_rtp: addr,
+        codec,
+        payload_type: codec.default_payload_type(),
+        clock_rate: codec.clock_rate(),
+        telephone_event: None,
+        remote_rtp: addr,
+        remote_rtcp: addr,
+        rtcp_mux: true,
+        direction: Direction::SendRecv,
+        ptime: 20,
+        opus_fec: true,
+        opus_max_average_bitrate: None,
+        opus_max_playback_rate: None,
+        opus_stereo: false,
+    }
+}
+
+#[test]
+fn counter_sees_allocations() {
+    // The check must be able to fail.
+    let (n, v) = allocations(|| vec![1u8; 64]);
+    assert!(n >= 1 && v.len() == 64);
+}
+
+#[test]
+fn per_frame_calls_do_not_allocate() {
+    for codec in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
+        let n = negotiated(codec);
+        let mut enc = make_encoder(&n, &EncoderConfig::default()).unwrap();
+        let mut dec = make_decoder(&n).unwrap();
+        let frame = enc.frame_samples48();
+        let pcm: Vec<i16> = (0..frame * 50)
+            .map(|i| (8000.0 * (i as f64 * 0.0576).sin()) as i16)
+            .collect();
+        let mut pkt = [0u8; MAX_PAYLOAD];
+        let mut out = [0i16; MAX_FRAME_SAMPLES48];
+
+        let (count, produced) = allocations(|| {
+            let mut produced = 0usize;
+            for (i, f) in pcm.chunks(frame).enumerate() {
+                let len = enc.encode(f, &mut pkt).unwrap();
+                match i % 10 {
+                    // Lose this packet: conceal it, or recover it from the next one's FEC.
+                    3 => produced += dec.conceal(&mut out).unwrap(),
+                    7 => {}
+                    8 => {
+                        std::hint::black_box(dec.has_fec(&pkt[..len]));
+                        produced += dec.decode_fec(&pkt[..len], &mut out).unwrap();
+                        produced += dec.decode(&pkt[..len], &mut out).unwrap();
+                    }
+                    _ => produced += dec.decode(&pkt[..len], &mut out).unwrap(),
+                }
+            }
+            produced
+        });
+        assert_eq!(
+            count, 0,
+            "{codec:?}: {count} allocations in the per-frame path"
+        );
+        assert_eq!(produced, pcm.len(), "{codec:?}: samples produced");
+    }
+}
