@@ -139,6 +139,8 @@ pub struct CallStats {
     pub remote_lost: i64,
     /// Payloads the decoder rejected (concealed instead).
     pub decode_errors: u64,
+    /// Frames the encoder failed on (not sent).
+    pub encode_errors: u64,
     /// Samples dropped because the playback ring was full.
     pub playback_overflow: u64,
     /// Ticks without a full captured frame (nothing sent).
@@ -159,6 +161,7 @@ struct Counters {
     concealed: u64,
     fec_recovered: u64,
     decode_errors: u64,
+    encode_errors: u64,
     playback_overflow: u64,
     capture_underruns: u64,
     capture_dropped: u64,
@@ -444,7 +447,10 @@ impl MediaPipeline {
         }
         let n = match self.encoder.encode(&self.frame[..frame], &mut self.payload) {
             Ok(n) => n,
-            Err(_) => 0,
+            Err(_) => {
+                self.counters.encode_errors += 1;
+                0
+            }
         };
         if n == 0 {
             // DTX (or an encoder error): nothing this frame; the timestamp still moves.
@@ -673,6 +679,7 @@ impl MediaPipeline {
             dropped_foreign: s.dropped_foreign,
             remote_lost: s.remote_lost,
             decode_errors: c.decode_errors,
+            encode_errors: c.encode_errors,
             playback_overflow: c.playback_overflow,
             capture_underruns: c.capture_underruns,
             capture_dropped: c.capture_dropped,
