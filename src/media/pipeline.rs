@@ -1,0 +1,1180 @@
+//! One call's media, end to end and sans-IO: capture ring → encoder → RTP out, and RTP in →
+//! jitter buffer → decoder → playback ring, plus RFC 4733 DTMF and RTCP.
+//!
+//! The driver owns the UDP socket(s) and a timer, and calls:
+//! - [`MediaPipeline::handle_datagram`] for every datagram received;
+//! - [`MediaPipeline::handle_timeout`] when [`MediaPipeline::poll_timeout`] is due (it runs the
+//!   frame tick once per ptime and the RTCP timer); tests may call
+//!   [`MediaPipeline::handle_tick`] directly instead;
+//! - [`MediaPipeline::poll_transmit`] until `None` after any of the above, sending each datagram
+//!   and handing its buffer back with [`MediaPipeline::recycle`] (optional: without it the
+//!   pipeline allocates a fresh buffer per packet);
+//! - [`MediaPipeline::poll_event`] for DTMF digits and the peer's BYE.
+//!
+//! **Send-side timing.** The RTP timestamp is locked to the tick: every tick advances it by one
+//! frame, whether a packet goes out or not. A tick sends at most one frame. When the capture
+//! ring holds less than a frame (device late), nothing is sent for that tick (the far end sees
+//! a gap and conceals) and the next packet carries the marker bit. When the ring has
+//! accumulated more than [`MAX_CAPTURE_BACKLOG`] frames (device clock faster than ours),
+//! the oldest frames are discarded so the mouth-to-ear delay stays bounded. On hold (our
+//! direction does not send, or the peer's address is `0.0.0.0`) captured audio is read and
+//! discarded. Opus DTX frames (nothing to send) also just advance the timestamp.
+//!
+//! **Steady state does not allocate**: the frame, payload and PCM buffers are allocated in
+//! [`MediaPipeline::new`], RTP datagrams reuse recycled buffers, and the transmit queue has a
+//! fixed capacity for one tick's packets. (RTCP compounds, every few seconds, are built by the
+//! session and do allocate.)
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::media::codec::dtmf::{DtmfError, DtmfReceiver, DtmfSender};
+use crate::media::codec::{
+    make_decoder, make_encoder, CodecError, Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES48,
+    MAX_PAYLOAD, SAMPLES_PER_MS,
+};
+use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
+use crate::media::quality;
+use crate::media::session::{
+    MediaSession, MediaStats, Received, SessionConfig, SessionError, Transmit,
+};
+use crate::signaling::sdp::Negotiated;
+
+/// Captured frames beyond this many are discarded at a tick (bounded send latency).
+pub const MAX_CAPTURE_BACKLOG: usize = 3;
+/// Length of one DTMF digit (ms).
+pub const DTMF_TONE_MS: u32 = 100;
+/// Pause between DTMF digits (ms).
+pub const DTMF_GAP_MS: u32 = 60;
+/// Recycled datagram buffers kept for reuse.
+const POOL: usize = 8;
+
+/// Configuration of a [`MediaPipeline`].
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// What SDP agreed.
+    pub negotiated: Negotiated,
+    /// Local encoder preferences.
+    pub encoder: EncoderConfig,
+    /// Symmetric RTP (latch to the peer's source address).
+    pub symmetric: bool,
+    /// RTCP SDES CNAME.
+    pub cname: String,
+    /// Seed for SSRC, sequence and timestamp origins and RTCP timing (use a random one in
+    /// production, a fixed one in tests).
+    pub seed: u64,
+}
+
+/// Why a pipeline could not be built or a request failed (API misuse or configuration; never
+/// the peer's fault: bad input from the network is counted, not returned).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The codec could not be built with these parameters.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// The RTP session refused.
+    #[error("session: {0}")]
+    Session(#[from] SessionError),
+    /// Not a DTMF digit.
+    #[error("dtmf: {0}")]
+    Dtmf(#[from] DtmfError),
+    /// telephone-event was not negotiated.
+    #[error("telephone-event was not negotiated")]
+    NoTelephoneEvent,
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaEvent {
+    /// The peer sent a DTMF digit (RFC 4733), reported once per event.
+    Dtmf(char),
+    /// The peer sent an RTCP BYE.
+    RemoteBye,
+}
+
+/// A call's media statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallStats {
+    /// Codec in use (SDP encoding name).
+    pub codec: &'static str,
+    /// RTP packets sent (audio and telephone-event).
+    pub rtp_sent: u64,
+    /// RTP packets received from the peer.
+    pub rtp_received: u64,
+    /// RTP payload octets sent.
+    pub bytes_sent: u64,
+    /// RTP payload octets received.
+    pub bytes_received: u64,
+    /// Packets lost from the peer (RFC 3550 cumulative, may be negative with duplicates).
+    pub lost: i64,
+    /// Fraction of the peer's packets lost over the last RTCP interval, 0.0–1.0.
+    pub fraction_lost: f64,
+    /// Interarrival jitter of the peer's stream (RFC 3550), ms.
+    pub jitter_ms: f64,
+    /// Round-trip time from RTCP, ms, once known.
+    pub rtt_ms: Option<f64>,
+    /// Frames concealed (lost, late, buffer growth, silence gaps).
+    pub concealed_frames: u64,
+    /// The same in milliseconds of audio.
+    pub concealed_ms: f64,
+    /// Lost frames rebuilt from the next packet's in-band FEC.
+    pub fec_recovered: u64,
+    /// Current jitter-buffer delay, ms.
+    pub jitter_buffer_ms: f64,
+    /// Mean jitter-buffer delay over the ticks that played audio, ms.
+    pub jitter_buffer_mean_ms: f64,
+    /// Packets that arrived after their playout time.
+    pub late: u64,
+    /// Duplicate packets.
+    pub duplicates: u64,
+    /// Datagrams from sources other than the peer.
+    pub dropped_foreign: u64,
+    /// Packets of ours the peer reports lost (RTCP).
+    pub remote_lost: i64,
+    /// Payloads the decoder rejected (concealed instead).
+    pub decode_errors: u64,
+    /// Frames the encoder failed on (not sent).
+    pub encode_errors: u64,
+    /// Samples dropped because the playback ring was full.
+    pub playback_overflow: u64,
+    /// Ticks without a full captured frame (nothing sent).
+    pub capture_underruns: u64,
+    /// Captured frames discarded to bound the backlog.
+    pub capture_dropped: u64,
+    /// DTMF digits sent (completed or in progress).
+    pub dtmf_sent: u64,
+    /// DTMF digits received.
+    pub dtmf_received: u64,
+    /// Estimated MOS (see [`crate::media::quality`]).
+    pub mos: f64,
+}
+
+/// Pipeline counters not kept by the session or the jitter buffer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    concealed: u64,
+    fec_recovered: u64,
+    decode_errors: u64,
+    encode_errors: u64,
+    playback_overflow: u64,
+    capture_underruns: u64,
+    capture_dropped: u64,
+    dtmf_sent: u64,
+    dtmf_received: u64,
+    delay_sum_ms: f64,
+    delay_ticks: u64,
+    /// Late/duplicate counts of replaced jitter buffers (codec change).
+    late: u64,
+    duplicates: u64,
+}
+
+/// One call's media; see the module documentation.
+pub struct MediaPipeline {
+    cfg: PipelineConfig,
+    session: MediaSession,
+    /// Statistics of sessions replaced by [`MediaPipeline::update`].
+    prior: MediaStats,
+    jitter: JitterBuffer,
+    encoder: Box<dyn Encoder>,
+    decoder: Box<dyn Decoder>,
+    capture: rtrb::Consumer<i16>,
+    playback: rtrb::Producer<i16>,
+    record: Option<rtrb::Producer<i16>>,
+    /// One captured frame.
+    frame: Vec<i16>,
+    /// One encoded payload.
+    payload: Vec<u8>,
+    /// Decoded PCM of one tick.
+    pcm: Vec<i16>,
+    /// RTP datagrams to send, and spare buffers.
+    out: VecDeque<Transmit>,
+    pool: Vec<Vec<u8>>,
+    dtmf_tx: DtmfSender,
+    dtmf_rx: DtmfReceiver,
+    events: VecDeque<MediaEvent>,
+    period: Duration,
+    next_tick: Instant,
+    /// The next audio packet starts a talk spurt.
+    marker: bool,
+    bye_reported: bool,
+    closed: bool,
+    counters: Counters,
+    /// `now` and wall clock at construction, and the latest `now` seen.
+    origin: (Instant, SystemTime),
+    last_now: Instant,
+}
+
+impl std::fmt::Debug for MediaPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaPipeline")
+            .field("codec", &self.cfg.negotiated.codec)
+            .field("direction", &self.cfg.negotiated.direction)
+            .field("next_tick", &self.next_tick)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Codec objects and timing derived from a [`Negotiated`].
+struct CodecSet {
+    encoder: Box<dyn Encoder>,
+    decoder: Box<dyn Decoder>,
+    jitter: JitterBuffer,
+    dtmf_tx: DtmfSender,
+    period: Duration,
+}
+
+fn codec_set(n: &Negotiated, enc: &EncoderConfig) -> Result<CodecSet, MediaError> {
+    let encoder = make_encoder(n, enc)?;
+    let decoder = make_decoder(n)?;
+    // Ticks follow the sender's frame length; the jitter buffer plays one frame per tick.
+    let frame_ms = (encoder.frame_samples48() / SAMPLES_PER_MS) as u32;
+    let jitter = JitterBuffer::new(JitterConfig::for_clock(decoder.rtp_clock(), frame_ms));
+    let dtmf_tx = DtmfSender::new(n.clock_rate, frame_ms, DTMF_TONE_MS, DTMF_GAP_MS);
+    Ok(CodecSet {
+        encoder,
+        decoder,
+        jitter,
+        dtmf_tx,
+        period: Duration::from_millis(u64::from(frame_ms)),
+    })
+}
+
+fn session_for(cfg: &PipelineConfig, now: Instant, wall: SystemTime, salt: u64) -> MediaSession {
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ salt);
+    MediaSession::new(
+        SessionConfig {
+            negotiated: cfg.negotiated.clone(),
+            symmetric: cfg.symmetric,
+            cname: cfg.cname.clone(),
+        },
+        now,
+        wall,
+        &mut rng,
+    )
+}
+
+/// Adds the counters of `b` to `a` (gauges come from `b`).
+fn accumulate(a: MediaStats, b: MediaStats) -> MediaStats {
+    MediaStats {
+        packets_sent: a.packets_sent + b.packets_sent,
+        bytes_sent: a.bytes_sent + b.bytes_sent,
+        packets_received: a.packets_received + b.packets_received,
+        bytes_received: a.bytes_received + b.bytes_received,
+        lost: a.lost + b.lost,
+        dropped_foreign: a.dropped_foreign + b.dropped_foreign,
+        dropped_invalid: a.dropped_invalid + b.dropped_invalid,
+        remote_lost: a.remote_lost + b.remote_lost,
+        rtt_ms: b.rtt_ms.or(a.rtt_ms),
+        remote_bye: a.remote_bye || b.remote_bye,
+        ..b
+    }
+}
+
+impl MediaPipeline {
+    /// Builds the pipeline at `now` (`wall` is the wall clock at `now`, for RTCP). The first
+    /// tick is due at `now`. Fails when the codec cannot be built.
+    pub fn new(
+        cfg: PipelineConfig,
+        capture: rtrb::Consumer<i16>,
+        playback: rtrb::Producer<i16>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Self, MediaError> {
+        let set = codec_set(&cfg.negotiated, &cfg.encoder)?;
+        let session = session_for(&cfg, now, wall, 0);
+        Ok(MediaPipeline {
+            session,
+            prior: MediaStats::default(),
+            jitter: set.jitter,
+            encoder: set.encoder,
+            decoder: set.decoder,
+            capture,
+            playback,
+            record: None,
+            frame: vec![0; MAX_FRAME_SAMPLES48],
+            payload: vec![0; MAX_PAYLOAD],
+            pcm: vec![0; MAX_FRAME_SAMPLES48],
+            out: VecDeque::with_capacity(POOL),
+            pool: (0..POOL).map(|_| Vec::with_capacity(MAX_PAYLOAD)).collect(),
+            dtmf_tx: set.dtmf_tx,
+            dtmf_rx: DtmfReceiver::new(),
+            events: VecDeque::with_capacity(16),
+            period: set.period,
+            next_tick: now,
+            marker: true,
+            bye_reported: false,
+            closed: false,
+            counters: Counters::default(),
+            origin: (now, wall),
+            last_now: now,
+            cfg,
+        })
+    }
+
+    /// Also pushes the decoded far-end audio (48 kHz mono) into `tap`, e.g. for recording.
+    /// Samples that do not fit are dropped.
+    pub fn set_record(&mut self, tap: rtrb::Producer<i16>) {
+        self.record = Some(tap);
+    }
+
+    /// The frame period (ptime).
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// The latest `now` seen and the matching wall-clock time.
+    fn clock(&self) -> (Instant, SystemTime) {
+        let (t0, wall0) = self.origin;
+        (
+            self.last_now,
+            wall0 + self.last_now.saturating_duration_since(t0),
+        )
+    }
+
+    fn seen(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+    }
+
+    fn sends(&self) -> bool {
+        let n = &self.cfg.negotiated;
+        !self.closed && n.direction.sends() && !n.remote_rtp.ip().is_unspecified()
+    }
+
+    /// Handles one datagram received at `now` from `from` (RTP or RTCP, either socket). Media
+    /// goes to the jitter buffer (when our direction receives), telephone events to the DTMF
+    /// receiver; anything invalid or foreign is counted and dropped.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.seen(now);
+        if self.closed {
+            return;
+        }
+        match self.session.handle_datagram(now, from, bytes) {
+            Received::Rtp {
+                seq,
+                ts,
+                ssrc,
+                pt,
+                payload,
+                ..
+            } => {
+                if Some(pt) == self.cfg.negotiated.telephone_event {
+                    if let Ok(Some(d)) = self.dtmf_rx.handle_payload(payload, ts) {
+                        self.counters.dtmf_received += 1;
+                        self.events.push_back(MediaEvent::Dtmf(d));
+                    }
+                } else if self.cfg.negotiated.direction.receives() {
+                    // Outcomes are counted by the jitter buffer.
+                    let _ = self.jitter.push(now, seq, ts, ssrc, payload);
+                }
+            }
+            Received::Rtcp => {
+                if self.session.stats().remote_bye && !self.bye_reported {
+                    self.bye_reported = true;
+                    self.events.push_back(MediaEvent::RemoteBye);
+                }
+            }
+            Received::Dropped(_) => {}
+        }
+    }
+
+    /// Runs one frame period at `now`: the send path (one captured frame → encoder → RTP, or
+    /// a DTMF packet) and the receive path (jitter buffer → decoder → playback ring and record
+    /// tap). Call once per [`period`](Self::period), or let
+    /// [`handle_timeout`](Self::handle_timeout) do it.
+    pub fn handle_tick(&mut self, now: Instant) {
+        self.seen(now);
+        self.next_tick += self.period;
+        if self.next_tick <= now {
+            // Far behind (the driver stalled): do not try to catch up in a burst.
+            self.next_tick = now + self.period;
+        }
+        if self.closed {
+            return;
+        }
+        self.send_path(now);
+        self.receive_path(now);
+    }
+
+    fn send_path(&mut self, now: Instant) {
+        let frame = self.encoder.frame_samples48();
+        let ts_step = self.encoder.rtp_ts_per_frame();
+        let backlog = self.capture.slots() / frame;
+        if backlog > MAX_CAPTURE_BACKLOG {
+            let drop = (backlog - MAX_CAPTURE_BACKLOG) * frame;
+            if let Ok(chunk) = self.capture.read_chunk(drop) {
+                chunk.commit_all();
+            }
+            self.counters.capture_dropped += (backlog - MAX_CAPTURE_BACKLOG) as u64;
+        }
+        let have_frame = self
+            .capture
+            .pop_entire_slice(&mut self.frame[..frame])
+            .is_ok();
+        if !self.sends() {
+            self.session.advance_timestamp(ts_step);
+            self.marker = true;
+            return;
+        }
+        if self.dtmf_tx.is_busy() {
+            if let Some(pkt) = self.dtmf_tx.poll_packet(self.session.next_timestamp()) {
+                if pkt.marker {
+                    self.counters.dtmf_sent += 1;
+                }
+                if let Ok(rtp) =
+                    self.session
+                        .send_dtmf(now, &pkt.payload, pkt.timestamp, pkt.marker)
+                {
+                    let (dest, bytes) = (rtp.destination, rtp.contents);
+                    queue(&mut self.out, &mut self.pool, dest, bytes);
+                }
+                self.session.advance_timestamp(ts_step);
+                self.marker = true;
+                return;
+            }
+        }
+        if !have_frame {
+            self.counters.capture_underruns += 1;
+            self.session.advance_timestamp(ts_step);
+            self.marker = true;
+            return;
+        }
+        let n = match self.encoder.encode(&self.frame[..frame], &mut self.payload) {
+            Ok(n) => n,
+            Err(_) => {
+                self.counters.encode_errors += 1;
+                0
+            }
+        };
+        if n == 0 {
+            // DTX (or an encoder error): nothing this frame; the timestamp still moves.
+            self.session.advance_timestamp(ts_step);
+            self.marker = true;
+            return;
+        }
+        if let Ok(rtp) = self
+            .session
+            .send_audio(now, &self.payload[..n], ts_step, self.marker)
+        {
+            let (dest, bytes) = (rtp.destination, rtp.contents);
+            queue(&mut self.out, &mut self.pool, dest, bytes);
+            self.marker = false;
+        }
+    }
+
+    fn receive_path(&mut self, now: Instant) {
+        let frame = self.encoder.frame_samples48();
+        let pcm = &mut self.pcm[..];
+        let dec = &mut self.decoder;
+        let c = &mut self.counters;
+        let n = match self.jitter.pop(now) {
+            Playout::Frame(p) => match dec.decode(p, pcm) {
+                Ok(n) => n,
+                Err(_) => {
+                    c.decode_errors += 1;
+                    c.concealed += 1;
+                    dec.conceal(pcm).unwrap_or(0)
+                }
+            },
+            Playout::Missing { next: Some(p) } if dec.has_fec(p) => match dec.decode_fec(p, pcm) {
+                Ok(n) => {
+                    c.fec_recovered += 1;
+                    n
+                }
+                Err(_) => {
+                    c.concealed += 1;
+                    dec.conceal(pcm).unwrap_or(0)
+                }
+            },
+            Playout::Missing { .. } => {
+                c.concealed += 1;
+                dec.conceal(pcm).unwrap_or(0)
+            }
+            Playout::Buffering => 0,
+        };
+        if n > 0 {
+            let js = self.jitter.stats();
+            c.delay_sum_ms += js.delay_ms;
+            c.delay_ticks += 1;
+        }
+        // Always hand the device exactly one frame per tick; pad short output with silence.
+        let n = n.min(pcm.len());
+        pcm[n..frame.max(n)].fill(0);
+        let out = &pcm[..frame.max(n)];
+        let (_, rest) = self.playback.push_partial_slice(out);
+        c.playback_overflow += rest.len() as u64;
+        if let Some(tap) = self.record.as_mut() {
+            let _ = tap.push_partial_slice(out);
+        }
+    }
+
+    /// The next datagram to send now (RTP first, then RTCP), if any. Call until `None` after
+    /// every other call. Datagrams to an unspecified address (RFC 2543 hold) are dropped.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.out.pop_front() {
+            return Some(t);
+        }
+        while let Some(t) = self.session.poll_transmit() {
+            if !t.destination.ip().is_unspecified() {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Gives a sent datagram's buffer back for reuse (keeps the send path allocation-free).
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.pool.len() < POOL {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due: the next tick or the next RTCP
+    /// report, whichever comes first. `None` after [`bye`](Self::bye).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        Some(match self.session.poll_timeout() {
+            Some(t) => t.min(self.next_tick),
+            None => self.next_tick,
+        })
+    }
+
+    /// Runs what is due at `now`: the RTCP timer and, when due, the frame tick.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.seen(now);
+        if self.closed {
+            return;
+        }
+        self.session.handle_timeout(now);
+        if now >= self.next_tick {
+            self.handle_tick(now);
+        }
+    }
+
+    /// Queues the DTMF `digit` (`0-9 * # A-D`); it goes out over the next ticks as RFC 4733
+    /// telephone events instead of audio.
+    pub fn send_dtmf(&mut self, _now: Instant, digit: char) -> Result<(), MediaError> {
+        if self.cfg.negotiated.telephone_event.is_none() {
+            return Err(MediaError::NoTelephoneEvent);
+        }
+        let mut buf = [0u8; 4];
+        self.dtmf_tx.queue(digit.encode_utf8(&mut buf))?;
+        Ok(())
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Applies a new negotiation (re-INVITE). A direction change alone (hold/resume) keeps
+    /// everything; a new address, payload type, codec, ptime or RTCP muxing starts a new RTP
+    /// session (new SSRC, allowed by RFC 3550 §8) and, for a codec or ptime change, new codec
+    /// state. Counters carry over. The new session's clock starts at the last `now` the
+    /// pipeline was given. Fails (leaving the old state in place) when the new codec
+    /// cannot be built.
+    pub fn update(&mut self, negotiated: Negotiated) -> Result<(), MediaError> {
+        let old = &self.cfg.negotiated;
+        let codec_changed = old.codec != negotiated.codec
+            || old.ptime != negotiated.ptime
+            || old.clock_rate != negotiated.clock_rate
+            || old.opus_fec != negotiated.opus_fec
+            || old.opus_max_average_bitrate != negotiated.opus_max_average_bitrate
+            || old.opus_max_playback_rate != negotiated.opus_max_playback_rate;
+        let session_changed = codec_changed
+            || old.payload_type != negotiated.payload_type
+            || old.telephone_event != negotiated.telephone_event
+            || old.remote_rtp != negotiated.remote_rtp
+            || old.remote_rtcp != negotiated.remote_rtcp
+            || old.rtcp_mux != negotiated.rtcp_mux
+            || old.local_rtp != negotiated.local_rtp;
+        let was_receiving = old.direction.receives();
+        if codec_changed {
+            let set = codec_set(&negotiated, &self.cfg.encoder)?;
+            let js = self.jitter.stats();
+            self.counters.late += js.late;
+            self.counters.duplicates += js.duplicates;
+            self.encoder = set.encoder;
+            self.decoder = set.decoder;
+            self.jitter = set.jitter;
+            self.dtmf_tx = set.dtmf_tx;
+            self.period = set.period;
+        }
+        self.cfg.negotiated = negotiated;
+        if session_changed {
+            self.prior = accumulate(self.prior, self.session.stats());
+            let salt = self.prior.packets_sent ^ 0x9E37_79B9_7F4A_7C15;
+            let (now, wall) = self.clock();
+            self.session = session_for(&self.cfg, now, wall, salt);
+            self.jitter.reset();
+            self.dtmf_rx = DtmfReceiver::new();
+        } else if !was_receiving && self.cfg.negotiated.direction.receives() {
+            self.jitter.reset();
+        }
+        self.marker = true;
+        Ok(())
+    }
+
+    /// Hangs up: queues a final RTCP report with BYE and stops ticking.
+    pub fn bye(&mut self, now: Instant) {
+        if !self.closed {
+            self.session.bye(now);
+            self.closed = true;
+        }
+    }
+
+    /// Statistics so far, with a MOS estimate.
+    pub fn stats(&self) -> CallStats {
+        let s = accumulate(self.prior, self.session.stats());
+        let js = self.jitter.stats();
+        let c = &self.counters;
+        let frame_ms = self.period.as_secs_f64() * 1000.0;
+        let mean = if c.delay_ticks > 0 {
+            c.delay_sum_ms / c.delay_ticks as f64
+        } else {
+            js.delay_ms
+        };
+        let late = c.late + js.late;
+        // Loss after recovery: packets lost or too late, minus those FEC rebuilt.
+        let expected = s.packets_received as f64 + s.lost.max(0) as f64;
+        let unrecovered = (s.lost.max(0) as f64 + late as f64 - c.fec_recovered as f64).max(0.0);
+        let loss_percent = if expected > 0.0 {
+            100.0 * unrecovered / expected
+        } else {
+            0.0
+        };
+        let codec = self.cfg.negotiated.codec;
+        let imp = quality::impairment(codec, true);
+        let network = s.rtt_ms.map_or(0.0, |r| r / 2.0);
+        let delay = mean + frame_ms + imp.lookahead_ms + network;
+        CallStats {
+            codec: codec.encoding_name(),
+            rtp_sent: s.packets_sent,
+            rtp_received: s.packets_received,
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            lost: s.lost,
+            fraction_lost: s.fraction_lost,
+            jitter_ms: s.jitter_ms,
+            rtt_ms: s.rtt_ms,
+            concealed_frames: c.concealed,
+            concealed_ms: c.concealed as f64 * frame_ms,
+            fec_recovered: c.fec_recovered,
+            jitter_buffer_ms: js.delay_ms,
+            jitter_buffer_mean_ms: mean,
+            late,
+            duplicates: c.duplicates + js.duplicates,
+            dropped_foreign: s.dropped_foreign,
+            remote_lost: s.remote_lost,
+            decode_errors: c.decode_errors,
+            encode_errors: c.encode_errors,
+            playback_overflow: c.playback_overflow,
+            capture_underruns: c.capture_underruns,
+            capture_dropped: c.capture_dropped,
+            dtmf_sent: c.dtmf_sent,
+            dtmf_received: c.dtmf_received,
+            mos: quality::mos_from_r(quality::r_factor(imp, loss_percent, delay)),
+        }
+    }
+}
+
+/// Copies an outgoing RTP packet into a pooled buffer and queues it.
+fn queue(out: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, dest: SocketAddr, bytes: &[u8]) {
+    let mut buf = pool.pop().unwrap_or_default();
+    buf.clear();
+    buf.extend_from_slice(bytes);
+    out.push_back(Transmit {
+        destination: dest,
+        contents: buf,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::test_util::goertzel;
+    use crate::signaling::sdp::{Codec, Direction};
+    use rand::Rng;
+
+    const RING: usize = 48_000 * 4;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn negotiated(
+        codec: Codec,
+        local: SocketAddr,
+        remote: SocketAddr,
+        dir: Direction,
+    ) -> Negotiated {
+        Negotiated {
+            local_rtp: local,
+            codec,
+            payload_type: if codec == Codec::Opus {
+                111
+            } else {
+                codec.default_payload_type()
+            },
+            clock_rate: codec.clock_rate(),
+            telephone_event: Some(101),
+            remote_rtp: remote,
+            remote_rtcp: remote,
+            rtcp_mux: true,
+            direction: dir,
+            ptime: 20,
+            opus_fec: true,
+            opus_max_average_bitrate: None,
+            opus_max_playback_rate: None,
+            opus_stereo: false,
+        }
+    }
+
+    /// One side of a call: the pipeline, its device-side ring ends and a tone generator.
+    struct End {
+        p: MediaPipeline,
+        addr: SocketAddr,
+        cap: rtrb::Producer<i16>,
+        play: rtrb::Consumer<i16>,
+        rec: rtrb::Consumer<i16>,
+        hz: f64,
+        phase: usize,
+        heard: Vec<i16>,
+        recorded: Vec<i16>,
+        /// RTP packets (not RTCP) this side sent.
+        rtp_out: usize,
+    }
+
+    impl End {
+        fn new(n: Negotiated, hz: f64, seed: u64, now: Instant) -> Self {
+            let (cap, cap_rx) = rtrb::RingBuffer::new(RING);
+            let (play_tx, play) = rtrb::RingBuffer::new(RING);
+            let (rec_tx, rec) = rtrb::RingBuffer::new(RING);
+            let me = n.local_rtp;
+            let cfg = PipelineConfig {
+                negotiated: n,
+                encoder: EncoderConfig::default(),
+                symmetric: true,
+                cname: format!("test{seed}@example.com"),
+                seed,
+            };
+            let mut p =
+                MediaPipeline::new(cfg, cap_rx, play_tx, now, SystemTime::UNIX_EPOCH).unwrap();
+            p.set_record(rec_tx);
+            End {
+                p,
+                addr: me,
+                cap,
+                play,
+                rec,
+                hz,
+                phase: 0,
+                heard: Vec::new(),
+                recorded: Vec::new(),
+                rtp_out: 0,
+            }
+        }
+
+        /// The audio device: one frame of tone in, whatever was played out.
+        fn device(&mut self, frame: usize) {
+            for _ in 0..frame {
+                let t = self.phase as f64 / 48_000.0;
+                let v = 8000.0 * (2.0 * std::f64::consts::PI * self.hz * t).sin();
+                self.cap.push(v as i16).unwrap();
+                self.phase += 1;
+            }
+            while let Ok(s) = self.play.pop() {
+                self.heard.push(s);
+            }
+            while let Ok(s) = self.rec.pop() {
+                self.recorded.push(s);
+            }
+        }
+
+        fn drain(&mut self) -> Vec<Transmit> {
+            let mut v = Vec::new();
+            while let Some(t) = self.p.poll_transmit() {
+                if !(64..=95).contains(&(t.contents[1] & 0x7f)) {
+                    self.rtp_out += 1;
+                }
+                v.push(t);
+            }
+            v
+        }
+    }
+
+    /// A seeded lossy, reordering link.
+    struct Link {
+        rng: StdRng,
+        loss: f64,
+        reorder: f64,
+        held: Option<Transmit>,
+    }
+
+    impl Link {
+        fn new(seed: u64, loss: f64, reorder: f64) -> Self {
+            Link {
+                rng: StdRng::seed_from_u64(seed),
+                loss,
+                reorder,
+                held: None,
+            }
+        }
+
+        /// Packets that come out of the link now, in order.
+        fn carry(&mut self, input: Vec<Transmit>) -> Vec<Transmit> {
+            let mut out = Vec::new();
+            for t in input {
+                if self.rng.random::<f64>() < self.loss {
+                    continue;
+                }
+                if self.held.is_none() && self.rng.random::<f64>() < self.reorder {
+                    self.held = Some(t);
+                    continue;
+                }
+                out.push(t);
+                out.extend(self.held.take());
+            }
+            out
+        }
+    }
+
+    /// Runs both ends for `ms` of virtual time, ticking every 20 ms.
+    fn run(
+        a: &mut End,
+        b: &mut End,
+        start: Instant,
+        ms: u64,
+        ab: &mut Link,
+        ba: &mut Link,
+    ) -> Instant {
+        let mut now = start;
+        for _ in 0..ms / 20 {
+            a.device(960);
+            b.device(960);
+            a.p.handle_timeout(now);
+            b.p.handle_timeout(now);
+            let from_a = ab.carry(a.drain());
+            let from_b = ba.carry(b.drain());
+            for t in from_a {
+                assert_eq!(t.destination, b.addr);
+                b.p.handle_datagram(now, a.addr, &t.contents);
+                a.p.recycle(t.contents);
+            }
+            for t in from_b {
+                assert_eq!(t.destination, a.addr);
+                a.p.handle_datagram(now, b.addr, &t.contents);
+                b.p.recycle(t.contents);
+            }
+            now += Duration::from_millis(20);
+        }
+        a.device(0);
+        b.device(0);
+        now
+    }
+
+    /// Power at `hz` relative to half the mean square: 1.0 for a pure tone at `hz`.
+    fn purity(x: &[i16], hz: f64) -> f64 {
+        let ms = x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / x.len() as f64;
+        if ms == 0.0 {
+            return 0.0;
+        }
+        4.0 * goertzel(x, 48_000.0, hz) / (2.0 * ms)
+    }
+
+    fn pair(codec: Codec, now: Instant) -> (End, End) {
+        let (aa, ba) = (addr("10.0.0.1:4000"), addr("10.0.0.2:5000"));
+        let a = End::new(
+            negotiated(codec, aa, ba, Direction::SendRecv),
+            440.0,
+            1,
+            now,
+        );
+        let b = End::new(
+            negotiated(codec, ba, aa, Direction::SendRecv),
+            1000.0,
+            2,
+            now,
+        );
+        (a, b)
+    }
+
+    fn last_second(x: &[i16]) -> &[i16] {
+        assert!(x.len() >= 48_000, "only {} samples", x.len());
+        &x[x.len() - 48_000..]
+    }
+
+    fn two_way(codec: Codec) {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(codec, t0);
+        let (mut ab, mut ba) = (Link::new(1, 0.0, 0.0), Link::new(2, 0.0, 0.0));
+        let mut t = run(&mut a, &mut b, t0, 3000, &mut ab, &mut ba);
+        // Every tick hands the device exactly one frame.
+        assert_eq!(b.heard.len(), 150 * 960);
+        let pb = purity(last_second(&b.heard), 440.0);
+        let pa = purity(last_second(&a.heard), 1000.0);
+        assert!(pb > 0.8, "B hears 440 Hz with purity {pb}");
+        assert!(pa > 0.8, "A hears 1000 Hz with purity {pa}");
+        assert!(purity(last_second(&b.heard), 1000.0) < 0.01);
+        assert!(purity(last_second(&b.recorded), 440.0) > 0.8);
+        let (sa, sb) = (a.p.stats(), b.p.stats());
+        assert_eq!(sa.codec, codec.encoding_name());
+        assert_eq!(sa.rtp_sent, 150);
+        assert_eq!(sb.rtp_received, 150);
+        assert_eq!(sb.lost, 0);
+        assert_eq!(sb.concealed_frames, 0);
+        assert_eq!(sa.capture_underruns, 0);
+        assert!(
+            sb.jitter_buffer_mean_ms < 60.0,
+            "{}",
+            sb.jitter_buffer_mean_ms
+        );
+        assert!(sb.mos > 4.2 && sb.mos <= 4.5, "mos {}", sb.mos);
+        assert_eq!(b.rtp_out, 150);
+        // RTCP: after a few report intervals both sides know the round-trip time (≈ 0 here).
+        for _ in 0..10 {
+            if a.p.stats().rtt_ms.is_some() && b.p.stats().rtt_ms.is_some() {
+                break;
+            }
+            t = run(&mut a, &mut b, t, 1000, &mut ab, &mut ba);
+        }
+        for s in [a.p.stats(), b.p.stats()] {
+            let rtt = s.rtt_ms.expect("RTCP round trip measured");
+            assert!(rtt < 1.0, "{rtt}");
+        }
+    }
+
+    #[test]
+    fn opus_tones_cross_over() {
+        two_way(Codec::Opus);
+    }
+
+    #[test]
+    fn pcmu_tones_cross_over() {
+        two_way(Codec::Pcmu);
+    }
+
+    fn lossy(codec: Codec) {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(codec, t0);
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            3000,
+            &mut Link::new(7, 0.05, 0.05),
+            &mut Link::new(8, 0.05, 0.05),
+        );
+        let pb = purity(last_second(&b.heard), 440.0);
+        let pa = purity(last_second(&a.heard), 1000.0);
+        assert!(pb > 0.5, "B hears 440 Hz with purity {pb}");
+        assert!(pa > 0.5, "A hears 1000 Hz with purity {pa}");
+        for s in [a.p.stats(), b.p.stats()] {
+            assert!(s.lost > 0, "{s:?}");
+            assert!(s.fec_recovered + s.concealed_frames > 0, "{s:?}");
+            assert!(s.mos < 4.4 && s.mos > 2.0, "{s:?}");
+        }
+        let clean = {
+            let (mut a, mut b) = pair(codec, t0);
+            run(
+                &mut a,
+                &mut b,
+                t0,
+                3000,
+                &mut Link::new(1, 0.0, 0.0),
+                &mut Link::new(2, 0.0, 0.0),
+            );
+            b.p.stats().mos
+        };
+        assert!(b.p.stats().mos < clean);
+    }
+
+    #[test]
+    fn opus_survives_loss_and_reordering() {
+        lossy(Codec::Opus);
+    }
+
+    #[test]
+    fn pcmu_survives_loss_and_reordering() {
+        lossy(Codec::Pcmu);
+    }
+
+    #[test]
+    fn dtmf_digits_arrive_once_each() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        for d in "123#".chars() {
+            a.p.send_dtmf(t0, d).unwrap();
+        }
+        assert!(matches!(a.p.send_dtmf(t0, 'x'), Err(MediaError::Dtmf(_))));
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            2000,
+            &mut Link::new(1, 0.0, 0.0),
+            &mut Link::new(2, 0.0, 0.0),
+        );
+        let events: Vec<_> = std::iter::from_fn(|| b.p.poll_event()).collect();
+        assert_eq!(
+            events,
+            "123#".chars().map(MediaEvent::Dtmf).collect::<Vec<_>>()
+        );
+        assert_eq!(a.p.stats().dtmf_sent, 4);
+        assert_eq!(b.p.stats().dtmf_received, 4);
+        assert_eq!(a.p.poll_event(), None);
+        // Audio resumed after the digits: B hears the tone at the end.
+        assert!(purity(last_second(&b.heard), 440.0) > 0.8);
+    }
+
+    #[test]
+    fn dtmf_needs_telephone_event() {
+        let t0 = Instant::now();
+        let (aa, ba) = (addr("10.0.0.1:4000"), addr("10.0.0.2:5000"));
+        let mut n = negotiated(Codec::Pcma, aa, ba, Direction::SendRecv);
+        n.telephone_event = None;
+        let mut a = End::new(n, 440.0, 1, t0);
+        assert!(matches!(
+            a.p.send_dtmf(t0, '1'),
+            Err(MediaError::NoTelephoneEvent)
+        ));
+    }
+
+    #[test]
+    fn hold_stops_rtp_from_the_held_side() {
+        let t0 = Instant::now();
+        let (aa, ba) = (addr("10.0.0.1:4000"), addr("10.0.0.2:5000"));
+        let mut a = End::new(
+            negotiated(Codec::Opus, aa, ba, Direction::SendOnly),
+            440.0,
+            1,
+            t0,
+        );
+        let mut b = End::new(
+            negotiated(Codec::Opus, ba, aa, Direction::RecvOnly),
+            1000.0,
+            2,
+            t0,
+        );
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            3000,
+            &mut Link::new(1, 0.0, 0.0),
+            &mut Link::new(2, 0.0, 0.0),
+        );
+        assert_eq!(b.rtp_out, 0);
+        assert_eq!(b.p.stats().rtp_sent, 0);
+        assert_eq!(a.p.stats().rtp_received, 0);
+        assert!(a.rtp_out > 100);
+        assert!(purity(last_second(&b.heard), 440.0) > 0.8);
+        // A plays silence; the capture ring on B does not back up.
+        assert!(a.heard.iter().all(|&s| s == 0));
+        assert_eq!(b.cap.slots(), RING);
+    }
+
+    #[test]
+    fn reinvite_hold_and_resume() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Pcmu, t0);
+        let (mut ab, mut ba) = (Link::new(1, 0.0, 0.0), Link::new(2, 0.0, 0.0));
+        let t = run(&mut a, &mut b, t0, 1000, &mut ab, &mut ba);
+        // A puts B on hold the RFC 2543 way: B's peer address becomes 0.0.0.0.
+        let mut held = negotiated(
+            Codec::Pcmu,
+            b.addr,
+            addr("0.0.0.0:5000"),
+            Direction::SendRecv,
+        );
+        held.remote_rtcp = held.remote_rtp;
+        b.p.update(held).unwrap();
+        let before = b.rtp_out;
+        let t = run(&mut a, &mut b, t, 1000, &mut ab, &mut ba);
+        assert_eq!(b.rtp_out, before, "no RTP to 0.0.0.0");
+        b.p.update(negotiated(Codec::Pcmu, b.addr, a.addr, Direction::SendRecv))
+            .unwrap();
+        run(&mut a, &mut b, t, 1500, &mut ab, &mut ba);
+        assert!(b.rtp_out >= before + 70, "{} vs {before}", b.rtp_out);
+        assert!(purity(last_second(&a.heard), 1000.0) > 0.8);
+        // Counters carried over the new session.
+        assert!(b.p.stats().rtp_sent >= b.rtp_out as u64);
+    }
+
+    #[test]
+    fn codec_change_by_reinvite() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        let (mut ab, mut ba) = (Link::new(1, 0.0, 0.0), Link::new(2, 0.0, 0.0));
+        let t = run(&mut a, &mut b, t0, 1000, &mut ab, &mut ba);
+        a.p.update(negotiated(Codec::Pcma, a.addr, b.addr, Direction::SendRecv))
+            .unwrap();
+        b.p.update(negotiated(Codec::Pcma, b.addr, a.addr, Direction::SendRecv))
+            .unwrap();
+        run(&mut a, &mut b, t, 2000, &mut ab, &mut ba);
+        assert_eq!(b.p.stats().codec, "PCMA");
+        assert!(purity(last_second(&b.heard), 440.0) > 0.8);
+        assert!(purity(last_second(&a.heard), 1000.0) > 0.8);
+    }
+
+    #[test]
+    fn capture_underrun_skips_a_frame_and_backlog_is_bounded() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Pcmu, t0);
+        // No audio captured for the first tick.
+        a.p.handle_tick(t0);
+        assert!(a.drain().is_empty());
+        assert_eq!(a.p.stats().capture_underruns, 1);
+        // Then ten frames at once: at most the backlog is kept, one frame goes out.
+        a.device(9600);
+        a.p.handle_tick(t0 + Duration::from_millis(20));
+        let sent = a.drain();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            a.p.stats().capture_dropped,
+            (10 - MAX_CAPTURE_BACKLOG) as u64
+        );
+        assert_eq!(a.p.capture.slots(), (MAX_CAPTURE_BACKLOG - 1) * 960);
+        // Its timestamp is one frame (160 ticks at 8 kHz) after the skipped one, with the marker.
+        let h = &sent[0].contents;
+        assert_ne!(h[1] & 0x80, 0, "marker");
+        b.p.handle_datagram(t0, a.addr, h);
+        assert_eq!(b.p.stats().rtp_received, 1);
+        assert!(a.p.poll_timeout().unwrap() <= t0 + Duration::from_millis(40));
+    }
+
+    #[test]
+    fn bye_sends_rtcp_bye_and_stops() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        let t = run(
+            &mut a,
+            &mut b,
+            t0,
+            200,
+            &mut Link::new(1, 0.0, 0.0),
+            &mut Link::new(2, 0.0, 0.0),
+        );
+        a.p.bye(t);
+        assert_eq!(a.p.poll_timeout(), None);
+        let out = a.drain();
+        assert_eq!(out.len(), 1);
+        b.p.handle_datagram(t, a.addr, &out[0].contents);
+        assert_eq!(b.p.poll_event(), Some(MediaEvent::RemoteBye));
+        a.device(960);
+        a.p.handle_tick(t);
+        assert!(a.drain().is_empty());
+    }
+}

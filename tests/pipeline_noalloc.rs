@@ -1,0 +1,163 @@
+//! Proves that a call's steady state does not allocate: two `MediaPipeline`s wired back to back
+//! tick, exchange RTP and play out under a counting global allocator (the `assert_no_alloc`
+//! pattern). RTCP is left out (its compound packets are built every few seconds and allocate).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use wakeline::media::codec::EncoderConfig;
+use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
+use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
+// GlobalAlloc contract; the only addition is bumping a const-initialised thread-local counter,
+// which neither allocates nor unwinds.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same layout the caller gave us, per the GlobalAlloc contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations<R>(f: impl FnOnce() -> R) -> (usize, R) {
+    let before = ALLOCS.with(Cell::get);
+    let r = f();
+    (ALLOCS.with(Cell::get) - before, r)
+}
+
+fn negotiated(codec: Codec, local: SocketAddr, remote: SocketAddr) -> Negotiated {
+    Negotiated {
+        local_rtp: local,
+        codec,
+        payload_type: codec.default_payload_type(),
+        clock_rate: codec.clock_rate(),
+        telephone_event: Some(101),
+        remote_rtp: remote,
+        remote_rtcp: remote,
+        rtcp_mux: true,
+        direction: Direction::SendRecv,
+        ptime: 20,
+        opus_fec: true,
+        opus_max_average_bitrate: None,
+        opus_max_playback_rate: None,
+        opus_stereo: false,
+    }
+}
+
+struct End {
+    p: MediaPipeline,
+    addr: SocketAddr,
+    cap: rtrb::Producer<i16>,
+    play: rtrb::Consumer<i16>,
+    phase: u64,
+}
+
+impl End {
+    fn new(codec: Codec, me: &str, peer: &str, now: Instant) -> Self {
+        let (me, peer) = (me.parse().unwrap(), peer.parse().unwrap());
+        let (cap, cap_rx) = rtrb::RingBuffer::new(48_000);
+        let (play_tx, play) = rtrb::RingBuffer::new(48_000);
+        let cfg = PipelineConfig {
+            negotiated: negotiated(codec, me, peer),
+            encoder: EncoderConfig::default(),
+            symmetric: true,
+            cname: "noalloc@example.com".into(),
+            seed: 7,
+        };
+        let p = MediaPipeline::new(cfg, cap_rx, play_tx, now, SystemTime::UNIX_EPOCH).unwrap();
+        End {
+            p,
+            addr: me,
+            cap,
+            play,
+            phase: 0,
+        }
+    }
+
+    /// One frame of a 440 Hz tone in; returns the energy of what was played out.
+    fn device(&mut self) -> f64 {
+        for _ in 0..960 {
+            let t = self.phase as f64 / 48_000.0;
+            let _ = self
+                .cap
+                .push((8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16);
+            self.phase += 1;
+        }
+        let mut e = 0.0;
+        while let Ok(s) = self.play.pop() {
+            e += f64::from(s).powi(2);
+        }
+        e
+    }
+}
+
+/// One 20 ms tick of both ends; returns the energy played out.
+fn tick(a: &mut End, b: &mut End, now: Instant) -> f64 {
+    let e = a.device() + b.device();
+    a.p.handle_tick(now);
+    b.p.handle_tick(now);
+    while let Some(t) = a.p.poll_transmit() {
+        b.p.handle_datagram(now, a.addr, &t.contents);
+        a.p.recycle(t.contents);
+    }
+    while let Some(t) = b.p.poll_transmit() {
+        a.p.handle_datagram(now, b.addr, &t.contents);
+        b.p.recycle(t.contents);
+    }
+    e
+}
+
+#[test]
+fn counter_sees_allocations() {
+    let (n, v) = allocations(|| vec![1u8; 64]);
+    assert!(n >= 1 && v.len() == 64);
+}
+
+#[test]
+fn steady_state_ticks_do_not_allocate() {
+    for codec in [Codec::Opus, Codec::Pcmu] {
+        let t0 = Instant::now();
+        let mut a = End::new(codec, "10.0.0.1:4000", "10.0.0.2:5000", t0);
+        let mut b = End::new(codec, "10.0.0.2:5000", "10.0.0.1:4000", t0);
+        let mut now = t0;
+        // Warm up: the jitter buffers start playing, the buffer pools fill.
+        for _ in 0..50 {
+            tick(&mut a, &mut b, now);
+            now += Duration::from_millis(20);
+        }
+        let (n, energy) = allocations(|| {
+            let mut e = 0.0;
+            for _ in 0..100 {
+                e += tick(&mut a, &mut b, now);
+                now += Duration::from_millis(20);
+            }
+            e
+        });
+        assert!(energy > 0.0, "{codec:?}: audio flowed");
+        assert!(a.p.stats().rtp_received >= 140, "{:?}", a.p.stats());
+        assert_eq!(n, 0, "{codec:?}: {n} allocations in 100 ticks");
+    }
+}
