@@ -6,7 +6,7 @@
 //! `Event::Ended` was emitted. An entry for a re-INVITE closes on its one final response.
 //! A second final or a second `Ended` is a bug: it trips a `debug_assert!` and is counted.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The ledger key: Call-ID, CSeq number, top Via branch of the INVITE.
@@ -71,6 +71,7 @@ pub struct LedgerStats {
 pub struct Ledger {
     open: BTreeMap<LedgerKey, Entry>,
     closed: VecDeque<(Instant, LedgerKey)>,
+    closed_keys: HashSet<LedgerKey>,
     stats: LedgerStats,
 }
 
@@ -103,7 +104,7 @@ impl Ledger {
 
     /// Whether the key is open or closed recently.
     pub fn seen(&self, key: &LedgerKey) -> bool {
-        self.open.contains_key(key) || self.closed.iter().any(|(_, k)| k == key)
+        self.open.contains_key(key) || self.closed_keys.contains(key)
     }
 
     /// Whether the key is open.
@@ -138,7 +139,7 @@ impl Ledger {
 
     fn mark(&mut self, key: &LedgerKey, now: Instant, which: Mark) {
         let Some(e) = self.open.get_mut(key) else {
-            if self.closed.iter().any(|(_, k)| k == key) {
+            if self.closed_keys.contains(key) {
                 match which {
                     Mark::Final => self.stats.double_finals += 1,
                     Mark::Ended => self.stats.double_ended += 1,
@@ -170,6 +171,7 @@ impl Ledger {
         if done {
             self.open.remove(key);
             self.closed.push_back((now, key.clone()));
+            self.closed_keys.insert(key.clone());
             self.stats.closed += 1;
         }
         self.expire(now);
@@ -179,7 +181,9 @@ impl Ledger {
     pub fn expire(&mut self, now: Instant) {
         while let Some((at, _)) = self.closed.front() {
             if now.saturating_duration_since(*at) > REMEMBER {
-                self.closed.pop_front();
+                if let Some((_, k)) = self.closed.pop_front() {
+                    self.closed_keys.remove(&k);
+                }
             } else {
                 break;
             }

@@ -11,8 +11,9 @@
 //!   gets a BYE and the call ends `Failed`, status 488).
 //! - A re-INVITE without SDP is answered 200 with our current description and the ACK's body is
 //!   ignored (this keeps session-refresh re-INVITEs working).
-//! - A 2xx we send is not retransmitted by the core (TCP only); if no ACK arrives within 64·T1
-//!   the call sends BYE and ends `Failed`.
+//! - A 2xx we send is re-sent by the call (RFC 3261 §13.3.1.4: after T1, doubling up to T2) until
+//!   the ACK comes, even on TCP (a proxy on the path may use UDP); if no ACK arrives within
+//!   64·T1 the call sends BYE and ends `Failed` (status 408).
 //! - When the flow of a call dies, the call ends at once: an unanswered incoming call ends
 //!   `Failed` with status 0 (its final response is recorded as abandoned in the ledger; we do not
 //!   open a new connection to the Via address), an answered one ends `Answered`, reason
@@ -88,6 +89,18 @@ pub struct TheirReInvite {
     pub ledger: LedgerKey,
 }
 
+/// The UAS core's 2xx retransmission (RFC 3261 §13.3.1.4): every T1, doubling up to T2,
+/// until the ACK arrives (or 64·T1 pass and the call gives up).
+#[derive(Debug, Clone)]
+pub struct OkRetransmit {
+    /// The 2xx as sent.
+    pub bytes: Vec<u8>,
+    /// Next retransmission.
+    pub at: Instant,
+    /// Current interval.
+    pub interval: std::time::Duration,
+}
+
 /// One call.
 #[derive(Debug)]
 pub struct Call {
@@ -143,6 +156,8 @@ pub struct Call {
     pub held: bool,
     /// The peer put us on hold.
     pub peer_held: bool,
+    /// UAS: our 2xx, re-sent until the ACK comes (RFC 3261 §13.3.1.4).
+    pub ok_retransmit: Option<OkRetransmit>,
     /// UAS: the INVITE had no offer; ours went in the 200 and the answer comes in the ACK.
     pub late_offer: bool,
     /// UAS: the app hung up before the ACK of our 2xx came; BYE once it does (RFC 3261 §15).
@@ -191,6 +206,7 @@ impl Call {
             peer_held: false,
             bye_after_ack: false,
             late_offer: false,
+            ok_retransmit: None,
             our_reinvite: None,
             their_reinvite: None,
         }
@@ -203,10 +219,14 @@ impl Call {
 
     /// The next deadline of this call.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadline, self.linger_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadline,
+            self.linger_until,
+            self.ok_retransmit.as_ref().map(|r| r.at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -320,6 +340,19 @@ impl SignalingCore {
             }
             return;
         }
+        if c.phase != Phase::WaitAck {
+            c.ok_retransmit = None;
+        }
+        let t2 = self.config.timers.t2;
+        if let Some(r) = c.ok_retransmit.as_mut().filter(|r| r.at <= now) {
+            r.interval = (r.interval * 2).min(t2);
+            r.at = now + r.interval;
+            let (flow, bytes) = (c.flow, r.bytes.clone());
+            self.transmit(flow, bytes);
+        }
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
         if c.deadline.is_some_and(|at| at <= now) {
             c.deadline = None;
             match (c.role, c.phase) {

@@ -10,7 +10,9 @@
 //! ```
 
 use super::ledger::EntryKind;
-use super::{ledger_key, response, unsupported, Call, Phase, Role, TheirReInvite, ACCEPT};
+use super::{
+    ledger_key, response, unsupported, Call, OkRetransmit, Phase, Role, TheirReInvite, ACCEPT,
+};
 use crate::signaling::core::{
     CallHandle, CallOutcome, CallState, CoreError, Event, FlowId, SignalingCore, TxOwner,
 };
@@ -265,9 +267,15 @@ impl SignalingCore {
         resp.headers
             .push(HeaderName::ContentType, "application/sdp");
         resp.body = answer.to_string().into_bytes();
+        let bytes = resp.to_bytes();
         self.uas_final(now, h, resp);
         if let Some(c) = self.calls.get_mut(&h) {
             c.deadline = Some(now + 64 * t1);
+            c.ok_retransmit = Some(OkRetransmit {
+                bytes,
+                at: now + t1,
+                interval: t1,
+            });
         }
         if let Some(media) = negotiated {
             self.event(Event::Media {
@@ -348,6 +356,7 @@ impl SignalingCore {
         if c.phase == Phase::WaitAck {
             c.phase = Phase::Connected;
             c.deadline = None;
+            c.ok_retransmit = None;
             if c.late_offer {
                 let answer = SessionDescription::parse_bytes(&req.body);
                 let media = match (&c.offer, answer) {
@@ -779,6 +788,14 @@ mod tests {
         s.collect();
         while s.jump(Duration::from_secs(40)) {}
         assert_eq!(ended(&s)[1], (408, CallOutcome::Failed));
+        // Re-sent after T1, 2·T1, 4·T1, then every T2 until 64·T1 (RFC 3261 §13.3.1.4): at
+        // 0.5, 1.5, 3.5, 7.5, 11.5 ... 31.5 s.
+        let oks = s
+            .responses()
+            .iter()
+            .filter(|r| r.status == 200 && r.call_id == "call-2")
+            .count();
+        assert_eq!(oks, 1 + 10, "200 sent once and re-sent 10 times");
         assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
         assert_eq!(s.core.ledger_open(), 0);
     }
