@@ -1159,4 +1159,18 @@ mod tests {
         assert!(options_ok.contains("Allow: INVITE"), "{options_ok}");
         assert!(options_ok.contains("Accept: application/sdp"));
     }
+
+    #[test]
+    fn ping_gets_pong_and_framing_error_closes_the_flow() {
+        let mut s = testkit::Solo::new(Config::default(), origin());
+        let flow = s.flow.unwrap();
+        s.feed("\r\n\r\n");
+        assert_eq!(s.sent.last().map(Vec::as_slice), Some(&b"\r\n"[..]));
+        s.feed("OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKx\r\n\r\n");
+        assert!(
+            s.flow.is_none(),
+            "no Content-Length on a stream: the flow is closed"
+        );
+        assert!(s.events.contains(&Event::FlowDown { flow }));
+    }
 }

@@ -33,8 +33,10 @@ impl SignalingCore {
         if target.scheme == Scheme::Tel && self.config.account.is_none() {
             return Err(CoreError::BadTarget("tel: needs an account".into()));
         }
-        if target.transport().is_some_and(|t| t != "tcp" && t != "tls") {
-            return Err(CoreError::BadTarget(format!("transport of {target}")));
+        if target.scheme == Scheme::Sips || target.transport().is_some_and(|t| t != "tcp") {
+            return Err(CoreError::BadTarget(format!(
+                "{target}: only SIP over TCP is supported"
+            )));
         }
         let flow = if self.config.account.is_some() {
             self.control_flow_for_call(now)?
@@ -637,6 +639,24 @@ mod tests {
             .unwrap();
         s.collect();
         assert_eq!(s.connects.len(), 1);
+    }
+
+    #[test]
+    fn unsupported_targets_are_refused() {
+        let mut s = Solo::client(Config::default(), origin());
+        let media = "127.0.0.1:4000".parse().unwrap();
+        for t in [
+            "sips:bob@127.0.0.1",
+            "sip:bob@127.0.0.1;transport=udp",
+            "tel:+15551234",
+        ] {
+            let r = s.core.call(s.now, Uri::parse(t).unwrap(), media);
+            assert!(
+                matches!(r, Err(crate::signaling::core::CoreError::BadTarget(_))),
+                "{t}"
+            );
+        }
+        assert!(s.core.poll_output().is_none());
     }
 
     #[test]
