@@ -2,9 +2,17 @@
 //!
 //! Group `parse`: rsip alone on a real ~900-byte INVITE against our full receive path
 //! (framer + `Message::parse`, which normalises and still runs rsip underneath).
+//!
+//! Group `call_cycle`: whole calls through the sans-IO core with no sockets.
+//! `uas` is one `SignalingCore` answering a scripted peer (INVITE → 100/180/200 → ACK → BYE →
+//! 200), the cost the issue names; `pair` is two cores calling each other (both sides' work).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use wakeline::signaling::config::Config;
+use wakeline::signaling::core::testkit::Pair;
+use wakeline::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore};
 use wakeline::signaling::framing::{Frame, Framer, FramerLimits};
 use wakeline::signaling::message::{testdata, Message};
 
@@ -28,5 +36,104 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+/// A scripted UAC peer on one accepted flow: builds each cycle's requests with fresh ids.
+struct ScriptedPeer {
+    core: SignalingCore,
+    flow: FlowId,
+    now: Instant,
+    n: u64,
+    media: SocketAddr,
+}
+
+impl ScriptedPeer {
+    fn new(origin: Instant) -> Self {
+        let mut core = SignalingCore::new(Config::default());
+        let local: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let flow = core.handle_flow_accepted(origin, local, remote);
+        ScriptedPeer {
+            core,
+            flow,
+            now: origin,
+            n: 0,
+            media: "127.0.0.1:4000".parse().unwrap(),
+        }
+    }
+
+    fn request(&self, method: &str, branch: &str, to_tag: &str, cseq: &str, sdp: &str) -> Vec<u8> {
+        let n = self.n;
+        format!(
+            "{method} sip:wakeline@127.0.0.1:5070;transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bK-{n}-{branch}\r\n\
+             From: <sip:peer@127.0.0.1:40000>;tag=p{n}\r\n\
+             To: <sip:wakeline@127.0.0.1:5070>{to_tag}\r\n\
+             Call-ID: cycle-{n}@bench\r\nCSeq: {cseq}\r\n\
+             Contact: <sip:peer@127.0.0.1:40000;transport=tcp>\r\nMax-Forwards: 70\r\n{sdp}"
+        )
+        .into_bytes()
+    }
+
+    /// Drains outputs; returns the Incoming call and the To tag of a 200 OK to INVITE, if seen.
+    fn drain(&mut self) -> (Option<CallHandle>, Option<String>) {
+        let (mut incoming, mut tag) = (None, None);
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Event(Event::Incoming { call, .. }) => incoming = Some(call),
+                Output::Transmit { bytes, .. } if bytes.starts_with(b"SIP/2.0 200") => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    if text.contains("INVITE\r\n") {
+                        tag = text
+                            .lines()
+                            .find(|l| l.starts_with("To:"))
+                            .and_then(|l| l.split(";tag=").nth(1))
+                            .map(|t| t.trim().to_string());
+                    }
+                }
+                other => drop(black_box(other)),
+            }
+        }
+        (incoming, tag)
+    }
+
+    fn cycle(&mut self) {
+        self.n += 1;
+        self.now += Duration::from_millis(40);
+        if self.core.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.core.handle_timeout(self.now);
+        }
+        let body = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                    m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        let sdp = format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let invite = self.request("INVITE", "inv", "", "1 INVITE", &sdp);
+        self.core.handle_received(self.now, self.flow, &invite);
+        let (call, _) = self.drain();
+        let call = call.expect("incoming call");
+        self.core.ring(self.now, call).expect("ring");
+        self.core.answer(self.now, call, self.media).expect("answer");
+        let (_, tag) = self.drain();
+        let to_tag = format!(";tag={}", tag.expect("200 OK with a To tag"));
+        let empty = "Content-Length: 0\r\n\r\n";
+        let ack = self.request("ACK", "ack", &to_tag, "1 ACK", empty);
+        self.core.handle_received(self.now, self.flow, &ack);
+        self.drain();
+        let bye = self.request("BYE", "bye", &to_tag, "2 BYE", empty);
+        self.core.handle_received(self.now, self.flow, &bye);
+        self.drain();
+    }
+}
+
+fn call_cycle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("call_cycle");
+    group.throughput(criterion::Throughput::Elements(1));
+    let mut peer = ScriptedPeer::new(Instant::now());
+    group.bench_function("uas", |b| b.iter(|| peer.cycle()));
+    let mut pair = Pair::new(Config::default(), Config::default(), Instant::now());
+    group.bench_function("pair", |b| b.iter(|| assert!(pair.call_cycle())));
+    group.finish();
+}
+
+criterion_group!(benches, parse, call_cycle);
 criterion_main!(benches);
