@@ -101,6 +101,17 @@ pub struct OkRetransmit {
     pub interval: std::time::Duration,
 }
 
+/// RFC 3261 §8.2.2.2 identity of an initial INVITE: Call-ID, From tag, CSeq number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MergeKey {
+    /// Call-ID.
+    pub call_id: String,
+    /// From tag.
+    pub from_tag: String,
+    /// CSeq number.
+    pub cseq: u32,
+}
+
 /// One call.
 #[derive(Debug)]
 pub struct Call {
@@ -156,6 +167,8 @@ pub struct Call {
     pub held: bool,
     /// The peer put us on hold.
     pub peer_held: bool,
+    /// UAS: this call's entry in the merged-request index.
+    pub merge_key: Option<MergeKey>,
     /// UAS: our 2xx, re-sent until the ACK comes (RFC 3261 §13.3.1.4).
     pub ok_retransmit: Option<OkRetransmit>,
     /// UAS: the INVITE had no offer; ours went in the 200 and the answer comes in the ACK.
@@ -207,6 +220,7 @@ impl Call {
             bye_after_ack: false,
             late_offer: false,
             ok_retransmit: None,
+            merge_key: None,
             our_reinvite: None,
             their_reinvite: None,
         }
@@ -336,6 +350,15 @@ impl SignalingCore {
                 }
                 if self.uac_calls.get(&c.call_id) == Some(&h) {
                     self.uac_calls.remove(&c.call_id);
+                }
+                if let Some(k) = &c.merge_key {
+                    if self
+                        .merge_index
+                        .get(k)
+                        .is_some_and(|(_, owner)| *owner == h)
+                    {
+                        self.merge_index.remove(k);
+                    }
                 }
             }
             return;

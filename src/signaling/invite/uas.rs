@@ -11,7 +11,8 @@
 
 use super::ledger::EntryKind;
 use super::{
-    ledger_key, response, unsupported, Call, OkRetransmit, Phase, Role, TheirReInvite, ACCEPT,
+    ledger_key, response, unsupported, Call, MergeKey, OkRetransmit, Phase, Role, TheirReInvite,
+    ACCEPT,
 };
 use crate::signaling::core::{
     CallHandle, CallOutcome, CallState, CoreError, Event, FlowId, SignalingCore, TxOwner,
@@ -125,28 +126,33 @@ impl SignalingCore {
     }
 
     /// RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq as an INVITE we already have, but
-    /// another branch.
-    fn is_merged(&self, h: CallHandle, req: &Request) -> bool {
-        let from_tag = req.headers.from().and_then(|f| f.tag().map(str::to_string));
-        let call_id = req.headers.call_id();
-        let cseq = req.headers.cseq();
-        let branch = req
-            .headers
-            .top_via()
-            .and_then(|v| v.branch().map(str::to_string));
-        self.calls.values().any(|c| {
-            c.handle != h
-                && c.role == Role::Uas
-                && c.invite.as_ref().is_some_and(|i| {
-                    i.headers.call_id() == call_id
-                        && i.headers.cseq() == cseq
-                        && i.headers.from().and_then(|f| f.tag().map(str::to_string)) == from_tag
-                        && i.headers
-                            .top_via()
-                            .and_then(|v| v.branch().map(str::to_string))
-                            != branch
-                })
-        })
+    /// another branch. The first INVITE of each (Call-ID, From tag, CSeq) is indexed.
+    fn is_merged(&mut self, h: CallHandle, req: &Request) -> bool {
+        let (Some(call_id), Some(from), Some(cseq), Some(via)) = (
+            req.headers.call_id(),
+            req.headers.from(),
+            req.headers.cseq(),
+            req.headers.top_via(),
+        ) else {
+            return false;
+        };
+        let key = MergeKey {
+            call_id: call_id.to_string(),
+            from_tag: from.tag().unwrap_or_default().to_string(),
+            cseq: cseq.seq,
+        };
+        let branch = via.branch().unwrap_or_default();
+        match self.merge_index.get(&key) {
+            Some((b, _)) => b != branch,
+            None => {
+                self.merge_index
+                    .insert(key.clone(), (branch.to_string(), h));
+                if let Some(c) = self.calls.get_mut(&h) {
+                    c.merge_key = Some(key);
+                }
+                false
+            }
+        }
     }
 
     /// Rejects a new INVITE at once and ends its call (no `Incoming` was emitted).
