@@ -47,6 +47,8 @@ struct Entry {
 pub struct LedgerStats {
     /// Entries opened.
     pub opened: u64,
+    /// Of those, initial INVITEs (each must produce one `Ended`).
+    pub initial: u64,
     /// Entries closed.
     pub closed: u64,
     /// Entries currently open.
@@ -99,6 +101,9 @@ impl Ledger {
             },
         );
         self.stats.opened += 1;
+        if kind == EntryKind::Initial {
+            self.stats.initial += 1;
+        }
         true
     }
 
