@@ -1,9 +1,8 @@
-//! The invite state machine: one call's life as UAC ([`uac`]) or UAS ([`uas`]), and the ledger
+//! The invite state machine: one call's life as UAC (`uac.rs`) or UAS (`uas.rs`), and the ledger
 //! that proves no INVITE is lost ([`ledger`]).
 //!
 //! A [`Call`] holds what one call needs; the transitions live in `uac.rs` and `uas.rs` as methods
-//! of the [`SignalingCore`](super::core::SignalingCore), which owns the flows and the transaction
-//! table the calls use.
+//! of the [`SignalingCore`], which owns the flows and the transaction table the calls use.
 //!
 //! Choices worth knowing:
 //! - An INVITE without an SDP body (late offer) is supported: the 200 carries our offer, the ACK
