@@ -77,6 +77,8 @@ pub struct OurReInvite {
     pub offer: SessionDescription,
     /// Hold (`true`) or resume.
     pub hold: bool,
+    /// Given up (no final) at this time: the INVITE client transaction only guards Calling.
+    pub give_up_at: Instant,
 }
 
 /// The peer's re-INVITE that we are answering.
@@ -236,6 +238,7 @@ impl Call {
             self.deadline,
             self.linger_until,
             self.ok_retransmit.as_ref().map(|r| r.at),
+            self.our_reinvite.as_ref().map(|r| r.give_up_at),
         ]
         .into_iter()
         .flatten()
@@ -375,6 +378,10 @@ impl SignalingCore {
         let Some(c) = self.calls.get_mut(&h) else {
             return;
         };
+        if c.our_reinvite.as_ref().is_some_and(|r| r.give_up_at <= now) {
+            tracing::warn!(?h, "no final response to our re-INVITE: giving up on it");
+            c.our_reinvite = None;
+        }
         if c.deadline.is_some_and(|at| at <= now) {
             c.deadline = None;
             match (c.role, c.phase) {

@@ -445,6 +445,7 @@ impl SignalingCore {
         hold: bool,
     ) -> Result<(), CoreError> {
         let codecs = self.config.codecs.clone();
+        let t1 = self.config.timers.t1;
         let c = self
             .calls
             .get(&h)
@@ -486,7 +487,12 @@ impl SignalingCore {
             .send_request(now, flow, req, TxOwner::ReInvite(h))
             .ok_or(CoreError::InvalidState("could not build the re-INVITE"))?;
         if let Some(c) = self.calls.get_mut(&h) {
-            c.our_reinvite = Some(OurReInvite { key, offer, hold });
+            c.our_reinvite = Some(OurReInvite {
+                key,
+                offer,
+                hold,
+                give_up_at: now + 64 * t1,
+            });
         }
         Ok(())
     }

@@ -941,5 +941,12 @@ mod tests {
         s.feed(&re.invite(Some(&sdp_offer(6000)), "", tag.as_deref()));
         assert_eq!(statuses(&s).last(), Some(&491));
         assert_eq!(s.core.ledger_open(), 1, "only the call itself");
+        // Our re-INVITE gets a 100 and never a final: after 64·T1 a new one may be sent.
+        let ours = s.last_request("INVITE").unwrap();
+        let trying = crate::signaling::message::Response::for_request(&ours, 100);
+        s.feed(&String::from_utf8(trying.to_bytes()).unwrap());
+        assert!(s.core.hold(s.now, h, false).is_err());
+        while s.jump(Duration::from_secs(40)) {}
+        s.core.hold(s.now, h, false).unwrap();
     }
 }
