@@ -1,7 +1,7 @@
 //! The invite state machine: one call's life as UAC (`uac.rs`) or UAS (`uas.rs`), and the ledger
 //! that proves no INVITE is lost ([`ledger`]).
 //!
-//! A [`Call`] holds what one call needs; the transitions live in `uac.rs` and `uas.rs` as methods
+//! A `Call` holds what one call needs; the transitions live in `uac.rs` and `uas.rs` as methods
 //! of the [`SignalingCore`], which owns the flows and the transaction table the calls use.
 //!
 //! Choices worth knowing:
@@ -40,7 +40,7 @@ pub const ACCEPT: &str = "application/sdp";
 
 /// Which side of the call we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// We sent the INVITE.
     Uac,
     /// We received it.
@@ -49,7 +49,7 @@ pub enum Role {
 
 /// Where a call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// UAC: the flow is being connected; the INVITE goes out on `handle_flow_up`.
     WaitFlow,
     /// UAC: INVITE sent, nothing received.
@@ -70,7 +70,7 @@ pub enum Phase {
 
 /// Our pending re-INVITE (hold / resume).
 #[derive(Debug, Clone)]
-pub struct OurReInvite {
+pub(crate) struct OurReInvite {
     /// Its client transaction.
     pub key: TxKey,
     /// The offer it carries.
@@ -83,7 +83,7 @@ pub struct OurReInvite {
 
 /// The peer's re-INVITE that we are answering.
 #[derive(Debug, Clone)]
-pub struct TheirReInvite {
+pub(crate) struct TheirReInvite {
     /// Its server transaction.
     pub key: TxKey,
     /// Its ledger key.
@@ -93,7 +93,7 @@ pub struct TheirReInvite {
 /// The UAS core's 2xx retransmission (RFC 3261 §13.3.1.4): every T1, doubling up to T2,
 /// until the ACK arrives (or 64·T1 pass and the call gives up).
 #[derive(Debug, Clone)]
-pub struct OkRetransmit {
+pub(crate) struct OkRetransmit {
     /// The 2xx as sent.
     pub bytes: Vec<u8>,
     /// Next retransmission.
@@ -104,7 +104,7 @@ pub struct OkRetransmit {
 
 /// RFC 3261 §8.2.2.2 identity of an initial INVITE: Call-ID, From tag, CSeq number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MergeKey {
+pub(crate) struct MergeKey {
     /// Call-ID.
     pub call_id: String,
     /// From tag.
@@ -115,7 +115,7 @@ pub struct MergeKey {
 
 /// One call.
 #[derive(Debug)]
-pub struct Call {
+pub(crate) struct Call {
     /// Our handle.
     pub handle: CallHandle,
     /// UAC or UAS.
@@ -156,8 +156,6 @@ pub struct Call {
     pub final_status: Option<u16>,
     /// The last `CallState` reported.
     pub reported: Option<super::core::CallState>,
-    /// The app (UAC) asked to hang up after 2xx raced the CANCEL.
-    pub ended_status: Option<(u16, String, super::core::CallOutcome)>,
     /// UAC: the ACK sent for the 2xx (re-sent for retransmitted 2xx).
     pub ack: Option<Vec<u8>>,
     /// Ring timeout (UAS), ACK wait (UAS), CANCEL guard (UAC).
@@ -212,7 +210,6 @@ impl Call {
             auth_tried: false,
             final_status: None,
             reported: None,
-            ended_status: None,
             ack: None,
             deadline: None,
             linger_until: None,
@@ -248,7 +245,12 @@ impl Call {
 
 /// A response to `request` with our tag on To (except for 100), Server, and — on 2xx, 405, 420
 /// and OPTIONS — Allow/Supported/Accept as RFC 3261 says.
-pub fn response(request: &Request, status: u16, to_tag: Option<&str>, server: &str) -> Response {
+pub(crate) fn response(
+    request: &Request,
+    status: u16,
+    to_tag: Option<&str>,
+    server: &str,
+) -> Response {
     let mut r = Response::for_request(request, status);
     if status > 100 {
         if let Some(tag) = to_tag {
@@ -269,7 +271,7 @@ pub fn response(request: &Request, status: u16, to_tag: Option<&str>, server: &s
 }
 
 /// The option tags of Require that we do not support.
-pub fn unsupported(request: &Request) -> Vec<String> {
+pub(crate) fn unsupported(request: &Request) -> Vec<String> {
     request
         .headers
         .tokens(&HeaderName::Require)
@@ -279,7 +281,7 @@ pub fn unsupported(request: &Request) -> Vec<String> {
 }
 
 /// The ledger key of an INVITE (Call-ID, CSeq number, top Via branch).
-pub fn ledger_key(request: &Request) -> Option<LedgerKey> {
+pub(crate) fn ledger_key(request: &Request) -> Option<LedgerKey> {
     Some(LedgerKey {
         call_id: request.headers.call_id()?.to_string(),
         cseq: request.headers.cseq()?.seq,
