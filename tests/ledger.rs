@@ -395,3 +395,157 @@ fn a_simple_script_passes_the_checks() {
     assert_eq!(w.starters.len(), 4);
     assert_eq!(w.s.core.ledger_stats().abandoned, 1);
 }
+
+/// What the application of either side does, for the two-core property test.
+#[derive(Debug, Clone)]
+enum PairOp {
+    Call,
+    Ring(usize),
+    Answer(usize),
+    Reject(usize),
+    HangupA(usize),
+    HangupB(usize),
+    Hold(usize, bool),
+    DropFlow,
+    Partition(bool),
+    Jump,
+}
+
+fn pair_op() -> impl Strategy<Value = PairOp> {
+    prop_oneof![
+        3 => Just(PairOp::Call),
+        2 => any::<usize>().prop_map(PairOp::Ring),
+        3 => any::<usize>().prop_map(PairOp::Answer),
+        1 => any::<usize>().prop_map(PairOp::Reject),
+        2 => any::<usize>().prop_map(PairOp::HangupA),
+        2 => any::<usize>().prop_map(PairOp::HangupB),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(i, b)| PairOp::Hold(i, b)),
+        1 => Just(PairOp::DropFlow),
+        1 => any::<bool>().prop_map(PairOp::Partition),
+        2 => Just(PairOp::Jump),
+    ]
+}
+
+fn pick<T: Copy>(v: &[T], i: usize) -> Option<T> {
+    (!v.is_empty()).then(|| v[i % v.len()])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Two wakeline cores calling each other: every call placed by A and every call B saw
+    /// ends exactly once on that side, B's ledger closes, and nothing is left afterwards.
+    #[test]
+    fn two_cores_end_every_call_once(ops in proptest::collection::vec(pair_op(), 1..30)) {
+        use wakeline::signaling::core::testkit::Pair;
+        let mut p = Pair::new(Config::default(), Config::default(), std::time::Instant::now());
+        let mut placed: Vec<CallHandle> = Vec::new();
+        for op in ops {
+            let now = p.now;
+            let incoming: Vec<CallHandle> = p
+                .b_events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Incoming { call, .. } => Some(*call),
+                    _ => None,
+                })
+                .collect();
+            match op {
+                PairOp::Call => {
+                    if let Ok(h) = p.a.call(now, p.b_uri(), Pair::media(4000)) {
+                        placed.push(h);
+                    }
+                }
+                PairOp::Ring(i) => {
+                    if let Some(h) = pick(&incoming, i) {
+                        let _ = p.b.ring(now, h);
+                    }
+                }
+                PairOp::Answer(i) => {
+                    if let Some(h) = pick(&incoming, i) {
+                        let _ = p.b.answer(now, h, Pair::media(5000));
+                    }
+                }
+                PairOp::Reject(i) => {
+                    if let Some(h) = pick(&incoming, i) {
+                        let _ = p.b.reject(now, h, 486);
+                    }
+                }
+                PairOp::HangupA(i) => {
+                    if let Some(h) = pick(&placed, i) {
+                        let _ = p.a.hangup(now, h);
+                    }
+                }
+                PairOp::HangupB(i) => {
+                    if let Some(h) = pick(&incoming, i) {
+                        let _ = p.b.hangup(now, h);
+                    }
+                }
+                PairOp::Hold(i, on) => {
+                    if let Some(h) = pick(&placed, i) {
+                        let _ = p.a.hold(now, h, on);
+                    }
+                }
+                PairOp::DropFlow => {
+                    if let Some(f) = p.a_flow.take() {
+                        p.a.handle_flow_down(now, f);
+                    }
+                    if let Some(f) = p.b_flow.take() {
+                        p.b.handle_flow_down(now, f);
+                    }
+                }
+                PairOp::Partition(cut) => p.connected = !cut,
+                PairOp::Jump => {
+                    let next = [p.a.poll_timeout(), p.b.poll_timeout()].into_iter().flatten().min();
+                    if let Some(at) = next {
+                        p.advance(at.saturating_duration_since(p.now));
+                    }
+                }
+            }
+            p.drive();
+        }
+        // Settle: heal the link, hang up everything, let every timer run.
+        p.connected = true;
+        let now = p.now;
+        for h in placed.clone() {
+            let _ = p.a.hangup(now, h);
+        }
+        let incoming: Vec<CallHandle> = p
+            .b_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Incoming { call, .. } => Some(*call),
+                _ => None,
+            })
+            .collect();
+        for h in incoming.clone() {
+            let _ = p.b.hangup(now, h);
+        }
+        p.advance(Duration::from_secs(600));
+
+        let ends = |events: &[Event]| -> Result<BTreeMap<CallHandle, usize>, TestCaseError> {
+            let mut m = BTreeMap::new();
+            for e in events {
+                if let Event::Ended { call, .. } = e {
+                    *m.entry(*call).or_insert(0) += 1;
+                }
+            }
+            prop_assert!(m.values().all(|n| *n == 1), "a call ended twice: {:?}", m);
+            Ok(m)
+        };
+        let a_ends = ends(&p.a_events)?;
+        let b_ends = ends(&p.b_events)?;
+        for h in &placed {
+            prop_assert!(a_ends.contains_key(h), "A's call {:?} never ended", h);
+        }
+        prop_assert_eq!(a_ends.len(), placed.len());
+        for h in &incoming {
+            prop_assert!(b_ends.contains_key(h), "B's call {:?} never ended", h);
+        }
+        let stats = p.b.ledger_stats();
+        prop_assert_eq!(stats.open, 0, "{:?}", stats);
+        prop_assert_eq!(stats.double_finals + stats.double_ended + stats.stray, 0);
+        prop_assert_eq!(b_ends.len() as u64, stats.initial, "one Ended per INVITE B saw");
+        prop_assert_eq!(p.a.call_count() + p.b.call_count(), 0);
+    }
+}

@@ -27,7 +27,7 @@ use super::config::Config;
 use super::dialog::{Dialog, DialogId};
 use super::framing::{Frame, Framer, FramerLimits};
 use super::invite::ledger::{EntryKind, Ledger};
-use super::invite::{ledger_key, Call, Phase, Role};
+use super::invite::{ledger_key, Call, MergeKey, Phase, Role};
 use super::message::{new_branch, Message, Method, Request, Response, Uri};
 use super::sdp::Negotiated;
 use super::transaction::{ServerInvite, ServerNonInvite, TxKey};
@@ -242,6 +242,8 @@ pub struct SignalingCore {
     pub(crate) dialogs: HashMap<DialogId, CallHandle>,
     /// UAC Call-ID → call (2xx responses that match no transaction: forks, retransmissions).
     pub(crate) uac_calls: HashMap<String, CallHandle>,
+    /// First INVITE per (Call-ID, From tag, CSeq) → its branch and call (merged requests).
+    pub(crate) merge_index: HashMap<MergeKey, (String, CallHandle)>,
     pub(crate) ledger: Ledger,
     pub(crate) control: control::Control,
 }
@@ -261,6 +263,7 @@ impl SignalingCore {
             next_call: 1,
             dialogs: HashMap::new(),
             uac_calls: HashMap::new(),
+            merge_index: HashMap::new(),
             ledger: Ledger::new(),
             control,
         }
@@ -940,6 +943,7 @@ mod tests {
         assert_eq!(p.a.transaction_count() + p.b.transaction_count(), 0);
         assert_eq!(p.b.ledger_stats().closed, 20);
         assert_eq!(p.a.dialog_count() + p.b.dialog_count(), 0);
+        assert!(p.b.merge_index.is_empty() && p.a.uac_calls.is_empty());
     }
 
     #[test]
@@ -1158,5 +1162,19 @@ mod tests {
         let options_ok = String::from_utf8_lossy(&p.b_sent[p.b_sent.len() - 3]).to_string();
         assert!(options_ok.contains("Allow: INVITE"), "{options_ok}");
         assert!(options_ok.contains("Accept: application/sdp"));
+    }
+
+    #[test]
+    fn ping_gets_pong_and_framing_error_closes_the_flow() {
+        let mut s = testkit::Solo::new(Config::default(), origin());
+        let flow = s.flow.unwrap();
+        s.feed("\r\n\r\n");
+        assert_eq!(s.sent.last().map(Vec::as_slice), Some(&b"\r\n"[..]));
+        s.feed("OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKx\r\n\r\n");
+        assert!(
+            s.flow.is_none(),
+            "no Content-Length on a stream: the flow is closed"
+        );
+        assert!(s.events.contains(&Event::FlowDown { flow }));
     }
 }

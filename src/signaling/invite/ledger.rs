@@ -6,7 +6,7 @@
 //! `Event::Ended` was emitted. An entry for a re-INVITE closes on its one final response.
 //! A second final or a second `Ended` is a bug: it trips a `debug_assert!` and is counted.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The ledger key: Call-ID, CSeq number, top Via branch of the INVITE.
@@ -47,6 +47,8 @@ struct Entry {
 pub struct LedgerStats {
     /// Entries opened.
     pub opened: u64,
+    /// Of those, initial INVITEs (each must produce one `Ended`).
+    pub initial: u64,
     /// Entries closed.
     pub closed: u64,
     /// Entries currently open.
@@ -71,6 +73,7 @@ pub struct LedgerStats {
 pub struct Ledger {
     open: BTreeMap<LedgerKey, Entry>,
     closed: VecDeque<(Instant, LedgerKey)>,
+    closed_keys: HashSet<LedgerKey>,
     stats: LedgerStats,
 }
 
@@ -98,12 +101,15 @@ impl Ledger {
             },
         );
         self.stats.opened += 1;
+        if kind == EntryKind::Initial {
+            self.stats.initial += 1;
+        }
         true
     }
 
     /// Whether the key is open or closed recently.
     pub fn seen(&self, key: &LedgerKey) -> bool {
-        self.open.contains_key(key) || self.closed.iter().any(|(_, k)| k == key)
+        self.open.contains_key(key) || self.closed_keys.contains(key)
     }
 
     /// Whether the key is open.
@@ -138,7 +144,7 @@ impl Ledger {
 
     fn mark(&mut self, key: &LedgerKey, now: Instant, which: Mark) {
         let Some(e) = self.open.get_mut(key) else {
-            if self.closed.iter().any(|(_, k)| k == key) {
+            if self.closed_keys.contains(key) {
                 match which {
                     Mark::Final => self.stats.double_finals += 1,
                     Mark::Ended => self.stats.double_ended += 1,
@@ -170,6 +176,7 @@ impl Ledger {
         if done {
             self.open.remove(key);
             self.closed.push_back((now, key.clone()));
+            self.closed_keys.insert(key.clone());
             self.stats.closed += 1;
         }
         self.expire(now);
@@ -179,7 +186,9 @@ impl Ledger {
     pub fn expire(&mut self, now: Instant) {
         while let Some((at, _)) = self.closed.front() {
             if now.saturating_duration_since(*at) > REMEMBER {
-                self.closed.pop_front();
+                if let Some((_, k)) = self.closed.pop_front() {
+                    self.closed_keys.remove(&k);
+                }
             } else {
                 break;
             }

@@ -1,9 +1,8 @@
-//! The invite state machine: one call's life as UAC ([`uac`]) or UAS ([`uas`]), and the ledger
+//! The invite state machine: one call's life as UAC (`uac.rs`) or UAS (`uas.rs`), and the ledger
 //! that proves no INVITE is lost ([`ledger`]).
 //!
-//! A [`Call`] holds what one call needs; the transitions live in `uac.rs` and `uas.rs` as methods
-//! of the [`SignalingCore`](super::core::SignalingCore), which owns the flows and the transaction
-//! table the calls use.
+//! A `Call` holds what one call needs; the transitions live in `uac.rs` and `uas.rs` as methods
+//! of the [`SignalingCore`], which owns the flows and the transaction table the calls use.
 //!
 //! Choices worth knowing:
 //! - An INVITE without an SDP body (late offer) is supported: the 200 carries our offer, the ACK
@@ -11,8 +10,9 @@
 //!   gets a BYE and the call ends `Failed`, status 488).
 //! - A re-INVITE without SDP is answered 200 with our current description and the ACK's body is
 //!   ignored (this keeps session-refresh re-INVITEs working).
-//! - A 2xx we send is not retransmitted by the core (TCP only); if no ACK arrives within 64·T1
-//!   the call sends BYE and ends `Failed`.
+//! - A 2xx we send is re-sent by the call (RFC 3261 §13.3.1.4: after T1, doubling up to T2) until
+//!   the ACK comes, even on TCP (a proxy on the path may use UDP); if no ACK arrives within
+//!   64·T1 the call sends BYE and ends `Failed` (status 408).
 //! - When the flow of a call dies, the call ends at once: an unanswered incoming call ends
 //!   `Failed` with status 0 (its final response is recorded as abandoned in the ledger; we do not
 //!   open a new connection to the Via address), an answered one ends `Answered`, reason
@@ -40,7 +40,7 @@ pub const ACCEPT: &str = "application/sdp";
 
 /// Which side of the call we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// We sent the INVITE.
     Uac,
     /// We received it.
@@ -49,7 +49,7 @@ pub enum Role {
 
 /// Where a call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// UAC: the flow is being connected; the INVITE goes out on `handle_flow_up`.
     WaitFlow,
     /// UAC: INVITE sent, nothing received.
@@ -70,27 +70,52 @@ pub enum Phase {
 
 /// Our pending re-INVITE (hold / resume).
 #[derive(Debug, Clone)]
-pub struct OurReInvite {
+pub(crate) struct OurReInvite {
     /// Its client transaction.
     pub key: TxKey,
     /// The offer it carries.
     pub offer: SessionDescription,
     /// Hold (`true`) or resume.
     pub hold: bool,
+    /// Given up (no final) at this time: the INVITE client transaction only guards Calling.
+    pub give_up_at: Instant,
 }
 
 /// The peer's re-INVITE that we are answering.
 #[derive(Debug, Clone)]
-pub struct TheirReInvite {
+pub(crate) struct TheirReInvite {
     /// Its server transaction.
     pub key: TxKey,
     /// Its ledger key.
     pub ledger: LedgerKey,
 }
 
+/// The UAS core's 2xx retransmission (RFC 3261 §13.3.1.4): every T1, doubling up to T2,
+/// until the ACK arrives (or 64·T1 pass and the call gives up).
+#[derive(Debug, Clone)]
+pub(crate) struct OkRetransmit {
+    /// The 2xx as sent.
+    pub bytes: Vec<u8>,
+    /// Next retransmission.
+    pub at: Instant,
+    /// Current interval.
+    pub interval: std::time::Duration,
+}
+
+/// RFC 3261 §8.2.2.2 identity of an initial INVITE: Call-ID, From tag, CSeq number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct MergeKey {
+    /// Call-ID.
+    pub call_id: String,
+    /// From tag.
+    pub from_tag: String,
+    /// CSeq number.
+    pub cseq: u32,
+}
+
 /// One call.
 #[derive(Debug)]
-pub struct Call {
+pub(crate) struct Call {
     /// Our handle.
     pub handle: CallHandle,
     /// UAC or UAS.
@@ -131,8 +156,6 @@ pub struct Call {
     pub final_status: Option<u16>,
     /// The last `CallState` reported.
     pub reported: Option<super::core::CallState>,
-    /// The app (UAC) asked to hang up after 2xx raced the CANCEL.
-    pub ended_status: Option<(u16, String, super::core::CallOutcome)>,
     /// UAC: the ACK sent for the 2xx (re-sent for retransmitted 2xx).
     pub ack: Option<Vec<u8>>,
     /// Ring timeout (UAS), ACK wait (UAS), CANCEL guard (UAC).
@@ -143,6 +166,10 @@ pub struct Call {
     pub held: bool,
     /// The peer put us on hold.
     pub peer_held: bool,
+    /// UAS: this call's entry in the merged-request index.
+    pub merge_key: Option<MergeKey>,
+    /// UAS: our 2xx, re-sent until the ACK comes (RFC 3261 §13.3.1.4).
+    pub ok_retransmit: Option<OkRetransmit>,
     /// UAS: the INVITE had no offer; ours went in the 200 and the answer comes in the ACK.
     pub late_offer: bool,
     /// UAS: the app hung up before the ACK of our 2xx came; BYE once it does (RFC 3261 §15).
@@ -183,7 +210,6 @@ impl Call {
             auth_tried: false,
             final_status: None,
             reported: None,
-            ended_status: None,
             ack: None,
             deadline: None,
             linger_until: None,
@@ -191,6 +217,8 @@ impl Call {
             peer_held: false,
             bye_after_ack: false,
             late_offer: false,
+            ok_retransmit: None,
+            merge_key: None,
             our_reinvite: None,
             their_reinvite: None,
         }
@@ -203,16 +231,26 @@ impl Call {
 
     /// The next deadline of this call.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadline, self.linger_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadline,
+            self.linger_until,
+            self.ok_retransmit.as_ref().map(|r| r.at),
+            self.our_reinvite.as_ref().map(|r| r.give_up_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
 /// A response to `request` with our tag on To (except for 100), Server, and — on 2xx, 405, 420
 /// and OPTIONS — Allow/Supported/Accept as RFC 3261 says.
-pub fn response(request: &Request, status: u16, to_tag: Option<&str>, server: &str) -> Response {
+pub(crate) fn response(
+    request: &Request,
+    status: u16,
+    to_tag: Option<&str>,
+    server: &str,
+) -> Response {
     let mut r = Response::for_request(request, status);
     if status > 100 {
         if let Some(tag) = to_tag {
@@ -233,7 +271,7 @@ pub fn response(request: &Request, status: u16, to_tag: Option<&str>, server: &s
 }
 
 /// The option tags of Require that we do not support.
-pub fn unsupported(request: &Request) -> Vec<String> {
+pub(crate) fn unsupported(request: &Request) -> Vec<String> {
     request
         .headers
         .tokens(&HeaderName::Require)
@@ -243,7 +281,7 @@ pub fn unsupported(request: &Request) -> Vec<String> {
 }
 
 /// The ledger key of an INVITE (Call-ID, CSeq number, top Via branch).
-pub fn ledger_key(request: &Request) -> Option<LedgerKey> {
+pub(crate) fn ledger_key(request: &Request) -> Option<LedgerKey> {
     Some(LedgerKey {
         call_id: request.headers.call_id()?.to_string(),
         cseq: request.headers.cseq()?.seq,
@@ -317,8 +355,34 @@ impl SignalingCore {
                 if self.uac_calls.get(&c.call_id) == Some(&h) {
                     self.uac_calls.remove(&c.call_id);
                 }
+                if let Some(k) = &c.merge_key {
+                    if self
+                        .merge_index
+                        .get(k)
+                        .is_some_and(|(_, owner)| *owner == h)
+                    {
+                        self.merge_index.remove(k);
+                    }
+                }
             }
             return;
+        }
+        if c.phase != Phase::WaitAck {
+            c.ok_retransmit = None;
+        }
+        let t2 = self.config.timers.t2;
+        if let Some(r) = c.ok_retransmit.as_mut().filter(|r| r.at <= now) {
+            r.interval = (r.interval * 2).min(t2);
+            r.at = now + r.interval;
+            let (flow, bytes) = (c.flow, r.bytes.clone());
+            self.transmit(flow, bytes);
+        }
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.our_reinvite.as_ref().is_some_and(|r| r.give_up_at <= now) {
+            tracing::warn!(?h, "no final response to our re-INVITE: giving up on it");
+            c.our_reinvite = None;
         }
         if c.deadline.is_some_and(|at| at <= now) {
             c.deadline = None;

@@ -33,8 +33,10 @@ impl SignalingCore {
         if target.scheme == Scheme::Tel && self.config.account.is_none() {
             return Err(CoreError::BadTarget("tel: needs an account".into()));
         }
-        if target.transport().is_some_and(|t| t != "tcp" && t != "tls") {
-            return Err(CoreError::BadTarget(format!("transport of {target}")));
+        if target.scheme == Scheme::Sips || target.transport().is_some_and(|t| t != "tcp") {
+            return Err(CoreError::BadTarget(format!(
+                "{target}: only SIP over TCP is supported"
+            )));
         }
         let flow = if self.config.account.is_some() {
             self.control_flow_for_call(now)?
@@ -443,6 +445,7 @@ impl SignalingCore {
         hold: bool,
     ) -> Result<(), CoreError> {
         let codecs = self.config.codecs.clone();
+        let t1 = self.config.timers.t1;
         let c = self
             .calls
             .get(&h)
@@ -484,7 +487,12 @@ impl SignalingCore {
             .send_request(now, flow, req, TxOwner::ReInvite(h))
             .ok_or(CoreError::InvalidState("could not build the re-INVITE"))?;
         if let Some(c) = self.calls.get_mut(&h) {
-            c.our_reinvite = Some(OurReInvite { key, offer, hold });
+            c.our_reinvite = Some(OurReInvite {
+                key,
+                offer,
+                hold,
+                give_up_at: now + 64 * t1,
+            });
         }
         Ok(())
     }
@@ -637,6 +645,24 @@ mod tests {
             .unwrap();
         s.collect();
         assert_eq!(s.connects.len(), 1);
+    }
+
+    #[test]
+    fn unsupported_targets_are_refused() {
+        let mut s = Solo::client(Config::default(), origin());
+        let media = "127.0.0.1:4000".parse().unwrap();
+        for t in [
+            "sips:bob@127.0.0.1",
+            "sip:bob@127.0.0.1;transport=udp",
+            "tel:+15551234",
+        ] {
+            let r = s.core.call(s.now, Uri::parse(t).unwrap(), media);
+            assert!(
+                matches!(r, Err(crate::signaling::core::CoreError::BadTarget(_))),
+                "{t}"
+            );
+        }
+        assert!(s.core.poll_output().is_none());
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! ```
 
 use super::ledger::EntryKind;
-use super::{ledger_key, response, unsupported, Call, Phase, Role, TheirReInvite, ACCEPT};
+use super::{
+    ledger_key, response, unsupported, Call, MergeKey, OkRetransmit, Phase, Role, TheirReInvite,
+    ACCEPT,
+};
 use crate::signaling::core::{
     CallHandle, CallOutcome, CallState, CoreError, Event, FlowId, SignalingCore, TxOwner,
 };
@@ -123,28 +126,33 @@ impl SignalingCore {
     }
 
     /// RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq as an INVITE we already have, but
-    /// another branch.
-    fn is_merged(&self, h: CallHandle, req: &Request) -> bool {
-        let from_tag = req.headers.from().and_then(|f| f.tag().map(str::to_string));
-        let call_id = req.headers.call_id();
-        let cseq = req.headers.cseq();
-        let branch = req
-            .headers
-            .top_via()
-            .and_then(|v| v.branch().map(str::to_string));
-        self.calls.values().any(|c| {
-            c.handle != h
-                && c.role == Role::Uas
-                && c.invite.as_ref().is_some_and(|i| {
-                    i.headers.call_id() == call_id
-                        && i.headers.cseq() == cseq
-                        && i.headers.from().and_then(|f| f.tag().map(str::to_string)) == from_tag
-                        && i.headers
-                            .top_via()
-                            .and_then(|v| v.branch().map(str::to_string))
-                            != branch
-                })
-        })
+    /// another branch. The first INVITE of each (Call-ID, From tag, CSeq) is indexed.
+    fn is_merged(&mut self, h: CallHandle, req: &Request) -> bool {
+        let (Some(call_id), Some(from), Some(cseq), Some(via)) = (
+            req.headers.call_id(),
+            req.headers.from(),
+            req.headers.cseq(),
+            req.headers.top_via(),
+        ) else {
+            return false;
+        };
+        let key = MergeKey {
+            call_id: call_id.to_string(),
+            from_tag: from.tag().unwrap_or_default().to_string(),
+            cseq: cseq.seq,
+        };
+        let branch = via.branch().unwrap_or_default();
+        match self.merge_index.get(&key) {
+            Some((b, _)) => b != branch,
+            None => {
+                self.merge_index
+                    .insert(key.clone(), (branch.to_string(), h));
+                if let Some(c) = self.calls.get_mut(&h) {
+                    c.merge_key = Some(key);
+                }
+                false
+            }
+        }
     }
 
     /// Rejects a new INVITE at once and ends its call (no `Incoming` was emitted).
@@ -265,9 +273,15 @@ impl SignalingCore {
         resp.headers
             .push(HeaderName::ContentType, "application/sdp");
         resp.body = answer.to_string().into_bytes();
+        let bytes = resp.to_bytes();
         self.uas_final(now, h, resp);
         if let Some(c) = self.calls.get_mut(&h) {
             c.deadline = Some(now + 64 * t1);
+            c.ok_retransmit = Some(OkRetransmit {
+                bytes,
+                at: now + t1,
+                interval: t1,
+            });
         }
         if let Some(media) = negotiated {
             self.event(Event::Media {
@@ -348,6 +362,7 @@ impl SignalingCore {
         if c.phase == Phase::WaitAck {
             c.phase = Phase::Connected;
             c.deadline = None;
+            c.ok_retransmit = None;
             if c.late_offer {
                 let answer = SessionDescription::parse_bytes(&req.body);
                 let media = match (&c.offer, answer) {
@@ -779,6 +794,14 @@ mod tests {
         s.collect();
         while s.jump(Duration::from_secs(40)) {}
         assert_eq!(ended(&s)[1], (408, CallOutcome::Failed));
+        // Re-sent after T1, 2·T1, 4·T1, then every T2 until 64·T1 (RFC 3261 §13.3.1.4): at
+        // 0.5, 1.5, 3.5, 7.5, 11.5 ... 31.5 s.
+        let oks = s
+            .responses()
+            .iter()
+            .filter(|r| r.status == 200 && r.call_id == "call-2")
+            .count();
+        assert_eq!(oks, 1 + 10, "200 sent once and re-sent 10 times");
         assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
         assert_eq!(s.core.ledger_open(), 0);
     }
@@ -918,5 +941,12 @@ mod tests {
         s.feed(&re.invite(Some(&sdp_offer(6000)), "", tag.as_deref()));
         assert_eq!(statuses(&s).last(), Some(&491));
         assert_eq!(s.core.ledger_open(), 1, "only the call itself");
+        // Our re-INVITE gets a 100 and never a final: after 64·T1 a new one may be sent.
+        let ours = s.last_request("INVITE").unwrap();
+        let trying = crate::signaling::message::Response::for_request(&ours, 100);
+        s.feed(&String::from_utf8(trying.to_bytes()).unwrap());
+        assert!(s.core.hold(s.now, h, false).is_err());
+        while s.jump(Duration::from_secs(40)) {}
+        s.core.hold(s.now, h, false).unwrap();
     }
 }
