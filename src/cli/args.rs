@@ -63,6 +63,32 @@ pub struct CommonArgs {
     pub sip_trace: bool,
 }
 
+/// Audio and media options of `call` and `listen`.
+#[derive(Debug, Args, Clone)]
+pub struct MediaArgs {
+    /// Our audio: default|DEVICE|FILE.wav|tone:HZ|silence. Without the flag the default input
+    /// device is used, or silence (said in one line) when there is none; an explicit `default`
+    /// fails when there is no sound device.
+    #[arg(long, value_name = "SOURCE")]
+    pub mic: Option<String>,
+    /// The far end's audio: default|DEVICE|FILE.wav|null. Without the flag: the default output
+    /// device, or null when there is none.
+    #[arg(long, value_name = "SINK")]
+    pub speaker: Option<String>,
+    /// Also write what the far end sent, decoded, to this WAV file (48 kHz mono 16-bit).
+    #[arg(long, value_name = "FILE.wav")]
+    pub record: Option<PathBuf>,
+    /// Codec preference order; also restricts what we offer and accept.
+    #[arg(long, value_name = "LIST", default_value = "opus,pcmu,pcma")]
+    pub codecs: String,
+    /// Print the audio devices and exit.
+    #[arg(long)]
+    pub list_devices: bool,
+    /// Write a JSON quality summary when a call ends (`listen`: one JSON object per line per call).
+    #[arg(long, value_name = "FILE.json")]
+    pub summary: Option<PathBuf>,
+}
+
 /// `wakeline listen`
 #[derive(Debug, Args)]
 pub struct ListenArgs {
@@ -81,6 +107,8 @@ pub struct ListenArgs {
     #[arg(long, value_name = "N")]
     pub max_calls: Option<u64>,
     #[command(flatten)]
+    pub media: MediaArgs,
+    #[command(flatten)]
     pub common: CommonArgs,
 }
 
@@ -88,8 +116,8 @@ pub struct ListenArgs {
 #[derive(Debug, Args)]
 pub struct CallArgs {
     /// Who to call, e.g. 'sip:bob@127.0.0.1:5080;transport=tcp'.
-    #[arg(value_name = "URI")]
-    pub uri: String,
+    #[arg(value_name = "URI", required_unless_present = "list_devices")]
+    pub uri: Option<String>,
     /// Also accept SIP over TCP here (for in-dialog requests on new connections).
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
@@ -98,6 +126,11 @@ pub struct CallArgs {
     /// Hang up this many seconds after the call is answered.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub duration: f64,
+    /// Send these DTMF digits (0-9*#A-D, RFC 4733) once the call is answered.
+    #[arg(long, value_name = "DIGITS")]
+    pub dtmf: Option<String>,
+    #[command(flatten)]
+    pub media: MediaArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }

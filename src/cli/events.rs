@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use wakeline::media::MediaReport;
 use wakeline::{CallOutcome, CallState, Event};
 
 /// Appends events to a file, flushing each line (scripts tail it while we run).
@@ -73,9 +74,63 @@ pub fn to_json(ev: &Event) -> Value {
             json!({"event": "flow_up", "flow": flow.0, "remote": remote.to_string()})
         }
         Event::FlowDown { flow } => json!({"event": "flow_down", "flow": flow.0}),
+        Event::Dtmf { call_id, digit, .. } => {
+            json!({"event": "dtmf", "call_id": call_id, "digit": digit.to_string()})
+        }
+        Event::MediaReport {
+            call_id, report, ..
+        } => {
+            let mut v = report_json(report);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("event".into(), json!("media_report"));
+                o.insert("call_id".into(), json!(call_id));
+            }
+            v
+        }
     };
     if let Some(obj) = v.as_object_mut() {
         obj.insert("ts".into(), Value::String(now_rfc3339_ms()));
+    }
+    v
+}
+
+/// The quality numbers of a call's media, as the `--summary` file and the `media_report` event
+/// show them.
+pub fn report_json(r: &MediaReport) -> Value {
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let mut v = json!({
+        "duration_s": round(r.duration.as_secs_f64()),
+        "underruns": r.playback.underruns,
+        "overruns": r.capture.overruns,
+        "media_error": r.error,
+    });
+    if let (Some(s), Some(o)) = (&r.stats, v.as_object_mut()) {
+        let extra = json!({
+            "codec": s.codec.to_ascii_lowercase(),
+            "rtp_sent": s.rtp_sent,
+            "rtp_received": s.rtp_received,
+            "bytes_sent": s.bytes_sent,
+            "bytes_received": s.bytes_received,
+            "lost": s.lost,
+            "fraction_lost": round(s.fraction_lost),
+            "remote_lost": s.remote_lost,
+            "jitter_ms": round(s.jitter_ms),
+            "rtt_ms": s.rtt_ms.map(round),
+            "concealed_ms": round(s.concealed_ms),
+            "concealed_frames": s.concealed_frames,
+            "fec_recovered": s.fec_recovered,
+            "jitter_buffer_ms": round(s.jitter_buffer_ms),
+            "jitter_buffer_mean_ms": round(s.jitter_buffer_mean_ms),
+            "late": s.late,
+            "duplicates": s.duplicates,
+            "dropped_foreign": s.dropped_foreign,
+            "dtmf_sent": s.dtmf_sent,
+            "dtmf_received": s.dtmf_received,
+            "mos": round(s.mos),
+        });
+        if let Some(e) = extra.as_object() {
+            o.extend(e.clone());
+        }
     }
     v
 }

@@ -3,4 +3,5 @@
 pub mod args;
 pub mod events;
 pub mod instance;
+pub mod media;
 pub mod run;

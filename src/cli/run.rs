@@ -2,6 +2,7 @@
 
 use super::args::{AccountArgs, CallArgs, DemoArgs, ListenArgs, RegisterArgs};
 use super::events::{outcome_name, state_name, EventLog};
+use super::media;
 use std::process::ExitCode;
 use std::time::Duration;
 use wakeline::signaling::message::{Host, Uri};
@@ -112,9 +113,19 @@ fn log_event(ev: &Event) {
 
 /// `wakeline listen`
 pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
-    let config = config(&args.account)?;
+    if args.media.list_devices {
+        media::list_devices()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = config(&args.account)?;
+    config.codecs = media::codecs(&args.media.codecs)?;
+    let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
-    let (ua, mut events) = UserAgent::builder(config).listen(args.bind).start().await?;
+    let (ua, mut events) = UserAgent::builder(config)
+        .listen(args.bind)
+        .media(media_options)
+        .start()
+        .await?;
     let mut log = EventLog::open(args.common.events.as_deref())?;
     if has_account {
         ua.register().await?;
@@ -127,6 +138,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         p => p,
     };
     let mut ended = 0u64;
+    let mut reports = std::collections::HashMap::new();
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
@@ -156,7 +168,15 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                             }
                         });
                     }
-                    Event::Ended { .. } => {
+                    Event::MediaReport { call, report, .. } => {
+                        reports.insert(*call, report.clone());
+                    }
+                    Event::Ended { call, status, reason, outcome, .. } => {
+                        if let Some(path) = &args.media.summary {
+                            let report = reports.remove(call);
+                            let v = media::summary(*status, reason, outcome_name(*outcome), report.as_deref());
+                            media::write_summary(path, &v, true);
+                        }
                         ended += 1;
                         if args.max_calls.is_some_and(|n| ended >= n) {
                             break;
@@ -183,9 +203,18 @@ fn drain(events: &mut wakeline::driver::Events, log: &mut EventLog) {
 
 /// `wakeline call`
 pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
-    let config = config(&args.account)?;
+    if args.media.list_devices {
+        media::list_devices()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(uri) = args.uri.clone() else {
+        return Err(Fail("call needs a URI".into()));
+    };
+    let mut config = config(&args.account)?;
+    config.codecs = media::codecs(&args.media.codecs)?;
+    let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
-    let mut builder = UserAgent::builder(config);
+    let mut builder = UserAgent::builder(config).media(media_options);
     if let Some(bind) = args.bind {
         builder = builder.listen(bind);
     }
@@ -195,7 +224,8 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
         ua.register().await?;
         wait_registered(&mut events, &mut log).await?;
     }
-    let call = ua.call(&args.uri).await?;
+    let call = ua.call(&uri).await?;
+    let mut report = None;
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -210,8 +240,25 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                 match ev {
                     Event::State { call: c, state: wakeline::CallState::Connected, .. } if c == call.handle() => {
                         hangup_at.as_mut().reset(tokio::time::Instant::now() + duration);
+                        if let Some(digits) = args.dtmf.clone() {
+                            let c = call.clone();
+                            tokio::spawn(async move {
+                                // Let media start and the far end's jitter buffer settle first.
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                if let Err(e) = c.send_dtmf(&digits).await {
+                                    tracing::warn!("--dtmf: {e}");
+                                }
+                            });
+                        }
+                    }
+                    Event::MediaReport { call: c, report: r, .. } if c == call.handle() => {
+                        report = Some(r);
                     }
                     Event::Ended { call: c, status, reason, outcome, .. } if c == call.handle() => {
+                        if let Some(path) = &args.media.summary {
+                            let v = media::summary(status, &reason, outcome_name(outcome), report.as_deref());
+                            media::write_summary(path, &v, false);
+                        }
                         break if outcome == CallOutcome::Answered {
                             Ok(())
                         } else {

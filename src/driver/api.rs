@@ -1,5 +1,6 @@
 //! The public async API: [`UserAgent`], [`Call`], [`Events`].
 
+use super::media::MediaOptions;
 use super::task::{Command, DriverTask};
 use crate::error::Error;
 use crate::signaling::config::Config;
@@ -14,6 +15,7 @@ pub struct UserAgentBuilder {
     config: Config,
     listen: Option<SocketAddr>,
     media_ip: IpAddr,
+    media: MediaOptions,
 }
 
 impl UserAgentBuilder {
@@ -27,6 +29,12 @@ impl UserAgentBuilder {
     /// The IP address to bind media (RTP) sockets to and announce in SDP (default 127.0.0.1).
     pub fn media_ip(mut self, ip: IpAddr) -> Self {
         self.media_ip = ip;
+        self
+    }
+
+    /// How calls get their audio (default: the system's default input and output devices).
+    pub fn media(mut self, options: MediaOptions) -> Self {
+        self.media = options;
         self
     }
 
@@ -49,7 +57,7 @@ impl UserAgentBuilder {
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let task = DriverTask::new(config, listener, self.media_ip, cmd_rx, ev_tx);
+        let task = DriverTask::new(config, listener, self.media_ip, self.media, cmd_rx, ev_tx);
         tokio::spawn(task.run());
         Ok((
             UserAgent {
@@ -101,6 +109,7 @@ impl UserAgent {
             config,
             listen: None,
             media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            media: MediaOptions::default(),
         }
     }
 
@@ -184,6 +193,12 @@ impl Call {
     pub async fn hangup(&self) -> Result<(), Error> {
         let h = self.handle;
         self.ua.ask(|reply| Command::Hangup(h, reply)).await
+    }
+
+    /// Sends DTMF digits (`0-9*#A-D`) as RFC 4733 telephone-events. Needs media to be up.
+    pub async fn send_dtmf(&self, digits: &str) -> Result<(), Error> {
+        let (h, d) = (self.handle, digits.to_string());
+        self.ua.ask(|reply| Command::Dtmf(h, d, reply)).await
     }
 
     /// Puts the call on hold (`true`) or resumes it (`false`).

@@ -21,6 +21,8 @@
 
 mod api;
 mod flow;
+mod media;
 mod task;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
+pub use media::MediaOptions;

@@ -1,6 +1,9 @@
 //! The driver loop: feeds the sans-IO core and carries out its outputs.
 
 use super::flow::{self, FlowEvent, FlowHandle};
+use super::media::{
+    self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
+};
 use crate::error::Error;
 use crate::signaling::config::Config;
 use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore};
@@ -8,7 +11,7 @@ use crate::signaling::message::Uri;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -27,6 +30,7 @@ pub(crate) enum Command {
     Reject(CallHandle, u16, Reply<()>),
     Hangup(CallHandle, Reply<()>),
     Hold(CallHandle, bool, Reply<()>),
+    Dtmf(CallHandle, String, Reply<()>),
     Shutdown(Reply<()>),
 }
 
@@ -45,8 +49,15 @@ pub(crate) struct DriverTask {
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
     flow_rx: mpsc::UnboundedReceiver<FlowEvent>,
     flows: HashMap<FlowId, FlowHandle>,
-    /// One reserved RTP socket per call, announced in SDP (media issue plugs in here).
-    media: HashMap<CallHandle, UdpSocket>,
+    /// RTP/RTCP sockets reserved per call and announced in SDP, until media starts.
+    media: HashMap<CallHandle, MediaSockets>,
+    media_options: MediaOptions,
+    media_tasks: HashMap<CallHandle, MediaTask>,
+    notes_tx: mpsc::UnboundedSender<MediaNote>,
+    notes_rx: mpsc::UnboundedReceiver<MediaNote>,
+    /// `Ended` events held back until the call's media report is out.
+    pending_ended: HashMap<CallHandle, Event>,
+    call_ids: HashMap<CallHandle, String>,
     live_calls: HashSet<CallHandle>,
     registered: bool,
     shutting_down: Option<(Instant, Reply<()>)>,
@@ -57,10 +68,12 @@ impl DriverTask {
         config: Config,
         listener: Option<TcpListener>,
         media_ip: IpAddr,
+        media_options: MediaOptions,
         cmd_rx: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         DriverTask {
             core: SignalingCore::new(config),
             listener,
@@ -71,6 +84,12 @@ impl DriverTask {
             flow_rx,
             flows: HashMap::new(),
             media: HashMap::new(),
+            media_options,
+            media_tasks: HashMap::new(),
+            notes_tx,
+            notes_rx,
+            pending_ended: HashMap::new(),
+            call_ids: HashMap::new(),
             live_calls: HashSet::new(),
             registered: false,
             shutting_down: None,
@@ -82,7 +101,8 @@ impl DriverTask {
         loop {
             self.drain_outputs();
             if let Some((deadline, _)) = &self.shutting_down {
-                let done = self.live_calls.is_empty() && !self.registered;
+                let done =
+                    self.live_calls.is_empty() && !self.registered && self.media_tasks.is_empty();
                 if done || Instant::now() >= *deadline {
                     stopped_by = self.shutting_down.take().map(|(_, reply)| reply);
                     break;
@@ -99,6 +119,11 @@ impl DriverTask {
                     match accepted {
                         Ok((stream, remote)) => self.handle_accepted(stream, remote),
                         Err(e) => tracing::warn!("accept: {e}"),
+                    }
+                }
+                note = self.notes_rx.recv() => {
+                    if let Some(note) = note {
+                        self.handle_media_note(note);
                     }
                 }
                 cmd = self.cmd_rx.recv() => {
@@ -192,10 +217,10 @@ impl DriverTask {
             }
             Command::Call { target, reply } => {
                 let result = async {
-                    let socket = self.reserve_media().await?;
-                    let addr = socket.local_addr()?;
+                    let sockets = MediaSockets::reserve(self.media_ip).await?;
+                    let addr = sockets.local_rtp()?;
                     let call = self.core.call(now, target, addr)?;
-                    self.media.insert(call, socket);
+                    self.media.insert(call, sockets);
                     self.live_calls.insert(call);
                     Ok(call)
                 }
@@ -207,10 +232,10 @@ impl DriverTask {
             }
             Command::Answer(call, reply) => {
                 let result = async {
-                    let socket = self.reserve_media().await?;
-                    let addr = socket.local_addr()?;
+                    let sockets = MediaSockets::reserve(self.media_ip).await?;
+                    let addr = sockets.local_rtp()?;
                     self.core.answer(now, call, addr)?;
-                    self.media.insert(call, socket);
+                    self.media.insert(call, sockets);
                     Ok(())
                 }
                 .await;
@@ -224,6 +249,18 @@ impl DriverTask {
             }
             Command::Hold(call, on, reply) => {
                 let _ = reply.send(self.core.hold(now, call, on).map_err(Error::from));
+            }
+            Command::Dtmf(call, digits, reply) => {
+                let result = match self.media_tasks.get(&call) {
+                    Some(task) => task
+                        .ctl
+                        .send(MediaCtl::Dtmf(digits))
+                        .map_err(|_| Error::Core(crate::signaling::core::CoreError::NoSuchCall)),
+                    None => Err(Error::Core(
+                        crate::signaling::core::CoreError::InvalidState("no media yet"),
+                    )),
+                };
+                let _ = reply.send(result);
             }
             Command::Shutdown(reply) => {
                 for call in self.live_calls.clone() {
@@ -239,10 +276,6 @@ impl DriverTask {
                 self.shutting_down = Some((now + SHUTDOWN_GRACE, reply));
             }
         }
-    }
-
-    async fn reserve_media(&self) -> Result<UdpSocket, Error> {
-        Ok(UdpSocket::bind(SocketAddr::new(self.media_ip, 0)).await?)
     }
 
     fn drain_outputs(&mut self) {
@@ -273,12 +306,37 @@ impl DriverTask {
 
     fn handle_event(&mut self, ev: Event) {
         match &ev {
-            Event::Incoming { call, .. } => {
+            Event::Incoming { call, call_id, .. } => {
                 self.live_calls.insert(*call);
+                self.call_ids.insert(*call, call_id.clone());
+            }
+            Event::State { call, call_id, .. } => {
+                self.call_ids.insert(*call, call_id.clone());
+            }
+            Event::Media { call, media, .. } => {
+                if let Some(task) = self.media_tasks.get(call) {
+                    let _ = task.ctl.send(MediaCtl::Update(media.clone()));
+                } else if let Some(sockets) = self.media.remove(call) {
+                    let task = call_media::spawn(
+                        *call,
+                        sockets,
+                        media.clone(),
+                        self.media_options.clone(),
+                        self.notes_tx.clone(),
+                    );
+                    self.media_tasks.insert(*call, task);
+                }
             }
             Event::Ended { call, .. } => {
                 self.live_calls.remove(call);
                 self.media.remove(call);
+                if let Some(task) = self.media_tasks.get(call) {
+                    // The report comes first; `Ended` follows it (handle_media_note).
+                    let _ = task.ctl.send(MediaCtl::Stop);
+                    self.pending_ended.insert(*call, ev);
+                    return;
+                }
+                self.call_ids.remove(call);
             }
             Event::Registered { .. } => self.registered = true,
             Event::Unregistered => self.registered = false,
@@ -286,6 +344,35 @@ impl DriverTask {
         }
         // The application may have dropped its receiver; the driver keeps running.
         let _ = self.events.send(ev);
+    }
+
+    fn handle_media_note(&mut self, note: MediaNote) {
+        match note {
+            MediaNote::Dtmf(call, digit) => {
+                let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
+                let _ = self.events.send(Event::Dtmf {
+                    call,
+                    call_id,
+                    digit,
+                });
+            }
+            MediaNote::Done(call, report) => {
+                self.media_tasks.remove(&call);
+                if let Some(e) = &report.error {
+                    tracing::warn!(?call, "media did not run: {e}");
+                }
+                let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
+                let _ = self.events.send(Event::MediaReport {
+                    call,
+                    call_id,
+                    report,
+                });
+                if let Some(ended) = self.pending_ended.remove(&call) {
+                    self.call_ids.remove(&call);
+                    let _ = self.events.send(ended);
+                }
+            }
+        }
     }
 }
 

@@ -1,8 +1,12 @@
-//! RTP/UDP audio (issue 3).
+//! RTP/UDP audio: codecs, jitter buffer, RTP/RTCP session, the real-time audio callback and its
+//! backends, and the per-call pipeline that joins them. Sans-IO except `audio`'s backends.
 
 pub mod audio;
 pub mod codec;
 pub mod jitter;
 pub mod pipeline;
 pub mod quality;
+mod report;
 pub mod session;
+
+pub use report::MediaReport;

@@ -148,6 +148,24 @@ pub enum Event {
         /// Which.
         flow: FlowId,
     },
+    /// The peer sent a DTMF digit (RFC 4733 telephone-event). Emitted by the driver's media task.
+    Dtmf {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// `0`-`9`, `*`, `#`, `A`-`D`.
+        digit: char,
+    },
+    /// The call's media report, emitted by the driver just before the call's `Ended`.
+    MediaReport {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// What the media did.
+        report: Box<crate::media::MediaReport>,
+    },
 }
 
 /// What the core asks the driver to do.

@@ -1,0 +1,138 @@
+//! Turning the media flags into [`MediaOptions`], and the `--summary` file.
+
+use super::args::MediaArgs;
+use super::events::report_json;
+use super::run::Fail;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::Path;
+use wakeline::driver::MediaOptions;
+use wakeline::media::audio::{self, AudioConfig, AudioSink, AudioSource};
+use wakeline::media::MediaReport;
+use wakeline::signaling::sdp::Codec;
+
+/// Parses `--codecs opus,pcmu,pcma`.
+pub fn codecs(list: &str) -> Result<Vec<Codec>, Fail> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let codec = match name.to_ascii_lowercase().as_str() {
+            "opus" => Codec::Opus,
+            "pcmu" => Codec::Pcmu,
+            "pcma" => Codec::Pcma,
+            other => {
+                return Err(Fail(format!(
+                    "--codecs: unknown codec {other:?} (opus, pcmu, pcma)"
+                )))
+            }
+        };
+        if !out.contains(&codec) {
+            out.push(codec);
+        }
+    }
+    if out.is_empty() {
+        return Err(Fail("--codecs: no codec given".into()));
+    }
+    Ok(out)
+}
+
+/// `--list-devices`: one line per device.
+pub fn list_devices() -> Result<(), Fail> {
+    let devices = audio::device::list_devices().map_err(|e| Fail(format!("audio devices: {e}")))?;
+    if devices.is_empty() {
+        println!("no audio devices");
+    }
+    for d in devices {
+        let kind = match (d.input, d.output) {
+            (true, true) => "input+output",
+            (true, false) => "input",
+            (false, true) => "output",
+            (false, false) => "unusable",
+        };
+        println!("{kind:13} {}", d.name);
+    }
+    Ok(())
+}
+
+/// Resolves `--mic`/`--speaker`/`--record` into media options. Each device side is opened once
+/// here, so a missing device is reported before any call: an explicit `default` or device name
+/// fails with a clear message; without the flag we fall back to silence/null and say so.
+pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
+    let cfg = AudioConfig::default();
+    let source = match &args.mic {
+        Some(s) => s
+            .parse::<AudioSource>()
+            .map_err(|e| Fail(format!("--mic: {e}")))?,
+        None => AudioSource::Default,
+    };
+    let sink = match &args.speaker {
+        Some(s) => s
+            .parse::<AudioSink>()
+            .map_err(|e| Fail(format!("--speaker: {e}")))?,
+        None => AudioSink::Default,
+    };
+    let source = match audio::start(&source, &AudioSink::Null, &cfg) {
+        Ok(_) => source,
+        Err(e) if args.mic.is_none() => {
+            eprintln!("no usable input device ({e}); using silence (choose with --mic)");
+            AudioSource::Silence
+        }
+        Err(e) => {
+            return Err(Fail(format!(
+                "--mic {}: {e}",
+                args.mic.as_deref().unwrap_or("")
+            )))
+        }
+    };
+    let sink = match audio::start(&AudioSource::Silence, &sink, &cfg) {
+        Ok(_) => sink,
+        Err(e) if args.speaker.is_none() => {
+            eprintln!(
+                "no usable output device ({e}); far-end audio is discarded (choose with --speaker)"
+            );
+            AudioSink::Null
+        }
+        Err(e) => {
+            return Err(Fail(format!(
+                "--speaker {}: {e}",
+                args.speaker.as_deref().unwrap_or("")
+            )))
+        }
+    };
+    Ok(MediaOptions {
+        source,
+        sink,
+        record: args.record.clone(),
+        audio: cfg,
+        ..MediaOptions::default()
+    })
+}
+
+/// The summary of one call: its end and its media report.
+pub fn summary(status: u16, reason: &str, outcome: &str, report: Option<&MediaReport>) -> Value {
+    let mut v = match report {
+        Some(r) => report_json(r),
+        None => json!({}),
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.insert("status".into(), json!(status));
+        o.insert("reason".into(), json!(reason));
+        o.insert("outcome".into(), json!(outcome));
+    }
+    v
+}
+
+/// Writes `--summary`: the whole file (`append == false`) or one more line.
+pub fn write_summary(path: &Path, value: &Value, append: bool) {
+    let result = if append {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{value}"))
+    } else {
+        std::fs::write(path, format!("{value:#}\n"))
+    };
+    if let Err(e) = result {
+        tracing::warn!("--summary {}: {e}", path.display());
+    }
+}

@@ -1,0 +1,313 @@
+//! One call's media: a tokio task that owns the call's UDP sockets (RTP, and RTCP on port + 1
+//! when rtcp-mux is not agreed), the audio backends (device, WAV, tone...) and the sans-IO
+//! [`MediaPipeline`]. It never shares a socket with the SIP control flow.
+
+use crate::media::audio::{self, AudioConfig, AudioSink, AudioSource};
+use crate::media::codec::EncoderConfig;
+use crate::media::pipeline::{MediaEvent, MediaPipeline, PipelineConfig};
+use crate::media::MediaReport;
+use crate::signaling::core::CallHandle;
+use crate::signaling::sdp::Negotiated;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// How calls get their audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaOptions {
+    /// Where our audio comes from.
+    pub source: AudioSource,
+    /// Where the far end's audio goes.
+    pub sink: AudioSink,
+    /// Also write what the far end sent, decoded (48 kHz mono 16-bit), to this WAV file.
+    pub record: Option<PathBuf>,
+    /// Encoder preferences (bitrate, complexity, DTX, FEC, ptime).
+    pub encoder: EncoderConfig,
+    /// Audio backend settings (period, ring size).
+    pub audio: AudioConfig,
+    /// Symmetric RTP: send to where the peer's packets come from once they arrive.
+    pub symmetric: bool,
+}
+
+impl Default for MediaOptions {
+    fn default() -> Self {
+        MediaOptions {
+            source: AudioSource::Default,
+            sink: AudioSink::Default,
+            record: None,
+            encoder: EncoderConfig::default(),
+            audio: AudioConfig::default(),
+            symmetric: true,
+        }
+    }
+}
+
+/// The RTP socket and the RTCP socket (port + 1) reserved for one call.
+#[derive(Debug)]
+pub(crate) struct MediaSockets {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+}
+
+impl MediaSockets {
+    /// Binds an even RTP port and the odd port above it (RFC 3550 §11) on `ip`.
+    pub(crate) async fn reserve(ip: IpAddr) -> std::io::Result<MediaSockets> {
+        let mut last = None;
+        for _ in 0..32 {
+            let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+            let port = rtp.local_addr()?.port();
+            if port % 2 == 1 || port == u16::MAX {
+                continue;
+            }
+            match UdpSocket::bind(SocketAddr::new(ip, port + 1)).await {
+                Ok(rtcp) => return Ok(MediaSockets { rtp, rtcp }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free RTP/RTCP port pair")))
+    }
+
+    /// The RTP address to announce in SDP.
+    pub(crate) fn local_rtp(&self) -> std::io::Result<SocketAddr> {
+        self.rtp.local_addr()
+    }
+}
+
+/// Commands to a running media task.
+#[derive(Debug)]
+pub(crate) enum MediaCtl {
+    /// The SDP changed (re-INVITE: hold, resume, new address or codec).
+    Update(Negotiated),
+    /// Send these DTMF digits (RFC 4733).
+    Dtmf(String),
+    /// Hang-up: send RTCP BYE and finish.
+    Stop,
+}
+
+/// What the media task tells the driver while it runs.
+#[derive(Debug)]
+pub(crate) enum MediaNote {
+    /// A DTMF digit from the peer.
+    Dtmf(CallHandle, char),
+    /// The task finished.
+    Done(CallHandle, Box<MediaReport>),
+}
+
+/// The driver's handle on a running media task.
+#[derive(Debug)]
+pub(crate) struct MediaTask {
+    pub ctl: mpsc::UnboundedSender<MediaCtl>,
+}
+
+/// Starts the media task of `call`.
+pub(crate) fn spawn(
+    call: CallHandle,
+    sockets: MediaSockets,
+    negotiated: Negotiated,
+    options: MediaOptions,
+    notes: mpsc::UnboundedSender<MediaNote>,
+) -> MediaTask {
+    let (ctl, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let report = run(call, sockets, negotiated, options, rx, &notes).await;
+        let _ = notes.send(MediaNote::Done(call, Box::new(report)));
+    });
+    MediaTask { ctl }
+}
+
+/// Writes the far end's decoded audio to a WAV file, from the pipeline's record tap.
+struct Recorder {
+    ring: rtrb::Consumer<i16>,
+    wav: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    failed: bool,
+}
+
+impl Recorder {
+    fn open(path: &PathBuf) -> Result<(Recorder, rtrb::Producer<i16>), hound::Error> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: crate::media::codec::PCM_RATE,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let wav = hound::WavWriter::create(path, spec)?;
+        let (tx, ring) = rtrb::RingBuffer::new(crate::media::codec::PCM_RATE as usize);
+        Ok((
+            Recorder {
+                ring,
+                wav,
+                failed: false,
+            },
+            tx,
+        ))
+    }
+
+    fn drain(&mut self) {
+        while let Ok(s) = self.ring.pop() {
+            if !self.failed {
+                if let Err(e) = self.wav.write_sample(s) {
+                    tracing::warn!("--record: {e}");
+                    self.failed = true;
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) {
+        self.drain();
+        if let Err(e) = self.wav.finalize() {
+            tracing::warn!("--record: {e}");
+        }
+    }
+}
+
+fn report_error(error: String) -> MediaReport {
+    MediaReport {
+        stats: None,
+        capture: Default::default(),
+        playback: Default::default(),
+        duration: Duration::ZERO,
+        error: Some(error),
+    }
+}
+
+async fn run(
+    call: CallHandle,
+    sockets: MediaSockets,
+    negotiated: Negotiated,
+    options: MediaOptions,
+    mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
+    notes: &mpsc::UnboundedSender<MediaNote>,
+) -> MediaReport {
+    let (source, sink, acfg) = (
+        options.source.clone(),
+        options.sink.clone(),
+        options.audio.clone(),
+    );
+    let streams =
+        match tokio::task::spawn_blocking(move || audio::start(&source, &sink, &acfg)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::error!(?call, "audio: {e}");
+                return report_error(format!("audio: {e}"));
+            }
+            Err(e) => return report_error(format!("audio: {e}")),
+        };
+    let mut recorder = None;
+    let started = Instant::now();
+    let cfg = PipelineConfig {
+        negotiated: negotiated.clone(),
+        encoder: options.encoder,
+        symmetric: options.symmetric,
+        cname: format!("{}@wakeline", crate::signaling::message::random_token(12)),
+        seed: rand::random(),
+    };
+    let crate::media::audio::AudioStreams {
+        capture,
+        playback,
+        capture_stats,
+        playback_stats,
+        handle: audio_handle,
+        ..
+    } = streams;
+    let mut pipeline = match MediaPipeline::new(cfg, capture, playback, started, SystemTime::now())
+    {
+        Ok(p) => p,
+        Err(e) => return report_error(format!("media: {e}")),
+    };
+    if let Some(path) = &options.record {
+        match Recorder::open(path) {
+            Ok((r, tap)) => {
+                pipeline.set_record(tap);
+                recorder = Some(r);
+            }
+            Err(e) => tracing::warn!("--record {}: {e}", path.display()),
+        }
+    }
+    let mut rtcp_mux = negotiated.rtcp_mux;
+    let mut remote_rtcp = negotiated.remote_rtcp;
+    let mut rtp_buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 2048];
+    let mut stopping = false;
+    loop {
+        let deadline = pipeline.poll_timeout();
+        tokio::select! {
+            r = sockets.rtp.recv_from(&mut rtp_buf) => match r {
+                Ok((n, from)) => pipeline.handle_datagram(Instant::now(), from, &rtp_buf[..n]),
+                Err(e) => tracing::debug!(?call, "rtp recv: {e}"),
+            },
+            r = sockets.rtcp.recv_from(&mut rtcp_buf) => match r {
+                Ok((n, from)) => pipeline.handle_datagram(Instant::now(), from, &rtcp_buf[..n]),
+                Err(e) => tracing::debug!(?call, "rtcp recv: {e}"),
+            },
+            _ = sleep_until(deadline) => pipeline.handle_timeout(Instant::now()),
+            c = ctl.recv() => match c {
+                Some(MediaCtl::Update(n)) => {
+                    rtcp_mux = n.rtcp_mux;
+                    remote_rtcp = n.remote_rtcp;
+                    if let Err(e) = pipeline.update(n) {
+                        tracing::warn!(?call, "media update: {e}");
+                    }
+                }
+                Some(MediaCtl::Dtmf(digits)) => {
+                    for d in digits.chars() {
+                        if let Err(e) = pipeline.send_dtmf(Instant::now(), d) {
+                            tracing::warn!(?call, "dtmf {d:?}: {e}");
+                        }
+                    }
+                }
+                Some(MediaCtl::Stop) | None => {
+                    pipeline.bye(Instant::now());
+                    stopping = true;
+                }
+            },
+        }
+        while let Some(t) = pipeline.poll_transmit() {
+            let socket = if !rtcp_mux && t.destination == remote_rtcp {
+                &sockets.rtcp
+            } else {
+                &sockets.rtp
+            };
+            if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                tracing::debug!(?call, "send to {}: {e}", t.destination);
+            }
+            pipeline.recycle(t.contents);
+        }
+        while let Some(ev) = pipeline.poll_event() {
+            match ev {
+                MediaEvent::Dtmf(d) => {
+                    let _ = notes.send(MediaNote::Dtmf(call, d));
+                }
+                other => tracing::debug!(?call, "media: {other:?}"),
+            }
+        }
+        if let Some(r) = recorder.as_mut() {
+            r.drain();
+        }
+        if stopping {
+            break;
+        }
+    }
+    let duration = started.elapsed();
+    let stats = pipeline.stats();
+    drop(audio_handle);
+    if let Some(r) = recorder {
+        r.finish();
+    }
+    MediaReport {
+        stats: Some(stats),
+        capture: capture_stats.snapshot(),
+        playback: playback_stats.snapshot(),
+        duration,
+        error: None,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
