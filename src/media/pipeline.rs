@@ -20,6 +20,14 @@
 //! direction does not send, or the peer's address is `0.0.0.0`) captured audio is read and
 //! discarded. Opus DTX frames (nothing to send) also just advance the timestamp.
 //!
+//! **Receive-side timing.** Each tick plays exactly one frame (`ptime × 48` samples) into the
+//! playback ring: decoded audio, FEC-recovered or concealed audio, or silence while the jitter
+//! buffer primes. The peer is assumed to packetise with the same ptime (one packet per tick).
+//!
+//! When Opus in-band FEC is negotiated the jitter buffer keeps at least two frames of delay,
+//! so that the packet after a lost one has usually arrived when the lost one is due and its
+//! FEC data can rebuild it ([`Decoder::decode_fec`]); otherwise the decoder conceals.
+//!
 //! **Steady state does not allocate**: the frame, payload and PCM buffers are allocated in
 //! [`MediaPipeline::new`], RTP datagrams reuse recycled buffers, and the transmit queue has a
 //! fixed capacity for one tick's packets. (RTCP compounds, every few seconds, are built by the
@@ -42,7 +50,7 @@ use crate::media::quality;
 use crate::media::session::{
     MediaSession, MediaStats, Received, SessionConfig, SessionError, Transmit,
 };
-use crate::signaling::sdp::Negotiated;
+use crate::signaling::sdp::{Codec, Negotiated};
 
 /// Captured frames beyond this many are discarded at a tick (bounded send latency).
 pub const MAX_CAPTURE_BACKLOG: usize = 3;
@@ -235,7 +243,13 @@ fn codec_set(n: &Negotiated, enc: &EncoderConfig) -> Result<CodecSet, MediaError
     let decoder = make_decoder(n)?;
     // Ticks follow the sender's frame length; the jitter buffer plays one frame per tick.
     let frame_ms = (encoder.frame_samples48() / SAMPLES_PER_MS) as u32;
-    let jitter = JitterBuffer::new(JitterConfig::for_clock(decoder.rtp_clock(), frame_ms));
+    let mut jc = JitterConfig::for_clock(decoder.rtp_clock(), frame_ms);
+    if n.codec == Codec::Opus && n.opus_fec {
+        // In-band FEC needs the packet after a loss to be here when the lost one is due:
+        // keep at least two frames of delay.
+        jc.min_delay = jc.min_delay.max(2 * frame_ms);
+    }
+    let jitter = JitterBuffer::new(jc);
     let dtmf_tx = DtmfSender::new(n.clock_rate, frame_ms, DTMF_TONE_MS, DTMF_GAP_MS);
     Ok(CodecSet {
         encoder,
@@ -705,7 +719,7 @@ fn queue(out: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, dest: SocketAddr
 mod tests {
     use super::*;
     use crate::media::codec::test_util::goertzel;
-    use crate::signaling::sdp::{Codec, Direction};
+    use crate::signaling::sdp::Direction;
     use rand::Rng;
 
     const RING: usize = 48_000 * 4;
@@ -750,6 +764,8 @@ mod tests {
         play: rtrb::Consumer<i16>,
         rec: rtrb::Consumer<i16>,
         hz: f64,
+        /// Speech-like signal to play instead of the tone.
+        speech: Option<Vec<i16>>,
         phase: usize,
         heard: Vec<i16>,
         recorded: Vec<i16>,
@@ -780,6 +796,7 @@ mod tests {
                 play,
                 rec,
                 hz,
+                speech: None,
                 phase: 0,
                 heard: Vec::new(),
                 recorded: Vec::new(),
@@ -790,9 +807,14 @@ mod tests {
         /// The audio device: one frame of tone in, whatever was played out.
         fn device(&mut self, frame: usize) {
             for _ in 0..frame {
-                let t = self.phase as f64 / 48_000.0;
-                let v = 8000.0 * (2.0 * std::f64::consts::PI * self.hz * t).sin();
-                self.cap.push(v as i16).unwrap();
+                let v = match &self.speech {
+                    Some(x) => x[self.phase % x.len()],
+                    None => {
+                        let t = self.phase as f64 / 48_000.0;
+                        (8000.0 * (2.0 * std::f64::consts::PI * self.hz * t).sin()) as i16
+                    }
+                };
+                self.cap.push(v).unwrap();
                 self.phase += 1;
             }
             while let Ok(s) = self.play.pop() {
@@ -1009,6 +1031,22 @@ mod tests {
     #[test]
     fn pcmu_survives_loss_and_reordering() {
         lossy(Codec::Pcmu);
+    }
+
+    #[test]
+    fn opus_fec_recovers_lost_speech() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        a.speech = Some(crate::media::codec::test_util::speech_like(48_000 * 4));
+        let (mut ab, mut ba) = (Link::new(3, 0.1, 0.0), Link::new(4, 0.0, 0.0));
+        run(&mut a, &mut b, t0, 3000, &mut ab, &mut ba);
+        let s = b.p.stats();
+        assert!(s.lost > 0, "{s:?}");
+        assert!(s.fec_recovered > 0, "{s:?}");
+        // Recovered frames do not count against the MOS.
+        let plain = quality::mos(Codec::Opus, 100.0 * s.lost as f64 / 150.0, 50.0);
+        assert!(s.mos > plain, "{} vs {plain}", s.mos);
+        assert!(b.heard.iter().any(|&v| v.abs() > 1000));
     }
 
     #[test]
