@@ -389,7 +389,14 @@ impl MediaPipeline {
                 }
             }
             Received::Rtcp => {
-                if self.session.stats().remote_bye && !self.bye_reported {
+                let st = self.session.stats();
+                // Tell the encoder how lossy our stream is, so Opus FEC spends bits to match;
+                // never below the codec's default expectation.
+                let percent = (st.remote_fraction_lost * 100.0).round() as u8;
+                let _ = self.encoder.set_packet_loss_perc(
+                    percent.max(crate::media::codec::opus::DEFAULT_LOSS_PERC),
+                );
+                if st.remote_bye && !self.bye_reported {
                     self.bye_reported = true;
                     self.events.push_back(MediaEvent::RemoteBye);
                 }
