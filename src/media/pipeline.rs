@@ -844,12 +844,15 @@ mod tests {
         }
     }
 
-    /// A seeded lossy, reordering link.
+    /// A seeded link with random loss, reordering (a packet held back behind the next one) and
+    /// a random one-way delay of 0..=`jitter_ms`.
     struct Link {
         rng: StdRng,
         loss: f64,
         reorder: f64,
+        jitter_ms: u64,
         held: Option<Transmit>,
+        pending: Vec<(Instant, Transmit)>,
     }
 
     impl Link {
@@ -858,13 +861,19 @@ mod tests {
                 rng: StdRng::seed_from_u64(seed),
                 loss,
                 reorder,
+                jitter_ms: 0,
                 held: None,
+                pending: Vec::new(),
             }
         }
 
-        /// Packets that come out of the link now, in order.
-        fn carry(&mut self, input: Vec<Transmit>) -> Vec<Transmit> {
-            let mut out = Vec::new();
+        fn with_jitter(mut self, ms: u64) -> Self {
+            self.jitter_ms = ms;
+            self
+        }
+
+        /// Takes packets sent at `now`.
+        fn carry(&mut self, now: Instant, input: Vec<Transmit>) {
             for t in input {
                 if self.rng.random::<f64>() < self.loss {
                     continue;
@@ -873,14 +882,23 @@ mod tests {
                     self.held = Some(t);
                     continue;
                 }
-                out.push(t);
-                out.extend(self.held.take());
+                for t in std::iter::once(t).chain(self.held.take()) {
+                    let delay = self.rng.random_range(0..=self.jitter_ms);
+                    self.pending.push((now + Duration::from_millis(delay), t));
+                }
             }
-            out
+        }
+
+        /// Packets that come out of the link by `now`, in arrival order.
+        fn due(&mut self, now: Instant) -> Vec<Transmit> {
+            self.pending.sort_by_key(|(at, _)| *at);
+            let n = self.pending.iter().take_while(|(at, _)| *at <= now).count();
+            self.pending.drain(..n).map(|(_, t)| t).collect()
         }
     }
 
-    /// Runs both ends for `ms` of virtual time, ticking every 20 ms.
+    /// Runs both ends for `ms` of virtual time in 5 ms steps: the devices deliver a frame
+    /// every 20 ms, the pipelines run when `poll_timeout` says so, the links deliver when due.
     fn run(
         a: &mut End,
         b: &mut End,
@@ -890,24 +908,29 @@ mod tests {
         ba: &mut Link,
     ) -> Instant {
         let mut now = start;
-        for _ in 0..ms / 20 {
-            a.device(960);
-            b.device(960);
-            a.p.handle_timeout(now);
-            b.p.handle_timeout(now);
-            let from_a = ab.carry(a.drain());
-            let from_b = ba.carry(b.drain());
-            for t in from_a {
+        for step in 0..ms / 5 {
+            if step % 4 == 0 {
+                a.device(960);
+                b.device(960);
+            }
+            for e in [&mut *a, &mut *b] {
+                if e.p.poll_timeout().is_some_and(|t| t <= now) {
+                    e.p.handle_timeout(now);
+                }
+            }
+            ab.carry(now, a.drain());
+            ba.carry(now, b.drain());
+            for t in ab.due(now) {
                 assert_eq!(t.destination, b.addr);
                 b.p.handle_datagram(now, a.addr, &t.contents);
                 a.p.recycle(t.contents);
             }
-            for t in from_b {
+            for t in ba.due(now) {
                 assert_eq!(t.destination, a.addr);
                 a.p.handle_datagram(now, b.addr, &t.contents);
                 b.p.recycle(t.contents);
             }
-            now += Duration::from_millis(20);
+            now += Duration::from_millis(5);
         }
         a.device(0);
         b.device(0);
@@ -1038,6 +1061,24 @@ mod tests {
     #[test]
     fn pcmu_survives_loss_and_reordering() {
         lossy(Codec::Pcmu);
+    }
+
+    #[test]
+    fn opus_through_loss_and_30ms_jitter() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        let mut ab = Link::new(11, 0.05, 0.0).with_jitter(30);
+        let mut ba = Link::new(12, 0.05, 0.0).with_jitter(30);
+        run(&mut a, &mut b, t0, 4000, &mut ab, &mut ba);
+        assert!(purity(last_second(&b.heard), 440.0) > 0.5);
+        assert!(purity(last_second(&a.heard), 1000.0) > 0.5);
+        for s in [a.p.stats(), b.p.stats()] {
+            assert!(s.lost > 0, "{s:?}");
+            assert!(s.jitter_ms > 2.0, "{s:?}");
+            // The buffer grew beyond its two-frame floor to absorb the jitter.
+            assert!(s.jitter_buffer_mean_ms > 40.0, "{s:?}");
+            assert!(s.late < 10, "{s:?}");
+        }
     }
 
     #[test]
