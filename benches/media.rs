@@ -296,6 +296,12 @@ fn recv_path(c: &mut Criterion) {
                 drain(&mut play);
             })
         });
+        // The ticks above decoded real frames, not silence.
+        let st = p.stats();
+        assert!(
+            st.rtp_received > 0 && st.concealed_frames * 10 < st.rtp_received,
+            "{st:?}"
+        );
     }
     g.finish();
 }
@@ -352,6 +358,10 @@ fn calls_per_core(c: &mut Criterion) {
                 now += TICK;
             })
         });
+        for (x, y) in &calls {
+            let (sx, sy) = (x.p.stats(), y.p.stats());
+            assert!(sx.rtp_received > 0 && sy.rtp_received > 0, "{sx:?} {sy:?}");
+        }
     }
     g.finish();
 }

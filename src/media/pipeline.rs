@@ -20,6 +20,14 @@
 //! direction does not send, or the peer's address is `0.0.0.0`) captured audio is read and
 //! discarded. Opus DTX frames (nothing to send) also just advance the timestamp.
 //!
+//! **Receive-side timing.** Each tick plays exactly one frame (`ptime × 48` samples) into the
+//! playback ring: decoded audio, FEC-recovered or concealed audio, or silence while the jitter
+//! buffer primes. The peer is assumed to packetise with the same ptime (one packet per tick).
+//!
+//! When Opus in-band FEC is negotiated the jitter buffer keeps at least two frames of delay,
+//! so that the packet after a lost one has usually arrived when the lost one is due and its
+//! FEC data can rebuild it ([`Decoder::decode_fec`]); otherwise the decoder conceals.
+//!
 //! **Steady state does not allocate**: the frame, payload and PCM buffers are allocated in
 //! [`MediaPipeline::new`], RTP datagrams reuse recycled buffers, and the transmit queue has a
 //! fixed capacity for one tick's packets. (RTCP compounds, every few seconds, are built by the
@@ -42,7 +50,7 @@ use crate::media::quality;
 use crate::media::session::{
     MediaSession, MediaStats, Received, SessionConfig, SessionError, Transmit,
 };
-use crate::signaling::sdp::Negotiated;
+use crate::signaling::sdp::{Codec, Negotiated};
 
 /// Captured frames beyond this many are discarded at a tick (bounded send latency).
 pub const MAX_CAPTURE_BACKLOG: usize = 3;
@@ -235,7 +243,13 @@ fn codec_set(n: &Negotiated, enc: &EncoderConfig) -> Result<CodecSet, MediaError
     let decoder = make_decoder(n)?;
     // Ticks follow the sender's frame length; the jitter buffer plays one frame per tick.
     let frame_ms = (encoder.frame_samples48() / SAMPLES_PER_MS) as u32;
-    let jitter = JitterBuffer::new(JitterConfig::for_clock(decoder.rtp_clock(), frame_ms));
+    let mut jc = JitterConfig::for_clock(decoder.rtp_clock(), frame_ms);
+    if n.codec == Codec::Opus && n.opus_fec {
+        // In-band FEC needs the packet after a loss to be here when the lost one is due:
+        // keep at least two frames of delay.
+        jc.min_delay = jc.min_delay.max(2 * frame_ms);
+    }
+    let jitter = JitterBuffer::new(jc);
     let dtmf_tx = DtmfSender::new(n.clock_rate, frame_ms, DTMF_TONE_MS, DTMF_GAP_MS);
     Ok(CodecSet {
         encoder,
@@ -375,7 +389,14 @@ impl MediaPipeline {
                 }
             }
             Received::Rtcp => {
-                if self.session.stats().remote_bye && !self.bye_reported {
+                let st = self.session.stats();
+                // Tell the encoder how lossy our stream is, so Opus FEC spends bits to match;
+                // never below the codec's default expectation.
+                let percent = (st.remote_fraction_lost * 100.0).round() as u8;
+                let _ = self.encoder.set_packet_loss_perc(
+                    percent.max(crate::media::codec::opus::DEFAULT_LOSS_PERC),
+                );
+                if st.remote_bye && !self.bye_reported {
                     self.bye_reported = true;
                     self.events.push_back(MediaEvent::RemoteBye);
                 }
@@ -705,7 +726,7 @@ fn queue(out: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, dest: SocketAddr
 mod tests {
     use super::*;
     use crate::media::codec::test_util::goertzel;
-    use crate::signaling::sdp::{Codec, Direction};
+    use crate::signaling::sdp::Direction;
     use rand::Rng;
 
     const RING: usize = 48_000 * 4;
@@ -750,6 +771,8 @@ mod tests {
         play: rtrb::Consumer<i16>,
         rec: rtrb::Consumer<i16>,
         hz: f64,
+        /// Speech-like signal to play instead of the tone.
+        speech: Option<Vec<i16>>,
         phase: usize,
         heard: Vec<i16>,
         recorded: Vec<i16>,
@@ -780,6 +803,7 @@ mod tests {
                 play,
                 rec,
                 hz,
+                speech: None,
                 phase: 0,
                 heard: Vec::new(),
                 recorded: Vec::new(),
@@ -790,9 +814,14 @@ mod tests {
         /// The audio device: one frame of tone in, whatever was played out.
         fn device(&mut self, frame: usize) {
             for _ in 0..frame {
-                let t = self.phase as f64 / 48_000.0;
-                let v = 8000.0 * (2.0 * std::f64::consts::PI * self.hz * t).sin();
-                self.cap.push(v as i16).unwrap();
+                let v = match &self.speech {
+                    Some(x) => x[self.phase % x.len()],
+                    None => {
+                        let t = self.phase as f64 / 48_000.0;
+                        (8000.0 * (2.0 * std::f64::consts::PI * self.hz * t).sin()) as i16
+                    }
+                };
+                self.cap.push(v).unwrap();
                 self.phase += 1;
             }
             while let Ok(s) = self.play.pop() {
@@ -815,12 +844,15 @@ mod tests {
         }
     }
 
-    /// A seeded lossy, reordering link.
+    /// A seeded link with random loss, reordering (a packet held back behind the next one) and
+    /// a random one-way delay of 0..=`jitter_ms`.
     struct Link {
         rng: StdRng,
         loss: f64,
         reorder: f64,
+        jitter_ms: u64,
         held: Option<Transmit>,
+        pending: Vec<(Instant, Transmit)>,
     }
 
     impl Link {
@@ -829,13 +861,19 @@ mod tests {
                 rng: StdRng::seed_from_u64(seed),
                 loss,
                 reorder,
+                jitter_ms: 0,
                 held: None,
+                pending: Vec::new(),
             }
         }
 
-        /// Packets that come out of the link now, in order.
-        fn carry(&mut self, input: Vec<Transmit>) -> Vec<Transmit> {
-            let mut out = Vec::new();
+        fn with_jitter(mut self, ms: u64) -> Self {
+            self.jitter_ms = ms;
+            self
+        }
+
+        /// Takes packets sent at `now`.
+        fn carry(&mut self, now: Instant, input: Vec<Transmit>) {
             for t in input {
                 if self.rng.random::<f64>() < self.loss {
                     continue;
@@ -844,14 +882,23 @@ mod tests {
                     self.held = Some(t);
                     continue;
                 }
-                out.push(t);
-                out.extend(self.held.take());
+                for t in std::iter::once(t).chain(self.held.take()) {
+                    let delay = self.rng.random_range(0..=self.jitter_ms);
+                    self.pending.push((now + Duration::from_millis(delay), t));
+                }
             }
-            out
+        }
+
+        /// Packets that come out of the link by `now`, in arrival order.
+        fn due(&mut self, now: Instant) -> Vec<Transmit> {
+            self.pending.sort_by_key(|(at, _)| *at);
+            let n = self.pending.iter().take_while(|(at, _)| *at <= now).count();
+            self.pending.drain(..n).map(|(_, t)| t).collect()
         }
     }
 
-    /// Runs both ends for `ms` of virtual time, ticking every 20 ms.
+    /// Runs both ends for `ms` of virtual time in 5 ms steps: the devices deliver a frame
+    /// every 20 ms, the pipelines run when `poll_timeout` says so, the links deliver when due.
     fn run(
         a: &mut End,
         b: &mut End,
@@ -861,24 +908,29 @@ mod tests {
         ba: &mut Link,
     ) -> Instant {
         let mut now = start;
-        for _ in 0..ms / 20 {
-            a.device(960);
-            b.device(960);
-            a.p.handle_timeout(now);
-            b.p.handle_timeout(now);
-            let from_a = ab.carry(a.drain());
-            let from_b = ba.carry(b.drain());
-            for t in from_a {
+        for step in 0..ms / 5 {
+            if step % 4 == 0 {
+                a.device(960);
+                b.device(960);
+            }
+            for e in [&mut *a, &mut *b] {
+                if e.p.poll_timeout().is_some_and(|t| t <= now) {
+                    e.p.handle_timeout(now);
+                }
+            }
+            ab.carry(now, a.drain());
+            ba.carry(now, b.drain());
+            for t in ab.due(now) {
                 assert_eq!(t.destination, b.addr);
                 b.p.handle_datagram(now, a.addr, &t.contents);
                 a.p.recycle(t.contents);
             }
-            for t in from_b {
+            for t in ba.due(now) {
                 assert_eq!(t.destination, a.addr);
                 a.p.handle_datagram(now, b.addr, &t.contents);
                 b.p.recycle(t.contents);
             }
-            now += Duration::from_millis(20);
+            now += Duration::from_millis(5);
         }
         a.device(0);
         b.device(0);
@@ -1009,6 +1061,40 @@ mod tests {
     #[test]
     fn pcmu_survives_loss_and_reordering() {
         lossy(Codec::Pcmu);
+    }
+
+    #[test]
+    fn opus_through_loss_and_30ms_jitter() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        let mut ab = Link::new(11, 0.05, 0.0).with_jitter(30);
+        let mut ba = Link::new(12, 0.05, 0.0).with_jitter(30);
+        run(&mut a, &mut b, t0, 4000, &mut ab, &mut ba);
+        assert!(purity(last_second(&b.heard), 440.0) > 0.5);
+        assert!(purity(last_second(&a.heard), 1000.0) > 0.5);
+        for s in [a.p.stats(), b.p.stats()] {
+            assert!(s.lost > 0, "{s:?}");
+            assert!(s.jitter_ms > 2.0, "{s:?}");
+            // The buffer grew beyond its two-frame floor to absorb the jitter.
+            assert!(s.jitter_buffer_mean_ms > 40.0, "{s:?}");
+            assert!(s.late < 10, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn opus_fec_recovers_lost_speech() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        a.speech = Some(crate::media::codec::test_util::speech_like(48_000 * 4));
+        let (mut ab, mut ba) = (Link::new(3, 0.1, 0.0), Link::new(4, 0.0, 0.0));
+        run(&mut a, &mut b, t0, 3000, &mut ab, &mut ba);
+        let s = b.p.stats();
+        assert!(s.lost > 0, "{s:?}");
+        assert!(s.fec_recovered > 0, "{s:?}");
+        // Recovered frames do not count against the MOS.
+        let plain = quality::mos(Codec::Opus, 100.0 * s.lost as f64 / 150.0, 50.0);
+        assert!(s.mos > plain, "{} vs {plain}", s.mos);
+        assert!(b.heard.iter().any(|&v| v.abs() > 1000));
     }
 
     #[test]
