@@ -5,6 +5,8 @@ use super::events::{outcome_name, state_name, EventLog};
 use super::media;
 use std::process::ExitCode;
 use std::time::Duration;
+use wakeline::driver::MediaOptions;
+use wakeline::media::audio::{AudioSink, AudioSource};
 use wakeline::signaling::message::{Host, Uri};
 use wakeline::{Account, AnswerPolicy, CallOutcome, Config, Event, UserAgent};
 
@@ -346,10 +348,20 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
 /// `wakeline demo`: two user agents in this process, a real call over TCP on 127.0.0.1.
 pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
     let mut log = EventLog::open(args.common.events.as_deref())?;
+    let speaker: AudioSink = args
+        .speaker
+        .parse()
+        .map_err(|e| Fail(format!("--speaker: {e}")))?;
+    let tone = |hz| MediaOptions {
+        source: AudioSource::Tone(hz),
+        sink: AudioSink::Null,
+        ..MediaOptions::default()
+    };
     let (bob, mut bob_events) = UserAgent::builder(Config {
         local_user: "bob".into(),
         ..Config::default()
     })
+    .media(tone(1000.0))
     .listen("127.0.0.1:0".parse().map_err(|e| Fail(format!("{e}")))?)
     .start()
     .await?;
@@ -373,10 +385,16 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         local_user: "alice".into(),
         ..Config::default()
     })
+    .media(MediaOptions {
+        sink: speaker,
+        record: Some(args.record.clone()),
+        ..tone(440.0)
+    })
     .start()
     .await?;
     let target = format!("sip:bob@{bob_addr};transport=tcp");
-    println!("demo: alice calls {target} (SIP over TCP on loopback)");
+    println!("demo: alice calls {target} (SIP over TCP on loopback; RTP over UDP)");
+    println!("demo: alice sends a 440 Hz tone, bob answers with 1000 Hz");
     let call = alice.call(&target).await?;
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let mut answered = false;
@@ -401,6 +419,15 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
                 "demo: media negotiated: {:?} (PT {}) to {}",
                 media.codec, media.payload_type, media.remote_rtp
             ),
+            Event::MediaReport { report, .. } => match (&report.stats, &report.error) {
+                (Some(s), _) => println!(
+                    "demo: media: {} — sent {} / received {} RTP packets, lost {}, jitter {:.1} ms, \
+                     concealed {:.0} ms, estimated MOS {:.2}",
+                    s.codec, s.rtp_sent, s.rtp_received, s.lost, s.jitter_ms, s.concealed_ms, s.mos
+                ),
+                (None, Some(e)) => println!("demo: media did not run: {e}"),
+                (None, None) => {}
+            },
             Event::Ended {
                 status,
                 reason,
@@ -411,6 +438,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
                     "demo: call ended: {status} {reason} ({})",
                     outcome_name(*outcome)
                 );
+                println!("demo: what alice heard is in {}", args.record.display());
                 break *outcome;
             }
             _ => {}
