@@ -2,8 +2,6 @@
 //! tick, exchange RTP and play out under a counting global allocator (the `assert_no_alloc`
 //! pattern). RTCP is left out (its compound packets are built every few seconds and allocate).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,42 +9,11 @@ use wakeline::media::codec::EncoderConfig;
 use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
 use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
 
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// GlobalAlloc contract; the only addition is bumping a const-initialised thread-local counter,
-// which neither allocates nor unwinds.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same layout the caller gave us, per the GlobalAlloc contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod alloc_count;
+use alloc_count::allocations;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations<R>(f: impl FnOnce() -> R) -> (usize, R) {
-    let before = ALLOCS.with(Cell::get);
-    let r = f();
-    (ALLOCS.with(Cell::get) - before, r)
-}
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 fn negotiated(codec: Codec, local: SocketAddr, remote: SocketAddr) -> Negotiated {
     Negotiated {
