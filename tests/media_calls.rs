@@ -545,3 +545,57 @@ fn default_device_without_a_sound_card_fails_fast() {
         ours[0]
     );
 }
+
+/// SIGTERM to `wakeline call` during a call hangs up cleanly: exit 0 and both summaries.
+///
+/// Ignored: `wakeline call` panics with "`async fn` resumed after completion" (exit 101) because
+/// its select loop in src/cli/run.rs polls the finished `stop` future again after hanging up.
+#[test]
+#[ignore = "bug in src/cli/run.rs: SIGTERM makes `wakeline call` panic (exit 101)"]
+fn sigterm_hangs_up_cleanly() {
+    let dir = test_dir("sigterm");
+    let d = dir.path();
+    let port = free_port();
+    let mut cmd = wakeline();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--mic", "silence", "--speaker", "null", "--max-calls", "1"])
+        .arg("--summary")
+        .arg(d.join("b.json"));
+    let mut listener = Proc::spawn("listener", cmd, d);
+    wait_listening(port, LIMIT);
+    let mut cmd = wakeline();
+    cmd.arg("call")
+        .arg(format!("sip:x@127.0.0.1:{port};transport=tcp"))
+        .args(["--mic", "silence", "--speaker", "null", "--duration", "20"])
+        .arg("--summary")
+        .arg(d.join("a.json"))
+        .arg("--events")
+        .arg(d.join("a.ev"));
+    let mut caller = Proc::spawn("caller", cmd, d);
+    let start = Instant::now();
+    while !read_events(&d.join("a.ev"))
+        .iter()
+        .any(|e| e["state"] == "connected")
+    {
+        assert!(
+            start.elapsed() < LIMIT,
+            "never connected\n{}",
+            caller.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let status = caller.terminate(Duration::from_secs(5));
+    assert!(
+        status.success(),
+        "caller after SIGTERM: {status}\n{}",
+        caller.output()
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("a.json")).expect("a.json"))
+            .expect("JSON");
+    assert_eq!(summary["status"], 200, "{summary:#}");
+    let status = listener.wait(LIMIT);
+    assert!(status.success(), "{}", listener.output());
+    assert_eq!(read_events(&d.join("b.json")).len(), 1, "listener summary");
+}
