@@ -330,6 +330,11 @@ fn two_way_tones_over_opus() {
                 r.output
             );
             assert_eq!(num(rx, "lost"), 0.0, "{side}: loss on loopback: {rx:#}");
+            let per_s = received / num(rx, "duration_s");
+            assert!(
+                (per_s - PACKETS_PER_S).abs() <= 0.1 * PACKETS_PER_S,
+                "{side}: received {per_s:.1} packets/s"
+            );
         }
     });
 }
