@@ -552,11 +552,7 @@ fn default_device_without_a_sound_card_fails_fast() {
 }
 
 /// SIGTERM to `wakeline call` during a call hangs up cleanly: exit 0 and both summaries.
-///
-/// Ignored: `wakeline call` panics with "`async fn` resumed after completion" (exit 101) because
-/// its select loop in src/cli/run.rs polls the finished `stop` future again after hanging up.
 #[test]
-#[ignore = "bug in src/cli/run.rs: SIGTERM makes `wakeline call` panic (exit 101)"]
 fn sigterm_hangs_up_cleanly() {
     let dir = test_dir("sigterm");
     let d = dir.path();

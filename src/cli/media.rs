@@ -121,6 +121,49 @@ pub fn summary(status: u16, reason: &str, outcome: &str, report: Option<&MediaRe
     v
 }
 
+/// `listen --summary`: pairs each call's media report with its end and appends one line.
+pub struct Summaries {
+    path: Option<std::path::PathBuf>,
+    reports: std::collections::HashMap<wakeline::CallHandle, Box<MediaReport>>,
+}
+
+impl Summaries {
+    /// Writes nothing when `path` is `None`.
+    pub fn new(path: Option<std::path::PathBuf>) -> Self {
+        Summaries {
+            path,
+            reports: Default::default(),
+        }
+    }
+
+    /// Keeps a `MediaReport`; writes the summary line on `Ended`.
+    pub fn note(&mut self, ev: &wakeline::Event) {
+        let Some(path) = &self.path else { return };
+        match ev {
+            wakeline::Event::MediaReport { call, report, .. } => {
+                self.reports.insert(*call, report.clone());
+            }
+            wakeline::Event::Ended {
+                call,
+                status,
+                reason,
+                outcome,
+                ..
+            } => {
+                let report = self.reports.remove(call);
+                let v = summary(
+                    *status,
+                    reason,
+                    super::events::outcome_name(*outcome),
+                    report.as_deref(),
+                );
+                write_summary(path, &v, true);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Writes `--summary`: the whole file (`append == false`) or one more line.
 pub fn write_summary(path: &Path, value: &Value, append: bool) {
     let result = if append {

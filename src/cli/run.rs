@@ -140,7 +140,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         p => p,
     };
     let mut ended = 0u64;
-    let mut reports = std::collections::HashMap::new();
+    let mut summaries = media::Summaries::new(args.media.summary.clone());
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
@@ -170,28 +170,26 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                             }
                         });
                     }
-                    Event::MediaReport { call, report, .. } => {
-                        reports.insert(*call, report.clone());
-                    }
-                    Event::Ended { call, status, reason, outcome, .. } => {
-                        if let Some(path) = &args.media.summary {
-                            let report = reports.remove(call);
-                            let v = media::summary(*status, reason, outcome_name(*outcome), report.as_deref());
-                            media::write_summary(path, &v, true);
-                        }
+                    Event::Ended { .. } => {
+                        summaries.note(&ev);
                         ended += 1;
                         if args.max_calls.is_some_and(|n| ended >= n) {
                             break;
                         }
                     }
-                    _ => {}
+                    _ => summaries.note(&ev),
                 }
             }
             _ = &mut stop => break,
         }
     }
     ua.shutdown().await?;
-    drain(&mut events, &mut log);
+    // Calls hung up by the shutdown end here: their reports and summaries still count.
+    while let Some(ev) = events.try_next() {
+        log_event(&ev);
+        log.write(&ev);
+        summaries.note(&ev);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -233,6 +231,7 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     tokio::pin!(stop);
     let hangup_at = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(hangup_at);
+    let mut stopped = false;
     let result = loop {
         tokio::select! {
             ev = events.next() => {
@@ -274,7 +273,8 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                 call.hangup().await?;
                 hangup_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
             }
-            _ = &mut stop => {
+            _ = &mut stop, if !stopped => {
+                stopped = true;
                 call.hangup().await?;
             }
         }

@@ -58,6 +58,8 @@ pub const MAX_CAPTURE_BACKLOG: usize = 3;
 pub const DTMF_TONE_MS: u32 = 100;
 /// Pause between DTMF digits (ms).
 pub const DTMF_GAP_MS: u32 = 60;
+/// Ticks run back to back after a stall before the pipeline gives up and resyncs.
+pub const MAX_CATCH_UP: u32 = 5;
 /// Recycled datagram buffers kept for reuse.
 const POOL: usize = 8;
 
@@ -412,8 +414,9 @@ impl MediaPipeline {
     pub fn handle_tick(&mut self, now: Instant) {
         self.seen(now);
         self.next_tick += self.period;
-        if self.next_tick <= now {
-            // Far behind (the driver stalled): do not try to catch up in a burst.
+        if self.next_tick + self.period * MAX_CATCH_UP <= now {
+            // Far behind (the driver stalled for longer than the catch-up window): resync
+            // instead of sending a long burst.
             self.next_tick = now + self.period;
         }
         if self.closed {
@@ -578,8 +581,12 @@ impl MediaPipeline {
             return;
         }
         self.session.handle_timeout(now);
-        if now >= self.next_tick {
+        // After a short stall (a descheduled driver), run the missed ticks now: the capture
+        // ring already holds their audio and the playback device has been draining meanwhile.
+        let mut ticks = 0;
+        while now >= self.next_tick && ticks <= MAX_CATCH_UP {
             self.handle_tick(now);
+            ticks += 1;
         }
     }
 
@@ -1239,6 +1246,33 @@ mod tests {
         b.p.handle_datagram(t0, a.addr, h);
         assert_eq!(b.p.stats().rtp_received, 1);
         assert!(a.p.poll_timeout().unwrap() <= t0 + Duration::from_millis(40));
+    }
+
+    #[test]
+    fn a_short_stall_is_caught_up_and_a_long_one_resyncs() {
+        let t0 = Instant::now();
+        let (mut a, _b) = pair(Codec::Pcmu, t0);
+        let rtp_only = |v: Vec<Transmit>| {
+            v.into_iter()
+                .filter(|t| !(64..=95).contains(&(t.contents[1] & 0x7f)))
+                .count()
+        };
+        // Steady state: one frame captured, one tick, one packet.
+        a.device(960);
+        a.p.handle_timeout(t0);
+        assert_eq!(rtp_only(a.drain()), 1);
+        // The driver stalls for 3 periods while the device keeps capturing: the missed ticks
+        // run at once and send what was captured.
+        a.device(3 * 960);
+        a.p.handle_timeout(t0 + Duration::from_millis(60));
+        assert_eq!(rtp_only(a.drain()), 3, "three frames after a 60 ms stall");
+        // A stall beyond the catch-up window resyncs instead of sending a long burst.
+        let late = t0 + Duration::from_millis(60) + a.p.period() * (MAX_CATCH_UP + 10);
+        a.device(3 * 960);
+        a.p.handle_timeout(late);
+        let burst = rtp_only(a.drain());
+        assert!(burst <= MAX_CATCH_UP as usize + 1, "burst of {burst}");
+        assert!(a.p.poll_timeout().unwrap() > late, "resynced to the clock");
     }
 
     #[test]
