@@ -106,6 +106,8 @@ pub struct FakeServer {
     pub calls: BTreeMap<String, ServerCall>,
     /// Requests the UA sent, by method name, in order.
     pub requests: Vec<(Instant, String)>,
+    /// Every binding granted: (from, until); cut short when the server restarts.
+    pub bindings: Vec<(Instant, Instant)>,
 }
 
 impl FakeServer {
@@ -120,7 +122,22 @@ impl FakeServer {
             keepalive_bytes: (0, 0),
             calls: BTreeMap::new(),
             requests: Vec::new(),
+            bindings: Vec::new(),
         }
+    }
+
+    /// The UA was registered without a gap from `from` to `to` (by the bindings granted).
+    pub fn bound_throughout(&self, from: Instant, to: Instant) -> bool {
+        let mut spans = self.bindings.clone();
+        spans.sort();
+        let mut covered = from;
+        for (start, end) in spans {
+            if start > covered {
+                break;
+            }
+            covered = covered.max(end);
+        }
+        covered >= to
     }
 
     /// The UA has a live registration at `now`.
@@ -191,6 +208,9 @@ impl FakeServer {
             self.registers += 1;
             self.binding_until =
                 (expires > 0).then(|| now + Duration::from_secs(u64::from(expires)));
+            if let Some(until) = self.binding_until {
+                self.bindings.push((now, until));
+            }
             out.push(resp.to_bytes());
             // Release INVITEs held while the UA had no flow.
             for call in self.calls.values_mut().filter(|c| c.held) {
@@ -243,6 +263,10 @@ impl FakeServer {
 /// What the app does with a push: gets the core, the time and the Call-ID of the payload.
 pub type PushHook = Box<dyn FnMut(&mut SignalingCore, Instant, &str)>;
 
+/// What the app does at the start of each keep-alive handler run (after the kernel is drained),
+/// e.g. a background registration refresh by [`super::BackgroundPolicy::refresh_due`].
+pub type RunHook = Box<dyn FnMut(&mut SignalingCore, Instant)>;
+
 /// The simulated phone: OS, app, core and server.
 pub struct Phone {
     /// The virtual clock.
@@ -270,6 +294,8 @@ pub struct Phone {
     pub pushes: Vec<(Instant, String)>,
     /// Called for each push with the core, the time and the Call-ID (e.g. `core.handle_push`).
     pub on_push: Option<PushHook>,
+    /// Called at the start of each keep-alive handler run.
+    pub on_keepalive_run: Option<RunHook>,
     flow: Option<FlowId>,
     kernel: VecDeque<Kernel>,
     run: Option<KeepAliveRun>,
@@ -322,6 +348,7 @@ impl Phone {
             timer_wakeups_in_background: 0,
             pushes: Vec::new(),
             on_push: None,
+            on_keepalive_run: None,
             flow: None,
             kernel: VecDeque::new(),
             run: None,
@@ -524,6 +551,10 @@ impl Phone {
     /// for `down_for`.
     pub fn server_restart(&mut self, down_for: Duration) {
         self.server.binding_until = None;
+        let now = self.now;
+        for b in self.server.bindings.iter_mut() {
+            b.1 = b.1.min(now);
+        }
         self.server.accepting = false;
         self.server.down_until = Some(self.now + down_for);
         self.server_drop();
@@ -678,6 +709,11 @@ impl Phone {
 
     fn start_keepalive_run(&mut self) {
         self.wake(WakeReason::KeepAliveTimer);
+        if let Some(mut hook) = self.on_keepalive_run.take() {
+            hook(&mut self.core, self.now);
+            self.on_keepalive_run = Some(hook);
+            self.pump();
+        }
         let flow_up = self.flow.is_some();
         let run = self
             .schedule
@@ -848,9 +884,19 @@ mod tests {
         core.register_expires = 1260;
         let mut p = Phone::new(core, cfg, Instant::now());
         p.register();
+        let t0 = p.now;
+        let hook_runs = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let h2 = hook_runs.clone();
+        p.on_keepalive_run = Some(Box::new(move |_core, _now| h2.set(h2.get() + 1)));
         p.suspend();
         p.advance(Duration::from_secs(3600));
         assert_eq!(p.reports.len(), 6);
+        assert_eq!(hook_runs.get(), 6);
+        // Registered at the first run's anchor: the core's refresh (granted − 60 s = 1200 s)
+        // lands on every second run, so the binding never lapses and no extra wake-up is needed.
+        assert!(p.server.bound_throughout(t0, p.now));
+        assert_eq!(p.timer_wakeups_in_background, 0);
+        assert_eq!(p.server.registers, 1 + 3);
         for r in &p.reports {
             assert!(r.outcome.ping_ok && r.within_budget, "{r:?}");
             assert_eq!((r.bytes_out, r.bytes_in), (4, 2));
@@ -889,6 +935,9 @@ mod tests {
         assert!(r.outcome.aborted && !r.outcome.reregistered, "{r:?}");
         assert_eq!(r.elapsed, Duration::from_secs(9));
         assert_eq!(p.state, AppState::Suspended);
+        assert!(!p
+            .server
+            .bound_throughout(p.now - Duration::from_secs(620), p.now));
     }
 
     #[test]
