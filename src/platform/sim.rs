@@ -797,6 +797,22 @@ impl Phone {
     }
 }
 
+impl super::KeepAliveHost for Phone {
+    /// Sets the handler period (clamped to the schedule's minimum) and arms it if the app is in
+    /// background.
+    fn schedule_keepalive(&mut self, period: Duration) -> Duration {
+        self.schedule.set_period(period);
+        if self.state.in_background() && self.schedule.next_run(self.now).is_none() {
+            self.schedule.arm(self.now);
+        }
+        self.schedule.period()
+    }
+
+    fn clear_keepalive(&mut self) {
+        self.schedule.disarm();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,6 +936,44 @@ mod tests {
         assert!(r.within_budget);
         assert!(p.server.is_registered(p.now));
         assert_eq!(p.server.registers, 2);
+    }
+
+    #[test]
+    fn server_back_during_the_run_is_rejoined_within_the_budget() {
+        let mut p = phone(SimConfig {
+            wake_on_data: false,
+            ..SimConfig::default()
+        });
+        p.suspend();
+        p.server_restart(Duration::from_secs(602));
+        p.advance(Duration::from_secs(615));
+        let r = p.reports[0];
+        assert!(r.outcome.reconnected && r.outcome.reregistered, "{r:?}");
+        // Back at 602 s; the core's retry backoff rejoins within the 10 s budget.
+        assert!(
+            r.elapsed >= Duration::from_secs(2) && r.within_budget,
+            "{r:?}"
+        );
+        assert!(p.server.is_registered(p.now));
+    }
+
+    #[test]
+    fn keepalive_host_clamps_and_arms() {
+        use crate::platform::KeepAliveHost;
+        let mut p = phone(SimConfig::default());
+        assert_eq!(
+            p.schedule_keepalive(Duration::from_secs(60)),
+            Duration::from_secs(600)
+        );
+        assert_eq!(p.schedule.next_run(p.now), None, "foreground: not armed");
+        p.enter_background();
+        p.clear_keepalive();
+        p.suspend();
+        p.advance(Duration::from_secs(1300));
+        assert!(p.reports.is_empty());
+        p.schedule_keepalive(Duration::from_secs(900));
+        p.advance(Duration::from_secs(901));
+        assert_eq!(p.reports.len(), 1);
     }
 
     #[test]
