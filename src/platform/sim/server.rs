@@ -32,7 +32,7 @@ pub struct FakeServer {
     pub(super) framer: Option<Framer>,
     /// Connections are accepted (false: the server is down / restarting).
     pub accepting: bool,
-    /// When the server comes back after [`Phone::server_restart`].
+    /// When the server comes back after [`super::Phone::server_restart`].
     pub down_until: Option<Instant>,
     /// The registration binding expires at this time.
     pub binding_until: Option<Instant>,
