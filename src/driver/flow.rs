@@ -72,8 +72,12 @@ pub(crate) fn spawn(
     accepted: bool,
     events: mpsc::UnboundedSender<FlowEvent>,
 ) -> FlowHandle {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(?flow, "TCP_NODELAY: {e}");
+    // Accepted and connected control flows alike: keep-alive, TCP_NODELAY, DSCP CS3 / service type.
+    if let Err(e) = crate::platform::tag_control_socket(
+        &stream,
+        &crate::platform::ControlSocketOptions::default(),
+    ) {
+        tracing::debug!(?flow, "tagging the control socket: {e}");
     }
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();

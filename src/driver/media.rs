@@ -62,7 +62,15 @@ impl MediaSockets {
                 continue;
             }
             match UdpSocket::bind(SocketAddr::new(ip, port + 1)).await {
-                Ok(rtcp) => return Ok(MediaSockets { rtp, rtcp }),
+                Ok(rtcp) => {
+                    // DSCP EF / voice service type on both; best effort.
+                    for s in [&rtp, &rtcp] {
+                        if let Err(e) = crate::platform::tag_media_socket(s) {
+                            tracing::debug!("tagging a media socket: {e}");
+                        }
+                    }
+                    return Ok(MediaSockets { rtp, rtcp });
+                }
                 Err(e) => last = Some(e),
             }
         }
