@@ -2,6 +2,10 @@
 //! Every process is killed by its PID when its guard drops, even when a test fails.
 #![allow(dead_code)]
 
+pub mod baresip;
+pub mod kamailio;
+pub mod wav;
+
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
