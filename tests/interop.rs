@@ -158,6 +158,8 @@ struct Traced {
     send: bool,
     flow: u64,
     first_line: String,
+    /// The header lines (up to the blank line).
+    headers: Vec<String>,
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -198,6 +200,12 @@ fn sip_trace(stderr: &Path) -> Vec<Traced> {
             send: dir == "send",
             flow,
             first_line: lines.get(i + 1).unwrap_or(&"").to_string(),
+            headers: lines[i + 1..]
+                .iter()
+                .skip(1)
+                .take_while(|l| !l.trim().is_empty())
+                .map(|l| l.to_string())
+                .collect(),
         });
     }
     out
@@ -230,6 +238,30 @@ fn assert_invite_on_control_flow(ua: &Proc) {
     );
 }
 
+/// RFC 3261 12.1.1: wakeline's 2xx to an INVITE carries the INVITE's Record-Route (else the
+/// caller's ACK and BYE bypass Kamailio).
+fn assert_record_route_echoed(ua: &Proc) {
+    let trace = sip_trace(&ua.stderr);
+    let has_rr = |t: &Traced| t.headers.iter().any(|h| h.starts_with("Record-Route:"));
+    let invite_rr = trace
+        .iter()
+        .any(|t| !t.send && t.first_line.starts_with("INVITE ") && has_rr(t));
+    assert!(invite_rr, "Kamailio did not record-route the INVITE");
+    let ok = trace
+        .iter()
+        .find(|t| {
+            t.send
+                && t.first_line.starts_with("SIP/2.0 200")
+                && t.headers.iter().any(|h| h.ends_with(" INVITE"))
+        })
+        .unwrap_or_else(|| panic!("no 200 OK to the INVITE\n{}", ua.output()));
+    assert!(
+        has_rr(ok),
+        "wakeline's 200 OK to the INVITE lacks the Record-Route: {:#?}",
+        ok.headers
+    );
+}
+
 /// The call ended after an answer, with 200, exactly once.
 fn assert_answered(events: &[Value]) {
     let ended: Vec<&Value> = events.iter().filter(|e| e["event"] == "ended").collect();
@@ -251,6 +283,7 @@ fn bob_calls_alice(bob: &mut Baresip, ua: &mut Proc) {
     let r = bob.command("dial", "sip:alice@127.0.0.1");
     assert_eq!(r["ok"], true, "dial: {r}");
     bob.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    assert_record_route_echoed(ua);
     std::thread::sleep(TALK);
     let r = bob.command("hangup", "");
     assert_eq!(r["ok"], true, "hangup: {r}");
