@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod baresip;
+pub mod kamailio;
+pub mod wav;
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};

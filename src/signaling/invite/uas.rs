@@ -182,6 +182,9 @@ impl SignalingCore {
         let mut r = response(invite, status, Some(&c.local_tag), &self.config.user_agent);
         if (101..300).contains(&status) {
             r.headers.push(HeaderName::Contact, self.contact(c.flow));
+            for rr in invite.headers.get_all(&HeaderName::RecordRoute) {
+                r.headers.push(HeaderName::RecordRoute, rr);
+            }
         }
         Some(r)
     }
@@ -694,6 +697,50 @@ mod tests {
         assert!(incoming(&s).is_none());
         assert_eq!(s.core.ledger_open(), 0);
         assert_eq!(s.core.ledger_stats().closed, 4);
+    }
+
+    #[test]
+    fn provisional_and_2xx_echo_the_record_route_set() {
+        // RFC 3261 §12.1.1: the UAS copies every Record-Route of the request, in order, into
+        // its dialog-forming responses, so the caller routes ACK and BYE through the proxies.
+        let mut s = Solo::new(Config::default(), origin());
+        let rr = "Record-Route: <sip:10.0.0.1;transport=tcp;lr>\r\n\
+                  Record-Route: <sip:10.0.0.2;lr>, <sip:10.0.0.3;lr>\r\n";
+        s.feed(&peer(1).invite(Some(&sdp_offer(6000)), rr, None));
+        let call = incoming(&s).expect("incoming");
+        let now = s.now;
+        s.core.ring(now, call).unwrap();
+        s.core
+            .answer(
+                now,
+                call,
+                std::net::SocketAddr::from(([127, 0, 0, 1], 7000)),
+            )
+            .unwrap();
+        s.collect();
+        let sent: Vec<String> = s
+            .sent
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into())
+            .collect();
+        let find = |code: &str| sent.iter().find(|m| m.starts_with(code)).cloned().unwrap();
+        for msg in [find("SIP/2.0 180"), find("SIP/2.0 200")] {
+            let parsed = crate::signaling::message::Message::parse(msg.as_bytes()).unwrap();
+            let routes: Vec<&str> = parsed
+                .headers()
+                .list(&crate::signaling::message::HeaderName::RecordRoute)
+                .collect();
+            assert_eq!(
+                routes,
+                vec![
+                    "<sip:10.0.0.1;transport=tcp;lr>",
+                    "<sip:10.0.0.2;lr>",
+                    "<sip:10.0.0.3;lr>"
+                ],
+                "{msg}"
+            );
+        }
+        assert!(!find("SIP/2.0 100").contains("Record-Route"));
     }
 
     #[test]

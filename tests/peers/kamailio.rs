@@ -1,0 +1,131 @@
+//! Kamailio (Debian package `kamailio`) as registrar and proxy on 127.0.0.1, started per test
+//! from `tests/interop/kamailio.cfg` in a private folder, stopped by PID (its own and its
+//! children's).
+#![allow(dead_code)]
+
+use super::{wait_listening, Proc};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The password of every user in `tests/interop/kamailio.cfg`.
+pub const PASSWORD: &str = "secret";
+
+/// A running Kamailio listening on UDP and TCP `127.0.0.1:port`.
+pub struct Kamailio {
+    /// The SIP port (UDP and TCP).
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+impl Kamailio {
+    /// Starts Kamailio on `port` with its runtime files under `dir/kamailio`, and waits until it
+    /// accepts TCP connections.
+    pub fn start(dir: &Path, port: u16) -> Kamailio {
+        let mut k = Kamailio {
+            port,
+            dir: dir.join("kamailio"),
+            proc: None,
+            starts: 0,
+        };
+        k.launch();
+        k
+    }
+
+    fn launch(&mut self) {
+        std::fs::create_dir_all(&self.dir).expect("kamailio dir");
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/kamailio.cfg");
+        let mut cmd = Command::new("kamailio");
+        cmd.arg("-f")
+            .arg(&cfg)
+            .args(["-E", "-DD", "-m", "32", "-M", "4"])
+            .arg("-l")
+            .arg(format!("tcp:127.0.0.1:{}", self.port))
+            .arg("-l")
+            .arg(format!("udp:127.0.0.1:{}", self.port))
+            .arg("-P")
+            .arg(self.dir.join("kamailio.pid"))
+            .arg("-Y")
+            .arg(&self.dir)
+            .arg("-w")
+            .arg(&self.dir);
+        self.starts += 1;
+        let name = format!("kamailio{}", self.starts);
+        self.proc = Some(Proc::spawn(&name, cmd, &self.dir));
+        wait_listening(self.port, Duration::from_secs(10));
+    }
+
+    /// Stops Kamailio (every TCP connection drops) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Stops Kamailio: SIGTERM to the main process (it stops its children), then SIGKILL to
+    /// anything of it still alive, each by PID.
+    pub fn stop(&mut self) {
+        let Some(mut p) = self.proc.take() else {
+            return;
+        };
+        let Some(main) = p.pid() else {
+            return;
+        };
+        let children = children_of(main);
+        if std::thread::panicking() {
+            drop(p); // SIGKILL to the main process; its children are killed below
+        } else {
+            let _ = p.terminate(Duration::from_secs(5));
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for pid in children {
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+
+    /// Kamailio's log (stderr with `-E`) of every start so far.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.join(format!("kamailio{i}.err")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The PIDs whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+                    let rest = s.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
