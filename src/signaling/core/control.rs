@@ -1,10 +1,26 @@
 //! The control flow: connect to the outbound proxy or the registrar, register on it
-//! (`registration.rs`), keep it alive with CRLF pings (`keepalive.rs`), and reconnect with
-//! backoff when it dies (first attempt at once, then `retry_base` doubling up to `retry_max`;
-//! the backoff resets when a registration succeeds). Digest state for INVITE challenges lives
-//! here too, next to the account's credentials.
+//! (`registration.rs`), keep it alive with CRLF pings (`keepalive.rs`), and reconnect when it
+//! dies. Digest state for INVITE challenges lives here too, next to the account's credentials.
+//!
+//! **Reconnect policy** (RFC 5626 §4.5 in spirit): the first reconnect after a loss goes out at
+//! once with a random 0–50 ms jitter (so a fleet of phones does not stampede a restarted
+//! server); each further failed attempt waits `retry_base · 2ⁿ` scaled by a random factor in
+//! [0.5, 1], capped at `retry_max` (250 ms, 500 ms, 1 s, ... by default), so a server that is
+//! back within a second is rejoined within a second. The count resets when a REGISTER succeeds.
+//! The registration keeps its Call-ID, instance-id and reg-id across flows.
+//!
+//! **Background mode** ([`SignalingCore::set_background`]): the core keeps no timer that fires
+//! more often than the platform's keep-alive period. The RFC 5626 CRLF timer is off; the
+//! platform's keep-alive handler calls [`SignalingCore::run_keepalive`] (or
+//! [`SignalingCore::send_ping`] and reads [`SignalingCore::last_pong`]). The REGISTER asks for
+//! `3 × period` and a run refreshes the binding when less than `1.5 × period` is left, so
+//! refreshes ride on every other run and a run that comes late by up to one period still finds
+//! the binding alive. The registration's own refresh and retry timers, and reconnect backoff
+//! after the first immediate attempt, wait for the next run. Timers of calls, transactions
+//! and of a run in progress (pong timeout) still exist: they only exist while something is
+//! happening.
 
-use super::{CoreError, Event, FlowId, FlowKind, Output, SignalingCore, TxOwner};
+use super::{CallHandle, CoreError, Event, FlowId, FlowKind, Output, SignalingCore, TxOwner};
 use crate::signaling::auth::{ChallengeOutcome, Credentials, DigestClient};
 use crate::signaling::config::Config;
 use crate::signaling::keepalive::{KeepAlive, KeepAliveAction, PING};
@@ -12,7 +28,12 @@ use crate::signaling::message::{HeaderName, Host, Method, Request, Response, Uri
 use crate::signaling::registration::{
     FailReason, Registration, RegistrationConfig, RegistrationEvent,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
+
+/// Random delay of the first reconnect after a loss.
+const FIRST_RECONNECT_JITTER_MS: u64 = 50;
 
 /// State of the control flow.
 pub(crate) struct Control {
@@ -28,6 +49,15 @@ pub(crate) struct Control {
     keepalive: Option<KeepAlive>,
     credentials: Option<Credentials>,
     digest: DigestClient,
+    rng: StdRng,
+    /// Background mode with this keep-alive period.
+    background: Option<Duration>,
+    /// The binding lasts until then (from the last 2xx).
+    bound_until: Option<Instant>,
+    /// A ping sent by `send_ping` waits for its pong until then.
+    ping_deadline: Option<Instant>,
+    /// When the last pong came.
+    last_pong: Option<Instant>,
 }
 
 impl Control {
@@ -56,6 +86,7 @@ impl Control {
                 retry_max: config.retry_max,
                 user_agent: config.user_agent.clone(),
                 rng_seed: rand::random(),
+                contact_params: push_params(config),
             })
         });
         let keepalive = config
@@ -70,14 +101,27 @@ impl Control {
             keepalive,
             credentials,
             digest: DigestClient::new(),
+            rng: StdRng::seed_from_u64(rand::random()),
+            background: None,
+            bound_until: None,
+            ping_deadline: None,
+            last_pong: None,
         }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let fg = self.background.is_none();
         [
             self.reconnect_at,
-            self.registration.as_ref().and_then(|r| r.poll_timeout()),
-            self.keepalive.as_ref().and_then(|k| k.poll_timeout()),
+            self.registration
+                .as_ref()
+                .and_then(|r| r.poll_timeout())
+                .filter(|_| fg),
+            self.keepalive
+                .as_ref()
+                .and_then(|k| k.poll_timeout())
+                .filter(|_| fg),
+            self.ping_deadline,
         ]
         .into_iter()
         .flatten()
@@ -104,6 +148,32 @@ impl Control {
                 ChallengeOutcome::Retry | ChallengeOutcome::Stale
             )
     }
+}
+
+/// RFC 8599 Contact URI parameters from the push configuration.
+fn push_params(config: &Config) -> Vec<(String, String)> {
+    let Some(p) = &config.push else {
+        return Vec::new();
+    };
+    let mut v = vec![
+        ("pn-provider".to_string(), p.provider.clone()),
+        ("pn-prid".to_string(), p.prid.clone()),
+    ];
+    if let Some(param) = &p.param {
+        v.push(("pn-param".to_string(), param.clone()));
+    }
+    v
+}
+
+/// What one keep-alive run did ([`SignalingCore::run_keepalive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAliveReport {
+    /// A CRLF ping went out on the control flow (wait for [`SignalingCore::last_pong`]).
+    pub pinged: bool,
+    /// The control flow was down: a connection was asked for (a REGISTER follows it).
+    pub reconnecting: bool,
+    /// The binding was close to expiry (or lost): a REGISTER went out.
+    pub refreshed: bool,
 }
 
 impl SignalingCore {
@@ -169,8 +239,13 @@ impl SignalingCore {
             r.handle_flow_up(now, local);
         }
         if let Some(k) = self.control.keepalive.as_mut() {
-            k.start(now);
+            if self.control.background.is_none() {
+                k.start(now);
+            }
         }
+        self.control.ping_deadline = None;
+        // Calls that survived the previous control flow move here.
+        self.rebind(now, flow);
     }
 
     pub(crate) fn control_flow_down(&mut self, now: Instant, flow: FlowId) {
@@ -184,16 +259,37 @@ impl SignalingCore {
         if let Some(k) = self.control.keepalive.as_mut() {
             k.stop();
         }
+        self.control.ping_deadline = None;
+        self.control.bound_until = None;
         if self.control.wanted {
-            let delay = if self.control.attempts == 0 {
-                Duration::ZERO
-            } else {
-                let exp = self.control.attempts.saturating_sub(1).min(16);
-                (self.config.retry_base * 2u32.pow(exp)).min(self.config.retry_max)
-            };
-            self.control.attempts = self.control.attempts.saturating_add(1);
+            let n = self.control.attempts;
+            self.control.attempts = n.saturating_add(1);
+            if n > 0 && self.control.background.is_some() {
+                // Background: further attempts wait for the next keep-alive run.
+                self.control.reconnect_at = None;
+                return;
+            }
+            let delay = self.reconnect_delay(n);
             self.control.reconnect_at = Some(now + delay);
         }
+    }
+
+    /// Delay before reconnect attempt `n` (0: the first after a loss).
+    fn reconnect_delay(&mut self, n: u32) -> Duration {
+        if n == 0 {
+            return Duration::from_millis(
+                self.control
+                    .rng
+                    .random_range(0..=FIRST_RECONNECT_JITTER_MS),
+            );
+        }
+        let jitter = self.control.rng.random_range(0.5..=1.0);
+        crate::signaling::registration::backoff_delay(
+            self.config.retry_base,
+            self.config.retry_max,
+            n - 1,
+            jitter,
+        )
     }
 
     pub(crate) fn control_pong(&mut self, now: Instant, flow: FlowId) {
@@ -201,7 +297,159 @@ impl SignalingCore {
             if let Some(k) = self.control.keepalive.as_mut() {
                 k.handle_pong(now);
             }
+            self.control.ping_deadline = None;
+            self.control.last_pong = Some(now);
         }
+    }
+
+    /// Connects the control flow now if it is down (no backoff), or refreshes the
+    /// registration on it now if it is up. Returns (connecting, refreshed).
+    pub(crate) fn control_wake(&mut self, now: Instant) -> (bool, bool) {
+        if !self.control.wanted {
+            return (false, false);
+        }
+        match self.control.flow {
+            None => {
+                self.control.reconnect_at = None;
+                (self.control_connect().is_some(), false)
+            }
+            Some(f) if self.flows.get(&f).is_some_and(|f| f.up) => {
+                let refreshed = self
+                    .control
+                    .registration
+                    .as_mut()
+                    .is_some_and(|r| r.refresh_now(now));
+                (false, refreshed)
+            }
+            Some(_) => (false, false), // connecting: the REGISTER follows the flow-up
+        }
+    }
+
+    /// Sends one CRLF keep-alive ping on the control flow now and waits `pong_timeout` for the
+    /// pong (then the flow is declared dead and replaced). Returns `false` when there is no
+    /// control flow up. See [`SignalingCore::last_pong`].
+    pub fn send_ping(&mut self, now: Instant) -> bool {
+        let Some(flow) = self
+            .control
+            .flow
+            .filter(|f| self.flows.get(f).is_some_and(|f| f.up))
+        else {
+            return false;
+        };
+        self.transmit(flow, PING.to_vec());
+        if self.control.ping_deadline.is_none() {
+            self.control.ping_deadline = Some(now + self.config.pong_timeout);
+        }
+        true
+    }
+
+    /// When the last pong arrived on the control flow (a run compares it with its start).
+    pub fn last_pong(&self) -> Option<Instant> {
+        self.control.last_pong
+    }
+
+    /// One run of the platform's keep-alive handler: ping the control flow (or reconnect it if
+    /// it is down) and refresh the binding if it would not outlive the next run. The pong
+    /// arrives as input later in the run ([`SignalingCore::last_pong`]); a missing pong closes
+    /// the flow after `pong_timeout` and reconnects.
+    pub fn run_keepalive(&mut self, now: Instant) -> KeepAliveReport {
+        let mut report = KeepAliveReport {
+            pinged: false,
+            reconnecting: false,
+            refreshed: false,
+        };
+        if !self.control.wanted {
+            return report;
+        }
+        if self.control.flow.is_none() {
+            self.control.attempts = 0;
+            let (connecting, _) = self.control_wake(now);
+            report.reconnecting = connecting;
+            self.drain_control(now);
+            return report;
+        }
+        report.pinged = self.send_ping(now);
+        let period = self.control.background.unwrap_or(Duration::ZERO);
+        let due = self
+            .control
+            .bound_until
+            .is_none_or(|t| t < now + period + period / 2);
+        if due && report.pinged {
+            report.refreshed = self
+                .control
+                .registration
+                .as_mut()
+                .is_some_and(|r| r.refresh_now(now));
+        }
+        self.drain_control(now);
+        report
+    }
+
+    /// Enters (`true`) or leaves background mode; `keepalive_period` is the platform's
+    /// keep-alive handler period (iOS: at least 600 s). Entering asks for a longer binding at
+    /// once (one REGISTER); leaving restarts the CRLF keep-alive and the refresh timer.
+    pub fn set_background(&mut self, now: Instant, on: bool, keepalive_period: Duration) {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        if on {
+            self.control.background = Some(keepalive_period);
+            if let Some(k) = self.control.keepalive.as_mut() {
+                k.stop();
+            }
+            let want = secs(keepalive_period)
+                .saturating_mul(3)
+                .max(self.config.register_expires);
+            if let Some(r) = self.control.registration.as_mut() {
+                r.set_expires(want);
+            }
+            let short = self
+                .control
+                .bound_until
+                .is_none_or(|t| t < now + keepalive_period * 3);
+            if short {
+                self.control_wake(now);
+            }
+        } else {
+            self.control.background = None;
+            if let Some(r) = self.control.registration.as_mut() {
+                r.set_expires(self.config.register_expires);
+            }
+            let up = self
+                .control
+                .flow
+                .is_some_and(|f| self.flows.get(&f).is_some_and(|f| f.up));
+            if up {
+                if let Some(k) = self.control.keepalive.as_mut() {
+                    k.start(now);
+                }
+            } else if self.control.wanted && self.control.flow.is_none() {
+                self.control.attempts = 0;
+                self.control_wake(now);
+            }
+        }
+        self.drain_control(now);
+    }
+
+    /// The device's network changed (new interface or address): the control flow is closed
+    /// and a new one connected at once, the registration follows it (same instance-id and
+    /// reg-id), and confirmed calls move to it. Returns the connected calls whose media must
+    /// move too: open new RTP sockets and call [`SignalingCore::update_media`] for each (a
+    /// re-INVITE with the new address goes out once the new flow is up).
+    pub fn handle_network_changed(&mut self, now: Instant) -> Vec<CallHandle> {
+        if let Some(f) = self.control.flow {
+            self.outputs.push_back(Output::Close { flow: f });
+            self.handle_flow_down(now, f);
+        }
+        if self.control.wanted {
+            self.control.attempts = 0;
+            self.control.reconnect_at = None;
+            self.control_connect();
+        }
+        self.drain_control(now);
+        self.calls
+            .values()
+            .filter(|c| c.phase == crate::signaling::invite::Phase::Connected)
+            .map(|c| c.handle)
+            .collect()
     }
 
     pub(crate) fn control_timeout(&mut self, now: Instant) {
@@ -209,14 +457,23 @@ impl SignalingCore {
             self.control.reconnect_at = None;
             self.control_connect();
         }
-        if let Some(r) = self.control.registration.as_mut() {
+        let fg = self.control.background.is_none();
+        if let Some(r) = self.control.registration.as_mut().filter(|_| fg) {
             if r.poll_timeout().is_some_and(|at| at <= now) {
                 r.handle_timeout(now);
             }
         }
-        if let Some(k) = self.control.keepalive.as_mut() {
+        if let Some(k) = self.control.keepalive.as_mut().filter(|_| fg) {
             if k.poll_timeout().is_some_and(|at| at <= now) {
                 k.handle_timeout(now);
+            }
+        }
+        if self.control.ping_deadline.is_some_and(|at| at <= now) {
+            self.control.ping_deadline = None;
+            if let Some(f) = self.control.flow {
+                tracing::warn!(flow = ?f, "no pong in the keep-alive run: the control flow is dead");
+                self.outputs.push_back(Output::Close { flow: f });
+                self.handle_flow_down(now, f);
             }
         }
     }
@@ -264,6 +521,8 @@ impl SignalingCore {
                 match ev {
                     RegistrationEvent::Registered { expires } => {
                         self.control.attempts = 0;
+                        self.control.bound_until =
+                            Some(now + Duration::from_secs(u64::from(expires)));
                         let ft = self
                             .control
                             .registration

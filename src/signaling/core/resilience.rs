@@ -1,0 +1,198 @@
+//! Calls that outlive their control flow (issue 4).
+//!
+//! When the control flow dies (EOF, read error, pong timeout, a failed keep-alive run, a
+//! network change), the calls whose signaling used it are split in two:
+//!
+//! - **survivors**: confirmed calls (`Connected`, and UAS calls whose 2xx waits for its ACK)
+//!   and ringing incoming calls with no final response yet. They stay, *detached*: their flow
+//!   no longer exists. The INVITE server transaction of a ringing call is kept too.
+//!   When the next control flow comes up, every detached call and kept server transaction moves
+//!   to it (`rebind`): in-dialog requests (BYE, re-INVITE) and the final response of a ringing
+//!   call go out on the new flow. The proxy routes a response by its Via branch, not by the
+//!   connection it came on (RFC 5626 §5.3 lets the edge proxy forward over any flow to the
+//!   instance), so answering a ringing INVITE on the new flow is what we choose. Requests that
+//!   arrive on the new flow match their dialog by Call-ID and tags (the flow is not part of the
+//!   match).
+//! - **the others** (UAC calls not yet answered, calls already terminating) end as on any other
+//!   flow (`call_flow_lost`).
+//!
+//! While detached, the application's commands (`ring`, `answer`, `reject`, `hangup`, `hold`,
+//! `update_media`) are queued on the call (at most [`MAX_DEFERRED`]) and applied in order on
+//! the new flow. Deadlines, both `Config::flow_grace` from the loss (ringing) or from the first
+//! queued command (confirmed): a ringing call then ends `Failed` (status 0, its final response
+//! recorded as abandoned in the ledger, exactly as when an accepted flow dies); a confirmed call
+//! with queued commands ends `Failed` (status 0, `flow lost`). A confirmed call with nothing
+//! queued waits for the next flow as long as it takes: its media does not need the control flow.
+
+use super::{CallHandle, CallOutcome, CoreError, FlowId, SignalingCore};
+use crate::signaling::invite::{Deferred, Phase, Role, MAX_DEFERRED};
+use crate::signaling::transaction::TxKey;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+impl SignalingCore {
+    /// Whether call `h` survives the loss of its control flow.
+    pub(crate) fn survives_control_loss(&self, h: CallHandle) -> bool {
+        self.calls.get(&h).is_some_and(|c| match (c.role, c.phase) {
+            (_, Phase::Connected) => true,
+            (Role::Uas, Phase::WaitAck) => true,
+            (Role::Uas, Phase::Incoming) => c.final_status.is_none(),
+            _ => false,
+        })
+    }
+
+    /// The INVITE server transactions to keep when `flow` (the control flow) dies: those of
+    /// its ringing calls.
+    pub(crate) fn surviving_server_tx(&self, flow: FlowId) -> HashSet<TxKey> {
+        self.calls
+            .values()
+            .filter(|c| c.flow == flow && c.role == Role::Uas && c.phase == Phase::Incoming)
+            .filter(|c| c.final_status.is_none())
+            .filter_map(|c| c.invite_key.clone())
+            .collect()
+    }
+
+    /// Call `h` lost its control flow and survives: a ringing call gets its grace period.
+    pub(crate) fn detach(&mut self, now: Instant, h: CallHandle) {
+        let grace = self.config.flow_grace;
+        if let Some(c) = self.calls.get_mut(&h) {
+            if c.phase == Phase::Incoming || !c.deferred.is_empty() {
+                c.detached_until = Some(now + grace);
+            }
+            tracing::info!(?h, "control flow lost: the call waits for the next one");
+        }
+    }
+
+    /// Whether call `h` is alive and has no flow.
+    pub fn is_detached(&self, h: CallHandle) -> bool {
+        self.calls
+            .get(&h)
+            .is_some_and(|c| c.phase != Phase::Ended && !self.flows.contains_key(&c.flow))
+    }
+
+    /// Queues `cmd` when call `h` is detached (`Some(result)`), else `None` (run it now).
+    pub(crate) fn defer(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        cmd: Deferred,
+    ) -> Option<Result<(), CoreError>> {
+        if !self.is_detached(h) {
+            return None;
+        }
+        let grace = self.config.flow_grace;
+        let c = self.calls.get_mut(&h)?;
+        let ringing = c.role == Role::Uas && c.phase == Phase::Incoming;
+        let fits = match cmd {
+            Deferred::Ring | Deferred::Answer(_) | Deferred::Reject(_) => ringing,
+            Deferred::Hold(_) | Deferred::Media(_) => c.phase == Phase::Connected,
+            Deferred::Hangup => true,
+        };
+        let decided = c.deferred.iter().any(|d| {
+            matches!(
+                d,
+                Deferred::Answer(_) | Deferred::Reject(_) | Deferred::Hangup
+            )
+        });
+        if !fits || (decided && !matches!(cmd, Deferred::Hold(_) | Deferred::Media(_))) {
+            return Some(Err(CoreError::InvalidState(
+                "not valid in this call state (waiting for the control flow)",
+            )));
+        }
+        if c.deferred.len() >= MAX_DEFERRED {
+            return Some(Err(CoreError::InvalidState(
+                "too many commands wait for the control flow",
+            )));
+        }
+        c.deferred.push(cmd);
+        if c.detached_until.is_none() {
+            c.detached_until = Some(now + grace);
+        }
+        Some(Ok(()))
+    }
+
+    /// The grace period of a detached call is over (or a ringing one hit its ring timeout with
+    /// no flow to send the 480 on).
+    pub(crate) fn detached_timeout(&mut self, now: Instant, h: CallHandle) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        c.deferred.clear();
+        if c.phase == Phase::Ended {
+            return;
+        }
+        if c.role == Role::Uas && c.final_status.is_none() {
+            c.final_status = Some(0);
+            if let Some(k) = c.ledger.clone() {
+                self.ledger.final_abandoned(&k, now);
+            }
+        }
+        self.end_call(now, h, 0, "flow lost", CallOutcome::Failed);
+    }
+
+    /// The next control flow `flow` is up: detached calls and kept server transactions move to
+    /// it, and the commands queued meanwhile run.
+    pub(crate) fn rebind(&mut self, now: Instant, flow: FlowId) {
+        let orphans: Vec<CallHandle> = self
+            .calls
+            .values()
+            .filter(|c| c.phase != Phase::Ended && !self.flows.contains_key(&c.flow))
+            .map(|c| c.handle)
+            .collect();
+        let flows = &self.flows;
+        for t in self.server_tx.values_mut() {
+            if !flows.contains_key(&t.flow) {
+                t.flow = flow;
+            }
+        }
+        for h in orphans {
+            let Some(c) = self.calls.get_mut(&h) else {
+                continue;
+            };
+            c.flow = flow;
+            c.detached_until = None;
+            let cmds = std::mem::take(&mut c.deferred);
+            tracing::info!(?h, queued = cmds.len(), "call moved to the new control flow");
+            for cmd in cmds {
+                let r = match cmd {
+                    Deferred::Ring => self.uas_ring(now, h),
+                    Deferred::Answer(m) => self.uas_answer(now, h, m),
+                    Deferred::Reject(s) => self.uas_reject(now, h, s),
+                    Deferred::Hangup => self.hangup_now(now, h),
+                    Deferred::Hold(on) => self.send_reinvite(now, h, on),
+                    Deferred::Media(m) => self.reinvite_media(now, h, m),
+                };
+                if let Err(e) = r {
+                    tracing::warn!(?h, ?cmd, error = %e, "queued command failed");
+                }
+            }
+        }
+    }
+
+    /// A re-INVITE announcing a new local RTP address (network change).
+    pub(crate) fn reinvite_media(
+        &mut self,
+        now: Instant,
+        h: CallHandle,
+        media: SocketAddr,
+    ) -> Result<(), CoreError> {
+        let c = self
+            .calls
+            .get_mut(&h)
+            .filter(|c| c.phase != Phase::Ended)
+            .ok_or(CoreError::NoSuchCall)?;
+        if c.phase != Phase::Connected {
+            return Err(CoreError::InvalidState("call not connected"));
+        }
+        let old = c.local_media.replace(media);
+        let hold = c.held;
+        let r = self.send_reinvite(now, h, hold);
+        if r.is_err() {
+            if let Some(c) = self.calls.get_mut(&h) {
+                c.local_media = old;
+            }
+        }
+        r
+    }
+}
