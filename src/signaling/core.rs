@@ -20,6 +20,8 @@ mod raw400;
 mod resilience;
 #[doc(hidden)]
 pub mod testkit;
+#[doc(hidden)]
+pub mod phonekit;
 mod transactions;
 
 pub(crate) use transactions::{

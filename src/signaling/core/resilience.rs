@@ -196,3 +196,160 @@ impl SignalingCore {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::phonekit::{phone_config, Phone};
+    use super::super::testkit::PeerInvite;
+    use super::super::{CallOutcome, Event};
+    use std::time::{Duration, Instant};
+
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    fn peer(n: u32) -> PeerInvite {
+        PeerInvite {
+            call_id: format!("c{n}"),
+            from_tag: format!("f{n}"),
+            branch: format!("z9hG4bKb{n}"),
+            cseq: 1,
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A registered phone with a connected incoming call; returns the handle.
+    fn connected(p: &mut Phone) -> super::CallHandle {
+        p.server_invite(&peer(1));
+        let h = *p.incoming().last().unwrap();
+        p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()).unwrap();
+        p.pump();
+        assert_eq!(p.statuses("c1"), vec![100, 200]);
+        h
+    }
+
+    #[test]
+    fn confirmed_call_survives_control_flow_loss_and_byes_on_the_new_flow() {
+        let mut p = Phone::new(phone_config(), origin());
+        assert!(p.registered());
+        let h = connected(&mut p);
+        let old = p.server_flow.unwrap();
+        p.drop_flow();
+        assert!(p.ended().is_empty(), "the call survives: {:?}", p.ended());
+        assert!(p.core.is_detached(h));
+        // Hang up while the flow is down: queued.
+        p.core.hangup(p.now, h).unwrap();
+        p.pump();
+        assert!(p.last_request("BYE").is_none());
+        p.advance(50 * MS);
+        let new = p.server_flow.unwrap();
+        assert_ne!(new, old);
+        assert!(p.registered());
+        assert!(!p.core.is_detached(h));
+        let bye_flow = p
+            .sent
+            .iter()
+            .find(|(_, b)| b.starts_with(b"BYE "))
+            .map(|(f, _)| *f);
+        assert_eq!(bye_flow, Some(new), "BYE on the new control flow");
+        assert_eq!(p.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(p.core.ledger_open(), 0);
+    }
+
+    #[test]
+    fn peer_bye_on_the_new_flow_matches_the_dialog() {
+        let mut p = Phone::new(phone_config(), origin());
+        let h = connected(&mut p);
+        p.drop_flow();
+        p.advance(50 * MS);
+        let tag = p
+            .sent
+            .iter()
+            .filter_map(|(_, b)| match crate::signaling::message::Message::parse(b) {
+                Ok(crate::signaling::message::Message::Response(r)) if r.status == 200 => {
+                    r.headers.to().and_then(|t| t.tag().map(str::to_string))
+                }
+                _ => None,
+            })
+            .next_back()
+            .unwrap();
+        p.deliver(&peer(1).bye(Some(&tag), 2, "z9hG4bKbye"));
+        assert_eq!(p.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(p.statuses("c1").last(), Some(&200));
+    }
+
+    #[test]
+    fn ringing_call_is_answered_on_the_new_flow() {
+        let mut p = Phone::new(phone_config(), origin());
+        p.server_invite(&peer(1));
+        let h = *p.incoming().last().unwrap();
+        p.core.ring(p.now, h).unwrap();
+        p.pump();
+        p.server_up = false;
+        p.drop_flow();
+        // The reconnect fails; answer meanwhile: remembered.
+        p.advance(10 * MS);
+        p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()).unwrap();
+        assert!(
+            p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()).is_err(),
+            "no second answer"
+        );
+        p.advance(100 * MS);
+        assert!(p.ended().is_empty());
+        p.server_up = true;
+        p.advance(Duration::from_secs(2));
+        assert_eq!(p.statuses("c1"), vec![100, 180, 200]);
+        let ok_flow = p.sent.iter().rev().find(|(_, b)| b.starts_with(b"SIP/2.0 200 OK")
+            && String::from_utf8_lossy(b).contains("Call-ID: c1"));
+        assert_eq!(ok_flow.map(|(f, _)| *f), p.server_flow);
+        assert!(p.events.iter().any(|e| matches!(e, Event::Media { .. })));
+        assert!(p.ended().is_empty());
+        assert_eq!(p.core.ledger_stats().finals, 1);
+    }
+
+    #[test]
+    fn ringing_call_without_a_new_flow_ends_failed_after_the_grace() {
+        let mut p = Phone::new(phone_config(), origin());
+        p.server_invite(&peer(1));
+        let h = *p.incoming().last().unwrap();
+        p.server_up = false;
+        p.drop_flow();
+        p.advance(Duration::from_secs(31));
+        assert!(p.ended().is_empty());
+        p.advance(Duration::from_secs(2));
+        assert_eq!(p.ended(), vec![(h, 0, CallOutcome::Failed)]);
+        let st = p.core.ledger_stats();
+        assert_eq!((st.abandoned, st.open, st.double_finals), (1, 0, 0));
+    }
+
+    #[test]
+    fn queued_commands_time_out_and_end_the_call_failed() {
+        let mut p = Phone::new(phone_config(), origin());
+        let h = connected(&mut p);
+        p.server_up = false;
+        p.drop_flow();
+        p.core.hold(p.now, h, true).unwrap();
+        p.advance(Duration::from_secs(40));
+        assert_eq!(p.ended(), vec![(h, 0, CallOutcome::Failed)]);
+        // A confirmed call with nothing queued waits however long it takes.
+        let mut q = Phone::new(phone_config(), origin());
+        let h2 = connected(&mut q);
+        q.server_up = false;
+        q.drop_flow();
+        q.advance(Duration::from_secs(300));
+        assert!(q.ended().is_empty());
+        q.server_up = true;
+        q.advance(Duration::from_secs(40));
+        assert!(!q.core.is_detached(h2));
+    }
+
+    #[test]
+    fn accepted_flow_calls_still_end_at_once() {
+        let mut s = super::super::testkit::Solo::new(crate::signaling::config::Config::default(), origin());
+        s.feed(&peer(1).invite(Some(&super::super::testkit::sdp_offer(7000)), "", None));
+        s.drop_flow();
+        assert!(s.events.iter().any(|e| matches!(e, Event::Ended { status: 0, .. })));
+    }
+}
