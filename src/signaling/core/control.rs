@@ -562,3 +562,199 @@ impl SignalingCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::phonekit::{phone_config, Phone};
+    use super::super::testkit::PeerInvite;
+    use super::super::{CallOutcome, Event};
+    use crate::signaling::message::HeaderName;
+    use std::time::{Duration, Instant};
+
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+    const S: Duration = Duration::from_secs(1);
+
+    fn auth_param(p: &Phone, name: &str) -> Option<String> {
+        let a = p.last_request("REGISTER")?.headers.get(&HeaderName::Authorization)?;
+        let at = a.find(&format!("{name}="))?;
+        let v = &a[at + name.len() + 1..];
+        Some(v.split(',').next()?.trim_matches('"').to_string())
+    }
+
+    #[test]
+    fn reconnect_is_immediate_then_backs_off_and_rejoins_a_server_back_within_a_second() {
+        for seed in 0..20u32 {
+            let mut p = Phone::new(phone_config(), origin() + seed * S);
+            let t0 = p.now;
+            let inst = p.last_request("REGISTER").unwrap().headers.get(&HeaderName::Contact).unwrap().to_string();
+            p.server_up = false;
+            p.drop_flow();
+            // The server is back 1 s after the loss.
+            let mut attempts = Vec::new();
+            while p.now < t0 + S {
+                let before = p.connects;
+                match p.core.poll_timeout() {
+                    Some(at) if at < t0 + S => p.advance(at - p.now),
+                    _ => break,
+                }
+                if p.connects > before {
+                    attempts.push(p.now - t0);
+                }
+            }
+            assert!(attempts[0] <= 50 * MS, "{attempts:?}");
+            assert!(attempts.len() >= 3, "{attempts:?}");
+            for w in attempts.windows(2) {
+                assert!(w[1] - w[0] >= 125 * MS - MS, "{attempts:?}");
+            }
+            p.server_up = true;
+            p.advance(t0 + S - p.now);
+            p.advance(S);
+            assert!(p.registered(), "rejoined within a second of the server's return");
+            let again = p.last_request("REGISTER").unwrap().headers.get(&HeaderName::Contact).unwrap().to_string();
+            assert_eq!(again, inst, "same instance-id and reg-id");
+        }
+    }
+
+    #[test]
+    fn push_reconnects_and_answers_the_last_challenge_preemptively() {
+        let mut cfg = phone_config();
+        if let Some(a) = cfg.account.as_mut() {
+            a.password = Some("pw".into());
+        }
+        let mut p = Phone::new(cfg, origin());
+        p.digest = true;
+        p.core.unregister(p.now).unwrap();
+        p.pump();
+        p.core.register(p.now).unwrap();
+        p.pump();
+        assert_eq!(p.challenges, 1);
+        assert!(p.registered());
+        let nc1 = auth_param(&p, "nc").unwrap();
+        // The flow dies while the phone sleeps; a push wakes it.
+        p.server_up = false;
+        p.drop_flow();
+        p.advance(10 * S);
+        p.server_up = true;
+        let regs = p.registers;
+        p.core.handle_push(p.now, "x1".into(), None);
+        p.pump();
+        assert_eq!(p.registers, regs + 1, "registered at once, no backoff wait");
+        assert_eq!(p.challenges, 1, "one round trip: no new challenge");
+        let nc2 = auth_param(&p, "nc").unwrap();
+        assert!(nc2 > nc1, "{nc1} then {nc2}");
+    }
+
+    #[test]
+    fn background_keeps_no_timer_closer_than_the_keepalive_period() {
+        let period = 600 * S;
+        let mut p = Phone::new(phone_config(), origin());
+        assert!(p.core.poll_timeout().unwrap() - p.now <= 30 * S, "CRLF keep-alive in foreground");
+        let regs = p.registers;
+        p.core.set_background(p.now, true, period);
+        p.pump();
+        assert_eq!(p.registers, regs + 1, "a longer binding at once");
+        let reg = p.last_request("REGISTER").unwrap();
+        assert_eq!(reg.headers.expires(), Some(1800));
+        // Idle for a day, woken only by keep-alive runs every period (±10 %).
+        let mut wakeups = 0u32;
+        let mut runs = 0u32;
+        let end = p.now + 24 * 3600 * S;
+        let mut next_run = p.now + period;
+        while p.now < end {
+            if let Some(at) = p.core.poll_timeout() {
+                assert!(at >= p.now + period, "a timer {:?} away", at - p.now);
+            }
+            let jitter = Duration::from_secs(u64::from(runs % 7) * 10);
+            p.advance(next_run + jitter - p.now);
+            wakeups += 1;
+            let r = p.core.run_keepalive(p.now);
+            p.pump();
+            assert!(r.pinged && !r.reconnecting);
+            runs += 1;
+            next_run += period;
+            assert!(p.registered());
+        }
+        assert_eq!(wakeups, runs);
+        assert!(p.pings >= runs);
+        // Refreshes ride on every other run.
+        let refreshes = p.registers - regs - 1;
+        assert!(refreshes >= runs / 2 - 1 && refreshes <= runs / 2 + 1, "{refreshes} of {runs}");
+        // Back to the foreground: the CRLF keep-alive again.
+        p.core.set_background(p.now, false, period);
+        assert!(p.core.poll_timeout().unwrap() - p.now <= 30 * S);
+    }
+
+    #[test]
+    fn keepalive_run_detects_a_missing_pong_and_reconnects() {
+        let mut p = Phone::new(phone_config(), origin());
+        p.core.set_background(p.now, true, 600 * S);
+        p.pump();
+        p.advance(600 * S);
+        p.answer_pings = false;
+        let t = p.now;
+        assert!(p.core.run_keepalive(p.now).pinged);
+        p.pump();
+        assert!(p.core.last_pong().is_none_or(|x| x < t));
+        let old = p.server_flow;
+        p.answer_pings = true;
+        p.advance(10 * S + 100 * MS);
+        assert_ne!(p.server_flow, old, "a new flow");
+        assert!(p.registered());
+        // A run with a pong: 4 bytes out, 2 in, nothing else.
+        p.advance(600 * S);
+        let sent = p.sent.len();
+        let t = p.now;
+        let r = p.core.run_keepalive(p.now);
+        p.pump();
+        assert!(r.pinged && !r.refreshed);
+        assert_eq!(p.sent.len(), sent + 1);
+        assert_eq!(p.sent.last().unwrap().1, b"\r\n\r\n");
+        assert_eq!(p.core.last_pong(), Some(t));
+        // A run while the flow is gone: reconnect and register.
+        p.suspend();
+        p.drop_flow();
+        p.advance(600 * S);
+        p.wake();
+        let r = p.core.run_keepalive(p.now);
+        p.pump();
+        p.advance(100 * MS);
+        assert!(r.reconnecting || p.registered());
+        assert!(p.registered());
+    }
+
+    #[test]
+    fn network_change_moves_the_flow_and_reinvites_with_the_new_media() {
+        let mut p = Phone::new(phone_config(), origin());
+        let inv = PeerInvite {
+            call_id: "n1".into(),
+            from_tag: "f".into(),
+            branch: "z9hG4bKn1".into(),
+            cseq: 1,
+        };
+        p.server_invite(&inv);
+        let h = *p.incoming().last().unwrap();
+        p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()).unwrap();
+        p.pump();
+        let old = p.server_flow;
+        let regs = p.registers;
+        let moved = p.core.handle_network_changed(p.now);
+        assert_eq!(moved, vec![h]);
+        p.core.update_media(p.now, h, "10.1.2.3:5000".parse().unwrap()).unwrap();
+        p.pump();
+        assert_ne!(p.server_flow, old);
+        assert_eq!(p.registers, regs + 1);
+        let reinvite = p.last_request("INVITE").unwrap();
+        let body = String::from_utf8_lossy(&reinvite.body).to_string();
+        assert!(body.contains("c=IN IP4 10.1.2.3") && body.contains("m=audio 5000"), "{body}");
+        assert!(p.events.iter().filter(|e| matches!(e, Event::Media { .. })).count() >= 2);
+        assert!(p.ended().is_empty());
+        p.core.hangup(p.now, h).unwrap();
+        p.pump();
+        assert_eq!(p.ended(), vec![(h, 200, CallOutcome::Answered)]);
+    }
+}

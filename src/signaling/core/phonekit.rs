@@ -89,6 +89,10 @@ pub struct Phone {
     pub pings: u32,
     /// Requests the core sent (parsed), for inspection.
     pub requests: Vec<Request>,
+    /// The server challenges a REGISTER without Authorization (401, nonce `n1`).
+    pub digest: bool,
+    /// REGISTERs the server challenged.
+    pub challenges: u32,
 }
 
 impl Phone {
@@ -110,6 +114,8 @@ impl Phone {
             connects: 0,
             pings: 0,
             requests: Vec::new(),
+            digest: false,
+            challenges: 0,
         };
         let _ = p.core.register(p.now);
         p.pump();
@@ -204,6 +210,19 @@ impl Phone {
                 to.params.set("tag", Some("srv"));
                 r.headers.set(HeaderName::To, to.to_string());
             }
+        }
+        if method == "REGISTER"
+            && self.digest
+            && req.headers.get(&HeaderName::Authorization).is_none()
+        {
+            self.challenges += 1;
+            let mut c = Response::for_request(&req, 401);
+            c.headers.push(
+                HeaderName::WwwAuthenticate,
+                "Digest realm=\"wake\", nonce=\"n1\", qop=\"auth\", algorithm=MD5",
+            );
+            self.held_or_now(flow, Message::Response(c).to_bytes());
+            return;
         }
         if method == "REGISTER" {
             let contact = req.headers.get(&HeaderName::Contact).unwrap_or_default();

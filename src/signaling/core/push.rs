@@ -216,3 +216,166 @@ impl SignalingCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::phonekit::{phone_config, Phone};
+    use super::super::testkit::PeerInvite;
+    use super::super::{CallOutcome, Event};
+    use crate::signaling::config::PushConfig;
+    use std::time::{Duration, Instant};
+
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    fn peer(n: u32) -> PeerInvite {
+        PeerInvite {
+            call_id: format!("p{n}"),
+            from_tag: format!("f{n}"),
+            branch: format!("z9hG4bKp{n}"),
+            cseq: 1,
+        }
+    }
+
+    fn incoming_count(p: &Phone) -> usize {
+        p.incoming().len()
+    }
+
+    #[test]
+    fn register_carries_rfc8599_contact_params() {
+        let mut cfg = phone_config();
+        cfg.push = Some(PushConfig {
+            provider: "apns".into(),
+            prid: "00fc13adff78512".into(),
+            param: Some("ABCD1234.com.example.voip".into()),
+        });
+        let p = Phone::new(cfg, origin());
+        let reg = p.last_request("REGISTER").unwrap();
+        let contact = reg
+            .headers
+            .get(&crate::signaling::message::HeaderName::Contact)
+            .unwrap();
+        assert!(
+            contact.contains(
+                ";pn-provider=apns;pn-prid=00fc13adff78512;pn-param=ABCD1234.com.example.voip>"
+            ),
+            "{contact}"
+        );
+        assert!(p.registered(), "the echoed Contact still matches ours");
+    }
+
+    #[test]
+    fn push_before_invite_binds_and_early_answer_is_applied() {
+        let mut p = Phone::new(phone_config(), origin());
+        // The phone slept: the flow died and the server holds the INVITE.
+        p.server_up = true;
+        p.suspend();
+        p.drop_flow();
+        p.server_invite(&peer(1));
+        p.wake();
+        // (the wake reconnects at once and the held INVITE follows the REGISTER;
+        // model the push racing ahead of it instead)
+        let mut q = Phone::new(phone_config(), origin());
+        q.drop_flow();
+        q.server_up = false;
+        q.advance(Duration::from_secs(5));
+        q.server_up = true;
+        q.server_invite(&peer(2));
+        let h = q.core.handle_push(q.now, "p2".into(), Some("sip:bob@x".into()));
+        q.pump();
+        assert!(matches!(
+            q.events.iter().rev().find(|e| matches!(e, Event::Incoming { .. })),
+            Some(Event::Incoming { pushed: true, .. })
+        ));
+        // CallKit answers before the INVITE arrives.
+        q.core
+            .answer(q.now, h, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        // The push connected at once: registered, the INVITE arrived and was answered.
+        q.advance(Duration::from_millis(60));
+        assert_eq!(q.statuses("p2"), vec![100, 200]);
+        assert_eq!(incoming_count(&q), 1, "no second Incoming");
+        assert_eq!(q.core.pushed_waiting(), 0);
+        assert!(q.ended().is_empty());
+        q.core.hangup(q.now, h).unwrap();
+        q.pump();
+        assert_eq!(q.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(q.core.ledger_open(), 0);
+        // The first phone: the held INVITE comes after the wake's reconnect, a normal call.
+        p.advance(Duration::from_millis(60));
+        assert_eq!(incoming_count(&p), 1);
+        assert!(matches!(
+            p.events.iter().find(|e| matches!(e, Event::Incoming { .. })),
+            Some(Event::Incoming { pushed: false, .. })
+        ));
+    }
+
+    #[test]
+    fn invite_before_push_returns_the_same_handle() {
+        let mut p = Phone::new(phone_config(), origin());
+        p.server_invite(&peer(1));
+        let h = *p.incoming().last().unwrap();
+        let h2 = p.core.handle_push(p.now, "p1".into(), None);
+        assert_eq!(h, h2);
+        assert_eq!(p.core.handle_push(p.now, "p1".into(), None), h);
+        p.pump();
+        assert_eq!(incoming_count(&p), 1);
+        // A push for a call already over: a new handle that ends at once.
+        p.core.reject(p.now, h, 486).unwrap();
+        p.pump();
+        let h3 = p.core.handle_push(p.now, "p1".into(), None);
+        p.pump();
+        assert_ne!(h3, h);
+        assert_eq!(
+            p.ended(),
+            vec![(h, 486, CallOutcome::Busy), (h3, 0, CallOutcome::Missed)]
+        );
+    }
+
+    #[test]
+    fn push_without_invite_ends_missed_and_a_late_invite_is_a_new_call() {
+        let mut p = Phone::new(phone_config(), origin());
+        let h = p.core.handle_push(p.now, "p9".into(), None);
+        p.pump();
+        // A duplicate push: same handle.
+        assert_eq!(p.core.handle_push(p.now, "p9".into(), None), h);
+        p.advance(Duration::from_millis(9_900));
+        assert!(p.ended().is_empty());
+        p.advance(Duration::from_millis(200));
+        assert_eq!(p.ended(), vec![(h, 0, CallOutcome::Missed)]);
+        assert_eq!(
+            p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()),
+            Err(super::CoreError::NoSuchCall)
+        );
+        p.server_invite(&peer(9));
+        let late = *p.incoming().last().unwrap();
+        assert_ne!(late, h);
+        assert_eq!(incoming_count(&p), 2);
+    }
+
+    #[test]
+    fn reject_before_invite_is_sent_when_it_comes() {
+        let mut p = Phone::new(phone_config(), origin());
+        let h = p.core.handle_push(p.now, "p3".into(), None);
+        p.core.hangup(p.now, h).unwrap();
+        assert!(p.core.answer(p.now, h, "127.0.0.1:1".parse().unwrap()).is_err());
+        p.pump();
+        assert!(p.ended().is_empty());
+        p.server_invite(&peer(3));
+        assert_eq!(p.statuses("p3"), vec![100, 603]);
+        assert_eq!(p.ended(), vec![(h, 603, CallOutcome::Rejected)]);
+        assert_eq!(incoming_count(&p), 1);
+        assert_eq!(p.core.ledger_open(), 0);
+    }
+
+    #[test]
+    fn push_on_a_live_flow_refreshes_the_registration_at_once() {
+        let mut p = Phone::new(phone_config(), origin());
+        let before = p.registers;
+        p.core.handle_push(p.now, "p4".into(), None);
+        p.pump();
+        assert_eq!(p.registers, before + 1);
+    }
+}
