@@ -15,13 +15,13 @@
 
 mod control;
 pub use control::KeepAliveReport;
+#[doc(hidden)]
+pub mod phonekit;
 mod push;
 mod raw400;
 mod resilience;
 #[doc(hidden)]
 pub mod testkit;
-#[doc(hidden)]
-pub mod phonekit;
 mod transactions;
 
 pub(crate) use transactions::{

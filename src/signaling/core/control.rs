@@ -278,9 +278,7 @@ impl SignalingCore {
     fn reconnect_delay(&mut self, n: u32) -> Duration {
         if n == 0 {
             return Duration::from_millis(
-                self.control
-                    .rng
-                    .random_range(0..=FIRST_RECONNECT_JITTER_MS),
+                self.control.rng.random_range(0..=FIRST_RECONNECT_JITTER_MS),
             );
         }
         let jitter = self.control.rng.random_range(0.5..=1.0);
@@ -580,7 +578,10 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     fn auth_param(p: &Phone, name: &str) -> Option<String> {
-        let a = p.last_request("REGISTER")?.headers.get(&HeaderName::Authorization)?;
+        let a = p
+            .last_request("REGISTER")?
+            .headers
+            .get(&HeaderName::Authorization)?;
         let at = a.find(&format!("{name}="))?;
         let v = &a[at + name.len() + 1..];
         Some(v.split(',').next()?.trim_matches('"').to_string())
@@ -591,7 +592,13 @@ mod tests {
         for seed in 0..20u32 {
             let mut p = Phone::new(phone_config(), origin() + seed * S);
             let t0 = p.now;
-            let inst = p.last_request("REGISTER").unwrap().headers.get(&HeaderName::Contact).unwrap().to_string();
+            let inst = p
+                .last_request("REGISTER")
+                .unwrap()
+                .headers
+                .get(&HeaderName::Contact)
+                .unwrap()
+                .to_string();
             p.server_up = false;
             p.drop_flow();
             // The server is back 1 s after the loss.
@@ -614,8 +621,17 @@ mod tests {
             p.server_up = true;
             p.advance(t0 + S - p.now);
             p.advance(S);
-            assert!(p.registered(), "rejoined within a second of the server's return");
-            let again = p.last_request("REGISTER").unwrap().headers.get(&HeaderName::Contact).unwrap().to_string();
+            assert!(
+                p.registered(),
+                "rejoined within a second of the server's return"
+            );
+            let again = p
+                .last_request("REGISTER")
+                .unwrap()
+                .headers
+                .get(&HeaderName::Contact)
+                .unwrap()
+                .to_string();
             assert_eq!(again, inst, "same instance-id and reg-id");
         }
     }
@@ -653,7 +669,10 @@ mod tests {
     fn background_keeps_no_timer_closer_than_the_keepalive_period() {
         let period = 600 * S;
         let mut p = Phone::new(phone_config(), origin());
-        assert!(p.core.poll_timeout().unwrap() - p.now <= 30 * S, "CRLF keep-alive in foreground");
+        assert!(
+            p.core.poll_timeout().unwrap() - p.now <= 30 * S,
+            "CRLF keep-alive in foreground"
+        );
         let regs = p.registers;
         p.core.set_background(p.now, true, period);
         p.pump();
@@ -683,7 +702,10 @@ mod tests {
         assert!(p.pings >= runs);
         // Refreshes ride on every other run.
         let refreshes = p.registers - regs - 1;
-        assert!(refreshes >= runs / 2 - 1 && refreshes <= runs / 2 + 1, "{refreshes} of {runs}");
+        assert!(
+            refreshes >= runs / 2 - 1 && refreshes <= runs / 2 + 1,
+            "{refreshes} of {runs}"
+        );
         // Back to the foreground: the CRLF keep-alive again.
         p.core.set_background(p.now, false, period);
         assert!(p.core.poll_timeout().unwrap() - p.now <= 30 * S);
@@ -738,20 +760,33 @@ mod tests {
         };
         p.server_invite(&inv);
         let h = *p.incoming().last().unwrap();
-        p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()).unwrap();
+        p.core
+            .answer(p.now, h, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
         p.pump();
         let old = p.server_flow;
         let regs = p.registers;
         let moved = p.core.handle_network_changed(p.now);
         assert_eq!(moved, vec![h]);
-        p.core.update_media(p.now, h, "10.1.2.3:5000".parse().unwrap()).unwrap();
+        p.core
+            .update_media(p.now, h, "10.1.2.3:5000".parse().unwrap())
+            .unwrap();
         p.pump();
         assert_ne!(p.server_flow, old);
         assert_eq!(p.registers, regs + 1);
         let reinvite = p.last_request("INVITE").unwrap();
         let body = String::from_utf8_lossy(&reinvite.body).to_string();
-        assert!(body.contains("c=IN IP4 10.1.2.3") && body.contains("m=audio 5000"), "{body}");
-        assert!(p.events.iter().filter(|e| matches!(e, Event::Media { .. })).count() >= 2);
+        assert!(
+            body.contains("c=IN IP4 10.1.2.3") && body.contains("m=audio 5000"),
+            "{body}"
+        );
+        assert!(
+            p.events
+                .iter()
+                .filter(|e| matches!(e, Event::Media { .. }))
+                .count()
+                >= 2
+        );
         assert!(p.ended().is_empty());
         p.core.hangup(p.now, h).unwrap();
         p.pump();

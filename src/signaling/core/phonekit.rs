@@ -135,8 +135,12 @@ impl Phone {
                     if self.server_up {
                         self.server_flow = Some(flow);
                         self.server_registered = false;
-                        self.core
-                            .handle_flow_up(self.now, flow, addr(PHONE_ADDR), addr(SERVER_ADDR));
+                        self.core.handle_flow_up(
+                            self.now,
+                            flow,
+                            addr(PHONE_ADDR),
+                            addr(SERVER_ADDR),
+                        );
                     } else {
                         self.core.handle_flow_down(self.now, flow);
                     }
@@ -163,7 +167,8 @@ impl Phone {
             return;
         };
         if self.suspended {
-            self.held.push_back(Held::Bytes(flow, text.as_bytes().to_vec()));
+            self.held
+                .push_back(Held::Bytes(flow, text.as_bytes().to_vec()));
         } else {
             self.core.handle_received(self.now, flow, text.as_bytes());
             self.pump();
@@ -379,9 +384,7 @@ impl Phone {
         self.sent
             .iter()
             .filter_map(|(_, b)| match Message::parse(b) {
-                Ok(Message::Response(r)) if r.headers.call_id() == Some(call_id) => {
-                    Some(r.status)
-                }
+                Ok(Message::Response(r)) if r.headers.call_id() == Some(call_id) => Some(r.status),
                 _ => None,
             })
             .collect()

@@ -283,10 +283,15 @@ mod tests {
         q.advance(Duration::from_secs(5));
         q.server_up = true;
         q.server_invite(&peer(2));
-        let h = q.core.handle_push(q.now, "p2".into(), Some("sip:bob@x".into()));
+        let h = q
+            .core
+            .handle_push(q.now, "p2".into(), Some("sip:bob@x".into()));
         q.pump();
         assert!(matches!(
-            q.events.iter().rev().find(|e| matches!(e, Event::Incoming { .. })),
+            q.events
+                .iter()
+                .rev()
+                .find(|e| matches!(e, Event::Incoming { .. })),
             Some(Event::Incoming { pushed: true, .. })
         ));
         // CallKit answers before the INVITE arrives.
@@ -307,7 +312,9 @@ mod tests {
         p.advance(Duration::from_millis(60));
         assert_eq!(incoming_count(&p), 1);
         assert!(matches!(
-            p.events.iter().find(|e| matches!(e, Event::Incoming { .. })),
+            p.events
+                .iter()
+                .find(|e| matches!(e, Event::Incoming { .. })),
             Some(Event::Incoming { pushed: false, .. })
         ));
     }
@@ -360,7 +367,10 @@ mod tests {
         let mut p = Phone::new(phone_config(), origin());
         let h = p.core.handle_push(p.now, "p3".into(), None);
         p.core.hangup(p.now, h).unwrap();
-        assert!(p.core.answer(p.now, h, "127.0.0.1:1".parse().unwrap()).is_err());
+        assert!(p
+            .core
+            .answer(p.now, h, "127.0.0.1:1".parse().unwrap())
+            .is_err());
         p.pump();
         assert!(p.ended().is_empty());
         p.server_invite(&peer(3));

@@ -153,7 +153,11 @@ impl SignalingCore {
             c.flow = flow;
             c.detached_until = None;
             let cmds = std::mem::take(&mut c.deferred);
-            tracing::info!(?h, queued = cmds.len(), "call moved to the new control flow");
+            tracing::info!(
+                ?h,
+                queued = cmds.len(),
+                "call moved to the new control flow"
+            );
             for cmd in cmds {
                 let r = match cmd {
                     Deferred::Ring => self.uas_ring(now, h),
@@ -224,7 +228,9 @@ mod tests {
     fn connected(p: &mut Phone) -> super::CallHandle {
         p.server_invite(&peer(1));
         let h = *p.incoming().last().unwrap();
-        p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()).unwrap();
+        p.core
+            .answer(p.now, h, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
         p.pump();
         assert_eq!(p.statuses("c1"), vec![100, 200]);
         h
@@ -267,12 +273,14 @@ mod tests {
         let tag = p
             .sent
             .iter()
-            .filter_map(|(_, b)| match crate::signaling::message::Message::parse(b) {
-                Ok(crate::signaling::message::Message::Response(r)) if r.status == 200 => {
-                    r.headers.to().and_then(|t| t.tag().map(str::to_string))
-                }
-                _ => None,
-            })
+            .filter_map(
+                |(_, b)| match crate::signaling::message::Message::parse(b) {
+                    Ok(crate::signaling::message::Message::Response(r)) if r.status == 200 => {
+                        r.headers.to().and_then(|t| t.tag().map(str::to_string))
+                    }
+                    _ => None,
+                },
+            )
             .next_back()
             .unwrap();
         p.deliver(&peer(1).bye(Some(&tag), 2, "z9hG4bKbye"));
@@ -291,9 +299,13 @@ mod tests {
         p.drop_flow();
         // The reconnect fails; answer meanwhile: remembered.
         p.advance(10 * MS);
-        p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()).unwrap();
+        p.core
+            .answer(p.now, h, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
         assert!(
-            p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()).is_err(),
+            p.core
+                .answer(p.now, h, "127.0.0.1:4000".parse().unwrap())
+                .is_err(),
             "no second answer"
         );
         p.advance(100 * MS);
@@ -301,8 +313,9 @@ mod tests {
         p.server_up = true;
         p.advance(Duration::from_secs(2));
         assert_eq!(p.statuses("c1"), vec![100, 180, 200]);
-        let ok_flow = p.sent.iter().rev().find(|(_, b)| b.starts_with(b"SIP/2.0 200 OK")
-            && String::from_utf8_lossy(b).contains("Call-ID: c1"));
+        let ok_flow = p.sent.iter().rev().find(|(_, b)| {
+            b.starts_with(b"SIP/2.0 200 OK") && String::from_utf8_lossy(b).contains("Call-ID: c1")
+        });
         assert_eq!(ok_flow.map(|(f, _)| *f), p.server_flow);
         assert!(p.events.iter().any(|e| matches!(e, Event::Media { .. })));
         assert!(p.ended().is_empty());
@@ -347,9 +360,13 @@ mod tests {
 
     #[test]
     fn accepted_flow_calls_still_end_at_once() {
-        let mut s = super::super::testkit::Solo::new(crate::signaling::config::Config::default(), origin());
+        let mut s =
+            super::super::testkit::Solo::new(crate::signaling::config::Config::default(), origin());
         s.feed(&peer(1).invite(Some(&super::super::testkit::sdp_offer(7000)), "", None));
         s.drop_flow();
-        assert!(s.events.iter().any(|e| matches!(e, Event::Ended { status: 0, .. })));
+        assert!(s
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Ended { status: 0, .. })));
     }
 }
