@@ -76,6 +76,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// An INVITE as (Call-ID, branch).
+type InviteId = (String, String);
+/// A final response as (status, To tag).
+type Final = (u16, Option<String>);
+
 const PERIOD: Duration = Duration::from_secs(600);
 
 struct World {
@@ -274,8 +279,7 @@ impl World {
 
     fn check(&self) -> Result<(), TestCaseError> {
         // Finals per INVITE (Call-ID, branch): distinct statuses.
-        let mut finals: BTreeMap<(String, String), BTreeSet<(u16, Option<String>)>> =
-            BTreeMap::new();
+        let mut finals: BTreeMap<InviteId, BTreeSet<Final>> = BTreeMap::new();
         let mut reached: BTreeSet<(String, String)> = BTreeSet::new();
         for (_, b) in &self.p.sent {
             let Ok(Message::Response(r)) = Message::parse(b) else {
@@ -336,6 +340,8 @@ impl World {
         prop_assert_eq!(stats.double_ended, 0);
         prop_assert_eq!(stats.stray, 0);
         prop_assert_eq!(self.p.core.pushed_waiting(), 0);
+        prop_assert_eq!(self.p.core.transaction_count(), 0, "no transaction left");
+        prop_assert_eq!(self.p.core.call_count(), 0, "no call left");
         // Incoming events: at most one per handle.
         let inc = self.p.incoming();
         let distinct: BTreeSet<_> = inc.iter().collect();

@@ -532,6 +532,7 @@ impl SignalingCore {
                         self.event(Event::Registered { expires });
                     }
                     RegistrationEvent::Failed { status, reason, .. } => {
+                        self.control.bound_until = None;
                         self.event(Event::RegistrationFailed { status, reason })
                     }
                     RegistrationEvent::Unregistered => self.event(Event::Unregistered),

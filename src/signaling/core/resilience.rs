@@ -124,8 +124,13 @@ impl SignalingCore {
         }
         if c.role == Role::Uas && c.final_status.is_none() {
             c.final_status = Some(0);
+            let tx = c.invite_key.clone();
             if let Some(k) = c.ledger.clone() {
                 self.ledger.final_abandoned(&k, now);
+            }
+            // Its kept INVITE server transaction will never answer now.
+            if let Some(k) = tx {
+                self.server_tx.remove(&k);
             }
         }
         self.end_call(now, h, 0, "flow lost", CallOutcome::Failed);
