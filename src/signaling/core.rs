@@ -12,6 +12,16 @@
 //! table keyed by [`TxKey`], the calls (the invite state machine in [`super::invite`]) with their
 //! dialogs, the no-INVITE-lost ledger, and the control flow with its registration and keep-alive
 //! (`core/control.rs`). Only TCP flows exist: every transaction is created `reliable`.
+//!
+//! For a phone (issue 4):
+//! - calls on the control flow outlive it and move to the next one (`core/resilience.rs`);
+//! - [`SignalingCore::handle_push`] pre-creates a pushed call and wakes the control flow
+//!   (`core/push.rs`);
+//! - [`SignalingCore::set_background`], [`SignalingCore::run_keepalive`],
+//!   [`SignalingCore::send_ping`] / [`SignalingCore::last_pong`] let the platform's keep-alive
+//!   handler drive the control flow with no timer more frequent than its period, and
+//!   [`SignalingCore::handle_network_changed`] + [`SignalingCore::update_media`] move the
+//!   flow and the calls' media to a new network (`core/control.rs`).
 
 mod control;
 pub use control::KeepAliveReport;
