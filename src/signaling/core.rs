@@ -24,7 +24,8 @@
 //!   flow and the calls' media to a new network (`core/control.rs`).
 
 mod control;
-pub use control::KeepAliveReport;
+pub use background::KeepAliveReport;
+mod background;
 #[doc(hidden)]
 pub mod phonekit;
 mod push;
