@@ -7,7 +7,7 @@
 //! suspend (inputs held, no timers), wake (drain all), push before its INVITE, push after it,
 //! a push whose INVITE never comes, flow drop, server restart (flow drop + binding lost +
 //! server down for a while), INVITE, a second INVITE while busy, CANCEL, BYE from the peer,
-//! application ring / answer / reject / hangup, background mode with keep-alive runs, network
+//! application ring / answer / reject / hangup / hold, background mode with keep-alive runs, network
 //! change, and time. At the end the server comes back, the phone wakes and goes to the
 //! foreground, the application hangs up what is left and the clock runs until all is done.
 //!
@@ -41,6 +41,9 @@ enum Op {
     Answer(usize),
     Reject(usize),
     Hangup(usize),
+    Hold(usize, bool),
+    /// The application hangs up (or holds) a call and the server dies before answering.
+    LostInFlight(usize, bool),
     FlowDrop,
     ServerRestart,
     ServerBack,
@@ -65,6 +68,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::Answer),
         1 => any::<usize>().prop_map(Op::Reject),
         2 => any::<usize>().prop_map(Op::Hangup),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(i, on)| Op::Hold(i, on)),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(i, b)| Op::LostInFlight(i, b)),
         2 => Just(Op::FlowDrop),
         1 => Just(Op::ServerRestart),
         1 => Just(Op::ServerBack),
@@ -206,7 +211,7 @@ impl World {
                     }
                 }
             }
-            Op::Ring(i) | Op::Answer(i) | Op::Reject(i) | Op::Hangup(i) => {
+            Op::Ring(i) | Op::Answer(i) | Op::Reject(i) | Op::Hangup(i) | Op::Hold(i, _) => {
                 if !awake {
                     return;
                 }
@@ -217,9 +222,30 @@ impl World {
                     Op::Ring(_) => self.p.core.ring(now, h),
                     Op::Answer(_) => self.p.core.answer(now, h, Self::media()),
                     Op::Reject(_) => self.p.core.reject(now, h, 486),
+                    Op::Hold(_, on) => self.p.core.hold(now, h, on),
                     _ => self.p.core.hangup(now, h),
                 };
                 self.p.pump();
+            }
+            Op::LostInFlight(i, bye) => {
+                if !awake {
+                    return;
+                }
+                let Some(h) = Self::pick(&self.live(), i) else {
+                    return;
+                };
+                // Whatever the server would answer is lost with it.
+                self.p.suspended = true;
+                let _ = if bye {
+                    self.p.core.hangup(now, h)
+                } else {
+                    self.p.core.hold(now, h, true)
+                };
+                self.p.pump();
+                self.p.held.clear();
+                self.p.server_up = false;
+                self.p.drop_flow();
+                self.p.wake();
             }
             Op::FlowDrop => self.p.drop_flow(),
             Op::ServerRestart => {

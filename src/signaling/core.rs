@@ -422,6 +422,10 @@ impl SignalingCore {
         if f.up {
             self.event(Event::FlowDown { flow });
         }
+        if f.kind == FlowKind::Control {
+            // Our BYEs and re-INVITEs on it go out again on the next control flow.
+            self.requeue_in_flight(flow);
+        }
         // Client transactions on the flow fail (RFC 3261 §17.1.4).
         let keys: Vec<TxKey> = self
             .client_tx

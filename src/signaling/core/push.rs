@@ -154,7 +154,7 @@ impl SignalingCore {
                 p.reject = Some(603);
                 Ok(())
             }
-            Deferred::Hold(_) | Deferred::Media(_) => {
+            Deferred::Hold(_) | Deferred::Media(_) | Deferred::Bye => {
                 Err(CoreError::InvalidState("the call has no INVITE yet"))
             }
         })

@@ -13,8 +13,10 @@
 //!   instance), so answering a ringing INVITE on the new flow is what we choose. Requests that
 //!   arrive on the new flow match their dialog by Call-ID and tags (the flow is not part of the
 //!   match).
-//! - **the others** (UAC calls not yet answered, calls already terminating) end as on any other
-//!   flow (`call_flow_lost`).
+//! - **in flight**: our BYE or re-INVITE outstanding on the lost flow is taken off it (its
+//!   transaction is dropped, no transport error reaches the call) and sent again, as a new
+//!   request, on the next flow; a terminating call whose BYE is re-queued survives too.
+//! - **the others** (UAC calls not yet answered) end as on any other flow (`call_flow_lost`).
 //!
 //! While detached, the application's commands (`ring`, `answer`, `reject`, `hangup`, `hold`,
 //! `update_media`) are queued on the call (at most [`MAX_DEFERRED`]) and applied in order on
@@ -24,7 +26,7 @@
 //! with queued commands ends `Failed` (status 0, `flow lost`). A confirmed call with nothing
 //! queued waits for the next flow as long as it takes: its media does not need the control flow.
 
-use super::{CallHandle, CallOutcome, CoreError, FlowId, SignalingCore};
+use super::{CallHandle, CallOutcome, CoreError, FlowId, SignalingCore, TxOwner};
 use crate::signaling::invite::{Deferred, Phase, Role, MAX_DEFERRED};
 use crate::signaling::transaction::TxKey;
 use std::collections::HashSet;
@@ -36,6 +38,7 @@ impl SignalingCore {
     pub(crate) fn survives_control_loss(&self, h: CallHandle) -> bool {
         self.calls.get(&h).is_some_and(|c| match (c.role, c.phase) {
             (_, Phase::Connected) => true,
+            (_, Phase::Terminating) => c.deferred.contains(&Deferred::Bye),
             (Role::Uas, Phase::WaitAck) => true,
             (Role::Uas, Phase::Incoming) => c.final_status.is_none(),
             _ => false,
@@ -51,6 +54,44 @@ impl SignalingCore {
             .filter(|c| c.final_status.is_none())
             .filter_map(|c| c.invite_key.clone())
             .collect()
+    }
+
+    /// Our BYEs and re-INVITEs in flight on the lost control flow `flow` are taken off it
+    /// (no transport failure reaches their calls) and queued to go out again on the next one.
+    pub(crate) fn requeue_in_flight(&mut self, flow: FlowId) {
+        let keys: Vec<(TxKey, TxOwner)> = self
+            .client_tx
+            .iter()
+            .filter(|(_, t)| t.flow == flow)
+            .filter(|(_, t)| matches!(t.owner, TxOwner::Bye(_) | TxOwner::ReInvite(_)))
+            .map(|(k, t)| (k.clone(), t.owner))
+            .collect();
+        for (key, owner) in keys {
+            match owner {
+                TxOwner::Bye(h) => {
+                    let Some(c) = self.calls.get_mut(&h) else {
+                        continue;
+                    };
+                    if c.phase == Phase::Terminating {
+                        self.client_tx.remove(&key);
+                        c.deferred.push(Deferred::Bye);
+                    }
+                }
+                TxOwner::ReInvite(h) => {
+                    let Some(c) = self.calls.get_mut(&h) else {
+                        continue;
+                    };
+                    let ours = c.our_reinvite.as_ref().filter(|o| o.key == key);
+                    if let (Phase::Connected, Some(o)) = (c.phase, ours) {
+                        let hold = o.hold;
+                        c.our_reinvite = None;
+                        self.client_tx.remove(&key);
+                        c.deferred.push(Deferred::Hold(hold));
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Call `h` lost its control flow and survives: a ringing call gets its grace period.
@@ -88,6 +129,7 @@ impl SignalingCore {
             Deferred::Ring | Deferred::Answer(_) | Deferred::Reject(_) => ringing,
             Deferred::Hold(_) | Deferred::Media(_) => c.phase == Phase::Connected,
             Deferred::Hangup => true,
+            Deferred::Bye => false,
         };
         let decided = c.deferred.iter().any(|d| {
             matches!(
@@ -171,6 +213,10 @@ impl SignalingCore {
                     Deferred::Hangup => self.hangup_now(now, h),
                     Deferred::Hold(on) => self.send_reinvite(now, h, on),
                     Deferred::Media(m) => self.reinvite_media(now, h, m),
+                    Deferred::Bye => {
+                        self.send_bye(now, h);
+                        Ok(())
+                    }
                 };
                 if let Err(e) = r {
                     tracing::warn!(?h, ?cmd, error = %e, "queued command failed");
@@ -373,5 +419,56 @@ mod tests {
             .events
             .iter()
             .any(|e| matches!(e, Event::Ended { status: 0, .. })));
+    }
+
+    #[test]
+    fn bye_in_flight_on_the_lost_flow_goes_out_again_on_the_new_one() {
+        let mut p = Phone::new(phone_config(), origin());
+        let h = connected(&mut p);
+        // The BYE leaves, its 200 is lost with the flow.
+        p.suspended = true;
+        p.core.hangup(p.now, h).unwrap();
+        p.pump();
+        assert!(p.last_request("BYE").is_some());
+        p.held.clear();
+        p.drop_flow();
+        p.wake();
+        assert!(p.ended().is_empty(), "{:?}", p.ended());
+        p.advance(60 * MS);
+        let byes = p
+            .sent
+            .iter()
+            .filter(|(_, b)| b.starts_with(b"BYE "))
+            .count();
+        assert_eq!(byes, 2, "sent again on the new flow");
+        assert_eq!(p.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(p.core.transaction_count(), 0);
+    }
+
+    #[test]
+    fn reinvite_in_flight_on_the_lost_flow_goes_out_again_on_the_new_one() {
+        let mut p = Phone::new(phone_config(), origin());
+        let h = connected(&mut p);
+        p.suspended = true;
+        p.core.hold(p.now, h, true).unwrap();
+        p.pump();
+        p.held.clear();
+        p.drop_flow();
+        p.wake();
+        p.advance(60 * MS);
+        let invites = p
+            .requests
+            .iter()
+            .filter(|r| r.method.as_str() == "INVITE")
+            .count();
+        assert_eq!(invites, 2);
+        assert!(p.events.iter().any(|e| matches!(
+            e,
+            Event::State {
+                state: crate::signaling::core::CallState::Held,
+                ..
+            }
+        )));
+        assert!(p.ended().is_empty());
     }
 }

@@ -203,6 +203,8 @@ pub(crate) enum Deferred {
     Hold(bool),
     /// `update_media`.
     Media(SocketAddr),
+    /// Our BYE was in flight on the lost flow: send it again.
+    Bye,
 }
 
 /// At most this many commands wait per call for the next control flow.
