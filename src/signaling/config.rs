@@ -44,6 +44,18 @@ pub enum AnswerPolicy {
     Reject(u16),
 }
 
+/// RFC 8599 push notification parameters, carried as `pn-*` URI parameters of the Contact of
+/// every REGISTER so the server (or its push proxy) can wake us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// `pn-provider`, e.g. `apns` or `fcm`.
+    pub provider: String,
+    /// `pn-prid`: the device token.
+    pub prid: String,
+    /// `pn-param`, e.g. `TEAMID.org.example.app.voip` for APNs (provider specific; optional).
+    pub param: Option<String>,
+}
+
 /// Configuration of a [`super::core::SignalingCore`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -81,6 +93,15 @@ pub struct Config {
     /// Our listening address, announced in Contact on flows other than the control flow (so a
     /// peer can open a new connection to us). `None`: the flow's local address.
     pub listen: Option<SocketAddr>,
+    /// Push notification parameters for the Contact (RFC 8599); `None`: no push.
+    pub push: Option<PushConfig>,
+    /// A call pre-created by [`super::core::SignalingCore::handle_push`] whose INVITE does not
+    /// arrive within this time ends `Missed`.
+    pub push_timeout: Duration,
+    /// How long calls on a lost control flow wait for the next control flow: a ringing
+    /// incoming call keeps ringing this long, and in-dialog requests queued meanwhile
+    /// (BYE, re-INVITE) give up after this long (the call then ends `Failed`).
+    pub flow_grace: Duration,
 }
 
 impl Default for Config {
@@ -102,6 +123,9 @@ impl Default for Config {
             reg_id: 1,
             codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
             listen: None,
+            push: None,
+            push_timeout: Duration::from_secs(10),
+            flow_grace: Duration::from_secs(32),
         }
     }
 }

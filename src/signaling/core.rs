@@ -12,9 +12,25 @@
 //! table keyed by [`TxKey`], the calls (the invite state machine in [`super::invite`]) with their
 //! dialogs, the no-INVITE-lost ledger, and the control flow with its registration and keep-alive
 //! (`core/control.rs`). Only TCP flows exist: every transaction is created `reliable`.
+//!
+//! For a phone (issue 4):
+//! - calls on the control flow outlive it and move to the next one (`core/resilience.rs`);
+//! - [`SignalingCore::handle_push`] pre-creates a pushed call and wakes the control flow
+//!   (`core/push.rs`);
+//! - [`SignalingCore::set_background`], [`SignalingCore::run_keepalive`],
+//!   [`SignalingCore::send_ping`] / [`SignalingCore::last_pong`] let the platform's keep-alive
+//!   handler drive the control flow with no timer more frequent than its period, and
+//!   [`SignalingCore::handle_network_changed`] + [`SignalingCore::update_media`] move the
+//!   flow and the calls' media to a new network (`core/control.rs`).
 
 mod control;
+pub use background::KeepAliveReport;
+mod background;
+#[doc(hidden)]
+pub mod phonekit;
+mod push;
 mod raw400;
+mod resilience;
 #[doc(hidden)]
 pub mod testkit;
 mod transactions;
@@ -27,7 +43,7 @@ use super::config::Config;
 use super::dialog::{Dialog, DialogId};
 use super::framing::{Frame, Framer, FramerLimits};
 use super::invite::ledger::{EntryKind, Ledger};
-use super::invite::{ledger_key, Call, MergeKey, Phase, Role};
+use super::invite::{ledger_key, Call, Deferred, MergeKey, Phase, Role};
 use super::message::{new_branch, Message, Method, Request, Response, Uri};
 use super::sdp::Negotiated;
 use super::transaction::{ServerInvite, ServerNonInvite, TxKey};
@@ -88,8 +104,11 @@ pub enum Event {
         call_id: String,
         /// The From header value.
         from: String,
-        /// The To header value.
+        /// The To header value (empty for a call announced by a push).
         to: String,
+        /// Announced by [`SignalingCore::handle_push`] before its INVITE came; the INVITE will
+        /// be bound to this handle without another `Incoming`.
+        pushed: bool,
     },
     /// A call changed state.
     State {
@@ -264,6 +283,8 @@ pub struct SignalingCore {
     pub(crate) merge_index: HashMap<MergeKey, (String, CallHandle)>,
     pub(crate) ledger: Ledger,
     pub(crate) control: control::Control,
+    /// Calls announced by a push whose INVITE has not come yet.
+    pub(crate) pushed: BTreeMap<CallHandle, push::Pushed>,
 }
 
 impl SignalingCore {
@@ -284,6 +305,7 @@ impl SignalingCore {
             merge_index: HashMap::new(),
             ledger: Ledger::new(),
             control,
+            pushed: BTreeMap::new(),
         }
     }
 
@@ -400,6 +422,10 @@ impl SignalingCore {
         if f.up {
             self.event(Event::FlowDown { flow });
         }
+        if f.kind == FlowKind::Control {
+            // Our BYEs and re-INVITEs on it go out again on the next control flow.
+            self.requeue_in_flight(flow);
+        }
         // Client transactions on the flow fail (RFC 3261 §17.1.4).
         let keys: Vec<TxKey> = self
             .client_tx
@@ -417,9 +443,17 @@ impl SignalingCore {
             self.drain_client(now, &key);
             self.client_tx.remove(&key);
         }
-        // Server transactions can send nothing more.
-        self.server_tx.retain(|_, t| t.flow != flow);
-        // Calls on the flow end.
+        // Server transactions can send nothing more, except the INVITE transactions of
+        // ringing calls on the control flow: they wait for the next one (`core/resilience.rs`).
+        let control_lost = f.kind == FlowKind::Control;
+        let keep = if control_lost {
+            self.surviving_server_tx(flow)
+        } else {
+            Default::default()
+        };
+        self.server_tx
+            .retain(|k, t| t.flow != flow || keep.contains(k));
+        // Calls on the flow end, except those that survive the loss of the control flow.
         let calls: Vec<CallHandle> = self
             .calls
             .values()
@@ -427,7 +461,11 @@ impl SignalingCore {
             .map(|c| c.handle)
             .collect();
         for h in calls {
-            self.call_flow_lost(now, h);
+            if control_lost && self.survives_control_loss(h) {
+                self.detach(now, h);
+            } else {
+                self.call_flow_lost(now, h);
+            }
         }
         if f.kind == FlowKind::Control {
             self.control_flow_down(now, flow);
@@ -695,6 +733,7 @@ impl SignalingCore {
             self.call_timeout(now, h);
         }
         self.control_timeout(now);
+        self.push_expire(now);
         self.ledger.expire(now);
         self.drain_control(now);
     }
@@ -725,8 +764,26 @@ impl SignalingCore {
         Ok(h)
     }
 
+    /// A command for a pushed call without INVITE yet, or a detached call: remembered.
+    fn early_command(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        cmd: Deferred,
+    ) -> Option<Result<(), CoreError>> {
+        self.push_command(call, cmd)
+            .or_else(|| self.defer(now, call, cmd))
+    }
+
     /// Send 180 Ringing for an incoming call.
+    ///
+    /// For a call pre-created by a push, or one whose control flow is down, this (like
+    /// `answer`, `reject`, `hangup`, `hold` and `update_media`) is remembered and done when
+    /// the INVITE, or the next control flow, comes.
     pub fn ring(&mut self, now: Instant, call: CallHandle) -> Result<(), CoreError> {
+        if let Some(r) = self.early_command(now, call, Deferred::Ring) {
+            return r;
+        }
         self.uas_ring(now, call)
     }
 
@@ -737,16 +794,46 @@ impl SignalingCore {
         call: CallHandle,
         media: SocketAddr,
     ) -> Result<(), CoreError> {
+        if let Some(r) = self.early_command(now, call, Deferred::Answer(media)) {
+            return r;
+        }
         self.uas_answer(now, call, media)
     }
 
     /// Reject an incoming call with a 3xx-6xx status.
     pub fn reject(&mut self, now: Instant, call: CallHandle, status: u16) -> Result<(), CoreError> {
+        if !(300..=699).contains(&status) {
+            return Err(CoreError::InvalidState("reject needs a 3xx-6xx status"));
+        }
+        if let Some(r) = self.early_command(now, call, Deferred::Reject(status)) {
+            return r;
+        }
         self.uas_reject(now, call, status)
     }
 
     /// End a call: CANCEL before answer (UAC), 603 Decline (UAS unanswered), BYE after.
     pub fn hangup(&mut self, now: Instant, call: CallHandle) -> Result<(), CoreError> {
+        if let Some(r) = self.early_command(now, call, Deferred::Hangup) {
+            return r;
+        }
+        self.hangup_now(now, call)
+    }
+
+    /// Announce a new local RTP address for a connected call (after a network change) with a
+    /// re-INVITE; on success `Event::Media` reports the renegotiated session.
+    pub fn update_media(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        media: SocketAddr,
+    ) -> Result<(), CoreError> {
+        if let Some(r) = self.early_command(now, call, Deferred::Media(media)) {
+            return r;
+        }
+        self.reinvite_media(now, call, media)
+    }
+
+    pub(crate) fn hangup_now(&mut self, now: Instant, call: CallHandle) -> Result<(), CoreError> {
         let role = self
             .calls
             .get(&call)
@@ -761,6 +848,9 @@ impl SignalingCore {
 
     /// Put a call on hold (`true`) or resume it (`false`) with a re-INVITE.
     pub fn hold(&mut self, now: Instant, call: CallHandle, on: bool) -> Result<(), CoreError> {
+        if let Some(r) = self.early_command(now, call, Deferred::Hold(on)) {
+            return r;
+        }
         self.send_reinvite(now, call, on)
     }
 
@@ -781,6 +871,7 @@ impl SignalingCore {
         tx.chain(flows)
             .chain(calls)
             .chain(self.control.poll_timeout())
+            .chain(self.push_timeout())
             .min()
     }
 

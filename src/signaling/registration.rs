@@ -62,6 +62,8 @@ pub struct RegistrationConfig {
     pub user_agent: String,
     /// Seed for tags, Call-ID, branches, cnonces and retry jitter.
     pub rng_seed: u64,
+    /// Extra Contact URI parameters, in order (RFC 8599 `pn-provider`, `pn-prid`, `pn-param`).
+    pub contact_params: Vec<(String, String)>,
 }
 
 /// Why a REGISTER got no response.
@@ -336,6 +338,32 @@ impl Registration {
         self.timer
     }
 
+    /// Changes the lifetime asked for in the next REGISTER (background mode asks for longer).
+    pub fn set_expires(&mut self, secs: u32) {
+        self.requested_expires = secs;
+    }
+
+    /// Refreshes the binding at once (a keep-alive run, a push): sends a REGISTER when started,
+    /// a flow is up and none is outstanding. Returns whether one was queued. The last digest
+    /// challenge is answered preemptively (next `nc`), so one round trip suffices when the
+    /// server still accepts the nonce.
+    pub fn refresh_now(&mut self, _now: Instant) -> bool {
+        let idle = matches!(
+            self.state,
+            RegistrationState::Registered
+                | RegistrationState::RetryWait
+                | RegistrationState::WaitingForFlow
+        );
+        if !self.started || self.stop_pending || self.local.is_none() || !idle {
+            return false;
+        }
+        if self.in_flight.is_some() {
+            return false;
+        }
+        self.send_register();
+        true
+    }
+
     /// Where the registration stands.
     pub fn state(&self) -> RegistrationState {
         self.state
@@ -474,6 +502,9 @@ impl Registration {
         uri.params.set("transport", Some(&self.transport()));
         if self.cfg.instance_id.is_some() {
             uri.params.set("ob", None);
+        }
+        for (name, value) in &self.cfg.contact_params {
+            uri.params.set(name, Some(value));
         }
         uri
     }
@@ -715,6 +746,7 @@ mod tests {
             retry_max: Duration::from_secs(30),
             user_agent: "wakeline-test".into(),
             rng_seed: 7,
+            contact_params: Vec::new(),
         }
     }
 

@@ -1,8 +1,25 @@
 //! The control flow: connect to the outbound proxy or the registrar, register on it
-//! (`registration.rs`), keep it alive with CRLF pings (`keepalive.rs`), and reconnect with
-//! backoff when it dies (first attempt at once, then `retry_base` doubling up to `retry_max`;
-//! the backoff resets when a registration succeeds). Digest state for INVITE challenges lives
-//! here too, next to the account's credentials.
+//! (`registration.rs`), keep it alive with CRLF pings (`keepalive.rs`), and reconnect when it
+//! dies. Digest state for INVITE challenges lives here too, next to the account's credentials.
+//!
+//! **Reconnect policy** (RFC 5626 §4.5 in spirit): the first reconnect after a loss goes out at
+//! once with a random 0–50 ms jitter (so a fleet of phones does not stampede a restarted
+//! server); each further failed attempt waits `retry_base · 2ⁿ` scaled by a random factor in
+//! [0.5, 1], capped at `retry_max` (250 ms, 500 ms, 1 s, ... by default); during the first
+//! two seconds after the loss no gap exceeds one second, so a server that is back within a
+//! second is rejoined within a second. The count resets when a REGISTER succeeds.
+//! The registration keeps its Call-ID, instance-id and reg-id across flows.
+//!
+//! **Background mode** ([`SignalingCore::set_background`]): the core keeps no timer that fires
+//! more often than the platform's keep-alive period. The RFC 5626 CRLF timer is off; the
+//! platform's keep-alive handler calls [`SignalingCore::run_keepalive`] (or
+//! [`SignalingCore::send_ping`] and reads [`SignalingCore::last_pong`]). The REGISTER asks for
+//! `3 × period` and a run refreshes the binding when less than `1.5 × period` is left, so
+//! refreshes ride on every other run and a run that comes late by up to one period still finds
+//! the binding alive. The registration's own refresh and retry timers, and reconnect backoff
+//! after the first immediate attempt, wait for the next run. Timers of calls, transactions
+//! and of a run in progress (pong timeout) still exist: they only exist while something is
+//! happening.
 
 use super::{CoreError, Event, FlowId, FlowKind, Output, SignalingCore, TxOwner};
 use crate::signaling::auth::{ChallengeOutcome, Credentials, DigestClient};
@@ -12,22 +29,41 @@ use crate::signaling::message::{HeaderName, Host, Method, Request, Response, Uri
 use crate::signaling::registration::{
     FailReason, Registration, RegistrationConfig, RegistrationEvent,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
+
+/// Longest gap between attempts during the first two seconds after a loss.
+const FAST_RETRY_GAP: Duration = Duration::from_secs(1);
+
+/// Random delay of the first reconnect after a loss.
+const FIRST_RECONNECT_JITTER_MS: u64 = 50;
 
 /// State of the control flow.
 pub(crate) struct Control {
     /// The flow, connecting or up.
     pub(crate) flow: Option<FlowId>,
     /// `register()` was called and `unregister()` was not.
-    wanted: bool,
+    pub(crate) wanted: bool,
     /// When to reconnect.
-    reconnect_at: Option<Instant>,
+    pub(crate) reconnect_at: Option<Instant>,
     /// Reconnects since the last success.
-    attempts: u32,
-    registration: Option<Registration>,
-    keepalive: Option<KeepAlive>,
+    pub(crate) attempts: u32,
+    pub(crate) registration: Option<Registration>,
+    pub(crate) keepalive: Option<KeepAlive>,
     credentials: Option<Credentials>,
     digest: DigestClient,
+    pub(crate) rng: StdRng,
+    /// Background mode with this keep-alive period.
+    pub(crate) background: Option<Duration>,
+    /// The binding lasts until then (from the last 2xx).
+    pub(crate) bound_until: Option<Instant>,
+    /// A ping sent by `send_ping` waits for its pong until then.
+    pub(crate) ping_deadline: Option<Instant>,
+    /// When the last pong came.
+    pub(crate) last_pong: Option<Instant>,
+    /// When the flow was lost (the first of a series of failed attempts).
+    pub(crate) lost_at: Option<Instant>,
 }
 
 impl Control {
@@ -56,6 +92,7 @@ impl Control {
                 retry_max: config.retry_max,
                 user_agent: config.user_agent.clone(),
                 rng_seed: rand::random(),
+                contact_params: push_params(config),
             })
         });
         let keepalive = config
@@ -70,14 +107,28 @@ impl Control {
             keepalive,
             credentials,
             digest: DigestClient::new(),
+            rng: StdRng::seed_from_u64(rand::random()),
+            background: None,
+            bound_until: None,
+            ping_deadline: None,
+            last_pong: None,
+            lost_at: None,
         }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let fg = self.background.is_none();
         [
             self.reconnect_at,
-            self.registration.as_ref().and_then(|r| r.poll_timeout()),
-            self.keepalive.as_ref().and_then(|k| k.poll_timeout()),
+            self.registration
+                .as_ref()
+                .and_then(|r| r.poll_timeout())
+                .filter(|_| fg),
+            self.keepalive
+                .as_ref()
+                .and_then(|k| k.poll_timeout())
+                .filter(|_| fg),
+            self.ping_deadline,
         ]
         .into_iter()
         .flatten()
@@ -106,6 +157,21 @@ impl Control {
     }
 }
 
+/// RFC 8599 Contact URI parameters from the push configuration.
+fn push_params(config: &Config) -> Vec<(String, String)> {
+    let Some(p) = &config.push else {
+        return Vec::new();
+    };
+    let mut v = vec![
+        ("pn-provider".to_string(), p.provider.clone()),
+        ("pn-prid".to_string(), p.prid.clone()),
+    ];
+    if let Some(param) = &p.param {
+        v.push(("pn-param".to_string(), param.clone()));
+    }
+    v
+}
+
 impl SignalingCore {
     /// Host and port of the control flow: the proxy if set, else the registrar.
     fn control_target(&self) -> Option<(String, u16)> {
@@ -119,7 +185,7 @@ impl SignalingCore {
         Some((host, uri.port.unwrap_or(5060)))
     }
 
-    fn control_connect(&mut self) -> Option<FlowId> {
+    pub(crate) fn control_connect(&mut self) -> Option<FlowId> {
         if let Some(f) = self.control.flow {
             return Some(f);
         }
@@ -169,8 +235,13 @@ impl SignalingCore {
             r.handle_flow_up(now, local);
         }
         if let Some(k) = self.control.keepalive.as_mut() {
-            k.start(now);
+            if self.control.background.is_none() {
+                k.start(now);
+            }
         }
+        self.control.ping_deadline = None;
+        // Calls that survived the previous control flow move here.
+        self.rebind(now, flow);
     }
 
     pub(crate) fn control_flow_down(&mut self, now: Instant, flow: FlowId) {
@@ -184,16 +255,46 @@ impl SignalingCore {
         if let Some(k) = self.control.keepalive.as_mut() {
             k.stop();
         }
+        self.control.ping_deadline = None;
+        self.control.bound_until = None;
         if self.control.wanted {
-            let delay = if self.control.attempts == 0 {
-                Duration::ZERO
-            } else {
-                let exp = self.control.attempts.saturating_sub(1).min(16);
-                (self.config.retry_base * 2u32.pow(exp)).min(self.config.retry_max)
-            };
-            self.control.attempts = self.control.attempts.saturating_add(1);
+            let n = self.control.attempts;
+            self.control.attempts = n.saturating_add(1);
+            if n == 0 {
+                self.control.lost_at = Some(now);
+            }
+            if n > 0 && self.control.background.is_some() {
+                // Background: further attempts wait for the next keep-alive run.
+                self.control.reconnect_at = None;
+                return;
+            }
+            let mut delay = self.reconnect_delay(n);
+            if self
+                .control
+                .lost_at
+                .is_some_and(|t| now < t + 2 * FAST_RETRY_GAP)
+            {
+                // A server back within a second is rejoined within a second.
+                delay = delay.min(FAST_RETRY_GAP);
+            }
             self.control.reconnect_at = Some(now + delay);
         }
+    }
+
+    /// Delay before reconnect attempt `n` (0: the first after a loss).
+    fn reconnect_delay(&mut self, n: u32) -> Duration {
+        if n == 0 {
+            return Duration::from_millis(
+                self.control.rng.random_range(0..=FIRST_RECONNECT_JITTER_MS),
+            );
+        }
+        let jitter = self.control.rng.random_range(0.5..=1.0);
+        crate::signaling::registration::backoff_delay(
+            self.config.retry_base,
+            self.config.retry_max,
+            n - 1,
+            jitter,
+        )
     }
 
     pub(crate) fn control_pong(&mut self, now: Instant, flow: FlowId) {
@@ -201,6 +302,31 @@ impl SignalingCore {
             if let Some(k) = self.control.keepalive.as_mut() {
                 k.handle_pong(now);
             }
+            self.control.ping_deadline = None;
+            self.control.last_pong = Some(now);
+        }
+    }
+
+    /// Connects the control flow now if it is down (no backoff), or refreshes the
+    /// registration on it now if it is up. Returns (connecting, refreshed).
+    pub(crate) fn control_wake(&mut self, now: Instant) -> (bool, bool) {
+        if !self.control.wanted {
+            return (false, false);
+        }
+        match self.control.flow {
+            None => {
+                self.control.reconnect_at = None;
+                (self.control_connect().is_some(), false)
+            }
+            Some(f) if self.flows.get(&f).is_some_and(|f| f.up) => {
+                let refreshed = self
+                    .control
+                    .registration
+                    .as_mut()
+                    .is_some_and(|r| r.refresh_now(now));
+                (false, refreshed)
+            }
+            Some(_) => (false, false), // connecting: the REGISTER follows the flow-up
         }
     }
 
@@ -209,14 +335,23 @@ impl SignalingCore {
             self.control.reconnect_at = None;
             self.control_connect();
         }
-        if let Some(r) = self.control.registration.as_mut() {
+        let fg = self.control.background.is_none();
+        if let Some(r) = self.control.registration.as_mut().filter(|_| fg) {
             if r.poll_timeout().is_some_and(|at| at <= now) {
                 r.handle_timeout(now);
             }
         }
-        if let Some(k) = self.control.keepalive.as_mut() {
+        if let Some(k) = self.control.keepalive.as_mut().filter(|_| fg) {
             if k.poll_timeout().is_some_and(|at| at <= now) {
                 k.handle_timeout(now);
+            }
+        }
+        if self.control.ping_deadline.is_some_and(|at| at <= now) {
+            self.control.ping_deadline = None;
+            if let Some(f) = self.control.flow {
+                tracing::warn!(flow = ?f, "no pong in the keep-alive run: the control flow is dead");
+                self.outputs.push_back(Output::Close { flow: f });
+                self.handle_flow_down(now, f);
             }
         }
     }
@@ -264,6 +399,8 @@ impl SignalingCore {
                 match ev {
                     RegistrationEvent::Registered { expires } => {
                         self.control.attempts = 0;
+                        self.control.bound_until =
+                            Some(now + Duration::from_secs(u64::from(expires)));
                         let ft = self
                             .control
                             .registration
@@ -275,6 +412,7 @@ impl SignalingCore {
                         self.event(Event::Registered { expires });
                     }
                     RegistrationEvent::Failed { status, reason, .. } => {
+                        self.control.bound_until = None;
                         self.event(Event::RegistrationFailed { status, reason })
                     }
                     RegistrationEvent::Unregistered => self.event(Event::Unregistered),
@@ -301,5 +439,109 @@ impl SignalingCore {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::phonekit::{phone_config, Phone};
+    use crate::signaling::message::HeaderName;
+    use std::time::{Duration, Instant};
+
+    /// The origin of the virtual clock (tests only; every later time is origin + offset).
+    fn origin() -> Instant {
+        Instant::now()
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+    const S: Duration = Duration::from_secs(1);
+
+    fn auth_param(p: &Phone, name: &str) -> Option<String> {
+        let a = p
+            .last_request("REGISTER")?
+            .headers
+            .get(&HeaderName::Authorization)?;
+        let at = a.find(&format!("{name}="))?;
+        let v = &a[at + name.len() + 1..];
+        Some(v.split(',').next()?.trim_matches('"').to_string())
+    }
+
+    #[test]
+    fn reconnect_is_immediate_then_backs_off_and_rejoins_a_server_back_within_a_second() {
+        for seed in 0..200u32 {
+            let mut p = Phone::new(phone_config(), origin() + seed * S);
+            let t0 = p.now;
+            let inst = p
+                .last_request("REGISTER")
+                .unwrap()
+                .headers
+                .get(&HeaderName::Contact)
+                .unwrap()
+                .to_string();
+            p.server_up = false;
+            p.drop_flow();
+            // The server is back within a second of the loss.
+            let back = t0 + (seed % 10 + 1) * 100 * MS;
+            let mut attempts = Vec::new();
+            while p.now < back {
+                let before = p.connects;
+                match p.core.poll_timeout() {
+                    Some(at) if at < back => p.advance(at - p.now),
+                    _ => break,
+                }
+                if p.connects > before {
+                    attempts.push(p.now - t0);
+                }
+            }
+            assert!(attempts[0] <= 50 * MS, "{attempts:?}");
+            for w in attempts.windows(2) {
+                assert!(w[1] - w[0] >= 125 * MS - MS, "{attempts:?}");
+            }
+            p.server_up = true;
+            p.advance(back - p.now);
+            let regs = p.registers;
+            p.advance(S);
+            assert!(
+                p.registered() && p.registers > regs,
+                "rejoined within a second of the server's return"
+            );
+            let again = p
+                .last_request("REGISTER")
+                .unwrap()
+                .headers
+                .get(&HeaderName::Contact)
+                .unwrap()
+                .to_string();
+            assert_eq!(again, inst, "same instance-id and reg-id");
+        }
+    }
+
+    #[test]
+    fn push_reconnects_and_answers_the_last_challenge_preemptively() {
+        let mut cfg = phone_config();
+        if let Some(a) = cfg.account.as_mut() {
+            a.password = Some("pw".into());
+        }
+        let mut p = Phone::new(cfg, origin());
+        p.digest = true;
+        p.core.unregister(p.now).unwrap();
+        p.pump();
+        p.core.register(p.now).unwrap();
+        p.pump();
+        assert_eq!(p.challenges, 1);
+        assert!(p.registered());
+        let nc1 = auth_param(&p, "nc").unwrap();
+        // The flow dies while the phone sleeps; a push wakes it.
+        p.server_up = false;
+        p.drop_flow();
+        p.advance(10 * S);
+        p.server_up = true;
+        let regs = p.registers;
+        p.core.handle_push(p.now, "x1".into(), None);
+        p.pump();
+        assert_eq!(p.registers, regs + 1, "registered at once, no backoff wait");
+        assert_eq!(p.challenges, 1, "one round trip: no new challenge");
+        let nc2 = auth_param(&p, "nc").unwrap();
+        assert!(nc2 > nc1, "{nc1} then {nc2}");
     }
 }

@@ -13,10 +13,12 @@
 //! - A 2xx we send is re-sent by the call (RFC 3261 §13.3.1.4: after T1, doubling up to T2) until
 //!   the ACK comes, even on TCP (a proxy on the path may use UDP); if no ACK arrives within
 //!   64·T1 the call sends BYE and ends `Failed` (status 408).
-//! - When the flow of a call dies, the call ends at once: an unanswered incoming call ends
-//!   `Failed` with status 0 (its final response is recorded as abandoned in the ledger; we do not
-//!   open a new connection to the Via address), an answered one ends `Answered`, reason
-//!   `flow lost`.
+//! - When a flow other than the control flow dies, its calls end at once: an unanswered
+//!   incoming call ends `Failed` with status 0 (its final response is recorded as abandoned in
+//!   the ledger; we do not open a new connection to the Via address), an answered one ends
+//!   `Answered`, reason `flow lost`.
+//! - When the control flow dies, ringing incoming calls and confirmed calls survive (see
+//!   `core/resilience.rs`): they move to the next control flow, commands wait for it.
 
 pub mod ledger;
 pub(crate) mod uac;
@@ -178,7 +180,35 @@ pub(crate) struct Call {
     pub our_reinvite: Option<OurReInvite>,
     /// The peer's re-INVITE in progress.
     pub their_reinvite: Option<TheirReInvite>,
+    /// The call's control flow is lost: give up waiting for the next one at this time
+    /// (ringing calls, and calls with deferred commands).
+    pub detached_until: Option<Instant>,
+    /// Application commands that wait for the next control flow.
+    pub deferred: Vec<Deferred>,
 }
+
+/// An application command given while the call's control flow is down; applied, in order,
+/// once the next control flow is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deferred {
+    /// `ring`.
+    Ring,
+    /// `answer` with this RTP address.
+    Answer(SocketAddr),
+    /// `reject` with this status.
+    Reject(u16),
+    /// `hangup`.
+    Hangup,
+    /// `hold(on)`.
+    Hold(bool),
+    /// `update_media`.
+    Media(SocketAddr),
+    /// Our BYE was in flight on the lost flow: send it again.
+    Bye,
+}
+
+/// At most this many commands wait per call for the next control flow.
+pub(crate) const MAX_DEFERRED: usize = 4;
 
 impl Call {
     /// A fresh call.
@@ -221,6 +251,8 @@ impl Call {
             merge_key: None,
             our_reinvite: None,
             their_reinvite: None,
+            detached_until: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -236,6 +268,7 @@ impl Call {
             self.linger_until,
             self.ok_retransmit.as_ref().map(|r| r.at),
             self.our_reinvite.as_ref().map(|r| r.give_up_at),
+            self.detached_until,
         ]
         .into_iter()
         .flatten()
@@ -383,6 +416,21 @@ impl SignalingCore {
         if c.our_reinvite.as_ref().is_some_and(|r| r.give_up_at <= now) {
             tracing::warn!(?h, "no final response to our re-INVITE: giving up on it");
             c.our_reinvite = None;
+        }
+        if c.detached_until.is_some_and(|at| at <= now) {
+            c.detached_until = None;
+            self.detached_timeout(now, h);
+            return;
+        }
+        let detached_ringing = c.phase == Phase::Incoming && !self.flows.contains_key(&c.flow);
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        if c.deadline.is_some_and(|at| at <= now) && detached_ringing {
+            // The ring timeout while no flow can carry the 480.
+            c.deadline = None;
+            self.detached_timeout(now, h);
+            return;
         }
         if c.deadline.is_some_and(|at| at <= now) {
             c.deadline = None;

@@ -834,10 +834,12 @@ mod tests {
         assert!(s.sent.iter().any(|b| b == b"\r\n\r\n"));
         s.feed("\r\n");
         assert_eq!(s.flow, Some(flow));
-        // The flow dies: FlowDown, an immediate reconnect, and a new REGISTER.
+        // The flow dies: FlowDown, a reconnect within the 0-50 ms jitter, and a new REGISTER.
         s.drop_flow();
         assert!(s.events.iter().any(|e| matches!(e, Event::FlowDown { .. })));
-        assert!(s.jump(Duration::ZERO));
+        let lost = s.now;
+        assert!(s.jump(Duration::from_millis(50)));
+        assert!(s.now - lost <= Duration::from_millis(50));
         assert_eq!(s.connects.len(), 2);
         let reg2 = s.last_request("REGISTER").unwrap();
         assert!(reg2.headers.cseq().unwrap().seq > reg.headers.cseq().unwrap().seq);

@@ -42,8 +42,13 @@ fn offer_status(req: &Request) -> Result<Option<SessionDescription>, u16> {
 impl SignalingCore {
     /// An INVITE without To tag: a new call (or its immediate rejection).
     pub(crate) fn uas_invite(&mut self, now: Instant, flow: FlowId, key: &TxKey, req: Request) {
-        let h = self.new_call_handle();
         let call_id = req.headers.call_id().unwrap_or_default().to_string();
+        // A call announced by a push takes this INVITE (`core/push.rs`).
+        let bound = self.take_pushed(&call_id);
+        let h = match &bound {
+            Some(b) => b.handle,
+            None => self.new_call_handle(),
+        };
         let lk = ledger_key(&req);
         if let Some(lk) = &lk {
             self.ledger.open(lk.clone(), EntryKind::Initial);
@@ -109,6 +114,10 @@ impl SignalingCore {
         if let Some(d) = &c.dialog {
             self.dialogs.insert(d.id.clone(), h);
         }
+        if let Some(b) = bound {
+            self.apply_pushed(now, h, &b.pushed);
+            return;
+        }
         self.event(Event::Incoming {
             call: h,
             call_id,
@@ -122,6 +131,7 @@ impl SignalingCore {
                 .get(&HeaderName::To)
                 .unwrap_or_default()
                 .to_string(),
+            pushed: false,
         });
     }
 
