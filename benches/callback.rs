@@ -156,14 +156,17 @@ fn baseline(c: &mut Criterion) {
         })
     });
     let mut dst_f32 = vec![0f32; frames];
-    g.bench_function(BenchmarkId::new("baseline_convert_i16_to_f32", "480"), |b| {
-        b.iter(|| {
-            for (d, s) in dst_f32.iter_mut().zip(black_box(&src[..])) {
-                *d = f32::from(*s) * (1.0 / 32768.0);
-            }
-            black_box(&dst_f32);
-        })
-    });
+    g.bench_function(
+        BenchmarkId::new("baseline_convert_i16_to_f32", "480"),
+        |b| {
+            b.iter(|| {
+                for (d, s) in dst_f32.iter_mut().zip(black_box(&src[..])) {
+                    *d = f32::from(*s) * (1.0 / 32768.0);
+                }
+                black_box(&dst_f32);
+            })
+        },
+    );
     g.finish();
 }
 
