@@ -18,11 +18,15 @@
 //! Latency = T1 − T0, nothing subtracted. A real device adds its own buffering on both ends
 //! (at least one period each), which this does not model.
 //!
-//! The composition printed per run: A's hold (T0 → the RTP packet carrying the burst leaves
-//! A's socket: waiting for the 20 ms frame to fill, tick phase, encode), the network and
-//! driver wake-up (→ B's socket read), and B's side (→ T1: jitter-buffer hold, decode with the
-//! codec's look-ahead, playback-ring queue and speaker phase), with B's jitter-buffer delay
-//! from its stats and the mean playback-ring fill the speaker saw.
+//! The composition printed per run (ms): `A_hold` = T0 → the RTP packet carrying the burst
+//! leaves A's socket (found by decoding A's packets in order), of which `fill` is the wait for
+//! the rest of the 20 ms frame and the remainder A's tick phase and encode; `net` = → B's socket
+//! read; `B_side` = → T1, split into `jb_mean` (B's jitter-buffer delay from its stats: the
+//! wait of a minimum-transit packet from arrival to playout, which includes B's tick phase),
+//! `in_frm` (the burst's offset in the frame plus the codec look-ahead, Opus 6.5 ms),
+//! `ring` (the playback-ring level a pushed frame queues behind: the smallest level seen before
+//! a speaker pop, less that pop) and `rest`. `late_wk` is the worst wake-up lateness of the
+//! device threads (machine load), `conc` B's concealed frames, `drop` A's discarded frames.
 //!
 //! Run with `cargo bench --bench latency` (release). Optional argument: runs per codec
 //! (default 20).
@@ -163,9 +167,15 @@ fn drive(mut p: MediaPipeline, sock: UdpSocket, stop: Arc<AtomicBool>) -> DriveL
 struct Run {
     total: f64,
     a_hold: f64,
+    /// Part of `a_hold` spent waiting for the rest of the 20 ms frame to be captured.
+    a_fill: f64,
     network: f64,
     b_side: f64,
     jb_ms: f64,
+    /// Where the burst starts inside B's decoded frame: its offset in A's frame plus the codec
+    /// look-ahead.
+    in_frame_ms: f64,
+    /// Playback-ring level when B's pipeline pushes a frame (standing slack).
     ring_ms: f64,
     late_wakeup_ms: f64,
     concealed: u64,
@@ -237,13 +247,15 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
         let mut t1 = None;
         let mut peak = 0i16;
         let mut late = Duration::ZERO;
-        let (mut fill_sum, mut fill_n) = (0usize, 0usize);
+        // Smallest level seen just before a pop, once past start-up.
+        let mut min_fill = usize::MAX;
         let mut buf = [0i16; CHUNK];
         // The speaker runs a little longer than the mic to catch the burst.
         for k in 0..chunks + 10 {
             late = late.max(sleep_until(speaker_start + PERIOD * k as u32));
-            fill_sum += speaker.slots();
-            fill_n += 1;
+            if k >= 10 {
+                min_fill = min_fill.min(speaker.slots());
+            }
             let (got, missing) = speaker.pop_partial_slice(&mut buf);
             let popped = Instant::now();
             let n = got.len();
@@ -261,11 +273,11 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
                 }
             }
         }
-        (t1, late, fill_sum as f64 / fill_n.max(1) as f64, peak)
+        (t1, late, min_fill, peak)
     });
 
     let (t0, mic_late) = mic_thread.join().unwrap();
-    let (t1, speaker_late, mean_fill, peak) = speaker_thread.join().unwrap();
+    let (t1, speaker_late, min_fill, peak) = speaker_thread.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let la = da.join().unwrap();
     let lb = db.join().unwrap();
@@ -300,13 +312,24 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
         .find(|(_, s)| *s == seq)
         .ok_or("B never received the burst packet")?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let samples_ms = |n: usize| n as f64 / RATE * 1000.0;
+    // The burst starts at sample `burst_at * CHUNK` of A's capture stream, in 960-sample frames.
+    let offset = (burst_at * CHUNK) % 960;
+    let lookahead = if codec == Codec::Opus {
+        OPUS_LOOKAHEAD_MS
+    } else {
+        0.0
+    };
     Ok(Run {
         total: ms(t1 - t0),
         a_hold: ms(ta.saturating_duration_since(t0)),
+        a_fill: samples_ms(960 - offset - CHUNK),
         network: ms(tb.saturating_duration_since(ta)),
         b_side: ms(t1.saturating_duration_since(tb)),
         jb_ms: lb.stats.jitter_buffer_mean_ms,
-        ring_ms: mean_fill / RATE * 1000.0,
+        in_frame_ms: samples_ms(offset) + lookahead,
+        // A pop takes a period at once; what stays behind is what a pushed frame queues behind.
+        ring_ms: samples_ms(min_fill.saturating_sub(CHUNK)),
         late_wakeup_ms: ms(mic_late.max(speaker_late)),
         concealed: lb.stats.concealed_frames,
         capture_dropped: la.stats.capture_dropped,
@@ -334,24 +357,40 @@ fn main() {
     let mut rng = rand::rng();
     println!("capture-to-playout latency, 127.0.0.1 UDP, real clock, 20 ms ptime, {runs} runs");
     println!(
-        "{:>4} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>5}",
-        "run", "total", "A_hold", "net", "B_side", "jb_mean", "ring", "late_wk", "conc", "drop"
+        "{:>4} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>4} {:>4}",
+        "run",
+        "total",
+        "A_hold",
+        "fill",
+        "net",
+        "B_side",
+        "jb_mean",
+        "in_frm",
+        "ring",
+        "rest",
+        "late_wk",
+        "conc",
+        "drop"
     );
     for codec in [Codec::Opus, Codec::Pcmu] {
         println!("--- {}", codec.encoding_name());
+        let rest = |r: &Run| r.b_side - r.jb_ms - r.in_frame_ms - r.ring_ms;
         let mut results = Vec::new();
         for i in 0..runs {
             match run_once(codec, &mut rng) {
                 Ok(r) => {
                     println!(
-                        "{:>4} {:>8.2} {:>8.2} {:>8.3} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>5} {:>5}",
+                        "{:>4} {:>7.2} {:>7.2} {:>6.1} {:>6.3} {:>7.2} {:>7.2} {:>7.1} {:>6.2} {:>6.2} {:>7.2} {:>4} {:>4}",
                         i,
                         r.total,
                         r.a_hold,
+                        r.a_fill,
                         r.network,
                         r.b_side,
                         r.jb_ms,
+                        r.in_frame_ms,
                         r.ring_ms,
+                        rest(&r),
                         r.late_wakeup_ms,
                         r.concealed,
                         r.capture_dropped
@@ -365,11 +404,6 @@ fn main() {
         let mut total = col(|r| r.total);
         let worst = total.iter().copied().fold(f64::NAN, f64::max);
         let best = total.iter().copied().fold(f64::NAN, f64::min);
-        let lookahead = if codec == Codec::Opus {
-            OPUS_LOOKAHEAD_MS
-        } else {
-            0.0
-        };
         println!(
             "{} summary over {} ok runs: median {:.2} ms, worst {:.2} ms, best {:.2} ms",
             codec.encoding_name(),
@@ -378,16 +412,34 @@ fn main() {
             worst,
             best
         );
+        let mut calm: Vec<f64> = results
+            .iter()
+            .filter(|r| r.jb_ms < 30.0)
+            .map(|r| r.total)
+            .collect();
+        let calm_worst = calm.iter().copied().fold(f64::NAN, f64::max);
         println!(
-            "  composition (medians): A hold {:.2} ms (frame 20 ms fill + tick phase + encode), \
-             network+wake-up {:.3} ms, B side {:.2} ms = jitter buffer (stats mean) {:.2} ms + \
-             codec look-ahead {:.1} ms + playback ring (mean fill) {:.2} ms + speaker phase/rest",
+            "  runs whose jitter buffer stayed near its 20 ms floor (jb_mean < 30 ms): {}, \
+             median {:.2} ms, worst {:.2} ms",
+            calm.len(),
+            median(&mut calm),
+            calm_worst
+        );
+        println!(
+            "  composition (medians, ms): A hold {:.2} (of which frame fill {:.1}; the rest is \
+             A's tick phase + encode) + network/wake-up {:.3} + B side {:.2}",
             median(&mut col(|r| r.a_hold)),
+            median(&mut col(|r| r.a_fill)),
             median(&mut col(|r| r.network)),
             median(&mut col(|r| r.b_side)),
+        );
+        println!(
+            "  B side = jitter buffer (stats mean) {:.2} + burst position in frame incl. look-ahead \
+             {:.2} + playback-ring slack {:.2} + rest {:.2} (decode, scheduling)",
             median(&mut col(|r| r.jb_ms)),
-            lookahead,
+            median(&mut col(|r| r.in_frame_ms)),
             median(&mut col(|r| r.ring_ms)),
+            median(&mut results.iter().map(rest).collect::<Vec<f64>>()),
         );
     }
 }
