@@ -21,12 +21,13 @@
 //! The composition printed per run (ms): `A_hold` = T0 → the RTP packet carrying the burst
 //! leaves A's socket (found by decoding A's packets in order), of which `fill` is the wait for
 //! the rest of the 20 ms frame and the remainder A's tick phase and encode; `net` = → B's socket
-//! read; `B_side` = → T1, split into `jb_mean` (B's jitter-buffer delay from its stats: the
-//! wait of a minimum-transit packet from arrival to playout, which includes B's tick phase),
+//! read; `B_side` = → T1, split into `jb_now` (B's current jitter-buffer delay from its stats
+//! at its first tick after the burst packet arrived: the wait of a minimum-transit packet from
+//! arrival to playout, which includes B's tick phase; `jb_mean` is the call's mean),
 //! `in_frm` (the burst's offset in the frame plus the codec look-ahead, Opus 6.5 ms),
 //! `ring` (the playback-ring level a pushed frame queues behind: the smallest level seen before
 //! a speaker pop, less that pop) and `rest`. `late_wk` is the worst wake-up lateness of the
-//! device threads (machine load), `conc` B's concealed frames, `drop` A's discarded frames.
+//! device threads (machine load), `conc` B's concealed frames (`c<T0`: before the burst arrived), `drop` A's discarded frames.
 //!
 //! Run with `cargo bench --bench latency` (release). Optional argument: runs per codec
 //! (default 20).
@@ -50,8 +51,10 @@ const CHUNK: usize = 480;
 const PERIOD: Duration = Duration::from_millis(10);
 /// Ring capacity (200 ms, as `AudioConfig::default`).
 const RING: usize = 9600;
-/// Periods of silence before the burst (plus up to 3 more, at random).
-const WARMUP: usize = 40;
+/// Periods of silence before the burst (plus up to 3 more, at random): 3 s, so that the jitter
+/// buffer has had its chances to shrink from its start-up delay (at most one frame per second)
+/// and the measurement is of a call in steady state.
+const WARMUP: usize = 300;
 /// Periods of tone.
 const BURST: usize = 2;
 /// Periods after the burst starts, to let it come out.
@@ -114,14 +117,17 @@ struct DriveLog {
     /// (instant, sequence number) of RTP packets received.
     received: Vec<(Instant, u16)>,
     stats: CallStats,
+    /// (instant, current jitter-buffer delay ms, concealed frames so far) after every timeout.
+    jitter: Vec<(Instant, f64, u64)>,
 }
 
 /// The media task: sleep on the socket until the next timeout, handle what comes.
 fn drive(mut p: MediaPipeline, sock: UdpSocket, stop: Arc<AtomicBool>) -> DriveLog {
     let mut log = DriveLog {
-        sent: Vec::with_capacity(256),
-        received: Vec::with_capacity(256),
+        sent: Vec::with_capacity(512),
+        received: Vec::with_capacity(512),
         stats: p.stats(),
+        jitter: Vec::with_capacity(1024),
     };
     let mut buf = vec![0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
@@ -131,6 +137,9 @@ fn drive(mut p: MediaPipeline, sock: UdpSocket, stop: Arc<AtomicBool>) -> DriveL
         let now = Instant::now();
         if deadline <= now {
             p.handle_timeout(now);
+            let st = p.stats();
+            log.jitter
+                .push((now, st.jitter_buffer_ms, st.concealed_frames));
         } else {
             sock.set_read_timeout(Some(deadline - now)).unwrap();
             match sock.recv_from(&mut buf) {
@@ -172,6 +181,10 @@ struct Run {
     network: f64,
     b_side: f64,
     jb_ms: f64,
+    /// B's current jitter-buffer delay at its first tick after the burst packet arrived.
+    jb_now_ms: f64,
+    /// B's concealed frames before the burst (start-up and delay growth).
+    conc_before: u64,
     /// Where the burst starts inside B's decoded frame: its offset in A's frame plus the codec
     /// look-ahead.
     in_frame_ms: f64,
@@ -222,7 +235,8 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
         let mut t0 = None;
         let mut late = Duration::ZERO;
         let mut buf = [0i16; CHUNK];
-        for k in 0..chunks {
+        // As long as the speaker, so that A keeps sending until the end.
+        for k in 0..chunks + 10 {
             late = late.max(sleep_until(mic_start + PERIOD * k as u32));
             for (i, s) in buf.iter_mut().enumerate() {
                 let n = k * CHUNK + i;
@@ -311,6 +325,11 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
         .iter()
         .find(|(_, s)| *s == seq)
         .ok_or("B never received the burst packet")?;
+    let &(_, jb_now, conc_before) = lb
+        .jitter
+        .iter()
+        .find(|(t, _, _)| *t >= tb)
+        .ok_or("B never ticked after the burst arrived")?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let samples_ms = |n: usize| n as f64 / RATE * 1000.0;
     // The burst starts at sample `burst_at * CHUNK` of A's capture stream, in 960-sample frames.
@@ -327,6 +346,8 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
         network: ms(tb.saturating_duration_since(ta)),
         b_side: ms(t1.saturating_duration_since(tb)),
         jb_ms: lb.stats.jitter_buffer_mean_ms,
+        jb_now_ms: jb_now,
+        conc_before,
         in_frame_ms: samples_ms(offset) + lookahead,
         // A pop takes a period at once; what stays behind is what a pushed frame queues behind.
         ring_ms: samples_ms(min_fill.saturating_sub(CHUNK)),
@@ -357,7 +378,7 @@ fn main() {
     let mut rng = rand::rng();
     println!("capture-to-playout latency, 127.0.0.1 UDP, real clock, 20 ms ptime, {runs} runs");
     println!(
-        "{:>4} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>4} {:>4}",
+        "{:>4} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>4} {:>4} {:>4}",
         "run",
         "total",
         "A_hold",
@@ -365,22 +386,24 @@ fn main() {
         "net",
         "B_side",
         "jb_mean",
+        "jb_now",
         "in_frm",
         "ring",
         "rest",
         "late_wk",
         "conc",
+        "c<T0",
         "drop"
     );
     for codec in [Codec::Opus, Codec::Pcmu] {
         println!("--- {}", codec.encoding_name());
-        let rest = |r: &Run| r.b_side - r.jb_ms - r.in_frame_ms - r.ring_ms;
+        let rest = |r: &Run| r.b_side - r.jb_now_ms - r.in_frame_ms - r.ring_ms;
         let mut results = Vec::new();
         for i in 0..runs {
             match run_once(codec, &mut rng) {
                 Ok(r) => {
                     println!(
-                        "{:>4} {:>7.2} {:>7.2} {:>6.1} {:>6.3} {:>7.2} {:>7.2} {:>7.1} {:>6.2} {:>6.2} {:>7.2} {:>4} {:>4}",
+                        "{:>4} {:>7.2} {:>7.2} {:>6.1} {:>6.3} {:>7.2} {:>7.2} {:>7.2} {:>7.1} {:>6.2} {:>6.2} {:>7.2} {:>4} {:>4} {:>4}",
                         i,
                         r.total,
                         r.a_hold,
@@ -388,11 +411,13 @@ fn main() {
                         r.network,
                         r.b_side,
                         r.jb_ms,
+                        r.jb_now_ms,
                         r.in_frame_ms,
                         r.ring_ms,
                         rest(&r),
                         r.late_wakeup_ms,
                         r.concealed,
+                        r.conc_before,
                         r.capture_dropped
                     );
                     results.push(r);
@@ -414,12 +439,12 @@ fn main() {
         );
         let mut calm: Vec<f64> = results
             .iter()
-            .filter(|r| r.jb_ms < 30.0)
+            .filter(|r| r.jb_now_ms < 30.0)
             .map(|r| r.total)
             .collect();
         let calm_worst = calm.iter().copied().fold(f64::NAN, f64::max);
         println!(
-            "  runs whose jitter buffer stayed near its 20 ms floor (jb_mean < 30 ms): {}, \
+            "  runs whose jitter buffer stayed near its 20 ms floor (jb_now < 30 ms): {}, \
              median {:.2} ms, worst {:.2} ms",
             calm.len(),
             median(&mut calm),
@@ -434,8 +459,9 @@ fn main() {
             median(&mut col(|r| r.b_side)),
         );
         println!(
-            "  B side = jitter buffer (stats mean) {:.2} + burst position in frame incl. look-ahead \
+            "  B side = jitter buffer (stats, at the burst) {:.2} [call mean {:.2}] + burst position in frame incl. look-ahead \
              {:.2} + playback-ring slack {:.2} + rest {:.2} (decode, scheduling)",
+            median(&mut col(|r| r.jb_now_ms)),
             median(&mut col(|r| r.jb_ms)),
             median(&mut col(|r| r.in_frame_ms)),
             median(&mut col(|r| r.ring_ms)),
