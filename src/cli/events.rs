@@ -77,6 +77,21 @@ pub fn to_json(ev: &Event) -> Value {
         Event::Dtmf { call_id, digit, .. } => {
             json!({"event": "dtmf", "call_id": call_id, "digit": digit.to_string()})
         }
+        Event::MediaStats {
+            call_id, snapshot, ..
+        } => {
+            let s = &snapshot.stats;
+            json!({
+                "event": "media_stats", "call_id": call_id,
+                "elapsed_s": snapshot.elapsed.as_secs_f64(),
+                "codec": s.codec.to_ascii_lowercase(),
+                "rtp_sent": s.rtp_sent, "rtp_received": s.rtp_received, "lost": s.lost,
+                "jitter_ms": s.jitter_ms, "rtt_ms": s.rtt_ms, "concealed_ms": s.concealed_ms,
+                "jitter_buffer_ms": s.jitter_buffer_ms,
+                "input_level": snapshot.input_level, "output_level": snapshot.output_level,
+                "muted": snapshot.muted,
+            })
+        }
         Event::MediaReport {
             call_id, report, ..
         } => {

@@ -201,6 +201,12 @@ impl Call {
         self.ua.ask(|reply| Command::Dtmf(h, d, reply)).await
     }
 
+    /// Mutes (`true`: the far end hears silence) or unmutes our audio. Needs media to be up.
+    pub async fn mute(&self, on: bool) -> Result<(), Error> {
+        let h = self.handle;
+        self.ua.ask(|reply| Command::Mute(h, on, reply)).await
+    }
+
     /// Puts the call on hold (`true`) or resumes it (`false`).
     pub async fn hold(&self, on: bool) -> Result<(), Error> {
         let h = self.handle;

@@ -5,7 +5,10 @@
 use crate::media::audio::{self, AudioConfig, AudioSink, AudioSource};
 use crate::media::codec::EncoderConfig;
 use crate::media::pipeline::{MediaEvent, MediaPipeline, PipelineConfig};
-use crate::media::MediaReport;
+use crate::media::{MediaReport, MediaSnapshot};
+
+/// How often a running call reports its media (`Event::MediaStats`).
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 use crate::signaling::core::CallHandle;
 use crate::signaling::sdp::Negotiated;
 use std::net::{IpAddr, SocketAddr};
@@ -90,6 +93,8 @@ pub(crate) enum MediaCtl {
     Update(Negotiated),
     /// Send these DTMF digits (RFC 4733).
     Dtmf(String),
+    /// Mute (`true`) or unmute our audio.
+    Mute(bool),
     /// Hang-up: send RTCP BYE and finish.
     Stop,
 }
@@ -99,6 +104,8 @@ pub(crate) enum MediaCtl {
 pub(crate) enum MediaNote {
     /// A DTMF digit from the peer.
     Dtmf(CallHandle, char),
+    /// The periodic snapshot.
+    Stats(CallHandle, Box<MediaSnapshot>),
     /// The task finished.
     Done(CallHandle, Box<MediaReport>),
 }
@@ -239,8 +246,10 @@ async fn run(
     let mut rtp_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
     let mut stopping = false;
+    let mut muted = false;
+    let mut next_snapshot = started + SNAPSHOT_EVERY;
     loop {
-        let deadline = pipeline.poll_timeout();
+        let deadline = pipeline.poll_timeout().map(|t| t.min(next_snapshot));
         tokio::select! {
             r = sockets.rtp.recv_from(&mut rtp_buf) => match r {
                 Ok((n, from)) => pipeline.handle_datagram(Instant::now(), from, &rtp_buf[..n]),
@@ -265,6 +274,10 @@ async fn run(
                             tracing::warn!(?call, "dtmf {d:?}: {e}");
                         }
                     }
+                }
+                Some(MediaCtl::Mute(on)) => {
+                    muted = on;
+                    pipeline.set_muted(on);
                 }
                 Some(MediaCtl::Stop) | None => {
                     pipeline.bye(Instant::now());
@@ -293,6 +306,19 @@ async fn run(
         }
         if let Some(r) = recorder.as_mut() {
             r.drain();
+        }
+        let now = Instant::now();
+        if now >= next_snapshot {
+            next_snapshot = now + SNAPSHOT_EVERY;
+            let (input_level, output_level) = pipeline.levels();
+            let snapshot = MediaSnapshot {
+                stats: pipeline.stats(),
+                input_level,
+                output_level,
+                elapsed: now.saturating_duration_since(started),
+                muted,
+            };
+            let _ = notes.send(MediaNote::Stats(call, Box::new(snapshot)));
         }
         if stopping {
             break;

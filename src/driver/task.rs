@@ -31,6 +31,7 @@ pub(crate) enum Command {
     Hangup(CallHandle, Reply<()>),
     Hold(CallHandle, bool, Reply<()>),
     Dtmf(CallHandle, String, Reply<()>),
+    Mute(CallHandle, bool, Reply<()>),
     Shutdown(Reply<()>),
 }
 
@@ -262,6 +263,18 @@ impl DriverTask {
                 };
                 let _ = reply.send(result);
             }
+            Command::Mute(call, on, reply) => {
+                let result = match self.media_tasks.get(&call) {
+                    Some(task) => task
+                        .ctl
+                        .send(MediaCtl::Mute(on))
+                        .map_err(|_| Error::Core(crate::signaling::core::CoreError::NoSuchCall)),
+                    None => Err(Error::Core(
+                        crate::signaling::core::CoreError::InvalidState("no media yet"),
+                    )),
+                };
+                let _ = reply.send(result);
+            }
             Command::Shutdown(reply) => {
                 for call in self.live_calls.clone() {
                     if let Err(e) = self.core.hangup(now, call) {
@@ -354,6 +367,14 @@ impl DriverTask {
                     call,
                     call_id,
                     digit,
+                });
+            }
+            MediaNote::Stats(call, snapshot) => {
+                let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
+                let _ = self.events.send(Event::MediaStats {
+                    call,
+                    call_id,
+                    snapshot,
                 });
             }
             MediaNote::Done(call, report) => {

@@ -9,4 +9,4 @@ pub mod quality;
 mod report;
 pub mod session;
 
-pub use report::MediaReport;
+pub use report::{MediaReport, MediaSnapshot};

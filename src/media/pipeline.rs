@@ -212,6 +212,10 @@ pub struct MediaPipeline {
     next_tick: Instant,
     /// The next audio packet starts a talk spurt.
     marker: bool,
+    /// RMS level (0.0–1.0) of the last frame captured / played.
+    levels: (f32, f32),
+    /// Send silence instead of the captured audio.
+    muted: bool,
     bye_reported: bool,
     closed: bool,
     counters: Counters,
@@ -325,6 +329,8 @@ impl MediaPipeline {
             period: set.period,
             next_tick: now,
             marker: true,
+            levels: (0.0, 0.0),
+            muted: false,
             bye_reported: false,
             closed: false,
             counters: Counters::default(),
@@ -441,6 +447,12 @@ impl MediaPipeline {
             .capture
             .pop_entire_slice(&mut self.frame[..frame])
             .is_ok();
+        if have_frame {
+            self.levels.0 = rms(&self.frame[..frame]);
+            if self.muted {
+                self.frame[..frame].fill(0);
+            }
+        }
         if !self.sends() {
             self.session.advance_timestamp(ts_step);
             self.marker = true;
@@ -531,11 +543,24 @@ impl MediaPipeline {
         let n = n.min(pcm.len());
         pcm[n..frame.max(n)].fill(0);
         let out = &pcm[..frame.max(n)];
+        self.levels.1 = rms(out);
         let (_, rest) = self.playback.push_partial_slice(out);
         c.playback_overflow += rest.len() as u64;
         if let Some(tap) = self.record.as_mut() {
             let _ = tap.push_partial_slice(out);
         }
+    }
+
+    /// RMS levels (0.0–1.0 of full scale) of the last frame captured and the last frame
+    /// played: input and output level meters.
+    pub fn levels(&self) -> (f32, f32) {
+        self.levels
+    }
+
+    /// Mutes (sends silence instead of) the captured audio; the input level still shows what the
+    /// microphone hears.
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
     }
 
     /// The next datagram to send now (RTP first, then RTCP), if any. Call until `None` after
@@ -727,6 +752,15 @@ fn queue(out: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, dest: SocketAddr
         destination: dest,
         contents: buf,
     });
+}
+
+/// Root-mean-square level of 16-bit samples, 0.0–1.0 of full scale (no allocation).
+fn rms(x: &[i16]) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    ((sum / x.len() as f64).sqrt() / 32768.0) as f32
 }
 
 #[cfg(test)]

@@ -4,6 +4,21 @@ use super::audio::rt::RtStatsSnapshot;
 use super::pipeline::CallStats;
 use std::time::Duration;
 
+/// A call's media while it runs, sampled about once a second (live status, reports).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSnapshot {
+    /// The counters so far.
+    pub stats: CallStats,
+    /// RMS level (0.0–1.0) of the last captured frame (what we send, before mute).
+    pub input_level: f32,
+    /// RMS level (0.0–1.0) of the last played frame (what the far end sent).
+    pub output_level: f32,
+    /// Time since media started.
+    pub elapsed: Duration,
+    /// Whether our audio is muted.
+    pub muted: bool,
+}
+
 /// A call's media report: network, jitter-buffer, codec and real-time audio counters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaReport {

@@ -176,6 +176,15 @@ pub enum Event {
         /// `0`-`9`, `*`, `#`, `A`-`D`.
         digit: char,
     },
+    /// The call's media while it runs, about once a second. Emitted by the driver.
+    MediaStats {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// Counters and levels so far.
+        snapshot: Box<crate::media::MediaSnapshot>,
+    },
     /// The call's media report, emitted by the driver just before the call's `Ended`.
     MediaReport {
         /// Our handle.
