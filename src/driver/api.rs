@@ -1,12 +1,13 @@
 //! The public async API: [`UserAgent`], [`Call`], [`Events`].
 
 use super::media::MediaOptions;
-use super::task::{Command, DriverTask};
+use super::task::{Command, DriverTask, KeepAliveRunReport};
 use crate::error::Error;
 use crate::signaling::config::Config;
 use crate::signaling::core::{CallHandle, Event};
 use crate::signaling::message::Uri;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Builds a [`UserAgent`].
@@ -156,6 +157,44 @@ impl UserAgent {
             handle,
             ua: self.clone(),
         }
+    }
+
+    /// A VoIP push arrived (PushKit/FCM) for the call with this Call-ID: the call is created at
+    /// once (`Event::Incoming { pushed: true, .. }`, so the app can report it to CallKit), the
+    /// control flow reconnects and re-registers on the fastest path, and the INVITE binds to this
+    /// call when it arrives. Answering before the INVITE is fine: it is applied when it comes.
+    /// If it never comes within `Config::push_timeout`, the call ends as missed.
+    pub async fn handle_push(&self, call_id: &str, from: Option<&str>) -> Result<Call, Error> {
+        let (call_id, from) = (call_id.to_string(), from.map(str::to_string));
+        let handle = self
+            .ask(|reply| Command::Push {
+                call_id,
+                from,
+                reply,
+            })
+            .await?;
+        Ok(self.call_handle(handle))
+    }
+
+    /// Background mode (`true`): the UA keeps no timer that fires more often than
+    /// `keepalive_period`; registration refreshes ride on [`UserAgent::run_keepalive`] runs,
+    /// which the OS's keep-alive handler (or the app) calls once per period.
+    pub async fn set_background(&self, on: bool, keepalive_period: Duration) -> Result<(), Error> {
+        self.ask(|reply| Command::Background(on, keepalive_period, reply))
+            .await
+    }
+
+    /// One keep-alive handler run: a CRLF ping on the control flow and its pong, or — when the
+    /// flow is gone or the pong does not come — a reconnect and re-registration. It always
+    /// returns within `budget` (iOS allows 10 s per run; older texts say 30 s).
+    pub async fn run_keepalive(&self, budget: Duration) -> Result<KeepAliveRunReport, Error> {
+        self.ask(|reply| Command::KeepAlive(budget, reply)).await
+    }
+
+    /// The network changed (Wi-Fi ↔ cellular, new address): a new control flow, re-registration,
+    /// and a re-INVITE with new media sockets for every connected call.
+    pub async fn network_changed(&self) -> Result<(), Error> {
+        self.ask(Command::NetworkChanged).await
     }
 
     /// Hangs up every call, removes the registration (waiting for it up to `Config`'s transaction

@@ -95,6 +95,8 @@ pub(crate) enum MediaCtl {
     Dtmf(String),
     /// Mute (`true`) or unmute our audio.
     Mute(bool),
+    /// The network changed: use these sockets from now on (a re-INVITE announces them).
+    Rebind(MediaSockets),
     /// Hang-up: send RTCP BYE and finish.
     Stop,
 }
@@ -190,7 +192,7 @@ fn report_error(error: String) -> MediaReport {
 
 async fn run(
     call: CallHandle,
-    sockets: MediaSockets,
+    mut sockets: MediaSockets,
     negotiated: Negotiated,
     options: MediaOptions,
     mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
@@ -274,6 +276,9 @@ async fn run(
                             tracing::warn!(?call, "dtmf {d:?}: {e}");
                         }
                     }
+                }
+                Some(MediaCtl::Rebind(new)) => {
+                    sockets = new;
                 }
                 Some(MediaCtl::Mute(on)) => {
                     muted = on;

@@ -26,3 +26,4 @@ mod task;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
 pub use media::MediaOptions;
+pub use task::KeepAliveRunReport;

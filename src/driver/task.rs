@@ -6,6 +6,7 @@ use super::media::{
 };
 use crate::error::Error;
 use crate::signaling::config::Config;
+use crate::signaling::core::KeepAliveReport;
 use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore};
 use crate::signaling::message::Uri;
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,14 @@ pub(crate) enum Command {
     Hold(CallHandle, bool, Reply<()>),
     Dtmf(CallHandle, String, Reply<()>),
     Mute(CallHandle, bool, Reply<()>),
+    Push {
+        call_id: String,
+        from: Option<String>,
+        reply: Reply<CallHandle>,
+    },
+    Background(bool, Duration, Reply<()>),
+    KeepAlive(Duration, Reply<KeepAliveRunReport>),
+    NetworkChanged(Reply<()>),
     Shutdown(Reply<()>),
 }
 
@@ -62,6 +71,35 @@ pub(crate) struct DriverTask {
     live_calls: HashSet<CallHandle>,
     registered: bool,
     shutting_down: Option<(Instant, Reply<()>)>,
+    /// A keep-alive handler run in progress: it ends at the pong, at re-registration, or at
+    /// the budget, whichever comes first.
+    keepalive_run: Option<PendingRun>,
+}
+
+/// What one keep-alive handler run did (`UserAgent::run_keepalive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAliveRunReport {
+    /// A CRLF ping went out on the control flow.
+    pub pinged: bool,
+    /// The pong came back (the flow is alive).
+    pub pong: bool,
+    /// The flow was down or died: a new one was connected.
+    pub reconnected: bool,
+    /// A REGISTER succeeded during the run (refresh or re-registration).
+    pub registered: bool,
+    /// How long the run took.
+    pub elapsed: Duration,
+    /// It finished before its budget ran out.
+    pub within_budget: bool,
+}
+
+#[derive(Debug)]
+struct PendingRun {
+    started: Instant,
+    deadline: Instant,
+    core: KeepAliveReport,
+    registered: bool,
+    reply: Reply<KeepAliveRunReport>,
 }
 
 impl DriverTask {
@@ -94,6 +132,7 @@ impl DriverTask {
             live_calls: HashSet::new(),
             registered: false,
             shutting_down: None,
+            keepalive_run: None,
         }
     }
 
@@ -109,6 +148,7 @@ impl DriverTask {
                     break;
                 }
             }
+            self.check_keepalive_run();
             let deadline = self.next_deadline();
             tokio::select! {
                 ev = self.flow_rx.recv() => {
@@ -153,12 +193,14 @@ impl DriverTask {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let core = self.core.poll_timeout();
-        let shutdown = self.shutting_down.as_ref().map(|(d, _)| *d);
-        match (core, shutdown) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.core.poll_timeout(),
+            self.shutting_down.as_ref().map(|(d, _)| *d),
+            self.keepalive_run.as_ref().map(|r| r.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
@@ -275,6 +317,40 @@ impl DriverTask {
                 };
                 let _ = reply.send(result);
             }
+            Command::Push {
+                call_id,
+                from,
+                reply,
+            } => {
+                let call = self.core.handle_push(now, call_id, from);
+                let _ = reply.send(Ok(call));
+            }
+            Command::Background(on, period, reply) => {
+                self.core.set_background(now, on, period);
+                let _ = reply.send(Ok(()));
+            }
+            Command::KeepAlive(budget, reply) => {
+                if self.keepalive_run.is_some() {
+                    let _ = reply.send(Err(Error::Core(
+                        crate::signaling::core::CoreError::InvalidState(
+                            "a keep-alive run is going",
+                        ),
+                    )));
+                } else {
+                    let core = self.core.run_keepalive(now);
+                    self.keepalive_run = Some(PendingRun {
+                        started: now,
+                        deadline: now + budget,
+                        core,
+                        registered: false,
+                        reply,
+                    });
+                }
+            }
+            Command::NetworkChanged(reply) => {
+                let result = self.network_changed(now).await;
+                let _ = reply.send(result);
+            }
             Command::Shutdown(reply) => {
                 for call in self.live_calls.clone() {
                     if let Err(e) = self.core.hangup(now, call) {
@@ -289,6 +365,52 @@ impl DriverTask {
                 self.shutting_down = Some((now + SHUTDOWN_GRACE, reply));
             }
         }
+    }
+
+    /// Ends the keep-alive run when its question is answered or its budget is spent.
+    fn check_keepalive_run(&mut self) {
+        let Some(run) = &self.keepalive_run else {
+            return;
+        };
+        let now = Instant::now();
+        let pong = self.core.last_pong().is_some_and(|t| t >= run.started);
+        let done = if run.core.reconnecting {
+            run.registered
+        } else {
+            !run.core.pinged || pong
+        };
+        if done || now >= run.deadline {
+            if let Some(run) = self.keepalive_run.take() {
+                let report = KeepAliveRunReport {
+                    pinged: run.core.pinged,
+                    pong,
+                    reconnected: run.core.reconnecting,
+                    registered: run.registered,
+                    elapsed: now.saturating_duration_since(run.started),
+                    within_budget: done && now <= run.deadline,
+                };
+                let _ = run.reply.send(Ok(report));
+            }
+        }
+    }
+
+    /// New network: the core opens a new control flow and re-registers; each connected call
+    /// gets fresh media sockets and a re-INVITE announcing them.
+    async fn network_changed(&mut self, now: Instant) -> Result<(), Error> {
+        for call in self.core.handle_network_changed(now) {
+            let sockets = MediaSockets::reserve(self.media_ip).await?;
+            let addr = sockets.local_rtp()?;
+            match self.media_tasks.get(&call) {
+                Some(task) => {
+                    let _ = task.ctl.send(MediaCtl::Rebind(sockets));
+                }
+                None => {
+                    self.media.insert(call, sockets);
+                }
+            }
+            self.core.update_media(now, call, addr)?;
+        }
+        Ok(())
     }
 
     fn drain_outputs(&mut self) {
@@ -351,7 +473,12 @@ impl DriverTask {
                 }
                 self.call_ids.remove(call);
             }
-            Event::Registered { .. } => self.registered = true,
+            Event::Registered { .. } => {
+                self.registered = true;
+                if let Some(run) = &mut self.keepalive_run {
+                    run.registered = true;
+                }
+            }
             Event::Unregistered => self.registered = false,
             _ => {}
         }
