@@ -526,11 +526,7 @@ fn read_loop(shared: Arc<Shared>, id: u64, mut stream: TcpStream, bytes_in: Arc<
 /// The automatic answers.
 fn handle(shared: &Shared, conn: u64, what: &Rx) {
     match what {
-        Rx::Ping => {
-            if !shared.lock().pongs_off {
-                write_to(shared, conn, b"\r\n");
-            }
-        }
+        Rx::Ping if !shared.lock().pongs_off => write_to(shared, conn, b"\r\n"),
         Rx::Request(req) if req.method == Method::Register => {
             let mut ok = Response::for_request(req, 200);
             let expires = req.headers.expires().unwrap_or(600);
