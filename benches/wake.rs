@@ -131,15 +131,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn dark_window() {
-    const DROPS: usize = 20;
+fn dark_window(drops: usize) {
     let reg = Registrar::start();
     // Default keep-alive (30 s): nothing but the drops happens.
     let ua = Ua::start(&reg, Duration::from_secs(30), Duration::from_secs(10));
     ua.wait(|e| matches!(e, Event::Registered { .. }));
     let mut to_event = Vec::new();
     let mut to_200 = Vec::new();
-    for _ in 0..DROPS {
+    for _ in 0..drops {
         std::thread::sleep(Duration::from_millis(100));
         let oks = reg.register_ok_times().len();
         let (old, dropped) = reg.drop_connection().expect("registered");
@@ -155,23 +154,22 @@ fn dark_window() {
     }
     to_event.sort();
     to_200.sort();
-    println!("dark window over {DROPS} server-side drops on loopback (goal: median < 1 s)");
+    println!("dark window over {drops} server-side drops on loopback (goal: median < 1 s)");
     println!(
         "  drop -> UA Registered event : median {:>10.3?}  p90 {:>10.3?}  worst {:>10.3?}",
         percentile(&to_event, 0.5),
         percentile(&to_event, 0.9),
-        to_event[DROPS - 1]
+        to_event[drops - 1]
     );
     println!(
         "  drop -> registrar's 200     : median {:>10.3?}  p90 {:>10.3?}  worst {:>10.3?}",
         percentile(&to_200, 0.5),
         percentile(&to_200, 0.9),
-        to_200[DROPS - 1]
+        to_200[drops - 1]
     );
 }
 
-fn keepalive_runs() {
-    const RUNS: usize = 250;
+fn keepalive_runs(runs_wanted: usize) {
     let interval = Duration::from_millis(20);
     let reg = Registrar::start();
     let ua = Ua::start(&reg, interval, Duration::from_secs(1));
@@ -184,7 +182,7 @@ fn keepalive_runs() {
     let cpu0 = ua.cpu_ns();
     let ticks0 = process_ticks();
     let t0 = Instant::now();
-    for _ in 0..RUNS {
+    for _ in 0..runs_wanted {
         let (i, _) = reg
             .wait_from(at + 1, LIMIT, &mut ping_on)
             .expect("pings keep coming");
@@ -201,7 +199,7 @@ fn keepalive_runs() {
         .try_iter()
         .filter(|(_, e)| matches!(e, Event::FlowDown { .. }))
         .count();
-    println!("keep-alive runs: {RUNS} CRLF ping/pong cycles every {interval:?} on one flow");
+    println!("keep-alive runs: {runs_wanted} CRLF ping/pong cycles every {interval:?} on one flow");
     println!(
         "  bytes on the wire per run   : {:.2} out (UA -> server), {:.2} in (goal 4 out, 2 in)",
         (b1.received - b0.received) as f64 / runs,
@@ -220,7 +218,9 @@ fn keepalive_runs() {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: both just run.
-    dark_window();
-    keepalive_runs();
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: then a quick smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let (drops, runs) = if full { (20, 250) } else { (3, 10) };
+    dark_window(drops);
+    keepalive_runs(runs);
 }

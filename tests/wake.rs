@@ -431,7 +431,7 @@ fn keepalive_pings_are_answered_and_cost_four_and_two_bytes() {
     for w in times.windows(2) {
         let gap = w[1] - w[0];
         assert!(
-            gap > Duration::from_millis(100) && gap < Duration::from_millis(600),
+            gap > Duration::from_millis(100) && gap < Duration::from_secs(1),
             "ping interval {gap:?}"
         );
     }
@@ -485,7 +485,7 @@ fn missing_pong_is_detected_and_the_ua_reregisters() {
         "not before the pong timeout: {detect:?}"
     );
     assert!(
-        down_at - off_at <= interval + pong_timeout + Duration::from_millis(300),
+        down_at - off_at <= interval + pong_timeout + Duration::from_millis(500),
         "within interval + pong timeout: {:?}",
         down_at - off_at
     );
