@@ -230,6 +230,39 @@ fn idle_flow_drop_reregisters_and_next_call_is_answered() {
     ua.terminate(LIMIT);
 }
 
+/// The server dies in the middle of the first two registrations (the connection closes instead
+/// of a 200): the UA retries on new connections, registers on the third, and takes a call.
+#[test]
+fn flow_drop_during_a_register_transaction_is_retried() {
+    let dir = test_dir("wake-register-drop");
+    let reg = Registrar::start();
+    reg.drop_next_registers(2);
+    let mut ua = start_listen(&reg, dir.path());
+    let first = registered(&reg, &ua, 0, None);
+    let second = registered(&reg, &ua, 0, Some(first.conn));
+    let third = reg
+        .wait_from(0, LIMIT, &mut |r| {
+            r.request(&Method::Register).is_some() && r.conn != first.conn && r.conn != second.conn
+        })
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| panic!("no third REGISTER\n{}", ua.output()));
+    assert_eq!(outbound_ids(&first), outbound_ids(&third));
+    assert_eq!(
+        reg.registered_conn(),
+        Some(third.conn),
+        "answered this time"
+    );
+    eprintln!(
+        "REGISTER retries after drops: +{:?}, +{:?}",
+        second.at - first.at,
+        third.at - second.at
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let call = full_call(&reg, &ua);
+    assert_eq!(ended_events(dir.path(), &call, &ua).len(), 1);
+    ua.terminate(LIMIT);
+}
+
 /// The server goes away (listener and connections) for a second and comes back on the same port:
 /// the UA's retries find it and it registers again.
 #[test]

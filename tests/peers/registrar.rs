@@ -82,6 +82,8 @@ struct State {
     /// When each 200 to a REGISTER was written, with its connection.
     register_ok_at: Vec<(u64, Instant)>,
     pongs_off: bool,
+    /// This many next REGISTERs are not answered: their connection is closed instead.
+    drop_registers: usize,
     stopped: bool,
 }
 
@@ -155,6 +157,12 @@ impl Registrar {
         self.shared.lock().pongs_off = !on;
     }
 
+    /// The next `n` REGISTERs are not answered; their connection is closed abruptly instead (a
+    /// server dying in the middle of a registration).
+    pub fn drop_next_registers(&self, n: usize) {
+        self.shared.lock().drop_registers = n;
+    }
+
     /// A copy of everything received so far.
     pub fn log(&self) -> Vec<Received> {
         self.shared.lock().log.clone()
@@ -225,8 +233,9 @@ impl Registrar {
         self.shared.lock().log.len()
     }
 
-    /// Waits for a REGISTER answered 200 on a connection other than `not_on`, from log index
-    /// `from`; returns the REGISTER's log entry.
+    /// Waits for a REGISTER on a connection other than `not_on`, from log index `from`; returns
+    /// its log entry. (It is answered before it is logged, unless [`Registrar::drop_next_registers`]
+    /// says otherwise.)
     pub fn wait_registered(
         &self,
         from: usize,
@@ -527,6 +536,16 @@ fn read_loop(shared: Arc<Shared>, id: u64, mut stream: TcpStream, bytes_in: Arc<
 fn handle(shared: &Shared, conn: u64, what: &Rx) {
     match what {
         Rx::Ping if !shared.lock().pongs_off => write_to(shared, conn, b"\r\n"),
+        Rx::Request(req) if req.method == Method::Register && take_drop(shared) => {
+            let mut st = shared.lock();
+            if let Some(c) = st.conns.iter().find(|c| c.id == conn) {
+                let _ = c.stream.shutdown(Shutdown::Both);
+            }
+            st.conns.retain(|c| c.id != conn);
+            if st.registered == Some(conn) {
+                st.registered = None;
+            }
+        }
         Rx::Request(req) if req.method == Method::Register => {
             let mut ok = Response::for_request(req, 200);
             let expires = req.headers.expires().unwrap_or(600);
@@ -557,6 +576,18 @@ fn handle(shared: &Shared, conn: u64, what: &Rx) {
         Rx::Request(req) if req.method == Method::Ack => {}
         Rx::Request(req) => write_to(shared, conn, &Response::for_request(req, 200).to_bytes()),
         _ => {}
+    }
+}
+
+/// True (and one fewer left) when the next REGISTER is to be dropped.
+fn take_drop(shared: &Shared) -> bool {
+    let mut st = shared.lock();
+    match st.drop_registers {
+        0 => false,
+        n => {
+            st.drop_registers = n - 1;
+            true
+        }
     }
 }
 
