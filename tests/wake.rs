@@ -72,7 +72,12 @@ fn hang_up(leg: &mut Leg, ua: &Proc) {
 fn full_call(reg: &Registrar, ua: &Proc) -> String {
     let mut leg = reg.send_invite();
     answered(&mut leg, ua);
+    let before = reg.rtp_packets();
     std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        reg.rtp_packets() > before,
+        "the UA sends RTP while the call is up"
+    );
     hang_up(&mut leg, ua);
     leg.call_id.clone()
 }
@@ -348,6 +353,13 @@ fn call_survives_a_flow_drop() {
             .iter()
             .any(|e| e["event"] == "ended" && e["call_id"] == leg.call_id.as_str()),
         "the call ended on flow loss: {events:#?}"
+    );
+    // The media kept going across the loss.
+    let before = reg.rtp_packets();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        reg.rtp_packets() > before + 5,
+        "RTP flows after the reconnect"
     );
     hang_up(&mut leg, &ua);
     let ok = leg

@@ -9,7 +9,7 @@
 //! Self-contained (no `super::` items) so that `benches/wake.rs` can include it by `#[path]`.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -106,6 +106,8 @@ pub struct Registrar {
     acceptor: Option<JoinHandle<()>>,
     /// Absorbs the UA's RTP (the SDP we offer points here).
     rtp: UdpSocket,
+    /// Datagrams received on `rtp` so far (counted by a thread that lives as long as the socket).
+    rtp_packets: Arc<AtomicU64>,
 }
 
 /// Per-connection byte counters, as read from and written to the socket.
@@ -135,10 +137,27 @@ impl Registrar {
         });
         let acceptor = Some(spawn_acceptor(listener, shared.clone()));
         let rtp = UdpSocket::bind("127.0.0.1:0").expect("rtp socket");
+        let rtp_packets = Arc::new(AtomicU64::new(0));
+        let (sock, count) = (rtp.try_clone().expect("rtp clone"), rtp_packets.clone());
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            // Ends once the registrar (the other holder of `count`) is gone.
+            while Arc::strong_count(&count) > 1 {
+                match sock.recv(&mut buf) {
+                    Ok(_) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => return,
+                }
+            }
+        });
         Registrar {
             shared,
             acceptor,
             rtp,
+            rtp_packets,
         }
     }
 
@@ -150,6 +169,11 @@ impl Registrar {
     /// `sip:127.0.0.1:PORT;transport=tcp`
     pub fn uri(&self) -> String {
         format!("sip:127.0.0.1:{};transport=tcp", self.port())
+    }
+
+    /// RTP datagrams the UA has sent to the SDP we offered, so far (all calls).
+    pub fn rtp_packets(&self) -> u64 {
+        self.rtp_packets.load(Ordering::Relaxed)
     }
 
     /// Answer pings with CRLF (`true`, the default) or ignore them.
