@@ -197,7 +197,8 @@ impl Registrar {
         self.shared.lock().registered
     }
 
-    /// When each 200 to a REGISTER was written, with its connection.
+    /// When each 200 to a REGISTER was written (taken just before the write), with its
+    /// connection.
     pub fn register_ok_times(&self) -> Vec<(u64, Instant)> {
         self.shared.lock().register_ok_at.clone()
     }
@@ -593,9 +594,10 @@ fn handle(shared: &Shared, conn: u64, what: &Rx) {
                     st.registered = Some(conn);
                     st.contact = contact.as_deref().map(contact_uri);
                 }
+                // Recorded before the write, so that it is there when the UA sees the 200.
+                st.register_ok_at.push((conn, Instant::now()));
             }
             write_to(shared, conn, &ok.to_bytes());
-            shared.lock().register_ok_at.push((conn, Instant::now()));
         }
         Rx::Request(req) if req.method == Method::Ack => {}
         Rx::Request(req) => write_to(shared, conn, &Response::for_request(req, 200).to_bytes()),
