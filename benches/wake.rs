@@ -8,6 +8,9 @@
 //!   on-CPU time (`/proc/thread-self/schedstat`, ns) is read before and after many runs; the
 //!   whole process (`/proc/self/stat` utime+stime, which also counts the registrar) is shown too.
 //!
+//! - idle wake-ups: how often the UA's thread wakes while registered and idle with background-like
+//!   settings (voluntary context switches of that thread over a window).
+//!
 //! Run: `cargo bench --bench wake`.
 
 #[path = "../tests/peers/registrar.rs"]
@@ -25,14 +28,14 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// runs on that one thread, so that thread's CPU time is the UA's.
 struct Ua {
     events: mpsc::Receiver<(Instant, Event)>,
-    /// `/proc/self/task/TID/schedstat` of the UA's thread.
-    schedstat: String,
+    /// `/proc/PID/task/TID` of the UA's thread.
+    task_dir: String,
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Ua {
-    fn start(reg: &Registrar, keepalive: Duration, pong_timeout: Duration) -> Ua {
+    fn start(reg: &Registrar, keepalive: Duration, pong_timeout: Duration, expires: u32) -> Ua {
         let config = Config {
             account: Some(Account {
                 registrar: Uri::parse(&reg.uri()).expect("uri"),
@@ -45,6 +48,7 @@ impl Ua {
             local_user: "u".into(),
             keepalive_interval: Some(keepalive),
             pong_timeout,
+            register_expires: expires,
             instance_id: Some("urn:uuid:00000000-0000-4000-8000-0000000000b4".into()),
             ..Config::default()
         };
@@ -61,7 +65,7 @@ impl Ua {
                 ua.register().await.expect("register");
                 let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
                 ready_tx
-                    .send(format!("/proc/{}/schedstat", me.display()))
+                    .send(format!("/proc/{}", me.display()))
                     .expect("ready");
                 tokio::spawn(async move {
                     while let Some(e) = ev.next().await {
@@ -74,10 +78,10 @@ impl Ua {
                 let _ = tokio::time::timeout(Duration::from_secs(2), ua.shutdown()).await;
             });
         });
-        let schedstat = ready_rx.recv().expect("UA started");
+        let task_dir = ready_rx.recv().expect("UA started");
         Ua {
             events,
-            schedstat,
+            task_dir,
             thread: Some(thread),
             stop: Some(stop),
         }
@@ -98,11 +102,23 @@ impl Ua {
 
     /// Nanoseconds the UA's thread has been on a CPU.
     fn cpu_ns(&self) -> u64 {
-        let text = std::fs::read_to_string(&self.schedstat).expect("schedstat");
+        let text =
+            std::fs::read_to_string(format!("{}/schedstat", self.task_dir)).expect("schedstat");
         text.split_whitespace()
             .next()
             .and_then(|v| v.parse().ok())
             .expect("schedstat field")
+    }
+}
+
+impl Ua {
+    /// How often the UA's thread went to sleep and was woken again (voluntary context switches).
+    fn wakeups(&self) -> u64 {
+        let text = std::fs::read_to_string(format!("{}/status", self.task_dir)).expect("status");
+        text.lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("voluntary_ctxt_switches")
     }
 }
 
@@ -134,7 +150,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn dark_window(drops: usize) {
     let reg = Registrar::start();
     // Default keep-alive (30 s): nothing but the drops happens.
-    let ua = Ua::start(&reg, Duration::from_secs(30), Duration::from_secs(10));
+    let ua = Ua::start(&reg, Duration::from_secs(30), Duration::from_secs(10), 600);
     ua.wait(|e| matches!(e, Event::Registered { .. }));
     let mut to_event = Vec::new();
     let mut to_200 = Vec::new();
@@ -172,7 +188,7 @@ fn dark_window(drops: usize) {
 fn keepalive_runs(runs_wanted: usize) {
     let interval = Duration::from_millis(20);
     let reg = Registrar::start();
-    let ua = Ua::start(&reg, interval, Duration::from_secs(1));
+    let ua = Ua::start(&reg, interval, Duration::from_secs(1), 600);
     ua.wait(|e| matches!(e, Event::Registered { .. }));
     let conn = reg.registered_conn().expect("registered");
     let mut ping_on = |r: &registrar::Received| r.conn == conn && matches!(r.what, Rx::Ping);
@@ -217,10 +233,41 @@ fn keepalive_runs(runs_wanted: usize) {
     println!("  flow losses during the runs : {flow_downs}");
 }
 
+fn idle_wakeups(window: Duration) {
+    let reg = Registrar::start();
+    // Background-like settings: keep-alive every 600 s, registration for an hour.
+    let ua = Ua::start(
+        &reg,
+        Duration::from_secs(600),
+        Duration::from_secs(10),
+        3600,
+    );
+    ua.wait(|e| matches!(e, Event::Registered { .. }));
+    // Let the registration's own traffic settle.
+    std::thread::sleep(Duration::from_millis(200));
+    let w0 = ua.wakeups();
+    let cpu0 = ua.cpu_ns();
+    std::thread::sleep(window);
+    let w1 = ua.wakeups();
+    let cpu1 = ua.cpu_ns();
+    println!("idle, registered (keep-alive 600 s, expires 3600 s) for {window:?}:");
+    println!(
+        "  UA thread wake-ups          : {} ({:.0} per hour if the rate held; keep-alive alone needs 6)",
+        w1 - w0,
+        (w1 - w0) as f64 * 3600.0 / window.as_secs_f64()
+    );
+    println!("  UA thread CPU               : {} ns", cpu1 - cpu0);
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: then a quick smoke run.
     let full = std::env::args().any(|a| a == "--bench");
     let (drops, runs) = if full { (20, 250) } else { (3, 10) };
     dark_window(drops);
     keepalive_runs(runs);
+    idle_wakeups(if full {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(1)
+    });
 }
