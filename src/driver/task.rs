@@ -96,11 +96,18 @@ pub struct KeepAliveRunReport {
 #[derive(Debug)]
 struct PendingRun {
     started: Instant,
+    /// Give up on the pong at this instant and reconnect instead.
+    pong_by: Instant,
     deadline: Instant,
     core: KeepAliveReport,
+    /// The flow was declared dead (no pong): the run now waits for re-registration.
+    reconnected: bool,
     registered: bool,
     reply: Reply<KeepAliveRunReport>,
 }
+
+/// The longest a run waits for its pong before it reconnects instead.
+const PONG_WAIT: Duration = Duration::from_secs(3);
 
 impl DriverTask {
     pub(crate) fn new(
@@ -149,6 +156,8 @@ impl DriverTask {
                 }
             }
             self.check_keepalive_run();
+            // A run that gave up on its pong has just asked for a reconnect.
+            self.drain_outputs();
             let deadline = self.next_deadline();
             tokio::select! {
                 ev = self.flow_rx.recv() => {
@@ -196,7 +205,13 @@ impl DriverTask {
         [
             self.core.poll_timeout(),
             self.shutting_down.as_ref().map(|(d, _)| *d),
-            self.keepalive_run.as_ref().map(|r| r.deadline),
+            self.keepalive_run.as_ref().map(|r| {
+                if r.reconnected {
+                    r.deadline
+                } else {
+                    r.pong_by.min(r.deadline)
+                }
+            }),
         ]
         .into_iter()
         .flatten()
@@ -340,8 +355,10 @@ impl DriverTask {
                     let core = self.core.run_keepalive(now);
                     self.keepalive_run = Some(PendingRun {
                         started: now,
+                        pong_by: now + PONG_WAIT.min(budget / 3),
                         deadline: now + budget,
                         core,
+                        reconnected: core.reconnecting,
                         registered: false,
                         reply,
                     });
@@ -369,12 +386,15 @@ impl DriverTask {
 
     /// Ends the keep-alive run when its question is answered or its budget is spent.
     fn check_keepalive_run(&mut self) {
-        let Some(run) = &self.keepalive_run else {
+        let Some(run) = &mut self.keepalive_run else {
             return;
         };
         let now = Instant::now();
         let pong = self.core.last_pong().is_some_and(|t| t >= run.started);
-        let done = if run.core.reconnecting {
+        if run.core.pinged && !pong && !run.reconnected && now >= run.pong_by {
+            run.reconnected = self.core.declare_control_flow_dead(now);
+        }
+        let done = if run.reconnected {
             run.registered
         } else {
             !run.core.pinged || pong
@@ -384,7 +404,7 @@ impl DriverTask {
                 let report = KeepAliveRunReport {
                     pinged: run.core.pinged,
                     pong,
-                    reconnected: run.core.reconnecting,
+                    reconnected: run.reconnected,
                     registered: run.registered,
                     elapsed: now.saturating_duration_since(run.started),
                     within_budget: done && now <= run.deadline,

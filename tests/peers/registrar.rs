@@ -315,6 +315,11 @@ impl Registrar {
     /// Acting for a caller, sends an INVITE with a PCMU offer to the registered Contact over the
     /// registered connection.
     pub fn send_invite(&self) -> Leg {
+        self.send_invite_with_call_id(&new_call_id())
+    }
+
+    /// [`Registrar::send_invite`] with a chosen Call-ID (the one a push carried).
+    pub fn send_invite_with_call_id(&self, call_id: &str) -> Leg {
         let (contact, conn) = {
             let st = self.shared.lock();
             (
@@ -325,7 +330,7 @@ impl Registrar {
         let rtp_port = self.rtp.local_addr().expect("rtp addr").port();
         let mut leg = Leg {
             shared: self.shared.clone(),
-            call_id: new_call_id(),
+            call_id: call_id.to_string(),
             from_tag: new_tag(),
             to_tag: None,
             target: Uri::parse(&contact).expect("registered contact parses"),

@@ -35,6 +35,22 @@ impl SignalingCore {
         true
     }
 
+    /// The platform's keep-alive run gave up waiting for the pong (its budget is shorter than
+    /// `pong_timeout`): close the control flow and reconnect at once, as a pong timeout would.
+    /// Returns `false` when there was no control flow.
+    pub fn declare_control_flow_dead(&mut self, now: Instant) -> bool {
+        let Some(flow) = self.control.flow else {
+            return false;
+        };
+        tracing::warn!(
+            ?flow,
+            "keep-alive run: no pong in time, the control flow is dead"
+        );
+        self.outputs.push_back(Output::Close { flow });
+        self.handle_flow_down(now, flow);
+        true
+    }
+
     /// When the last pong arrived on the control flow (a run compares it with its start).
     pub fn last_pong(&self) -> Option<Instant> {
         self.control.last_pong

@@ -1,0 +1,197 @@
+//! The platform-facing async API (issue 4) against the in-test registrar on 127.0.0.1:
+//! `UserAgent::run_keepalive` within its budget (pong, and no pong → reconnect + re-register)
+//! and `UserAgent::handle_push` in both orders (push before its INVITE, INVITE before its push).
+
+mod peers;
+
+use peers::registrar::Registrar;
+use std::time::{Duration, Instant};
+use wakeline::driver::MediaOptions;
+use wakeline::media::audio::{AudioSink, AudioSource};
+use wakeline::signaling::message::{Method, Uri};
+use wakeline::{Account, CallHandle, Config, Event, UserAgent};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A user agent on its own runtime, registered to `reg`, with its events on a channel.
+struct Ua {
+    rt: tokio::runtime::Runtime,
+    ua: UserAgent,
+    events: std::sync::mpsc::Receiver<Event>,
+}
+
+impl Ua {
+    fn start(reg: &Registrar) -> Ua {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let config = Config {
+            account: Some(Account {
+                registrar: Uri::parse(&reg.uri()).expect("uri"),
+                user: "u".into(),
+                domain: "d".into(),
+                password: None,
+                auth_user: None,
+                proxy: None,
+            }),
+            local_user: "u".into(),
+            // The handler's runs do the pinging in these tests, not the periodic timer.
+            keepalive_interval: None,
+            instance_id: Some("urn:uuid:00000000-0000-4000-8000-0000000000a1".into()),
+            ..Config::default()
+        };
+        let media = MediaOptions {
+            source: AudioSource::Silence,
+            sink: AudioSink::Null,
+            ..MediaOptions::default()
+        };
+        let (tx, events) = std::sync::mpsc::channel();
+        let ua = rt.block_on(async {
+            let (ua, mut ev) = UserAgent::builder(config)
+                .media(media)
+                .start()
+                .await
+                .expect("start");
+            ua.register().await.expect("register");
+            tokio::spawn(async move {
+                while let Some(e) = ev.next().await {
+                    if tx.send(e).is_err() {
+                        break;
+                    }
+                }
+            });
+            ua
+        });
+        let me = Ua { rt, ua, events };
+        me.wait(|e| matches!(e, Event::Registered { .. }))
+            .expect("registered");
+        me
+    }
+
+    fn wait(&self, pred: impl Fn(&Event) -> bool) -> Option<Event> {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.events.recv_timeout(left) {
+                Ok(e) if pred(&e) => return Some(e),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn incoming(&self) -> (CallHandle, String, bool) {
+        match self.wait(|e| matches!(e, Event::Incoming { .. })) {
+            Some(Event::Incoming {
+                call,
+                call_id,
+                pushed,
+                ..
+            }) => (call, call_id, pushed),
+            other => panic!("no incoming call: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Ua {
+    fn drop(&mut self) {
+        let ua = self.ua.clone();
+        let _ = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), ua.shutdown()).await });
+    }
+}
+
+#[test]
+fn keepalive_run_with_a_pong_is_quick_and_within_budget() {
+    let reg = Registrar::start();
+    let ua = Ua::start(&reg);
+    let report = ua
+        .rt
+        .block_on(ua.ua.run_keepalive(Duration::from_secs(10)))
+        .expect("run");
+    assert!(report.pinged && report.pong, "{report:?}");
+    assert!(!report.reconnected, "{report:?}");
+    assert!(report.within_budget, "{report:?}");
+    assert!(report.elapsed < Duration::from_secs(1), "{report:?}");
+}
+
+#[test]
+fn keepalive_run_without_a_pong_reconnects_and_reregisters_within_budget() {
+    let reg = Registrar::start();
+    let ua = Ua::start(&reg);
+    let first = reg.registered_conn().expect("registered connection");
+    reg.set_pongs(false);
+    let budget = Duration::from_secs(4);
+    let report = ua.rt.block_on(ua.ua.run_keepalive(budget)).expect("run");
+    assert!(report.pinged && !report.pong, "{report:?}");
+    assert!(report.reconnected && report.registered, "{report:?}");
+    assert!(report.within_budget, "{report:?}");
+    assert!(report.elapsed < budget, "{report:?}");
+    let second = reg.registered_conn().expect("registered again");
+    assert_ne!(first, second, "re-registered on a new connection");
+}
+
+#[test]
+fn push_before_its_invite_binds_the_invite_and_an_early_answer_holds() {
+    let reg = Registrar::start();
+    let ua = Ua::start(&reg);
+    let call = ua
+        .rt
+        .block_on(
+            ua.ua
+                .handle_push("push-call-1@example.com", Some("sip:caller@d")),
+        )
+        .expect("push");
+    let (incoming, call_id, pushed) = ua.incoming();
+    assert_eq!(
+        (incoming, call_id.as_str(), pushed),
+        (call.handle(), "push-call-1@example.com", true)
+    );
+    // CallKit answers before the INVITE is even there.
+    ua.rt.block_on(call.answer()).expect("early answer");
+    let mut leg = reg.send_invite_with_call_id("push-call-1@example.com");
+    let ok = leg
+        .wait_response(Method::Invite, 200, LIMIT)
+        .expect("the INVITE is answered at once");
+    leg.ack(ok.response().expect("a response"));
+    ua.wait(|e| {
+        matches!(e, Event::State { call, state: wakeline::CallState::Connected, .. } if *call == incoming)
+    })
+    .expect("connected");
+    leg.bye();
+    match ua.wait(|e| matches!(e, Event::Ended { .. } | Event::Incoming { .. })) {
+        Some(Event::Ended { call, status, .. }) => {
+            assert_eq!((call, status), (incoming, 200));
+        }
+        other => panic!("expected the pushed call to end, not {other:?}"),
+    }
+}
+
+#[test]
+fn invite_before_its_push_returns_the_same_call() {
+    let reg = Registrar::start();
+    let ua = Ua::start(&reg);
+    let leg = reg.send_invite();
+    let (incoming, call_id, pushed) = ua.incoming();
+    assert_eq!(call_id, leg.call_id);
+    assert!(!pushed);
+    let call = ua
+        .rt
+        .block_on(ua.ua.handle_push(&leg.call_id, None))
+        .expect("push");
+    assert_eq!(
+        call.handle(),
+        incoming,
+        "the late push names the call we already have"
+    );
+    ua.rt.block_on(call.reject(486)).expect("reject");
+    leg.wait_response(Method::Invite, 486, LIMIT)
+        .expect("486 on the wire");
+    match ua.wait(|e| matches!(e, Event::Ended { .. } | Event::Incoming { .. })) {
+        Some(Event::Ended { call, status, .. }) => assert_eq!((call, status), (incoming, 486)),
+        other => panic!("expected exactly one end, got {other:?}"),
+    }
+}
