@@ -112,10 +112,18 @@ fn keepalive_run_with_a_pong_is_quick_and_within_budget() {
         .rt
         .block_on(ua.ua.run_keepalive(Duration::from_secs(10)))
         .expect("run");
-    assert!(report.pinged && report.pong, "{report:?}");
-    assert!(!report.reconnected, "{report:?}");
+    assert!(report.outcome.ping_ok, "{report:?}");
+    assert!(
+        !report.outcome.reconnected && !report.outcome.aborted,
+        "{report:?}"
+    );
     assert!(report.within_budget, "{report:?}");
     assert!(report.elapsed < Duration::from_secs(1), "{report:?}");
+    assert_eq!(
+        (report.bytes_out, report.bytes_in),
+        (4, 2),
+        "a CRLF CRLF ping, a CRLF pong"
+    );
 }
 
 #[test]
@@ -126,8 +134,11 @@ fn keepalive_run_without_a_pong_reconnects_and_reregisters_within_budget() {
     reg.set_pongs(false);
     let budget = Duration::from_secs(4);
     let report = ua.rt.block_on(ua.ua.run_keepalive(budget)).expect("run");
-    assert!(report.pinged && !report.pong, "{report:?}");
-    assert!(report.reconnected && report.registered, "{report:?}");
+    assert!(!report.outcome.ping_ok, "{report:?}");
+    assert!(
+        report.outcome.reconnected && report.outcome.reregistered && !report.outcome.aborted,
+        "{report:?}"
+    );
     assert!(report.within_budget, "{report:?}");
     assert!(report.elapsed < budget, "{report:?}");
     let second = reg.registered_conn().expect("registered again");

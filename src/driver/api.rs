@@ -1,8 +1,9 @@
 //! The public async API: [`UserAgent`], [`Call`], [`Events`].
 
 use super::media::MediaOptions;
-use super::task::{Command, DriverTask, KeepAliveRunReport};
+use super::task::{Command, DriverTask};
 use crate::error::Error;
+use crate::platform::RunReport;
 use crate::signaling::config::Config;
 use crate::signaling::core::{CallHandle, Event};
 use crate::signaling::message::Uri;
@@ -187,7 +188,7 @@ impl UserAgent {
     /// One keep-alive handler run: a CRLF ping on the control flow and its pong, or — when the
     /// flow is gone or the pong does not come — a reconnect and re-registration. It always
     /// returns within `budget` (iOS allows 10 s per run; older texts say 30 s).
-    pub async fn run_keepalive(&self, budget: Duration) -> Result<KeepAliveRunReport, Error> {
+    pub async fn run_keepalive(&self, budget: Duration) -> Result<RunReport, Error> {
         self.ask(|reply| Command::KeepAlive(budget, reply)).await
     }
 

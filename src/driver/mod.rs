@@ -26,4 +26,3 @@ mod task;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
 pub use media::MediaOptions;
-pub use task::KeepAliveRunReport;

@@ -5,8 +5,8 @@ use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
 use crate::error::Error;
+use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
 use crate::signaling::config::Config;
-use crate::signaling::core::KeepAliveReport;
 use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore};
 use crate::signaling::message::Uri;
 use std::collections::{HashMap, HashSet};
@@ -39,7 +39,7 @@ pub(crate) enum Command {
         reply: Reply<CallHandle>,
     },
     Background(bool, Duration, Reply<()>),
-    KeepAlive(Duration, Reply<KeepAliveRunReport>),
+    KeepAlive(Duration, Reply<RunReport>),
     NetworkChanged(Reply<()>),
     Shutdown(Reply<()>),
 }
@@ -74,36 +74,15 @@ pub(crate) struct DriverTask {
     /// A keep-alive handler run in progress: it ends at the pong, at re-registration, or at
     /// the budget, whichever comes first.
     keepalive_run: Option<PendingRun>,
+    keepalive_runs: u64,
 }
 
-/// What one keep-alive handler run did (`UserAgent::run_keepalive`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeepAliveRunReport {
-    /// A CRLF ping went out on the control flow.
-    pub pinged: bool,
-    /// The pong came back (the flow is alive).
-    pub pong: bool,
-    /// The flow was down or died: a new one was connected.
-    pub reconnected: bool,
-    /// A REGISTER succeeded during the run (refresh or re-registration).
-    pub registered: bool,
-    /// How long the run took.
-    pub elapsed: Duration,
-    /// It finished before its budget ran out.
-    pub within_budget: bool,
-}
-
+/// A keep-alive handler run in progress, executed by the driver.
 #[derive(Debug)]
 struct PendingRun {
     started: Instant,
-    /// Give up on the pong at this instant and reconnect instead.
-    pong_by: Instant,
-    deadline: Instant,
-    core: KeepAliveReport,
-    /// The flow was declared dead (no pong): the run now waits for re-registration.
-    reconnected: bool,
-    registered: bool,
-    reply: Reply<KeepAliveRunReport>,
+    run: KeepAliveRun,
+    reply: Reply<RunReport>,
 }
 
 /// The longest a run waits for its pong before it reconnects instead.
@@ -140,6 +119,7 @@ impl DriverTask {
             registered: false,
             shutting_down: None,
             keepalive_run: None,
+            keepalive_runs: 0,
         }
     }
 
@@ -205,13 +185,9 @@ impl DriverTask {
         [
             self.core.poll_timeout(),
             self.shutting_down.as_ref().map(|(d, _)| *d),
-            self.keepalive_run.as_ref().map(|r| {
-                if r.reconnected {
-                    r.deadline
-                } else {
-                    r.pong_by.min(r.deadline)
-                }
-            }),
+            self.keepalive_run
+                .as_ref()
+                .and_then(|r| r.run.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -352,14 +328,25 @@ impl DriverTask {
                         ),
                     )));
                 } else {
+                    // The core pings (or reconnects a missing flow) and refreshes the binding
+                    // when it would not outlive the next run; the run machine decides when to
+                    // give up on the pong and when the run is over.
                     let core = self.core.run_keepalive(now);
+                    self.keepalive_runs += 1;
+                    let timing = RunTiming {
+                        pong_wait: PONG_WAIT.min(budget / 3),
+                        ..RunTiming::default()
+                    };
+                    let run = KeepAliveRun::new(
+                        RunId(self.keepalive_runs),
+                        now,
+                        budget,
+                        timing,
+                        core.pinged,
+                    );
                     self.keepalive_run = Some(PendingRun {
                         started: now,
-                        pong_by: now + PONG_WAIT.min(budget / 3),
-                        deadline: now + budget,
-                        core,
-                        reconnected: core.reconnecting,
-                        registered: false,
+                        run,
                         reply,
                     });
                 }
@@ -384,32 +371,34 @@ impl DriverTask {
         }
     }
 
-    /// Ends the keep-alive run when its question is answered or its budget is spent.
+    /// Feeds the keep-alive run what happened and carries out what it asks for.
     fn check_keepalive_run(&mut self) {
-        let Some(run) = &mut self.keepalive_run else {
+        let Some(pending) = &mut self.keepalive_run else {
             return;
         };
         let now = Instant::now();
-        let pong = self.core.last_pong().is_some_and(|t| t >= run.started);
-        if run.core.pinged && !pong && !run.reconnected && now >= run.pong_by {
-            run.reconnected = self.core.declare_control_flow_dead(now);
+        if self.core.last_pong().is_some_and(|t| t >= pending.started) {
+            pending.run.handle_pong(now);
         }
-        let done = if run.reconnected {
-            run.registered
-        } else {
-            !run.core.pinged || pong
-        };
-        if done || now >= run.deadline {
-            if let Some(run) = self.keepalive_run.take() {
-                let report = KeepAliveRunReport {
-                    pinged: run.core.pinged,
-                    pong,
-                    reconnected: run.reconnected,
-                    registered: run.registered,
-                    elapsed: now.saturating_duration_since(run.started),
-                    within_budget: done && now <= run.deadline,
-                };
-                let _ = run.reply.send(Ok(report));
+        if pending.run.poll_timeout().is_some_and(|t| now >= t) {
+            pending.run.handle_timeout(now);
+        }
+        while let Some(action) = pending.run.poll_action() {
+            match action {
+                // The core already sent the ping in `run_keepalive`.
+                RunAction::SendPing => {}
+                RunAction::Reconnect => {
+                    // Connects at once (the flow may already be gone and reconnecting).
+                    self.core.declare_control_flow_dead(now);
+                }
+                // The core registers on every new control flow by itself.
+                RunAction::Reregister => {}
+                RunAction::Done(report) => {
+                    if let Some(p) = self.keepalive_run.take() {
+                        let _ = p.reply.send(Ok(report));
+                    }
+                    return;
+                }
             }
         }
     }
@@ -495,8 +484,18 @@ impl DriverTask {
             }
             Event::Registered { .. } => {
                 self.registered = true;
-                if let Some(run) = &mut self.keepalive_run {
-                    run.registered = true;
+                if let Some(p) = &mut self.keepalive_run {
+                    p.run.handle_registered(Instant::now());
+                }
+            }
+            Event::FlowUp { .. } => {
+                if let Some(p) = &mut self.keepalive_run {
+                    p.run.handle_flow_up(Instant::now());
+                }
+            }
+            Event::FlowDown { .. } => {
+                if let Some(p) = &mut self.keepalive_run {
+                    p.run.handle_flow_down(Instant::now());
                 }
             }
             Event::Unregistered => self.registered = false,

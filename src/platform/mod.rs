@@ -42,7 +42,7 @@ mod imp;
 mod imp;
 
 pub use keepalive_schedule::{
-    KeepAliveRun, KeepAliveSchedule, RunAction, RunId, RunOutcome, RunReport,
+    KeepAliveRun, KeepAliveSchedule, RunAction, RunId, RunOutcome, RunReport, RunTiming,
 };
 pub use lifecycle::{BackgroundPolicy, Lifecycle, WakeReason};
 
