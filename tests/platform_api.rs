@@ -206,3 +206,65 @@ fn invite_before_its_push_returns_the_same_call() {
         other => panic!("expected exactly one end, got {other:?}"),
     }
 }
+
+/// The `m=audio` port of an SDP body.
+fn audio_port(body: &[u8]) -> u16 {
+    String::from_utf8_lossy(body)
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .expect("an m=audio line")
+}
+
+#[test]
+fn network_change_reregisters_on_a_new_flow_and_reinvites_with_a_new_rtp_port() {
+    let reg = Registrar::start();
+    let ua = Ua::start(&reg);
+    let old_conn = reg.registered_conn().expect("registered");
+    let mut leg = reg.send_invite();
+    let (incoming, _, _) = ua.incoming();
+    ua.rt
+        .block_on(ua.ua.call_handle(incoming).answer())
+        .expect("answer");
+    let ok = leg
+        .wait_response(Method::Invite, 200, LIMIT)
+        .expect("200 OK");
+    let ok = ok.response().expect("a response").clone();
+    leg.ack(&ok);
+    let old_port = audio_port(&ok.body);
+    // Only confirmed calls move to the new network: wait until the ACK has been seen.
+    ua.wait(|e| {
+        matches!(e, Event::State { call, state: wakeline::CallState::Connected, .. } if *call == incoming)
+    })
+    .expect("connected");
+
+    let from = reg.log_len();
+    ua.rt
+        .block_on(ua.ua.network_changed())
+        .expect("network change");
+    let again = reg
+        .wait_registered(from, Some(old_conn), LIMIT)
+        .expect("a REGISTER on a new connection");
+    assert_ne!(again.conn, old_conn);
+    let (_, reinvite) = reg
+        .wait_from(from, LIMIT, &mut |r| {
+            r.request(&Method::Invite)
+                .is_some_and(|q| q.headers.call_id() == Some(leg.call_id.as_str()))
+        })
+        .expect("a re-INVITE for the call");
+    let reinvite = reinvite.request(&Method::Invite).expect("INVITE");
+    let new_port = audio_port(&reinvite.body);
+    assert_ne!(
+        new_port, old_port,
+        "the re-INVITE announces the new RTP socket"
+    );
+    assert!(
+        reinvite
+            .headers
+            .to()
+            .and_then(|t| t.tag().map(str::to_string))
+            .is_some(),
+        "in-dialog: the To header carries the dialog's tag"
+    );
+}

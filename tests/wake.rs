@@ -547,3 +547,35 @@ fn missing_pong_is_detected_and_the_ua_reregisters() {
         .wait(LIMIT, |e| matches!(e, Event::Registered { .. }))
         .is_some());
 }
+
+/// Restart after a crash (issue 4 item 6): the UA is killed with SIGKILL — no un-REGISTER, no
+/// goodbye — and started again: it registers at once, as the same device (same `+sip.instance`
+/// from the persisted state folder, same `reg-id`), and the next call is answered.
+#[test]
+fn restart_after_a_crash_registers_at_once_as_the_same_device() {
+    let dir = test_dir("wake-crash");
+    let reg = Registrar::start();
+    let mut ua = start_listen(&reg, dir.path());
+    let first = registered(&reg, &ua, 0, None);
+    drop(ua); // the guard sends SIGKILL
+    let from = reg.log_len();
+    let started = std::time::Instant::now();
+    let ua = start_listen(&reg, dir.path());
+    let again = registered(&reg, &ua, from, Some(first.conn));
+    assert_eq!(
+        outbound_ids(&first),
+        outbound_ids(&again),
+        "same instance-id and reg-id"
+    );
+    let took = again.at - started;
+    eprintln!("restart: REGISTER {took:?} after the process was started");
+    assert!(
+        took < Duration::from_secs(5),
+        "registered {took:?} after start"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let call = full_call(&reg, &ua);
+    let ended = ended_events(dir.path(), &call, &ua);
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0]["status"], 200);
+}
