@@ -555,7 +555,7 @@ fn missing_pong_is_detected_and_the_ua_reregisters() {
 fn restart_after_a_crash_registers_at_once_as_the_same_device() {
     let dir = test_dir("wake-crash");
     let reg = Registrar::start();
-    let mut ua = start_listen(&reg, dir.path());
+    let ua = start_listen(&reg, dir.path());
     let first = registered(&reg, &ua, 0, None);
     drop(ua); // the guard sends SIGKILL
     let from = reg.log_len();
