@@ -1,6 +1,8 @@
-//! Runs the `autoanswer` example's bot (its source is included as a module) against the
-//! `wakeline call` binary on 127.0.0.1 for about two seconds: the call is answered, the bot
-//! hangs up, both sides finish cleanly and the recording exists and holds the caller's audio.
+//! The examples, run as tests (each example's source is included here as a module):
+//! - `autoanswer` against the `wakeline call` binary on 127.0.0.1 for about two seconds: the
+//!   call is answered, the bot hangs up, both sides finish cleanly and the recording exists
+//!   and holds the caller's audio;
+//! - `push_wake`'s two in-memory runs.
 
 #[allow(dead_code)]
 #[path = "../examples/autoanswer.rs"]
@@ -83,4 +85,16 @@ async fn autoanswer_serves_a_wakeline_call() {
 
     let status = status.expect("wakeline call exited by itself");
     assert!(status.success(), "wakeline call: {status}");
+}
+
+#[allow(dead_code)]
+#[path = "../examples/push_wake.rs"]
+mod push_wake;
+
+/// The push-wake example's two runs (in memory, virtual clock): both orders connect, one
+/// `Incoming` per call, one final response, the ledger closes.
+#[test]
+fn push_wake_connects_in_both_orders() {
+    push_wake::answer_before_invite().unwrap();
+    push_wake::answer_after_invite().unwrap();
 }
