@@ -1,370 +1,364 @@
-//! The PushKit + CallKit flow as an iOS app embeds wakeline, run end to end in memory.
+//! The PushKit + CallKit flow as an app writes it with the async [`UserAgent`], over real
+//! sockets on 127.0.0.1, with no server to install.
 //!
 //! ```text
 //! cargo run --example push_wake
 //! ```
 //!
-//! The app owns a sans-IO [`SignalingCore`] and calls it from its PushKit, CallKit and
-//! lifecycle callbacks. Here a simulated phone plays the OS, the network and the server (a
-//! registrar + proxy on 127.0.0.1 that holds an INVITE for a phone that is not registered, as
-//! Kamailio's `tsilo` does, and sends a push instead) on a virtual clock, so the whole story
-//! runs in a few milliseconds with no server and no sockets. The app's side — [`App`] — only
-//! uses the core's public API: it is what you write.
+//! Three parties run in this process:
+//! - **the app** — a [`UserAgent`] in background mode. Its PushKit handler calls
+//!   [`UserAgent::handle_push`] and reports the call to "CallKit" (a print); CallKit's answer
+//!   and end actions call [`Call::answer`] and [`Call::hangup`];
+//! - **the caller** — a second [`UserAgent`] that places the calls, sending a 1 kHz tone;
+//! - **the server** — a small TCP relay standing for the SIP proxy and its push gateway: it
+//!   holds each INVITE, sends a push carrying the INVITE's Call-ID and caller, and forwards the
+//!   INVITE once the app is back (a real server waits for the phone's re-REGISTER, as
+//!   Kamailio's `tsilo` does; here the app says when).
 //!
-//! Two runs:
-//! 1. **Answer before the INVITE.** The app is in the background and suspended; the server
-//!    drops the idle flow; a call comes in, the server sends a push with its Call-ID. The push
-//!    wakes the app, which reports the call to CallKit at once; the user answers in CallKit
-//!    while the control flow is still reconnecting; the INVITE arrives on the new flow and is
-//!    answered at once. Later the phone changes network mid-call.
-//! 2. **Answer after the INVITE.** The INVITE arrives on the new flow while CallKit is still
-//!    ringing; the user answers two seconds later.
+//! Two calls:
+//! 1. the user answers in CallKit **before** the INVITE arrives — wakeline remembers the answer
+//!    and sends 200 OK the moment the INVITE comes;
+//! 2. the INVITE arrives while CallKit rings (wakeline sends the remembered 180 Ringing) and
+//!    the user answers a second later.
 //!
-//! The harness types (`phonekit`, `testkit`) are hidden test helpers of the crate, used here
-//! only to stand in for the network. With the async driver an app makes the same calls on
-//! its [`UserAgent`](wakeline::UserAgent) instead (see `docs/embedding.md`).
+//! Each call connects with audio both ways and ends exactly once on both sides.
+//! `examples/push_wake_core.rs` tells the same story on the sans-IO core with a simulated
+//! phone (suspension, keep-alive runs, a dropped flow, a network change) on a virtual clock.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use wakeline::signaling::config::PushConfig;
-use wakeline::signaling::core::phonekit::{phone_config, Phone};
-use wakeline::signaling::core::testkit::PeerInvite;
-use wakeline::signaling::core::SignalingCore;
-use wakeline::{CallHandle, CallOutcome, CallState, Event};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use wakeline::driver::{Events, MediaOptions};
+use wakeline::media::audio::{AudioSink, AudioSource};
+use wakeline::{Call, CallOutcome, CallState, Config, Event, UserAgent};
 
-/// iOS runs the keep-alive handler at most every 600 s.
-const KEEPALIVE_PERIOD: Duration = Duration::from_secs(600);
+/// How long any one step may take before the example gives up.
+const STEP: Duration = Duration::from_secs(10);
 
-/// Stands in for CallKit: the app reports calls to it, and it tells the app what the user did.
-#[derive(Debug, Default)]
-struct CallKit {
-    /// CallKit's calls by our handle: the UUID the app gave each one.
-    calls: BTreeMap<CallHandle, String>,
+/// A push notification as the app's PushKit handler receives it.
+#[derive(Debug)]
+struct Push {
+    /// The INVITE's Call-ID (the payload field a push proxy fills in, RFC 8599 style).
+    call_id: String,
+    /// The caller, for CallKit's display.
+    from: Option<String>,
+    /// Tells the server the app is back: it forwards the held INVITE.
+    back: oneshot::Sender<()>,
 }
 
-impl CallKit {
-    fn report_new_incoming_call(&mut self, call: CallHandle, from: &str) {
-        let uuid = format!("uuid-{}", call.0);
-        println!("  CallKit   reportNewIncomingCall({uuid}, from: {from:?}) -> the phone rings");
-        self.calls.insert(call, uuid);
-    }
-
-    fn report_connected(&self, call: CallHandle) {
-        if let Some(uuid) = self.calls.get(&call) {
-            println!("  CallKit   reportCall({uuid}, connectedAt: now)");
-        }
-    }
-
-    fn report_ended(&mut self, call: CallHandle, outcome: CallOutcome) {
-        if let Some(uuid) = self.calls.remove(&call) {
-            println!("  CallKit   reportCall({uuid}, endedAt: now, reason: {outcome:?})");
-        }
-    }
+/// The value of the first header named `name` (or its compact form) in a SIP header block.
+fn header(head: &str, name: &str, compact: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        let n = n.trim();
+        (n.eq_ignore_ascii_case(name) || n.eq_ignore_ascii_case(compact))
+            .then(|| v.trim().to_string())
+    })
 }
 
-/// The application: what an embedder writes around the core.
-#[derive(Debug, Default)]
-struct App {
-    callkit: CallKit,
-    /// Events already handled (the harness keeps all of them in `Phone::events`).
-    seen: usize,
-    /// Calls that are connected.
-    connected: Vec<CallHandle>,
-    /// Calls that ended, with their outcome.
-    ended: Vec<(CallHandle, CallOutcome)>,
-    /// The last RTP port we reserved (a real app binds a UDP socket and announces its port).
-    rtp_port: u16,
-}
-
-impl App {
-    /// A fresh local RTP address for a call's media.
-    fn reserve_rtp(&mut self) -> SocketAddr {
-        self.rtp_port = if self.rtp_port == 0 {
-            4000
-        } else {
-            self.rtp_port + 2
-        };
-        SocketAddr::from(([127, 0, 0, 1], self.rtp_port))
-    }
-
-    /// Handles the core's new events, in order, and feeds what the app does back to the core.
-    fn handle_events(&mut self, phone: &mut Phone) {
-        while self.seen < phone.events.len() {
-            let ev = phone.events[self.seen].clone();
-            self.seen += 1;
-            self.handle_event(&ev, &mut phone.core, phone.now);
-            phone.pump();
-        }
-    }
-
-    fn handle_event(&mut self, ev: &Event, core: &mut SignalingCore, now: std::time::Instant) {
-        match ev {
-            Event::Registered { expires } => println!("  wakeline  registered for {expires} s"),
-            Event::FlowUp { remote, .. } => println!("  wakeline  control flow up to {remote}"),
-            Event::FlowDown { .. } => println!("  wakeline  control flow down"),
-            Event::Incoming {
-                call,
-                call_id,
-                from,
-                pushed,
-                ..
-            } => {
-                println!("  wakeline  Incoming {call:?} Call-ID {call_id} (pushed: {pushed})");
-                // PushKit requires the report before the push handler returns.
-                self.callkit.report_new_incoming_call(*call, from);
-                // The phone rings, so the caller hears ringback: 180 Ringing (remembered
-                // until the INVITE comes, for a pushed call).
-                if let Err(e) = core.ring(now, *call) {
-                    println!("  app       ring failed: {e}");
+/// The server: accepts the caller's connection, holds the INVITE, sends a push, and relays
+/// the connection to the app once the app is back.
+async fn server(listener: TcpListener, app: SocketAddr, pushes: mpsc::UnboundedSender<Push>) {
+    while let Ok((mut caller, _)) = listener.accept().await {
+        let pushes = pushes.clone();
+        tokio::spawn(async move {
+            // Read up to the end of the INVITE's header block.
+            let mut held = Vec::new();
+            let mut buf = [0u8; 4096];
+            let head = loop {
+                match caller.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => held.extend_from_slice(&buf[..n]),
                 }
-            }
-            Event::State { call, state, .. } => {
-                println!("  wakeline  {call:?} {state:?}");
-                if *state == CallState::Connected {
-                    self.connected.push(*call);
-                    self.callkit.report_connected(*call);
+                if let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break String::from_utf8_lossy(&held[..end]).into_owned();
                 }
+                if held.len() > 64 * 1024 {
+                    return;
+                }
+            };
+            let Some(call_id) = header(&head, "Call-ID", "i") else {
+                return;
+            };
+            let from = header(&head, "From", "f");
+            println!("server    INVITE {call_id} held; the phone sleeps: sending a push");
+            let (back, is_back) = oneshot::channel();
+            if pushes
+                .send(Push {
+                    call_id,
+                    from,
+                    back,
+                })
+                .is_err()
+                || is_back.await.is_err()
+            {
+                return;
             }
-            Event::Media { call, media, .. } => println!(
-                "  wakeline  {call:?} media {:?} to {} (start or move the RTP session)",
+            println!("server    the phone is back: forwarding the INVITE");
+            let Ok(mut phone) = TcpStream::connect(app).await else {
+                return;
+            };
+            if phone.write_all(&held).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional(&mut caller, &mut phone).await;
+            }
+        });
+    }
+}
+
+/// Waits for the first event that `pick` accepts, printing the app's events on the way.
+async fn next<T>(
+    who: &str,
+    events: &mut Events,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> Result<T, String> {
+    let wait = async {
+        while let Some(ev) = events.next().await {
+            if who == "app" {
+                print_app_event(&ev);
+            }
+            if let Some(t) = pick(&ev) {
+                return Ok(t);
+            }
+        }
+        Err(format!("{who}: the user agent stopped"))
+    };
+    tokio::time::timeout(STEP, wait)
+        .await
+        .map_err(|_| format!("{who}: no such event within {STEP:?}"))?
+}
+
+fn print_app_event(ev: &Event) {
+    match ev {
+        Event::Incoming {
+            call,
+            call_id,
+            pushed,
+            ..
+        } => println!("app       Incoming {call:?} {call_id} (pushed: {pushed})"),
+        Event::State { call, state, .. } => println!("app       {call:?} {state:?}"),
+        Event::Media { call, media, .. } => {
+            println!(
+                "app       {call:?} media {:?} with {}",
                 media.codec, media.remote_rtp
+            )
+        }
+        Event::MediaReport { call, report, .. } => match &report.stats {
+            Some(s) => println!(
+                "app       {call:?} media report: {} received {} / sent {} RTP packets",
+                s.codec, s.rtp_received, s.rtp_sent
             ),
-            Event::Ended {
-                call,
-                status,
-                reason,
-                outcome,
-                ..
-            } => {
-                println!("  wakeline  {call:?} Ended {status} {reason} ({outcome:?})");
-                self.connected.retain(|c| c != call);
-                self.ended.push((*call, *outcome));
-                self.callkit.report_ended(*call, *outcome);
-            }
-            other => println!("  wakeline  {other:?}"),
-        }
-    }
-
-    /// CallKit's `CXAnswerCallAction`: answer in wakeline. Before the INVITE has come the core
-    /// remembers the answer and sends 200 OK the moment it arrives.
-    fn user_answers(
-        &mut self,
-        core: &mut SignalingCore,
-        now: std::time::Instant,
-        call: CallHandle,
-    ) {
-        println!("  CallKit   user taps Answer -> CXAnswerCallAction");
-        let rtp = self.reserve_rtp();
-        if let Err(e) = core.answer(now, call, rtp) {
-            println!("  app       answer failed: {e}");
-        }
-    }
-
-    /// CallKit's `CXEndCallAction`.
-    fn user_hangs_up(
-        &mut self,
-        core: &mut SignalingCore,
-        now: std::time::Instant,
-        call: CallHandle,
-    ) {
-        println!("  CallKit   user taps End -> CXEndCallAction");
-        if let Err(e) = core.hangup(now, call) {
-            println!("  app       hangup failed: {e}");
-        }
+            None => println!("app       {call:?} media report: {:?}", report.error),
+        },
+        Event::Ended {
+            call,
+            status,
+            reason,
+            outcome,
+            ..
+        } => println!("app       {call:?} Ended {status} {reason} ({outcome:?})"),
+        Event::MediaStats { .. } => {}
+        other => println!("app       {other:?}"),
     }
 }
 
-/// The config an app would use: the account, the APNs VoIP token as RFC 8599 Contact
-/// parameters, and how long a pushed call waits for its INVITE.
-fn app_config() -> wakeline::Config {
-    wakeline::Config {
-        push: Some(PushConfig {
-            provider: "apns".into(),
-            prid: "00fc13adff785122b4ad28809a3420982341241421348097878e577c991de8f0".into(),
-            param: Some("TEAMID.org.example.softphone.voip".into()),
-        }),
-        push_timeout: Duration::from_secs(20),
-        ..phone_config()
-    }
-}
-
-/// Registers, goes to the background, runs one keep-alive, and is suspended; the server then
-/// drops the idle flow. Returns the phone and the app, ready for a push.
-fn background_and_suspend() -> (Phone, App) {
-    let origin = std::time::Instant::now();
-    let mut phone = Phone::new(app_config(), origin);
-    let mut app = App::default();
-    println!("app launches and registers (RFC 8599 pn-* parameters in the Contact)");
-    phone.advance(Duration::from_millis(10));
-    app.handle_events(&mut phone);
-
-    println!("app enters the background (keep-alive handler every 600 s)");
-    phone.core.set_background(phone.now, true, KEEPALIVE_PERIOD);
-    phone.pump();
-    app.handle_events(&mut phone);
-
-    println!("keep-alive handler runs");
-    let report = phone.core.run_keepalive(phone.now);
-    phone.advance(Duration::from_millis(5));
+/// The app's PushKit handler: create the call in wakeline, report it to CallKit, start
+/// ringing. Returns the call.
+async fn on_push(app: &UserAgent, events: &mut Events, push: &Push) -> Result<Call, String> {
     println!(
-        "  wakeline  {report:?}, pong received: {}",
-        phone.core.last_pong().is_some()
+        "PushKit   didReceiveIncomingPush {{ call-id: {}, from: {} }}",
+        push.call_id,
+        push.from.as_deref().unwrap_or("unknown")
     );
-    app.handle_events(&mut phone);
-
+    let call = app
+        .handle_push(&push.call_id, push.from.as_deref())
+        .await
+        .map_err(|e| format!("handle_push: {e}"))?;
+    let handle = call.handle();
+    next("app", events, |e| match e {
+        Event::Incoming {
+            call, pushed: true, ..
+        } if *call == handle => Some(()),
+        _ => None,
+    })
+    .await?;
+    // PushKit requires this report before the handler returns.
     println!(
-        "app is suspended; later the server drops the idle flow (the EOF waits in the kernel)"
+        "CallKit   reportNewIncomingCall(uuid-{}) -> the phone rings",
+        handle.0
     );
-    phone.suspend();
-    phone.advance(Duration::from_secs(120));
-    phone.drop_flow();
-    (phone, app)
+    // The caller hears ringback once the INVITE is there (180 is sent when it comes).
+    call.ring().await.map_err(|e| format!("ring: {e}"))?;
+    Ok(call)
 }
 
-/// The INVITE the server will send, and the push payload it sends first.
-fn incoming(call_id: &str) -> PeerInvite {
-    PeerInvite {
-        call_id: call_id.into(),
-        from_tag: "caller1".into(),
-        branch: format!("z9hG4bK-{call_id}"),
-        cseq: 1,
-    }
-}
-
-/// The push arrives: iOS resumes the app and calls the PushKit handler, which reports the
-/// call to CallKit before returning.
-fn push_arrives(phone: &mut Phone, app: &mut App, invite: &PeerInvite) -> CallHandle {
-    println!(
-        "PushKit: didReceiveIncomingPush {{ call-id: {}, from: sip:peer@127.0.0.1 }}",
-        invite.call_id
-    );
-    // The process runs again: whatever waited in the kernel is handled first.
-    phone.wake();
-    let call = phone.core.handle_push(
-        phone.now,
-        invite.call_id.clone(),
-        Some("<sip:peer@127.0.0.1>".into()),
-    );
-    phone.pump();
-    app.handle_events(phone);
-    call
-}
-
-pub fn answer_before_invite() -> Result<(), String> {
-    println!("=== run 1: the user answers before the INVITE arrives ===");
-    let (mut phone, mut app) = background_and_suspend();
-    let invite = incoming("push-call-1");
-    let call = push_arrives(&mut phone, &mut app, &invite);
-
-    // The user is quick: the INVITE is still on its way.
-    app.user_answers(&mut phone.core, phone.now, call);
-    phone.pump();
-    app.handle_events(&mut phone);
-
-    println!("server: the held INVITE goes out on the new flow");
-    phone.advance(Duration::from_millis(30));
-    phone.server_invite(&invite);
-    phone.advance(Duration::from_millis(30));
-    app.handle_events(&mut phone);
-    if !app.connected.contains(&call) {
-        return Err("run 1: the pushed call did not connect".into());
-    }
-
-    println!("the phone moves from Wi-Fi to cellular mid-call");
-    phone.advance(Duration::from_secs(3));
-    let moved = phone.core.handle_network_changed(phone.now);
-    for c in moved {
-        let rtp = app.reserve_rtp();
-        println!("  app       {c:?}: new RTP socket on {rtp}, re-INVITE");
-        if let Err(e) = phone.core.update_media(phone.now, c, rtp) {
-            return Err(format!("run 1: update_media: {e}"));
-        }
-    }
-    phone.advance(Duration::from_millis(50));
-    app.handle_events(&mut phone);
-
-    phone.advance(Duration::from_secs(5));
-    app.user_hangs_up(&mut phone.core, phone.now, call);
-    phone.advance(Duration::from_millis(50));
-    app.handle_events(&mut phone);
-    finish(&phone, &app, call, &invite, "run 1")
-}
-
-pub fn answer_after_invite() -> Result<(), String> {
-    println!("=== run 2: the INVITE arrives while CallKit rings; the user answers later ===");
-    let (mut phone, mut app) = background_and_suspend();
-    let invite = incoming("push-call-2");
-    println!("server: INVITE for the phone, which is not registered: hold it, send a push");
-    phone.server_invite(&invite);
-    let call = push_arrives(&mut phone, &mut app, &invite);
-    phone.advance(Duration::from_millis(30));
-    app.handle_events(&mut phone);
-    println!(
-        "server: the INVITE went out on the new flow; the phone answered {:?} (bound to {call:?}, no second Incoming)",
-        phone.statuses(&invite.call_id)
-    );
-
-    println!("CallKit rings for two seconds");
-    phone.advance(Duration::from_secs(2));
-    app.handle_events(&mut phone);
-    app.user_answers(&mut phone.core, phone.now, call);
-    phone.advance(Duration::from_millis(30));
-    app.handle_events(&mut phone);
-    if !app.connected.contains(&call) {
-        return Err("run 2: the pushed call did not connect".into());
-    }
-
-    phone.advance(Duration::from_secs(5));
-    app.user_hangs_up(&mut phone.core, phone.now, call);
-    phone.advance(Duration::from_millis(50));
-    app.handle_events(&mut phone);
-    finish(&phone, &app, call, &invite, "run 2")
-}
-
-/// Checks the outcome: one `Incoming` (the pushed one), answered, ended once, ledger closed.
-fn finish(
-    phone: &Phone,
-    app: &App,
-    call: CallHandle,
-    invite: &PeerInvite,
-    run: &str,
+/// One call from a fresh caller through the server to the app. `answer_early`: the user
+/// answers in CallKit before the INVITE reaches the app.
+async fn one_call(
+    app: &UserAgent,
+    app_events: &mut Events,
+    pushes: &mut mpsc::UnboundedReceiver<Push>,
+    server_addr: SocketAddr,
+    answer_early: bool,
 ) -> Result<(), String> {
-    let incoming = phone.incoming();
-    let statuses = phone.statuses(&invite.call_id);
-    println!(
-        "{run}: responses sent for the INVITE: {statuses:?}; ledger open: {}",
-        phone.core.ledger_open()
-    );
-    if incoming != [call] {
-        return Err(format!("{run}: expected one Incoming, got {incoming:?}"));
+    let media = MediaOptions {
+        source: AudioSource::Tone(1000.0),
+        sink: AudioSink::Null,
+        ..MediaOptions::default()
+    };
+    let config = Config {
+        local_user: "caller".into(),
+        ..Config::default()
+    };
+    let (caller, mut caller_events) = UserAgent::builder(config)
+        .media(media)
+        .start()
+        .await
+        .map_err(|e| format!("caller: {e}"))?;
+    let target = format!("sip:app@{server_addr};transport=tcp");
+    println!("caller    calling {target}");
+    let outgoing = caller
+        .call(&target)
+        .await
+        .map_err(|e| format!("caller: {e}"))?;
+
+    let push = tokio::time::timeout(STEP, pushes.recv())
+        .await
+        .map_err(|_| "no push came".to_string())?
+        .ok_or("the server stopped")?;
+    let call = on_push(app, app_events, &push).await?;
+    let handle = call.handle();
+
+    if answer_early {
+        println!("CallKit   user taps Answer (the INVITE has not arrived yet)");
+        call.answer().await.map_err(|e| format!("answer: {e}"))?;
+        let _ = push.back.send(());
+    } else {
+        let _ = push.back.send(());
+        // The INVITE binds to the pushed call (no second Incoming); the remembered ring
+        // sends 180 at once.
+        next("app", app_events, |e| match e {
+            Event::State {
+                call,
+                state: CallState::Ringing,
+                ..
+            } if *call == handle => Some(()),
+            _ => None,
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        println!("CallKit   user taps Answer");
+        call.answer().await.map_err(|e| format!("answer: {e}"))?;
     }
-    if app.ended != [(call, CallOutcome::Answered)] {
-        return Err(format!(
-            "{run}: expected one Answered end, got {:?}",
-            app.ended
-        ));
+    next("app", app_events, |e| match e {
+        Event::State {
+            call,
+            state: CallState::Connected,
+            ..
+        } if *call == handle => Some(()),
+        _ => None,
+    })
+    .await?;
+    println!("CallKit   reportCall(uuid-{}, connectedAt: now)", handle.0);
+    let caller_handle = outgoing.handle();
+    next("caller", &mut caller_events, |e| match e {
+        Event::State {
+            call,
+            state: CallState::Connected,
+            ..
+        } if *call == caller_handle => Some(()),
+        _ => None,
+    })
+    .await?;
+    println!("caller    connected");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("CallKit   user taps End");
+    call.hangup().await.map_err(|e| format!("hangup: {e}"))?;
+    let received = next("app", app_events, |e| match e {
+        Event::MediaReport { call, report, .. } if *call == handle => {
+            Some(report.stats.as_ref().map_or(0, |s| s.rtp_received))
+        }
+        _ => None,
+    })
+    .await?;
+    let outcome = next("app", app_events, |e| match e {
+        Event::Ended { call, outcome, .. } if *call == handle => Some(*outcome),
+        _ => None,
+    })
+    .await?;
+    println!("CallKit   reportCall(uuid-{}, endedAt: now)", handle.0);
+    let caller_outcome = next("caller", &mut caller_events, |e| match e {
+        Event::Ended { call, outcome, .. } if *call == caller_handle => Some(*outcome),
+        _ => None,
+    })
+    .await?;
+    println!("caller    call ended ({caller_outcome:?})");
+    let _ = caller.shutdown().await;
+
+    if outcome != CallOutcome::Answered || caller_outcome != CallOutcome::Answered {
+        return Err(format!("ended {outcome:?} / {caller_outcome:?}"));
     }
-    if statuses.iter().filter(|s| **s >= 200).count() != 1 {
-        return Err(format!(
-            "{run}: expected one final response, got {statuses:?}"
-        ));
+    if received < 25 {
+        return Err(format!("the app received only {received} RTP packets"));
     }
-    if phone.core.ledger_open() != 0 || phone.core.pushed_waiting() != 0 {
-        return Err(format!("{run}: the ledger is not closed"));
-    }
-    println!("{run}: ok\n");
     Ok(())
 }
 
-fn main() -> std::process::ExitCode {
-    for run in [answer_before_invite, answer_after_invite] {
-        if let Err(e) = run() {
+/// The whole story: the app, the server, and two calls.
+pub async fn run() -> Result<(), String> {
+    let config = Config {
+        local_user: "app".into(),
+        // A pushed call whose INVITE never comes ends Missed after this long.
+        push_timeout: Duration::from_secs(15),
+        ..Config::default()
+    };
+    let media = MediaOptions {
+        source: AudioSource::Tone(440.0),
+        sink: AudioSink::Null,
+        ..MediaOptions::default()
+    };
+    let (app, mut app_events) = UserAgent::builder(config)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .media(media)
+        .start()
+        .await
+        .map_err(|e| format!("app: {e}"))?;
+    let app_addr = app.local_addr().ok_or("the app has no listener")?;
+    println!("app       entering the background (keep-alive handler every 600 s)");
+    app.set_background(true, Duration::from_secs(600))
+        .await
+        .map_err(|e| format!("set_background: {e}"))?;
+
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| format!("server: {e}"))?;
+    let server_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (push_tx, mut pushes) = mpsc::unbounded_channel();
+    let server = tokio::spawn(server(listener, app_addr, push_tx));
+
+    println!("\n=== call 1: the user answers before the INVITE arrives ===");
+    one_call(&app, &mut app_events, &mut pushes, server_addr, true).await?;
+    println!("\n=== call 2: the INVITE arrives while CallKit rings ===");
+    one_call(&app, &mut app_events, &mut pushes, server_addr, false).await?;
+
+    server.abort();
+    app.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => {
+            println!("\npush_wake: both calls connected and ended once on each side");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("push_wake: {e}");
-            return std::process::ExitCode::FAILURE;
+            std::process::ExitCode::FAILURE
         }
     }
-    println!("push_wake: both orders connected");
-    std::process::ExitCode::SUCCESS
 }

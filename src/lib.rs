@@ -160,16 +160,21 @@
 //!
 //! ## Mobile: background, keep-alive and push
 //!
-//! The core has the calls a phone app needs from its lifecycle callbacks:
-//! [`set_background`](signaling::core::SignalingCore::set_background) (longer bindings, no
-//! timer more frequent than the platform's keep-alive period),
-//! [`run_keepalive`](signaling::core::SignalingCore::run_keepalive) (one CRLF ping, or a
-//! reconnect and re-register, per keep-alive handler run),
-//! [`handle_network_changed`](signaling::core::SignalingCore::handle_network_changed) with
-//! [`update_media`](signaling::core::SignalingCore::update_media), and
-//! [`handle_push`](signaling::core::SignalingCore::handle_push), which pre-creates the call a
-//! push announces so it can be reported to CallKit at once and binds its INVITE to it when it
-//! comes. See `docs/embedding.md` and `docs/mobile.md`.
+//! A phone app calls wakeline from its lifecycle callbacks:
+//! [`UserAgent::set_background`] (longer bindings, no timer more frequent than the platform's
+//! keep-alive period), [`UserAgent::run_keepalive`] (one CRLF ping and its pong, or a reconnect
+//! and re-registration, within the handler's budget), [`UserAgent::network_changed`] (new
+//! control flow, re-registration, re-INVITE of every call with new media sockets), and
+//! [`UserAgent::handle_push`], which creates the call a push announces at once — so the app
+//! can report it to CallKit before the push handler returns — and binds the INVITE to it when
+//! it comes. Answering or ringing before the INVITE is fine: the core remembers it. The sans-IO
+//! core has the same calls with an explicit `now`
+//! ([`SignalingCore::handle_push`](signaling::core::SignalingCore::handle_push),
+//! [`set_background`](signaling::core::SignalingCore::set_background),
+//! [`run_keepalive`](signaling::core::SignalingCore::run_keepalive),
+//! [`handle_network_changed`](signaling::core::SignalingCore::handle_network_changed) +
+//! [`update_media`](signaling::core::SignalingCore::update_media)). See `docs/embedding.md`
+//! and `docs/mobile.md`.
 //!
 //! ## Examples
 //!
@@ -177,9 +182,12 @@
 //!   answer on Enter, call a URI, hang up on Ctrl-C; default devices with a tone/null fallback.
 //! - `examples/autoanswer.rs` — a bot that answers every call, plays a tone or a WAV file,
 //!   records each call to `call-<n>.wav`, hangs up after N seconds and prints the media report.
-//! - `examples/push_wake.rs` — the PushKit + CallKit flow on the sans-IO core, in memory:
-//!   background, keep-alive, a push before its INVITE, the user answering before and after the
-//!   INVITE arrives, a network change mid-call.
+//! - `examples/push_wake.rs` — the PushKit + CallKit flow with [`UserAgent::handle_push`] over
+//!   127.0.0.1: a relay plays the server that holds the INVITE and sends the push, a second
+//!   user agent calls; the user answers before the INVITE arrives, then after it.
+//! - `examples/push_wake_core.rs` — the same story on the sans-IO core with a simulated phone
+//!   and server on a virtual clock: background, a keep-alive run, suspension, a dropped flow,
+//!   both orders of answer and INVITE, a network change mid-call.
 //!
 //! Run one with `cargo run --example softphone`.
 // Unsafe code is denied everywhere; only `platform` (the Apple `setsockopt` call) opts back in.

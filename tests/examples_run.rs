@@ -2,7 +2,9 @@
 //! - `autoanswer` against the `wakeline call` binary on 127.0.0.1 for about two seconds: the
 //!   call is answered, the bot hangs up, both sides finish cleanly and the recording exists
 //!   and holds the caller's audio;
-//! - `push_wake`'s two in-memory runs.
+//! - `push_wake`: two pushed calls over 127.0.0.1 with the async API (answer before and after
+//!   the INVITE);
+//! - `push_wake_core`'s two in-memory runs on the sans-IO core.
 
 #[allow(dead_code)]
 #[path = "../examples/autoanswer.rs"]
@@ -91,10 +93,21 @@ async fn autoanswer_serves_a_wakeline_call() {
 #[path = "../examples/push_wake.rs"]
 mod push_wake;
 
-/// The push-wake example's two runs (in memory, virtual clock): both orders connect, one
-/// `Incoming` per call, one final response, the ledger closes.
+#[allow(dead_code)]
+#[path = "../examples/push_wake_core.rs"]
+mod push_wake_core;
+
+/// The push-wake example over 127.0.0.1: both pushed calls connect with audio and end once on
+/// each side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_wake_connects_pushed_calls() {
+    push_wake::run().await.unwrap();
+}
+
+/// The sans-IO push-wake example's two runs (in memory, virtual clock): both orders connect,
+/// one `Incoming` per call, one final response, the ledger closes.
 #[test]
-fn push_wake_connects_in_both_orders() {
-    push_wake::answer_before_invite().unwrap();
-    push_wake::answer_after_invite().unwrap();
+fn push_wake_core_connects_in_both_orders() {
+    push_wake_core::answer_before_invite().unwrap();
+    push_wake_core::answer_after_invite().unwrap();
 }
