@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wakeline::driver::MediaOptions;
-use wakeline::media::audio::{AudioSink, AudioSource};
+use wakeline::media::audio::{self, AudioConfig, AudioSink, AudioSource};
 use wakeline::media::MediaReport;
 use wakeline::{Call, CallHandle, CallOutcome, CallState, Config, Error, Event, UserAgent};
 
@@ -88,6 +88,9 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<Vec<CallSummary>, Error> {
     std::fs::create_dir_all(&options.dir)?;
+    // Open the source once now, so a missing WAV file is an error here and not in every call.
+    audio::start(&options.source, &AudioSink::Null, &AudioConfig::default())
+        .map_err(|e| Error::Config(format!("audio source: {e}")))?;
     let working = options.dir.join("call-recording.part.wav");
     let media = MediaOptions {
         source: options.source.clone(),
