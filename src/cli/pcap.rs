@@ -105,10 +105,8 @@ impl<W: Write + Send> PcapWriter<W> {
     fn tcp_segment(
         &self,
         st: &mut State<W>,
-        src: SocketAddr,
-        dst: SocketAddr,
-        seq: u32,
-        ack: u32,
+        (src, dst): (SocketAddr, SocketAddr),
+        (seq, ack): (u32, u32),
         flags: u8,
         payload: &[u8],
     ) {
@@ -214,9 +212,9 @@ impl<W: Write + Send> PacketTap for PcapWriter<W> {
                     (remote, local)
                 };
                 let (isn_a, isn_b) = (1_000u32, 500_000u32);
-                self.tcp_segment(st, a, b, isn_a, 0, TCP_SYN, &[]);
-                self.tcp_segment(st, b, a, isn_b, isn_a + 1, TCP_SYN_ACK, &[]);
-                self.tcp_segment(st, a, b, isn_a + 1, isn_b + 1, TCP_ACK, &[]);
+                self.tcp_segment(st, (a, b), (isn_a, 0), TCP_SYN, &[]);
+                self.tcp_segment(st, (b, a), (isn_b, isn_a + 1), TCP_SYN_ACK, &[]);
+                self.tcp_segment(st, (a, b), (isn_a + 1, isn_b + 1), TCP_ACK, &[]);
                 let f = if sent {
                     TcpFlow {
                         seq_local: isn_a + 1,
@@ -237,10 +235,8 @@ impl<W: Write + Send> PacketTap for PcapWriter<W> {
             if sent {
                 self.tcp_segment(
                     st,
-                    local,
-                    remote,
-                    f.seq_local,
-                    f.seq_remote,
+                    (local, remote),
+                    (f.seq_local, f.seq_remote),
                     TCP_PSH_ACK,
                     chunk,
                 );
@@ -248,10 +244,8 @@ impl<W: Write + Send> PacketTap for PcapWriter<W> {
             } else {
                 self.tcp_segment(
                     st,
-                    remote,
-                    local,
-                    f.seq_remote,
-                    f.seq_local,
+                    (remote, local),
+                    (f.seq_remote, f.seq_local),
                     TCP_PSH_ACK,
                     chunk,
                 );

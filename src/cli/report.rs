@@ -60,7 +60,8 @@ pub fn svg(title: &str, samples: &[Sample]) -> Result<String, String> {
         let panels = root.split_evenly((4, 1));
         let t_max = samples.iter().map(|s| s.t).fold(1.0_f64, f64::max);
         type Series<'a> = (&'a str, RGBColor, fn(&Sample) -> f64);
-        let charts: [(&str, Vec<Series>, Option<(f64, f64)>); 4] = [
+        type Chart<'a> = (&'a str, Vec<Series<'a>>, Option<(f64, f64)>);
+        let charts: [Chart; 4] = [
             (
                 "Jitter and jitter-buffer delay (ms)",
                 vec![
