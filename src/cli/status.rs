@@ -263,7 +263,9 @@ impl Live {
             self.view.elapsed = t.elapsed();
         }
         let width = crossterm::terminal::size()
+            .ok()
             .map(|(w, _)| usize::from(w))
+            .filter(|w| *w > 10)
             .unwrap_or(200);
         let line: String = render(&self.view)
             .chars()
