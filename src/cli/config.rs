@@ -154,14 +154,22 @@ pub fn parse(text: &str, name: &str) -> Result<FileConfig, Fail> {
     Ok(cfg)
 }
 
+fn uri_error(value: &str, e: &str) -> String {
+    if e.starts_with("invalid URI") {
+        e.to_string()
+    } else {
+        format!("invalid URI {value:?}: {e}")
+    }
+}
+
 fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
     let key = |k: &str, why: String| Fail(format!("{name}: {k}: {why}"));
     let a = &cfg.account;
     if let Some(r) = &a.registrar {
-        Uri::parse(r).map_err(|e| key("[account].registrar", format!("invalid URI {r:?}: {e}")))?;
+        Uri::parse(r).map_err(|e| key("[account].registrar", uri_error(r, &e.to_string())))?;
     }
     if let Some(p) = &a.proxy {
-        Uri::parse(p).map_err(|e| key("[account].proxy", format!("invalid URI {p:?}: {e}")))?;
+        Uri::parse(p).map_err(|e| key("[account].proxy", uri_error(p, &e.to_string())))?;
     }
     if a.password.is_some() && a.password_command.is_some() {
         return Err(key(
