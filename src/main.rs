@@ -28,7 +28,10 @@ fn init_logging(sip_trace: bool) {
 fn given(matches: &ArgMatches, id: &str) -> bool {
     matches
         .subcommand()
-        .and_then(|(_, m)| m.value_source(id))
+        .and_then(|(_, m)| match m.try_contains_id(id) {
+            Ok(true) => m.value_source(id),
+            _ => None,
+        })
         .is_some_and(|s| s != ValueSource::DefaultValue)
 }
 
