@@ -114,3 +114,28 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_tells_flags_from_defaults_and_missing_ids() {
+        let m = Cli::command()
+            .try_get_matches_from(["wakeline", "call", "sip:a@b", "--codecs", "pcmu"])
+            .unwrap();
+        assert!(given(&m, "codecs"));
+        let m = Cli::command()
+            .try_get_matches_from(["wakeline", "listen"])
+            .unwrap();
+        assert!(!given(&m, "codecs"));
+        assert!(!given(&m, "answer"));
+        // `register` has no --codecs: no panic, just "not given".
+        let m = Cli::command()
+            .try_get_matches_from(["wakeline", "--config", "x.toml", "register"])
+            .unwrap();
+        assert!(!given(&m, "codecs"));
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x.toml")));
+    }
+}
