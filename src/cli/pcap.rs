@@ -282,6 +282,7 @@ impl<W: Write + Send> PacketTap for PcapWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn fixed_clock() -> (u32, u32) {
         (1_700_000_000, 42)
@@ -363,5 +364,90 @@ mod tests {
         assert_eq!(records.len(), 3 + 3);
         assert_eq!(records[3][0] >> 4, 6);
         assert_eq!(records[3].len(), 40 + 20 + MSS);
+    }
+
+    /// A real call between two user agents in this process, captured through the driver's tap:
+    /// the file holds the INVITE as a TCP payload and RTP as UDP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_real_call_is_captured() {
+        use std::sync::Arc;
+        use wakeline::driver::MediaOptions;
+        use wakeline::media::audio::{AudioSink, AudioSource};
+        use wakeline::{Config, Event, UserAgent};
+        let media = |hz| MediaOptions {
+            source: AudioSource::Tone(hz),
+            sink: AudioSink::Null,
+            ..MediaOptions::default()
+        };
+        let (bob, mut bob_events) = UserAgent::builder(Config {
+            local_user: "bob".into(),
+            ..Config::default()
+        })
+        .media(media(1000.0))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+        let bob_addr = bob.local_addr().unwrap();
+        let answering = {
+            let bob = bob.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = bob_events.next().await {
+                    if let Event::Incoming { call, .. } = ev {
+                        bob.call_handle(call).answer().await.unwrap();
+                    }
+                }
+            })
+        };
+        let pcap = Arc::new(PcapWriter::new(Vec::new(), fixed_clock).unwrap());
+        let (alice, mut events) = UserAgent::builder(Config {
+            local_user: "alice".into(),
+            ..Config::default()
+        })
+        .media(media(440.0))
+        .tap(pcap.clone())
+        .start()
+        .await
+        .unwrap();
+        let call = alice
+            .call(&format!("sip:bob@{bob_addr};transport=tcp"))
+            .await
+            .unwrap();
+        let wait = async {
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Event::MediaStats { snapshot, .. } if snapshot.stats.rtp_received > 0 => {
+                        call.hangup().await.unwrap();
+                    }
+                    Event::Ended { .. } => return,
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .expect("call ended");
+        alice.shutdown().await.unwrap();
+        bob.shutdown().await.unwrap();
+        answering.abort();
+        let file = pcap.state.lock().unwrap().out.clone();
+        let records = parse(&file);
+        let tcp_payloads: Vec<&[u8]> = records
+            .iter()
+            .filter(|p| p[9] == 6)
+            .map(|p| &p[40..])
+            .collect();
+        assert!(tcp_payloads
+            .iter()
+            .any(|p| p.starts_with(b"INVITE sip:bob@127.0.0.1:")));
+        assert!(tcp_payloads
+            .iter()
+            .any(|p| p.starts_with(b"SIP/2.0 200 OK")));
+        assert!(tcp_payloads.iter().any(|p| p.starts_with(b"BYE ")));
+        let rtp = records
+            .iter()
+            .filter(|p| p[9] == 17 && p.len() > 28 + 12 && p[28] >> 6 == 2)
+            .count();
+        assert!(rtp >= 20, "only {rtp} RTP/RTCP datagrams");
     }
 }
