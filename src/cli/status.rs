@@ -155,12 +155,18 @@ pub async fn act(call: &wakeline::Call, action: KeyAction, view: &mut StatusView
         KeyAction::Answer => call.answer().await,
         KeyAction::Reject => call.reject(486).await,
         KeyAction::ToggleMute => {
-            view.muted = !view.muted;
-            call.mute(view.muted).await
+            let r = call.mute(!view.muted).await;
+            if r.is_ok() {
+                view.muted = !view.muted;
+            }
+            r
         }
         KeyAction::ToggleHold => {
-            view.held = !view.held;
-            call.hold(view.held).await
+            let r = call.hold(!view.held).await;
+            if r.is_ok() {
+                view.held = !view.held;
+            }
+            r
         }
         KeyAction::Dtmf(d) => call.send_dtmf(&d.to_string()).await,
     };
@@ -293,6 +299,7 @@ impl Live {
             return;
         }
         install_panic_hook();
+        tracing::info!("keys: h hang up, a answer, r reject, m mute, p hold/resume, 0-9*# DTMF");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = self.stop_keys.clone();
         std::thread::spawn(move || {
