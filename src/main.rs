@@ -2,7 +2,8 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use cli::args::{Cli, Cmd};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -18,20 +19,73 @@ fn init_logging(sip_trace: bool) {
     }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| cli::status::LogWriter)
         .with_target(false)
         .init();
 }
 
+/// Whether the subcommand's flag `id` was given (not a default).
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches
+        .subcommand()
+        .and_then(|(_, m)| match m.try_contains_id(id) {
+            Ok(true) => m.value_source(id),
+            _ => None,
+        })
+        .is_some_and(|s| s != ValueSource::DefaultValue)
+}
+
+/// Reads the configuration file and fills in what the flags left out.
+fn apply_config(cli: &mut Cli, matches: &ArgMatches) -> Result<(), cli::run::Fail> {
+    if matches!(cli.cmd, Cmd::Config(_) | Cmd::Demo(_)) {
+        return Ok(());
+    }
+    let file = cli::config::load(cli.config.as_deref())?;
+    let codecs_given = given(matches, "codecs");
+    match &mut cli.cmd {
+        Cmd::Listen(a) => {
+            cli::config::merge_account(&mut a.account, &file.account)?;
+            cli::config::merge_media(&mut a.media, &file, codecs_given);
+            cli::config::merge_answer(
+                &mut a.answer,
+                &mut a.answer_after,
+                &file.answer,
+                given(matches, "answer"),
+                given(matches, "answer_after"),
+            );
+        }
+        Cmd::Call(a) => {
+            cli::config::merge_account(&mut a.account, &file.account)?;
+            cli::config::merge_media(&mut a.media, &file, codecs_given);
+        }
+        Cmd::Register(a) => cli::config::merge_account(&mut a.account, &file.account)?,
+        Cmd::Demo(_) | Cmd::Config(_) => {}
+    }
+    cli::run::set_transport(file.transport);
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let sip_trace = match &cli.cmd {
         Cmd::Listen(a) => a.common.sip_trace,
         Cmd::Call(a) => a.common.sip_trace,
         Cmd::Register(a) => a.common.sip_trace,
         Cmd::Demo(a) => a.common.sip_trace,
+        Cmd::Config(_) => false,
     };
     init_logging(sip_trace);
+    if let Err(cli::run::Fail(msg)) = apply_config(&mut cli, &matches) {
+        eprintln!("{msg}");
+        return ExitCode::FAILURE;
+    }
+    if let Cmd::Config(a) = &cli.cmd {
+        return cli::run::config_cmd(a);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -49,6 +103,7 @@ fn main() -> ExitCode {
             Cmd::Call(a) => cli::run::call(a).await,
             Cmd::Register(a) => cli::run::register(a).await,
             Cmd::Demo(a) => cli::run::demo(a).await,
+            Cmd::Config(a) => Ok(cli::run::config_cmd(&a)),
         }
     });
     match result {
@@ -57,5 +112,30 @@ fn main() -> ExitCode {
             eprintln!("{msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_tells_flags_from_defaults_and_missing_ids() {
+        let m = Cli::command()
+            .try_get_matches_from(["wakeline", "call", "sip:a@b", "--codecs", "pcmu"])
+            .unwrap();
+        assert!(given(&m, "codecs"));
+        let m = Cli::command()
+            .try_get_matches_from(["wakeline", "listen"])
+            .unwrap();
+        assert!(!given(&m, "codecs"));
+        assert!(!given(&m, "answer"));
+        // `register` has no --codecs: no panic, just "not given".
+        let m = Cli::command()
+            .try_get_matches_from(["wakeline", "--config", "x.toml", "register"])
+            .unwrap();
+        assert!(!given(&m, "codecs"));
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("x.toml")));
     }
 }

@@ -9,6 +9,10 @@ use wakeline::AnswerPolicy;
 #[derive(Debug, Parser)]
 #[command(name = "wakeline", version, about, long_about = None)]
 pub struct Cli {
+    /// Read settings from this TOML file (default: config.toml in the per-OS config folder,
+    /// when it exists; see `wakeline config --path`). Flags override the file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -25,6 +29,19 @@ pub enum Cmd {
     Register(RegisterArgs),
     /// A real call between two user agents inside this process, on 127.0.0.1, no setup needed.
     Demo(DemoArgs),
+    /// The configuration file: print a commented example, or where the default file lives.
+    Config(ConfigArgs),
+}
+
+/// `wakeline config`
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print a commented example configuration file.
+    #[arg(long)]
+    pub example: bool,
+    /// Print the default configuration file's path.
+    #[arg(long)]
+    pub path: bool,
 }
 
 /// ACCOUNT: the registrar and credentials.
@@ -87,6 +104,15 @@ pub struct MediaArgs {
     /// Write a JSON quality summary when a call ends (`listen`: one JSON object per line per call).
     #[arg(long, value_name = "FILE.json")]
     pub summary: Option<PathBuf>,
+    /// Draw the call's quality over time (jitter, loss, concealment, jitter-buffer delay,
+    /// audio levels) to an SVG file, or an HTML page when FILE ends in .html. `listen` writes
+    /// one file per call: FILE-1.svg, FILE-2.svg, ...
+    #[arg(long, value_name = "FILE.svg")]
+    pub report: Option<PathBuf>,
+    /// Write the SIP (as TCP segments) and RTP/RTCP (as UDP datagrams) of this run to a pcap
+    /// file that Wireshark, tshark and sngrep open.
+    #[arg(long, value_name = "FILE.pcap")]
+    pub pcap: Option<PathBuf>,
 }
 
 /// `wakeline listen`
@@ -167,7 +193,8 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, Copy)]
 pub struct AnswerMode(pub AnswerPolicy);
 
-fn parse_answer(s: &str) -> Result<AnswerMode, String> {
+/// Parses `--answer` (auto, ring, reject:CODE).
+pub fn parse_answer(s: &str) -> Result<AnswerMode, String> {
     match s {
         "auto" => Ok(AnswerMode(AnswerPolicy::Auto)),
         "ring" => Ok(AnswerMode(AnswerPolicy::Ring(std::time::Duration::ZERO))),

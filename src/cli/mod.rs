@@ -1,7 +1,12 @@
-//! The desktop binary's pieces: arguments, event log, commands.
+//! The desktop binary's pieces: arguments, configuration file, event log, live status, reports,
+//! commands.
 
 pub mod args;
+pub mod config;
 pub mod events;
 pub mod instance;
 pub mod media;
+pub mod pcap;
+pub mod report;
 pub mod run;
+pub mod status;

@@ -1,9 +1,17 @@
 //! The commands: listen, call, register, demo.
 
-use super::args::{AccountArgs, CallArgs, DemoArgs, ListenArgs, RegisterArgs};
+use super::args::{
+    AccountArgs, CallArgs, ConfigArgs, DemoArgs, ListenArgs, MediaArgs, RegisterArgs,
+};
+use super::config::TransportSection;
 use super::events::{outcome_name, state_name, EventLog};
 use super::media;
+use super::pcap::PcapWriter;
+use super::report::{self, Sample};
+use super::status::{self, KeyAction, Live};
+use std::collections::HashMap;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wakeline::driver::MediaOptions;
 use wakeline::media::audio::{AudioSink, AudioSource};
@@ -53,9 +61,55 @@ fn account(args: &AccountArgs) -> Result<Option<Account>, Fail> {
     }))
 }
 
+static TRANSPORT: OnceLock<TransportSection> = OnceLock::new();
+
+/// The configuration file's `[transport]` section, applied to every user agent started here.
+pub fn set_transport(t: TransportSection) {
+    let _ = TRANSPORT.set(t);
+}
+
+/// `wakeline config`
+pub fn config_cmd(args: &ConfigArgs) -> ExitCode {
+    if args.path || !args.example {
+        match super::config::default_path() {
+            Some(p) => println!("{}", p.display()),
+            None => {
+                eprintln!("no configuration folder on this system (HOME unset?)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if args.example {
+        print!("{}", super::config::EXAMPLE);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--pcap`: the capture file, installed as the user agent's packet tap.
+fn pcap_writer(
+    media: &MediaArgs,
+) -> Result<Option<Arc<PcapWriter<std::io::BufWriter<std::fs::File>>>>, Fail> {
+    match &media.pcap {
+        Some(p) => PcapWriter::create(p)
+            .map(|w| Some(Arc::new(w)))
+            .map_err(|e| Fail(format!("--pcap {}: {e}", p.display()))),
+        None => Ok(None),
+    }
+}
+
+fn write_report(path: &std::path::Path, title: &str, samples: &[Sample]) {
+    match report::write(path, title, samples) {
+        Ok(()) => tracing::info!("quality report: {}", path.display()),
+        Err(e) => tracing::warn!("--report: {e}"),
+    }
+}
+
 fn config(acct: &AccountArgs) -> Result<Config, Fail> {
     let account = account(acct)?;
     let mut config = Config::default();
+    if let Some(t) = TRANSPORT.get() {
+        super::config::apply_transport(&mut config, t);
+    }
     if let Some(a) = &account {
         config.local_user = a.user.clone();
     }
@@ -123,11 +177,13 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     config.codecs = media::codecs(&args.media.codecs)?;
     let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
-    let (ua, mut events) = UserAgent::builder(config)
+    let mut builder = UserAgent::builder(config)
         .listen(args.bind)
-        .media(media_options)
-        .start()
-        .await?;
+        .media(media_options);
+    if let Some(p) = pcap_writer(&args.media)? {
+        builder = builder.tap(p);
+    }
+    let (ua, mut events) = builder.start().await?;
     let mut log = EventLog::open(args.common.events.as_deref())?;
     if has_account {
         ua.register().await?;
@@ -141,6 +197,10 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     };
     let mut ended = 0u64;
     let mut summaries = media::Summaries::new(args.media.summary.clone());
+    let mut live = Live::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut samples: HashMap<wakeline::CallHandle, Vec<Sample>> = HashMap::new();
+    let mut reports = 0u64;
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
@@ -149,6 +209,13 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                 let Some(ev) = ev else { return Err(Fail("user agent stopped".into())) };
                 log_event(&ev);
                 log.write(&ev);
+                live.on_event(&ev);
+                note_samples(&mut samples, &ev);
+                if let (Some(path), Event::Ended { call, call_id, .. }) = (&args.media.report, &ev) {
+                    reports += 1;
+                    let s = samples.remove(call).unwrap_or_default();
+                    write_report(&report::numbered(path, reports), &format!("wakeline call {call_id}"), &s);
+                }
                 match &ev {
                     Event::Incoming { call, .. } => {
                         let call = ua.call_handle(*call);
@@ -180,9 +247,19 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                     _ => summaries.note(&ev),
                 }
             }
+            _ = tick.tick(), if live.is_tty() => live.tick(),
+            k = live.key() => match (k, live.call) {
+                (KeyAction::Interrupt, _) => break,
+                (k, Some(h)) => {
+                    let call = ua.call_handle(h);
+                    status::act(&call, k, &mut live.view).await;
+                }
+                (_, None) => {}
+            },
             _ = &mut stop => break,
         }
     }
+    live.finish();
     ua.shutdown().await?;
     // Calls hung up by the shutdown end here: their reports and summaries still count.
     while let Some(ev) = events.try_next() {
@@ -191,6 +268,16 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         summaries.note(&ev);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps each call's `MediaStats` samples for `--report`.
+fn note_samples(samples: &mut HashMap<wakeline::CallHandle, Vec<Sample>>, ev: &Event) {
+    if let Event::MediaStats { call, snapshot, .. } = ev {
+        samples
+            .entry(*call)
+            .or_default()
+            .push(Sample::from_snapshot(snapshot));
+    }
 }
 
 /// Writes whatever events are already queued (the un-REGISTER result, final hang-ups).
@@ -218,6 +305,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     if let Some(bind) = args.bind {
         builder = builder.listen(bind);
     }
+    if let Some(p) = pcap_writer(&args.media)? {
+        builder = builder.tap(p);
+    }
     let (ua, mut events) = builder.start().await?;
     let mut log = EventLog::open(args.common.events.as_deref())?;
     if has_account {
@@ -232,12 +322,17 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let hangup_at = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(hangup_at);
     let mut stopped = false;
+    let mut live = Live::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut samples: HashMap<wakeline::CallHandle, Vec<Sample>> = HashMap::new();
     let result = loop {
         tokio::select! {
             ev = events.next() => {
                 let Some(ev) = ev else { break Err(Fail("user agent stopped".into())) };
                 log_event(&ev);
                 log.write(&ev);
+                live.on_event(&ev);
+                note_samples(&mut samples, &ev);
                 match ev {
                     Event::State { call: c, state: wakeline::CallState::Connected, .. } if c == call.handle() => {
                         hangup_at.as_mut().reset(tokio::time::Instant::now() + duration);
@@ -255,7 +350,11 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                     Event::MediaReport { call: c, report: r, .. } if c == call.handle() => {
                         report = Some(r);
                     }
-                    Event::Ended { call: c, status, reason, outcome, .. } if c == call.handle() => {
+                    Event::Ended { call: c, call_id, status, reason, outcome, .. } if c == call.handle() => {
+                        if let Some(path) = &args.media.report {
+                            let s = samples.remove(&c).unwrap_or_default();
+                            write_report(path, &format!("wakeline call {call_id}"), &s);
+                        }
                         if let Some(path) = &args.media.summary {
                             let v = media::summary(status, &reason, outcome_name(outcome), report.as_deref());
                             media::write_summary(path, &v, false);
@@ -277,8 +376,18 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                 stopped = true;
                 call.hangup().await?;
             }
+            _ = tick.tick(), if live.is_tty() => live.tick(),
+            k = live.key() => match k {
+                KeyAction::Interrupt if !stopped => {
+                    stopped = true;
+                    call.hangup().await?;
+                }
+                KeyAction::Interrupt => {}
+                k => status::act(&call, k, &mut live.view).await,
+            },
         }
     };
+    live.finish();
     ua.shutdown().await?;
     drain(&mut events, &mut log);
     result.map(|()| ExitCode::SUCCESS)
@@ -393,19 +502,40 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
     .start()
     .await?;
     let target = format!("sip:bob@{bob_addr};transport=tcp");
-    println!("demo: alice calls {target} (SIP over TCP on loopback; RTP over UDP)");
-    println!("demo: alice sends a 440 Hz tone, bob answers with 1000 Hz");
+    let mut live = Live::new();
+    live.say(&format!(
+        "demo: alice calls {target} (SIP over TCP on loopback; RTP over UDP)"
+    ));
+    live.say("demo: alice sends a 440 Hz tone, bob answers with 1000 Hz");
     let call = alice.call(&target).await?;
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let mut answered = false;
+    let mut samples = Vec::new();
+    let report_path = args.record.with_extension("svg");
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let outcome = loop {
-        let Some(ev) = alice_events.next().await else {
+        let ev = tokio::select! {
+            ev = alice_events.next() => ev,
+            _ = tick.tick(), if live.is_tty() => {
+                live.tick();
+                continue;
+            }
+            k = live.key() => {
+                match k {
+                    KeyAction::Interrupt => status::act(&call, KeyAction::Hangup, &mut live.view).await,
+                    k => status::act(&call, k, &mut live.view).await,
+                }
+                continue;
+            }
+        };
+        let Some(ev) = ev else {
             return Err(Fail("demo: user agent stopped".into()));
         };
         log.write(&ev);
+        live.on_event(&ev);
         match &ev {
             Event::State { state, .. } => {
-                println!("demo: call {}", state_name(*state));
+                live.say(&format!("demo: call {}", state_name(*state)));
                 if *state == wakeline::CallState::Connected && !answered {
                     answered = true;
                     let c = call.clone();
@@ -415,17 +545,18 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
                     });
                 }
             }
-            Event::Media { media, .. } => println!(
+            Event::Media { media, .. } => live.say(&format!(
                 "demo: media negotiated: {:?} (PT {}) to {}",
                 media.codec, media.payload_type, media.remote_rtp
-            ),
+            )),
+            Event::MediaStats { snapshot, .. } => samples.push(Sample::from_snapshot(snapshot)),
             Event::MediaReport { report, .. } => match (&report.stats, &report.error) {
-                (Some(s), _) => println!(
+                (Some(s), _) => live.say(&format!(
                     "demo: media: {} — sent {} / received {} RTP packets, lost {}, jitter {:.1} ms, \
                      concealed {:.0} ms, estimated MOS {:.2}",
                     s.codec, s.rtp_sent, s.rtp_received, s.lost, s.jitter_ms, s.concealed_ms, s.mos
-                ),
-                (None, Some(e)) => println!("demo: media did not run: {e}"),
+                )),
+                (None, Some(e)) => live.say(&format!("demo: media did not run: {e}")),
                 (None, None) => {}
             },
             Event::Ended {
@@ -434,11 +565,19 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
                 outcome,
                 ..
             } => {
+                live.finish();
                 println!(
                     "demo: call ended: {status} {reason} ({})",
                     outcome_name(*outcome)
                 );
                 println!("demo: what alice heard is in {}", args.record.display());
+                match report::write(&report_path, "wakeline demo: alice's side", &samples) {
+                    Ok(()) => println!(
+                        "demo: quality report (jitter, loss, concealment, levels) in {}",
+                        report_path.display()
+                    ),
+                    Err(e) => println!("demo: no quality report: {e}"),
+                }
                 break *outcome;
             }
             _ => {}

@@ -34,6 +34,12 @@ impl UserAgentBuilder {
         self
     }
 
+    /// Sees a copy of every SIP message and RTP/RTCP datagram sent and received (capture).
+    pub fn tap(mut self, tap: std::sync::Arc<dyn super::tap::PacketTap>) -> Self {
+        self.media.tap = super::tap::Tap::new(tap);
+        self
+    }
+
     /// How calls get their audio (default: the system's default input and output devices).
     pub fn media(mut self, options: MediaOptions) -> Self {
         self.media = options;

@@ -32,6 +32,8 @@ pub struct MediaOptions {
     pub audio: AudioConfig,
     /// Symmetric RTP: send to where the peer's packets come from once they arrive.
     pub symmetric: bool,
+    /// Copies of every RTP/RTCP datagram (and, via the driver, SIP message) for capture.
+    pub tap: super::tap::Tap,
 }
 
 impl Default for MediaOptions {
@@ -43,6 +45,7 @@ impl Default for MediaOptions {
             encoder: EncoderConfig::default(),
             audio: AudioConfig::default(),
             symmetric: true,
+            tap: super::tap::Tap::default(),
         }
     }
 }
@@ -254,11 +257,17 @@ async fn run(
         let deadline = pipeline.poll_timeout().map(|t| t.min(next_snapshot));
         tokio::select! {
             r = sockets.rtp.recv_from(&mut rtp_buf) => match r {
-                Ok((n, from)) => pipeline.handle_datagram(Instant::now(), from, &rtp_buf[..n]),
+                Ok((n, from)) => {
+                    options.tap.udp(false, &sockets.rtp, from, &rtp_buf[..n]);
+                    pipeline.handle_datagram(Instant::now(), from, &rtp_buf[..n])
+                }
                 Err(e) => tracing::debug!(?call, "rtp recv: {e}"),
             },
             r = sockets.rtcp.recv_from(&mut rtcp_buf) => match r {
-                Ok((n, from)) => pipeline.handle_datagram(Instant::now(), from, &rtcp_buf[..n]),
+                Ok((n, from)) => {
+                    options.tap.udp(false, &sockets.rtcp, from, &rtcp_buf[..n]);
+                    pipeline.handle_datagram(Instant::now(), from, &rtcp_buf[..n])
+                }
                 Err(e) => tracing::debug!(?call, "rtcp recv: {e}"),
             },
             _ = sleep_until(deadline) => pipeline.handle_timeout(Instant::now()),
@@ -296,6 +305,7 @@ async fn run(
             } else {
                 &sockets.rtp
             };
+            options.tap.udp(true, socket, t.destination, &t.contents);
             if let Err(e) = socket.send_to(&t.contents, t.destination).await {
                 tracing::debug!(?call, "send to {}: {e}", t.destination);
             }

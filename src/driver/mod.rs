@@ -22,7 +22,9 @@
 mod api;
 mod flow;
 mod media;
+mod tap;
 mod task;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
 pub use media::MediaOptions;
+pub use tap::{PacketTap, Tap};

@@ -206,6 +206,7 @@ impl DriverTask {
             .core
             .handle_flow_accepted(Instant::now(), local, remote);
         tracing::debug!(?flow, %remote, "accepted");
+        self.media_options.tap.flow_up(flow, local, remote);
         let handle = flow::spawn(flow, stream, true, self.flow_tx.clone());
         self.flows.insert(flow, handle);
     }
@@ -219,6 +220,7 @@ impl DriverTask {
                 local,
                 remote,
             } => {
+                self.media_options.tap.flow_up(flow, local, remote);
                 let handle = flow::spawn(flow, stream, false, self.flow_tx.clone());
                 self.flows.insert(flow, handle);
                 self.core.handle_flow_up(now, flow, local, remote);
@@ -227,6 +229,7 @@ impl DriverTask {
                 if self.flows.contains_key(&flow) {
                     tracing::trace!(target: "wakeline::sip", ?flow, "recv {} bytes", bytes.len());
                     trace_sip("recv", flow, &bytes);
+                    self.media_options.tap.sip(false, flow, &bytes);
                     self.core.handle_received(now, flow, &bytes);
                 }
             }
@@ -428,6 +431,7 @@ impl DriverTask {
                 Output::Transmit { flow, bytes } => match self.flows.get(&flow) {
                     Some(f) => {
                         trace_sip("send", flow, &bytes);
+                        self.media_options.tap.sip(true, flow, &bytes);
                         if f.tx.send(bytes).is_err() {
                             tracing::debug!(?flow, "transmit on a closing flow");
                         }

@@ -1,0 +1,422 @@
+//! The TOML configuration file (`--config FILE`, or `config.toml` in the per-OS config folder).
+//! Command-line flags override what the file says.
+
+use super::args::{AccountArgs, AnswerMode, MediaArgs};
+use super::run::Fail;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wakeline::signaling::message::Uri;
+
+/// The whole file. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[account]`
+    #[serde(default)]
+    pub account: AccountSection,
+    /// `[transport]`
+    #[serde(default)]
+    pub transport: TransportSection,
+    /// `[audio]`
+    #[serde(default)]
+    pub audio: AudioSection,
+    /// `[codecs]`
+    #[serde(default)]
+    pub codecs: CodecsSection,
+    /// `[answer]`
+    #[serde(default)]
+    pub answer: AnswerSection,
+}
+
+/// `[account]`: the registrar and credentials.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    /// Registrar URI.
+    pub registrar: Option<String>,
+    /// User name.
+    pub user: Option<String>,
+    /// Domain of the address of record.
+    pub domain: Option<String>,
+    /// Digest password (prefer `password_command`).
+    pub password: Option<String>,
+    /// A shell command whose first line of output is the password.
+    pub password_command: Option<String>,
+    /// Outbound proxy URI.
+    pub proxy: Option<String>,
+}
+
+/// `[transport]`: keep-alive on the control flow.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    /// Seconds between CRLF keep-alive pings (0 = off).
+    pub keepalive_interval_s: Option<f64>,
+    /// Seconds to wait for the pong before the flow counts as lost.
+    pub pong_timeout_s: Option<f64>,
+}
+
+/// `[audio]`: devices.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSection {
+    /// As `--mic`.
+    pub mic: Option<String>,
+    /// As `--speaker`.
+    pub speaker: Option<String>,
+}
+
+/// `[codecs]`: preference order.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CodecsSection {
+    /// e.g. `["opus", "pcmu"]`.
+    pub order: Option<Vec<String>>,
+}
+
+/// `[answer]`: what `listen` does with incoming calls.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerSection {
+    /// auto, ring or reject:CODE (as `--answer`).
+    pub policy: Option<String>,
+    /// As `--answer-after`.
+    pub after_s: Option<f64>,
+}
+
+/// What `wakeline config --example` prints.
+pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags override these values.
+# Default location: see `wakeline config --path`; or pass --config FILE.
+
+[account]
+# registrar = "sip:sip.example.org:5060;transport=tcp"
+# user = "alice"
+# domain = "example.org"           # default: the registrar's host
+# password = "secret"              # or, better, a command that prints it:
+# password_command = "pass show sip/alice"
+# proxy = "sip:proxy.example.org;transport=tcp"
+
+[transport]
+# keepalive_interval_s = 30        # CRLF ping on the control flow (0 = off)
+# pong_timeout_s = 10
+
+[audio]
+# mic = "default"                  # default | DEVICE | FILE.wav | tone:HZ | silence
+# speaker = "default"              # default | DEVICE | FILE.wav | null
+
+[codecs]
+# order = ["opus", "pcmu", "pcma"]
+
+[answer]
+# policy = "auto"                  # auto | ring | reject:CODE   (wakeline listen)
+# after_s = 2.0                    # with policy = "ring"
+"#;
+
+/// The default file: `<config dir>/config.toml` (e.g. `~/.config/wakeline/config.toml`).
+pub fn default_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("org", "wakeline", "wakeline")
+        .map(|d| d.config_dir().join("config.toml"))
+}
+
+/// Loads `explicit` (must exist) or the default file (absent is fine: an empty config).
+pub fn load(explicit: Option<&Path>) -> Result<FileConfig, Fail> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match default_path() {
+            Some(p) if p.is_file() => p,
+            _ => return Ok(FileConfig::default()),
+        },
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+    parse(&text, &display_name(&path))
+}
+
+fn display_name(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Parses and checks the file's text; `name` prefixes every error.
+pub fn parse(text: &str, name: &str) -> Result<FileConfig, Fail> {
+    let cfg: FileConfig = toml::from_str(text).map_err(|e| {
+        let msg = e.message().to_string();
+        let place = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        Fail(format!("{name}: {msg}{place}"))
+    })?;
+    check(&cfg, name)?;
+    Ok(cfg)
+}
+
+fn uri_error(value: &str, e: &str) -> String {
+    if e.starts_with("invalid URI") {
+        e.to_string()
+    } else {
+        format!("invalid URI {value:?}: {e}")
+    }
+}
+
+fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
+    let key = |k: &str, why: String| Fail(format!("{name}: {k}: {why}"));
+    let a = &cfg.account;
+    if let Some(r) = &a.registrar {
+        Uri::parse(r).map_err(|e| key("[account].registrar", uri_error(r, &e.to_string())))?;
+    }
+    if let Some(p) = &a.proxy {
+        Uri::parse(p).map_err(|e| key("[account].proxy", uri_error(p, &e.to_string())))?;
+    }
+    if a.password.is_some() && a.password_command.is_some() {
+        return Err(key(
+            "[account].password_command",
+            "give either password or password_command, not both".into(),
+        ));
+    }
+    for (k, v) in [
+        (
+            "[transport].keepalive_interval_s",
+            cfg.transport.keepalive_interval_s,
+        ),
+        ("[transport].pong_timeout_s", cfg.transport.pong_timeout_s),
+        ("[answer].after_s", cfg.answer.after_s),
+    ] {
+        if let Some(v) = v {
+            if !v.is_finite() || v < 0.0 {
+                return Err(key(k, format!("must be a number of seconds >= 0, got {v}")));
+            }
+        }
+    }
+    if let Some(order) = &cfg.codecs.order {
+        super::media::codecs(&order.join(",")).map_err(|e| {
+            key(
+                "[codecs].order",
+                e.0.trim_start_matches("--codecs: ").into(),
+            )
+        })?;
+    }
+    if let Some(p) = &cfg.answer.policy {
+        super::args::parse_answer(p).map_err(|e| key("[answer].policy", e))?;
+    }
+    for (k, v) in [
+        ("[audio].mic", &cfg.audio.mic),
+        ("[audio].speaker", &cfg.audio.speaker),
+    ] {
+        if let Some(v) = v {
+            let ok = if k.ends_with("mic") {
+                v.parse::<wakeline::media::audio::AudioSource>()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else {
+                v.parse::<wakeline::media::audio::AudioSink>()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            ok.map_err(|e| key(k, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `password_command` with `sh -c` and returns the first line of its output.
+pub fn run_password_command(cmd: &str) -> Result<String, Fail> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Fail(format!("[account].password_command: {e}")))?;
+    if !out.status.success() {
+        return Err(Fail(format!(
+            "[account].password_command: exited with {}",
+            out.status
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or("").trim_end().to_string())
+}
+
+/// Fills the account flags the user left out from `[account]`.
+pub fn merge_account(args: &mut AccountArgs, file: &AccountSection) -> Result<(), Fail> {
+    fn fill(slot: &mut Option<String>, v: &Option<String>) {
+        if slot.is_none() {
+            slot.clone_from(v);
+        }
+    }
+    fill(&mut args.registrar, &file.registrar);
+    fill(&mut args.user, &file.user);
+    fill(&mut args.domain, &file.domain);
+    fill(&mut args.proxy, &file.proxy);
+    fill(&mut args.password, &file.password);
+    if args.password.is_none() {
+        if let Some(cmd) = &file.password_command {
+            args.password = Some(run_password_command(cmd)?);
+        }
+    }
+    Ok(())
+}
+
+/// Fills `--mic`/`--speaker` from `[audio]`, and `--codecs` from `[codecs]` unless the flag was
+/// given (`codecs_from_flag`).
+pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bool) {
+    if args.mic.is_none() {
+        args.mic.clone_from(&file.audio.mic);
+    }
+    if args.speaker.is_none() {
+        args.speaker.clone_from(&file.audio.speaker);
+    }
+    if !codecs_from_flag {
+        if let Some(order) = &file.codecs.order {
+            args.codecs = order.join(",");
+        }
+    }
+}
+
+/// `[answer]` values where the flags were not given.
+pub fn merge_answer(
+    answer: &mut AnswerMode,
+    after: &mut f64,
+    file: &AnswerSection,
+    answer_from_flag: bool,
+    after_from_flag: bool,
+) {
+    if !answer_from_flag {
+        if let Some(p) = file
+            .policy
+            .as_deref()
+            .and_then(|p| super::args::parse_answer(p).ok())
+        {
+            *answer = p;
+        }
+    }
+    if !after_from_flag {
+        if let Some(a) = file.after_s {
+            *after = a;
+        }
+    }
+}
+
+/// Applies `[transport]` to the library configuration.
+pub fn apply_transport(config: &mut wakeline::Config, t: &TransportSection) {
+    if let Some(k) = t.keepalive_interval_s {
+        config.keepalive_interval = (k > 0.0).then(|| Duration::from_secs_f64(k));
+    }
+    if let Some(p) = t.pong_timeout_s {
+        config.pong_timeout = Duration::from_secs_f64(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_and_is_all_comments() {
+        let cfg = parse(EXAMPLE, "example").unwrap();
+        assert_eq!(cfg, FileConfig::default());
+        // Uncommented, the example is still valid.
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .replace("password = \"secret\"", "");
+        let cfg = parse(&uncommented, "example").unwrap();
+        assert_eq!(cfg.account.user.as_deref(), Some("alice"));
+        assert_eq!(cfg.transport.keepalive_interval_s, Some(30.0));
+        assert_eq!(cfg.codecs.order.as_ref().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn bad_registrar_names_the_key() {
+        let e = parse("[account]\nregistrar = \"not a uri\"\n", "config.toml").unwrap_err();
+        assert!(
+            e.0.starts_with("config.toml: [account].registrar: invalid URI"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = parse("[account]\nregistar = \"sip:x\"\n", "config.toml").unwrap_err();
+        assert!(e.0.contains("registar"), "{}", e.0);
+        assert!(e.0.contains("line 2"), "{}", e.0);
+        let e = parse("[acount]\n", "c.toml").unwrap_err();
+        assert!(e.0.contains("acount"), "{}", e.0);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = parse("[codecs]\norder = [\"g729\"]\n", "c").unwrap_err();
+        assert!(e.0.starts_with("c: [codecs].order:"), "{}", e.0);
+        let e = parse("[answer]\npolicy = \"sometimes\"\n", "c").unwrap_err();
+        assert!(e.0.starts_with("c: [answer].policy:"), "{}", e.0);
+        let e = parse("[transport]\npong_timeout_s = -1\n", "c").unwrap_err();
+        assert!(e.0.starts_with("c: [transport].pong_timeout_s:"), "{}", e.0);
+        let e = parse("[transport]\npong_timeout_s = \"ten\"\n", "c").unwrap_err();
+        assert!(
+            e.0.contains("pong_timeout_s") || e.0.contains("line 2"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cfg = parse(
+            "[account]\nregistrar = \"sip:reg.example.org\"\nuser = \"alice\"\npassword_command = \"printf 'pw1\\\\nignored'\"\n[codecs]\norder = [\"pcmu\"]\n[audio]\nmic = \"silence\"\n",
+            "c",
+        )
+        .unwrap();
+        let mut acct = AccountArgs {
+            registrar: None,
+            user: Some("bob".into()),
+            domain: None,
+            password: None,
+            proxy: None,
+        };
+        merge_account(&mut acct, &cfg.account).unwrap();
+        assert_eq!(acct.user.as_deref(), Some("bob"));
+        assert_eq!(acct.registrar.as_deref(), Some("sip:reg.example.org"));
+        assert_eq!(acct.password.as_deref(), Some("pw1"));
+        let mut media = MediaArgs {
+            mic: None,
+            speaker: Some("null".into()),
+            record: None,
+            codecs: "opus,pcmu,pcma".into(),
+            list_devices: false,
+            summary: None,
+            report: None,
+            pcap: None,
+        };
+        merge_media(&mut media, &cfg, true);
+        assert_eq!(media.codecs, "opus,pcmu,pcma");
+        merge_media(&mut media, &cfg, false);
+        assert_eq!(media.codecs, "pcmu");
+        assert_eq!(media.mic.as_deref(), Some("silence"));
+        assert_eq!(media.speaker.as_deref(), Some("null"));
+    }
+
+    #[test]
+    fn transport_applies() {
+        let mut c = wakeline::Config::default();
+        apply_transport(
+            &mut c,
+            &TransportSection {
+                keepalive_interval_s: Some(0.0),
+                pong_timeout_s: Some(3.0),
+            },
+        );
+        assert_eq!(c.keepalive_interval, None);
+        assert_eq!(c.pong_timeout, Duration::from_secs(3));
+    }
+}
