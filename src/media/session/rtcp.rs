@@ -116,13 +116,18 @@ pub(crate) fn compound(
             }],
         }],
     }));
-    if bye {
-        pkts.push(Box::new(Goodbye {
-            sources: vec![ssrc],
-            reason: Bytes::new(),
-        }));
+    let compound = ::rtcp::packet::marshal(&pkts)?;
+    if !bye {
+        return Ok(compound);
     }
-    ::rtcp::packet::marshal(&pkts)
+    // RFC 3550 §6.6: a BYE with no reason is exactly the header and the SSRC. The rtcp crate
+    // always writes a reason-length octet and pads, which analysers flag as malformed, so the
+    // BYE is written here.
+    let mut out = Vec::with_capacity(compound.len() + 8);
+    out.extend_from_slice(&compound);
+    out.extend_from_slice(&[0x81, 203, 0, 1]);
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    Ok(Bytes::from(out))
 }
 
 /// What a received compound packet told us.
@@ -207,6 +212,11 @@ mod tests {
         assert_eq!(inc.about_us.map(|r| r.total_lost), Some(9));
         assert!(inc.bye);
         assert!(parse(&b, 43).unwrap().about_us.is_none());
+        // RFC 3550 §6.6: a reason-less BYE is the header and the SSRC, no length octet, no padding.
+        assert_eq!(&b[b.len() - 8..], &[0x81, 203, 0, 1, 0, 0, 0, 7]);
+        let without = compound(7, None, vec![], "me@host", false).unwrap();
+        let with_bye = compound(7, None, vec![], "me@host", true).unwrap();
+        assert_eq!(with_bye.len(), without.len() + 8);
     }
 
     #[test]
