@@ -179,9 +179,10 @@ pub struct DemoArgs {
     /// How long the demo call lasts once answered.
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     pub duration: f64,
-    /// Where the caller hears the callee: null (default) or default|DEVICE|FILE.wav.
-    #[arg(long, value_name = "SINK", default_value = "null")]
-    pub speaker: String,
+    /// Where the caller hears the callee: default|DEVICE|FILE.wav|null. Without the flag: the
+    /// default output device, or null (said in one line) when there is no sound card.
+    #[arg(long, value_name = "SINK")]
+    pub speaker: Option<String>,
     /// The WAV file that receives what the caller heard (48 kHz mono).
     #[arg(long, value_name = "FILE.wav", default_value = "wakeline-demo.wav")]
     pub record: PathBuf,

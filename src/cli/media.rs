@@ -107,6 +107,35 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
     })
 }
 
+/// Opens `sink` once and closes it: `Err` with the reason when it cannot play (no sound card).
+pub fn probe_sink(sink: &AudioSink) -> Result<(), audio::AudioError> {
+    audio::start(&AudioSource::Silence, sink, &AudioConfig::default()).map(drop)
+}
+
+/// Writes the demo's sound: a three-note chime (C5, E5, G5, 250 ms each, then 250 ms of
+/// silence), 48 kHz mono 16-bit; the WAV source loops it.
+pub fn write_chime(path: &Path) -> Result<std::path::PathBuf, hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)?;
+    let note = 12_000usize;
+    for hz in [523.25f64, 659.25, 783.99, 0.0] {
+        for i in 0..note {
+            let t = i as f64 / 48_000.0;
+            // A short fade at both ends of each note avoids clicks.
+            let edge = (i.min(note - i) as f64 / 480.0).min(1.0);
+            let v = 0.4 * edge * (2.0 * std::f64::consts::PI * hz * t).sin();
+            w.write_sample((v * 32767.0) as i16)?;
+        }
+    }
+    w.finalize()?;
+    Ok(path.to_path_buf())
+}
+
 /// The summary of one call: its end and its media report.
 pub fn summary(status: u16, reason: &str, outcome: &str, report: Option<&MediaReport>) -> Value {
     let mut v = match report {

@@ -457,10 +457,25 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
 /// `wakeline demo`: two user agents in this process, a real call over TCP on 127.0.0.1.
 pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
     let mut log = EventLog::open(args.common.events.as_deref())?;
-    let speaker: AudioSink = args
-        .speaker
-        .parse()
-        .map_err(|e| Fail(format!("--speaker: {e}")))?;
+    let speaker = match &args.speaker {
+        Some(s) => {
+            let sink: AudioSink = s.parse().map_err(|e| Fail(format!("--speaker: {e}")))?;
+            media::probe_sink(&sink).map_err(|e| Fail(format!("--speaker {s}: {e}")))?;
+            sink
+        }
+        None => match media::probe_sink(&AudioSink::Default) {
+            Ok(()) => AudioSink::Default,
+            Err(_) => {
+                println!(
+                    "demo: no sound card here: alice's audio goes to {} only",
+                    args.record.display()
+                );
+                AudioSink::Null
+            }
+        },
+    };
+    let chime = media::write_chime(&std::env::temp_dir().join("wakeline-demo-chime.wav"))
+        .map_err(|e| Fail(format!("demo: cannot write the chime: {e}")))?;
     let tone = |hz| MediaOptions {
         source: AudioSource::Tone(hz),
         sink: AudioSink::Null,
@@ -470,7 +485,10 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         local_user: "bob".into(),
         ..Config::default()
     })
-    .media(tone(1000.0))
+    .media(MediaOptions {
+        source: AudioSource::Wav(chime),
+        ..tone(1000.0)
+    })
     .listen("127.0.0.1:0".parse().map_err(|e| Fail(format!("{e}")))?)
     .start()
     .await?;
@@ -506,7 +524,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
     live.say(&format!(
         "demo: alice calls {target} (SIP over TCP on loopback; RTP over UDP)"
     ));
-    live.say("demo: alice sends a 440 Hz tone, bob answers with 1000 Hz");
+    live.say("demo: alice sends a 440 Hz tone, bob answers with a three-note chime (C5 E5 G5)");
     let call = alice.call(&target).await?;
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let mut answered = false;
