@@ -22,10 +22,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Accept calls: direct SIP over TCP on --bind, and (with an account) on the registered flow.
+    #[command(after_help = LISTEN_HELP)]
     Listen(ListenArgs),
     /// Place one call; exit 0 when it was answered and then ended normally.
+    #[command(after_help = CALL_HELP)]
     Call(CallArgs),
     /// Register, stay registered for --for seconds (or until Ctrl-C), un-register, exit.
+    #[command(after_help = REGISTER_HELP)]
     Register(RegisterArgs),
     /// A real call between two user agents inside this process, on 127.0.0.1, no setup needed.
     Demo(DemoArgs),
@@ -43,6 +46,32 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub path: bool,
 }
+
+const EVENTS_HELP: &str = "\
+--events FILE: one JSON object per line, each with `ts` (RFC 3339, ms) and `event`:
+  incoming {call_id, from, to, pushed}   state {call_id, state: calling|proceeding|ringing|
+  connected|held|resumed|terminating}   media {call_id, codec, payload_type, remote_rtp}
+  media_stats {call_id, elapsed_s, codec, rtp_sent, rtp_received, lost, jitter_ms, rtt_ms,
+  input_level, output_level, ...} (about 1/s)   dtmf {call_id, digit}
+  media_report {call_id, ... as --summary}   ended {call_id, status, reason, outcome:
+  answered|rejected|busy|missed|failed}   registered {expires}   registration_failed {status,
+  reason}   unregistered   flow_up {flow, remote}   flow_down {flow}
+Every INVITE received produces exactly one `ended` event.
+SIGINT/SIGTERM: hang up, un-register, exit. Logs: stderr, filtered by RUST_LOG.";
+
+const CALL_HELP: &str = concat!(
+    "Exit status: 0 when the call was answered and then ended normally (our BYE after \
+     --duration, or the far end's BYE); 1 otherwise, with one line on stderr, e.g. \
+     `call failed: 486 Busy Here`.\n\n",
+    "\
+--events FILE: one JSON object per line, each with `ts` (RFC 3339, ms) and `event` \
+(see `wakeline listen --help` for the list)."
+);
+
+const LISTEN_HELP: &str = EVENTS_HELP;
+
+const REGISTER_HELP: &str = "Exit status: 0 after a successful registration and un-registration; \
+1 with `registration failed: STATUS REASON` on stderr otherwise.";
 
 /// ACCOUNT: the registrar and credentials.
 #[derive(Debug, Args, Clone)]

@@ -46,8 +46,14 @@ fn now_rfc3339_ms() -> String {
 pub fn to_json(ev: &Event) -> Value {
     let mut v = match ev {
         Event::Incoming {
-            call_id, from, to, ..
-        } => json!({"event": "incoming", "call_id": call_id, "from": from, "to": to}),
+            call_id,
+            from,
+            to,
+            pushed,
+            ..
+        } => {
+            json!({"event": "incoming", "call_id": call_id, "from": from, "to": to, "pushed": pushed})
+        }
         Event::State { call_id, state, .. } => {
             json!({"event": "state", "call_id": call_id, "state": state_name(*state)})
         }
