@@ -210,7 +210,8 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
             cname: format!("latency{seed}@127.0.0.1"),
             seed,
         };
-        let p = MediaPipeline::new(cfg, cap_rx, play_tx, start, SystemTime::now()).unwrap();
+        let mut p = MediaPipeline::new(cfg, cap_rx, play_tx, start, SystemTime::now()).unwrap();
+        p.set_device_period(PERIOD);
         (p, cap_tx, play_rx)
     };
     let (pa, mut mic, _a_speaker) = make(addr_a, addr_b, rng.random());
