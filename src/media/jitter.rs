@@ -629,6 +629,51 @@ mod tests {
     }
 
     #[test]
+    fn playout_starts_within_half_a_frame_of_the_floor() {
+        let t0 = Instant::now();
+        // Pops 5 ms after each arrival: 5 ms is too short, the next pop (25 ms) plays.
+        let mut b = jb();
+        b.push(t0, 0, 0, 7, &[1]);
+        b.push(t0 + Duration::from_millis(20), 1, 960, 7, &[2]);
+        assert_eq!(b.pop(t0 + Duration::from_millis(5)), Playout::Buffering);
+        assert_eq!(b.pop(t0 + Duration::from_millis(25)), Playout::Frame(&[1]));
+        assert!((b.stats().delay_ms - 25.0).abs() < 0.01, "{:?}", b.stats());
+        // Pops 15 ms after each arrival: the first one already plays, 15 ms < 20 + 20.
+        let mut b = jb();
+        b.push(t0, 0, 0, 7, &[1]);
+        assert_eq!(b.pop(t0 + Duration::from_millis(15)), Playout::Frame(&[1]));
+        assert!((b.stats().delay_ms - 15.0).abs() < 0.01, "{:?}", b.stats());
+    }
+
+    #[test]
+    fn raised_floor_grows_the_delay() {
+        let mut b = jb();
+        let t0 = Instant::now();
+        let (outs, _) = sim(&mut b, t0, stream(20), 10);
+        assert_eq!(b.stats().concealed, 0);
+        let before = b.stats().delay_ms;
+        assert!(before < 35.0, "{before}");
+        b.set_min_delay(60);
+        assert_eq!(b.stats().target_ms, 60.0);
+        let mut more = outs;
+        for k in 10..20u64 {
+            let now = t0 + Duration::from_millis(20 * k + 10);
+            more.push(own(b.pop(now)));
+        }
+        let s = b.stats();
+        assert!(s.concealed >= 1, "{s:?}");
+        assert!(s.delay_ms >= 50.0, "{s:?}");
+        // Nothing lost: growing only delays the frames.
+        assert_eq!(
+            frames(&more),
+            (1..=frames(&more).len() as u8).collect::<Vec<u8>>()
+        );
+        // Clamped to the largest delay.
+        b.set_min_delay(10_000);
+        assert_eq!(b.config().min_delay, b.config().max_delay);
+    }
+
+    #[test]
     fn reorder_within_delay_is_put_back_in_order() {
         let mut b = jb();
         let t0 = Instant::now();

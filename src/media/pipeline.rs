@@ -1386,6 +1386,134 @@ mod tests {
         assert!(a.p.poll_timeout().unwrap() <= t0 + Duration::from_millis(40));
     }
 
+    /// RTP (not RTCP) datagrams among `v`.
+    fn rtp_of(v: Vec<Transmit>) -> Vec<Transmit> {
+        v.into_iter()
+            .filter(|t| !(64..=95).contains(&(t.contents[1] & 0x7f)))
+            .collect()
+    }
+
+    fn rtp_ts(t: &Transmit) -> u32 {
+        u32::from_be_bytes([t.contents[4], t.contents[5], t.contents[6], t.contents[7]])
+    }
+
+    #[test]
+    fn a_frame_goes_out_as_soon_as_it_is_captured() {
+        let t0 = Instant::now();
+        let (mut a, _b) = pair(Codec::Pcmu, t0);
+        a.p.handle_timeout(t0);
+        assert!(rtp_of(a.drain()).is_empty());
+        // Half a frame is not enough; the other half, 10 ms later, goes out at the next poll.
+        a.device(480);
+        let t = t0 + Duration::from_millis(10);
+        a.p.handle_timeout(t);
+        assert!(rtp_of(a.drain()).is_empty());
+        assert!(a.p.poll_timeout().unwrap() <= t + POLL_INTERVAL);
+        a.device(480);
+        let t = t0 + Duration::from_millis(20);
+        a.p.handle_timeout(t);
+        let first = rtp_of(a.drain());
+        assert_eq!(first.len(), 1);
+        // The next frame, completed 7 ms into a period, goes out at once with the next
+        // timestamp (160 ticks at 8 kHz), whatever the phase.
+        a.device(960);
+        a.p.handle_timeout(t0 + Duration::from_millis(47));
+        let second = rtp_of(a.drain());
+        assert_eq!(second.len(), 1);
+        assert_eq!(rtp_ts(&second[0]).wrapping_sub(rtp_ts(&first[0])), 160);
+        assert_eq!(a.p.stats().capture_underruns, 0);
+        // A device that stops: after the grace, slots are skipped on our clock, each advancing
+        // the timestamp by one frame; the next packet carries the marker bit.
+        let mut t = t0 + Duration::from_millis(47);
+        for _ in 0..5 {
+            t += a.p.period();
+            a.p.handle_timeout(t);
+        }
+        assert!(rtp_of(a.drain()).is_empty());
+        let skipped = a.p.stats().capture_underruns;
+        assert!((3..=4).contains(&skipped), "{skipped}");
+        a.device(960);
+        a.p.handle_timeout(t + Duration::from_millis(1));
+        let third = rtp_of(a.drain());
+        assert_eq!(third.len(), 1);
+        assert_ne!(third[0].contents[1] & 0x80, 0, "marker");
+        assert_eq!(
+            rtp_ts(&third[0]).wrapping_sub(rtp_ts(&second[0])),
+            160 * (skipped as u32 + 1)
+        );
+    }
+
+    #[test]
+    fn playout_follows_the_device_period() {
+        let t0 = Instant::now();
+        let (mut a, _b) = pair(Codec::Pcmu, t0);
+        a.p.set_device_period(Duration::from_millis(10));
+        let level = |e: &End| e.p.playback_level();
+        a.p.handle_timeout(t0);
+        // The empty ring gets one frame; more polls without the device taking any add nothing.
+        assert_eq!(level(&a), 960);
+        a.p.handle_timeout(t0 + Duration::from_millis(2));
+        assert_eq!(level(&a), 960);
+        // The device takes one 10 ms period: one period is left, still enough.
+        let mut buf = [0i16; 480];
+        let take = |e: &mut End, buf: &mut [i16]| {
+            let (got, _) = e.play.pop_partial_slice(buf);
+            assert_eq!(got.len(), buf.len());
+        };
+        take(&mut a, &mut buf);
+        a.p.handle_timeout(t0 + Duration::from_millis(10));
+        assert_eq!(level(&a), 480);
+        // It takes the next: the ring is empty, a frame goes in at the next poll.
+        take(&mut a, &mut buf);
+        a.p.handle_timeout(t0 + Duration::from_millis(20));
+        assert_eq!(level(&a), 960);
+        // A device that stops taking audio: the ring does not fill up (the jitter buffer keeps
+        // draining on our clock instead), and nothing overflows.
+        let mut t = t0 + Duration::from_millis(20);
+        for _ in 0..200 {
+            t += Duration::from_millis(5);
+            a.p.handle_timeout(t);
+        }
+        assert_eq!(level(&a), 960);
+        assert_eq!(a.p.stats().playback_overflow, 0);
+        // A longer device period keeps more in the ring.
+        a.p.set_device_period(Duration::from_millis(40));
+        a.p.handle_timeout(t + Duration::from_millis(1));
+        assert_eq!(level(&a), 1920);
+    }
+
+    #[test]
+    fn opus_fec_floor_rises_only_with_loss() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        // Opus spends FEC bits on speech, not on a steady tone.
+        a.speech = Some(crate::media::codec::test_util::speech_like(48_000 * 4));
+        let (mut ab, mut ba) = (Link::new(1, 0.0, 0.0), Link::new(2, 0.0, 0.0));
+        let t = run(&mut a, &mut b, t0, 2000, &mut ab, &mut ba);
+        // Clean: one frame of delay, as for any codec.
+        assert_eq!(b.p.jitter.config().min_delay, 20);
+        let s = b.p.stats();
+        assert!(s.jitter_buffer_ms <= 30.0, "{s:?}");
+        // Loss: the floor rises to two frames so the next packet's FEC is at hand.
+        let mut lossy = Link::new(3, 0.1, 0.0);
+        run(&mut a, &mut b, t, 2000, &mut lossy, &mut ba);
+        assert_eq!(b.p.jitter.config().min_delay, 40);
+        let s = b.p.stats();
+        assert!(s.jitter_buffer_ms >= 30.0, "{s:?}");
+        assert!(s.fec_recovered > 0, "{s:?}");
+        // PCMU never raises it.
+        let (mut a, mut b) = pair(Codec::Pcmu, t0);
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            2000,
+            &mut Link::new(3, 0.1, 0.0),
+            &mut ba,
+        );
+        assert_eq!(b.p.jitter.config().min_delay, 20);
+    }
+
     #[test]
     fn a_short_stall_is_caught_up_and_a_long_one_resyncs() {
         let t0 = Instant::now();
