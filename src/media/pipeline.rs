@@ -14,8 +14,9 @@
 //!
 //! **Send-side timing.** A frame goes out as soon as it is complete in the capture ring (the
 //! capture device is the send clock), so it never waits for a timer. Every frame slot advances
-//! the RTP timestamp by exactly one frame, whether a packet goes out or not. When no frame has
-//! come for [`UNDERRUN_FRAMES`] frame periods after the last one (device stalled), one slot per
+//! the RTP timestamp by exactly one frame, whether a packet goes out or not. A frame that comes
+//! late in one piece (a descheduled device thread) keeps its timestamp. When no frame has come
+//! for [`UNDERRUN_FRAMES`] frame periods after the last one (device stalled), one slot per
 //! period is skipped on our clock (the timestamp keeps pace, the far end sees a gap and
 //! conceals) and the next packet carries the marker bit. When the ring has accumulated more than
 //! [`MAX_CAPTURE_BACKLOG`] frames (device clock faster than ours), the oldest frames are
@@ -74,7 +75,7 @@ const POOL: usize = 8;
 /// How often [`MediaPipeline::poll_timeout`] asks to look at the rings.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// Frame periods without a captured frame after which the send side skips slots on its clock.
-pub const UNDERRUN_FRAMES: u32 = 2;
+pub const UNDERRUN_FRAMES: u32 = 3;
 /// Device periods (at least frame periods) without playout need after which the playback device
 /// counts as stalled and the jitter buffer drains on our clock.
 pub const STALL_PERIODS: u32 = 4;
@@ -234,7 +235,9 @@ pub struct MediaPipeline {
     send_due: Instant,
     /// Playout drains on our clock from here on when the device needs nothing.
     play_due: Instant,
-    /// Playback ring level (samples) below which the device needs another frame.
+    /// The playback device's period, and the same in samples: the ring level below which the
+    /// device needs another frame.
+    device_period: Duration,
     low_water: usize,
     /// Opus FEC: the jitter-buffer floor to raise to once loss is seen (`None`: no FEC, or
     /// already raised).
@@ -277,7 +280,7 @@ struct CodecSet {
 fn codec_set(n: &Negotiated, enc: &EncoderConfig) -> Result<CodecSet, MediaError> {
     let encoder = make_encoder(n, enc)?;
     let decoder = make_decoder(n)?;
-    // Ticks follow the sender's frame length; the jitter buffer plays one frame per tick.
+    // Frames follow the sender's frame length; the jitter buffer plays one frame per pop.
     let frame_ms = (encoder.frame_samples48() / SAMPLES_PER_MS) as u32;
     let jc = JitterConfig::for_clock(decoder.rtp_clock(), frame_ms);
     // In-band FEC needs the packet after a loss to be here when the lost one is due: two
@@ -361,6 +364,7 @@ impl MediaPipeline {
             next_poll: now,
             send_due: now + set.period * (UNDERRUN_FRAMES + 1),
             play_due: now + set.period * STALL_PERIODS,
+            device_period: DEFAULT_DEVICE_PERIOD,
             low_water: samples48(DEFAULT_DEVICE_PERIOD),
             fec_min_delay: set.fec_min_delay,
             marker: true,
@@ -390,6 +394,7 @@ impl MediaPipeline {
     /// playback ring at once; default [`DEFAULT_DEVICE_PERIOD`]). Playout keeps at least this
     /// much in the ring and no more than needed: a frame is pushed whenever less remains.
     pub fn set_device_period(&mut self, period: Duration) {
+        self.device_period = period;
         self.low_water = samples48(period).max(1);
     }
 
@@ -505,8 +510,7 @@ impl MediaPipeline {
         while self.playback_level() < self.low_water && played <= MAX_CATCH_UP {
             self.receive_path(now, true);
             played += 1;
-            let device = Duration::from_secs_f64(self.low_water as f64 / 48_000.0);
-            self.play_due = now + self.period.max(device) * STALL_PERIODS;
+            self.play_due = now + self.period.max(self.device_period) * STALL_PERIODS;
         }
         let mut drained = 0;
         while now >= self.play_due && drained <= MAX_CATCH_UP {
