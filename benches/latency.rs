@@ -20,10 +20,12 @@
 //!
 //! The composition printed per run (ms): `A_hold` = T0 → the RTP packet carrying the burst
 //! leaves A's socket (found by decoding A's packets in order), of which `fill` is the wait for
-//! the rest of the 20 ms frame and the remainder A's tick phase and encode; `net` = → B's socket
+//! the rest of the 20 ms frame and the remainder A's poll latency (the pipeline looks at its
+//! capture ring every `POLL_INTERVAL`) and encode; `net` = → B's socket
 //! read; `B_side` = → T1, split into `jb_now` (B's current jitter-buffer delay from its stats
-//! at its first tick after the burst packet arrived: the wait of a minimum-transit packet from
-//! arrival to playout, which includes B's tick phase; `jb_mean` is the call's mean),
+//! at its first timeout after the burst packet arrived: the wait of a minimum-transit packet
+//! from arrival to playout, which includes the phase of B's speaker (B plays out when its
+//! playback ring runs below one 10 ms period); `jb_mean` is the call's mean),
 //! `in_frm` (the burst's offset in the frame plus the codec look-ahead, Opus 6.5 ms),
 //! `ring` (the playback-ring level a pushed frame queues behind: the smallest level seen before
 //! a speaker pop, less that pop) and `rest`. `late_wk` is the worst wake-up lateness of the
@@ -181,7 +183,7 @@ struct Run {
     network: f64,
     b_side: f64,
     jb_ms: f64,
-    /// B's current jitter-buffer delay at its first tick after the burst packet arrived.
+    /// B's current jitter-buffer delay at its first timeout after the burst packet arrived.
     jb_now_ms: f64,
     /// B's concealed frames before the burst (start-up and delay growth).
     conc_before: u64,
@@ -210,7 +212,8 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
             cname: format!("latency{seed}@127.0.0.1"),
             seed,
         };
-        let p = MediaPipeline::new(cfg, cap_rx, play_tx, start, SystemTime::now()).unwrap();
+        let mut p = MediaPipeline::new(cfg, cap_rx, play_tx, start, SystemTime::now()).unwrap();
+        p.set_device_period(PERIOD);
         (p, cap_tx, play_rx)
     };
     let (pa, mut mic, _a_speaker) = make(addr_a, addr_b, rng.random());
@@ -452,7 +455,7 @@ fn main() {
         );
         println!(
             "  composition (medians, ms): A hold {:.2} (of which frame fill {:.1}; the rest is \
-             A's tick phase + encode) + network/wake-up {:.3} + B side {:.2}",
+             A's poll latency + encode) + network/wake-up {:.3} + B side {:.2}",
             median(&mut col(|r| r.a_hold)),
             median(&mut col(|r| r.a_fill)),
             median(&mut col(|r| r.network)),

@@ -237,6 +237,8 @@ async fn run(
         Ok(p) => p,
         Err(e) => return report_error(format!("media: {e}")),
     };
+    // Playout follows the playback device: a frame whenever its ring runs below one period.
+    pipeline.set_device_period(Duration::from_millis(u64::from(options.audio.period_ms)));
     if let Some(path) = &options.record {
         match Recorder::open(path) {
             Ok((r, tap)) => {

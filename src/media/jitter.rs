@@ -1,8 +1,9 @@
 //! Adaptive jitter buffer for one RTP audio stream (sans-IO, injected time).
 //!
 //! Packets go in with [`JitterBuffer::push`] as they arrive; the pipeline calls
-//! [`JitterBuffer::pop`] exactly once per frame period and decodes what it gets. Payloads are
-//! opaque bytes: the buffer knows nothing about codecs.
+//! [`JitterBuffer::pop`] once per frame of audio the playback device needs (on average once per
+//! frame period, at the instant the device is about to run short) and decodes what it gets.
+//! Payloads are opaque bytes: the buffer knows nothing about codecs.
 //!
 //! Playout is driven by RTP timestamps, not sequence numbers, so silence suppression (DTX:
 //! the timestamp jumps while the sequence number does not) keeps its timing. Each pop plays the
@@ -16,6 +17,11 @@
 //! before it plays. When it is below target the buffer grows at once (one concealed frame per
 //! pop); when it is above target by more than ¾ frame it shrinks by skipping a frame: at once
 //! inside a silence gap, otherwise at most once per [`SHRINK_INTERVAL_MS`].
+//!
+//! Start-up: the first frame plays at the first pop at which its delay exceeds the grow
+//! threshold (target − ½ frame), so playout starts within half a frame of the target instead of
+//! up to a frame above it. [`JitterBuffer::set_min_delay`] raises (or lowers) the floor during a
+//! call, e.g. to make room for Opus FEC once loss is seen.
 //!
 //! Storage is preallocated: `capacity_frames` slots of [`MAX_PAYLOAD`] bytes each.
 
@@ -206,8 +212,6 @@ pub struct JitterBuffer {
     next_seq: u64,
     /// Timestamp of the frame the next pop plays.
     play_ts: i64,
-    /// Pops left before the first frame while priming.
-    prime_left: u32,
     empty_pops: u32,
     last_shrink_ms: f64,
     window: Window,
@@ -242,7 +246,6 @@ impl JitterBuffer {
             last_seq16: 0,
             next_seq: 0,
             play_ts: 0,
-            prime_left: 0,
             empty_pops: 0,
             last_shrink_ms: f64::NEG_INFINITY,
             window: Window::new(0.0),
@@ -254,6 +257,13 @@ impl JitterBuffer {
             },
             cfg,
         }
+    }
+
+    /// Sets the smallest playout delay (ms, clamped to `max_delay`). Raising it makes the
+    /// buffer grow at its next pops (one concealed frame each); lowering it lets it shrink.
+    pub fn set_min_delay(&mut self, ms: u32) {
+        self.cfg.min_delay = ms.min(self.cfg.max_delay);
+        self.stats.target_ms = self.target();
     }
 
     /// Counters and the current delay.
@@ -393,10 +403,8 @@ impl JitterBuffer {
         };
         self.stats.target_ms = self.target();
         if self.state == State::Idle {
-            // Start (or restart after idling): this packet plays once a minimum-transit packet
-            // would have waited the target delay.
-            let wait = (self.window.min() + self.stats.target_ms - r).max(0.0);
-            self.prime_left = (wait / self.frame_ms).round() as u32;
+            // Start (or restart after idling): this packet plays at the first pop where a
+            // minimum-transit packet would have waited within half a frame of the target.
             self.next_seq = seq_ext;
             self.play_ts = ts_ext;
             self.state = State::Priming;
@@ -425,17 +433,19 @@ impl JitterBuffer {
         self.ssrc = None;
     }
 
-    /// Returns what to play for the current frame period. Call exactly once per frame period
-    /// (`ts_per_frame` of audio); each call plays at most one packet, so the sender's
-    /// packets must carry `ts_per_frame` ticks each.
+    /// Returns what to play for the next frame. Call once per frame of audio the device
+    /// consumes (`ts_per_frame` of audio), best just before it needs it: the delay is measured
+    /// up to this call. Each call plays at most one packet, so the sender's packets must carry
+    /// `ts_per_frame` ticks each.
     #[must_use]
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         let now_ms = self.ms(now);
         match self.state {
             State::Idle => return Playout::Buffering,
             State::Priming => {
-                if self.prime_left > 0 {
-                    self.prime_left -= 1;
+                let delay = now_ms - self.ts_ms(self.play_ts) - self.window.min();
+                self.stats.delay_ms = delay.max(0.0);
+                if delay <= self.target() - self.frame_ms / 2.0 {
                     return Playout::Buffering;
                 }
                 self.state = State::Playing;
@@ -616,6 +626,51 @@ mod tests {
         let s = b.stats();
         assert_eq!((s.played, s.lost, s.late, s.duplicates), (50, 0, 0, 0));
         assert!(s.delay_ms >= 15.0 && s.delay_ms <= 45.0, "{}", s.delay_ms);
+    }
+
+    #[test]
+    fn playout_starts_within_half_a_frame_of_the_floor() {
+        let t0 = Instant::now();
+        // Pops 5 ms after each arrival: 5 ms is too short, the next pop (25 ms) plays.
+        let mut b = jb();
+        b.push(t0, 0, 0, 7, &[1]);
+        b.push(t0 + Duration::from_millis(20), 1, 960, 7, &[2]);
+        assert_eq!(b.pop(t0 + Duration::from_millis(5)), Playout::Buffering);
+        assert_eq!(b.pop(t0 + Duration::from_millis(25)), Playout::Frame(&[1]));
+        assert!((b.stats().delay_ms - 25.0).abs() < 0.01, "{:?}", b.stats());
+        // Pops 15 ms after each arrival: the first one already plays, 15 ms < 20 + 20.
+        let mut b = jb();
+        b.push(t0, 0, 0, 7, &[1]);
+        assert_eq!(b.pop(t0 + Duration::from_millis(15)), Playout::Frame(&[1]));
+        assert!((b.stats().delay_ms - 15.0).abs() < 0.01, "{:?}", b.stats());
+    }
+
+    #[test]
+    fn raised_floor_grows_the_delay() {
+        let mut b = jb();
+        let t0 = Instant::now();
+        let (outs, _) = sim(&mut b, t0, stream(20), 10);
+        assert_eq!(b.stats().concealed, 0);
+        let before = b.stats().delay_ms;
+        assert!(before < 35.0, "{before}");
+        b.set_min_delay(60);
+        assert_eq!(b.stats().target_ms, 60.0);
+        let mut more = outs;
+        for k in 10..20u64 {
+            let now = t0 + Duration::from_millis(20 * k + 10);
+            more.push(own(b.pop(now)));
+        }
+        let s = b.stats();
+        assert!(s.concealed >= 1, "{s:?}");
+        assert!(s.delay_ms >= 50.0, "{s:?}");
+        // Nothing lost: growing only delays the frames.
+        assert_eq!(
+            frames(&more),
+            (1..=frames(&more).len() as u8).collect::<Vec<u8>>()
+        );
+        // Clamped to the largest delay.
+        b.set_min_delay(10_000);
+        assert_eq!(b.config().min_delay, b.config().max_delay);
     }
 
     #[test]

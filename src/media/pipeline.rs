@@ -3,30 +3,40 @@
 //!
 //! The driver owns the UDP socket(s) and a timer, and calls:
 //! - [`MediaPipeline::handle_datagram`] for every datagram received;
-//! - [`MediaPipeline::handle_timeout`] when [`MediaPipeline::poll_timeout`] is due (it runs the
-//!   frame tick once per ptime and the RTCP timer); tests may call
-//!   [`MediaPipeline::handle_tick`] directly instead;
+//! - [`MediaPipeline::handle_timeout`] when [`MediaPipeline::poll_timeout`] is due (every
+//!   [`POLL_INTERVAL`] or sooner: it looks at both rings, sends what was captured, plays out what
+//!   the device needs, and runs the RTCP timer); tests may call [`MediaPipeline::handle_tick`]
+//!   (one fixed frame tick) directly instead;
 //! - [`MediaPipeline::poll_transmit`] until `None` after any of the above, sending each datagram
 //!   and handing its buffer back with [`MediaPipeline::recycle`] (optional: without it the
 //!   pipeline allocates a fresh buffer per packet);
 //! - [`MediaPipeline::poll_event`] for DTMF digits and the peer's BYE.
 //!
-//! **Send-side timing.** The RTP timestamp is locked to the tick: every tick advances it by one
-//! frame, whether a packet goes out or not. A tick sends at most one frame. When the capture
-//! ring holds less than a frame (device late), nothing is sent for that tick (the far end sees
-//! a gap and conceals) and the next packet carries the marker bit. When the ring has
-//! accumulated more than [`MAX_CAPTURE_BACKLOG`] frames (device clock faster than ours),
-//! the oldest frames are discarded so the mouth-to-ear delay stays bounded. On hold (our
-//! direction does not send, or the peer's address is `0.0.0.0`) captured audio is read and
-//! discarded. Opus DTX frames (nothing to send) also just advance the timestamp.
+//! **Send-side timing.** A frame goes out as soon as it is complete in the capture ring (the
+//! capture device is the send clock), so it never waits for a timer. Every frame slot advances
+//! the RTP timestamp by exactly one frame, whether a packet goes out or not. A frame that comes
+//! late in one piece (a descheduled device thread) keeps its timestamp. When no frame has come
+//! for [`UNDERRUN_FRAMES`] frame periods after the last one (device stalled), one slot per
+//! period is skipped on our clock (the timestamp keeps pace, the far end sees a gap and
+//! conceals) and the next packet carries the marker bit. When the ring has accumulated more than
+//! [`MAX_CAPTURE_BACKLOG`] frames (device clock faster than ours), the oldest frames are
+//! discarded so the mouth-to-ear delay stays bounded. On hold (our direction does not send, or
+//! the peer's address is `0.0.0.0`) captured audio is read and discarded. Opus DTX frames
+//! (nothing to send) also just advance the timestamp.
 //!
-//! **Receive-side timing.** Each tick plays exactly one frame (`ptime × 48` samples) into the
-//! playback ring: decoded audio, FEC-recovered or concealed audio, or silence while the jitter
-//! buffer primes. The peer is assumed to packetise with the same ptime (one packet per tick).
+//! **Receive-side timing.** Playout follows the playback device: whenever the playback ring
+//! holds less than one device period ([`MediaPipeline::set_device_period`]), the pipeline pops
+//! the jitter buffer and pushes one frame (`ptime × 48` samples): decoded audio, FEC-recovered
+//! or concealed audio, or silence while the jitter buffer primes. The decoded frame thus waits
+//! at most one device period in the ring, and the jitter buffer measures its delay up to the
+//! moment the device needs the frame. If the device stops taking audio, the jitter buffer keeps
+//! draining on our clock (the audio goes to the record tap only) so that it does not back up.
+//! The peer is assumed to packetise with the same ptime (one packet per frame).
 //!
-//! When Opus in-band FEC is negotiated the jitter buffer keeps at least two frames of delay,
-//! so that the packet after a lost one has usually arrived when the lost one is due and its
-//! FEC data can rebuild it ([`Decoder::decode_fec`]); otherwise the decoder conceals.
+//! When Opus in-band FEC is negotiated the jitter buffer starts at one frame of delay like any
+//! other codec, and its floor rises to two frames once a packet is lost, so that the packet
+//! after a lost one has usually arrived when the lost one is due and its FEC data can rebuild
+//! it ([`Decoder::decode_fec`]); until then (and for other codecs) the decoder conceals.
 //!
 //! **Steady state does not allocate**: the frame, payload and PCM buffers are allocated in
 //! [`MediaPipeline::new`], RTP datagrams reuse recycled buffers, and the transmit queue has a
@@ -62,6 +72,16 @@ pub const DTMF_GAP_MS: u32 = 60;
 pub const MAX_CATCH_UP: u32 = 5;
 /// Recycled datagram buffers kept for reuse.
 const POOL: usize = 8;
+/// How often [`MediaPipeline::poll_timeout`] asks to look at the rings.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// Frame periods without a captured frame after which the send side skips slots on its clock.
+pub const UNDERRUN_FRAMES: u32 = 3;
+/// Device periods (at least frame periods) without playout need after which the playback device
+/// counts as stalled and the jitter buffer drains on our clock.
+pub const STALL_PERIODS: u32 = 4;
+/// The playback device period assumed until [`MediaPipeline::set_device_period`] is called
+/// (`AudioConfig`'s default).
+pub const DEFAULT_DEVICE_PERIOD: Duration = Duration::from_millis(20);
 
 /// Configuration of a [`MediaPipeline`].
 #[derive(Debug, Clone)]
@@ -209,7 +229,19 @@ pub struct MediaPipeline {
     dtmf_rx: DtmfReceiver,
     events: VecDeque<MediaEvent>,
     period: Duration,
-    next_tick: Instant,
+    /// The next [`MediaPipeline::handle_timeout`] to look at the rings.
+    next_poll: Instant,
+    /// Send slots are skipped on our clock from here on when no frame was captured.
+    send_due: Instant,
+    /// Playout drains on our clock from here on when the device needs nothing.
+    play_due: Instant,
+    /// The playback device's period, and the same in samples: the ring level below which the
+    /// device needs another frame.
+    device_period: Duration,
+    low_water: usize,
+    /// Opus FEC: the jitter-buffer floor to raise to once loss is seen (`None`: no FEC, or
+    /// already raised).
+    fec_min_delay: Option<u32>,
     /// The next audio packet starts a talk spurt.
     marker: bool,
     /// RMS level (0.0–1.0) of the last frame captured / played.
@@ -229,7 +261,7 @@ impl std::fmt::Debug for MediaPipeline {
         f.debug_struct("MediaPipeline")
             .field("codec", &self.cfg.negotiated.codec)
             .field("direction", &self.cfg.negotiated.direction)
-            .field("next_tick", &self.next_tick)
+            .field("next_poll", &self.next_poll)
             .field("closed", &self.closed)
             .finish_non_exhaustive()
     }
@@ -242,19 +274,19 @@ struct CodecSet {
     jitter: JitterBuffer,
     dtmf_tx: DtmfSender,
     period: Duration,
+    fec_min_delay: Option<u32>,
 }
 
 fn codec_set(n: &Negotiated, enc: &EncoderConfig) -> Result<CodecSet, MediaError> {
     let encoder = make_encoder(n, enc)?;
     let decoder = make_decoder(n)?;
-    // Ticks follow the sender's frame length; the jitter buffer plays one frame per tick.
+    // Frames follow the sender's frame length; the jitter buffer plays one frame per pop.
     let frame_ms = (encoder.frame_samples48() / SAMPLES_PER_MS) as u32;
-    let mut jc = JitterConfig::for_clock(decoder.rtp_clock(), frame_ms);
-    if n.codec == Codec::Opus && n.opus_fec {
-        // In-band FEC needs the packet after a loss to be here when the lost one is due:
-        // keep at least two frames of delay.
-        jc.min_delay = jc.min_delay.max(2 * frame_ms);
-    }
+    let jc = JitterConfig::for_clock(decoder.rtp_clock(), frame_ms);
+    // In-band FEC needs the packet after a loss to be here when the lost one is due: two
+    // frames of delay, once loss shows that FEC is worth it.
+    let fec_min_delay =
+        (n.codec == Codec::Opus && n.opus_fec).then_some(jc.min_delay.max(2 * frame_ms));
     let jitter = JitterBuffer::new(jc);
     let dtmf_tx = DtmfSender::new(n.clock_rate, frame_ms, DTMF_TONE_MS, DTMF_GAP_MS);
     Ok(CodecSet {
@@ -263,6 +295,7 @@ fn codec_set(n: &Negotiated, enc: &EncoderConfig) -> Result<CodecSet, MediaError
         jitter,
         dtmf_tx,
         period: Duration::from_millis(u64::from(frame_ms)),
+        fec_min_delay,
     })
 }
 
@@ -299,7 +332,8 @@ fn accumulate(a: MediaStats, b: MediaStats) -> MediaStats {
 
 impl MediaPipeline {
     /// Builds the pipeline at `now` (`wall` is the wall clock at `now`, for RTCP). The first
-    /// tick is due at `now`. Fails when the codec cannot be built.
+    /// [`handle_timeout`](Self::handle_timeout) is due at `now`. Fails when the codec cannot be
+    /// built.
     pub fn new(
         cfg: PipelineConfig,
         capture: rtrb::Consumer<i16>,
@@ -327,7 +361,12 @@ impl MediaPipeline {
             dtmf_rx: DtmfReceiver::new(),
             events: VecDeque::with_capacity(16),
             period: set.period,
-            next_tick: now,
+            next_poll: now,
+            send_due: now + set.period * (UNDERRUN_FRAMES + 1),
+            play_due: now + set.period * STALL_PERIODS,
+            device_period: DEFAULT_DEVICE_PERIOD,
+            low_water: samples48(DEFAULT_DEVICE_PERIOD),
+            fec_min_delay: set.fec_min_delay,
             marker: true,
             levels: (0.0, 0.0),
             muted: false,
@@ -349,6 +388,22 @@ impl MediaPipeline {
     /// The frame period (ptime).
     pub fn period(&self) -> Duration {
         self.period
+    }
+
+    /// Tells the pipeline the playback device's period (how much audio it takes from the
+    /// playback ring at once; default [`DEFAULT_DEVICE_PERIOD`]). Playout keeps at least this
+    /// much in the ring and no more than needed: a frame is pushed whenever less remains.
+    pub fn set_device_period(&mut self, period: Duration) {
+        self.device_period = period;
+        self.low_water = samples48(period).max(1);
+    }
+
+    /// Samples in the playback ring.
+    fn playback_level(&self) -> usize {
+        self.playback
+            .buffer()
+            .capacity()
+            .saturating_sub(self.playback.slots())
     }
 
     /// The latest `now` seen and the matching wall-clock time.
@@ -413,23 +468,59 @@ impl MediaPipeline {
         }
     }
 
-    /// Runs one frame period at `now`: the send path (one captured frame → encoder → RTP, or
-    /// a DTMF packet) and the receive path (jitter buffer → decoder → playback ring and record
-    /// tap). Call once per [`period`](Self::period), or let
-    /// [`handle_timeout`](Self::handle_timeout) do it.
+    /// Runs one fixed frame tick at `now`: one send slot (one captured frame → encoder → RTP,
+    /// a DTMF packet, or a skipped slot when less than a frame was captured) and one playout
+    /// frame (jitter buffer → decoder → playback ring and record tap), whatever the ring
+    /// levels. For tests and benchmarks that clock the pipeline themselves; a driver calls
+    /// [`handle_timeout`](Self::handle_timeout) instead, which follows the devices.
     pub fn handle_tick(&mut self, now: Instant) {
         self.seen(now);
-        self.next_tick += self.period;
-        if self.next_tick + self.period * MAX_CATCH_UP <= now {
-            // Far behind (the driver stalled for longer than the catch-up window): resync
-            // instead of sending a long burst.
-            self.next_tick = now + self.period;
-        }
         if self.closed {
             return;
         }
         self.send_path(now);
-        self.receive_path(now);
+        self.receive_path(now, true);
+    }
+
+    /// Sends every complete captured frame; skips slots on our clock when the device stalls.
+    fn send_ready(&mut self, now: Instant) {
+        let frame = self.encoder.frame_samples48();
+        let mut sent = 0;
+        while self.capture.slots() >= frame && sent <= MAX_CATCH_UP {
+            self.send_path(now);
+            sent += 1;
+            self.send_due = now + self.period * UNDERRUN_FRAMES;
+        }
+        let mut skipped = 0;
+        while now >= self.send_due && skipped <= MAX_CATCH_UP {
+            // Less than a frame in the ring: an underrun slot that keeps the timestamp moving.
+            self.send_path(now);
+            self.send_due += self.period;
+            skipped += 1;
+        }
+        if now >= self.send_due {
+            self.send_due = now + self.period;
+        }
+    }
+
+    /// Plays out a frame whenever the device is about to run short; drains on our clock when
+    /// it takes nothing.
+    fn play_needed(&mut self, now: Instant) {
+        let mut played = 0;
+        while self.playback_level() < self.low_water && played <= MAX_CATCH_UP {
+            self.receive_path(now, true);
+            played += 1;
+            self.play_due = now + self.period.max(self.device_period) * STALL_PERIODS;
+        }
+        let mut drained = 0;
+        while now >= self.play_due && drained <= MAX_CATCH_UP {
+            self.receive_path(now, false);
+            self.play_due += self.period;
+            drained += 1;
+        }
+        if now >= self.play_due {
+            self.play_due = now + self.period;
+        }
     }
 
     fn send_path(&mut self, now: Instant) {
@@ -504,7 +595,15 @@ impl MediaPipeline {
         }
     }
 
-    fn receive_path(&mut self, now: Instant) {
+    /// Pops and decodes one frame; pushes it into the playback ring when `to_device`.
+    fn receive_path(&mut self, now: Instant, to_device: bool) {
+        if let Some(floor) = self.fec_min_delay {
+            if self.jitter.stats().lost > 0 {
+                // Loss seen: make room for the next packet's FEC from now on.
+                self.jitter.set_min_delay(floor);
+                self.fec_min_delay = None;
+            }
+        }
         let frame = self.encoder.frame_samples48();
         let pcm = &mut self.pcm[..];
         let dec = &mut self.decoder;
@@ -544,8 +643,10 @@ impl MediaPipeline {
         pcm[n..frame.max(n)].fill(0);
         let out = &pcm[..frame.max(n)];
         self.levels.1 = rms(out);
-        let (_, rest) = self.playback.push_partial_slice(out);
-        c.playback_overflow += rest.len() as u64;
+        if to_device {
+            let (_, rest) = self.playback.push_partial_slice(out);
+            c.playback_overflow += rest.len() as u64;
+        }
         if let Some(tap) = self.record.as_mut() {
             let _ = tap.push_partial_slice(out);
         }
@@ -586,33 +687,34 @@ impl MediaPipeline {
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) is due: the next tick or the next RTCP
-    /// report, whichever comes first. `None` after [`bye`](Self::bye).
+    /// When [`handle_timeout`](Self::handle_timeout) is due: the next look at the rings
+    /// ([`POLL_INTERVAL`] after the last) or the next RTCP report, whichever comes first.
+    /// `None` after [`bye`](Self::bye).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
             return None;
         }
         Some(match self.session.poll_timeout() {
-            Some(t) => t.min(self.next_tick),
-            None => self.next_tick,
+            Some(t) => t.min(self.next_poll),
+            None => self.next_poll,
         })
     }
 
-    /// Runs what is due at `now`: the RTCP timer and, when due, the frame tick.
+    /// Runs what is due at `now`: the RTCP timer, then the send side (every complete captured
+    /// frame goes out; after a stall of the driver up to [`MAX_CATCH_UP`] + 1 frames at once)
+    /// and the receive side (a frame into the playback ring for each device period it is
+    /// short of). Calling it more often than [`poll_timeout`](Self::poll_timeout) asks is
+    /// harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.seen(now);
         if self.closed {
             return;
         }
         self.session.handle_timeout(now);
-        // After a short stall (a descheduled driver), run the missed ticks now: the capture
-        // ring already holds their audio and the playback device has been draining meanwhile.
-        let mut ticks = 0;
-        while now >= self.next_tick && ticks <= MAX_CATCH_UP {
-            self.handle_tick(now);
-            ticks += 1;
-        }
+        self.next_poll = now + POLL_INTERVAL;
+        self.send_ready(now);
+        self.play_needed(now);
     }
 
     /// Queues the DTMF `digit` (`0-9 * # A-D`); it goes out over the next ticks as RFC 4733
@@ -664,6 +766,7 @@ impl MediaPipeline {
             self.jitter = set.jitter;
             self.dtmf_tx = set.dtmf_tx;
             self.period = set.period;
+            self.fec_min_delay = set.fec_min_delay;
         }
         self.cfg.negotiated = negotiated;
         if session_changed {
@@ -752,6 +855,11 @@ fn queue(out: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, dest: SocketAddr
         destination: dest,
         contents: buf,
     });
+}
+
+/// 48 kHz samples in `d`.
+fn samples48(d: Duration) -> usize {
+    (d.as_micros() * 48 / 1000) as usize
 }
 
 /// Root-mean-square level of 16-bit samples, 0.0–1.0 of full scale (no allocation).
@@ -1280,6 +1388,134 @@ mod tests {
         b.p.handle_datagram(t0, a.addr, h);
         assert_eq!(b.p.stats().rtp_received, 1);
         assert!(a.p.poll_timeout().unwrap() <= t0 + Duration::from_millis(40));
+    }
+
+    /// RTP (not RTCP) datagrams among `v`.
+    fn rtp_of(v: Vec<Transmit>) -> Vec<Transmit> {
+        v.into_iter()
+            .filter(|t| !(64..=95).contains(&(t.contents[1] & 0x7f)))
+            .collect()
+    }
+
+    fn rtp_ts(t: &Transmit) -> u32 {
+        u32::from_be_bytes([t.contents[4], t.contents[5], t.contents[6], t.contents[7]])
+    }
+
+    #[test]
+    fn a_frame_goes_out_as_soon_as_it_is_captured() {
+        let t0 = Instant::now();
+        let (mut a, _b) = pair(Codec::Pcmu, t0);
+        a.p.handle_timeout(t0);
+        assert!(rtp_of(a.drain()).is_empty());
+        // Half a frame is not enough; the other half, 10 ms later, goes out at the next poll.
+        a.device(480);
+        let t = t0 + Duration::from_millis(10);
+        a.p.handle_timeout(t);
+        assert!(rtp_of(a.drain()).is_empty());
+        assert!(a.p.poll_timeout().unwrap() <= t + POLL_INTERVAL);
+        a.device(480);
+        let t = t0 + Duration::from_millis(20);
+        a.p.handle_timeout(t);
+        let first = rtp_of(a.drain());
+        assert_eq!(first.len(), 1);
+        // The next frame, completed 7 ms into a period, goes out at once with the next
+        // timestamp (160 ticks at 8 kHz), whatever the phase.
+        a.device(960);
+        a.p.handle_timeout(t0 + Duration::from_millis(47));
+        let second = rtp_of(a.drain());
+        assert_eq!(second.len(), 1);
+        assert_eq!(rtp_ts(&second[0]).wrapping_sub(rtp_ts(&first[0])), 160);
+        assert_eq!(a.p.stats().capture_underruns, 0);
+        // A device that stops: after the grace, slots are skipped on our clock, each advancing
+        // the timestamp by one frame; the next packet carries the marker bit.
+        let mut t = t0 + Duration::from_millis(47);
+        for _ in 0..5 {
+            t += a.p.period();
+            a.p.handle_timeout(t);
+        }
+        assert!(rtp_of(a.drain()).is_empty());
+        let skipped = a.p.stats().capture_underruns;
+        assert!((3..=4).contains(&skipped), "{skipped}");
+        a.device(960);
+        a.p.handle_timeout(t + Duration::from_millis(1));
+        let third = rtp_of(a.drain());
+        assert_eq!(third.len(), 1);
+        assert_ne!(third[0].contents[1] & 0x80, 0, "marker");
+        assert_eq!(
+            rtp_ts(&third[0]).wrapping_sub(rtp_ts(&second[0])),
+            160 * (skipped as u32 + 1)
+        );
+    }
+
+    #[test]
+    fn playout_follows_the_device_period() {
+        let t0 = Instant::now();
+        let (mut a, _b) = pair(Codec::Pcmu, t0);
+        a.p.set_device_period(Duration::from_millis(10));
+        let level = |e: &End| e.p.playback_level();
+        a.p.handle_timeout(t0);
+        // The empty ring gets one frame; more polls without the device taking any add nothing.
+        assert_eq!(level(&a), 960);
+        a.p.handle_timeout(t0 + Duration::from_millis(2));
+        assert_eq!(level(&a), 960);
+        // The device takes one 10 ms period: one period is left, still enough.
+        let mut buf = [0i16; 480];
+        let take = |e: &mut End, buf: &mut [i16]| {
+            let (got, _) = e.play.pop_partial_slice(buf);
+            assert_eq!(got.len(), buf.len());
+        };
+        take(&mut a, &mut buf);
+        a.p.handle_timeout(t0 + Duration::from_millis(10));
+        assert_eq!(level(&a), 480);
+        // It takes the next: the ring is empty, a frame goes in at the next poll.
+        take(&mut a, &mut buf);
+        a.p.handle_timeout(t0 + Duration::from_millis(20));
+        assert_eq!(level(&a), 960);
+        // A device that stops taking audio: the ring does not fill up (the jitter buffer keeps
+        // draining on our clock instead), and nothing overflows.
+        let mut t = t0 + Duration::from_millis(20);
+        for _ in 0..200 {
+            t += Duration::from_millis(5);
+            a.p.handle_timeout(t);
+        }
+        assert_eq!(level(&a), 960);
+        assert_eq!(a.p.stats().playback_overflow, 0);
+        // A longer device period keeps more in the ring.
+        a.p.set_device_period(Duration::from_millis(40));
+        a.p.handle_timeout(t + Duration::from_millis(1));
+        assert_eq!(level(&a), 1920);
+    }
+
+    #[test]
+    fn opus_fec_floor_rises_only_with_loss() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(Codec::Opus, t0);
+        // Opus spends FEC bits on speech, not on a steady tone.
+        a.speech = Some(crate::media::codec::test_util::speech_like(48_000 * 4));
+        let (mut ab, mut ba) = (Link::new(1, 0.0, 0.0), Link::new(2, 0.0, 0.0));
+        let t = run(&mut a, &mut b, t0, 2000, &mut ab, &mut ba);
+        // Clean: one frame of delay, as for any codec.
+        assert_eq!(b.p.jitter.config().min_delay, 20);
+        let s = b.p.stats();
+        assert!(s.jitter_buffer_ms <= 30.0, "{s:?}");
+        // Loss: the floor rises to two frames so the next packet's FEC is at hand.
+        let mut lossy = Link::new(3, 0.1, 0.0);
+        run(&mut a, &mut b, t, 2000, &mut lossy, &mut ba);
+        assert_eq!(b.p.jitter.config().min_delay, 40);
+        let s = b.p.stats();
+        assert!(s.jitter_buffer_ms >= 30.0, "{s:?}");
+        assert!(s.fec_recovered > 0, "{s:?}");
+        // PCMU never raises it.
+        let (mut a, mut b) = pair(Codec::Pcmu, t0);
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            2000,
+            &mut Link::new(3, 0.1, 0.0),
+            &mut ba,
+        );
+        assert_eq!(b.p.jitter.config().min_delay, 20);
     }
 
     #[test]
