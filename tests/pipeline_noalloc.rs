@@ -128,3 +128,79 @@ fn steady_state_ticks_do_not_allocate() {
         assert_eq!(n, 0, "{codec:?}: {n} allocations in 100 ticks");
     }
 }
+
+/// The production schedule: the driver wakes the pipeline whenever `poll_timeout` says (every
+/// couple of milliseconds), the device moves 2 ms of audio per step. Steps that sent an RTCP
+/// report are the only ones allowed to allocate (compound packets are built every few seconds);
+/// every other step — capture, encode, RTP out, RTP in, jitter buffer, decode, playout — must not.
+#[test]
+fn steady_state_on_the_production_schedule_does_not_allocate() {
+    const STEP: Duration = Duration::from_millis(2);
+    for codec in [Codec::Opus, Codec::Pcmu] {
+        let t0 = Instant::now();
+        let mut a = End::new(codec, "10.0.0.1:4000", "10.0.0.2:5000", t0);
+        let mut b = End::new(codec, "10.0.0.2:5000", "10.0.0.1:4000", t0);
+        let mut now = t0;
+        let mut step = |a: &mut End, b: &mut End, now: Instant| -> (bool, f64) {
+            let mut energy = 0.0;
+            for end in [&mut *a, &mut *b] {
+                for _ in 0..96 {
+                    let t = end.phase as f64 / 48_000.0;
+                    let _ = end
+                        .cap
+                        .push((8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16);
+                    end.phase += 1;
+                }
+                while let Ok(s) = end.play.pop() {
+                    energy += f64::from(s).powi(2);
+                }
+                if end.p.poll_timeout().is_some_and(|t| t <= now) {
+                    end.p.handle_timeout(now);
+                }
+            }
+            let mut rtcp = false;
+            for a_to_b in [true, false] {
+                let (src, dst) = if a_to_b {
+                    (&mut *a, &mut *b)
+                } else {
+                    (&mut *b, &mut *a)
+                };
+                while let Some(t) = src.p.poll_transmit() {
+                    rtcp |= (200..=204).contains(&t.contents[1]);
+                    dst.p.handle_datagram(now, src.addr, &t.contents);
+                    src.p.recycle(t.contents);
+                }
+            }
+            (rtcp, energy)
+        };
+        for _ in 0..500 {
+            step(&mut a, &mut b, now);
+            now += STEP;
+        }
+        let (mut counted, mut rtcp_steps, mut energy) = (0usize, 0usize, 0.0);
+        for _ in 0..2000 {
+            let (n, (rtcp, e)) = allocations(|| step(&mut a, &mut b, now));
+            energy += e;
+            if rtcp {
+                rtcp_steps += 1;
+            } else {
+                counted += n;
+            }
+            now += STEP;
+        }
+        assert!(energy > 0.0, "{codec:?}: audio flowed");
+        assert!(
+            a.p.stats().rtp_received >= 240,
+            "{codec:?}: {:?}",
+            a.p.stats()
+        );
+        assert!(
+            rtcp_steps < 10,
+            "{codec:?}: RTCP in {rtcp_steps} of 2000 steps"
+        );
+        assert_eq!(
+            counted, 0,
+            "{codec:?}: {counted} allocations outside RTCP steps"
+        );
+    }
+}
