@@ -141,7 +141,7 @@ fn steady_state_on_the_production_schedule_does_not_allocate() {
         let mut a = End::new(codec, "10.0.0.1:4000", "10.0.0.2:5000", t0);
         let mut b = End::new(codec, "10.0.0.2:5000", "10.0.0.1:4000", t0);
         let mut now = t0;
-        let mut step = |a: &mut End, b: &mut End, now: Instant| -> (bool, f64) {
+        let step = |a: &mut End, b: &mut End, now: Instant| -> (bool, f64) {
             let mut energy = 0.0;
             for end in [&mut *a, &mut *b] {
                 for _ in 0..96 {
