@@ -337,6 +337,19 @@ pub struct Solo {
 }
 
 impl Solo {
+    /// `(status, outcome)` of every `Ended` event so far, in order.
+    pub fn ended(&self) -> Vec<(u16, super::CallOutcome)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Ended {
+                    status, outcome, ..
+                } => Some((*status, *outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A core with no flow yet; its `Output::Connect`s succeed at once. `origin` starts the
     /// virtual clock.
     pub fn client(config: Config, origin: Instant) -> Self {

@@ -598,18 +598,6 @@ mod tests {
         String::from_utf8(Message::Response(r).to_bytes()).unwrap()
     }
 
-    fn ended(s: &Solo) -> Vec<(u16, CallOutcome)> {
-        s.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Ended {
-                    status, outcome, ..
-                } => Some((*status, *outcome)),
-                _ => None,
-            })
-            .collect()
-    }
-
     fn first_lines(s: &Solo) -> Vec<String> {
         s.sent
             .iter()
@@ -704,13 +692,13 @@ mod tests {
             s.last_request("BYE").unwrap().headers.to().unwrap().tag(),
             Some("y")
         );
-        assert!(ended(&s).is_empty(), "the call itself is still up");
+        assert!(s.ended().is_empty(), "the call itself is still up");
         s.core.hangup(s.now, call).unwrap();
         s.collect();
         let bye = s.last_request("BYE").unwrap();
         assert_eq!(bye.headers.to().unwrap().tag(), Some("x"));
         s.feed(&reply(&bye, 200, "x"));
-        assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+        assert_eq!(s.ended(), vec![(200, CallOutcome::Answered)]);
     }
 
     #[test]
@@ -741,7 +729,7 @@ mod tests {
         s.feed(&reply(&cancel, 200, "x"));
         let bye = s.last_request("BYE").unwrap();
         s.feed(&reply(&bye, 200, "x"));
-        assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+        assert_eq!(s.ended(), vec![(200, CallOutcome::Answered)]);
     }
 
     #[test]
@@ -765,7 +753,7 @@ mod tests {
                 s.collect();
             }
             s.feed(&reply(&inv, status, "x"));
-            assert_eq!(ended(&s), vec![(status, want)]);
+            assert_eq!(s.ended(), vec![(status, want)]);
             assert!(
                 s.last_request("ACK").is_some(),
                 "non-2xx ACKed by the transaction"
@@ -812,7 +800,7 @@ mod tests {
         assert!(inv2.headers.get(&HeaderName::ProxyAuthorization).is_some());
         assert_eq!(inv2.headers.call_id(), inv.headers.call_id());
         s.feed(&reply(&inv2, 403, "p"));
-        assert_eq!(ended(&s), vec![(403, CallOutcome::Rejected)]);
+        assert_eq!(s.ended(), vec![(403, CallOutcome::Rejected)]);
     }
 
     #[test]

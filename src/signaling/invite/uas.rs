@@ -659,18 +659,6 @@ mod tests {
         }
     }
 
-    fn ended(s: &Solo) -> Vec<(u16, CallOutcome)> {
-        s.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Ended {
-                    status, outcome, ..
-                } => Some((*status, *outcome)),
-                _ => None,
-            })
-            .collect()
-    }
-
     fn statuses(s: &Solo) -> Vec<u16> {
         s.responses().iter().map(|r| r.status).collect()
     }
@@ -696,7 +684,7 @@ mod tests {
         assert_eq!(statuses(&s), vec![100, 420, 100, 415, 100, 400, 100, 488]);
         assert!(String::from_utf8_lossy(&s.sent[1]).contains("Unsupported: 100rel"));
         assert_eq!(
-            ended(&s),
+            s.ended(),
             vec![
                 (420, CallOutcome::Failed),
                 (415, CallOutcome::Failed),
@@ -764,7 +752,7 @@ mod tests {
         s.feed(&peer(2).invite(Some(&offer), "", None));
         assert_eq!(statuses(&s), vec![100, 100, 482, 100, 486]);
         assert_eq!(
-            ended(&s),
+            s.ended(),
             vec![(482, CallOutcome::Failed), (486, CallOutcome::Busy)]
         );
         assert_eq!(
@@ -803,14 +791,14 @@ mod tests {
             tail,
             vec![(200, "1 CANCEL".into()), (487, "1 INVITE".into())]
         );
-        assert_eq!(ended(&s), vec![(487, CallOutcome::Missed)]);
+        assert_eq!(s.ended(), vec![(487, CallOutcome::Missed)]);
         let tag = r.last().unwrap().to_tag.clone();
         s.feed(&p.ack(tag.as_deref(), None));
         s.feed(&p.cancel()); // after the final: 200 only
         assert_eq!(statuses(&s).last(), Some(&200));
         s.feed(&peer(9).cancel()); // unknown
         assert_eq!(statuses(&s).last(), Some(&481));
-        assert_eq!(ended(&s).len(), 1);
+        assert_eq!(s.ended().len(), 1);
         assert_eq!(s.core.ledger_open(), 0);
     }
 
@@ -839,7 +827,7 @@ mod tests {
         )));
         s.feed(&p.bye(ok.to_tag.as_deref(), 2, "z9hG4bKbye1"));
         assert_eq!(statuses(&s).last(), Some(&200));
-        assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+        assert_eq!(s.ended(), vec![(200, CallOutcome::Answered)]);
 
         // No ACK: BYE after 64·T1 and Failed.
         let p2 = peer(2);
@@ -850,7 +838,7 @@ mod tests {
             .unwrap();
         s.collect();
         while s.jump(Duration::from_secs(40)) {}
-        assert_eq!(ended(&s)[1], (408, CallOutcome::Failed));
+        assert_eq!(s.ended()[1], (408, CallOutcome::Failed));
         // Re-sent after T1, 2·T1, 4·T1, then every T2 until 64·T1 (RFC 3261 §13.3.1.4): at
         // 0.5, 1.5, 3.5, 7.5, 11.5 ... 31.5 s.
         let oks = s
@@ -880,7 +868,7 @@ mod tests {
         s.feed(&p.ack(tag.as_deref(), Some("z9hG4bKack1")));
         assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
         while s.jump(std::time::Duration::from_secs(40)) {}
-        assert_eq!(ended(&s), vec![(200, CallOutcome::Answered)]);
+        assert_eq!(s.ended(), vec![(200, CallOutcome::Answered)]);
     }
 
     #[test]
@@ -927,7 +915,7 @@ mod tests {
         let tag2 = s.responses().last().unwrap().to_tag.clone();
         s.feed(&p2.ack(tag2.as_deref(), Some("z9hG4bKack2")));
         assert!(String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
-        assert_eq!(ended(&s).last(), Some(&(488, CallOutcome::Failed)));
+        assert_eq!(s.ended().last(), Some(&(488, CallOutcome::Failed)));
     }
 
     #[test]
@@ -942,7 +930,7 @@ mod tests {
             .replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
         s.feed(&bad_cseq);
         assert_eq!(statuses(&s), vec![400, 400]);
-        assert_eq!(ended(&s).len(), 2, "both INVITEs end");
+        assert_eq!(s.ended().len(), 2, "both INVITEs end");
         assert_eq!(s.core.ledger_open(), 0);
     }
 
@@ -953,7 +941,7 @@ mod tests {
         let h = incoming(&s).unwrap();
         s.core.ring(s.now, h).unwrap();
         s.drop_flow();
-        assert_eq!(ended(&s), vec![(0, CallOutcome::Failed)]);
+        assert_eq!(s.ended(), vec![(0, CallOutcome::Failed)]);
         assert_eq!(s.core.ledger_open(), 0);
         assert_eq!(s.core.ledger_stats().abandoned, 1);
         assert!(s
@@ -970,7 +958,7 @@ mod tests {
             .replace("INVITE sip:bob@127.0.0.1:5060", "INVITE sip:bob@[::1");
         s.feed(&bad);
         assert!(String::from_utf8_lossy(&s.sent[0]).starts_with("SIP/2.0 400 "));
-        assert_eq!(ended(&s), vec![(400, CallOutcome::Failed)]);
+        assert_eq!(s.ended(), vec![(400, CallOutcome::Failed)]);
         assert_eq!(s.core.ledger_open(), 0);
         // The flow still works.
         s.feed(&peer(2).invite(Some(&sdp_offer(6000)), "", None));
