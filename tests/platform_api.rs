@@ -4,82 +4,46 @@
 
 mod peers;
 
+use peers::inproc::InProcess;
 use peers::registrar::Registrar;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wakeline::driver::MediaOptions;
 use wakeline::media::audio::{AudioSink, AudioSource};
-use wakeline::signaling::message::{Method, Uri};
-use wakeline::{Account, CallHandle, Config, Event, UserAgent};
+use wakeline::signaling::message::Method;
+use wakeline::{CallHandle, Config, Event};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// A user agent on its own runtime, registered to `reg`, with its events on a channel.
-struct Ua {
-    rt: tokio::runtime::Runtime,
-    ua: UserAgent,
-    events: std::sync::mpsc::Receiver<Event>,
+/// A registered in-process user agent with silent audio, pinging only when a run asks.
+struct Ua(InProcess);
+
+impl std::ops::Deref for Ua {
+    type Target = InProcess;
+    fn deref(&self) -> &InProcess {
+        &self.0
+    }
 }
 
 impl Ua {
     fn start(reg: &Registrar) -> Ua {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
         let config = Config {
-            account: Some(Account {
-                registrar: Uri::parse(&reg.uri()).expect("uri"),
-                user: "u".into(),
-                domain: "d".into(),
-                password: None,
-                auth_user: None,
-                proxy: None,
-            }),
-            local_user: "u".into(),
             // The handler's runs do the pinging in these tests, not the periodic timer.
             keepalive_interval: None,
-            instance_id: Some("urn:uuid:00000000-0000-4000-8000-0000000000a1".into()),
-            ..Config::default()
+            ..InProcess::config(reg)
         };
         let media = MediaOptions {
             source: AudioSource::Silence,
             sink: AudioSink::Null,
             ..MediaOptions::default()
         };
-        let (tx, events) = std::sync::mpsc::channel();
-        let ua = rt.block_on(async {
-            let (ua, mut ev) = UserAgent::builder(config)
-                .media(media)
-                .start()
-                .await
-                .expect("start");
-            ua.register().await.expect("register");
-            tokio::spawn(async move {
-                while let Some(e) = ev.next().await {
-                    if tx.send(e).is_err() {
-                        break;
-                    }
-                }
-            });
-            ua
-        });
-        let me = Ua { rt, ua, events };
+        let me = Ua(InProcess::start(config, media));
         me.wait(|e| matches!(e, Event::Registered { .. }))
             .expect("registered");
         me
     }
 
     fn wait(&self, pred: impl Fn(&Event) -> bool) -> Option<Event> {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match self.events.recv_timeout(left) {
-                Ok(e) if pred(&e) => return Some(e),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
+        self.0.wait(LIMIT, pred).map(|(_, e)| e)
     }
 
     fn incoming(&self) -> (CallHandle, String, bool) {
@@ -92,15 +56,6 @@ impl Ua {
             }) => (call, call_id, pushed),
             other => panic!("no incoming call: {other:?}"),
         }
-    }
-}
-
-impl Drop for Ua {
-    fn drop(&mut self) {
-        let ua = self.ua.clone();
-        let _ = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), ua.shutdown()).await });
     }
 }
 

@@ -4,13 +4,15 @@
 
 mod peers;
 
+use peers::inproc::InProcess;
 use peers::registrar::{contact_param, Leg, Received, Registrar, Rx};
 use peers::{free_port, read_events, test_dir, wakeline, Proc};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use wakeline::driver::MediaOptions;
 use wakeline::signaling::message::{HeaderName, Method};
-use wakeline::{Account, Config, Event, UserAgent};
+use wakeline::{Config, Event};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -374,72 +376,14 @@ fn call_survives_a_flow_drop() {
     ua.terminate(LIMIT);
 }
 
-/// An in-process UA with a short keep-alive interval; its events arrive timestamped on a channel.
-struct InProcess {
-    rt: tokio::runtime::Runtime,
-    ua: UserAgent,
-    events: std::sync::mpsc::Receiver<(Instant, Event)>,
-}
-
-impl InProcess {
-    fn start(reg: &Registrar, interval: Duration, pong_timeout: Duration) -> InProcess {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let config = Config {
-            account: Some(Account {
-                registrar: wakeline::signaling::message::Uri::parse(&reg.uri()).expect("uri"),
-                user: "u".into(),
-                domain: "d".into(),
-                password: None,
-                auth_user: None,
-                proxy: None,
-            }),
-            local_user: "u".into(),
-            keepalive_interval: Some(interval),
-            pong_timeout,
-            instance_id: Some("urn:uuid:00000000-0000-4000-8000-000000000004".into()),
-            ..Config::default()
-        };
-        let (tx, events) = std::sync::mpsc::channel();
-        let ua = rt.block_on(async {
-            let (ua, mut ev) = UserAgent::builder(config).start().await.expect("start");
-            ua.register().await.expect("register");
-            tokio::spawn(async move {
-                while let Some(e) = ev.next().await {
-                    if tx.send((Instant::now(), e)).is_err() {
-                        break;
-                    }
-                }
-            });
-            ua
-        });
-        InProcess { rt, ua, events }
-    }
-
-    /// The next event matching `pred` within `limit`.
-    fn wait(&self, limit: Duration, pred: impl Fn(&Event) -> bool) -> Option<(Instant, Event)> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match self.events.recv_timeout(left) {
-                Ok((at, e)) if pred(&e) => return Some((at, e)),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        let ua = self.ua.clone();
-        let _ = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(2), ua.shutdown()).await });
-    }
+/// An in-process UA with a short keep-alive interval.
+fn in_process(reg: &Registrar, interval: Duration, pong_timeout: Duration) -> InProcess {
+    let config = Config {
+        keepalive_interval: Some(interval),
+        pong_timeout,
+        ..InProcess::config(reg)
+    };
+    InProcess::start(config, MediaOptions::default())
 }
 
 fn is_ping_on(conn: u64) -> impl FnMut(&Received) -> bool {
@@ -451,7 +395,7 @@ fn is_ping_on(conn: u64) -> impl FnMut(&Received) -> bool {
 #[test]
 fn keepalive_pings_are_answered_and_cost_four_and_two_bytes() {
     let reg = Registrar::start();
-    let ua = InProcess::start(&reg, Duration::from_millis(200), Duration::from_millis(300));
+    let ua = in_process(&reg, Duration::from_millis(200), Duration::from_millis(300));
     assert!(ua
         .wait(LIMIT, |e| matches!(e, Event::Registered { .. }))
         .is_some());
@@ -499,7 +443,7 @@ fn missing_pong_is_detected_and_the_ua_reregisters() {
     let interval = Duration::from_millis(200);
     let pong_timeout = Duration::from_millis(300);
     let reg = Registrar::start();
-    let ua = InProcess::start(&reg, interval, pong_timeout);
+    let ua = in_process(&reg, interval, pong_timeout);
     assert!(ua
         .wait(LIMIT, |e| matches!(e, Event::Registered { .. }))
         .is_some());
