@@ -70,8 +70,8 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
             .map_err(|e| Fail(format!("--speaker: {e}")))?,
         None => AudioSink::Default,
     };
-    let source = match audio::start(&source, &AudioSink::Null, &cfg) {
-        Ok(_) => source,
+    let source = match probe_source(&source) {
+        Ok(()) => source,
         Err(e) if args.mic.is_none() => {
             eprintln!("no usable input device ({e}); using silence (choose with --mic)");
             AudioSource::Silence
@@ -83,8 +83,8 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
             )))
         }
     };
-    let sink = match audio::start(&AudioSource::Silence, &sink, &cfg) {
-        Ok(_) => sink,
+    let sink = match probe_sink(&sink) {
+        Ok(()) => sink,
         Err(e) if args.speaker.is_none() => {
             eprintln!(
                 "no usable output device ({e}); far-end audio is discarded (choose with --speaker)"
@@ -105,6 +105,11 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
         audio: cfg,
         ..MediaOptions::default()
     })
+}
+
+/// Opens `source` once and closes it: `Err` with the reason when it cannot capture.
+pub fn probe_source(source: &AudioSource) -> Result<(), audio::AudioError> {
+    audio::start(source, &AudioSink::Null, &AudioConfig::default()).map(drop)
 }
 
 /// Opens `sink` once and closes it: `Err` with the reason when it cannot play (no sound card).

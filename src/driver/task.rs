@@ -288,28 +288,10 @@ impl DriverTask {
                 let _ = reply.send(self.core.hold(now, call, on).map_err(Error::from));
             }
             Command::Dtmf(call, digits, reply) => {
-                let result = match self.media_tasks.get(&call) {
-                    Some(task) => task
-                        .ctl
-                        .send(MediaCtl::Dtmf(digits))
-                        .map_err(|_| Error::Core(crate::signaling::core::CoreError::NoSuchCall)),
-                    None => Err(Error::Core(
-                        crate::signaling::core::CoreError::InvalidState("no media yet"),
-                    )),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.media_ctl(call, MediaCtl::Dtmf(digits)));
             }
             Command::Mute(call, on, reply) => {
-                let result = match self.media_tasks.get(&call) {
-                    Some(task) => task
-                        .ctl
-                        .send(MediaCtl::Mute(on))
-                        .map_err(|_| Error::Core(crate::signaling::core::CoreError::NoSuchCall)),
-                    None => Err(Error::Core(
-                        crate::signaling::core::CoreError::InvalidState("no media yet"),
-                    )),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.media_ctl(call, MediaCtl::Mute(on)));
             }
             Command::Push {
                 call_id,
@@ -371,6 +353,18 @@ impl DriverTask {
                 }
                 self.shutting_down = Some((now + SHUTDOWN_GRACE, reply));
             }
+        }
+    }
+
+    /// Hands a command to the call's running media task.
+    fn media_ctl(&self, call: CallHandle, ctl: MediaCtl) -> Result<(), Error> {
+        use crate::signaling::core::CoreError;
+        match self.media_tasks.get(&call) {
+            Some(task) => task
+                .ctl
+                .send(ctl)
+                .map_err(|_| Error::Core(CoreError::NoSuchCall)),
+            None => Err(Error::Core(CoreError::InvalidState("no media yet"))),
         }
     }
 
