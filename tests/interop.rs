@@ -6,9 +6,9 @@
 
 mod peers;
 
+use peers::audio::{assert_tone, write_tone};
 use peers::baresip::{Baresip, BaresipConfig};
 use peers::kamailio::{Kamailio, PASSWORD};
-use peers::wav::{assert_tone, write_tone};
 use peers::{free_port, read_events, test_dir, wakeline, Proc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

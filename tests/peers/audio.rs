@@ -1,10 +1,31 @@
-//! Audio analysis for interop tests: read a recorded WAV file and check, block by block with a
-//! Goertzel filter, that an expected tone dominates a set of probe frequencies.
+//! Audio for the interop tests: write a test tone, read a recorded WAV file, and check, block by
+//! block with a Goertzel filter, that an expected tone dominates a set of probe frequencies.
 #![allow(dead_code)]
 
+use std::f64::consts::PI;
 use std::path::Path;
 
-/// A decoded WAV file, as `f32` samples in -1.0..=1.0 (first channel only).
+/// Writes `secs` seconds of a sine at `hz` (16-bit, amplitude 1/4 of full scale) with `channels`
+/// identical channels at `rate` Hz.
+pub fn write_tone(path: &Path, rate: u32, channels: u16, hz: f64, secs: f64) {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create wav");
+    let n = (f64::from(rate) * secs) as u64;
+    for i in 0..n {
+        let s = (8000.0 * (2.0 * PI * hz * i as f64 / f64::from(rate)).sin()) as i16;
+        for _ in 0..channels {
+            w.write_sample(s).expect("write sample");
+        }
+    }
+    w.finalize().expect("finalize wav");
+}
+
+/// A decoded WAV file, as `f32` samples in -1.0..=1.0, mixed down to mono (channel mean).
 #[derive(Debug, Clone)]
 pub struct Wav {
     /// Sample rate in Hz.
@@ -13,7 +34,7 @@ pub struct Wav {
     pub channels: u16,
     /// Bits per sample in the file.
     pub bits: u16,
-    /// The first channel's samples.
+    /// The samples, mixed down to mono.
     pub samples: Vec<f32>,
 }
 
@@ -45,7 +66,7 @@ pub fn read_wav(path: &Path) -> Wav {
     };
     let samples = all
         .chunks(usize::from(spec.channels.max(1)))
-        .map(|frame| frame[0])
+        .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32)
         .collect();
     Wav {
         rate: spec.sample_rate,
@@ -62,19 +83,25 @@ pub fn tone_amplitude(block: &[f32], rate: u32, hz: f64) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let w = 2.0 * std::f64::consts::PI * hz / f64::from(rate);
-    let coeff = 2.0 * w.cos();
+    let hann = |i: usize| 0.5 - 0.5 * (2.0 * PI * i as f64 / n as f64).cos();
+    let window_sum: f64 = (0..n).map(hann).sum();
+    let windowed = block
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| f64::from(x) * hann(i));
+    2.0 * goertzel_power(windowed, rate, hz).sqrt() / window_sum
+}
+
+/// The Goertzel power of `hz` over `samples`.
+pub fn goertzel_power(samples: impl Iterator<Item = f64>, rate: u32, hz: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * PI * hz / f64::from(rate)).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    let mut window_sum = 0.0f64;
-    for (i, &x) in block.iter().enumerate() {
-        let win = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos();
-        window_sum += win;
-        let s0 = f64::from(x) * win + coeff * s1 - s2;
+    for x in samples {
+        let s0 = x + coeff * s1 - s2;
         s2 = s1;
         s1 = s0;
     }
-    let power = (s1 * s1 + s2 * s2 - coeff * s1 * s2).max(0.0);
-    2.0 * power.sqrt() / window_sum
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2).max(0.0)
 }
 
 /// What [`tone_dominance`] found.
@@ -180,6 +207,64 @@ pub fn tone_dominance(
     report
 }
 
+/// How much of a recording holds one tone, 100 ms block by block ([`assert_tone`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ToneTally {
+    /// 100 ms blocks in the recording.
+    pub blocks: usize,
+    /// Blocks that are not silent (RMS above 100/32768, about -50 dBFS).
+    pub loud: usize,
+    /// Loud blocks where the expected tone carries at least 10x the power of every probe
+    /// frequency (half, 1.5x, 2x the tone, and the other test tone).
+    pub tone: usize,
+    /// `tone / loud` (0 when nothing was loud).
+    pub purity: f64,
+}
+
+/// Counts the 100 ms blocks of `wav` that hold the tone `hz`; `other` is the other side's test
+/// tone, used as one more probe (a recording of our own tone would be an echo, not the far end).
+pub fn tone_tally(wav: &Wav, hz: f64, other: f64) -> ToneTally {
+    let block = (wav.rate / 10) as usize;
+    let probes = [hz * 0.5, hz * 1.5, hz * 2.0, other];
+    let (mut blocks, mut loud, mut tone) = (0, 0, 0);
+    for b in wav.samples.chunks_exact(block.max(1)) {
+        blocks += 1;
+        let power = |f: f64| goertzel_power(b.iter().map(|&x| f64::from(x)), wav.rate, f);
+        let rms = (b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / b.len() as f64).sqrt();
+        if rms < 100.0 / 32768.0 {
+            continue;
+        }
+        loud += 1;
+        let p = power(hz);
+        if probes.iter().all(|&f| p > 10.0 * power(f)) {
+            tone += 1;
+        }
+    }
+    ToneTally {
+        blocks,
+        loud,
+        tone,
+        purity: if loud == 0 {
+            0.0
+        } else {
+            tone as f64 / loud as f64
+        },
+    }
+}
+
+/// Panics unless `path` holds at least `min_secs` of the tone `hz` with a purity of 0.9.
+pub fn assert_tone(path: &Path, hz: f64, other: f64, min_secs: f64) -> ToneTally {
+    let wav = read_wav(path);
+    let t = tone_tally(&wav, hz, other);
+    assert!(
+        t.tone as f64 / 10.0 >= min_secs && t.purity >= 0.9,
+        "{}: expected {min_secs} s of {hz} Hz at {} Hz, found {t:?}",
+        path.display(),
+        wav.rate
+    );
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +276,20 @@ mod tests {
                     as f32
             })
             .collect()
+    }
+
+    #[test]
+    fn finds_the_written_tone_and_not_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.wav");
+        write_tone(&p, 48000, 2, 1000.0, 1.0);
+        let wav = read_wav(&p);
+        assert_eq!(wav.rate, 48000);
+        assert_eq!(wav.samples.len(), 48000);
+        let t = tone_tally(&wav, 1000.0, 440.0);
+        assert_eq!((t.blocks, t.loud, t.tone), (10, 10, 10));
+        let wrong = tone_tally(&wav, 440.0, 1000.0);
+        assert_eq!(wrong.tone, 0);
     }
 
     #[test]

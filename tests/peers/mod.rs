@@ -6,7 +6,6 @@ pub mod audio;
 pub mod baresip;
 pub mod inproc;
 pub mod kamailio;
-pub mod wav;
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
