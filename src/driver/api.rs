@@ -18,6 +18,7 @@ pub struct UserAgentBuilder {
     listen: Option<SocketAddr>,
     media_ip: IpAddr,
     media: MediaOptions,
+    tap: super::tap::Tap,
 }
 
 impl UserAgentBuilder {
@@ -36,7 +37,7 @@ impl UserAgentBuilder {
 
     /// Sees a copy of every SIP message and RTP/RTCP datagram sent and received (capture).
     pub fn tap(mut self, tap: std::sync::Arc<dyn super::tap::PacketTap>) -> Self {
-        self.media.tap = super::tap::Tap::new(tap);
+        self.tap = super::tap::Tap::new(tap);
         self
     }
 
@@ -65,7 +66,15 @@ impl UserAgentBuilder {
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let task = DriverTask::new(config, listener, self.media_ip, self.media, cmd_rx, ev_tx);
+        let task = DriverTask::new(
+            config,
+            listener,
+            self.media_ip,
+            self.media,
+            self.tap,
+            cmd_rx,
+            ev_tx,
+        );
         tokio::spawn(task.run());
         Ok((
             UserAgent {
@@ -118,6 +127,7 @@ impl UserAgent {
             listen: None,
             media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             media: MediaOptions::default(),
+            tap: super::tap::Tap::default(),
         }
     }
 

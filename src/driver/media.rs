@@ -2,6 +2,7 @@
 //! when rtcp-mux is not agreed), the audio backends (device, WAV, tone...) and the sans-IO
 //! [`MediaPipeline`]. It never shares a socket with the SIP control flow.
 
+use super::tap::Tap;
 use crate::media::audio::{self, AudioConfig, AudioSink, AudioSource};
 use crate::media::codec::EncoderConfig;
 use crate::media::pipeline::{MediaEvent, MediaPipeline, PipelineConfig};
@@ -32,8 +33,6 @@ pub struct MediaOptions {
     pub audio: AudioConfig,
     /// Symmetric RTP: send to where the peer's packets come from once they arrive.
     pub symmetric: bool,
-    /// Copies of every RTP/RTCP datagram (and, via the driver, SIP message) for capture.
-    pub tap: super::tap::Tap,
 }
 
 impl Default for MediaOptions {
@@ -45,7 +44,6 @@ impl Default for MediaOptions {
             encoder: EncoderConfig::default(),
             audio: AudioConfig::default(),
             symmetric: true,
-            tap: super::tap::Tap::default(),
         }
     }
 }
@@ -127,11 +125,12 @@ pub(crate) fn spawn(
     sockets: MediaSockets,
     negotiated: Negotiated,
     options: MediaOptions,
+    tap: Tap,
     notes: mpsc::UnboundedSender<MediaNote>,
 ) -> MediaTask {
     let (ctl, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let report = run(call, sockets, negotiated, options, rx, &notes).await;
+        let report = run(call, sockets, negotiated, options, tap, rx, &notes).await;
         let _ = notes.send(MediaNote::Done(call, Box::new(report)));
     });
     MediaTask { ctl }
@@ -198,6 +197,7 @@ async fn run(
     mut sockets: MediaSockets,
     negotiated: Negotiated,
     options: MediaOptions,
+    tap: Tap,
     mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
     notes: &mpsc::UnboundedSender<MediaNote>,
 ) -> MediaReport {
@@ -260,14 +260,14 @@ async fn run(
         tokio::select! {
             r = sockets.rtp.recv_from(&mut rtp_buf) => match r {
                 Ok((n, from)) => {
-                    options.tap.udp(false, &sockets.rtp, from, &rtp_buf[..n]);
+                    tap.udp(false, &sockets.rtp, from, &rtp_buf[..n]);
                     pipeline.handle_datagram(Instant::now(), from, &rtp_buf[..n])
                 }
                 Err(e) => tracing::debug!(?call, "rtp recv: {e}"),
             },
             r = sockets.rtcp.recv_from(&mut rtcp_buf) => match r {
                 Ok((n, from)) => {
-                    options.tap.udp(false, &sockets.rtcp, from, &rtcp_buf[..n]);
+                    tap.udp(false, &sockets.rtcp, from, &rtcp_buf[..n]);
                     pipeline.handle_datagram(Instant::now(), from, &rtcp_buf[..n])
                 }
                 Err(e) => tracing::debug!(?call, "rtcp recv: {e}"),
@@ -307,7 +307,7 @@ async fn run(
             } else {
                 &sockets.rtp
             };
-            options.tap.udp(true, socket, t.destination, &t.contents);
+            tap.udp(true, socket, t.destination, &t.contents);
             if let Err(e) = socket.send_to(&t.contents, t.destination).await {
                 tracing::debug!(?call, "send to {}: {e}", t.destination);
             }

@@ -4,6 +4,7 @@ use super::flow::{self, FlowEvent, FlowHandle};
 use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
+use super::tap::Tap;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
 use crate::signaling::config::Config;
@@ -62,6 +63,8 @@ pub(crate) struct DriverTask {
     /// RTP/RTCP sockets reserved per call and announced in SDP, until media starts.
     media: HashMap<CallHandle, MediaSockets>,
     media_options: MediaOptions,
+    /// Copies of every SIP message and RTP/RTCP datagram, for capture (`--pcap`).
+    tap: Tap,
     media_tasks: HashMap<CallHandle, MediaTask>,
     notes_tx: mpsc::UnboundedSender<MediaNote>,
     notes_rx: mpsc::UnboundedReceiver<MediaNote>,
@@ -94,6 +97,7 @@ impl DriverTask {
         listener: Option<TcpListener>,
         media_ip: IpAddr,
         media_options: MediaOptions,
+        tap: Tap,
         cmd_rx: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
@@ -110,6 +114,7 @@ impl DriverTask {
             flows: HashMap::new(),
             media: HashMap::new(),
             media_options,
+            tap,
             media_tasks: HashMap::new(),
             notes_tx,
             notes_rx,
@@ -206,7 +211,7 @@ impl DriverTask {
             .core
             .handle_flow_accepted(Instant::now(), local, remote);
         tracing::debug!(?flow, %remote, "accepted");
-        self.media_options.tap.flow_up(flow, local, remote);
+        self.tap.flow_up(flow, local, remote);
         let handle = flow::spawn(flow, stream, true, self.flow_tx.clone());
         self.flows.insert(flow, handle);
     }
@@ -220,7 +225,7 @@ impl DriverTask {
                 local,
                 remote,
             } => {
-                self.media_options.tap.flow_up(flow, local, remote);
+                self.tap.flow_up(flow, local, remote);
                 let handle = flow::spawn(flow, stream, false, self.flow_tx.clone());
                 self.flows.insert(flow, handle);
                 self.core.handle_flow_up(now, flow, local, remote);
@@ -229,7 +234,7 @@ impl DriverTask {
                 if self.flows.contains_key(&flow) {
                     tracing::trace!(target: "wakeline::sip", ?flow, "recv {} bytes", bytes.len());
                     trace_sip("recv", flow, &bytes);
-                    self.media_options.tap.sip(false, flow, &bytes);
+                    self.tap.sip(false, flow, &bytes);
                     self.core.handle_received(now, flow, &bytes);
                 }
             }
@@ -425,7 +430,7 @@ impl DriverTask {
                 Output::Transmit { flow, bytes } => match self.flows.get(&flow) {
                     Some(f) => {
                         trace_sip("send", flow, &bytes);
-                        self.media_options.tap.sip(true, flow, &bytes);
+                        self.tap.sip(true, flow, &bytes);
                         if f.tx.send(bytes).is_err() {
                             tracing::debug!(?flow, "transmit on a closing flow");
                         }
@@ -464,6 +469,7 @@ impl DriverTask {
                         sockets,
                         media.clone(),
                         self.media_options.clone(),
+                        self.tap.clone(),
                         self.notes_tx.clone(),
                     );
                     self.media_tasks.insert(*call, task);
