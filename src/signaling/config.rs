@@ -84,6 +84,10 @@ pub struct Config {
     pub retry_base: Duration,
     /// Cap of the retry delay.
     pub retry_max: Duration,
+    /// A control flow that closes sooner than this after its REGISTER 2xx counts as failed:
+    /// the first is replaced at once, further ones in a row back off (RFC 5626 §4.5, 30 s
+    /// doubling to 30 min).
+    pub flow_min_lifetime: Duration,
     /// RFC 5626 `+sip.instance` value (`urn:uuid:...`); persisted by the caller.
     pub instance_id: Option<String>,
     /// RFC 5626 `reg-id`.
@@ -119,6 +123,7 @@ impl Default for Config {
             pong_timeout: Duration::from_secs(10),
             retry_base: Duration::from_millis(250),
             retry_max: Duration::from_secs(30),
+            flow_min_lifetime: crate::signaling::registration::FLOW_MIN_LIFETIME,
             instance_id: None,
             reg_id: 1,
             codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],

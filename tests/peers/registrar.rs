@@ -84,6 +84,8 @@ struct State {
     pongs_off: bool,
     /// This many next REGISTERs are not answered: their connection is closed instead.
     drop_registers: usize,
+    /// Close each connection right after writing its REGISTER 200 (a hostile NAT or SBC).
+    close_after_ok: bool,
     stopped: bool,
 }
 
@@ -185,6 +187,12 @@ impl Registrar {
     /// server dying in the middle of a registration).
     pub fn drop_next_registers(&self, n: usize) {
         self.shared.lock().drop_registers = n;
+    }
+
+    /// Close (`true`) or keep (`false`, the default) each connection right after the 200 to a
+    /// REGISTER on it: the registrar or NAT that provokes a REGISTER storm (issue 13).
+    pub fn set_close_after_ok(&self, on: bool) {
+        self.shared.lock().close_after_ok = on;
     }
 
     /// A copy of everything received so far.
@@ -567,14 +575,7 @@ fn handle(shared: &Shared, conn: u64, what: &Rx) {
     match what {
         Rx::Ping if !shared.lock().pongs_off => write_to(shared, conn, b"\r\n"),
         Rx::Request(req) if req.method == Method::Register && take_drop(shared) => {
-            let mut st = shared.lock();
-            if let Some(c) = st.conns.iter().find(|c| c.id == conn) {
-                let _ = c.stream.shutdown(Shutdown::Both);
-            }
-            st.conns.retain(|c| c.id != conn);
-            if st.registered == Some(conn) {
-                st.registered = None;
-            }
+            close_conn(shared, conn)
         }
         Rx::Request(req) if req.method == Method::Register => {
             let mut ok = Response::for_request(req, 200);
@@ -603,10 +604,25 @@ fn handle(shared: &Shared, conn: u64, what: &Rx) {
                 st.register_ok_at.push((conn, Instant::now()));
             }
             write_to(shared, conn, &ok.to_bytes());
+            if shared.lock().close_after_ok {
+                close_conn(shared, conn);
+            }
         }
         Rx::Request(req) if req.method == Method::Ack => {}
         Rx::Request(req) => write_to(shared, conn, &Response::for_request(req, 200).to_bytes()),
         _ => {}
+    }
+}
+
+/// Closes a connection abruptly (both directions) and forgets its binding.
+fn close_conn(shared: &Shared, conn: u64) {
+    let mut st = shared.lock();
+    if let Some(c) = st.conns.iter().find(|c| c.id == conn) {
+        let _ = c.stream.shutdown(Shutdown::Both);
+    }
+    st.conns.retain(|c| c.id != conn);
+    if st.registered == Some(conn) {
+        st.registered = None;
     }
 }
 

@@ -93,6 +93,7 @@ impl Control {
                 user_agent: config.user_agent.clone(),
                 rng_seed: rand::random(),
                 contact_params: push_params(config),
+                flow_min_lifetime: config.flow_min_lifetime,
             })
         });
         let keepalive = config
@@ -277,6 +278,15 @@ impl SignalingCore {
                 // A server back within a second is rejoined within a second.
                 delay = delay.min(FAST_RETRY_GAP);
             }
+            // Flows that die right after their 2xx, twice or more in a row: RFC 5626 §4.5.
+            if let Some(wait) = self
+                .control
+                .registration
+                .as_mut()
+                .and_then(|r| r.take_flow_wait())
+            {
+                delay = wait;
+            }
             self.control.reconnect_at = Some(now + delay);
         }
     }
@@ -411,8 +421,16 @@ impl SignalingCore {
                         }
                         self.event(Event::Registered { expires });
                     }
-                    RegistrationEvent::Failed { status, reason, .. } => {
+                    RegistrationEvent::Failed {
+                        status,
+                        reason,
+                        retry_in,
+                    } => {
                         self.control.bound_until = None;
+                        let reason = match retry_in {
+                            Some(d) => format!("{reason}; retry in {:.1} s", d.as_secs_f64()),
+                            None => reason,
+                        };
                         self.event(Event::RegistrationFailed { status, reason })
                     }
                     RegistrationEvent::Unregistered => self.event(Event::Unregistered),

@@ -24,7 +24,11 @@ mod request;
 #[cfg(test)]
 mod tests;
 
-pub use backoff::{backoff_delay, refresh_delay};
+use backoff::FlowHealth;
+pub use backoff::{
+    backoff_delay, flow_recovery_delay, refresh_delay, FLOW_BACKOFF_MAX, FLOW_BASE_ALL_FAILED,
+    FLOW_BASE_SOME_OK, FLOW_MIN_LIFETIME,
+};
 #[cfg(test)]
 use contact::{contact_uri_text, header_param};
 use request::{response_cseq, token};
@@ -72,6 +76,9 @@ pub struct RegistrationConfig {
     pub rng_seed: u64,
     /// Extra Contact URI parameters, in order (RFC 8599 `pn-provider`, `pn-prid`, `pn-param`).
     pub contact_params: Vec<(String, String)>,
+    /// A flow that closes sooner than this after its 2xx counts as failed (RFC 5626 §4.5);
+    /// usually [`FLOW_MIN_LIFETIME`].
+    pub flow_min_lifetime: Duration,
 }
 
 /// Why a REGISTER got no response.
@@ -145,6 +152,8 @@ pub struct Registration {
     timer: Option<Instant>,
     failures: u32,
     flow_timer: Option<u32>,
+    /// Flows that die young (RFC 5626 §4.5).
+    health: FlowHealth,
     requests: VecDeque<Request>,
     events: VecDeque<RegistrationEvent>,
 }
@@ -174,6 +183,7 @@ impl Registration {
             timer: None,
             failures: 0,
             flow_timer: None,
+            health: FlowHealth::default(),
             requests: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -221,6 +231,7 @@ impl Registration {
     /// A flow is up with this local address: (re-)register on it at once.
     pub fn handle_flow_up(&mut self, _now: Instant, local: SocketAddr) {
         self.local = Some(local);
+        self.health.flow_up();
         self.in_flight = None; // anything outstanding went with the old flow
         if self.stop_pending || self.state == RegistrationState::Unregistering {
             self.finish_unregister();
@@ -230,18 +241,33 @@ impl Registration {
     }
 
     /// The flow is gone, and with it the binding (RFC 5626 §4.4): wait for the next flow-up.
-    pub fn handle_flow_down(&mut self, _now: Instant) {
+    /// A flow that died within [`RegistrationConfig::flow_min_lifetime`] of its 2xx counts as
+    /// a failure; from the second in a row on, [`Registration::take_flow_wait`] says how long
+    /// to wait before the next flow.
+    pub fn handle_flow_down(&mut self, now: Instant) {
         self.local = None;
         self.in_flight = None;
         self.timer = None;
+        let jitter = self.rng.random_range(0.5..=1.0);
+        let failure = self
+            .health
+            .flow_down(now, self.cfg.flow_min_lifetime, jitter);
         if self.stop_pending || self.state == RegistrationState::Unregistering {
             self.finish_unregister();
         } else if self.started {
             if self.state != RegistrationState::WaitingForFlow {
+                let reason = match failure {
+                    Some(f) => format!(
+                        "flow closed {:.1} s after its 2xx ({} in a row, RFC 5626 §4.5)",
+                        f.lived.as_secs_f64(),
+                        f.in_a_row
+                    ),
+                    None => "flow down".into(),
+                };
                 self.events.push_back(RegistrationEvent::Failed {
                     status: 0,
-                    reason: "flow down".into(),
-                    retry_in: None,
+                    reason,
+                    retry_in: failure.and_then(|f| f.wait),
                 });
             }
             self.state = RegistrationState::WaitingForFlow;
@@ -341,6 +367,12 @@ impl Registration {
         self.events.pop_front()
     }
 
+    /// How long to wait before forming the next flow after the last one died young (RFC 5626
+    /// §4.5); `None`: at once. Taken once per failed flow.
+    pub fn take_flow_wait(&mut self) -> Option<Duration> {
+        self.health.take_wait()
+    }
+
     /// When [`Registration::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timer
@@ -399,6 +431,7 @@ impl Registration {
             return;
         }
         self.failures = 0;
+        self.health.bound(now);
         if self.stop_pending {
             self.stop_pending = false;
             self.send_unregister();

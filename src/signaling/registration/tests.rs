@@ -45,6 +45,7 @@ fn config() -> RegistrationConfig {
         user_agent: "wakeline-test".into(),
         rng_seed: 7,
         contact_params: Vec::new(),
+        flow_min_lifetime: FLOW_MIN_LIFETIME,
     }
 }
 
