@@ -1,0 +1,338 @@
+//! Scenario tests of the whole core: two cores talking over a virtual network with a virtual clock.
+
+/// The origin of the virtual clock (tests only; every later time is origin + offset).
+fn origin() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+use super::testkit::Pair;
+use super::*;
+
+fn status_lines(sent: &[Vec<u8>]) -> Vec<String> {
+    sent.iter()
+        .map(|m| {
+            let s = String::from_utf8_lossy(m);
+            s.lines().next().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+fn ended(events: &[Event]) -> Vec<(u16, CallOutcome)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ended {
+                status, outcome, ..
+            } => Some((*status, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn full_call_invite_ring_answer_ack_bye() {
+    let mut p = Pair::new(Config::default(), Config::default(), origin());
+    let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+    p.drive();
+    let inc = p.b_incoming().expect("incoming");
+    p.b.ring(p.now, inc).unwrap();
+    p.drive();
+    assert!(p.a_events.iter().any(
+        |e| matches!(e, Event::State { call: c, state: CallState::Ringing, .. } if *c == call)
+    ));
+    p.b.answer(p.now, inc, Pair::media(5000)).unwrap();
+    p.drive();
+    assert!(p.a_events.iter().any(|e| matches!(
+        e,
+        Event::State {
+            state: CallState::Connected,
+            ..
+        }
+    )));
+    assert!(p.b_events.iter().any(|e| matches!(
+        e,
+        Event::State {
+            state: CallState::Connected,
+            ..
+        }
+    )));
+    assert!(p.a_events.iter().any(|e| matches!(e, Event::Media { .. })));
+    assert!(p.b_events.iter().any(|e| matches!(e, Event::Media { .. })));
+    p.a.hangup(p.now, call).unwrap();
+    p.drive();
+    assert_eq!(ended(&p.a_events), vec![(200, CallOutcome::Answered)]);
+    assert_eq!(ended(&p.b_events), vec![(200, CallOutcome::Answered)]);
+    let a = status_lines(&p.a_sent);
+    let b = status_lines(&p.b_sent);
+    assert!(a[0].starts_with("INVITE "), "{a:?}");
+    assert!(a.iter().any(|l| l.starts_with("ACK ")));
+    assert!(a.iter().any(|l| l.starts_with("BYE ")));
+    assert_eq!(
+        b,
+        vec![
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 180 Ringing",
+            "SIP/2.0 200 OK",
+            "SIP/2.0 200 OK"
+        ]
+    );
+    assert_eq!(p.b.ledger_open(), 0);
+    p.advance(Duration::from_secs(100));
+    assert_eq!(p.a.call_count() + p.b.call_count(), 0);
+    assert_eq!(p.a.transaction_count() + p.b.transaction_count(), 0);
+}
+
+fn connected_pair() -> (Pair, CallHandle, CallHandle) {
+    let mut p = Pair::new(Config::default(), Config::default(), origin());
+    let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+    p.drive();
+    let inc = p.b_incoming().unwrap();
+    p.b.answer(p.now, inc, Pair::media(5000)).unwrap();
+    p.drive();
+    (p, call, inc)
+}
+
+#[test]
+fn call_cycles_leave_nothing_behind() {
+    let mut p = Pair::new(Config::default(), Config::default(), origin());
+    for _ in 0..20 {
+        assert!(p.call_cycle());
+    }
+    assert_eq!(p.a.call_count() + p.b.call_count(), 0);
+    assert_eq!(p.a.transaction_count() + p.b.transaction_count(), 0);
+    assert_eq!(p.b.ledger_stats().closed, 20);
+    assert_eq!(p.a.dialog_count() + p.b.dialog_count(), 0);
+    assert!(p.b.merge_index.is_empty() && p.a.uac_calls.is_empty());
+}
+
+#[test]
+fn cancel_while_ringing_ends_missed_on_both_sides() {
+    let mut p = Pair::new(Config::default(), Config::default(), origin());
+    let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+    p.drive();
+    let inc = p.b_incoming().unwrap();
+    p.b.ring(p.now, inc).unwrap();
+    p.drive();
+    p.a.hangup(p.now, call).unwrap();
+    p.drive();
+    assert_eq!(ended(&p.a_events), vec![(487, CallOutcome::Missed)]);
+    assert_eq!(ended(&p.b_events), vec![(487, CallOutcome::Missed)]);
+    let b = status_lines(&p.b_sent);
+    assert!(
+        b.contains(&"SIP/2.0 487 Request Terminated".to_string()),
+        "{b:?}"
+    );
+    assert_eq!(p.b.ledger_open(), 0);
+    assert_eq!(
+        p.b.answer(p.now, inc, Pair::media(1)),
+        Err(CoreError::NoSuchCall)
+    );
+}
+
+#[test]
+fn hangup_before_provisional_waits_for_1xx() {
+    let mut p = Pair::new(Config::default(), Config::default(), origin());
+    p.b.handle_timeout(p.now); // nothing due
+    let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+    // Connect, but hold B's responses back: hang up while still Calling.
+    p.connected = true;
+    while let Some(out) = p.a.poll_output() {
+        match out {
+            Output::Connect { flow, .. } => {
+                p.a_flow = Some(flow);
+                p.a.handle_flow_up(
+                    p.now,
+                    flow,
+                    testkit::A_ADDR.parse().unwrap(),
+                    testkit::B_ADDR.parse().unwrap(),
+                );
+            }
+            Output::Transmit { bytes, .. } => p.a_sent.push(bytes),
+            Output::Event(e) => p.a_events.push(e),
+            Output::Close { .. } => {}
+        }
+    }
+    p.a.hangup(p.now, call).unwrap();
+    assert!(
+        !status_lines(&p.a_sent)
+            .iter()
+            .any(|l| l.starts_with("CANCEL")),
+        "no CANCEL before a provisional"
+    );
+    // Now deliver the INVITE to B; B's 100 Trying triggers our CANCEL.
+    let bf = p.b.handle_flow_accepted(
+        p.now,
+        testkit::B_ADDR.parse().unwrap(),
+        testkit::A_ADDR.parse().unwrap(),
+    );
+    p.b_flow = Some(bf);
+    let invite = p.a_sent[0].clone();
+    p.b.handle_received(p.now, bf, &invite);
+    p.drive();
+    assert!(status_lines(&p.a_sent)
+        .iter()
+        .any(|l| l.starts_with("CANCEL")));
+    assert_eq!(ended(&p.a_events), vec![(487, CallOutcome::Missed)]);
+    assert_eq!(ended(&p.b_events), vec![(487, CallOutcome::Missed)]);
+}
+
+#[test]
+fn busy_second_call_gets_486() {
+    let (mut p, _call, _inc) = connected_pair();
+    let second = p.a.call(p.now, p.b_uri(), Pair::media(4002)).unwrap();
+    p.drive();
+    let a_end: Vec<_> = p
+        .a_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ended {
+                call,
+                status,
+                outcome,
+                ..
+            } if *call == second => Some((*status, *outcome)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(a_end, vec![(486, CallOutcome::Busy)]);
+    assert_eq!(ended(&p.b_events), vec![(486, CallOutcome::Busy)]);
+    assert_eq!(
+        p.b_events
+            .iter()
+            .filter(|e| matches!(e, Event::Incoming { .. }))
+            .count(),
+        1,
+        "no Incoming for the rejected INVITE"
+    );
+    assert_eq!(p.b.ledger_open(), 1, "only the connected call is open");
+}
+
+#[test]
+fn reinvite_hold_and_resume() {
+    let (mut p, call, _inc) = connected_pair();
+    p.a.hold(p.now, call, true).unwrap();
+    p.drive();
+    assert!(p.a_events.iter().any(|e| matches!(
+        e,
+        Event::State {
+            state: CallState::Held,
+            ..
+        }
+    )));
+    assert!(p.b_events.iter().any(|e| matches!(
+        e,
+        Event::State {
+            state: CallState::Held,
+            ..
+        }
+    )));
+    let held_media = p.b_events.iter().rev().find_map(|e| match e {
+        Event::Media { media, .. } => Some(media.direction),
+        _ => None,
+    });
+    assert_eq!(held_media, Some(crate::signaling::sdp::Direction::RecvOnly));
+    p.a.hold(p.now, call, false).unwrap();
+    p.drive();
+    assert!(p.a_events.iter().any(|e| matches!(
+        e,
+        Event::State {
+            state: CallState::Resumed,
+            ..
+        }
+    )));
+    assert!(p.b_events.iter().any(|e| matches!(
+        e,
+        Event::State {
+            state: CallState::Resumed,
+            ..
+        }
+    )));
+    let acks = status_lines(&p.a_sent)
+        .iter()
+        .filter(|l| l.starts_with("ACK"))
+        .count();
+    assert_eq!(acks, 3);
+    assert_eq!(p.b.ledger_stats().opened, 3);
+    assert_eq!(p.b.ledger_open(), 1, "only the connected call is open");
+    assert!(ended(&p.b_events).is_empty());
+}
+
+#[test]
+fn reject_ring_timeout_and_timer_b() {
+    let cfg = Config {
+        ring_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let mut p = Pair::new(Config::default(), cfg, origin());
+    let c1 = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+    p.drive();
+    p.advance(Duration::from_secs(6));
+    assert_eq!(ended(&p.b_events), vec![(480, CallOutcome::Missed)]);
+    assert_eq!(ended(&p.a_events), vec![(480, CallOutcome::Rejected)]);
+    let _ = c1;
+    let c2 = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+    p.drive();
+    let inc = p.b_incoming().unwrap();
+    p.b.reject(p.now, inc, 603).unwrap();
+    p.drive();
+    assert!(p.a_events.iter().any(|e| matches!(e, Event::Ended { call, status: 603, outcome: CallOutcome::Rejected, .. } if *call == c2)));
+    // Timer B: the peer never answers.
+    p.connected = false;
+    let c3 = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+    p.advance(Duration::from_secs(40));
+    assert!(p.a_events.iter().any(|e| matches!(e, Event::Ended { call, status: 408, outcome: CallOutcome::Failed, .. } if *call == c3)));
+}
+
+#[test]
+fn bye_from_callee_and_options_and_unknown_dialog() {
+    let (mut p, _call, inc) = connected_pair();
+    p.b.hangup(p.now, inc).unwrap();
+    p.drive();
+    assert_eq!(ended(&p.a_events), vec![(200, CallOutcome::Answered)]);
+    assert_eq!(ended(&p.b_events), vec![(200, CallOutcome::Answered)]);
+    // A BYE for a dialog that does not exist: 481.
+    let bf = p.b_flow.unwrap();
+    let bye = "BYE sip:bob@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bKnope\r\n\
+        From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: nope\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n";
+    p.b.handle_received(p.now, bf, bye.as_bytes());
+    let opt = "OPTIONS sip:bob@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bKopt\r\n\
+        From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    p.b.handle_received(p.now, bf, opt.as_bytes());
+    let sub = opt
+        .replace("OPTIONS", "SUBSCRIBE")
+        .replace("z9hG4bKopt", "z9hG4bKsub");
+    p.b.handle_received(p.now, bf, sub.as_bytes());
+    let foo = opt
+        .replace("OPTIONS", "FOO")
+        .replace("z9hG4bKopt", "z9hG4bKfoo");
+    p.b.handle_received(p.now, bf, foo.as_bytes());
+    p.drive();
+    let b = status_lines(&p.b_sent);
+    let tail: Vec<_> = b[b.len() - 4..].to_vec();
+    assert_eq!(
+        tail,
+        vec![
+            "SIP/2.0 481 Call/Transaction Does Not Exist",
+            "SIP/2.0 200 OK",
+            "SIP/2.0 405 Method Not Allowed",
+            "SIP/2.0 501 Not Implemented"
+        ]
+    );
+    let options_ok = String::from_utf8_lossy(&p.b_sent[p.b_sent.len() - 3]).to_string();
+    assert!(options_ok.contains("Allow: INVITE"), "{options_ok}");
+    assert!(options_ok.contains("Accept: application/sdp"));
+}
+
+#[test]
+fn ping_gets_pong_and_framing_error_closes_the_flow() {
+    let mut s = testkit::Solo::new(Config::default(), origin());
+    let flow = s.flow.unwrap();
+    s.feed("\r\n\r\n");
+    assert_eq!(s.sent.last().map(Vec::as_slice), Some(&b"\r\n"[..]));
+    s.feed("OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKx\r\n\r\n");
+    assert!(
+        s.flow.is_none(),
+        "no Content-Length on a stream: the flow is closed"
+    );
+    assert!(s.events.contains(&Event::FlowDown { flow }));
+}

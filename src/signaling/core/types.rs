@@ -1,0 +1,195 @@
+//! The core's vocabulary for the driver and the application: ids, call states, outcomes,
+//! events, outputs and command errors.
+
+use crate::signaling::sdp::Negotiated;
+use std::net::SocketAddr;
+
+/// Identifies one TCP connection (a *flow*, RFC 5626).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
+
+/// Identifies one call (one INVITE dialog attempt) for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(pub u64);
+
+/// The life of a call as the application sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// UAC: INVITE sent.
+    Calling,
+    /// UAC: 100 Trying (or another provisional without ringing) received.
+    Proceeding,
+    /// UAC: 180/183 received. UAS: 180 sent.
+    Ringing,
+    /// 2xx sent/received; media may flow.
+    Connected,
+    /// A re-INVITE put the call on hold (either side).
+    Held,
+    /// A re-INVITE resumed the call.
+    Resumed,
+    /// BYE or CANCEL sent, waiting for the end.
+    Terminating,
+}
+
+/// How a call ended: exactly one of these per INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The call was answered and later ended by BYE (either side).
+    Answered,
+    /// Rejected (by us or the peer) with a 3xx-6xx other than busy.
+    Rejected,
+    /// 486 / 600 (or our busy policy).
+    Busy,
+    /// Cancelled before answer (CANCEL sent or received), or not answered in time.
+    Missed,
+    /// Timeout, transport failure, malformed request, no common codec, ...
+    Failed,
+}
+
+/// What the core tells the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new incoming call; answer with [`SignalingCore::answer`] or reject.
+    Incoming {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// The From header value.
+        from: String,
+        /// The To header value (empty for a call announced by a push).
+        to: String,
+        /// Announced by [`SignalingCore::handle_push`] before its INVITE came; the INVITE will
+        /// be bound to this handle without another `Incoming`.
+        pushed: bool,
+    },
+    /// A call changed state.
+    State {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// The new state.
+        state: CallState,
+    },
+    /// Media was negotiated (or renegotiated): start or update the RTP session.
+    Media {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// What was agreed.
+        media: Negotiated,
+    },
+    /// The call is over. Exactly one per INVITE that reached us or that we sent.
+    Ended {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// The final SIP status sent or received for the INVITE (200 for answered calls).
+        status: u16,
+        /// Reason text (the reason phrase, `BYE`, `timeout`, ...).
+        reason: String,
+        /// The outcome.
+        outcome: CallOutcome,
+    },
+    /// The registrar accepted our binding.
+    Registered {
+        /// Granted lifetime in seconds.
+        expires: u32,
+    },
+    /// Registration failed (final error or a retry is scheduled).
+    RegistrationFailed {
+        /// Status code (0 for timeout or transport failure).
+        status: u16,
+        /// Reason.
+        reason: String,
+    },
+    /// The binding was removed (un-REGISTER done).
+    Unregistered,
+    /// A flow is connected.
+    FlowUp {
+        /// Which.
+        flow: FlowId,
+        /// Its remote address.
+        remote: SocketAddr,
+    },
+    /// A flow is gone.
+    FlowDown {
+        /// Which.
+        flow: FlowId,
+    },
+    /// The peer sent a DTMF digit (RFC 4733 telephone-event). Emitted by the driver's media task.
+    Dtmf {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// `0`-`9`, `*`, `#`, `A`-`D`.
+        digit: char,
+    },
+    /// The call's media while it runs, about once a second. Emitted by the driver.
+    MediaStats {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// Counters and levels so far.
+        snapshot: Box<crate::media::MediaSnapshot>,
+    },
+    /// The call's media report, emitted by the driver just before the call's `Ended`.
+    MediaReport {
+        /// Our handle.
+        call: CallHandle,
+        /// SIP Call-ID.
+        call_id: String,
+        /// What the media did.
+        report: Box<crate::media::MediaReport>,
+    },
+}
+
+/// What the core asks the driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Write these bytes to the flow.
+    Transmit {
+        /// Which flow.
+        flow: FlowId,
+        /// A whole SIP message, or a keep-alive ping/pong.
+        bytes: Vec<u8>,
+    },
+    /// Open a TCP connection and report it with `handle_flow_up` / `handle_flow_down`.
+    Connect {
+        /// The id the core gave this flow.
+        flow: FlowId,
+        /// Host (name or address) to connect to.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Close this flow.
+    Close {
+        /// Which.
+        flow: FlowId,
+    },
+    /// Tell the application.
+    Event(Event),
+}
+
+/// Errors of application commands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// No such call (or it already ended).
+    #[error("no such call")]
+    NoSuchCall,
+    /// The call is not in a state where this command makes sense.
+    #[error("invalid in call state: {0}")]
+    InvalidState(&'static str),
+    /// No account is configured.
+    #[error("no account configured")]
+    NoAccount,
+    /// The target URI cannot be reached (no host, unsupported scheme or transport).
+    #[error("bad target: {0}")]
+    BadTarget(String),
+}
