@@ -55,6 +55,12 @@ pub struct TransportSection {
     pub keepalive_interval_s: Option<f64>,
     /// Seconds to wait for the pong before the flow counts as lost.
     pub pong_timeout_s: Option<f64>,
+    /// Most connections peers may hold open to our listener.
+    pub max_connections: Option<usize>,
+    /// Seconds before an inbound connection that carries nothing is closed.
+    pub idle_timeout_s: Option<f64>,
+    /// Seconds a message may take to arrive once its first byte has.
+    pub head_timeout_s: Option<f64>,
 }
 
 /// `[audio]`: devices.
@@ -100,6 +106,9 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 [transport]
 # keepalive_interval_s = 30        # CRLF ping on the control flow (0 = off)
 # pong_timeout_s = 10
+# max_connections = 1024           # inbound connections held at once (listener)
+# idle_timeout_s = 60              # close an inbound connection that carries nothing
+# head_timeout_s = 10              # a message must arrive within this of its first byte
 
 [audio]
 # mic = "default"                  # default | DEVICE | FILE.wav | tone:HZ | silence
@@ -183,6 +192,8 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
             cfg.transport.keepalive_interval_s,
         ),
         ("[transport].pong_timeout_s", cfg.transport.pong_timeout_s),
+        ("[transport].idle_timeout_s", cfg.transport.idle_timeout_s),
+        ("[transport].head_timeout_s", cfg.transport.head_timeout_s),
         ("[answer].after_s", cfg.answer.after_s),
     ] {
         if let Some(v) = v {
@@ -310,6 +321,24 @@ pub fn apply_transport(config: &mut wakeline::Config, t: &TransportSection) {
     }
 }
 
+/// The listener's limits: the defaults, overridden by the `[transport]` section if any.
+pub fn listener_limits(t: Option<&TransportSection>) -> wakeline::driver::ListenerLimits {
+    let mut limits = wakeline::driver::ListenerLimits::default();
+    let Some(t) = t else {
+        return limits;
+    };
+    if let Some(n) = t.max_connections {
+        limits.max_connections = n.max(1);
+    }
+    if let Some(s) = t.idle_timeout_s {
+        limits.idle_timeout = Duration::from_secs_f64(s);
+    }
+    if let Some(s) = t.head_timeout_s {
+        limits.head_timeout = Duration::from_secs_f64(s);
+    }
+    limits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,9 +443,25 @@ mod tests {
             &TransportSection {
                 keepalive_interval_s: Some(0.0),
                 pong_timeout_s: Some(3.0),
+                ..TransportSection::default()
             },
         );
         assert_eq!(c.keepalive_interval, None);
         assert_eq!(c.pong_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn listener_limits_from_transport() {
+        let cfg = parse(
+            "[transport]\nmax_connections = 0\nidle_timeout_s = 1.5\nhead_timeout_s = 2\n",
+            "t",
+        )
+        .unwrap();
+        let l = listener_limits(Some(&cfg.transport));
+        assert_eq!(l.max_connections, 1, "at least one");
+        assert_eq!(l.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(l.head_timeout, Duration::from_secs(2));
+        assert_eq!(listener_limits(None), Default::default());
+        assert!(parse("[transport]\nidle_timeout_s = -1\n", "t").is_err());
     }
 }

@@ -179,6 +179,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config)
         .listen(args.bind)
+        .listener_limits(super::config::listener_limits(TRANSPORT.get()))
         .media(media_options);
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
@@ -303,7 +304,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config).media(media_options);
     if let Some(bind) = args.bind {
-        builder = builder.listen(bind);
+        builder = builder
+            .listen(bind)
+            .listener_limits(super::config::listener_limits(TRANSPORT.get()));
     }
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);

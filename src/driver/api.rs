@@ -19,6 +19,7 @@ pub struct UserAgentBuilder {
     media_ip: IpAddr,
     media: MediaOptions,
     tap: super::tap::Tap,
+    limits: super::listener::ListenerLimits,
 }
 
 impl UserAgentBuilder {
@@ -26,6 +27,15 @@ impl UserAgentBuilder {
     /// registrar's flow).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
+        self
+    }
+
+    /// Limits on the connections peers open to the listener: a cap, idle and slow-head
+    /// timeouts, a bound on buffered partial messages (default: [`ListenerLimits::default`]).
+    ///
+    /// [`ListenerLimits::default`]: super::ListenerLimits
+    pub fn listener_limits(mut self, limits: super::listener::ListenerLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -74,7 +84,8 @@ impl UserAgentBuilder {
             self.tap,
             cmd_rx,
             ev_tx,
-        );
+        )
+        .with_listener_limits(self.limits);
         tokio::spawn(task.run());
         Ok((
             UserAgent {
@@ -128,6 +139,7 @@ impl UserAgent {
             media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             media: MediaOptions::default(),
             tap: super::tap::Tap::default(),
+            limits: super::listener::ListenerLimits::default(),
         }
     }
 

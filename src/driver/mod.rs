@@ -21,10 +21,12 @@
 
 mod api;
 mod flow;
+mod listener;
 mod media;
 mod tap;
 mod task;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
+pub use listener::ListenerLimits;
 pub use media::MediaOptions;
 pub use tap::{PacketTap, Tap};

@@ -1,6 +1,7 @@
 //! The driver loop: feeds the sans-IO core and carries out its outputs.
 
 use super::flow::{self, FlowEvent, FlowHandle};
+use super::listener::{AcceptBackoff, Admission, CloseReason, InboundGuard, ListenerLimits};
 use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
@@ -78,6 +79,9 @@ pub(crate) struct DriverTask {
     /// the budget, whichever comes first.
     keepalive_run: Option<PendingRun>,
     keepalive_runs: u64,
+    /// Limits on the connections peers open to us (`listener.rs`).
+    guard: InboundGuard,
+    accept_backoff: AcceptBackoff,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -125,7 +129,14 @@ impl DriverTask {
             shutting_down: None,
             keepalive_run: None,
             keepalive_runs: 0,
+            guard: InboundGuard::new(ListenerLimits::default()),
+            accept_backoff: AcceptBackoff::default(),
         }
+    }
+
+    pub(crate) fn with_listener_limits(mut self, limits: ListenerLimits) -> Self {
+        self.guard = InboundGuard::new(limits);
+        self
     }
 
     pub(crate) async fn run(mut self) {
@@ -150,10 +161,17 @@ impl DriverTask {
                         self.handle_flow_event(ev);
                     }
                 }
-                accepted = accept(&self.listener) => {
+                accepted = accept(&self.listener, self.accept_backoff.paused_until()) => {
                     match accepted {
-                        Ok((stream, remote)) => self.handle_accepted(stream, remote),
-                        Err(e) => tracing::warn!("accept: {e}"),
+                        Ok((stream, remote)) => {
+                            self.accept_backoff.succeeded();
+                            self.handle_accepted(stream, remote);
+                        }
+                        Err(e) => {
+                            if let Some(line) = self.accept_backoff.failed(Instant::now(), &e) {
+                                tracing::warn!("{line}");
+                            }
+                        }
                     }
                 }
                 note = self.notes_rx.recv() => {
@@ -168,7 +186,12 @@ impl DriverTask {
                     }
                 }
                 _ = sleep_until(deadline) => {
-                    self.core.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.core.handle_timeout(now);
+                    let core = &self.core;
+                    for (flow, why) in self.guard.expired(now, |f| core.flow_in_use(f)) {
+                        self.drop_inbound(now, flow, why);
+                    }
                 }
             }
         }
@@ -193,6 +216,7 @@ impl DriverTask {
             self.keepalive_run
                 .as_ref()
                 .and_then(|r| r.run.poll_timeout()),
+            self.guard.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -207,9 +231,18 @@ impl DriverTask {
                 return;
             }
         };
-        let flow = self
-            .core
-            .handle_flow_accepted(Instant::now(), local, remote);
+        let now = Instant::now();
+        let core = &self.core;
+        match self.guard.admit(|f| core.flow_in_use(f)) {
+            Admission::Admit => {}
+            Admission::Evict(old) => self.drop_inbound(now, old, CloseReason::Evicted),
+            Admission::Refuse => {
+                tracing::debug!(%remote, "refused: {} busy inbound connections", self.guard.len());
+                return;
+            }
+        }
+        let flow = self.core.handle_flow_accepted(now, local, remote);
+        self.guard.accepted(now, flow);
         tracing::debug!(?flow, %remote, "accepted");
         self.tap.flow_up(flow, local, remote);
         let handle = flow::spawn(flow, stream, true, self.flow_tx.clone());
@@ -236,10 +269,15 @@ impl DriverTask {
                     trace_sip("recv", flow, &bytes);
                     self.tap.sip(false, flow, &bytes);
                     self.core.handle_received(now, flow, &bytes);
+                    let buffered = self.core.flow_buffered(flow);
+                    if let Some(f) = self.guard.data(now, flow, buffered) {
+                        self.drop_inbound(now, f, CloseReason::TooMuchBuffered);
+                    }
                 }
             }
             FlowEvent::Closed { flow, why } => {
                 tracing::debug!(?flow, "flow closed: {why}");
+                self.guard.closed(flow);
                 if let Some(f) = self.flows.remove(&flow) {
                     f.reader.abort();
                 }
@@ -361,6 +399,18 @@ impl DriverTask {
         }
     }
 
+    /// Closes an inbound connection at once (both tasks stop, the socket closes) for the
+    /// listener guard, and tells the core it is gone.
+    fn drop_inbound(&mut self, now: Instant, flow: FlowId, why: CloseReason) {
+        tracing::debug!(?flow, "closing inbound connection: {why}");
+        self.guard.closed(flow);
+        if let Some(f) = self.flows.remove(&flow) {
+            f.reader.abort();
+            f.writer.abort();
+        }
+        self.core.handle_flow_down(now, flow);
+    }
+
     /// Hands a command to the call's running media task.
     fn media_ctl(&self, call: CallHandle, ctl: MediaCtl) -> Result<(), Error> {
         use crate::signaling::core::CoreError;
@@ -442,6 +492,7 @@ impl DriverTask {
                     flow::connect(flow, host, port, self.flow_tx.clone());
                 }
                 Output::Close { flow } => {
+                    self.guard.closed(flow);
                     if let Some(f) = self.flows.remove(&flow) {
                         tokio::spawn(f.close(FLUSH_LIMIT));
                     }
@@ -549,9 +600,15 @@ impl DriverTask {
 
 async fn accept(
     listener: &Option<TcpListener>,
+    paused_until: Option<Instant>,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match listener {
-        Some(l) => l.accept().await,
+        Some(l) => {
+            if paused_until.is_some() {
+                sleep_until(paused_until).await;
+            }
+            l.accept().await
+        }
         None => std::future::pending().await,
     }
 }

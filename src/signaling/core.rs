@@ -27,6 +27,7 @@ mod control;
 pub use background::KeepAliveReport;
 mod background;
 mod commands;
+mod flowuse;
 mod inbound;
 #[doc(hidden)]
 pub mod phonekit;
