@@ -52,6 +52,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a closing flow may take to write out what is queued.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
+/// How long closing every flow at shutdown may take, all of them together.
+const CLOSE_ALL_LIMIT: Duration = Duration::from_secs(2);
+
 pub(crate) struct DriverTask {
     core: SignalingCore,
     listener: Option<TcpListener>,
@@ -195,13 +198,15 @@ impl DriverTask {
                 }
             }
         }
-        let closing: Vec<_> = self
-            .flows
-            .drain()
-            .map(|(_, f)| f.close(FLUSH_LIMIT))
-            .collect();
-        for c in closing {
-            c.await;
+        // Every flow closes at the same time, under one deadline, however many there are
+        // (one after another, 50 connections took 50 s).
+        let mut closing = tokio::task::JoinSet::new();
+        for (_, f) in self.flows.drain() {
+            closing.spawn(f.close(FLUSH_LIMIT));
+        }
+        let all = async { while closing.join_next().await.is_some() {} };
+        if tokio::time::timeout(CLOSE_ALL_LIMIT, all).await.is_err() {
+            tracing::debug!("flows still closing after {CLOSE_ALL_LIMIT:?}; leaving them");
         }
         // Only now: the caller may exit the process as soon as it hears back.
         if let Some(reply) = stopped_by {
