@@ -41,8 +41,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// The methods we list in `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+/// The methods we list in `Allow`: the same list as in our INVITEs and responses. UPDATE
+/// (RFC 3311) is not among them: we answer it 405.
+pub use super::invite::ALLOW;
 
 /// The longest server-requested `Retry-After` we honour.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);

@@ -223,6 +223,17 @@ fn full_cycle_challenge_auth_refresh_stop() {
 }
 
 #[test]
+fn allow_lists_only_methods_we_answer() {
+    let t0 = origin();
+    let mut reg = Registration::new(config());
+    reg.handle_flow_up(t0, local(5070));
+    reg.start(t0);
+    let allow = hdr(&one_request(&mut reg), HeaderName::Allow).to_string();
+    assert!(!allow.contains("UPDATE"), "{allow}");
+    assert_eq!(allow, crate::signaling::invite::ALLOW);
+}
+
+#[test]
 fn wrong_password_gives_up_without_loop() {
     let t0 = origin();
     let mut reg = Registration::new(config());
