@@ -4,7 +4,7 @@
 
 mod peers;
 
-use peers::registrar::Registrar;
+use peers::registrar::{contact_param, Registrar};
 use peers::{free_port, read_events, test_dir, wakeline, Proc};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use wakeline::signaling::core::phonekit::{phone_config, Phone};
-use wakeline::signaling::message::Method;
+use wakeline::signaling::message::{HeaderName, Method};
 
 /// Virtual time: the server closes the flow the instant its 200 is written, for 60 s. The first
 /// drop is replaced at once, the second waits 15–30 s, the third 30–60 s.
@@ -329,4 +329,49 @@ fn shutdown_with_200_connections_is_bounded() {
     println!("shutdown with 200 open connections took {took:?} ({status})");
     assert!(took < Duration::from_secs(3), "took {took:?}");
     drop(conns);
+}
+
+/// Two processes for the same account and state folder: the second registers with its own
+/// instance-id (and says so); the first keeps the persisted one. They shared one before, and
+/// replaced each other's binding.
+#[test]
+fn second_process_gets_its_own_instance_id() {
+    let dir = test_dir("instance");
+    let reg = Registrar::start();
+    let start = |name: &str| {
+        let mut cmd = wakeline();
+        cmd.env("WAKELINE_STATE_DIR", dir.path())
+            .args(["listen", "--bind", &format!("127.0.0.1:{}", free_port())])
+            .args(["--registrar", &reg.uri(), "--user", "u", "--domain", "d"])
+            .args(["--mic", "silence", "--speaker", "null"]);
+        Proc::spawn(name, cmd, dir.path())
+    };
+    let instance = |not_on: Option<u64>, ua: &Proc| {
+        let r = reg
+            .wait_registered(0, not_on, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no REGISTER\n{}", ua.output()));
+        let contact = r
+            .request(&Method::Register)
+            .and_then(|q| q.headers.get(&HeaderName::Contact).map(str::to_string))
+            .unwrap_or_default();
+        (r.conn, contact_param(&contact, "+sip.instance"))
+    };
+    let first = start("first");
+    let (conn1, id1) = instance(None, &first);
+    let second = start("second");
+    let (_, id2) = instance(Some(conn1), &second);
+    let stored = std::fs::read_to_string(dir.path().join("instance-id")).unwrap_or_default();
+    assert_eq!(
+        id1.as_deref(),
+        Some(stored.trim()),
+        "the first owns the stored id"
+    );
+    assert!(id2.is_some() && id2 != id1, "{id1:?} vs {id2:?}");
+    assert!(
+        std::fs::read_to_string(&second.stderr)
+            .unwrap_or_default()
+            .contains("another wakeline process"),
+        "{}",
+        second.output()
+    );
 }
