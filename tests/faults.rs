@@ -285,6 +285,20 @@ fn idle_slow_and_surplus_connections_are_closed() {
     );
 }
 
+/// Opens `n` idle connections and checks that all were accepted (an OPTIONS sent after them
+/// is answered).
+fn open_idle(port: u16, n: usize) -> Vec<TcpStream> {
+    let conns: Vec<TcpStream> = (0..n)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert_eq!(conns.len(), n);
+    assert_eq!(
+        options(port, Duration::from_secs(5)).as_deref(),
+        Some("SIP/2.0 200 OK")
+    );
+    conns
+}
+
 /// Memory per idle inbound connection: RSS before and after 1000 connections (cap 1024).
 #[test]
 fn memory_per_idle_inbound_connection() {
@@ -293,15 +307,7 @@ fn memory_per_idle_inbound_connection() {
     let pid = ua.pid().expect("running");
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_kib(pid);
-    let conns: Vec<TcpStream> = (0..1000)
-        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
-        .collect();
-    assert_eq!(conns.len(), 1000);
-    // Every connection accepted (a new OPTIONS is answered after all of them).
-    assert_eq!(
-        options(port, Duration::from_secs(5)).as_deref(),
-        Some("SIP/2.0 200 OK")
-    );
+    let _conns = open_idle(port, 1000);
     std::thread::sleep(Duration::from_millis(300));
     let after = rss_kib(pid);
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / 1000.0;
@@ -315,14 +321,7 @@ fn memory_per_idle_inbound_connection() {
 fn shutdown_with_200_connections_is_bounded() {
     let dir = test_dir("shutdown");
     let (mut ua, port) = listen(dir.path(), None, None);
-    let conns: Vec<TcpStream> = (0..200)
-        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
-        .collect();
-    assert_eq!(conns.len(), 200);
-    assert_eq!(
-        options(port, Duration::from_secs(5)).as_deref(),
-        Some("SIP/2.0 200 OK")
-    );
+    let conns = open_idle(port, 200);
     let start = Instant::now();
     let status = ua.terminate(Duration::from_secs(10));
     let took = start.elapsed();
