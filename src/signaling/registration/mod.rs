@@ -21,16 +21,12 @@
 mod backoff;
 mod contact;
 mod request;
-#[cfg(test)]
-mod tests;
 
 use backoff::FlowHealth;
 pub use backoff::{
     backoff_delay, flow_recovery_delay, refresh_delay, FLOW_BACKOFF_MAX, FLOW_BASE_ALL_FAILED,
     FLOW_BASE_SOME_OK, FLOW_MIN_LIFETIME,
 };
-#[cfg(test)]
-use contact::{contact_uri_text, header_param};
 use request::{response_cseq, token};
 
 use super::auth::{ChallengeOutcome, Credentials, DigestClient};
@@ -529,3 +525,8 @@ impl Registration {
         self.queue_register(0);
     }
 }
+
+#[cfg(test)]
+use contact::{contact_uri_text, header_param};
+#[cfg(test)]
+mod tests;
