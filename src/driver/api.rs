@@ -19,6 +19,7 @@ pub struct UserAgentBuilder {
     media_ip: IpAddr,
     media: MediaOptions,
     tap: super::tap::Tap,
+    dns_servers: Vec<SocketAddr>,
 }
 
 impl UserAgentBuilder {
@@ -32,6 +33,13 @@ impl UserAgentBuilder {
     /// The IP address to bind media (RTP) sockets to and announce in SDP (default 127.0.0.1).
     pub fn media_ip(mut self, ip: IpAddr) -> Self {
         self.media_ip = ip;
+        self
+    }
+
+    /// Resolve SIP hosts (RFC 3263: NAPTR, SRV, A/AAAA) with these DNS servers instead of the
+    /// system's (`/etc/resolv.conf`). An empty list means the system's.
+    pub fn dns_servers(mut self, servers: Vec<SocketAddr>) -> Self {
+        self.dns_servers = servers;
         self
     }
 
@@ -74,7 +82,8 @@ impl UserAgentBuilder {
             self.tap,
             cmd_rx,
             ev_tx,
-        );
+        )
+        .with_dns_servers(&self.dns_servers);
         tokio::spawn(task.run());
         Ok((
             UserAgent {
@@ -128,6 +137,7 @@ impl UserAgent {
             media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             media: MediaOptions::default(),
             tap: super::tap::Tap::default(),
+            dns_servers: Vec::new(),
         }
     }
 

@@ -1,8 +1,12 @@
 //! One TCP flow: a reader task that forwards bytes to the driver and a writer task fed by a
 //! channel, so a slow peer never blocks the driver loop.
 
+use super::resolve::Resolver;
 use crate::signaling::core::FlowId;
+use crate::signaling::rfc3263::{Destination, Policy, Target, Transport};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -134,33 +138,147 @@ pub(crate) fn spawn(
     }
 }
 
-/// Connects an outgoing flow in the background and reports the result.
+/// How long one TCP connect attempt may take before we move to the next target.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most targets tried for one connect (each costs up to [`CONNECT_TIMEOUT`]): the flow's
+/// owner retries with backoff after that, resolving afresh.
+pub(crate) const MAX_CONNECT_TARGETS: usize = 8;
+
+/// Connects an outgoing flow in the background and reports the result: resolves `dest` the
+/// RFC 3263 way (afresh on every call, so a reconnect sees DNS changes) and tries the targets
+/// in order until one accepts. When none does, the `Closed` reason names every target tried
+/// and its error, or the DNS failure.
 pub(crate) fn connect(
     flow: FlowId,
-    host: String,
-    port: u16,
+    dest: Destination,
+    resolver: Arc<Resolver>,
     events: mpsc::UnboundedSender<FlowEvent>,
 ) {
     tokio::spawn(async move {
-        let result = async {
-            let stream = TcpStream::connect((host.as_str(), port)).await?;
-            let local = stream.local_addr()?;
-            let remote = stream.peer_addr()?;
-            Ok::<_, std::io::Error>((stream, local, remote))
-        }
-        .await;
-        let ev = match result {
-            Ok((stream, local, remote)) => FlowEvent::Connected {
-                flow,
-                stream,
-                local,
-                remote,
-            },
+        let host = dest.host_text();
+        let ev = match resolver.resolve(dest, Policy::default()).await {
             Err(e) => FlowEvent::Closed {
                 flow,
-                why: format!("connect {host}:{port}: {e}"),
+                why: e.to_string(),
+            },
+            Ok(targets) => match connect_first(&targets).await {
+                Ok((stream, local, remote)) => FlowEvent::Connected {
+                    flow,
+                    stream,
+                    local,
+                    remote,
+                },
+                Err(failures) => FlowEvent::Closed {
+                    flow,
+                    why: describe_failures(&host, &failures),
+                },
             },
         };
         let _ = events.send(ev);
     });
+}
+
+/// Tries `targets` in order; the first connected stream, or every target's failure.
+async fn connect_first(
+    targets: &[Target],
+) -> Result<(TcpStream, SocketAddr, SocketAddr), Vec<(Target, String)>> {
+    let mut failures = Vec::new();
+    for t in targets.iter().take(MAX_CONNECT_TARGETS) {
+        if t.transport != Transport::Tcp {
+            failures.push((*t, format!("{} not supported", t.transport)));
+            continue;
+        }
+        let attempt = async {
+            let stream = TcpStream::connect(t.addr).await?;
+            let local = stream.local_addr()?;
+            let remote = stream.peer_addr()?;
+            Ok::<_, std::io::Error>((stream, local, remote))
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(up)) => {
+                if !failures.is_empty() {
+                    tracing::info!(target = %t.addr, "connected after failover ({})",
+                        describe_failures("", &failures));
+                }
+                return Ok(up);
+            }
+            Ok(Err(e)) => failures.push((*t, io_reason(&e))),
+            Err(_) => failures.push((*t, "timed out".into())),
+        }
+        tracing::debug!(target = %t.addr, "connect failed, next target");
+    }
+    if targets.len() > MAX_CONNECT_TARGETS {
+        tracing::debug!(
+            "{} more targets not tried",
+            targets.len() - MAX_CONNECT_TARGETS
+        );
+    }
+    Err(failures)
+}
+
+/// A short name for a connect error: `refused`, `unreachable`, or the OS's words.
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "refused".into(),
+        HostUnreachable | NetworkUnreachable => "unreachable".into(),
+        TimedOut => "timed out".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// `connect HOST: ADDR REASON; ADDR REASON` (or without the `connect HOST: ` part when `host`
+/// is empty).
+fn describe_failures(host: &str, failures: &[(Target, String)]) -> String {
+    let list = failures
+        .iter()
+        .map(|(t, why)| format!("{} {why}", t.addr))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match (host.is_empty(), failures.is_empty()) {
+        (_, true) => format!("connect {host}: no target"),
+        (true, false) => list,
+        (false, false) => format!("connect {host}: {list}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(addr: &str) -> Target {
+        Target {
+            transport: Transport::Tcp,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn failures_name_every_target() {
+        let f = vec![
+            (tcp("192.0.2.1:5060"), "refused".to_string()),
+            (tcp("192.0.2.2:5060"), "timed out".to_string()),
+        ];
+        assert_eq!(
+            describe_failures("sip.example.test", &f),
+            "connect sip.example.test: 192.0.2.1:5060 refused; 192.0.2.2:5060 timed out"
+        );
+        assert_eq!(describe_failures("h", &[]), "connect h: no target");
+    }
+
+    #[tokio::test]
+    async fn fails_over_from_a_refusing_target_to_a_listening_one() {
+        // A port that refuses: bind, note it, close.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let targets = [tcp(&dead_addr.to_string()), tcp(&live_addr.to_string())];
+        let (_, _, remote) = connect_first(&targets).await.unwrap();
+        assert_eq!(remote, live_addr);
+        let err = connect_first(&targets[..1]).await.unwrap_err();
+        assert_eq!(err, vec![(targets[0], "refused".to_string())]);
+    }
 }

@@ -22,6 +22,7 @@
 mod api;
 mod flow;
 mod media;
+mod resolve;
 mod tap;
 mod task;
 

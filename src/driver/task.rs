@@ -4,6 +4,7 @@ use super::flow::{self, FlowEvent, FlowHandle};
 use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
+use super::resolve::{ConnectHints, Resolver};
 use super::tap::Tap;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
@@ -12,6 +13,7 @@ use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore};
 use crate::signaling::message::Uri;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -78,6 +80,12 @@ pub(crate) struct DriverTask {
     /// the budget, whichever comes first.
     keepalive_run: Option<PendingRun>,
     keepalive_runs: u64,
+    /// DNS for connect targets (RFC 3263), and the URIs behind the core's connect requests.
+    resolver: Arc<Resolver>,
+    hints: ConnectHints,
+    /// Control-flow connects in progress: their failure is a registration failure.
+    control_connects: HashSet<FlowId>,
+    register_wanted: bool,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -103,6 +111,7 @@ impl DriverTask {
     ) -> Self {
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let hints = ConnectHints::new(&config);
         DriverTask {
             core: SignalingCore::new(config),
             listener,
@@ -125,7 +134,17 @@ impl DriverTask {
             shutting_down: None,
             keepalive_run: None,
             keepalive_runs: 0,
+            resolver: Arc::new(Resolver::new(&[])),
+            hints,
+            control_connects: HashSet::new(),
+            register_wanted: false,
         }
+    }
+
+    /// Resolve with these DNS servers instead of the system's (none: the system's).
+    pub(crate) fn with_dns_servers(mut self, servers: &[SocketAddr]) -> Self {
+        self.resolver = Arc::new(Resolver::new(servers));
+        self
     }
 
     pub(crate) async fn run(mut self) {
@@ -225,6 +244,7 @@ impl DriverTask {
                 local,
                 remote,
             } => {
+                self.control_connects.remove(&flow);
                 self.tap.flow_up(flow, local, remote);
                 let handle = flow::spawn(flow, stream, false, self.flow_tx.clone());
                 self.flows.insert(flow, handle);
@@ -240,6 +260,7 @@ impl DriverTask {
             }
             FlowEvent::Closed { flow, why } => {
                 tracing::debug!(?flow, "flow closed: {why}");
+                self.connect_failed(flow, &why);
                 if let Some(f) = self.flows.remove(&flow) {
                     f.reader.abort();
                 }
@@ -252,12 +273,16 @@ impl DriverTask {
         let now = Instant::now();
         match cmd {
             Command::Register(reply) => {
-                let _ = reply.send(self.core.register(now).map_err(Error::from));
+                let result = self.core.register(now).map_err(Error::from);
+                self.register_wanted |= result.is_ok();
+                let _ = reply.send(result);
             }
             Command::Unregister(reply) => {
+                self.register_wanted = false;
                 let _ = reply.send(self.core.unregister(now).map_err(Error::from));
             }
             Command::Call { target, reply } => {
+                self.hints.note(&target);
                 let result = async {
                     let sockets = MediaSockets::reserve(self.media_ip).await?;
                     let addr = sockets.local_rtp()?;
@@ -351,6 +376,7 @@ impl DriverTask {
                         tracing::debug!(?call, "hangup at shutdown: {e}");
                     }
                 }
+                self.register_wanted = false;
                 if self.registered {
                     if let Err(e) = self.core.unregister(now) {
                         tracing::debug!("unregister at shutdown: {e}");
@@ -358,6 +384,21 @@ impl DriverTask {
                 }
                 self.shutting_down = Some((now + SHUTDOWN_GRACE, reply));
             }
+        }
+    }
+
+    /// A connect that never came up: say why, and on the control flow tell the application as
+    /// a registration failure (the core retries with backoff).
+    fn connect_failed(&mut self, flow: FlowId, why: &str) {
+        if self.flows.contains_key(&flow) {
+            return; // it was up: an ordinary close
+        }
+        tracing::warn!(?flow, "{why}");
+        if self.control_connects.remove(&flow) && self.register_wanted {
+            let _ = self.events.send(Event::RegistrationFailed {
+                status: 0,
+                reason: why.to_string(),
+            });
         }
     }
 
@@ -439,7 +480,11 @@ impl DriverTask {
                 },
                 Output::Connect { flow, host, port } => {
                     tracing::debug!(?flow, %host, port, "connecting");
-                    flow::connect(flow, host, port, self.flow_tx.clone());
+                    if self.hints.is_control(&host, port) {
+                        self.control_connects.insert(flow);
+                    }
+                    let dest = self.hints.destination(&host, port);
+                    flow::connect(flow, dest, self.resolver.clone(), self.flow_tx.clone());
                 }
                 Output::Close { flow } => {
                     if let Some(f) = self.flows.remove(&flow) {

@@ -27,6 +27,11 @@ use std::net::{IpAddr, SocketAddr};
 /// Most SRV targets (host names) whose addresses we look up for one resolution.
 pub const MAX_SRV_TARGETS: usize = 16;
 
+/// Timed-out questions, with no answer at all (not even "no records"), after which the DNS
+/// server counts as unreachable and the resolution stops. One is not enough: some middleboxes
+/// drop NAPTR queries while the server answers SRV and A.
+pub const TIMEOUTS_BEFORE_GIVING_UP: usize = 2;
+
 /// A SIP transport (RFC 3261 §18), as named by NAPTR services and SRV labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -305,6 +310,8 @@ pub struct Rfc3263 {
     srv_answers: Vec<Option<Vec<Srv>>>,
     slots: Vec<HostSlot>,
     failures: Vec<(Query, LookupError)>,
+    /// Questions answered, even negatively.
+    answered: usize,
     /// A resolution that ends before any DNS question (numeric IP, unsupported transport).
     early: Option<Result<Vec<Target>, ResolveError>>,
 }
@@ -322,6 +329,7 @@ impl Rfc3263 {
             srv_answers: Vec::new(),
             slots: Vec::new(),
             failures: Vec::new(),
+            answered: 0,
             early: None,
         };
         r.start();
@@ -345,17 +353,26 @@ impl Rfc3263 {
             }
         }
         let transport = forced.unwrap_or(self.policy.default);
-        let ip = match &self.dest.host {
-            Host::V4(a) => Some(IpAddr::V4(*a)),
-            Host::V6(a) => Some(IpAddr::V6(*a)),
-            Host::Domain(_) => None,
+        let ips: Vec<IpAddr> = match &self.dest.host {
+            Host::V4(a) => vec![IpAddr::V4(*a)],
+            Host::V6(a) => vec![IpAddr::V6(*a)],
+            // RFC 6761 §6.3: loopback, without asking DNS.
+            Host::Domain(d) if is_localhost(d) => vec![
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            Host::Domain(_) => Vec::new(),
         };
-        if let Some(ip) = ip {
+        if !ips.is_empty() {
             let port = self.dest.port.unwrap_or(transport.default_port());
-            self.early = Some(Ok(vec![Target {
-                transport,
-                addr: SocketAddr::new(ip, port),
-            }]));
+            let targets = ips
+                .into_iter()
+                .map(|ip| Target {
+                    transport,
+                    addr: SocketAddr::new(ip, port),
+                })
+                .collect();
+            self.early = Some(Ok(targets));
             return;
         }
         if name.is_empty() {
@@ -392,8 +409,23 @@ impl Rfc3263 {
     /// records of equal priority (RFC 2782).
     pub fn handle_answer(&mut self, query: &Query, answer: Answer, rng: &mut impl Rng) {
         self.pending = self.pending.saturating_sub(1);
+        match &answer {
+            Answer::Failed(LookupError::TimedOut) => {}
+            _ => self.answered += 1,
+        }
         if let Answer::Failed(e) = &answer {
             self.failures.push((query.clone(), e.clone()));
+        }
+        let timeouts = self
+            .failures
+            .iter()
+            .filter(|(_, e)| *e == LookupError::TimedOut)
+            .count();
+        if self.answered == 0 && timeouts >= TIMEOUTS_BEFORE_GIVING_UP {
+            // The server does not answer: asking more would only add timeouts.
+            self.stage = Stage::Done;
+            self.queries.clear();
+            return;
         }
         match (self.stage, query) {
             (Stage::Naptr, Query::Naptr(_)) => self.on_naptr(answer),
@@ -591,6 +623,11 @@ impl Rfc3263 {
     }
 }
 
+fn is_localhost(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
 fn kind(q: &Query) -> &'static str {
     match q {
         Query::Naptr(_) => "NAPTR",
@@ -731,6 +768,10 @@ mod tests {
             .resolve("sip:[2001:db8::1]:5070", Policy::default(), 1)
             .unwrap();
         assert_eq!(t, vec![tcp("[2001:db8::1]:5070")]);
+        let t = z
+            .resolve("sip:LocalHost:5070", Policy::default(), 1)
+            .unwrap();
+        assert_eq!(t, vec![tcp("127.0.0.1:5070"), tcp("[::1]:5070")]);
         assert!(z.asked.is_empty());
     }
 
@@ -911,6 +952,37 @@ mod tests {
             e.to_string(),
             "resolve example.test: A example.test: SERVFAIL"
         );
+    }
+
+    #[test]
+    fn a_silent_server_is_given_up_after_two_timeouts() {
+        let mut z = Zone::default();
+        for q in [
+            Query::Naptr("example.test".into()),
+            Query::Srv("_sip._tcp.example.test".into()),
+            a("example.test"),
+            Query::Aaaa("example.test".into()),
+        ] {
+            z = z.with(q, Answer::Failed(LookupError::TimedOut));
+        }
+        let e = z
+            .resolve("sip:example.test", Policy::default(), 1)
+            .unwrap_err();
+        assert_eq!(e, ResolveError::TimedOut("example.test".into()));
+        assert_eq!(z.asked.len(), 2, "{:?}", z.asked);
+        // A dropped NAPTR alone does not stop the search.
+        let mut z = Zone::default()
+            .with(
+                Query::Naptr("example.test".into()),
+                Answer::Failed(LookupError::TimedOut),
+            )
+            .with(
+                Query::Srv("_sip._tcp.example.test".into()),
+                Answer::Srv(vec![srv(1, 1, 5070, "h.example.test")]),
+            )
+            .with(a("h.example.test"), ips(&["192.0.2.9"]));
+        let t = z.resolve("sip:example.test", Policy::default(), 1).unwrap();
+        assert_eq!(t, vec![tcp("192.0.2.9:5070")]);
     }
 
     #[test]
