@@ -68,6 +68,22 @@ pub fn set_transport(t: TransportSection) {
     let _ = TRANSPORT.set(t);
 }
 
+static NETWORK: OnceLock<super::config::NetworkSection> = OnceLock::new();
+
+/// The configuration file's `[network]` section, applied to every user agent started here.
+pub fn set_network(n: super::config::NetworkSection) {
+    let _ = NETWORK.set(n);
+}
+
+/// `--dns`, else `[network] dns`, else empty (the system's servers).
+fn dns_servers(acct: &AccountArgs) -> Vec<std::net::SocketAddr> {
+    if acct.dns.is_empty() {
+        NETWORK.get().map(|n| n.dns_servers()).unwrap_or_default()
+    } else {
+        acct.dns.clone()
+    }
+}
+
 /// `wakeline config`
 pub fn config_cmd(args: &ConfigArgs) -> ExitCode {
     if args.path || !args.example {
@@ -179,7 +195,8 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config)
         .listen(args.bind)
-        .media(media_options);
+        .media(media_options)
+        .dns_servers(dns_servers(&args.account));
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
@@ -301,7 +318,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     config.codecs = media::codecs(&args.media.codecs)?;
     let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
-    let mut builder = UserAgent::builder(config).media(media_options);
+    let mut builder = UserAgent::builder(config)
+        .media(media_options)
+        .dns_servers(dns_servers(&args.account));
     if let Some(bind) = args.bind {
         builder = builder.listen(bind);
     }
@@ -424,7 +443,10 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
     if config.account.is_none() {
         return Err(Fail("register needs --registrar and --user".into()));
     }
-    let (ua, mut events) = UserAgent::builder(config).start().await?;
+    let (ua, mut events) = UserAgent::builder(config)
+        .dns_servers(dns_servers(&args.account))
+        .start()
+        .await?;
     let mut log = EventLog::open(args.common.events.as_deref())?;
     ua.register().await?;
     let registered = wait_registered(&mut events, &mut log).await;
