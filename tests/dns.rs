@@ -9,6 +9,8 @@ use peers::registrar::Registrar;
 use peers::{free_port, read_events, test_dir, wakeline, Proc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -23,8 +25,13 @@ struct Dns {
 
 impl Dns {
     fn start(dir: &Path, records: &[String]) -> Dns {
+        Dns::start_in(None, dir, records)
+    }
+
+    /// In network namespace `ns` (its own 127.0.0.1), or here.
+    fn start_in(ns: Option<&Netns>, dir: &Path, records: &[String]) -> Dns {
         let port = free_port();
-        let mut cmd = std::process::Command::new("dnsmasq");
+        let mut cmd = in_ns(ns, "dnsmasq");
         cmd.args([
             "--no-daemon",
             "--conf-file=/dev/null",
@@ -80,10 +87,90 @@ fn srv_to(host: &str, port: u16, priority: u16) -> [String; 2] {
     ]
 }
 
+/// `program`, run in network namespace `ns` when given.
+fn in_ns(ns: Option<&Netns>, program: &str) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A network namespace with loopback and a link to 198.51.100.0/24 (TEST-NET-2) on which
+/// 198.51.100.2 swallows every packet: connecting to it times out. Deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "wl{}d{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns = Netns { name };
+        ns.ip(&["netns", "add", &ns.name]);
+        let n = ns.name.as_str();
+        ns.ip(&["-n", n, "link", "set", "lo", "up"]);
+        // A veth pair, both ends inside: what leaves v0 arrives at v1, which has no address
+        // for it and drops it.
+        ns.ip(&[
+            "-n", n, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+        ]);
+        ns.ip(&["-n", n, "addr", "add", "198.51.100.1/24", "dev", "v0"]);
+        ns.ip(&["-n", n, "link", "set", "v0", "up"]);
+        ns.ip(&["-n", n, "link", "set", "v1", "up"]);
+        ns.ip(&[
+            "-n",
+            n,
+            "neigh",
+            "add",
+            BLACKHOLE,
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "v0",
+            "nud",
+            "permanent",
+        ]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// An address in the namespace that never answers.
+const BLACKHOLE: &str = "198.51.100.2";
+
 /// `wakeline register --registrar sip:example.test --dns DNS ...`, staying `for_secs`.
 fn register(dir: &Path, dns: &str, for_secs: &str) -> (Proc, PathBuf) {
+    register_in(None, dir, dns, for_secs)
+}
+
+fn register_in(ns: Option<&Netns>, dir: &Path, dns: &str, for_secs: &str) -> (Proc, PathBuf) {
     let events = dir.join("events.jsonl");
-    let mut cmd = wakeline();
+    let mut cmd = in_ns(ns, env!("CARGO_BIN_EXE_wakeline"));
+    cmd.env("RUST_LOG", "debug,wakeline::sip_trace=info");
     cmd.arg("register")
         .arg("--registrar")
         .arg(format!("sip:{DOMAIN}"))
@@ -196,14 +283,48 @@ fn all_dead_targets_are_named_and_retried() {
     );
 }
 
+/// In a network namespace: the first SRV target swallows the SYN (the connect times out after
+/// its 5 s bound), the second refuses; the failure names both, in order, with their errors.
+#[test]
+fn a_silent_target_times_out_and_the_next_is_tried() {
+    let dir = test_dir("dns-blackhole");
+    let ns = Netns::new();
+    let dead = dead_port();
+    let records = [
+        format!("--srv-host=_sip._tcp.{DOMAIN},hole.{DOMAIN},5060,10,1"),
+        format!("--host-record=hole.{DOMAIN},{BLACKHOLE}"),
+        format!("--srv-host=_sip._tcp.{DOMAIN},dead.{DOMAIN},{dead},20,1"),
+        format!("--host-record=dead.{DOMAIN},127.0.0.1"),
+    ];
+    let dns = Dns::start_in(Some(&ns), dir.path(), &records);
+    let started = Instant::now();
+    let (ua, events) = register_in(Some(&ns), dir.path(), &dns.addr(), "30");
+    let failed = wait_events(&events, 1, LIMIT, &ua, is("registration_failed"));
+    let took = started.elapsed();
+    assert_eq!(
+        failed[0]["reason"],
+        format!("connect {DOMAIN}: {BLACKHOLE}:5060 timed out; 127.0.0.1:{dead} refused")
+    );
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(12),
+        "the connect bound is 5 s: {took:?}"
+    );
+}
+
 /// DNS that has no records for the domain: the failure says so.
 #[test]
 fn no_records_is_a_dns_failure() {
     let dir = test_dir("dns-empty");
     let dns = Dns::start(dir.path(), &[]);
-    let (ua, events) = register(dir.path(), &dns.addr(), "30");
+    let (mut ua, events) = register(dir.path(), &dns.addr(), "30");
     let failed = wait_events(&events, 1, LIMIT, &ua, is("registration_failed"));
     assert_eq!(failed[0]["reason"], format!("resolve {DOMAIN}: no records"));
+    // `register` keeps retrying until its 40 s deadline, then says why in one line.
+    let status = ua.wait(Duration::from_secs(50));
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
+    let want = format!("registration failed: timeout; last error: resolve {DOMAIN}: no records");
+    assert!(stderr.lines().any(|l| l == want), "want {want:?}\n{stderr}");
 }
 
 /// A DNS server that never answers: the failure says DNS timed out, within the query bounds.
@@ -227,4 +348,80 @@ fn silent_dns_times_out() {
         "DNS timeout reported after {} ms",
         started.elapsed().as_millis()
     );
+}
+
+/// `wakeline call sip:tone@example.test`: the call target is found through SRV too, the dead
+/// target is skipped, and the call carries audio both ways.
+#[test]
+fn call_by_domain_fails_over_with_audio_both_ways() {
+    let dir = test_dir("dns-call");
+    let d = dir.path();
+    let live = free_port();
+    let mut cmd = wakeline();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{live}")])
+        .args([
+            "--mic",
+            "tone:1000",
+            "--speaker",
+            "null",
+            "--max-calls",
+            "1",
+        ])
+        .arg("--record")
+        .arg(d.join("b.wav"));
+    let mut listener = Proc::spawn("listener", cmd, d);
+    peers::wait_listening(live, LIMIT);
+    let dead = dead_port();
+    let mut records = Vec::new();
+    records.extend(srv_to("dead", dead, 10));
+    records.extend(srv_to("live", live, 20));
+    let dns = Dns::start(d, &records);
+
+    let mut cmd = wakeline();
+    cmd.arg("call")
+        .arg(format!("sip:tone@{DOMAIN}"))
+        .args(["--dns", &dns.addr(), "--duration", "3"])
+        .args(["--mic", "tone:440", "--speaker", "null", "--record"])
+        .arg(d.join("a.wav"));
+    let mut caller = Proc::spawn("caller", cmd, d);
+    let status = caller.wait(LIMIT);
+    assert!(
+        status.success(),
+        "call failed\n{}\n{}",
+        caller.output(),
+        listener.output()
+    );
+    let status = listener.wait(LIMIT);
+    assert!(status.success(), "listener failed\n{}", listener.output());
+    let stderr = std::fs::read_to_string(&caller.stderr).unwrap_or_default();
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{dead} refused")),
+        "the dead target was not tried first\n{stderr}"
+    );
+    peers::audio::assert_tone(&d.join("a.wav"), 1000.0, 440.0, 1.5);
+    peers::audio::assert_tone(&d.join("b.wav"), 440.0, 1000.0, 1.5);
+}
+
+/// A call to a domain whose every target is dead fails with one line naming them.
+#[test]
+fn call_to_a_dead_domain_names_its_targets() {
+    let dir = test_dir("dns-call-dead");
+    let d = dir.path();
+    let dead = dead_port();
+    let dns = Dns::start(d, &srv_to("dead", dead, 10));
+    let mut cmd = wakeline();
+    cmd.arg("call").arg(format!("sip:tone@{DOMAIN}")).args([
+        "--dns",
+        &dns.addr(),
+        "--mic",
+        "silence",
+        "--speaker",
+        "null",
+    ]);
+    let mut caller = Proc::spawn("caller", cmd, d);
+    let status = caller.wait(LIMIT);
+    assert!(!status.success(), "{}", caller.output());
+    let stderr = std::fs::read_to_string(&caller.stderr).unwrap_or_default();
+    let want = format!("call failed: 0 connect {DOMAIN}: 127.0.0.1:{dead} refused");
+    assert!(stderr.lines().any(|l| l == want), "want {want:?}\n{stderr}");
 }

@@ -418,6 +418,8 @@ async fn wait_registered(
 ) -> Result<(), Fail> {
     let deadline = tokio::time::sleep(Duration::from_secs(40));
     tokio::pin!(deadline);
+    // The last retryable failure, to say why at the deadline.
+    let mut last = String::new();
     loop {
         tokio::select! {
             ev = events.next() => {
@@ -429,10 +431,11 @@ async fn wait_registered(
                     Event::RegistrationFailed { status, reason } if (400..700).contains(&status) && status != 408 => {
                         return Err(Fail(format!("registration failed: {status} {reason}")));
                     }
+                    Event::RegistrationFailed { reason, .. } => last = format!("; last error: {reason}"),
                     _ => {}
                 }
             }
-            _ = &mut deadline => return Err(Fail("registration failed: timeout".into())),
+            _ = &mut deadline => return Err(Fail(format!("registration failed: timeout{last}"))),
         }
     }
 }

@@ -86,6 +86,9 @@ pub(crate) struct DriverTask {
     /// Control-flow connects in progress: their failure is a registration failure.
     control_connects: HashSet<FlowId>,
     register_wanted: bool,
+    /// Why the connect whose loss is being drained failed: it explains the calls that end
+    /// with it ("flow lost" says too little).
+    connect_error: Option<String>,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -138,6 +141,7 @@ impl DriverTask {
             hints,
             control_connects: HashSet::new(),
             register_wanted: false,
+            connect_error: None,
         }
     }
 
@@ -394,6 +398,7 @@ impl DriverTask {
             return; // it was up: an ordinary close
         }
         tracing::warn!(?flow, "{why}");
+        self.connect_error = Some(why.to_string());
         if self.control_connects.remove(&flow) && self.register_wanted {
             let _ = self.events.send(Event::RegistrationFailed {
                 status: 0,
@@ -494,9 +499,21 @@ impl DriverTask {
                 Output::Event(ev) => self.handle_event(ev),
             }
         }
+        self.connect_error = None;
     }
 
-    fn handle_event(&mut self, ev: Event) {
+    fn handle_event(&mut self, mut ev: Event) {
+        if let (
+            Event::Ended {
+                status: 0, reason, ..
+            },
+            Some(why),
+        ) = (&mut ev, &self.connect_error)
+        {
+            if reason == "flow lost" {
+                reason.clone_from(why);
+            }
+        }
         match &ev {
             Event::Incoming { call, call_id, .. } => {
                 self.live_calls.insert(*call);
