@@ -8,6 +8,7 @@ mod peers;
 use peers::registrar::Registrar;
 use peers::{free_port, read_events, test_dir, wakeline, Proc};
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -354,11 +355,23 @@ fn silent_dns_times_out() {
 /// target is skipped, and the call carries audio both ways.
 #[test]
 fn call_by_domain_fails_over_with_audio_both_ways() {
-    let dir = test_dir("dns-call");
+    call_through_srv("dns-call", "127.0.0.1".parse().unwrap());
+}
+
+/// The same with the live target known only by an AAAA record (`::1`): IPv6 signaling.
+#[test]
+fn call_to_an_aaaa_only_target() {
+    call_through_srv("dns-call6", "::1".parse().unwrap());
+}
+
+/// A listener on `live_ip`, the SRV records: a dead target (127.0.0.1), then the listener's
+/// host (an A or AAAA record for `live_ip`); a call to the domain, tones both ways.
+fn call_through_srv(tag: &str, live_ip: std::net::IpAddr) {
+    let dir = test_dir(tag);
     let d = dir.path();
-    let live = free_port();
+    let live = SocketAddr::new(live_ip, free_port());
     let mut cmd = wakeline();
-    cmd.args(["listen", "--bind", &format!("127.0.0.1:{live}")])
+    cmd.args(["listen", "--bind", &live.to_string()])
         .args([
             "--mic",
             "tone:1000",
@@ -370,11 +383,22 @@ fn call_by_domain_fails_over_with_audio_both_ways() {
         .arg("--record")
         .arg(d.join("b.wav"));
     let mut listener = Proc::spawn("listener", cmd, d);
-    peers::wait_listening(live, LIMIT);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(live).is_err() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "listener not up\n{}",
+            listener.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let dead = dead_port();
-    let mut records = Vec::new();
-    records.extend(srv_to("dead", dead, 10));
-    records.extend(srv_to("live", live, 20));
+    let mut records = srv_to("dead", dead, 10).to_vec();
+    records.push(format!(
+        "--srv-host=_sip._tcp.{DOMAIN},live.{DOMAIN},{},20,1",
+        live.port()
+    ));
+    records.push(format!("--host-record=live.{DOMAIN},{live_ip}"));
     let dns = Dns::start(d, &records);
 
     let mut cmd = wakeline();
@@ -397,6 +421,10 @@ fn call_by_domain_fails_over_with_audio_both_ways() {
     assert!(
         stderr.contains(&format!("127.0.0.1:{dead} refused")),
         "the dead target was not tried first\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("remote={live}")) || stderr.contains(&live.to_string()),
+        "not connected to {live}\n{stderr}"
     );
     peers::audio::assert_tone(&d.join("a.wav"), 1000.0, 440.0, 1.5);
     peers::audio::assert_tone(&d.join("b.wav"), 440.0, 1000.0, 1.5);
