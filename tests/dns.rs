@@ -165,17 +165,19 @@ const BLACKHOLE: &str = "198.51.100.2";
 
 /// `wakeline register --registrar sip:example.test --dns DNS ...`, staying `for_secs`.
 fn register(dir: &Path, dns: &str, for_secs: &str) -> (Proc, PathBuf) {
-    register_in(None, dir, dns, for_secs)
+    register_in(None, dir, &["--dns", dns], for_secs)
 }
 
-fn register_in(ns: Option<&Netns>, dir: &Path, dns: &str, for_secs: &str) -> (Proc, PathBuf) {
+/// `wakeline register` in `ns`; `how` names the DNS server (`--dns ADDR` or `--config FILE`).
+fn register_in(ns: Option<&Netns>, dir: &Path, how: &[&str], for_secs: &str) -> (Proc, PathBuf) {
     let events = dir.join("events.jsonl");
     let mut cmd = in_ns(ns, env!("CARGO_BIN_EXE_wakeline"));
     cmd.env("RUST_LOG", "debug,wakeline::sip_trace=info");
     cmd.arg("register")
         .arg("--registrar")
         .arg(format!("sip:{DOMAIN}"))
-        .args(["--user", "alice", "--dns", dns, "--for", for_secs])
+        .args(["--user", "alice", "--for", for_secs])
+        .args(how)
         .arg("--events")
         .arg(&events)
         .env("WAKELINE_STATE_DIR", dir);
@@ -263,8 +265,11 @@ fn all_dead_targets_are_named_and_retried() {
     records.extend(srv_to("one", d1, 10));
     records.extend(srv_to("two", d2, 20));
     let dns = Dns::start(dir.path(), &records);
-
-    let (ua, events) = register(dir.path(), &dns.addr(), "30");
+    // The DNS server from the configuration file this time.
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[network]\ndns = [\"{}\"]\n", dns.addr())).expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let (ua, events) = register_in(None, dir.path(), &["--config", &config], "30");
     let failed = wait_events(&events, 2, LIMIT, &ua, is("registration_failed"));
     let want = format!("connect {DOMAIN}: 127.0.0.1:{d1} refused; 127.0.0.1:{d2} refused");
     for f in &failed {
@@ -299,7 +304,7 @@ fn a_silent_target_times_out_and_the_next_is_tried() {
     ];
     let dns = Dns::start_in(Some(&ns), dir.path(), &records);
     let started = Instant::now();
-    let (ua, events) = register_in(Some(&ns), dir.path(), &dns.addr(), "30");
+    let (ua, events) = register_in(Some(&ns), dir.path(), &["--dns", &dns.addr()], "30");
     let failed = wait_events(&events, 1, LIMIT, &ua, is("registration_failed"));
     let took = started.elapsed();
     assert_eq!(
