@@ -11,7 +11,8 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -457,4 +458,70 @@ fn call_to_a_dead_domain_names_its_targets() {
     let stderr = std::fs::read_to_string(&caller.stderr).unwrap_or_default();
     let want = format!("call failed: 0 connect {DOMAIN}: 127.0.0.1:{dead} refused");
     assert!(stderr.lines().any(|l| l == want), "want {want:?}\n{stderr}");
+}
+
+/// Accepts TCP connections and reads everything, answering nothing (a registrar whose SIP
+/// stack is wedged). Stops on drop.
+struct MuteServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl MuteServer {
+    fn start() -> MuteServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((conn, _)) = listener.accept() {
+                    held.push(conn);
+                }
+                for c in &mut held {
+                    let _ = std::io::Read::read(c, &mut [0u8; 4096]);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        MuteServer { port, stop }
+    }
+}
+
+impl Drop for MuteServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// RFC 3263 §4.3: the first target accepts the connection but never answers the REGISTER;
+/// when the transaction times out (Timer F, 32 s) the UA fails over to the next target and
+/// registers there.
+#[test]
+fn a_register_timeout_fails_over_to_the_next_target() {
+    let dir = test_dir("dns-register-timeout");
+    let mute = MuteServer::start();
+    let registrar = Registrar::start();
+    let mut records = srv_to("mute", mute.port, 10).to_vec();
+    records.extend(srv_to("live", registrar.port(), 20));
+    let dns = Dns::start(dir.path(), &records);
+    let started = Instant::now();
+    let (mut ua, events) = register(dir.path(), &dns.addr(), "0.3");
+    wait_events(&events, 1, Duration::from_secs(45), &ua, is("registered"));
+    println!(
+        "register -> registered after a REGISTER timeout on the first target: {} ms",
+        started.elapsed().as_millis()
+    );
+    let status = ua.wait(LIMIT);
+    assert!(status.success(), "register failed\n{}", ua.output());
+    let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
+    assert!(
+        stderr.contains(&format!(
+            "REGISTER to 127.0.0.1:{} timed out: failing over",
+            mute.port
+        )),
+        "{stderr}"
+    );
 }

@@ -26,6 +26,14 @@ pub(crate) enum FlowEvent {
     Data { flow: FlowId, bytes: Vec<u8> },
     /// The flow is gone (connect failure, EOF, read or write error).
     Closed { flow: FlowId, why: String },
+    /// Before `Connected` or `Closed` of an outgoing connect: what the target list taught.
+    Tried {
+        flow: FlowId,
+        /// Targets whose connect timed out (worth avoiding for a while).
+        slow: Vec<SocketAddr>,
+        /// Connected with other targets left untried: there is somewhere to fail over to.
+        spare: bool,
+    },
 }
 
 /// The driver's side of a running flow.
@@ -147,42 +155,71 @@ pub(crate) const MAX_CONNECT_TARGETS: usize = 8;
 
 /// Connects an outgoing flow in the background and reports the result: resolves `dest` the
 /// RFC 3263 way (afresh on every call, so a reconnect sees DNS changes) and tries the targets
-/// in order until one accepts. When none does, the `Closed` reason names every target tried
-/// and its error, or the DNS failure.
+/// in order until one accepts; targets in `avoid` (recently failed) go last. When none
+/// accepts, the `Closed` reason names every target tried and its error, or the DNS failure.
 pub(crate) fn connect(
     flow: FlowId,
     dest: Destination,
     resolver: Arc<Resolver>,
+    avoid: Vec<SocketAddr>,
     events: mpsc::UnboundedSender<FlowEvent>,
 ) {
     tokio::spawn(async move {
         let host = dest.host_text();
-        let ev = match resolver.resolve(dest, Policy::default()).await {
-            Err(e) => FlowEvent::Closed {
+        let mut targets = match resolver.resolve(dest, Policy::default()).await {
+            Ok(t) => t,
+            Err(e) => {
+                let why = e.to_string();
+                let _ = events.send(FlowEvent::Closed { flow, why });
+                return;
+            }
+        };
+        // Stable: the RFC 3263 order holds within each group.
+        targets.sort_by_key(|t| avoid.contains(&t.addr));
+        let result = connect_first(&targets).await;
+        let tried = match &result {
+            Ok(_) => 1 + failures_of(&result).len(),
+            Err(f) => f.len(),
+        };
+        let slow = failures_of(&result)
+            .iter()
+            .filter(|(_, why)| why == TIMED_OUT)
+            .map(|(t, _)| t.addr)
+            .collect();
+        let spare = result.is_ok() && tried < targets.len();
+        let _ = events.send(FlowEvent::Tried { flow, slow, spare });
+        let ev = match result {
+            Ok(((stream, local, remote), _)) => FlowEvent::Connected {
                 flow,
-                why: e.to_string(),
+                stream,
+                local,
+                remote,
             },
-            Ok(targets) => match connect_first(&targets).await {
-                Ok((stream, local, remote)) => FlowEvent::Connected {
-                    flow,
-                    stream,
-                    local,
-                    remote,
-                },
-                Err(failures) => FlowEvent::Closed {
-                    flow,
-                    why: describe_failures(&host, &failures),
-                },
+            Err(failures) => FlowEvent::Closed {
+                flow,
+                why: describe_failures(&host, &failures),
             },
         };
         let _ = events.send(ev);
     });
 }
 
+/// What [`connect_first`] learnt: a connected stream and the targets that failed before it,
+/// or every target's failure.
+type Attempt =
+    Result<((TcpStream, SocketAddr, SocketAddr), Vec<(Target, String)>), Vec<(Target, String)>>;
+
+fn failures_of(a: &Attempt) -> &[(Target, String)] {
+    match a {
+        Ok((_, f)) | Err(f) => f,
+    }
+}
+
+/// The reason of a connect that hit [`CONNECT_TIMEOUT`].
+const TIMED_OUT: &str = "timed out";
+
 /// Tries `targets` in order; the first connected stream, or every target's failure.
-async fn connect_first(
-    targets: &[Target],
-) -> Result<(TcpStream, SocketAddr, SocketAddr), Vec<(Target, String)>> {
+async fn connect_first(targets: &[Target]) -> Attempt {
     let mut failures = Vec::new();
     for t in targets.iter().take(MAX_CONNECT_TARGETS) {
         if t.transport != Transport::Tcp {
@@ -201,10 +238,10 @@ async fn connect_first(
                     tracing::info!(target = %t.addr, "connected after failover ({})",
                         describe_failures("", &failures));
                 }
-                return Ok(up);
+                return Ok((up, failures));
             }
             Ok(Err(e)) => failures.push((*t, io_reason(&e))),
-            Err(_) => failures.push((*t, "timed out".into())),
+            Err(_) => failures.push((*t, TIMED_OUT.into())),
         }
         tracing::debug!(target = %t.addr, "connect failed, next target");
     }
@@ -223,7 +260,7 @@ fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         ConnectionRefused => "refused".into(),
         HostUnreachable | NetworkUnreachable => "unreachable".into(),
-        TimedOut => "timed out".into(),
+        TimedOut => TIMED_OUT.into(),
         _ => e.to_string(),
     }
 }
@@ -276,7 +313,8 @@ mod tests {
         let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let live_addr = live.local_addr().unwrap();
         let targets = [tcp(&dead_addr.to_string()), tcp(&live_addr.to_string())];
-        let (_, _, remote) = connect_first(&targets).await.unwrap();
+        let ((_, _, remote), failed) = connect_first(&targets).await.unwrap();
+        assert_eq!(failed.len(), 1);
         assert_eq!(remote, live_addr);
         let err = connect_first(&targets[..1]).await.unwrap_err();
         assert_eq!(err, vec![(targets[0], "refused".to_string())]);

@@ -22,7 +22,7 @@ use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long one DNS try waits for its answer.
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -205,6 +205,29 @@ async fn ask(resolver: &TokioResolver, bound: Duration, q: &Query) -> Answer {
     }
 }
 
+/// How long a target that timed out (a connect, or a REGISTER on it) goes last in the list.
+pub(crate) const AVOID_FOR: Duration = Duration::from_secs(60);
+
+/// Targets that failed by timing out lately: they are tried last, not dropped, so a list
+/// where every target is avoided is still tried in full.
+#[derive(Debug, Default)]
+pub(crate) struct Avoid {
+    until: HashMap<SocketAddr, Instant>,
+}
+
+impl Avoid {
+    /// Puts `addr` last for [`AVOID_FOR`].
+    pub(crate) fn add(&mut self, addr: SocketAddr, now: Instant) {
+        self.until.insert(addr, now + AVOID_FOR);
+    }
+
+    /// The targets avoided at `now` (forgets the expired ones).
+    pub(crate) fn list(&mut self, now: Instant) -> Vec<SocketAddr> {
+        self.until.retain(|_, t| *t > now);
+        self.until.keys().copied().collect()
+    }
+}
+
 /// Most call targets remembered for [`ConnectHints`] (the account's are always kept).
 const MAX_HINTS: usize = 256;
 
@@ -332,6 +355,16 @@ mod tests {
             None,
             "account kept"
         );
+    }
+
+    #[test]
+    fn avoided_targets_expire() {
+        let now = Instant::now();
+        let mut a = Avoid::default();
+        let addr: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        a.add(addr, now);
+        assert_eq!(a.list(now + AVOID_FOR / 2), vec![addr]);
+        assert!(a.list(now + AVOID_FOR).is_empty());
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use super::flow::{self, FlowEvent, FlowHandle};
 use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
-use super::resolve::{ConnectHints, Resolver};
+use super::resolve::{Avoid, ConnectHints, Resolver};
 use super::tap::Tap;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
@@ -89,6 +89,12 @@ pub(crate) struct DriverTask {
     /// Why the connect whose loss is being drained failed: it explains the calls that end
     /// with it ("flow lost" says too little).
     connect_error: Option<String>,
+    /// Targets that timed out lately, tried last (RFC 3263 §4.3 failover).
+    avoid: Avoid,
+    /// Connects that left other targets untried.
+    spare: HashSet<FlowId>,
+    /// The control flow and its target, while another target could take over.
+    failover: Option<(FlowId, SocketAddr)>,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -142,6 +148,9 @@ impl DriverTask {
             control_connects: HashSet::new(),
             register_wanted: false,
             connect_error: None,
+            avoid: Avoid::default(),
+            spare: HashSet::new(),
+            failover: None,
         }
     }
 
@@ -248,7 +257,10 @@ impl DriverTask {
                 local,
                 remote,
             } => {
-                self.control_connects.remove(&flow);
+                let control = self.control_connects.remove(&flow);
+                if self.spare.remove(&flow) && control {
+                    self.failover = Some((flow, remote));
+                }
                 self.tap.flow_up(flow, local, remote);
                 let handle = flow::spawn(flow, stream, false, self.flow_tx.clone());
                 self.flows.insert(flow, handle);
@@ -262,8 +274,19 @@ impl DriverTask {
                     self.core.handle_received(now, flow, &bytes);
                 }
             }
+            FlowEvent::Tried { flow, slow, spare } => {
+                for addr in slow {
+                    self.avoid.add(addr, now);
+                }
+                if spare {
+                    self.spare.insert(flow);
+                }
+            }
             FlowEvent::Closed { flow, why } => {
                 tracing::debug!(?flow, "flow closed: {why}");
+                if self.failover.is_some_and(|(f, _)| f == flow) {
+                    self.failover = None;
+                }
                 self.connect_failed(flow, &why);
                 if let Some(f) = self.flows.remove(&flow) {
                     f.reader.abort();
@@ -407,6 +430,25 @@ impl DriverTask {
         }
     }
 
+    /// RFC 3263 §4.3: a REGISTER that timed out on a target with others behind it fails over:
+    /// the target goes last for a while and the control flow reconnects, resolving afresh.
+    fn register_timed_out(&mut self) {
+        let Some((flow, remote)) = self.failover.take() else {
+            return;
+        };
+        let Some(f) = self.flows.remove(&flow) else {
+            return;
+        };
+        tracing::warn!(
+            ?flow,
+            "REGISTER to {remote} timed out: failing over to the next target"
+        );
+        let now = Instant::now();
+        self.avoid.add(remote, now);
+        tokio::spawn(f.close(FLUSH_LIMIT));
+        self.core.handle_flow_down(now, flow);
+    }
+
     /// Hands a command to the call's running media task.
     fn media_ctl(&self, call: CallHandle, ctl: MediaCtl) -> Result<(), Error> {
         use crate::signaling::core::CoreError;
@@ -489,7 +531,9 @@ impl DriverTask {
                         self.control_connects.insert(flow);
                     }
                     let dest = self.hints.destination(&host, port);
-                    flow::connect(flow, dest, self.resolver.clone(), self.flow_tx.clone());
+                    let avoid = self.avoid.list(Instant::now());
+                    let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
+                    flow::connect(flow, dest, resolver, avoid, tx);
                 }
                 Output::Close { flow } => {
                     if let Some(f) = self.flows.remove(&flow) {
@@ -512,6 +556,12 @@ impl DriverTask {
         {
             if reason == "flow lost" {
                 reason.clone_from(why);
+            }
+        }
+        if let Event::RegistrationFailed { status: 0, reason } = &ev {
+            // The registration's "timeout": its REGISTER got no answer (Timer F).
+            if reason == "timeout" {
+                self.register_timed_out();
             }
         }
         match &ev {
