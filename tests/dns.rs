@@ -261,7 +261,11 @@ fn fails_over_to_the_live_srv_target_and_registers() {
 #[test]
 fn all_dead_targets_are_named_and_retried() {
     let dir = test_dir("dns-all-dead");
-    let (d1, d2) = (dead_port(), dead_port());
+    let d1 = dead_port();
+    // Two different ports, or the two targets would be one.
+    let d2 = std::iter::repeat_with(dead_port)
+        .find(|p| *p != d1)
+        .expect("a second port");
     let mut records = Vec::new();
     records.extend(srv_to("one", d1, 10));
     records.extend(srv_to("two", d2, 20));
