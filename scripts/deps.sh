@@ -3,11 +3,12 @@
 #   build: what compiling needs (cmake builds libopus; libasound2-dev for cpal; pkg-config)
 #   test:  build + the real peers the tests start (sipp from sip-tester, kamailio, baresip) and
 #          the JACK dummy server behind ALSA that paces cpal's real device path on a machine with
-#          no sound card
+#          no sound card; dnsmasq-base (the binary, no system service) serves SRV/NAPTR records
+#          to the RFC 3263 tests (tests/dns.rs)
 set -euo pipefail
 want=(cmake pkg-config libasound2-dev)
 if [ "${1:-build}" = test ]; then
-  want+=(sip-tester jackd2 libasound2-plugins kamailio baresip)
+  want+=(sip-tester jackd2 libasound2-plugins kamailio baresip dnsmasq-base)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -62,6 +62,7 @@ fn apply_config(cli: &mut Cli, matches: &ArgMatches) -> Result<(), cli::run::Fai
         Cmd::Demo(_) | Cmd::Config(_) => {}
     }
     cli::run::set_transport(file.transport);
+    cli::run::set_network(file.network);
     Ok(())
 }
 

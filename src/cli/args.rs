@@ -96,6 +96,10 @@ pub struct AccountArgs {
     /// Outbound proxy URI (the control flow goes there instead of the registrar).
     #[arg(long, value_name = "URI")]
     pub proxy: Option<String>,
+    /// DNS server for finding the registrar, proxy and call targets by name (RFC 3263:
+    /// NAPTR, SRV, A/AAAA); repeat for more. Default: the system's (/etc/resolv.conf).
+    #[arg(long = "dns", value_name = "ADDR[:PORT]", value_parser = parse_dns_server)]
+    pub dns: Vec<SocketAddr>,
 }
 
 /// Options every command has.
@@ -217,6 +221,16 @@ pub struct DemoArgs {
     pub record: PathBuf,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// Parses `--dns`: `ADDR:PORT`, `[V6]:PORT`, or an address alone (port 53).
+pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("expected ADDR[:PORT] of a DNS server, got {s:?}"))
 }
 
 /// The parsed `--answer` value.

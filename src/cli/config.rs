@@ -27,6 +27,28 @@ pub struct FileConfig {
     /// `[answer]`
     #[serde(default)]
     pub answer: AnswerSection,
+    /// `[network]`
+    #[serde(default)]
+    pub network: NetworkSection,
+}
+
+/// `[network]`: how names are resolved.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// DNS servers (`ADDR[:PORT]`) instead of the system's, as `--dns`.
+    pub dns: Option<Vec<String>>,
+}
+
+impl NetworkSection {
+    /// The DNS servers, parsed (entries were checked when the file was read).
+    pub fn dns_servers(&self) -> Vec<std::net::SocketAddr> {
+        self.dns
+            .iter()
+            .flatten()
+            .filter_map(|s| super::args::parse_dns_server(s).ok())
+            .collect()
+    }
 }
 
 /// `[account]`: the registrar and credentials.
@@ -120,6 +142,9 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 [answer]
 # policy = "auto"                  # auto | ring | reject:CODE   (wakeline listen)
 # after_s = 2.0                    # with policy = "ring"
+
+[network]
+# dns = ["127.0.0.1:5353"]         # DNS servers for SIP names (default: /etc/resolv.conf)
 "#;
 
 /// The default file: `<config dir>/config.toml` (e.g. `~/.config/wakeline/config.toml`).
@@ -212,6 +237,9 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
     }
     if let Some(p) = &cfg.answer.policy {
         super::args::parse_answer(p).map_err(|e| key("[answer].policy", e))?;
+    }
+    for d in cfg.network.dns.iter().flatten() {
+        super::args::parse_dns_server(d).map_err(|e| key("[network].dns", e))?;
     }
     for (k, v) in [
         ("[audio].mic", &cfg.audio.mic),
@@ -400,6 +428,20 @@ mod tests {
     }
 
     #[test]
+    fn network_dns_is_checked_and_parsed() {
+        let cfg = parse("[network]\ndns = [\"127.0.0.1:5353\", \"::1\"]\n", "c").unwrap();
+        assert_eq!(
+            cfg.network.dns_servers(),
+            vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        let e = parse("[network]\ndns = [\"dns.example\"]\n", "c").unwrap_err();
+        assert!(e.0.contains("[network].dns"), "{}", e.0);
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let cfg = parse(
             "[account]\nregistrar = \"sip:reg.example.org\"\nuser = \"alice\"\npassword_command = \"printf 'pw1\\\\nignored'\"\n[codecs]\norder = [\"pcmu\"]\n[audio]\nmic = \"silence\"\n",
@@ -412,6 +454,7 @@ mod tests {
             domain: None,
             password: None,
             proxy: None,
+            dns: Vec::new(),
         };
         merge_account(&mut acct, &cfg.account).unwrap();
         assert_eq!(acct.user.as_deref(), Some("bob"));

@@ -68,6 +68,22 @@ pub fn set_transport(t: TransportSection) {
     let _ = TRANSPORT.set(t);
 }
 
+static NETWORK: OnceLock<super::config::NetworkSection> = OnceLock::new();
+
+/// The configuration file's `[network]` section, applied to every user agent started here.
+pub fn set_network(n: super::config::NetworkSection) {
+    let _ = NETWORK.set(n);
+}
+
+/// `--dns`, else `[network] dns`, else empty (the system's servers).
+fn dns_servers(acct: &AccountArgs) -> Vec<std::net::SocketAddr> {
+    if acct.dns.is_empty() {
+        NETWORK.get().map(|n| n.dns_servers()).unwrap_or_default()
+    } else {
+        acct.dns.clone()
+    }
+}
+
 /// `wakeline config`
 pub fn config_cmd(args: &ConfigArgs) -> ExitCode {
     if args.path || !args.example {
@@ -180,7 +196,8 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     let mut builder = UserAgent::builder(config)
         .listen(args.bind)
         .listener_limits(super::config::listener_limits(TRANSPORT.get()))
-        .media(media_options);
+        .media(media_options)
+        .dns_servers(dns_servers(&args.account));
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
@@ -302,7 +319,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     config.codecs = media::codecs(&args.media.codecs)?;
     let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
-    let mut builder = UserAgent::builder(config).media(media_options);
+    let mut builder = UserAgent::builder(config)
+        .media(media_options)
+        .dns_servers(dns_servers(&args.account));
     if let Some(bind) = args.bind {
         builder = builder
             .listen(bind)
@@ -402,6 +421,8 @@ async fn wait_registered(
 ) -> Result<(), Fail> {
     let deadline = tokio::time::sleep(Duration::from_secs(40));
     tokio::pin!(deadline);
+    // The last retryable failure, to say why at the deadline.
+    let mut last = String::new();
     loop {
         tokio::select! {
             ev = events.next() => {
@@ -413,10 +434,11 @@ async fn wait_registered(
                     Event::RegistrationFailed { status, reason } if (400..700).contains(&status) && status != 408 => {
                         return Err(Fail(format!("registration failed: {status} {reason}")));
                     }
+                    Event::RegistrationFailed { reason, .. } => last = format!("; last error: {reason}"),
                     _ => {}
                 }
             }
-            _ = &mut deadline => return Err(Fail("registration failed: timeout".into())),
+            _ = &mut deadline => return Err(Fail(format!("registration failed: timeout{last}"))),
         }
     }
 }
@@ -427,7 +449,10 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
     if config.account.is_none() {
         return Err(Fail("register needs --registrar and --user".into()));
     }
-    let (ua, mut events) = UserAgent::builder(config).start().await?;
+    let (ua, mut events) = UserAgent::builder(config)
+        .dns_servers(dns_servers(&args.account))
+        .start()
+        .await?;
     let mut log = EventLog::open(args.common.events.as_deref())?;
     ua.register().await?;
     let registered = wait_registered(&mut events, &mut log).await;

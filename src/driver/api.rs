@@ -20,6 +20,7 @@ pub struct UserAgentBuilder {
     media: MediaOptions,
     tap: super::tap::Tap,
     limits: super::listener::ListenerLimits,
+    dns_servers: Vec<SocketAddr>,
 }
 
 impl UserAgentBuilder {
@@ -42,6 +43,13 @@ impl UserAgentBuilder {
     /// The IP address to bind media (RTP) sockets to and announce in SDP (default 127.0.0.1).
     pub fn media_ip(mut self, ip: IpAddr) -> Self {
         self.media_ip = ip;
+        self
+    }
+
+    /// Resolve SIP hosts (RFC 3263: NAPTR, SRV, A/AAAA) with these DNS servers instead of the
+    /// system's (`/etc/resolv.conf`). An empty list means the system's.
+    pub fn dns_servers(mut self, servers: Vec<SocketAddr>) -> Self {
+        self.dns_servers = servers;
         self
     }
 
@@ -85,7 +93,8 @@ impl UserAgentBuilder {
             cmd_rx,
             ev_tx,
         )
-        .with_listener_limits(self.limits);
+        .with_listener_limits(self.limits)
+        .with_dns_servers(&self.dns_servers);
         tokio::spawn(task.run());
         Ok((
             UserAgent {
@@ -140,6 +149,7 @@ impl UserAgent {
             media: MediaOptions::default(),
             tap: super::tap::Tap::default(),
             limits: super::listener::ListenerLimits::default(),
+            dns_servers: Vec::new(),
         }
     }
 

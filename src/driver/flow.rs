@@ -1,8 +1,12 @@
 //! One TCP flow: a reader task that forwards bytes to the driver and a writer task fed by a
 //! channel, so a slow peer never blocks the driver loop.
 
+use super::resolve::Resolver;
 use crate::signaling::core::FlowId;
+use crate::signaling::rfc3263::{Destination, Policy, Target, Transport};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -22,6 +26,14 @@ pub(crate) enum FlowEvent {
     Data { flow: FlowId, bytes: Vec<u8> },
     /// The flow is gone (connect failure, EOF, read or write error).
     Closed { flow: FlowId, why: String },
+    /// Before `Connected` or `Closed` of an outgoing connect: what the target list taught.
+    Tried {
+        flow: FlowId,
+        /// Targets whose connect timed out (worth avoiding for a while).
+        slow: Vec<SocketAddr>,
+        /// Connected with other targets left untried: there is somewhere to fail over to.
+        spare: bool,
+    },
 }
 
 /// The driver's side of a running flow.
@@ -134,33 +146,177 @@ pub(crate) fn spawn(
     }
 }
 
-/// Connects an outgoing flow in the background and reports the result.
+/// How long one TCP connect attempt may take before we move to the next target.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most targets tried for one connect (each costs up to [`CONNECT_TIMEOUT`]): the flow's
+/// owner retries with backoff after that, resolving afresh.
+pub(crate) const MAX_CONNECT_TARGETS: usize = 8;
+
+/// Connects an outgoing flow in the background and reports the result: resolves `dest` the
+/// RFC 3263 way (afresh on every call, so a reconnect sees DNS changes) and tries the targets
+/// in order until one accepts; targets in `avoid` (recently failed) go last. When none
+/// accepts, the `Closed` reason names every target tried and its error, or the DNS failure.
 pub(crate) fn connect(
     flow: FlowId,
-    host: String,
-    port: u16,
+    dest: Destination,
+    resolver: Arc<Resolver>,
+    avoid: Vec<SocketAddr>,
     events: mpsc::UnboundedSender<FlowEvent>,
 ) {
     tokio::spawn(async move {
-        let result = async {
-            let stream = TcpStream::connect((host.as_str(), port)).await?;
-            let local = stream.local_addr()?;
-            let remote = stream.peer_addr()?;
-            Ok::<_, std::io::Error>((stream, local, remote))
-        }
-        .await;
+        let host = dest.host_text();
+        let mut targets = match resolver.resolve(dest, Policy::default()).await {
+            Ok(t) => t,
+            Err(e) => {
+                let why = e.to_string();
+                let _ = events.send(FlowEvent::Closed { flow, why });
+                return;
+            }
+        };
+        // Stable: the RFC 3263 order holds within each group.
+        targets.sort_by_key(|t| avoid.contains(&t.addr));
+        let result = connect_first(&targets).await;
+        let tried = match &result {
+            Ok(_) => 1 + failures_of(&result).len(),
+            Err(f) => f.len(),
+        };
+        let slow = failures_of(&result)
+            .iter()
+            .filter(|(_, why)| why == TIMED_OUT)
+            .map(|(t, _)| t.addr)
+            .collect();
+        let spare = result.is_ok() && tried < targets.len();
+        let _ = events.send(FlowEvent::Tried { flow, slow, spare });
         let ev = match result {
-            Ok((stream, local, remote)) => FlowEvent::Connected {
+            Ok(((stream, local, remote), _)) => FlowEvent::Connected {
                 flow,
                 stream,
                 local,
                 remote,
             },
-            Err(e) => FlowEvent::Closed {
+            Err(failures) => FlowEvent::Closed {
                 flow,
-                why: format!("connect {host}:{port}: {e}"),
+                why: describe_failures(&host, &failures),
             },
         };
         let _ = events.send(ev);
     });
+}
+
+/// What [`connect_first`] learnt: a connected stream and the targets that failed before it,
+/// or every target's failure.
+type Attempt =
+    Result<((TcpStream, SocketAddr, SocketAddr), Vec<(Target, String)>), Vec<(Target, String)>>;
+
+fn failures_of(a: &Attempt) -> &[(Target, String)] {
+    match a {
+        Ok((_, f)) | Err(f) => f,
+    }
+}
+
+/// The reason of a connect that hit [`CONNECT_TIMEOUT`].
+const TIMED_OUT: &str = "timed out";
+
+/// Tries `targets` in order; the first connected stream, or every target's failure.
+async fn connect_first(targets: &[Target]) -> Attempt {
+    let mut failures = Vec::new();
+    for t in targets.iter().take(MAX_CONNECT_TARGETS) {
+        if t.transport != Transport::Tcp {
+            failures.push((*t, format!("{} not supported", t.transport)));
+            continue;
+        }
+        let attempt = async {
+            let stream = TcpStream::connect(t.addr).await?;
+            let local = stream.local_addr()?;
+            let remote = stream.peer_addr()?;
+            Ok::<_, std::io::Error>((stream, local, remote))
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(up)) => {
+                if !failures.is_empty() {
+                    tracing::info!(target = %t.addr, "connected after failover ({})",
+                        describe_failures("", &failures));
+                }
+                return Ok((up, failures));
+            }
+            Ok(Err(e)) => failures.push((*t, io_reason(&e))),
+            Err(_) => failures.push((*t, TIMED_OUT.into())),
+        }
+        tracing::debug!(target = %t.addr, "connect failed, next target");
+    }
+    if targets.len() > MAX_CONNECT_TARGETS {
+        tracing::debug!(
+            "{} more targets not tried",
+            targets.len() - MAX_CONNECT_TARGETS
+        );
+    }
+    Err(failures)
+}
+
+/// A short name for a connect error: `refused`, `unreachable`, or the OS's words.
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "refused".into(),
+        HostUnreachable | NetworkUnreachable => "unreachable".into(),
+        TimedOut => TIMED_OUT.into(),
+        _ => e.to_string(),
+    }
+}
+
+/// `connect HOST: ADDR REASON; ADDR REASON` (or without the `connect HOST: ` part when `host`
+/// is empty).
+fn describe_failures(host: &str, failures: &[(Target, String)]) -> String {
+    let list = failures
+        .iter()
+        .map(|(t, why)| format!("{} {why}", t.addr))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match (host.is_empty(), failures.is_empty()) {
+        (_, true) => format!("connect {host}: no target"),
+        (true, false) => list,
+        (false, false) => format!("connect {host}: {list}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(addr: &str) -> Target {
+        Target {
+            transport: Transport::Tcp,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn failures_name_every_target() {
+        let f = vec![
+            (tcp("192.0.2.1:5060"), "refused".to_string()),
+            (tcp("192.0.2.2:5060"), "timed out".to_string()),
+        ];
+        assert_eq!(
+            describe_failures("sip.example.test", &f),
+            "connect sip.example.test: 192.0.2.1:5060 refused; 192.0.2.2:5060 timed out"
+        );
+        assert_eq!(describe_failures("h", &[]), "connect h: no target");
+    }
+
+    #[tokio::test]
+    async fn fails_over_from_a_refusing_target_to_a_listening_one() {
+        // A port that refuses: bind, note it, close.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let targets = [tcp(&dead_addr.to_string()), tcp(&live_addr.to_string())];
+        let ((_, _, remote), failed) = connect_first(&targets).await.unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(remote, live_addr);
+        let err = connect_first(&targets[..1]).await.unwrap_err();
+        assert_eq!(err, vec![(targets[0], "refused".to_string())]);
+    }
 }

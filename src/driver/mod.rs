@@ -5,6 +5,10 @@
 //! and timeouts, and carries out what the core asks for. Media sockets (one UDP port per call) are
 //! reserved here and announced in SDP.
 //!
+//! An outgoing connect resolves its target the RFC 3263 way (`resolve.rs` asks DNS for a
+//! sans-IO [`Rfc3263`](crate::signaling::rfc3263::Rfc3263) resolution) and tries the targets
+//! in order (`flow.rs`), afresh on every reconnect.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), wakeline::Error> {
 //! use wakeline::{Config, UserAgent};
@@ -23,6 +27,7 @@ mod api;
 mod flow;
 mod listener;
 mod media;
+mod resolve;
 mod tap;
 mod task;
 

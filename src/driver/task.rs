@@ -5,6 +5,7 @@ use super::listener::{AcceptBackoff, Admission, CloseReason, InboundGuard, Liste
 use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
+use super::resolve::{Avoid, ConnectHints, Resolver};
 use super::tap::Tap;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
@@ -13,6 +14,7 @@ use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore};
 use crate::signaling::message::Uri;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -85,6 +87,21 @@ pub(crate) struct DriverTask {
     /// Limits on the connections peers open to us (`listener.rs`).
     guard: InboundGuard,
     accept_backoff: AcceptBackoff,
+    /// DNS for connect targets (RFC 3263), and the URIs behind the core's connect requests.
+    resolver: Arc<Resolver>,
+    hints: ConnectHints,
+    /// Control-flow connects in progress: their failure is a registration failure.
+    control_connects: HashSet<FlowId>,
+    register_wanted: bool,
+    /// Why the connect whose loss is being drained failed: it explains the calls that end
+    /// with it ("flow lost" says too little).
+    connect_error: Option<String>,
+    /// Targets that timed out lately, tried last (RFC 3263 §4.3 failover).
+    avoid: Avoid,
+    /// Connects that left other targets untried.
+    spare: HashSet<FlowId>,
+    /// The control flow and its target, while another target could take over.
+    failover: Option<(FlowId, SocketAddr)>,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -110,6 +127,7 @@ impl DriverTask {
     ) -> Self {
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let hints = ConnectHints::new(&config);
         DriverTask {
             core: SignalingCore::new(config),
             listener,
@@ -134,11 +152,25 @@ impl DriverTask {
             keepalive_runs: 0,
             guard: InboundGuard::new(ListenerLimits::default()),
             accept_backoff: AcceptBackoff::default(),
+            resolver: Arc::new(Resolver::new(&[])),
+            hints,
+            control_connects: HashSet::new(),
+            register_wanted: false,
+            connect_error: None,
+            avoid: Avoid::default(),
+            spare: HashSet::new(),
+            failover: None,
         }
     }
 
     pub(crate) fn with_listener_limits(mut self, limits: ListenerLimits) -> Self {
         self.guard = InboundGuard::new(limits);
+        self
+    }
+
+    /// Resolve with these DNS servers instead of the system's (none: the system's).
+    pub(crate) fn with_dns_servers(mut self, servers: &[SocketAddr]) -> Self {
+        self.resolver = Arc::new(Resolver::new(servers));
         self
     }
 
@@ -263,6 +295,10 @@ impl DriverTask {
                 local,
                 remote,
             } => {
+                let control = self.control_connects.remove(&flow);
+                if self.spare.remove(&flow) && control {
+                    self.failover = Some((flow, remote));
+                }
                 self.tap.flow_up(flow, local, remote);
                 let handle = flow::spawn(flow, stream, false, self.flow_tx.clone());
                 self.flows.insert(flow, handle);
@@ -280,9 +316,21 @@ impl DriverTask {
                     }
                 }
             }
+            FlowEvent::Tried { flow, slow, spare } => {
+                for addr in slow {
+                    self.avoid.add(addr, now);
+                }
+                if spare {
+                    self.spare.insert(flow);
+                }
+            }
             FlowEvent::Closed { flow, why } => {
                 tracing::debug!(?flow, "flow closed: {why}");
                 self.guard.closed(flow);
+                if self.failover.is_some_and(|(f, _)| f == flow) {
+                    self.failover = None;
+                }
+                self.connect_failed(flow, &why);
                 if let Some(f) = self.flows.remove(&flow) {
                     f.reader.abort();
                 }
@@ -295,12 +343,16 @@ impl DriverTask {
         let now = Instant::now();
         match cmd {
             Command::Register(reply) => {
-                let _ = reply.send(self.core.register(now).map_err(Error::from));
+                let result = self.core.register(now).map_err(Error::from);
+                self.register_wanted |= result.is_ok();
+                let _ = reply.send(result);
             }
             Command::Unregister(reply) => {
+                self.register_wanted = false;
                 let _ = reply.send(self.core.unregister(now).map_err(Error::from));
             }
             Command::Call { target, reply } => {
+                self.hints.note(&target);
                 let result = async {
                     let sockets = MediaSockets::reserve(self.media_ip).await?;
                     let addr = sockets.local_rtp()?;
@@ -394,6 +446,7 @@ impl DriverTask {
                         tracing::debug!(?call, "hangup at shutdown: {e}");
                     }
                 }
+                self.register_wanted = false;
                 if self.registered {
                     if let Err(e) = self.core.unregister(now) {
                         tracing::debug!("unregister at shutdown: {e}");
@@ -413,6 +466,41 @@ impl DriverTask {
             f.reader.abort();
             f.writer.abort();
         }
+        self.core.handle_flow_down(now, flow);
+    }
+
+    /// A connect that never came up: say why, and on the control flow tell the application as
+    /// a registration failure (the core retries with backoff).
+    fn connect_failed(&mut self, flow: FlowId, why: &str) {
+        if self.flows.contains_key(&flow) {
+            return; // it was up: an ordinary close
+        }
+        tracing::warn!(?flow, "{why}");
+        self.connect_error = Some(why.to_string());
+        if self.control_connects.remove(&flow) && self.register_wanted {
+            let _ = self.events.send(Event::RegistrationFailed {
+                status: 0,
+                reason: why.to_string(),
+            });
+        }
+    }
+
+    /// RFC 3263 §4.3: a REGISTER that timed out on a target with others behind it fails over:
+    /// the target goes last for a while and the control flow reconnects, resolving afresh.
+    fn register_timed_out(&mut self) {
+        let Some((flow, remote)) = self.failover.take() else {
+            return;
+        };
+        let Some(f) = self.flows.remove(&flow) else {
+            return;
+        };
+        tracing::warn!(
+            ?flow,
+            "REGISTER to {remote} timed out: failing over to the next target"
+        );
+        let now = Instant::now();
+        self.avoid.add(remote, now);
+        tokio::spawn(f.close(FLUSH_LIMIT));
         self.core.handle_flow_down(now, flow);
     }
 
@@ -494,7 +582,13 @@ impl DriverTask {
                 },
                 Output::Connect { flow, host, port } => {
                     tracing::debug!(?flow, %host, port, "connecting");
-                    flow::connect(flow, host, port, self.flow_tx.clone());
+                    if self.hints.is_control(&host, port) {
+                        self.control_connects.insert(flow);
+                    }
+                    let dest = self.hints.destination(&host, port);
+                    let avoid = self.avoid.list(Instant::now());
+                    let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
+                    flow::connect(flow, dest, resolver, avoid, tx);
                 }
                 Output::Close { flow } => {
                     self.guard.closed(flow);
@@ -505,9 +599,28 @@ impl DriverTask {
                 Output::Event(ev) => self.handle_event(ev),
             }
         }
+        self.connect_error = None;
     }
 
-    fn handle_event(&mut self, ev: Event) {
+    fn handle_event(&mut self, mut ev: Event) {
+        if let (
+            Event::Ended {
+                status: 0, reason, ..
+            },
+            Some(why),
+        ) = (&mut ev, &self.connect_error)
+        {
+            if reason == "flow lost" {
+                reason.clone_from(why);
+            }
+        }
+        if let Event::RegistrationFailed { status: 0, reason } = &ev {
+            // The registration's "timeout": its REGISTER got no answer (Timer F); the core may
+            // add "; retry in N s".
+            if reason == "timeout" || reason.starts_with("timeout;") {
+                self.register_timed_out();
+            }
+        }
         match &ev {
             Event::Incoming { call, call_id, .. } => {
                 self.live_calls.insert(*call);

@@ -10,5 +10,6 @@ pub mod invite;
 pub mod keepalive;
 pub mod message;
 pub mod registration;
+pub mod rfc3263;
 pub mod sdp;
 pub mod transaction;
