@@ -27,6 +27,17 @@ pub struct FileConfig {
     /// `[answer]`
     #[serde(default)]
     pub answer: AnswerSection,
+    /// `[network]`
+    #[serde(default)]
+    pub network: NetworkSection,
+}
+
+/// `[network]`: addresses.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// As `--media-ip`.
+    pub media_ip: Option<String>,
 }
 
 /// `[account]`: the registrar and credentials.
@@ -111,6 +122,10 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 [answer]
 # policy = "auto"                  # auto | ring | reject:CODE   (wakeline listen)
 # after_s = 2.0                    # with policy = "ring"
+
+[network]
+# media_ip = "192.0.2.10"          # RTP address to bind and announce (default: per call, the
+#                                  # local address that reaches the peer)
 "#;
 
 /// The default file: `<config dir>/config.toml` (e.g. `~/.config/wakeline/config.toml`).
@@ -199,6 +214,9 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
             )
         })?;
     }
+    if let Some(ip) = &cfg.network.media_ip {
+        super::args::parse_media_ip(ip).map_err(|e| key("[network].media_ip", e))?;
+    }
     if let Some(p) = &cfg.answer.policy {
         super::args::parse_answer(p).map_err(|e| key("[answer].policy", e))?;
     }
@@ -260,7 +278,7 @@ pub fn merge_account(args: &mut AccountArgs, file: &AccountSection) -> Result<()
     Ok(())
 }
 
-/// Fills `--mic`/`--speaker` from `[audio]`, and `--codecs` from `[codecs]` unless the flag was
+/// Fills `--mic`/`--speaker` from `[audio]`, `--media-ip` from `[network]`, and `--codecs` from `[codecs]` unless the flag was
 /// given (`codecs_from_flag`).
 pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bool) {
     if args.mic.is_none() {
@@ -268,6 +286,14 @@ pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bo
     }
     if args.speaker.is_none() {
         args.speaker.clone_from(&file.audio.speaker);
+    }
+    if args.media_ip.is_none() {
+        // Checked when the file was parsed.
+        args.media_ip = file
+            .network
+            .media_ip
+            .as_deref()
+            .and_then(|ip| super::args::parse_media_ip(ip).ok());
     }
     if !codecs_from_flag {
         if let Some(order) = &file.codecs.order {
@@ -397,6 +423,7 @@ mod tests {
             summary: None,
             report: None,
             pcap: None,
+            media_ip: None,
         };
         merge_media(&mut media, &cfg, true);
         assert_eq!(media.codecs, "opus,pcmu,pcma");
@@ -404,6 +431,32 @@ mod tests {
         assert_eq!(media.codecs, "pcmu");
         assert_eq!(media.mic.as_deref(), Some("silence"));
         assert_eq!(media.speaker.as_deref(), Some("null"));
+    }
+
+    #[test]
+    fn network_media_ip_is_checked_and_merged() {
+        let e = parse("[network]\nmedia_ip = \"0.0.0.0\"\n", "c").unwrap_err();
+        assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
+        let e = parse("[network]\nmedia_ip = \"host\"\n", "c").unwrap_err();
+        assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
+        let cfg = parse("[network]\nmedia_ip = \"2001:db8::5\"\n", "c").unwrap();
+        let mut media = MediaArgs {
+            mic: None,
+            speaker: None,
+            record: None,
+            codecs: "opus".into(),
+            list_devices: false,
+            summary: None,
+            report: None,
+            pcap: None,
+            media_ip: None,
+        };
+        merge_media(&mut media, &cfg, true);
+        assert_eq!(media.media_ip, "2001:db8::5".parse().ok());
+        // The flag wins over the file.
+        media.media_ip = "192.0.2.4".parse().ok();
+        merge_media(&mut media, &cfg, true);
+        assert_eq!(media.media_ip, "192.0.2.4".parse().ok());
     }
 
     #[test]

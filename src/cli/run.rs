@@ -180,6 +180,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     let mut builder = UserAgent::builder(config)
         .listen(args.bind)
         .media(media_options);
+    if let Some(ip) = args.media.media_ip {
+        builder = builder.media_ip(ip);
+    }
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
@@ -302,6 +305,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config).media(media_options);
+    if let Some(ip) = args.media.media_ip {
+        builder = builder.media_ip(ip);
+    }
     if let Some(bind) = args.bind {
         builder = builder.listen(bind);
     }
@@ -481,10 +487,14 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         sink: AudioSink::Null,
         ..MediaOptions::default()
     };
-    let (bob, mut bob_events) = UserAgent::builder(Config {
+    let media_ip = |b: wakeline::driver::UserAgentBuilder| match args.media_ip {
+        Some(ip) => b.media_ip(ip),
+        None => b,
+    };
+    let (bob, mut bob_events) = media_ip(UserAgent::builder(Config {
         local_user: "bob".into(),
         ..Config::default()
-    })
+    }))
     .media(MediaOptions {
         source: AudioSource::Wav(chime),
         ..tone(1000.0)
@@ -508,10 +518,10 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
             }
         })
     };
-    let (alice, mut alice_events) = UserAgent::builder(Config {
+    let (alice, mut alice_events) = media_ip(UserAgent::builder(Config {
         local_user: "alice".into(),
         ..Config::default()
-    })
+    }))
     .media(MediaOptions {
         sink: speaker,
         record: Some(args.record.clone()),

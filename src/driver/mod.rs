@@ -22,6 +22,7 @@
 mod api;
 mod flow;
 mod media;
+mod route;
 mod tap;
 mod task;
 

@@ -4,6 +4,7 @@ use super::flow::{self, FlowEvent, FlowHandle};
 use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
+use super::route;
 use super::tap::Tap;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
@@ -54,7 +55,8 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 pub(crate) struct DriverTask {
     core: SignalingCore,
     listener: Option<TcpListener>,
-    media_ip: IpAddr,
+    /// The user's media address; `None`: chosen per call (`driver/route.rs`).
+    media_ip: Option<IpAddr>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
@@ -95,7 +97,7 @@ impl DriverTask {
     pub(crate) fn new(
         config: Config,
         listener: Option<TcpListener>,
-        media_ip: IpAddr,
+        media_ip: Option<IpAddr>,
         media_options: MediaOptions,
         tap: Tap,
         cmd_rx: mpsc::UnboundedReceiver<Command>,
@@ -259,7 +261,8 @@ impl DriverTask {
             }
             Command::Call { target, reply } => {
                 let result = async {
-                    let sockets = MediaSockets::reserve(self.media_ip).await?;
+                    let ip = route::media_ip(&self.core, self.media_ip, None, Some(&target));
+                    let sockets = MediaSockets::reserve(ip.await?).await?;
                     let addr = sockets.local_rtp()?;
                     let call = self.core.call(now, target, addr)?;
                     self.media.insert(call, sockets);
@@ -274,7 +277,8 @@ impl DriverTask {
             }
             Command::Answer(call, reply) => {
                 let result = async {
-                    let sockets = MediaSockets::reserve(self.media_ip).await?;
+                    let ip = route::media_ip(&self.core, self.media_ip, Some(call), None);
+                    let sockets = MediaSockets::reserve(ip.await?).await?;
                     let addr = sockets.local_rtp()?;
                     self.core.answer(now, call, addr)?;
                     self.media.insert(call, sockets);
@@ -409,7 +413,8 @@ impl DriverTask {
     /// gets fresh media sockets and a re-INVITE announcing them.
     async fn network_changed(&mut self, now: Instant) -> Result<(), Error> {
         for call in self.core.handle_network_changed(now) {
-            let sockets = MediaSockets::reserve(self.media_ip).await?;
+            let ip = route::media_ip(&self.core, self.media_ip, Some(call), None).await?;
+            let sockets = MediaSockets::reserve(ip).await?;
             let addr = sockets.local_rtp()?;
             match self.media_tasks.get(&call) {
                 Some(task) => {
