@@ -1,0 +1,219 @@
+//! Calls between hosts on a private network (issue 8 §5): each host is a network namespace on
+//! a bridge (`peers/netns.rs`), running the real `wakeline` binary (and Kamailio, baresip).
+//! Nothing here is on loopback, so an SDP that announces `127.0.0.1` (or `0.0.0.0`) carries no
+//! audio and fails the tone checks. Needs root and iproute2; skips with a message otherwise.
+//! Run alone with `cargo test --test multihost`.
+
+#[path = "peers/netns.rs"]
+mod netns;
+mod peers;
+
+use netns::{Host, Net};
+use peers::audio::assert_tone;
+use peers::{read_events, test_dir, Proc};
+use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// What the calling side sends.
+const CALLER_HZ: f64 = 440.0;
+/// What the answering side sends.
+const ANSWER_HZ: f64 = 1000.0;
+/// Seconds of the other side's tone each recording must hold.
+const MIN_TONE_SECS: f64 = 1.5;
+/// How long calls last once answered.
+const TALK_S: f64 = 3.0;
+/// Generous limit for a process to finish on a loaded 2-core machine.
+const LIMIT: Duration = Duration::from_secs(40);
+/// The SIP port of listeners; every host has its own port space.
+const SIP_PORT: u16 = 5070;
+
+/// `addr:port` as a URI host part (`[v6]:port`).
+fn hostport(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// The `wakeline` binary run inside `host`, logging SIP to stderr.
+fn wakeline_in(host: &Host) -> Command {
+    let mut c = host.command(env!("CARGO_BIN_EXE_wakeline"));
+    c.env("RUST_LOG", "debug,wakeline::sip_trace=info");
+    c
+}
+
+/// One wakeline's files: recording and events.
+struct Side {
+    record: PathBuf,
+    events: PathBuf,
+}
+
+impl Side {
+    fn new(dir: &Path, name: &str) -> Side {
+        Side {
+            record: dir.join(format!("{name}.wav")),
+            events: dir.join(format!("{name}.ev")),
+        }
+    }
+
+    /// `--mic tone:HZ --speaker null --record .. --events ..`.
+    fn args(&self, hz: f64) -> Vec<String> {
+        vec![
+            "--mic".into(),
+            format!("tone:{hz}"),
+            "--speaker".into(),
+            "null".into(),
+            "--record".into(),
+            self.record.display().to_string(),
+            "--events".into(),
+            self.events.display().to_string(),
+            "--sip-trace".into(),
+        ]
+    }
+
+    fn events(&self) -> Vec<Value> {
+        read_events(&self.events)
+    }
+}
+
+/// The `remote_rtp` of the `media` events: where this side sent its RTP.
+fn remote_rtp(events: &[Value]) -> Vec<SocketAddr> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "media")
+        .filter_map(|e| e["remote_rtp"].as_str()?.parse().ok())
+        .collect()
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every SDP `c=` and `o=` address and every Contact that a wakeline sent (its stderr
+/// `--sip-trace`): each must be `ip`, never loopback or unspecified.
+fn assert_sent_addresses(ua: &Proc, ip: IpAddr) {
+    let log = strip_ansi(&std::fs::read_to_string(&ua.stderr).unwrap_or_default());
+    let net = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let want_sdp = format!("IN {net} {ip}");
+    let mut sdp_lines = 0;
+    for line in log.lines() {
+        let line = line.trim();
+        if line.starts_with("c=") || line.starts_with("o=") {
+            sdp_lines += 1;
+            // Both sides' SDP is in the trace (sent and received): ours or the peer's address.
+            let addr: Option<IpAddr> = line.rsplit(' ').next().and_then(|a| a.parse().ok());
+            assert!(
+                addr.is_some_and(|a| !a.is_loopback() && !a.is_unspecified()),
+                "{}: loopback or unspecified address in SDP: {line}",
+                ua.name
+            );
+        }
+        if line.starts_with("Contact:") && line.contains("wakeline@") {
+            assert!(
+                !line.contains("0.0.0.0") && !line.contains("[::]") && !line.contains("127.0.0.1"),
+                "{}: {line}",
+                ua.name
+            );
+        }
+    }
+    assert!(sdp_lines >= 4, "{}: no SDP in the trace", ua.name);
+    assert!(
+        log.contains(&want_sdp),
+        "{}: never announced {want_sdp}\n{}",
+        ua.name,
+        ua.output()
+    );
+}
+
+/// The call ended after an answer, with 200, exactly once.
+fn assert_answered(who: &str, events: &[Value]) {
+    let ended: Vec<&Value> = events.iter().filter(|e| e["event"] == "ended").collect();
+    assert_eq!(ended.len(), 1, "{who}: {events:#?}");
+    assert_eq!(ended[0]["outcome"], "answered", "{who}: {events:#?}");
+}
+
+/// (a)/(b): `wakeline listen --bind 0.0.0.0:P` (or `[::]:P`) on host A answers
+/// `wakeline call sip:x@A:P` from host B (no `--bind`): tones both ways, and every address in
+/// SDP and Contact is a host address.
+fn direct_call(v6: bool) {
+    let Some(net) = Net::create(2) else { return };
+    let (a, b) = (net.host(0), net.host(1));
+    let dir = test_dir(if v6 { "mh-direct6" } else { "mh-direct4" });
+    let d = dir.path();
+    let (la, cb) = (Side::new(d, "listener"), Side::new(d, "caller"));
+    let wildcard = if v6 { "[::]" } else { "0.0.0.0" };
+    let mut cmd = wakeline_in(a);
+    cmd.args(["listen", "--bind", &format!("{wildcard}:{SIP_PORT}")])
+        .args(["--answer", "auto", "--max-calls", "1"])
+        .args(la.args(ANSWER_HZ));
+    let mut listener = Proc::spawn("listener", cmd, d);
+    a.wait_tcp(SocketAddr::new(a.addr(v6), SIP_PORT), LIMIT);
+
+    let target = format!("sip:tone@{};transport=tcp", hostport(a.addr(v6), SIP_PORT));
+    let mut cmd = wakeline_in(b);
+    cmd.args(["call", &target, "--duration", &TALK_S.to_string()])
+        .args(cb.args(CALLER_HZ));
+    let mut caller = Proc::spawn("caller", cmd, d);
+    let status = caller.wait(LIMIT);
+    assert!(
+        status.success(),
+        "caller: {status}\n{}\n{}",
+        caller.output(),
+        listener.output()
+    );
+    let status = listener.wait(LIMIT);
+    assert!(
+        status.success(),
+        "listener: {status}\n{}",
+        listener.output()
+    );
+
+    assert_answered("caller", &cb.events());
+    assert_answered("listener", &la.events());
+    // Each side sent its RTP to the other host, at the address its SDP announced.
+    let to_a = remote_rtp(&cb.events());
+    let to_b = remote_rtp(&la.events());
+    assert!(
+        !to_a.is_empty() && to_a.iter().all(|r| r.ip() == a.addr(v6)),
+        "caller sent RTP to {to_a:?}, not to host A {}",
+        a.addr(v6)
+    );
+    assert!(
+        !to_b.is_empty() && to_b.iter().all(|r| r.ip() == b.addr(v6)),
+        "listener sent RTP to {to_b:?}, not to host B {}",
+        b.addr(v6)
+    );
+    assert_sent_addresses(&listener, a.addr(v6));
+    assert_sent_addresses(&caller, b.addr(v6));
+    let heard = assert_tone(&cb.record, ANSWER_HZ, CALLER_HZ, MIN_TONE_SECS);
+    eprintln!("caller heard {ANSWER_HZ} Hz: {heard:?}");
+    let heard = assert_tone(&la.record, CALLER_HZ, ANSWER_HZ, MIN_TONE_SECS);
+    eprintln!("listener heard {CALLER_HZ} Hz: {heard:?}");
+}
+
+/// (a) Two hosts over IPv4.
+#[test]
+fn direct_call_between_two_hosts_ipv4() {
+    direct_call(false);
+}
+
+/// (b) Two hosts over IPv6.
+#[test]
+fn direct_call_between_two_hosts_ipv6() {
+    direct_call(true);
+}
