@@ -10,12 +10,13 @@ mod peers;
 
 use netns::{Host, Net};
 use peers::audio::assert_tone;
+use peers::kamailio::{Kamailio, PASSWORD};
 use peers::{read_events, test_dir, Proc};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the calling side sends.
 const CALLER_HZ: f64 = 440.0;
@@ -104,6 +105,15 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// Every `media` event of `side` sent RTP to `ip`, and there was one.
+fn assert_rtp_to(who: &str, side: &Side, ip: IpAddr) {
+    let to = remote_rtp(&side.events());
+    assert!(
+        !to.is_empty() && to.iter().all(|r| r.ip() == ip),
+        "{who} sent RTP to {to:?}, not to {ip}"
+    );
+}
+
 /// Every SDP `c=` and `o=` address and every Contact that a wakeline sent (its stderr
 /// `--sip-trace`): each must be `ip`, never loopback or unspecified.
 fn assert_sent_addresses(ua: &Proc, ip: IpAddr) {
@@ -186,18 +196,8 @@ fn direct_call(v6: bool) {
     assert_answered("caller", &cb.events());
     assert_answered("listener", &la.events());
     // Each side sent its RTP to the other host, at the address its SDP announced.
-    let to_a = remote_rtp(&cb.events());
-    let to_b = remote_rtp(&la.events());
-    assert!(
-        !to_a.is_empty() && to_a.iter().all(|r| r.ip() == a.addr(v6)),
-        "caller sent RTP to {to_a:?}, not to host A {}",
-        a.addr(v6)
-    );
-    assert!(
-        !to_b.is_empty() && to_b.iter().all(|r| r.ip() == b.addr(v6)),
-        "listener sent RTP to {to_b:?}, not to host B {}",
-        b.addr(v6)
-    );
+    assert_rtp_to("caller", &cb, a.addr(v6));
+    assert_rtp_to("listener", &la, b.addr(v6));
     assert_sent_addresses(&listener, a.addr(v6));
     assert_sent_addresses(&caller, b.addr(v6));
     let heard = assert_tone(&cb.record, ANSWER_HZ, CALLER_HZ, MIN_TONE_SECS);
@@ -216,4 +216,80 @@ fn direct_call_between_two_hosts_ipv4() {
 #[test]
 fn direct_call_between_two_hosts_ipv6() {
     direct_call(true);
+}
+
+/// Waits until `side`'s events file has an event of `kind`.
+fn wait_event(side: &Side, ua: &Proc, kind: &str, limit: Duration) {
+    let start = Instant::now();
+    while !side.events().iter().any(|e| e["event"] == kind) {
+        assert!(
+            start.elapsed() < limit,
+            "{}: no {kind} within {limit:?}\n{}",
+            ua.name,
+            ua.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `--registrar sip:K:5060;transport=tcp --user USER --password ..` for Kamailio at `kam`.
+fn account(kam: &Kamailio, user: &str) -> Vec<String> {
+    vec![
+        "--registrar".into(),
+        format!("sip:{};transport=tcp", hostport(kam.ip, kam.port)),
+        "--user".into(),
+        user.into(),
+        "--password".into(),
+        PASSWORD.into(),
+    ]
+}
+
+/// (c) Through Kamailio on a third host: alice (`listen --bind 0.0.0.0:P`, registered) on host
+/// A is called by bob (`call`, registered) on host B through Kamailio on host K. Both calls
+/// ride the control flows; each side announces its own host address and hears the other.
+#[test]
+fn call_through_kamailio_on_a_third_host() {
+    let Some(net) = Net::create(3) else { return };
+    let (k, a, b) = (net.host(0), net.host(1), net.host(2));
+    let dir = test_dir("mh-kamailio");
+    let d = dir.path();
+    let kam = Kamailio::start_in(d, k.addr(false), 5060, Some(&k.ns));
+    let (la, cb) = (Side::new(d, "alice"), Side::new(d, "bob"));
+    let mut cmd = wakeline_in(a);
+    cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
+        .args(account(&kam, "alice"))
+        .args(["--answer", "auto", "--max-calls", "1"])
+        .args(la.args(ANSWER_HZ));
+    let mut alice = Proc::spawn("alice", cmd, d);
+    wait_event(&la, &alice, "registered", LIMIT);
+
+    let target = format!("sip:alice@{};transport=tcp", kam.ip);
+    let mut cmd = wakeline_in(b);
+    cmd.args(["call", &target, "--duration", &TALK_S.to_string()])
+        .args(account(&kam, "bob"))
+        .args(cb.args(CALLER_HZ));
+    let mut bob = Proc::spawn("bob", cmd, d);
+    let status = bob.wait(LIMIT);
+    assert!(
+        status.success(),
+        "bob: {status}\n{}\n{}\n{}",
+        bob.output(),
+        alice.output(),
+        kam.log()
+    );
+    let status = alice.wait(LIMIT);
+    assert!(status.success(), "alice: {status}\n{}", alice.output());
+
+    assert_answered("bob", &cb.events());
+    assert_answered("alice", &la.events());
+    // No media anchor in Kamailio: RTP goes host to host.
+    assert_rtp_to("bob", &cb, a.addr(false));
+    assert_rtp_to("alice", &la, b.addr(false));
+    assert_sent_addresses(&alice, a.addr(false));
+    assert_sent_addresses(&bob, b.addr(false));
+    let heard = assert_tone(&cb.record, ANSWER_HZ, CALLER_HZ, MIN_TONE_SECS);
+    eprintln!("bob heard {ANSWER_HZ} Hz: {heard:?}");
+    let heard = assert_tone(&la.record, CALLER_HZ, ANSWER_HZ, MIN_TONE_SECS);
+    eprintln!("alice heard {CALLER_HZ} Hz: {heard:?}");
+    drop(kam);
 }

@@ -122,6 +122,26 @@ pub fn wait_listening(port: u16, limit: Duration) {
     }
 }
 
+/// Waits until something in the network namespace `netns` listens on TCP `port` (any
+/// address), asking `ss` inside it.
+pub fn wait_listening_in(netns: &str, port: u16, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", netns, "ss", "-Hltn"])
+            .arg(format!("sport = :{port}"))
+            .output();
+        if out.is_ok_and(|o| o.status.success() && !o.stdout.is_empty()) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "nothing listens on port {port} in {netns} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A fresh folder for one test's files.
 pub fn test_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
