@@ -9,11 +9,12 @@ mod netns;
 mod peers;
 
 use netns::{Host, Net};
-use peers::audio::assert_tone;
+use peers::audio::{assert_tone, write_tone};
+use peers::baresip::{Baresip, BaresipConfig, Place};
 use peers::kamailio::{Kamailio, PASSWORD};
 use peers::{read_events, test_dir, Proc};
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -292,4 +293,124 @@ fn call_through_kamailio_on_a_third_host() {
     let heard = assert_tone(&la.record, CALLER_HZ, ANSWER_HZ, MIN_TONE_SECS);
     eprintln!("alice heard {CALLER_HZ} Hz: {heard:?}");
     drop(kam);
+}
+
+/// baresip's SIP port on its host.
+const BARESIP_SIP_PORT: u16 = 5060;
+/// baresip's ctrl_tcp port (on the host's 127.0.0.1).
+const BARESIP_CTRL_PORT: u16 = 4444;
+
+/// baresip (bob, no registrar) on `host`, sending `hz` from a 48 kHz stereo WAV (Opus).
+fn start_baresip(dir: &Path, host: &Host, hz: f64) -> Baresip {
+    let source = dir.join("bob-mic.wav");
+    write_tone(&source, 48_000, 2, hz, 30.0);
+    let cfg = BaresipConfig {
+        aor: format!("sip:bob@{}", host.v4),
+        password: PASSWORD.into(),
+        outbound: None,
+        codecs: None,
+        source,
+    };
+    let command = |program: &str| host.command(program);
+    let connect = |port: u16| {
+        host.run(move || {
+            let start = Instant::now();
+            loop {
+                match TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(s) => return s,
+                    Err(e) => assert!(start.elapsed() < LIMIT, "baresip's ctrl_tcp on {port}: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let place = Place {
+        ip: host.addr(false),
+        ports: Some((BARESIP_SIP_PORT, BARESIP_CTRL_PORT)),
+        command: &command,
+        connect: &connect,
+    };
+    Baresip::start_at(dir, "baresip", &cfg, &place)
+}
+
+/// baresip heard `hz`, wakeline's recording holds `other`.
+fn assert_baresip_audio(bob: &Baresip, wl: &Side, bob_hz: f64, wl_hz: f64) {
+    let heard = assert_tone(&wl.record, bob_hz, wl_hz, MIN_TONE_SECS);
+    eprintln!("wakeline heard {bob_hz} Hz: {heard:?}");
+    let heard = assert_tone(&bob.heard(), wl_hz, bob_hz, MIN_TONE_SECS);
+    eprintln!("baresip heard {wl_hz} Hz: {heard:?}");
+}
+
+/// (d) baresip on host B dials `wakeline listen --bind 0.0.0.0:P` on host A directly; audio
+/// both ways; wakeline's answer announces host A.
+#[test]
+fn baresip_on_another_host_calls_wakeline() {
+    let Some(net) = Net::create(2) else { return };
+    let (a, b) = (net.host(0), net.host(1));
+    let dir = test_dir("mh-bs-to-wl");
+    let d = dir.path();
+    let wl = Side::new(d, "wakeline");
+    let mut cmd = wakeline_in(a);
+    cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
+        .args(["--answer", "auto", "--max-calls", "1"])
+        .args(wl.args(CALLER_HZ));
+    let mut ua = Proc::spawn("wakeline", cmd, d);
+    a.wait_tcp(SocketAddr::new(a.addr(false), SIP_PORT), LIMIT);
+    let mut bob = start_baresip(d, b, ANSWER_HZ);
+    let target = format!(
+        "sip:alice@{};transport=tcp",
+        hostport(a.addr(false), SIP_PORT)
+    );
+    let r = bob.command("dial", &target);
+    assert_eq!(r["ok"], true, "dial: {r}");
+    bob.wait_event("CALL_ESTABLISHED", LIMIT);
+    std::thread::sleep(Duration::from_secs_f64(TALK_S));
+    let r = bob.command("hangup", "");
+    assert_eq!(r["ok"], true, "hangup: {r}");
+    bob.wait_event("CALL_CLOSED", LIMIT);
+    let status = ua.wait(LIMIT);
+    assert!(
+        status.success(),
+        "wakeline: {status}\n{}\n{}",
+        ua.output(),
+        bob.output()
+    );
+    bob.quit();
+    assert_answered("wakeline", &wl.events());
+    assert_rtp_to("wakeline", &wl, b.addr(false));
+    assert_sent_addresses(&ua, a.addr(false));
+    assert_baresip_audio(&bob, &wl, ANSWER_HZ, CALLER_HZ);
+}
+
+/// (d) `wakeline call` on host A (no `--bind`) reaches baresip on host B, which answers;
+/// audio both ways; wakeline's offer announces host A.
+#[test]
+fn wakeline_calls_baresip_on_another_host() {
+    let Some(net) = Net::create(2) else { return };
+    let (a, b) = (net.host(0), net.host(1));
+    let dir = test_dir("mh-wl-to-bs");
+    let d = dir.path();
+    let mut bob = start_baresip(d, b, ANSWER_HZ);
+    let wl = Side::new(d, "wakeline");
+    let target = format!(
+        "sip:bob@{};transport=tcp",
+        hostport(b.addr(false), BARESIP_SIP_PORT)
+    );
+    let mut cmd = wakeline_in(a);
+    cmd.args(["call", &target, "--duration", &TALK_S.to_string()])
+        .args(wl.args(CALLER_HZ));
+    let mut ua = Proc::spawn("wakeline", cmd, d);
+    let status = ua.wait(LIMIT);
+    assert!(
+        status.success(),
+        "wakeline: {status}\n{}\n{}",
+        ua.output(),
+        bob.output()
+    );
+    bob.wait_event("CALL_CLOSED", LIMIT);
+    bob.quit();
+    assert_answered("wakeline", &wl.events());
+    assert_rtp_to("wakeline", &wl, b.addr(false));
+    assert_sent_addresses(&ua, a.addr(false));
+    assert_baresip_audio(&bob, &wl, ANSWER_HZ, CALLER_HZ);
 }
