@@ -9,7 +9,10 @@
 //! 3. for a call whose flow is not up yet (a new direct call, a control flow reconnecting):
 //!    the source address the OS routes to the next hop (the target, the proxy or the
 //!    registrar). It is found by `connect()`ing an unbound UDP socket and reading its
-//!    `local_addr()`: no packet is sent.
+//!    `local_addr()`: no packet is sent;
+//! 4. with no peer known at all (a pushed call answered before its INVITE, without an
+//!    account): the listener's address if it has one, else the source of the default route,
+//!    else loopback.
 //!
 //! The result is never `0.0.0.0` or `::`. A loopback address toward a peer that is not on
 //! loopback is kept (the user may mean it) but logged as a warning.
@@ -33,6 +36,8 @@ enum Choice {
     RouteTo(IpAddr),
     /// Resolve this host, then route to it.
     Resolve(String, u16),
+    /// Nobody to route to: the default route's source address.
+    DefaultRoute,
 }
 
 /// The decision, before any system call: explicit address, flow, offer, next hop.
@@ -41,14 +46,15 @@ fn choose(
     flow: Option<FlowAddrs>,
     offer: Option<IpAddr>,
     hop: Option<(String, u16)>,
-) -> Option<Choice> {
+    listen: Option<IpAddr>,
+) -> Choice {
     let peer = flow.map(|f| f.remote.ip()).or(offer);
     if let Some(ip) = explicit {
-        return Some(Choice::Use { ip, peer });
+        return Choice::Use { ip, peer };
     }
     let usable_offer = offer.filter(|o| !o.is_unspecified());
     if let Some(f) = flow.filter(|f| !f.local.ip().is_unspecified()) {
-        return Some(match usable_offer {
+        return match usable_offer {
             // The peer wants media in the other family than its signaling (e.g. an IPv6
             // address in the SDP of an IPv4 call): a socket of the flow's family could not
             // send there.
@@ -57,15 +63,31 @@ fn choose(
                 ip: f.local.ip(),
                 peer: Some(f.remote.ip()),
             },
-        });
+        };
     }
     if let Some(o) = usable_offer {
-        return Some(Choice::RouteTo(o));
+        return Choice::RouteTo(o);
     }
-    hop.map(|(host, port)| match host.parse::<IpAddr>() {
-        Ok(ip) => Choice::RouteTo(ip),
-        Err(_) => Choice::Resolve(host, port),
-    })
+    match (hop, listen.filter(|l| !l.is_unspecified())) {
+        (Some((host, port)), _) => match host.parse::<IpAddr>() {
+            Ok(ip) => Choice::RouteTo(ip),
+            Err(_) => Choice::Resolve(host, port),
+        },
+        (None, Some(ip)) => Choice::Use { ip, peer: None },
+        (None, None) => Choice::DefaultRoute,
+    }
+}
+
+/// The source address of the default route (IPv4, else IPv6), else loopback. Routing to a
+/// documentation address (RFC 5737, RFC 3849) finds the default route without sending.
+fn default_source() -> IpAddr {
+    [
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+    ]
+    .into_iter()
+    .find_map(|p| routed_source(p).ok())
+    .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// The source address the OS would use toward `peer` (no packet is sent).
@@ -124,16 +146,15 @@ pub(crate) async fn media_ip(
     };
     let offer = call.and_then(|c| core.call_offer_address(c));
     let hop = core.next_hop(target);
-    let choice = choose(explicit, flow, offer, hop.clone()).ok_or_else(|| {
-        io::Error::other("no media address: the call has no flow, target or registrar to route to")
-    })?;
-    let (ip, peer) = match choice {
+    let listen = core.config().listen.map(|l| l.ip());
+    let (ip, peer) = match choose(explicit, flow, offer, hop.clone(), listen) {
         Choice::Use { ip, peer } => (ip, peer),
         Choice::RouteTo(peer) => (routed_source(peer)?, Some(peer)),
         Choice::Resolve(host, port) => {
             let peer = resolve(&host, port).await?;
             (routed_source(peer)?, Some(peer))
         }
+        Choice::DefaultRoute => (default_source(), None),
     };
     if ip.is_unspecified() || ip.is_multicast() {
         return Err(io::Error::other(format!(
@@ -173,34 +194,38 @@ mod tests {
             Some(flow("192.0.2.1:5070", "192.0.2.2:4000")),
             None,
             None,
+            None,
         );
         assert_eq!(
             c,
-            Some(Choice::Use {
+            Choice::Use {
                 ip: ip("198.51.100.7"),
                 peer: Some(ip("192.0.2.2"))
-            })
+            }
         );
     }
 
     #[test]
     fn a_call_on_a_flow_uses_the_flows_local_address() {
         let f = flow("192.0.2.1:5070", "192.0.2.2:4000");
-        let want = Some(Choice::Use {
+        let want = Choice::Use {
             ip: ip("192.0.2.1"),
             peer: Some(ip("192.0.2.2")),
-        });
-        assert_eq!(choose(None, Some(f), None, None), want);
-        assert_eq!(choose(None, Some(f), Some(ip("192.0.2.2")), None), want);
+        };
+        assert_eq!(choose(None, Some(f), None, None, None), want);
+        assert_eq!(
+            choose(None, Some(f), Some(ip("192.0.2.2")), None, None),
+            want
+        );
         // An RFC 2543 hold address in the offer says nothing about families.
-        assert_eq!(choose(None, Some(f), Some(ip("0.0.0.0")), None), want);
+        assert_eq!(choose(None, Some(f), Some(ip("0.0.0.0")), None, None), want);
         let v6 = flow("[2001:db8::1]:5070", "[2001:db8::2]:4000");
         assert_eq!(
-            choose(None, Some(v6), None, None),
-            Some(Choice::Use {
+            choose(None, Some(v6), None, None, None),
+            Choice::Use {
                 ip: ip("2001:db8::1"),
                 peer: Some(ip("2001:db8::2"))
-            })
+            }
         );
     }
 
@@ -208,24 +233,30 @@ mod tests {
     fn an_offer_of_the_other_family_is_routed_to() {
         let f = flow("192.0.2.1:5070", "192.0.2.2:4000");
         assert_eq!(
-            choose(None, Some(f), Some(ip("2001:db8::2")), None),
-            Some(Choice::RouteTo(ip("2001:db8::2")))
+            choose(None, Some(f), Some(ip("2001:db8::2")), None, None),
+            Choice::RouteTo(ip("2001:db8::2"))
         );
     }
 
     #[test]
     fn without_a_flow_the_next_hop_is_routed_to() {
         assert_eq!(
-            choose(None, None, None, Some(("203.0.113.5".into(), 5060))),
-            Some(Choice::RouteTo(ip("203.0.113.5")))
+            choose(None, None, None, Some(("203.0.113.5".into(), 5060)), None),
+            Choice::RouteTo(ip("203.0.113.5"))
         );
         assert_eq!(
-            choose(None, None, None, Some(("2001:db8::5".into(), 5060))),
-            Some(Choice::RouteTo(ip("2001:db8::5")))
+            choose(None, None, None, Some(("2001:db8::5".into(), 5060)), None),
+            Choice::RouteTo(ip("2001:db8::5"))
         );
         assert_eq!(
-            choose(None, None, None, Some(("sip.example.test".into(), 5080))),
-            Some(Choice::Resolve("sip.example.test".into(), 5080))
+            choose(
+                None,
+                None,
+                None,
+                Some(("sip.example.test".into(), 5080)),
+                None
+            ),
+            Choice::Resolve("sip.example.test".into(), 5080)
         );
         // A flow whose local address is unknown-unspecified is no basis.
         assert_eq!(
@@ -233,11 +264,30 @@ mod tests {
                 None,
                 Some(flow("0.0.0.0:5070", "192.0.2.2:4000")),
                 None,
-                Some(("192.0.2.2".into(), 5060))
+                Some(("192.0.2.2".into(), 5060)),
+                None
             ),
-            Some(Choice::RouteTo(ip("192.0.2.2")))
+            Choice::RouteTo(ip("192.0.2.2"))
         );
-        assert_eq!(choose(None, None, None, None), None);
+    }
+
+    #[test]
+    fn with_no_peer_known_the_listener_then_the_default_route() {
+        let listen = Some(ip("192.0.2.1"));
+        assert_eq!(
+            choose(None, None, None, None, listen),
+            Choice::Use {
+                ip: ip("192.0.2.1"),
+                peer: None
+            }
+        );
+        assert_eq!(
+            choose(None, None, None, None, Some(ip("0.0.0.0"))),
+            Choice::DefaultRoute
+        );
+        assert_eq!(choose(None, None, None, None, None), Choice::DefaultRoute);
+        let d = default_source();
+        assert!(!d.is_unspecified(), "{d}");
     }
 
     #[test]
@@ -276,6 +326,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(explicit, ip("192.0.2.1"));
-        assert!(media_ip(&core, None, None, None).await.is_err());
+        let fallback = media_ip(&core, None, None, None).await.unwrap();
+        assert!(!fallback.is_unspecified(), "{fallback}");
     }
 }
