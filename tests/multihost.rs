@@ -414,3 +414,47 @@ fn wakeline_calls_baresip_on_another_host() {
     assert_sent_addresses(&ua, a.addr(false));
     assert_baresip_audio(&bob, &wl, ANSWER_HZ, CALLER_HZ);
 }
+
+/// The negative control: a listener forced to announce loopback (`--media-ip 127.0.0.1`) to
+/// a caller on another host logs a warning naming both addresses, and the caller hears
+/// nothing — the tone checks above do tell a wrong media address.
+#[test]
+fn loopback_media_toward_another_host_warns_and_carries_no_audio() {
+    let Some(net) = Net::create(2) else { return };
+    let (a, b) = (net.host(0), net.host(1));
+    let dir = test_dir("mh-loopback");
+    let d = dir.path();
+    let (la, cb) = (Side::new(d, "listener"), Side::new(d, "caller"));
+    let mut cmd = wakeline_in(a);
+    cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
+        .args([
+            "--answer",
+            "auto",
+            "--max-calls",
+            "1",
+            "--media-ip",
+            "127.0.0.1",
+        ])
+        .args(la.args(ANSWER_HZ));
+    let mut listener = Proc::spawn("listener", cmd, d);
+    a.wait_tcp(SocketAddr::new(a.addr(false), SIP_PORT), LIMIT);
+    let target = format!(
+        "sip:tone@{};transport=tcp",
+        hostport(a.addr(false), SIP_PORT)
+    );
+    let mut cmd = wakeline_in(b);
+    cmd.args(["call", &target, "--duration", "2"])
+        .args(cb.args(CALLER_HZ));
+    let mut caller = Proc::spawn("caller", cmd, d);
+    // Signaling still works: the call is answered and ends normally.
+    assert!(caller.wait(LIMIT).success(), "{}", caller.output());
+    assert!(listener.wait(LIMIT).success(), "{}", listener.output());
+    let log = strip_ansi(&std::fs::read_to_string(&listener.stderr).unwrap_or_default());
+    let warning = format!(
+        "announcing loopback media address 127.0.0.1 to a peer at {}",
+        b.addr(false)
+    );
+    assert!(log.contains(&warning), "no warning\n{}", listener.output());
+    let heard = peers::audio::tone_tally(&peers::audio::read_wav(&cb.record), ANSWER_HZ, CALLER_HZ);
+    assert_eq!(heard.tone, 0, "the caller heard the listener: {heard:?}");
+}
