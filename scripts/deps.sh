@@ -2,13 +2,14 @@
 # Installs the Debian packages wakeline needs. Usage: scripts/deps.sh build|test
 #   build: what compiling needs (cmake builds libopus; libasound2-dev for cpal; pkg-config)
 #   test:  build + the real peers the tests start (sipp from sip-tester, kamailio, baresip),
-#          iproute2 for the multi-host tests (network namespaces, tests/multihost.rs) and
+#          iproute2, iptables and rtpengine for the multi-host tests (network namespaces, a NAT
+#          router, a media anchor: tests/multihost.rs) and
 #          the JACK dummy server behind ALSA that paces cpal's real device path on a machine with
 #          no sound card
 set -euo pipefail
 want=(cmake pkg-config libasound2-dev)
 if [ "${1:-build}" = test ]; then
-  want+=(sip-tester jackd2 libasound2-plugins kamailio baresip iproute2)
+  want+=(sip-tester jackd2 libasound2-plugins kamailio baresip iproute2 iptables rtpengine)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -254,7 +254,7 @@ fn call_through_kamailio_on_a_third_host() {
     let (k, a, b) = (net.host(0), net.host(1), net.host(2));
     let dir = test_dir("mh-kamailio");
     let d = dir.path();
-    let kam = Kamailio::start_in(d, k.addr(false), 5060, Some(&k.ns));
+    let kam = Kamailio::start_in(d, k.addr(false), 5060, Some(&k.ns), &[]);
     let (la, cb) = (Side::new(d, "alice"), Side::new(d, "bob"));
     let mut cmd = wakeline_in(a);
     cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
@@ -457,4 +457,134 @@ fn loopback_media_toward_another_host_warns_and_carries_no_audio() {
     assert!(log.contains(&warning), "no warning\n{}", listener.output());
     let heard = peers::audio::tone_tally(&peers::audio::read_wav(&cb.record), ANSWER_HZ, CALLER_HZ);
     assert_eq!(heard.tone, 0, "the caller heard the listener: {heard:?}");
+}
+
+/// Waits until something in `host` listens on UDP `port` (asks `ss` there).
+fn wait_udp(host: &Host, port: u16) {
+    let start = Instant::now();
+    loop {
+        let out = host
+            .command("ss")
+            .arg("-Hlun")
+            .arg(format!("sport = :{port}"))
+            .output();
+        if out.is_ok_and(|o| o.status.success() && !o.stdout.is_empty()) {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "nothing on UDP {port} in {}",
+            host.ns
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// rtpengine (userspace) on `host`: media on the host's address, the ng control protocol on
+/// its 127.0.0.1:2223 for Kamailio; debug log (it says when it learns a peer's address).
+fn start_rtpengine(dir: &Path, host: &Host) -> Proc {
+    let mut cmd = host.command("rtpengine");
+    cmd.args([
+        "--config-file=none",
+        "--foreground",
+        "--log-stderr",
+        "--table=-1",
+        "--log-level=7",
+    ])
+    .arg(format!("--interface={}", host.v4))
+    .args([
+        "--listen-ng=127.0.0.1:2223",
+        "--port-min=30000",
+        "--port-max=30999",
+    ])
+    .arg(format!("--pidfile={}", dir.join("rtpengine.pid").display()));
+    let p = Proc::spawn("rtpengine", cmd, dir);
+    wait_udp(host, 2223);
+    p
+}
+
+/// (6) NAT: alice on a private network behind a masquerading router registers over TCP to
+/// Kamailio (with rtpengine anchoring media) on the public network, where bob is. `nated_calls`:
+/// alice calls bob, else bob calls alice. Audio both ways proves symmetric RTP: rtpengine
+/// sends alice's audio to the NAT mapping her own RTP packets opened, which leads back only
+/// to the socket she sends from.
+fn call_across_nat(nated_calls: bool) {
+    let Some(mut net) = Net::create(2) else {
+        return;
+    };
+    let (router, private) = net.add_nat(1);
+    let (k, b, a) = (net.host(0), net.host(1), &private[0]);
+    let dir = test_dir(if nated_calls {
+        "mh-nat-out"
+    } else {
+        "mh-nat-in"
+    });
+    let d = dir.path();
+    let rtpengine = start_rtpengine(d, k);
+    let kam = Kamailio::start_in(d, k.addr(false), 5060, Some(&k.ns), &["WITH_RTPENGINE"]);
+    let (alice_side, bob_side) = (Side::new(d, "alice"), Side::new(d, "bob"));
+    // The callee listens (registered), the caller calls once registered.
+    let (callee_host, callee_side, callee_user, caller_host, caller_side, caller_user) =
+        if nated_calls {
+            (b, &bob_side, "bob", a, &alice_side, "alice")
+        } else {
+            (a, &alice_side, "alice", b, &bob_side, "bob")
+        };
+    let mut cmd = wakeline_in(callee_host);
+    cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
+        .args(account(&kam, callee_user))
+        .args(["--answer", "auto", "--max-calls", "1"])
+        .args(callee_side.args(ANSWER_HZ));
+    let mut callee = Proc::spawn("callee", cmd, d);
+    wait_event(callee_side, &callee, "registered", LIMIT);
+    let target = format!("sip:{callee_user}@{};transport=tcp", kam.ip);
+    let mut cmd = wakeline_in(caller_host);
+    cmd.args(["call", &target, "--duration", &TALK_S.to_string()])
+        .args(account(&kam, caller_user))
+        .args(caller_side.args(CALLER_HZ));
+    let mut caller = Proc::spawn("caller", cmd, d);
+    let status = caller.wait(LIMIT);
+    assert!(
+        status.success(),
+        "caller: {status}\n{}\n{}\n{}",
+        caller.output(),
+        callee.output(),
+        kam.log()
+    );
+    assert!(callee.wait(LIMIT).success(), "{}", callee.output());
+    assert_answered("caller", &caller_side.events());
+    assert_answered("callee", &callee_side.events());
+    // Both send to the anchor; each announced its own address (alice: her private one).
+    assert_rtp_to("caller", caller_side, k.addr(false));
+    assert_rtp_to("callee", callee_side, k.addr(false));
+    assert_sent_addresses(&callee, callee_host.addr(false));
+    assert_sent_addresses(&caller, caller_host.addr(false));
+    let heard = assert_tone(&caller_side.record, ANSWER_HZ, CALLER_HZ, MIN_TONE_SECS);
+    eprintln!("caller heard {ANSWER_HZ} Hz: {heard:?}");
+    let heard = assert_tone(&callee_side.record, CALLER_HZ, ANSWER_HZ, MIN_TONE_SECS);
+    eprintln!("callee heard {CALLER_HZ} Hz: {heard:?}");
+    // rtpengine saw alice's RTP come from the router, not from the address in her SDP, and
+    // moved its peer to there (debug log): the NAT really was in the path.
+    let log = rtpengine.output();
+    let learned = log.lines().any(|l| {
+        l.contains(&format!("Peer address changed from {}:", a.v4))
+            && l.contains(&format!(" to {}:", router.v4))
+    });
+    assert!(
+        learned,
+        "rtpengine never learned alice's NAT mapping\n{log}"
+    );
+    drop(kam);
+}
+
+/// (6) A public wakeline calls one behind NAT through Kamailio + rtpengine.
+#[test]
+fn call_into_nat_through_kamailio_and_rtpengine() {
+    call_across_nat(false);
+}
+
+/// (6) A wakeline behind NAT calls a public one through Kamailio + rtpengine.
+#[test]
+fn call_out_of_nat_through_kamailio_and_rtpengine() {
+    call_across_nat(true);
 }

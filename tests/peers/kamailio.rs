@@ -21,6 +21,8 @@ pub struct Kamailio {
     pub ip: IpAddr,
     /// The network namespace it runs in (`ip netns exec`), if not the test's own.
     netns: Option<String>,
+    /// Config defines (`-A NAME`), e.g. `WITH_RTPENGINE`.
+    defines: Vec<String>,
     dir: PathBuf,
     proc: Option<Proc>,
     starts: u32,
@@ -30,16 +32,23 @@ impl Kamailio {
     /// Starts Kamailio on `port` with its runtime files under `dir/kamailio`, and waits until it
     /// accepts TCP connections.
     pub fn start(dir: &Path, port: u16) -> Kamailio {
-        Self::start_in(dir, Ipv4Addr::LOCALHOST.into(), port, None)
+        Self::start_in(dir, Ipv4Addr::LOCALHOST.into(), port, None, &[])
     }
 
-    /// Starts Kamailio on `ip:port` inside the network namespace `netns` (or this one), and
-    /// waits until it listens on TCP.
-    pub fn start_in(dir: &Path, ip: IpAddr, port: u16, netns: Option<&str>) -> Kamailio {
+    /// Starts Kamailio on `ip:port` inside the network namespace `netns` (or this one), with
+    /// the config's `#!ifdef` `defines`, and waits until it listens on TCP.
+    pub fn start_in(
+        dir: &Path,
+        ip: IpAddr,
+        port: u16,
+        netns: Option<&str>,
+        defines: &[&str],
+    ) -> Kamailio {
         let mut k = Kamailio {
             port,
             ip,
             netns: netns.map(str::to_string),
+            defines: defines.iter().map(|d| d.to_string()).collect(),
             dir: dir.join("kamailio"),
             proc: None,
             starts: 0,
@@ -73,6 +82,9 @@ impl Kamailio {
             .arg(&self.dir)
             .arg("-w")
             .arg(&self.dir);
+        for d in &self.defines {
+            cmd.arg("-A").arg(d);
+        }
         self.starts += 1;
         let name = format!("kamailio{}", self.starts);
         self.proc = Some(Proc::spawn(&name, cmd, &self.dir));

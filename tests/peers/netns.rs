@@ -5,6 +5,10 @@
 //! `ip netns exec`; test code that must open sockets there (to wait for a listener, to drive a
 //! peer's control port) runs on a thread moved into the namespace with setns(2).
 //!
+//! [`Net::add_nat`] adds a NAT router: a host with a second interface on a private bridge
+//! (`203.0.113.0/24`, TEST-NET-3) that masquerades (iptables) what the private hosts behind it
+//! send to the shared bridge.
+//!
 //! Names are unique per test run (`wl<pid>n<counter>...`) and every namespace is deleted when
 //! the [`Net`] drops, also when the test fails. Without root or without `ip`, [`Net::create`]
 //! says why and returns `None`: the test then skips.
@@ -30,6 +34,7 @@ pub struct Host {
 
 /// The network; deleting it (drop) deletes every namespace, veth and the bridge.
 pub struct Net {
+    id: String,
     switch: String,
     /// The hosts, in creation order.
     pub hosts: Vec<Host>,
@@ -82,6 +87,7 @@ impl Net {
         );
         let switch = format!("{id}sw");
         let mut net = Net {
+            id: id.clone(),
             switch: switch.clone(),
             hosts: Vec::new(),
         };
@@ -107,7 +113,7 @@ impl Net {
             };
             // Pushed first so that Drop deletes it even if a step below fails.
             net.hosts.push(host.clone());
-            net.attach(&host, "br0", &format!("p{i}"));
+            net.attach(&host, "br0", &format!("p{i}"), "eth0");
             host.address(&format!("{}/24", host.v4));
             host.address(&format!("{}/64", host.v6));
         }
@@ -119,19 +125,85 @@ impl Net {
         &self.hosts[i]
     }
 
-    /// Creates `host`'s namespace (lo up) and joins it to `bridge` in the switch namespace
-    /// through a veth pair (`port` on the switch side, `eth0` in the host).
-    fn attach(&self, host: &Host, bridge: &str, port: &str) {
-        ip(&["netns", "add", &host.ns]);
-        ip(&["-n", &host.ns, "link", "set", "lo", "up"]);
+    /// Creates `host`'s namespace (lo up) unless it exists, and joins it to `bridge` in the
+    /// switch namespace through a veth pair (`port` on the switch side, `ifname` in the host).
+    fn attach(&self, host: &Host, bridge: &str, port: &str, ifname: &str) {
+        if !std::path::Path::new(&format!("/run/netns/{}", host.ns)).exists() {
+            ip(&["netns", "add", &host.ns]);
+            ip(&["-n", &host.ns, "link", "set", "lo", "up"]);
+        }
         let sw = self.switch.as_str();
         ip(&[
-            "-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns",
+            "-n", sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns",
             &host.ns,
         ]);
         ip(&["-n", sw, "link", "set", port, "master", bridge]);
         ip(&["-n", sw, "link", "set", port, "up"]);
-        ip(&["-n", &host.ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &host.ns, "link", "set", ifname, "up"]);
+    }
+
+    /// Adds a NAT router on the shared bridge (`198.51.100.1`) and `n` hosts behind it on a
+    /// private bridge (`203.0.113.(10+i)`, default route via the router's `203.0.113.1`). The
+    /// router forwards and masquerades what leaves its public side (iptables `MASQUERADE`).
+    /// Returns the router and the private hosts. Needs `iptables`.
+    pub fn add_nat(&mut self, n: usize) -> (Host, Vec<Host>) {
+        let sw = self.switch.clone();
+        ip(&["-n", &sw, "link", "add", "br1", "type", "bridge"]);
+        ip(&[
+            "-n",
+            &sw,
+            "link",
+            "set",
+            "br1",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ]);
+        ip(&["-n", &sw, "link", "set", "br1", "up"]);
+        let router = Host {
+            ns: format!("{}r", self.id),
+            v4: Ipv4Addr::new(198, 51, 100, 1),
+            v6: Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 1),
+        };
+        self.hosts.push(router.clone());
+        self.attach(&router, "br0", "pr", "eth0");
+        router.address(&format!("{}/24", router.v4));
+        router.address(&format!("{}/64", router.v6));
+        self.attach(&router, "br1", "prp", "eth1");
+        ip(&[
+            "-n",
+            &router.ns,
+            "addr",
+            "add",
+            "203.0.113.1/24",
+            "dev",
+            "eth1",
+        ]);
+        router.sh("sysctl -qw net.ipv4.ip_forward=1");
+        router.sh("iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE");
+        let mut private = Vec::new();
+        for i in 0..n {
+            let host = Host {
+                ns: format!("{}p{i}", self.id),
+                v4: Ipv4Addr::new(203, 0, 113, 10 + i as u8),
+                v6: Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 10 + i as u16),
+            };
+            self.hosts.push(host.clone());
+            self.attach(&host, "br1", &format!("q{i}"), "eth0");
+            host.address(&format!("{}/24", host.v4));
+            ip(&[
+                "-n",
+                &host.ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                "203.0.113.1",
+            ]);
+            private.push(host);
+        }
+        (router, private)
     }
 }
 
@@ -161,6 +233,22 @@ impl Host {
             args.push("nodad");
         }
         ip(&args);
+    }
+
+    /// Runs a shell command line inside this host, panicking with its stderr when it fails.
+    pub fn sh(&self, line: &str) {
+        let out = self
+            .command("sh")
+            .args(["-c", line])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(
+            out.status.success(),
+            "{line} in {}: {}",
+            self.ns,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `program` to be run inside this host (`ip netns exec NS program`); add its arguments.
@@ -233,6 +321,7 @@ mod tests {
             assert_eq!(peer.ip(), a.addr(v6));
         }
         let names: Vec<String> = net.hosts.iter().map(|h| h.ns.clone()).collect();
+        assert_eq!(names.len(), 2);
         drop(net);
         let left = String::from_utf8_lossy(
             &Command::new("ip")
@@ -245,5 +334,24 @@ mod tests {
         for n in names {
             assert!(!left.contains(&n), "{n} left behind: {left}");
         }
+    }
+
+    /// A host behind the NAT router reaches a public host, which sees the router's address.
+    #[test]
+    fn the_router_masquerades_private_hosts() {
+        let Some(mut net) = Net::create(1) else {
+            return;
+        };
+        let (router, private) = net.add_nat(1);
+        let public = net.host(0).clone();
+        let target = SocketAddr::new(public.addr(false), 7001);
+        let listener = public.run(move || std::net::TcpListener::bind(target).expect("bind"));
+        let from = private[0].run(move || {
+            let s = TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect");
+            s.local_addr().expect("local").ip()
+        });
+        assert_eq!(from, private[0].addr(false));
+        let (_, peer) = listener.accept().expect("accept");
+        assert_eq!(peer.ip(), router.addr(false), "not masqueraded");
     }
 }
