@@ -1,22 +1,22 @@
 //! Calls between hosts on a private network (issue 8 §5): each host is a network namespace on
-//! a bridge (`peers/netns.rs`), running the real `wakeline` binary (and Kamailio, baresip).
-//! Nothing here is on loopback, so an SDP that announces `127.0.0.1` (or `0.0.0.0`) carries no
-//! audio and fails the tone checks. Needs root and iproute2; skips with a message otherwise.
-//! Run alone with `cargo test --test multihost`.
+//! a bridge (`peers/netns.rs`), running the real `wakeline` binary (and Kamailio, rtpengine,
+//! baresip). Nothing here is on loopback, so an SDP that announces `127.0.0.1` (or `0.0.0.0`)
+//! carries no audio and fails the tone checks (the negative control below shows it does).
+//! Needs root and iproute2 (the NAT cases also iptables and rtpengine); skips with a message
+//! when not root or without `ip`. Run alone with `cargo test --test multihost`.
 
 #[path = "peers/netns.rs"]
 mod netns;
 mod peers;
 
 use netns::{Host, Net};
-use peers::audio::{assert_tone, write_tone};
+use peers::audio::{assert_tone, read_wav, tone_tally, write_tone};
 use peers::baresip::{Baresip, BaresipConfig, Place};
 use peers::kamailio::{Kamailio, PASSWORD};
-use peers::{read_events, test_dir, Proc};
+use peers::{read_events, strip_ansi, test_dir, wait_listening_in, Proc};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// What the calling side sends.
@@ -31,180 +31,229 @@ const TALK_S: f64 = 3.0;
 const LIMIT: Duration = Duration::from_secs(40);
 /// The SIP port of listeners; every host has its own port space.
 const SIP_PORT: u16 = 5070;
+/// Kamailio's SIP port on its host.
+const KAMAILIO_PORT: u16 = 5060;
+/// baresip's SIP port on its host.
+const BARESIP_SIP_PORT: u16 = 5060;
+/// baresip's ctrl_tcp port (on the host's 127.0.0.1).
+const BARESIP_CTRL_PORT: u16 = 4444;
+/// rtpengine's ng control port (on its host's 127.0.0.1, as `tests/interop/kamailio.cfg` says).
+const RTPENGINE_NG_PORT: u16 = 2223;
 
 /// `addr:port` as a URI host part (`[v6]:port`).
 fn hostport(ip: IpAddr, port: u16) -> String {
     SocketAddr::new(ip, port).to_string()
 }
 
-/// The `wakeline` binary run inside `host`, logging SIP to stderr.
-fn wakeline_in(host: &Host) -> Command {
-    let mut c = host.command(env!("CARGO_BIN_EXE_wakeline"));
-    c.env("RUST_LOG", "debug,wakeline::sip_trace=info");
-    c
-}
-
-/// One wakeline's files: recording and events.
-struct Side {
+/// One `wakeline` process on a host, with its tone, recording and events file.
+struct Ua {
+    host: Host,
+    proc: Proc,
+    /// The tone it sends.
+    hz: f64,
     record: PathBuf,
     events: PathBuf,
 }
 
-impl Side {
-    fn new(dir: &Path, name: &str) -> Side {
-        Side {
-            record: dir.join(format!("{name}.wav")),
-            events: dir.join(format!("{name}.ev")),
+impl Ua {
+    /// Starts `wakeline ARGS` on `host`, sending a tone of `hz`, recording what it hears and
+    /// logging events and SIP (`--sip-trace`) into `dir`.
+    fn start(host: &Host, dir: &Path, name: &str, hz: f64, args: &[String]) -> Ua {
+        let (record, events) = (
+            dir.join(format!("{name}.wav")),
+            dir.join(format!("{name}.ev")),
+        );
+        let mut cmd = host.command(env!("CARGO_BIN_EXE_wakeline"));
+        cmd.env("RUST_LOG", "debug,wakeline::sip_trace=info")
+            .args(args)
+            .args([
+                "--mic",
+                &format!("tone:{hz}"),
+                "--speaker",
+                "null",
+                "--sip-trace",
+            ])
+            .arg("--record")
+            .arg(&record)
+            .arg("--events")
+            .arg(&events);
+        Ua {
+            host: host.clone(),
+            proc: Proc::spawn(name, cmd, dir),
+            hz,
+            record,
+            events,
         }
     }
 
-    /// `--mic tone:HZ --speaker null --record .. --events ..`.
-    fn args(&self, hz: f64) -> Vec<String> {
-        vec![
-            "--mic".into(),
-            format!("tone:{hz}"),
-            "--speaker".into(),
-            "null".into(),
-            "--record".into(),
-            self.record.display().to_string(),
-            "--events".into(),
-            self.events.display().to_string(),
-            "--sip-trace".into(),
-        ]
+    /// `listen --bind BIND:5070 --answer auto --max-calls 1 EXTRA`; returns once it listens,
+    /// or (with an account in `extra`) once it is registered.
+    fn listen(host: &Host, dir: &Path, name: &str, bind: &str, extra: &[String]) -> Ua {
+        let mut args: Vec<String> = ["listen", "--bind", &format!("{bind}:{SIP_PORT}")]
+            .into_iter()
+            .chain(["--answer", "auto", "--max-calls", "1"])
+            .map(String::from)
+            .collect();
+        args.extend_from_slice(extra);
+        let ua = Ua::start(host, dir, name, ANSWER_HZ, &args);
+        if extra.iter().any(|a| a == "--registrar") {
+            ua.wait_event("registered");
+        } else {
+            wait_listening_in(&host.ns, false, SIP_PORT, LIMIT);
+        }
+        ua
+    }
+
+    /// `call TARGET --duration 3 EXTRA`.
+    fn call(host: &Host, dir: &Path, name: &str, target: &str, extra: &[String]) -> Ua {
+        let mut args: Vec<String> = ["call", target, "--duration", &TALK_S.to_string()]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        args.extend_from_slice(extra);
+        Ua::start(host, dir, name, CALLER_HZ, &args)
     }
 
     fn events(&self) -> Vec<Value> {
         read_events(&self.events)
     }
-}
 
-/// The `remote_rtp` of the `media` events: where this side sent its RTP.
-fn remote_rtp(events: &[Value]) -> Vec<SocketAddr> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "media")
-        .filter_map(|e| e["remote_rtp"].as_str()?.parse().ok())
-        .collect()
-}
+    /// Waits until the events file has an event of `kind`.
+    fn wait_event(&self, kind: &str) {
+        let start = Instant::now();
+        while !self.events().iter().any(|e| e["event"] == kind) {
+            assert!(
+                start.elapsed() < LIMIT,
+                "{}: no {kind} within {LIMIT:?}\n{}",
+                self.proc.name,
+                self.proc.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 
-/// The log without terminal colour codes.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ ... letter
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
+    /// Waits for the exit, which must be 0; `more` (other logs) goes into the failure message.
+    fn exits_ok(&mut self, more: &dyn Fn() -> String) {
+        let status = self.proc.wait(LIMIT);
+        assert!(
+            status.success(),
+            "{}: {status}\n{}\n{}",
+            self.proc.name,
+            self.proc.output(),
+            more()
+        );
+    }
+
+    /// The call ended after an answer, exactly once.
+    fn assert_answered(&self) {
+        let events = self.events();
+        let ended: Vec<&Value> = events.iter().filter(|e| e["event"] == "ended").collect();
+        assert_eq!(ended.len(), 1, "{}: {events:#?}", self.proc.name);
+        assert_eq!(
+            ended[0]["outcome"], "answered",
+            "{}: {events:#?}",
+            self.proc.name
+        );
+    }
+
+    /// Every `media` event sent RTP to `ip` (`remote_rtp`), and there was one.
+    fn assert_rtp_to(&self, ip: IpAddr) {
+        let to: Vec<SocketAddr> = self
+            .events()
+            .iter()
+            .filter(|e| e["event"] == "media")
+            .filter_map(|e| e["remote_rtp"].as_str()?.parse().ok())
+            .collect();
+        assert!(
+            !to.is_empty() && to.iter().all(|r| r.ip() == ip),
+            "{} sent RTP to {to:?}, not to {ip}",
+            self.proc.name
+        );
+    }
+
+    /// Every SDP `o=`/`c=` line in its SIP trace (sent and received) holds an address that is
+    /// neither loopback nor unspecified, its own SDP announced its host's address (of the
+    /// family of `v6`), and no Contact of ours holds `0.0.0.0`, `[::]` or loopback.
+    fn assert_sent_addresses(&self, v6: bool) {
+        let ip = self.host.addr(v6);
+        let name = &self.proc.name;
+        let log = strip_ansi(&std::fs::read_to_string(&self.proc.stderr).unwrap_or_default());
+        let mut sdp_lines = 0;
+        for line in log.lines().map(str::trim) {
+            if line.starts_with("c=") || line.starts_with("o=") {
+                sdp_lines += 1;
+                let addr: Option<IpAddr> = line.rsplit(' ').next().and_then(|a| a.parse().ok());
+                assert!(
+                    addr.is_some_and(|a| !a.is_loopback() && !a.is_unspecified()),
+                    "{name}: loopback or unspecified address in SDP: {line}"
+                );
             }
-        } else {
-            out.push(c);
+            if line.starts_with("Contact:") && line.contains("wakeline@") {
+                assert!(
+                    !["0.0.0.0", "[::]", "127.0.0.1", "[::1]"]
+                        .iter()
+                        .any(|bad| line.contains(bad)),
+                    "{name}: {line}"
+                );
+            }
         }
+        assert!(sdp_lines >= 4, "{name}: no SDP in the trace");
+        let net = if v6 { "IP6" } else { "IP4" };
+        assert!(
+            log.contains(&format!("IN {net} {ip}")),
+            "{name}: never announced IN {net} {ip}\n{}",
+            self.proc.output()
+        );
     }
-    out
-}
 
-/// Every `media` event of `side` sent RTP to `ip`, and there was one.
-fn assert_rtp_to(who: &str, side: &Side, ip: IpAddr) {
-    let to = remote_rtp(&side.events());
-    assert!(
-        !to.is_empty() && to.iter().all(|r| r.ip() == ip),
-        "{who} sent RTP to {to:?}, not to {ip}"
-    );
-}
-
-/// Every SDP `c=` and `o=` address and every Contact that a wakeline sent (its stderr
-/// `--sip-trace`): each must be `ip`, never loopback or unspecified.
-fn assert_sent_addresses(ua: &Proc, ip: IpAddr) {
-    let log = strip_ansi(&std::fs::read_to_string(&ua.stderr).unwrap_or_default());
-    let net = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let want_sdp = format!("IN {net} {ip}");
-    let mut sdp_lines = 0;
-    for line in log.lines() {
-        let line = line.trim();
-        if line.starts_with("c=") || line.starts_with("o=") {
-            sdp_lines += 1;
-            // Both sides' SDP is in the trace (sent and received): ours or the peer's address.
-            let addr: Option<IpAddr> = line.rsplit(' ').next().and_then(|a| a.parse().ok());
-            assert!(
-                addr.is_some_and(|a| !a.is_loopback() && !a.is_unspecified()),
-                "{}: loopback or unspecified address in SDP: {line}",
-                ua.name
-            );
-        }
-        if line.starts_with("Contact:") && line.contains("wakeline@") {
-            assert!(
-                !line.contains("0.0.0.0") && !line.contains("[::]") && !line.contains("127.0.0.1"),
-                "{}: {line}",
-                ua.name
-            );
-        }
+    /// Its recording holds `hz` (and not its own tone).
+    fn assert_heard(&self, hz: f64) {
+        let heard = assert_tone(&self.record, hz, self.hz, MIN_TONE_SECS);
+        eprintln!("{} heard {hz} Hz: {heard:?}", self.proc.name);
     }
-    assert!(sdp_lines >= 4, "{}: no SDP in the trace", ua.name);
-    assert!(
-        log.contains(&want_sdp),
-        "{}: never announced {want_sdp}\n{}",
-        ua.name,
-        ua.output()
-    );
 }
 
-/// The call ended after an answer, with 200, exactly once.
-fn assert_answered(who: &str, events: &[Value]) {
-    let ended: Vec<&Value> = events.iter().filter(|e| e["event"] == "ended").collect();
-    assert_eq!(ended.len(), 1, "{who}: {events:#?}");
-    assert_eq!(ended[0]["outcome"], "answered", "{who}: {events:#?}");
+/// A finished call between two wakelines: both exit 0 after one answered call, each sent its
+/// RTP to the address it was given (`caller_rtp`, `callee_rtp`: the other host, or the media
+/// anchor), announced its own host's address, and heard the other's tone.
+fn check_call(
+    caller: &mut Ua,
+    callee: &mut Ua,
+    rtp: (IpAddr, IpAddr),
+    v6: bool,
+    more: &dyn Fn() -> String,
+) {
+    let callee_log = callee.proc.output();
+    caller.exits_ok(&|| format!("{callee_log}\n{}", more()));
+    callee.exits_ok(more);
+    for (ua, to) in [(&*caller, rtp.0), (&*callee, rtp.1)] {
+        ua.assert_answered();
+        ua.assert_rtp_to(to);
+        ua.assert_sent_addresses(v6);
+    }
+    caller.assert_heard(callee.hz);
+    callee.assert_heard(caller.hz);
 }
 
 /// (a)/(b): `wakeline listen --bind 0.0.0.0:P` (or `[::]:P`) on host A answers
-/// `wakeline call sip:x@A:P` from host B (no `--bind`): tones both ways, and every address in
-/// SDP and Contact is a host address.
+/// `wakeline call sip:x@A:P` from host B (no `--bind`): tones both ways, each side's RTP to the
+/// other host, and every address in SDP and Contact a host address.
 fn direct_call(v6: bool) {
     let Some(net) = Net::create(2) else { return };
     let (a, b) = (net.host(0), net.host(1));
     let dir = test_dir(if v6 { "mh-direct6" } else { "mh-direct4" });
     let d = dir.path();
-    let (la, cb) = (Side::new(d, "listener"), Side::new(d, "caller"));
     let wildcard = if v6 { "[::]" } else { "0.0.0.0" };
-    let mut cmd = wakeline_in(a);
-    cmd.args(["listen", "--bind", &format!("{wildcard}:{SIP_PORT}")])
-        .args(["--answer", "auto", "--max-calls", "1"])
-        .args(la.args(ANSWER_HZ));
-    let mut listener = Proc::spawn("listener", cmd, d);
-    a.wait_tcp(SocketAddr::new(a.addr(v6), SIP_PORT), LIMIT);
-
+    let mut callee = Ua::listen(a, d, "listener", wildcard, &[]);
     let target = format!("sip:tone@{};transport=tcp", hostport(a.addr(v6), SIP_PORT));
-    let mut cmd = wakeline_in(b);
-    cmd.args(["call", &target, "--duration", &TALK_S.to_string()])
-        .args(cb.args(CALLER_HZ));
-    let mut caller = Proc::spawn("caller", cmd, d);
-    let status = caller.wait(LIMIT);
-    assert!(
-        status.success(),
-        "caller: {status}\n{}\n{}",
-        caller.output(),
-        listener.output()
+    let mut caller = Ua::call(b, d, "caller", &target, &[]);
+    check_call(
+        &mut caller,
+        &mut callee,
+        (a.addr(v6), b.addr(v6)),
+        v6,
+        &String::new,
     );
-    let status = listener.wait(LIMIT);
-    assert!(
-        status.success(),
-        "listener: {status}\n{}",
-        listener.output()
-    );
-
-    assert_answered("caller", &cb.events());
-    assert_answered("listener", &la.events());
-    // Each side sent its RTP to the other host, at the address its SDP announced.
-    assert_rtp_to("caller", &cb, a.addr(v6));
-    assert_rtp_to("listener", &la, b.addr(v6));
-    assert_sent_addresses(&listener, a.addr(v6));
-    assert_sent_addresses(&caller, b.addr(v6));
-    let heard = assert_tone(&cb.record, ANSWER_HZ, CALLER_HZ, MIN_TONE_SECS);
-    eprintln!("caller heard {ANSWER_HZ} Hz: {heard:?}");
-    let heard = assert_tone(&la.record, CALLER_HZ, ANSWER_HZ, MIN_TONE_SECS);
-    eprintln!("listener heard {CALLER_HZ} Hz: {heard:?}");
 }
 
 /// (a) Two hosts over IPv4.
@@ -219,86 +268,57 @@ fn direct_call_between_two_hosts_ipv6() {
     direct_call(true);
 }
 
-/// Waits until `side`'s events file has an event of `kind`.
-fn wait_event(side: &Side, ua: &Proc, kind: &str, limit: Duration) {
-    let start = Instant::now();
-    while !side.events().iter().any(|e| e["event"] == kind) {
-        assert!(
-            start.elapsed() < limit,
-            "{}: no {kind} within {limit:?}\n{}",
-            ua.name,
-            ua.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `--registrar sip:K:5060;transport=tcp --user USER --password ..` for Kamailio at `kam`.
 fn account(kam: &Kamailio, user: &str) -> Vec<String> {
-    vec![
-        "--registrar".into(),
-        format!("sip:{};transport=tcp", hostport(kam.ip, kam.port)),
-        "--user".into(),
-        user.into(),
-        "--password".into(),
-        PASSWORD.into(),
+    [
+        "--registrar",
+        &format!("sip:{};transport=tcp", hostport(kam.ip, kam.port)),
+        "--user",
+        user,
+        "--password",
+        PASSWORD,
     ]
+    .map(String::from)
+    .to_vec()
 }
 
-/// (c) Through Kamailio on a third host: alice (`listen --bind 0.0.0.0:P`, registered) on host
-/// A is called by bob (`call`, registered) on host B through Kamailio on host K. Both calls
-/// ride the control flows; each side announces its own host address and hears the other.
+/// Registered alice (`listen --bind 0.0.0.0:P`) on `alice_host` and registered bob (`call`) on
+/// `bob_host`, through Kamailio at `kam`; `alice_calls` picks who calls. Both calls ride the
+/// control flows. `rtp`: where (caller, callee) must send RTP.
+#[allow(clippy::too_many_arguments)]
+fn registered_call(
+    d: &Path,
+    kam: &Kamailio,
+    alice_host: &Host,
+    bob_host: &Host,
+    alice_calls: bool,
+    rtp: (IpAddr, IpAddr),
+    more: &dyn Fn() -> String,
+) {
+    let ((callee_host, callee), (caller_host, caller)) = if alice_calls {
+        ((bob_host, "bob"), (alice_host, "alice"))
+    } else {
+        ((alice_host, "alice"), (bob_host, "bob"))
+    };
+    let mut callee_ua = Ua::listen(callee_host, d, callee, "0.0.0.0", &account(kam, callee));
+    let target = format!("sip:{callee}@{};transport=tcp", kam.ip);
+    let mut caller_ua = Ua::call(caller_host, d, caller, &target, &account(kam, caller));
+    check_call(&mut caller_ua, &mut callee_ua, rtp, false, more);
+}
+
+/// (c) Through Kamailio on a third host: bob on host B calls alice on host A through
+/// Kamailio on host K; no media anchor, so RTP goes host to host.
 #[test]
 fn call_through_kamailio_on_a_third_host() {
     let Some(net) = Net::create(3) else { return };
     let (k, a, b) = (net.host(0), net.host(1), net.host(2));
     let dir = test_dir("mh-kamailio");
     let d = dir.path();
-    let kam = Kamailio::start_in(d, k.addr(false), 5060, Some(&k.ns), &[]);
-    let (la, cb) = (Side::new(d, "alice"), Side::new(d, "bob"));
-    let mut cmd = wakeline_in(a);
-    cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
-        .args(account(&kam, "alice"))
-        .args(["--answer", "auto", "--max-calls", "1"])
-        .args(la.args(ANSWER_HZ));
-    let mut alice = Proc::spawn("alice", cmd, d);
-    wait_event(&la, &alice, "registered", LIMIT);
-
-    let target = format!("sip:alice@{};transport=tcp", kam.ip);
-    let mut cmd = wakeline_in(b);
-    cmd.args(["call", &target, "--duration", &TALK_S.to_string()])
-        .args(account(&kam, "bob"))
-        .args(cb.args(CALLER_HZ));
-    let mut bob = Proc::spawn("bob", cmd, d);
-    let status = bob.wait(LIMIT);
-    assert!(
-        status.success(),
-        "bob: {status}\n{}\n{}\n{}",
-        bob.output(),
-        alice.output(),
-        kam.log()
-    );
-    let status = alice.wait(LIMIT);
-    assert!(status.success(), "alice: {status}\n{}", alice.output());
-
-    assert_answered("bob", &cb.events());
-    assert_answered("alice", &la.events());
-    // No media anchor in Kamailio: RTP goes host to host.
-    assert_rtp_to("bob", &cb, a.addr(false));
-    assert_rtp_to("alice", &la, b.addr(false));
-    assert_sent_addresses(&alice, a.addr(false));
-    assert_sent_addresses(&bob, b.addr(false));
-    let heard = assert_tone(&cb.record, ANSWER_HZ, CALLER_HZ, MIN_TONE_SECS);
-    eprintln!("bob heard {ANSWER_HZ} Hz: {heard:?}");
-    let heard = assert_tone(&la.record, CALLER_HZ, ANSWER_HZ, MIN_TONE_SECS);
-    eprintln!("alice heard {CALLER_HZ} Hz: {heard:?}");
+    let kam = Kamailio::start_in(d, k.addr(false), KAMAILIO_PORT, Some(&k.ns), &[]);
+    let rtp = (a.addr(false), b.addr(false));
+    registered_call(d, &kam, a, b, false, rtp, &|| kam.log());
     drop(kam);
 }
-
-/// baresip's SIP port on its host.
-const BARESIP_SIP_PORT: u16 = 5060;
-/// baresip's ctrl_tcp port (on the host's 127.0.0.1).
-const BARESIP_CTRL_PORT: u16 = 4444;
 
 /// baresip (bob, no registrar) on `host`, sending `hz` from a 48 kHz stereo WAV (Opus).
 fn start_baresip(dir: &Path, host: &Host, hz: f64) -> Baresip {
@@ -333,30 +353,29 @@ fn start_baresip(dir: &Path, host: &Host, hz: f64) -> Baresip {
     Baresip::start_at(dir, "baresip", &cfg, &place)
 }
 
-/// baresip heard `hz`, wakeline's recording holds `other`.
-fn assert_baresip_audio(bob: &Baresip, wl: &Side, bob_hz: f64, wl_hz: f64) {
-    let heard = assert_tone(&wl.record, bob_hz, wl_hz, MIN_TONE_SECS);
-    eprintln!("wakeline heard {bob_hz} Hz: {heard:?}");
-    let heard = assert_tone(&bob.heard(), wl_hz, bob_hz, MIN_TONE_SECS);
-    eprintln!("baresip heard {wl_hz} Hz: {heard:?}");
+/// What every wakeline ↔ baresip call must show: wakeline exited 0 after an answered call,
+/// sent its RTP to baresip's host, announced its own; each heard the other's tone.
+fn check_baresip_call(ua: &mut Ua, bob: &mut Baresip, bob_host: &Host, bob_hz: f64) {
+    ua.exits_ok(&|| bob.output());
+    bob.wait_event("CALL_CLOSED", LIMIT);
+    bob.quit();
+    ua.assert_answered();
+    ua.assert_rtp_to(bob_host.addr(false));
+    ua.assert_sent_addresses(false);
+    ua.assert_heard(bob_hz);
+    let heard = assert_tone(&bob.heard(), ua.hz, bob_hz, MIN_TONE_SECS);
+    eprintln!("baresip heard {} Hz: {heard:?}", ua.hz);
 }
 
-/// (d) baresip on host B dials `wakeline listen --bind 0.0.0.0:P` on host A directly; audio
-/// both ways; wakeline's answer announces host A.
+/// (d) baresip on host B dials `wakeline listen --bind 0.0.0.0:P` on host A directly.
 #[test]
 fn baresip_on_another_host_calls_wakeline() {
     let Some(net) = Net::create(2) else { return };
     let (a, b) = (net.host(0), net.host(1));
     let dir = test_dir("mh-bs-to-wl");
     let d = dir.path();
-    let wl = Side::new(d, "wakeline");
-    let mut cmd = wakeline_in(a);
-    cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
-        .args(["--answer", "auto", "--max-calls", "1"])
-        .args(wl.args(CALLER_HZ));
-    let mut ua = Proc::spawn("wakeline", cmd, d);
-    a.wait_tcp(SocketAddr::new(a.addr(false), SIP_PORT), LIMIT);
-    let mut bob = start_baresip(d, b, ANSWER_HZ);
+    let mut ua = Ua::listen(a, d, "wakeline", "0.0.0.0", &[]);
+    let mut bob = start_baresip(d, b, CALLER_HZ);
     let target = format!(
         "sip:alice@{};transport=tcp",
         hostport(a.addr(false), SIP_PORT)
@@ -367,23 +386,10 @@ fn baresip_on_another_host_calls_wakeline() {
     std::thread::sleep(Duration::from_secs_f64(TALK_S));
     let r = bob.command("hangup", "");
     assert_eq!(r["ok"], true, "hangup: {r}");
-    bob.wait_event("CALL_CLOSED", LIMIT);
-    let status = ua.wait(LIMIT);
-    assert!(
-        status.success(),
-        "wakeline: {status}\n{}\n{}",
-        ua.output(),
-        bob.output()
-    );
-    bob.quit();
-    assert_answered("wakeline", &wl.events());
-    assert_rtp_to("wakeline", &wl, b.addr(false));
-    assert_sent_addresses(&ua, a.addr(false));
-    assert_baresip_audio(&bob, &wl, ANSWER_HZ, CALLER_HZ);
+    check_baresip_call(&mut ua, &mut bob, b, CALLER_HZ);
 }
 
-/// (d) `wakeline call` on host A (no `--bind`) reaches baresip on host B, which answers;
-/// audio both ways; wakeline's offer announces host A.
+/// (d) `wakeline call` on host A (no `--bind`) reaches baresip on host B, which answers.
 #[test]
 fn wakeline_calls_baresip_on_another_host() {
     let Some(net) = Net::create(2) else { return };
@@ -391,28 +397,12 @@ fn wakeline_calls_baresip_on_another_host() {
     let dir = test_dir("mh-wl-to-bs");
     let d = dir.path();
     let mut bob = start_baresip(d, b, ANSWER_HZ);
-    let wl = Side::new(d, "wakeline");
     let target = format!(
         "sip:bob@{};transport=tcp",
         hostport(b.addr(false), BARESIP_SIP_PORT)
     );
-    let mut cmd = wakeline_in(a);
-    cmd.args(["call", &target, "--duration", &TALK_S.to_string()])
-        .args(wl.args(CALLER_HZ));
-    let mut ua = Proc::spawn("wakeline", cmd, d);
-    let status = ua.wait(LIMIT);
-    assert!(
-        status.success(),
-        "wakeline: {status}\n{}\n{}",
-        ua.output(),
-        bob.output()
-    );
-    bob.wait_event("CALL_CLOSED", LIMIT);
-    bob.quit();
-    assert_answered("wakeline", &wl.events());
-    assert_rtp_to("wakeline", &wl, b.addr(false));
-    assert_sent_addresses(&ua, a.addr(false));
-    assert_baresip_audio(&bob, &wl, ANSWER_HZ, CALLER_HZ);
+    let mut ua = Ua::call(a, d, "wakeline", &target, &[]);
+    check_baresip_call(&mut ua, &mut bob, b, ANSWER_HZ);
 }
 
 /// The negative control: a listener forced to announce loopback (`--media-ip 127.0.0.1`) to
@@ -424,145 +414,73 @@ fn loopback_media_toward_another_host_warns_and_carries_no_audio() {
     let (a, b) = (net.host(0), net.host(1));
     let dir = test_dir("mh-loopback");
     let d = dir.path();
-    let (la, cb) = (Side::new(d, "listener"), Side::new(d, "caller"));
-    let mut cmd = wakeline_in(a);
-    cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
-        .args([
-            "--answer",
-            "auto",
-            "--max-calls",
-            "1",
-            "--media-ip",
-            "127.0.0.1",
-        ])
-        .args(la.args(ANSWER_HZ));
-    let mut listener = Proc::spawn("listener", cmd, d);
-    a.wait_tcp(SocketAddr::new(a.addr(false), SIP_PORT), LIMIT);
+    let forced = ["--media-ip", "127.0.0.1"].map(String::from);
+    let mut callee = Ua::listen(a, d, "listener", "0.0.0.0", &forced);
     let target = format!(
         "sip:tone@{};transport=tcp",
         hostport(a.addr(false), SIP_PORT)
     );
-    let mut cmd = wakeline_in(b);
-    cmd.args(["call", &target, "--duration", "2"])
-        .args(cb.args(CALLER_HZ));
-    let mut caller = Proc::spawn("caller", cmd, d);
+    let mut caller = Ua::call(b, d, "caller", &target, &[]);
     // Signaling still works: the call is answered and ends normally.
-    assert!(caller.wait(LIMIT).success(), "{}", caller.output());
-    assert!(listener.wait(LIMIT).success(), "{}", listener.output());
-    let log = strip_ansi(&std::fs::read_to_string(&listener.stderr).unwrap_or_default());
+    caller.exits_ok(&String::new);
+    callee.exits_ok(&String::new);
+    let log = strip_ansi(&std::fs::read_to_string(&callee.proc.stderr).unwrap_or_default());
     let warning = format!(
         "announcing loopback media address 127.0.0.1 to a peer at {}",
         b.addr(false)
     );
-    assert!(log.contains(&warning), "no warning\n{}", listener.output());
-    let heard = peers::audio::tone_tally(&peers::audio::read_wav(&cb.record), ANSWER_HZ, CALLER_HZ);
+    assert!(
+        log.contains(&warning),
+        "no warning\n{}",
+        callee.proc.output()
+    );
+    let heard = tone_tally(&read_wav(&caller.record), callee.hz, caller.hz);
     assert_eq!(heard.tone, 0, "the caller heard the listener: {heard:?}");
 }
 
-/// Waits until something in `host` listens on UDP `port` (asks `ss` there).
-fn wait_udp(host: &Host, port: u16) {
-    let start = Instant::now();
-    loop {
-        let out = host
-            .command("ss")
-            .arg("-Hlun")
-            .arg(format!("sport = :{port}"))
-            .output();
-        if out.is_ok_and(|o| o.status.success() && !o.stdout.is_empty()) {
-            return;
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "nothing on UDP {port} in {}",
-            host.ns
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// rtpengine (userspace) on `host`: media on the host's address, the ng control protocol on
-/// its 127.0.0.1:2223 for Kamailio; debug log (it says when it learns a peer's address).
+/// its 127.0.0.1 for Kamailio; debug log (it says when it learns a peer's address).
 fn start_rtpengine(dir: &Path, host: &Host) -> Proc {
     let mut cmd = host.command("rtpengine");
-    cmd.args([
-        "--config-file=none",
-        "--foreground",
-        "--log-stderr",
-        "--table=-1",
-        "--log-level=7",
-    ])
-    .arg(format!("--interface={}", host.v4))
-    .args([
-        "--listen-ng=127.0.0.1:2223",
-        "--port-min=30000",
-        "--port-max=30999",
-    ])
-    .arg(format!("--pidfile={}", dir.join("rtpengine.pid").display()));
+    cmd.args(["--config-file=none", "--foreground", "--log-stderr"])
+        .args(["--table=-1", "--log-level=7"])
+        .arg(format!("--interface={}", host.v4))
+        .arg(format!("--listen-ng=127.0.0.1:{RTPENGINE_NG_PORT}"))
+        .args(["--port-min=30000", "--port-max=30999"])
+        .arg(format!("--pidfile={}", dir.join("rtpengine.pid").display()));
     let p = Proc::spawn("rtpengine", cmd, dir);
-    wait_udp(host, 2223);
+    wait_listening_in(&host.ns, true, RTPENGINE_NG_PORT, LIMIT);
     p
 }
 
 /// (6) NAT: alice on a private network behind a masquerading router registers over TCP to
-/// Kamailio (with rtpengine anchoring media) on the public network, where bob is. `nated_calls`:
-/// alice calls bob, else bob calls alice. Audio both ways proves symmetric RTP: rtpengine
-/// sends alice's audio to the NAT mapping her own RTP packets opened, which leads back only
-/// to the socket she sends from.
-fn call_across_nat(nated_calls: bool) {
+/// Kamailio (with rtpengine anchoring media) on the public network, where bob is;
+/// `alice_calls` picks the direction. Both send RTP to rtpengine. Audio both ways proves
+/// symmetric RTP: rtpengine sends alice's audio to the NAT mapping her own RTP packets opened,
+/// which leads back only to the socket she sends from.
+fn call_across_nat(alice_calls: bool) {
     let Some(mut net) = Net::create(2) else {
         return;
     };
     let (router, private) = net.add_nat(1);
     let (k, b, a) = (net.host(0), net.host(1), &private[0]);
-    let dir = test_dir(if nated_calls {
+    let dir = test_dir(if alice_calls {
         "mh-nat-out"
     } else {
         "mh-nat-in"
     });
     let d = dir.path();
     let rtpengine = start_rtpengine(d, k);
-    let kam = Kamailio::start_in(d, k.addr(false), 5060, Some(&k.ns), &["WITH_RTPENGINE"]);
-    let (alice_side, bob_side) = (Side::new(d, "alice"), Side::new(d, "bob"));
-    // The callee listens (registered), the caller calls once registered.
-    let (callee_host, callee_side, callee_user, caller_host, caller_side, caller_user) =
-        if nated_calls {
-            (b, &bob_side, "bob", a, &alice_side, "alice")
-        } else {
-            (a, &alice_side, "alice", b, &bob_side, "bob")
-        };
-    let mut cmd = wakeline_in(callee_host);
-    cmd.args(["listen", "--bind", &format!("0.0.0.0:{SIP_PORT}")])
-        .args(account(&kam, callee_user))
-        .args(["--answer", "auto", "--max-calls", "1"])
-        .args(callee_side.args(ANSWER_HZ));
-    let mut callee = Proc::spawn("callee", cmd, d);
-    wait_event(callee_side, &callee, "registered", LIMIT);
-    let target = format!("sip:{callee_user}@{};transport=tcp", kam.ip);
-    let mut cmd = wakeline_in(caller_host);
-    cmd.args(["call", &target, "--duration", &TALK_S.to_string()])
-        .args(account(&kam, caller_user))
-        .args(caller_side.args(CALLER_HZ));
-    let mut caller = Proc::spawn("caller", cmd, d);
-    let status = caller.wait(LIMIT);
-    assert!(
-        status.success(),
-        "caller: {status}\n{}\n{}\n{}",
-        caller.output(),
-        callee.output(),
-        kam.log()
+    let kam = Kamailio::start_in(
+        d,
+        k.addr(false),
+        KAMAILIO_PORT,
+        Some(&k.ns),
+        &["WITH_RTPENGINE"],
     );
-    assert!(callee.wait(LIMIT).success(), "{}", callee.output());
-    assert_answered("caller", &caller_side.events());
-    assert_answered("callee", &callee_side.events());
-    // Both send to the anchor; each announced its own address (alice: her private one).
-    assert_rtp_to("caller", caller_side, k.addr(false));
-    assert_rtp_to("callee", callee_side, k.addr(false));
-    assert_sent_addresses(&callee, callee_host.addr(false));
-    assert_sent_addresses(&caller, caller_host.addr(false));
-    let heard = assert_tone(&caller_side.record, ANSWER_HZ, CALLER_HZ, MIN_TONE_SECS);
-    eprintln!("caller heard {ANSWER_HZ} Hz: {heard:?}");
-    let heard = assert_tone(&callee_side.record, CALLER_HZ, ANSWER_HZ, MIN_TONE_SECS);
-    eprintln!("callee heard {CALLER_HZ} Hz: {heard:?}");
+    let anchor = k.addr(false);
+    let more = || format!("{}\n{}", kam.log(), rtpengine.output());
+    registered_call(d, &kam, a, b, alice_calls, (anchor, anchor), &more);
     // rtpengine saw alice's RTP come from the router, not from the address in her SDP, and
     // moved its peer to there (debug log): the NAT really was in the path.
     let log = rtpengine.output();

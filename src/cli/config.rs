@@ -396,6 +396,21 @@ mod tests {
         );
     }
 
+    /// Media flags as if only `--codecs` had been given.
+    fn media_args(codecs: &str) -> MediaArgs {
+        MediaArgs {
+            mic: None,
+            speaker: None,
+            record: None,
+            codecs: codecs.into(),
+            list_devices: false,
+            summary: None,
+            report: None,
+            pcap: None,
+            media_ip: None,
+        }
+    }
+
     #[test]
     fn flags_override_the_file() {
         let cfg = parse(
@@ -414,17 +429,8 @@ mod tests {
         assert_eq!(acct.user.as_deref(), Some("bob"));
         assert_eq!(acct.registrar.as_deref(), Some("sip:reg.example.org"));
         assert_eq!(acct.password.as_deref(), Some("pw1"));
-        let mut media = MediaArgs {
-            mic: None,
-            speaker: Some("null".into()),
-            record: None,
-            codecs: "opus,pcmu,pcma".into(),
-            list_devices: false,
-            summary: None,
-            report: None,
-            pcap: None,
-            media_ip: None,
-        };
+        let mut media = media_args("opus,pcmu,pcma");
+        media.speaker = Some("null".into());
         merge_media(&mut media, &cfg, true);
         assert_eq!(media.codecs, "opus,pcmu,pcma");
         merge_media(&mut media, &cfg, false);
@@ -440,17 +446,7 @@ mod tests {
         let e = parse("[network]\nmedia_ip = \"host\"\n", "c").unwrap_err();
         assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
         let cfg = parse("[network]\nmedia_ip = \"2001:db8::5\"\n", "c").unwrap();
-        let mut media = MediaArgs {
-            mic: None,
-            speaker: None,
-            record: None,
-            codecs: "opus".into(),
-            list_devices: false,
-            summary: None,
-            report: None,
-            pcap: None,
-            media_ip: None,
-        };
+        let mut media = media_args("opus");
         merge_media(&mut media, &cfg, true);
         assert_eq!(media.media_ip, "2001:db8::5".parse().ok());
         // The flag wins over the file.

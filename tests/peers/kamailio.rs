@@ -89,7 +89,7 @@ impl Kamailio {
         let name = format!("kamailio{}", self.starts);
         self.proc = Some(Proc::spawn(&name, cmd, &self.dir));
         match &self.netns {
-            Some(ns) => wait_listening_in(ns, self.port, Duration::from_secs(10)),
+            Some(ns) => wait_listening_in(ns, false, self.port, Duration::from_secs(10)),
             None => wait_listening(self.port, Duration::from_secs(10)),
         }
     }
