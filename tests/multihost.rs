@@ -4,6 +4,7 @@
 //! carries no audio and fails the tone checks (the negative control below shows it does).
 //! Needs root and iproute2 (the NAT cases also iptables and rtpengine); skips with a message
 //! when not root or without `ip`. Run alone with `cargo test --test multihost`.
+#![cfg(target_os = "linux")]
 
 #[path = "peers/netns.rs"]
 mod netns;
@@ -173,7 +174,7 @@ impl Ua {
 
     /// Every SDP `o=`/`c=` line in its SIP trace (sent and received) holds an address that is
     /// neither loopback nor unspecified, its own SDP announced its host's address (of the
-    /// family of `v6`), and no Contact of ours holds `0.0.0.0`, `[::]` or loopback.
+    /// family of `v6`), and no Contact of ours and no Via holds `0.0.0.0`, `[::]` or loopback.
     fn assert_sent_addresses(&self, v6: bool) {
         let ip = self.host.addr(v6);
         let name = &self.proc.name;
@@ -188,7 +189,9 @@ impl Ua {
                     "{name}: loopback or unspecified address in SDP: {line}"
                 );
             }
-            if line.starts_with("Contact:") && line.contains("wakeline@") {
+            if (line.starts_with("Contact:") && line.contains("wakeline@"))
+                || line.starts_with("Via:")
+            {
                 assert!(
                     !["0.0.0.0", "[::]", "127.0.0.1", "[::1]"]
                         .iter()
