@@ -209,6 +209,22 @@ impl Ua {
         );
     }
 
+    /// Milliseconds from its first `state` event (`calling`) to `connected`: call set-up as
+    /// the caller saw it (timestamps are `...THH:MM:SS.mmmZ`; calls here last seconds).
+    fn setup_ms(&self) -> Option<f64> {
+        let ms = |e: &Value| {
+            let t = e["ts"].as_str()?.split('T').nth(1)?.trim_end_matches('Z');
+            let mut parts = t.split(':').map(|p| p.parse::<f64>().ok());
+            let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+            Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
+        };
+        let events = self.events();
+        let states: Vec<&Value> = events.iter().filter(|e| e["event"] == "state").collect();
+        let start = ms(states.first()?)?;
+        let connected = ms(states.iter().find(|e| e["state"] == "connected")?)?;
+        Some(connected - start)
+    }
+
     /// Its recording holds `hz` (and not its own tone).
     fn assert_heard(&self, hz: f64) {
         let heard = assert_tone(&self.record, hz, self.hz, MIN_TONE_SECS);
@@ -236,6 +252,12 @@ fn check_call(
     }
     caller.assert_heard(callee.hz);
     callee.assert_heard(caller.hz);
+    if let Some(ms) = caller.setup_ms() {
+        eprintln!(
+            "{}: call set-up (calling → connected) {ms:.0} ms",
+            caller.proc.name
+        );
+    }
 }
 
 /// (a)/(b): `wakeline listen --bind 0.0.0.0:P` (or `[::]:P`) on host A answers

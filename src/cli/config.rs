@@ -445,6 +445,10 @@ mod tests {
         assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
         let e = parse("[network]\nmedia_ip = \"host\"\n", "c").unwrap_err();
         assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
+        assert_eq!(
+            crate::cli::args::parse_media_ip("[2001:db8::5]"),
+            Ok("2001:db8::5".parse().unwrap())
+        );
         let cfg = parse("[network]\nmedia_ip = \"2001:db8::5\"\n", "c").unwrap();
         let mut media = media_args("opus");
         merge_media(&mut media, &cfg, true);

@@ -309,6 +309,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_builder_refuses_a_wildcard_or_multicast_media_ip() {
+        use crate::driver::UserAgent;
+        for bad in ["0.0.0.0", "::", "224.0.0.1"] {
+            let r = UserAgent::builder(crate::signaling::config::Config::default())
+                .media_ip(ip(bad))
+                .start()
+                .await;
+            assert!(
+                matches!(&r, Err(crate::Error::Config(m)) if m.contains(bad)),
+                "{bad}: {r:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_new_direct_call_to_loopback_announces_loopback() {
         let core = SignalingCore::new(crate::signaling::config::Config::default());
         for (target, want) in [
