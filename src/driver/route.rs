@@ -324,12 +324,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_new_direct_call_to_loopback_announces_loopback() {
+    async fn a_new_direct_call_to_loopback_announces_loopback_of_its_family() {
         let core = SignalingCore::new(crate::signaling::config::Config::default());
+        let v6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
         for (target, want) in [
             ("sip:bob@127.0.0.1:5080;transport=tcp", "127.0.0.1"),
+            ("sip:bob@[::1]:5080;transport=tcp", "::1"),
             ("sip:bob@localhost:5080;transport=tcp", ""),
         ] {
+            if want == "::1" && !v6 {
+                continue;
+            }
             let uri = Uri::parse(target).unwrap();
             let got = media_ip(&core, None, None, Some(&uri)).await.unwrap();
             assert!(got.is_loopback(), "{target}: {got}");
