@@ -193,7 +193,7 @@ impl Ua {
                 || line.starts_with("Via:")
             {
                 assert!(
-                    !["0.0.0.0", "[::]", "127.0.0.1", "[::1]"]
+                    !["0.0.0.0", "[::]", "127.0.0.1", "[::1]", "::ffff:"]
                         .iter()
                         .any(|bad| line.contains(bad)),
                     "{name}: {line}"
@@ -260,15 +260,15 @@ fn check_call(
     }
 }
 
-/// (a)/(b): `wakeline listen --bind 0.0.0.0:P` (or `[::]:P`) on host A answers
-/// `wakeline call sip:x@A:P` from host B (no `--bind`): tones both ways, each side's RTP to the
-/// other host, and every address in SDP and Contact a host address.
-fn direct_call(v6: bool) {
+/// (a)/(b): `wakeline listen --bind WILDCARD:P` (`0.0.0.0` or `[::]`) on host A answers
+/// `wakeline call sip:x@A:P` from host B (no `--bind`), over IPv6 if `v6`: tones both ways,
+/// each side's RTP to the other host, and every address in SDP, Contact and Via a host address
+/// (an IPv4 caller of a dual-stack `[::]` listener is not written `::ffff:a.b.c.d`).
+fn direct_call(wildcard: &str, v6: bool) {
     let Some(net) = Net::create(2) else { return };
     let (a, b) = (net.host(0), net.host(1));
     let dir = test_dir(if v6 { "mh-direct6" } else { "mh-direct4" });
     let d = dir.path();
-    let wildcard = if v6 { "[::]" } else { "0.0.0.0" };
     let mut callee = Ua::listen(a, d, "listener", wildcard, &[]);
     let target = format!("sip:tone@{};transport=tcp", hostport(a.addr(v6), SIP_PORT));
     let mut caller = Ua::call(b, d, "caller", &target, &[]);
@@ -284,13 +284,19 @@ fn direct_call(v6: bool) {
 /// (a) Two hosts over IPv4.
 #[test]
 fn direct_call_between_two_hosts_ipv4() {
-    direct_call(false);
+    direct_call("0.0.0.0", false);
 }
 
 /// (b) Two hosts over IPv6.
 #[test]
 fn direct_call_between_two_hosts_ipv6() {
-    direct_call(true);
+    direct_call("[::]", true);
+}
+
+/// (a) An IPv4 caller of a dual-stack `listen --bind [::]:P`.
+#[test]
+fn dual_stack_listener_answers_an_ipv4_caller() {
+    direct_call("[::]", false);
 }
 
 /// `--registrar sip:K:5060;transport=tcp --user USER --password ..` for Kamailio at `kam`.

@@ -90,6 +90,12 @@ fn default_source() -> IpAddr {
     .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack `[::]`
+/// socket reports for an IPv4 peer) written as the IPv4 address it is.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// The source address the OS would use toward `peer` (no packet is sent).
 pub(crate) fn routed_source(peer: IpAddr) -> io::Result<IpAddr> {
     let any: IpAddr = match peer {
@@ -143,7 +149,11 @@ pub(crate) async fn media_ip(
         Some(c) => core.call_flow_addrs(c),
         None if core.config().account.is_some() => core.control_flow_addrs(),
         None => None,
-    };
+    }
+    .map(|f| FlowAddrs {
+        local: canonical(f.local),
+        remote: canonical(f.remote),
+    });
     let offer = call.and_then(|c| core.call_offer_address(c));
     let hop = core.next_hop(target);
     let listen = core.config().listen.map(|l| l.ip());
@@ -297,6 +307,14 @@ mod tests {
         if std::net::UdpSocket::bind("[::1]:0").is_ok() {
             assert_eq!(routed_source(ip("::1")).unwrap(), ip("::1"));
         }
+    }
+
+    #[test]
+    fn mapped_ipv4_is_written_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:5070".parse().unwrap();
+        assert_eq!(canonical(mapped), "192.0.2.1:5070".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:5070".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
     }
 
     #[test]

@@ -202,8 +202,10 @@ impl DriverTask {
     }
 
     fn handle_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        // An IPv4 peer on a dual-stack `[::]` listener: say 192.0.2.1, not ::ffff:192.0.2.1.
+        let remote = route::canonical(remote);
         let local = match stream.local_addr() {
-            Ok(l) => l,
+            Ok(l) => route::canonical(l),
             Err(e) => {
                 tracing::warn!("accepted socket has no local address: {e}");
                 return;
