@@ -332,9 +332,9 @@ fn registered_call(
         ((alice_host, "alice"), (bob_host, "bob"))
     };
     let mut callee_ua = Ua::listen(callee_host, d, callee, "0.0.0.0", &account(kam, callee));
-    let target = format!("sip:{callee}@{};transport=tcp", kam.ip);
+    let target = format!("sip:{callee}@{};transport=tcp", hostport(kam.ip, kam.port));
     let mut caller_ua = Ua::call(caller_host, d, caller, &target, &account(kam, caller));
-    check_call(&mut caller_ua, &mut callee_ua, rtp, false, more);
+    check_call(&mut caller_ua, &mut callee_ua, rtp, kam.ip.is_ipv6(), more);
 }
 
 /// (c) Through Kamailio on a third host: bob on host B calls alice on host A through
@@ -347,6 +347,19 @@ fn call_through_kamailio_on_a_third_host() {
     let d = dir.path();
     let kam = Kamailio::start_in(d, k.addr(false), KAMAILIO_PORT, Some(&k.ns), &[]);
     let rtp = (a.addr(false), b.addr(false));
+    registered_call(d, &kam, a, b, false, rtp, &|| kam.log());
+    drop(kam);
+}
+
+/// (c) The same over IPv6: Kamailio listens on its host's IPv6 address only.
+#[test]
+fn call_through_kamailio_on_a_third_host_ipv6() {
+    let Some(net) = Net::create(3) else { return };
+    let (k, a, b) = (net.host(0), net.host(1), net.host(2));
+    let dir = test_dir("mh-kamailio6");
+    let d = dir.path();
+    let kam = Kamailio::start_in(d, k.addr(true), KAMAILIO_PORT, Some(&k.ns), &[]);
+    let rtp = (a.addr(true), b.addr(true));
     registered_call(d, &kam, a, b, false, rtp, &|| kam.log());
     drop(kam);
 }
