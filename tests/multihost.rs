@@ -18,6 +18,7 @@ use peers::{read_events, strip_ansi, test_dir, wait_listening_in, Proc};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// What the calling side sends.
@@ -40,6 +41,15 @@ const BARESIP_SIP_PORT: u16 = 5060;
 const BARESIP_CTRL_PORT: u16 = 4444;
 /// rtpengine's ng control port (on its host's 127.0.0.1, as `tests/interop/kamailio.cfg` says).
 const RTPENGINE_NG_PORT: u16 = 2223;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A network of `n` hosts, and the right to use it alone: the calls carry real-time audio
+/// and are judged by it, so they run one at a time on a small shared machine.
+fn network(n: usize) -> Option<(MutexGuard<'static, ()>, Net)> {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Some((serial, Net::create(n)?))
+}
 
 /// `addr:port` as a URI host part (`[v6]:port`).
 fn hostport(ip: IpAddr, port: u16) -> String {
@@ -265,7 +275,9 @@ fn check_call(
 /// each side's RTP to the other host, and every address in SDP, Contact and Via a host address
 /// (an IPv4 caller of a dual-stack `[::]` listener is not written `::ffff:a.b.c.d`).
 fn direct_call(wildcard: &str, v6: bool) {
-    let Some(net) = Net::create(2) else { return };
+    let Some((_serial, net)) = network(2) else {
+        return;
+    };
     let (a, b) = (net.host(0), net.host(1));
     let dir = test_dir(if v6 { "mh-direct6" } else { "mh-direct4" });
     let d = dir.path();
@@ -341,7 +353,9 @@ fn registered_call(
 /// Kamailio on host K; no media anchor, so RTP goes host to host.
 #[test]
 fn call_through_kamailio_on_a_third_host() {
-    let Some(net) = Net::create(3) else { return };
+    let Some((_serial, net)) = network(3) else {
+        return;
+    };
     let (k, a, b) = (net.host(0), net.host(1), net.host(2));
     let dir = test_dir("mh-kamailio");
     let d = dir.path();
@@ -354,7 +368,9 @@ fn call_through_kamailio_on_a_third_host() {
 /// (c) The same over IPv6: Kamailio listens on its host's IPv6 address only.
 #[test]
 fn call_through_kamailio_on_a_third_host_ipv6() {
-    let Some(net) = Net::create(3) else { return };
+    let Some((_serial, net)) = network(3) else {
+        return;
+    };
     let (k, a, b) = (net.host(0), net.host(1), net.host(2));
     let dir = test_dir("mh-kamailio6");
     let d = dir.path();
@@ -414,7 +430,9 @@ fn check_baresip_call(ua: &mut Ua, bob: &mut Baresip, bob_host: &Host, bob_hz: f
 /// (d) baresip on host B dials `wakeline listen --bind 0.0.0.0:P` on host A directly.
 #[test]
 fn baresip_on_another_host_calls_wakeline() {
-    let Some(net) = Net::create(2) else { return };
+    let Some((_serial, net)) = network(2) else {
+        return;
+    };
     let (a, b) = (net.host(0), net.host(1));
     let dir = test_dir("mh-bs-to-wl");
     let d = dir.path();
@@ -436,7 +454,9 @@ fn baresip_on_another_host_calls_wakeline() {
 /// (d) `wakeline call` on host A (no `--bind`) reaches baresip on host B, which answers.
 #[test]
 fn wakeline_calls_baresip_on_another_host() {
-    let Some(net) = Net::create(2) else { return };
+    let Some((_serial, net)) = network(2) else {
+        return;
+    };
     let (a, b) = (net.host(0), net.host(1));
     let dir = test_dir("mh-wl-to-bs");
     let d = dir.path();
@@ -454,7 +474,9 @@ fn wakeline_calls_baresip_on_another_host() {
 /// nothing — the tone checks above do tell a wrong media address.
 #[test]
 fn loopback_media_toward_another_host_warns_and_carries_no_audio() {
-    let Some(net) = Net::create(2) else { return };
+    let Some((_serial, net)) = network(2) else {
+        return;
+    };
     let (a, b) = (net.host(0), net.host(1));
     let dir = test_dir("mh-loopback");
     let d = dir.path();
@@ -503,7 +525,7 @@ fn start_rtpengine(dir: &Path, host: &Host) -> Proc {
 /// symmetric RTP: rtpengine sends alice's audio to the NAT mapping her own RTP packets opened,
 /// which leads back only to the socket she sends from.
 fn call_across_nat(alice_calls: bool) {
-    let Some(mut net) = Net::create(2) else {
+    let Some((_serial, mut net)) = network(2) else {
         return;
     };
     let (router, private) = net.add_nat(1);
