@@ -34,6 +34,9 @@ enum Choice {
     Use { ip: IpAddr, peer: Option<IpAddr> },
     /// Ask the OS for its source address toward this peer address.
     RouteTo(IpAddr),
+    /// The offer's address is of the other family than the flow: route to it, or (no route)
+    /// keep the flow's address.
+    OfferFamily { offer: IpAddr, flow: FlowAddrs },
     /// Resolve this host, then route to it.
     Resolve(String, u16),
     /// Nobody to route to: the default route's source address.
@@ -58,7 +61,9 @@ fn choose(
             // The peer wants media in the other family than its signaling (e.g. an IPv6
             // address in the SDP of an IPv4 call): a socket of the flow's family could not
             // send there.
-            Some(o) if o.is_ipv4() != f.local.is_ipv4() => Choice::RouteTo(o),
+            Some(o) if o.is_ipv4() != f.local.is_ipv4() => {
+                Choice::OfferFamily { offer: o, flow: f }
+            }
             _ => Choice::Use {
                 ip: f.local.ip(),
                 peer: Some(f.remote.ip()),
@@ -160,6 +165,16 @@ pub(crate) async fn media_ip(
     let (ip, peer) = match choose(explicit, flow, offer, hop.clone(), listen) {
         Choice::Use { ip, peer } => (ip, peer),
         Choice::RouteTo(peer) => (routed_source(peer)?, Some(peer)),
+        Choice::OfferFamily { offer, flow } => match routed_source(offer) {
+            Ok(ip) => (ip, Some(offer)),
+            Err(e) => {
+                tracing::debug!(
+                    ?call,
+                    "the offer's {offer} is out of reach ({e}): media on the flow's address"
+                );
+                (flow.local.ip(), Some(flow.remote.ip()))
+            }
+        },
         Choice::Resolve(host, port) => {
             let peer = resolve(&host, port).await?;
             (routed_source(peer)?, Some(peer))
@@ -185,6 +200,7 @@ pub(crate) async fn media_ip(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -244,7 +260,10 @@ mod tests {
         let f = flow("192.0.2.1:5070", "192.0.2.2:4000");
         assert_eq!(
             choose(None, Some(f), Some(ip("2001:db8::2")), None, None),
-            Choice::RouteTo(ip("2001:db8::2"))
+            Choice::OfferFamily {
+                offer: ip("2001:db8::2"),
+                flow: f
+            }
         );
     }
 
@@ -324,6 +343,44 @@ mod tests {
         assert!(!loopback_mismatch(ip("127.0.0.1"), Some(ip("127.0.0.1"))));
         assert!(!loopback_mismatch(ip("127.0.0.1"), None));
         assert!(!loopback_mismatch(ip("192.0.2.1"), Some(ip("192.0.2.2"))));
+    }
+
+    #[tokio::test]
+    async fn an_answer_follows_the_flow_or_an_offer_of_the_other_family() {
+        use crate::signaling::core::testkit::{sdp_offer, PeerInvite, Solo};
+        use crate::signaling::core::Event;
+        for (i, offer_ip) in ["127.0.0.1", "fd00::1"].into_iter().enumerate() {
+            // An accepted flow 127.0.0.1:5060 <- 127.0.0.1:40000.
+            let mut s = Solo::new(crate::signaling::config::Config::default(), Instant::now());
+            let sdp = sdp_offer(4000).replace(
+                "IN IP4 127.0.0.1",
+                &format!("IN {} {offer_ip}", if i == 0 { "IP4" } else { "IP6" }),
+            );
+            let invite = PeerInvite {
+                call_id: format!("route-{i}"),
+                from_tag: "f1".into(),
+                branch: format!("z9hG4bKroute{i}"),
+                cseq: 1,
+            };
+            s.feed(&invite.invite(Some(&sdp), "", None));
+            let call = s
+                .events
+                .iter()
+                .find_map(|e| match e {
+                    Event::Incoming { call, .. } => Some(*call),
+                    _ => None,
+                })
+                .expect("incoming");
+            assert_eq!(s.core.call_offer_address(call), Some(ip(offer_ip)));
+            let got = media_ip(&s.core, None, Some(call), None).await.unwrap();
+            // The IPv6 offer on an IPv4 flow: the route to it if there is one, else (no IPv6
+            // route here) the flow's own address rather than a failed answer.
+            let want = match i {
+                0 => ip("127.0.0.1"),
+                _ => routed_source(ip(offer_ip)).unwrap_or(ip("127.0.0.1")),
+            };
+            assert_eq!(got, want, "offer {offer_ip}");
+        }
     }
 
     #[tokio::test]
