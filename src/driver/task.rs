@@ -266,7 +266,8 @@ impl DriverTask {
                     let ip = route::media_ip(&self.core, self.media_ip, None, Some(&target));
                     let sockets = MediaSockets::reserve(ip.await?).await?;
                     let addr = sockets.local_rtp()?;
-                    let call = self.core.call(now, target, addr)?;
+                    // Resolving the target may have taken a while: the core gets the time now.
+                    let call = self.core.call(Instant::now(), target, addr)?;
                     self.media.insert(call, sockets);
                     self.live_calls.insert(call);
                     Ok(call)
@@ -282,7 +283,7 @@ impl DriverTask {
                     let ip = route::media_ip(&self.core, self.media_ip, Some(call), None);
                     let sockets = MediaSockets::reserve(ip.await?).await?;
                     let addr = sockets.local_rtp()?;
-                    self.core.answer(now, call, addr)?;
+                    self.core.answer(Instant::now(), call, addr)?;
                     self.media.insert(call, sockets);
                     Ok(())
                 }
