@@ -9,7 +9,7 @@ mod peers;
 use peers::audio::{assert_tone, write_tone};
 use peers::baresip::{Baresip, BaresipConfig};
 use peers::kamailio::{Kamailio, PASSWORD};
-use peers::{free_port, read_events, test_dir, wakeline, Proc};
+use peers::{free_port, read_events, strip_ansi, test_dir, wakeline, Proc};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -160,23 +160,6 @@ struct Traced {
     first_line: String,
     /// The header lines (up to the blank line).
     headers: Vec<String>,
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Every message of wakeline's `--sip-trace` (stderr): direction, flow id, first line.

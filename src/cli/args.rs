@@ -1,7 +1,7 @@
 //! The command-line contract testers script against (issue 2, item 11). Keep it stable.
 
 use clap::{Args, Parser, Subcommand};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use wakeline::AnswerPolicy;
 
@@ -146,6 +146,10 @@ pub struct MediaArgs {
     /// file that Wireshark, tshark and sngrep open.
     #[arg(long, value_name = "FILE.pcap")]
     pub pcap: Option<PathBuf>,
+    /// Bind RTP/RTCP to this address and announce it in SDP (multi-homed hosts). Default: per
+    /// call, the local address that reaches the peer (the SIP flow's, or the routed one).
+    #[arg(long, value_name = "ADDR", value_parser = parse_media_ip)]
+    pub media_ip: Option<IpAddr>,
 }
 
 /// `wakeline listen`
@@ -219,6 +223,9 @@ pub struct DemoArgs {
     /// The WAV file that receives what the caller heard (48 kHz mono).
     #[arg(long, value_name = "FILE.wav", default_value = "wakeline-demo.wav")]
     pub record: PathBuf,
+    /// Bind both sides' RTP/RTCP to this address and announce it in SDP.
+    #[arg(long, value_name = "ADDR", value_parser = parse_media_ip)]
+    pub media_ip: Option<IpAddr>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -250,4 +257,19 @@ pub fn parse_answer(s: &str) -> Result<AnswerMode, String> {
             None => Err(format!("expected auto, ring or reject:CODE, got {other:?}")),
         },
     }
+}
+
+/// Parses `--media-ip` / `[network] media_ip`: a unicast IPv4 or IPv6 address.
+pub fn parse_media_ip(s: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("expected an IPv4 or IPv6 address, got {s:?}"))?;
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Err(format!(
+            "{ip} cannot be announced in SDP: give the address peers send media to"
+        ));
+    }
+    Ok(ip)
 }

@@ -32,10 +32,12 @@ pub struct FileConfig {
     pub network: NetworkSection,
 }
 
-/// `[network]`: how names are resolved.
+/// `[network]`: addresses and name resolution.
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSection {
+    /// As `--media-ip`.
+    pub media_ip: Option<String>,
     /// DNS servers (`ADDR[:PORT]`) instead of the system's, as `--dns`.
     pub dns: Option<Vec<String>>,
 }
@@ -145,6 +147,8 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 
 [network]
 # dns = ["127.0.0.1:5353"]         # DNS servers for SIP names (default: /etc/resolv.conf)
+# media_ip = "192.0.2.10"          # RTP address to bind and announce (default: per call, the
+#                                  # local address that reaches the peer)
 "#;
 
 /// The default file: `<config dir>/config.toml` (e.g. `~/.config/wakeline/config.toml`).
@@ -235,6 +239,9 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
             )
         })?;
     }
+    if let Some(ip) = &cfg.network.media_ip {
+        super::args::parse_media_ip(ip).map_err(|e| key("[network].media_ip", e))?;
+    }
     if let Some(p) = &cfg.answer.policy {
         super::args::parse_answer(p).map_err(|e| key("[answer].policy", e))?;
     }
@@ -299,7 +306,7 @@ pub fn merge_account(args: &mut AccountArgs, file: &AccountSection) -> Result<()
     Ok(())
 }
 
-/// Fills `--mic`/`--speaker` from `[audio]`, and `--codecs` from `[codecs]` unless the flag was
+/// Fills `--mic`/`--speaker` from `[audio]`, `--media-ip` from `[network]`, and `--codecs` from `[codecs]` unless the flag was
 /// given (`codecs_from_flag`).
 pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bool) {
     if args.mic.is_none() {
@@ -307,6 +314,14 @@ pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bo
     }
     if args.speaker.is_none() {
         args.speaker.clone_from(&file.audio.speaker);
+    }
+    if args.media_ip.is_none() {
+        // Checked when the file was parsed.
+        args.media_ip = file
+            .network
+            .media_ip
+            .as_deref()
+            .and_then(|ip| super::args::parse_media_ip(ip).ok());
     }
     if !codecs_from_flag {
         if let Some(order) = &file.codecs.order {
@@ -427,6 +442,21 @@ mod tests {
         );
     }
 
+    /// Media flags as if only `--codecs` had been given.
+    fn media_args(codecs: &str) -> MediaArgs {
+        MediaArgs {
+            mic: None,
+            speaker: None,
+            record: None,
+            codecs: codecs.into(),
+            list_devices: false,
+            summary: None,
+            report: None,
+            pcap: None,
+            media_ip: None,
+        }
+    }
+
     #[test]
     fn network_dns_is_checked_and_parsed() {
         let cfg = parse("[network]\ndns = [\"127.0.0.1:5353\", \"::1\"]\n", "c").unwrap();
@@ -460,22 +490,34 @@ mod tests {
         assert_eq!(acct.user.as_deref(), Some("bob"));
         assert_eq!(acct.registrar.as_deref(), Some("sip:reg.example.org"));
         assert_eq!(acct.password.as_deref(), Some("pw1"));
-        let mut media = MediaArgs {
-            mic: None,
-            speaker: Some("null".into()),
-            record: None,
-            codecs: "opus,pcmu,pcma".into(),
-            list_devices: false,
-            summary: None,
-            report: None,
-            pcap: None,
-        };
+        let mut media = media_args("opus,pcmu,pcma");
+        media.speaker = Some("null".into());
         merge_media(&mut media, &cfg, true);
         assert_eq!(media.codecs, "opus,pcmu,pcma");
         merge_media(&mut media, &cfg, false);
         assert_eq!(media.codecs, "pcmu");
         assert_eq!(media.mic.as_deref(), Some("silence"));
         assert_eq!(media.speaker.as_deref(), Some("null"));
+    }
+
+    #[test]
+    fn network_media_ip_is_checked_and_merged() {
+        let e = parse("[network]\nmedia_ip = \"0.0.0.0\"\n", "c").unwrap_err();
+        assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
+        let e = parse("[network]\nmedia_ip = \"host\"\n", "c").unwrap_err();
+        assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
+        assert_eq!(
+            crate::cli::args::parse_media_ip("[2001:db8::5]"),
+            Ok("2001:db8::5".parse().unwrap())
+        );
+        let cfg = parse("[network]\nmedia_ip = \"2001:db8::5\"\n", "c").unwrap();
+        let mut media = media_args("opus");
+        merge_media(&mut media, &cfg, true);
+        assert_eq!(media.media_ip, "2001:db8::5".parse().ok());
+        // The flag wins over the file.
+        media.media_ip = "192.0.2.4".parse().ok();
+        merge_media(&mut media, &cfg, true);
+        assert_eq!(media.media_ip, "192.0.2.4".parse().ok());
     }
 
     #[test]

@@ -129,8 +129,12 @@ fn config(acct: &AccountArgs) -> Result<Config, Fail> {
     if let Some(a) = &account {
         config.local_user = a.user.clone();
     }
+    // The instance-id (RFC 5626) names this device to a registrar: only an account needs it,
+    // and only then is it worth holding its lock.
+    if account.is_some() {
+        config.instance_id = Some(super::instance::instance_id());
+    }
     config.account = account;
-    config.instance_id = Some(super::instance::instance_id());
     Ok(config)
 }
 
@@ -198,6 +202,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         .listener_limits(super::config::listener_limits(TRANSPORT.get()))
         .media(media_options)
         .dns_servers(dns_servers(&args.account));
+    if let Some(ip) = args.media.media_ip {
+        builder = builder.media_ip(ip);
+    }
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
@@ -322,6 +329,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let mut builder = UserAgent::builder(config)
         .media(media_options)
         .dns_servers(dns_servers(&args.account));
+    if let Some(ip) = args.media.media_ip {
+        builder = builder.media_ip(ip);
+    }
     if let Some(bind) = args.bind {
         builder = builder
             .listen(bind)
@@ -509,10 +519,14 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         sink: AudioSink::Null,
         ..MediaOptions::default()
     };
-    let (bob, mut bob_events) = UserAgent::builder(Config {
+    let media_ip = |b: wakeline::driver::UserAgentBuilder| match args.media_ip {
+        Some(ip) => b.media_ip(ip),
+        None => b,
+    };
+    let (bob, mut bob_events) = media_ip(UserAgent::builder(Config {
         local_user: "bob".into(),
         ..Config::default()
-    })
+    }))
     .media(MediaOptions {
         source: AudioSource::Wav(chime),
         ..tone(1000.0)
@@ -536,10 +550,10 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
             }
         })
     };
-    let (alice, mut alice_events) = UserAgent::builder(Config {
+    let (alice, mut alice_events) = media_ip(UserAgent::builder(Config {
         local_user: "alice".into(),
         ..Config::default()
-    })
+    }))
     .media(MediaOptions {
         sink: speaker,
         record: Some(args.record.clone()),

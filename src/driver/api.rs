@@ -7,7 +7,7 @@ use crate::platform::RunReport;
 use crate::signaling::config::Config;
 use crate::signaling::core::{CallHandle, Event};
 use crate::signaling::message::Uri;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 pub struct UserAgentBuilder {
     config: Config,
     listen: Option<SocketAddr>,
-    media_ip: IpAddr,
+    media_ip: Option<IpAddr>,
     media: MediaOptions,
     tap: super::tap::Tap,
     limits: super::listener::ListenerLimits,
@@ -40,9 +40,12 @@ impl UserAgentBuilder {
         self
     }
 
-    /// The IP address to bind media (RTP) sockets to and announce in SDP (default 127.0.0.1).
+    /// The IP address to bind media (RTP) sockets to and announce in SDP, for every call.
+    /// Without it each call uses the local address that reaches its peer: the local address of
+    /// the call's flow, or the source address the OS routes to the next hop (multi-homed hosts
+    /// may want to override that). It must be a unicast address (not `0.0.0.0` or `::`).
     pub fn media_ip(mut self, ip: IpAddr) -> Self {
-        self.media_ip = ip;
+        self.media_ip = Some(ip);
         self
     }
 
@@ -78,9 +81,19 @@ impl UserAgentBuilder {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
+        if let Some(ip) = self
+            .media_ip
+            .filter(|ip| ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(Error::Config(format!(
+                "media_ip: {ip} is not a unicast address the peer can send to"
+            )));
+        }
         let mut config = self.config;
+        // A wildcard listener (0.0.0.0 / ::) has no address to put in Contact: each flow's
+        // own local address (the accepting interface) goes there instead.
         if config.listen.is_none() {
-            config.listen = local_addr;
+            config.listen = local_addr.filter(|a| !a.ip().is_unspecified());
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -145,7 +158,7 @@ impl UserAgent {
         UserAgentBuilder {
             config,
             listen: None,
-            media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            media_ip: None,
             media: MediaOptions::default(),
             tap: super::tap::Tap::default(),
             limits: super::listener::ListenerLimits::default(),

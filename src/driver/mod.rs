@@ -28,6 +28,7 @@ mod flow;
 mod listener;
 mod media;
 mod resolve;
+mod route;
 mod tap;
 mod task;
 

@@ -6,6 +6,7 @@ use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
 use super::resolve::{Avoid, ConnectHints, Resolver};
+use super::route;
 use super::tap::Tap;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
@@ -60,7 +61,8 @@ const CLOSE_ALL_LIMIT: Duration = Duration::from_secs(2);
 pub(crate) struct DriverTask {
     core: SignalingCore,
     listener: Option<TcpListener>,
-    media_ip: IpAddr,
+    /// The user's media address; `None`: chosen per call (`driver/route.rs`).
+    media_ip: Option<IpAddr>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
@@ -119,7 +121,7 @@ impl DriverTask {
     pub(crate) fn new(
         config: Config,
         listener: Option<TcpListener>,
-        media_ip: IpAddr,
+        media_ip: Option<IpAddr>,
         media_options: MediaOptions,
         tap: Tap,
         cmd_rx: mpsc::UnboundedReceiver<Command>,
@@ -261,8 +263,10 @@ impl DriverTask {
     }
 
     fn handle_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+        // An IPv4 peer on a dual-stack `[::]` listener: say 192.0.2.1, not ::ffff:192.0.2.1.
+        let remote = route::canonical(remote);
         let local = match stream.local_addr() {
-            Ok(l) => l,
+            Ok(l) => route::canonical(l),
             Err(e) => {
                 tracing::warn!("accepted socket has no local address: {e}");
                 return;
@@ -354,9 +358,11 @@ impl DriverTask {
             Command::Call { target, reply } => {
                 self.hints.note(&target);
                 let result = async {
-                    let sockets = MediaSockets::reserve(self.media_ip).await?;
+                    let ip = route::media_ip(&self.core, self.media_ip, None, Some(&target));
+                    let sockets = MediaSockets::reserve(ip.await?).await?;
                     let addr = sockets.local_rtp()?;
-                    let call = self.core.call(now, target, addr)?;
+                    // Resolving the target may have taken a while: the core gets the time now.
+                    let call = self.core.call(Instant::now(), target, addr)?;
                     self.media.insert(call, sockets);
                     self.live_calls.insert(call);
                     Ok(call)
@@ -369,9 +375,10 @@ impl DriverTask {
             }
             Command::Answer(call, reply) => {
                 let result = async {
-                    let sockets = MediaSockets::reserve(self.media_ip).await?;
+                    let ip = route::media_ip(&self.core, self.media_ip, Some(call), None);
+                    let sockets = MediaSockets::reserve(ip.await?).await?;
                     let addr = sockets.local_rtp()?;
-                    self.core.answer(now, call, addr)?;
+                    self.core.answer(Instant::now(), call, addr)?;
                     self.media.insert(call, sockets);
                     Ok(())
                 }
@@ -552,7 +559,8 @@ impl DriverTask {
     /// gets fresh media sockets and a re-INVITE announcing them.
     async fn network_changed(&mut self, now: Instant) -> Result<(), Error> {
         for call in self.core.handle_network_changed(now) {
-            let sockets = MediaSockets::reserve(self.media_ip).await?;
+            let ip = route::media_ip(&self.core, self.media_ip, Some(call), None).await?;
+            let sockets = MediaSockets::reserve(ip).await?;
             let addr = sockets.local_rtp()?;
             match self.media_tasks.get(&call) {
                 Some(task) => {

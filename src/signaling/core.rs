@@ -23,6 +23,7 @@
 //!   [`SignalingCore::handle_network_changed`] + [`SignalingCore::update_media`] move the
 //!   flow and the calls' media to a new network (`core/control.rs`).
 
+pub mod addr;
 mod control;
 pub use background::KeepAliveReport;
 mod background;

@@ -6,7 +6,7 @@
 use super::{free_port, wait_listening, Proc};
 use serde_json::Value;
 use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
@@ -25,6 +25,35 @@ pub struct BaresipConfig {
     /// The WAV file it sends (its format must match the codec: 48 kHz stereo for Opus,
     /// 8 kHz mono for G.711).
     pub source: PathBuf,
+}
+
+/// Where a baresip runs: on 127.0.0.1 of the test's namespace ([`Place::local`]), or on a
+/// host of a private network (`peers/netns.rs`).
+pub struct Place<'a> {
+    /// Its SIP and media address (`sip_listen`, `net_interface`).
+    pub ip: IpAddr,
+    /// Fixed SIP and ctrl_tcp ports (a namespace of its own has them all free); `None`: free
+    /// ports of this namespace.
+    pub ports: Option<(u16, u16)>,
+    /// The command for a program name (wrapped in `ip netns exec` elsewhere).
+    pub command: &'a dyn Fn(&str) -> Command,
+    /// Waits until the ctrl_tcp port (on 127.0.0.1 where baresip runs) listens and connects.
+    pub connect: &'a dyn Fn(u16) -> TcpStream,
+}
+
+impl Place<'_> {
+    /// 127.0.0.1 in the test's own namespace.
+    pub fn local() -> Place<'static> {
+        Place {
+            ip: Ipv4Addr::LOCALHOST.into(),
+            ports: None,
+            command: &|p| Command::new(p),
+            connect: &|port| {
+                wait_listening(port, Duration::from_secs(10));
+                TcpStream::connect(("127.0.0.1", port)).expect("ctrl_tcp connect")
+            },
+        }
+    }
 }
 
 /// A running baresip.
@@ -54,16 +83,27 @@ impl Baresip {
     /// Writes the config folder under `dir/<name>`, starts baresip and connects to its control
     /// port.
     pub fn start(dir: &Path, name: &str, cfg: &BaresipConfig) -> Baresip {
+        Self::start_at(dir, name, cfg, &Place::local())
+    }
+
+    /// As [`Baresip::start`], at `place`.
+    pub fn start_at(dir: &Path, name: &str, cfg: &BaresipConfig, place: &Place) -> Baresip {
         let home = dir.join(name);
         let rec_dir = home.join("rec");
         std::fs::create_dir_all(&rec_dir).expect("baresip dirs");
-        let sip_port = free_port_pair();
-        let ctrl_port = free_port();
+        let (sip_port, ctrl_port) = place
+            .ports
+            .unwrap_or_else(|| (free_port_pair(), free_port()));
         let template = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/baresip.config"),
         )
         .expect("baresip config template");
         let config = template
+            .replace(
+                "@SIP_ADDR@",
+                &SocketAddr::new(place.ip, sip_port).to_string(),
+            )
+            .replace("@NET_IF@", &place.ip.to_string())
             .replace("@SIP_PORT@", &sip_port.to_string())
             .replace("@CTRL_PORT@", &ctrl_port.to_string())
             .replace("@SOURCE@", &cfg.source.display().to_string())
@@ -79,11 +119,10 @@ impl Baresip {
         }
         std::fs::write(home.join("accounts"), format!("{account}\n")).expect("write accounts");
 
-        let mut cmd = Command::new("baresip");
+        let mut cmd = (place.command)("baresip");
         cmd.arg("-f").arg(&home).arg("-s");
         let proc = Proc::spawn(name, cmd, &home);
-        wait_listening(ctrl_port, Duration::from_secs(10));
-        let ctrl = TcpStream::connect(("127.0.0.1", ctrl_port)).expect("ctrl_tcp connect");
+        let ctrl = (place.connect)(ctrl_port);
         let reader = ctrl.try_clone().expect("clone ctrl");
         let (tx, events) = mpsc::channel();
         std::thread::spawn(move || read_netstrings(reader, tx));

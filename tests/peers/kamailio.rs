@@ -3,7 +3,8 @@
 //! children's).
 #![allow(dead_code)]
 
-use super::{wait_listening, Proc};
+use super::{wait_listening, wait_listening_in, Proc};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,10 +12,17 @@ use std::time::{Duration, Instant};
 /// The password of every user in `tests/interop/kamailio.cfg`.
 pub const PASSWORD: &str = "secret";
 
-/// A running Kamailio listening on UDP and TCP `127.0.0.1:port`.
+/// A running Kamailio listening on UDP and TCP `ip:port` (127.0.0.1 unless started with
+/// [`Kamailio::start_in`]).
 pub struct Kamailio {
     /// The SIP port (UDP and TCP).
     pub port: u16,
+    /// The listen address.
+    pub ip: IpAddr,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
+    /// Config defines (`-A NAME`), e.g. `WITH_RTPENGINE`.
+    defines: Vec<String>,
     dir: PathBuf,
     proc: Option<Proc>,
     starts: u32,
@@ -24,8 +32,23 @@ impl Kamailio {
     /// Starts Kamailio on `port` with its runtime files under `dir/kamailio`, and waits until it
     /// accepts TCP connections.
     pub fn start(dir: &Path, port: u16) -> Kamailio {
+        Self::start_in(dir, Ipv4Addr::LOCALHOST.into(), port, None, &[])
+    }
+
+    /// Starts Kamailio on `ip:port` inside the network namespace `netns` (or this one), with
+    /// the config's `#!ifdef` `defines`, and waits until it listens on TCP.
+    pub fn start_in(
+        dir: &Path,
+        ip: IpAddr,
+        port: u16,
+        netns: Option<&str>,
+        defines: &[&str],
+    ) -> Kamailio {
         let mut k = Kamailio {
             port,
+            ip,
+            netns: netns.map(str::to_string),
+            defines: defines.iter().map(|d| d.to_string()).collect(),
             dir: dir.join("kamailio"),
             proc: None,
             starts: 0,
@@ -37,24 +60,38 @@ impl Kamailio {
     fn launch(&mut self) {
         std::fs::create_dir_all(&self.dir).expect("kamailio dir");
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/kamailio.cfg");
-        let mut cmd = Command::new("kamailio");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "kamailio"]);
+                c
+            }
+            None => Command::new("kamailio"),
+        };
+        let listen = SocketAddr::new(self.ip, self.port);
         cmd.arg("-f")
             .arg(&cfg)
             .args(["-E", "-DD", "-m", "32", "-M", "4"])
             .arg("-l")
-            .arg(format!("tcp:127.0.0.1:{}", self.port))
+            .arg(format!("tcp:{listen}"))
             .arg("-l")
-            .arg(format!("udp:127.0.0.1:{}", self.port))
+            .arg(format!("udp:{listen}"))
             .arg("-P")
             .arg(self.dir.join("kamailio.pid"))
             .arg("-Y")
             .arg(&self.dir)
             .arg("-w")
             .arg(&self.dir);
+        for d in &self.defines {
+            cmd.arg("-A").arg(d);
+        }
         self.starts += 1;
         let name = format!("kamailio{}", self.starts);
         self.proc = Some(Proc::spawn(&name, cmd, &self.dir));
-        wait_listening(self.port, Duration::from_secs(10));
+        match &self.netns {
+            Some(ns) => wait_listening_in(ns, false, self.port, Duration::from_secs(10)),
+            None => wait_listening(self.port, Duration::from_secs(10)),
+        }
     }
 
     /// Stops Kamailio (every TCP connection drops) and starts it again on the same port.

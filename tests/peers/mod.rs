@@ -122,6 +122,46 @@ pub fn wait_listening(port: u16, limit: Duration) {
     }
 }
 
+/// Waits until something in the network namespace `netns` listens on TCP (or, with `udp`,
+/// UDP) `port` on any address, asking `ss` inside it.
+pub fn wait_listening_in(netns: &str, udp: bool, port: u16, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "exec", netns, "ss"])
+            .arg(if udp { "-Hlun" } else { "-Hltn" })
+            .arg(format!("sport = :{port}"))
+            .output();
+        if out.is_ok_and(|o| o.status.success() && !o.stdout.is_empty()) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "nothing listens on port {port} in {netns} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `s` without terminal colour codes (`ESC [ ... letter`), as logs written to a file may
+/// have them.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A fresh folder for one test's files.
 pub fn test_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -628,6 +628,57 @@ m=audio 7080 RTP/AVP 0\r\n";
     }
 
     #[test]
+    fn ipv6_offer_and_its_ipv6_answer() {
+        // Our IPv6 offer says IN IP6 in o= and c=, and an IPv6 answer (baresip's, moved to
+        // IPv6 with a media-level c=) is taken: RTP and RTCP go to the IPv6 address.
+        let mut s = SdpSession::new("wakeline", 3, 1);
+        let offer = create_offer(
+            &mut s,
+            addr("[2001:db8::1]:5004"),
+            &PREFS,
+            Direction::SendRecv,
+        );
+        let text = offer.to_string();
+        assert!(
+            text.contains("o=wakeline 3 1 IN IP6 2001:db8::1\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("c=IN IP6 2001:db8::1\r\n"), "{text}");
+        assert!(!text.contains("IP4"), "{text}");
+        let reparsed = sdp(&text);
+        assert_eq!(
+            reparsed.audio_address(),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        let answer = BARESIP
+            .replace("IN IP4 198.51.100.5", "IN IP6 2001:db8::2")
+            .replace("a=sendrecv\r\n", "c=IN IP6 2001:db8::3\r\na=sendrecv\r\n")
+            .replace("AVP 96 ", "AVP 111 ")
+            .replace(":96 ", ":111 ");
+        let n = accept_answer(&offer, &sdp(&answer)).unwrap();
+        assert_eq!(n.local_rtp, addr("[2001:db8::1]:5004"));
+        assert_eq!(n.remote_rtp, addr("[2001:db8::3]:10442"));
+        assert_eq!(n.remote_rtcp, addr("[2001:db8::3]:10443"));
+        assert_eq!(n.codec, Codec::Opus);
+    }
+
+    #[test]
+    fn the_audio_address_skips_rejected_streams() {
+        let sd = sdp(LINPHONE_VIDEO);
+        assert_eq!(sd.audio_address(), Some("203.0.113.4".parse().unwrap()));
+        let rejected = SIPP.replace("m=audio 6000", "m=audio 0");
+        assert_eq!(sdp(&rejected).audio_address(), None);
+        let with_media_c = SIPP.replace(
+            "a=rtpmap:0 PCMU/8000\r\n",
+            "c=IN IP6 2001:db8::8\r\na=rtpmap:0 PCMU/8000\r\n",
+        );
+        assert_eq!(
+            sdp(&with_media_c).audio_address(),
+            Some("2001:db8::8".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn our_offer_has_the_promised_lines() {
         let mut s = SdpSession::new("wakeline", 42, 7);
         let offer = create_offer(&mut s, addr("192.0.2.1:5004"), &PREFS, Direction::SendRecv);

@@ -356,6 +356,16 @@ fn malformed(kind: &str, line: &str) -> SdpError {
 }
 
 impl SessionDescription {
+    /// The address of the first audio stream that is not rejected (port 0): its media-level
+    /// `c=`, else the session-level one.
+    pub fn audio_address(&self) -> Option<IpAddr> {
+        self.media
+            .iter()
+            .find(|m| m.media.eq_ignore_ascii_case("audio") && m.port != 0)
+            .and_then(|m| m.effective_connection(self))
+            .map(|c| c.address)
+    }
+
     /// Parses a body that must be UTF-8.
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, SdpError> {
         let text = std::str::from_utf8(bytes)
