@@ -22,8 +22,8 @@ pub struct UserAgentBuilder {
 }
 
 impl UserAgentBuilder {
-    /// Also accept direct SIP over TCP on this address (calls that do not come through the
-    /// registrar's flow).
+    /// Also accept direct SIP over TCP and UDP on this address (calls that do not come
+    /// through the registrar's flow).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
         self
@@ -60,6 +60,11 @@ impl UserAgentBuilder {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
+        // SIP over UDP at the same address (and port) as the TCP listener.
+        let udp = match local_addr {
+            Some(addr) => Some(std::net::UdpSocket::bind(addr)?),
+            None => None,
+        };
         let mut config = self.config;
         if config.listen.is_none() {
             config.listen = local_addr;
@@ -68,7 +73,7 @@ impl UserAgentBuilder {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let task = DriverTask::new(
             config,
-            listener,
+            (listener, udp),
             self.media_ip,
             self.media,
             self.tap,

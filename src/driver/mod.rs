@@ -24,6 +24,7 @@ mod flow;
 mod media;
 mod tap;
 mod task;
+mod udp;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
 pub use media::MediaOptions;

@@ -5,10 +5,11 @@ use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
 use super::tap::Tap;
+use super::udp::UdpSip;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
 use crate::signaling::config::Config;
-use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore};
+use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore, Transport};
 use crate::signaling::message::Uri;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -60,6 +61,8 @@ pub(crate) struct DriverTask {
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
     flow_rx: mpsc::UnboundedReceiver<FlowEvent>,
     flows: HashMap<FlowId, FlowHandle>,
+    /// The SIP UDP socket (`super::udp`).
+    udp: UdpSip,
     /// RTP/RTCP sockets reserved per call and announced in SDP, until media starts.
     media: HashMap<CallHandle, MediaSockets>,
     media_options: MediaOptions,
@@ -94,7 +97,7 @@ const PONG_WAIT: Duration = Duration::from_secs(3);
 impl DriverTask {
     pub(crate) fn new(
         config: Config,
-        listener: Option<TcpListener>,
+        (listener, udp): (Option<TcpListener>, Option<std::net::UdpSocket>),
         media_ip: IpAddr,
         media_options: MediaOptions,
         tap: Tap,
@@ -102,6 +105,7 @@ impl DriverTask {
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
+        let udp = UdpSip::new(udp, flow_tx.clone());
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         DriverTask {
             core: SignalingCore::new(config),
@@ -112,6 +116,7 @@ impl DriverTask {
             flow_tx,
             flow_rx,
             flows: HashMap::new(),
+            udp,
             media: HashMap::new(),
             media_options,
             tap,
@@ -237,6 +242,22 @@ impl DriverTask {
                     self.tap.sip(false, flow, &bytes);
                     self.core.handle_received(now, flow, &bytes);
                 }
+            }
+            FlowEvent::UdpUp {
+                flow,
+                local,
+                remote,
+            } => {
+                self.tap.flow_up(flow, local, remote);
+                self.core.handle_flow_up(now, flow, local, remote);
+            }
+            FlowEvent::Datagram {
+                local,
+                remote,
+                bytes,
+            } => {
+                trace_sip("recv", FlowId(0), &bytes);
+                self.core.handle_datagram(now, local, remote, &bytes);
             }
             FlowEvent::Closed { flow, why } => {
                 tracing::debug!(?flow, "flow closed: {why}");
@@ -435,11 +456,26 @@ impl DriverTask {
                             tracing::debug!(?flow, "transmit on a closing flow");
                         }
                     }
-                    None => tracing::debug!(?flow, "transmit on an unknown flow dropped"),
+                    None => match self.core.udp_remote(flow) {
+                        Some(remote) => {
+                            trace_sip("send", flow, &bytes);
+                            self.tap.sip(true, flow, &bytes);
+                            self.udp.send(remote, &bytes);
+                        }
+                        None => tracing::debug!(?flow, "transmit on an unknown flow dropped"),
+                    },
                 },
-                Output::Connect { flow, host, port } => {
-                    tracing::debug!(?flow, %host, port, "connecting");
-                    flow::connect(flow, host, port, self.flow_tx.clone());
+                Output::Connect {
+                    flow,
+                    transport,
+                    host,
+                    port,
+                } => {
+                    tracing::debug!(?flow, %host, port, %transport, "connecting");
+                    match transport {
+                        Transport::Udp => self.udp.connect(flow, host, port),
+                        Transport::Tcp => flow::connect(flow, host, port, self.flow_tx.clone()),
+                    }
                 }
                 Output::Close { flow } => {
                     if let Some(f) = self.flows.remove(&flow) {

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod datagram;
 pub mod dialog;
 pub mod framing;
 pub mod invite;
@@ -12,3 +13,4 @@ pub mod message;
 pub mod registration;
 pub mod sdp;
 pub mod transaction;
+pub mod transport;

@@ -1,6 +1,6 @@
 //! What arrives at the core: flows that come and go, bytes, requests, responses and timeouts.
 
-use super::{client_timeout, reliable, server_timeout, ClientKind, ServerKind, ServerTx};
+use super::{client_timeout, server_timeout, ClientKind, ServerKind, ServerTx};
 use super::{raw400, CallHandle, CallOutcome, Event, FlowId, FlowKind, Output, SignalingCore};
 use crate::signaling::dialog::Dialog;
 use crate::signaling::framing::Frame;
@@ -19,7 +19,7 @@ impl SignalingCore {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> FlowId {
-        let id = self.new_flow(FlowKind::Accepted);
+        let id = self.new_flow(FlowKind::Accepted, super::Transport::Tcp);
         if let Some(f) = self.flows.get_mut(&id) {
             f.local = Some(local);
             f.remote = Some(remote);
@@ -148,7 +148,7 @@ impl SignalingCore {
         self.drain_control(now);
     }
 
-    fn handle_message(&mut self, now: Instant, flow: FlowId, raw: &[u8]) {
+    pub(crate) fn handle_message(&mut self, now: Instant, flow: FlowId, raw: &[u8]) {
         match Message::parse(raw) {
             Ok(Message::Request(req)) => match incomplete(&req) {
                 None => self.handle_request(now, flow, req),
@@ -190,7 +190,7 @@ impl SignalingCore {
         }
     }
 
-    fn handle_request(&mut self, now: Instant, flow: FlowId, req: Request) {
+    pub(crate) fn handle_request(&mut self, now: Instant, flow: FlowId, req: Request) {
         let Some(key) = TxKey::for_request(&req) else {
             tracing::warn!(?flow, "request without a Via branch, dropped");
             return;
@@ -230,7 +230,7 @@ impl SignalingCore {
                     return;
                 }
             }
-            let tx = ServerInvite::new(req.clone(), now, self.config.timers, reliable());
+            let tx = ServerInvite::new(req.clone(), now, self.config.timers, self.reliable(flow));
             self.server_tx.insert(
                 key.clone(),
                 ServerTx {
@@ -239,7 +239,8 @@ impl SignalingCore {
                 },
             );
         } else {
-            let tx = ServerNonInvite::new(req.clone(), now, self.config.timers, reliable());
+            let tx =
+                ServerNonInvite::new(req.clone(), now, self.config.timers, self.reliable(flow));
             self.server_tx.insert(
                 key.clone(),
                 ServerTx {
@@ -298,7 +299,7 @@ impl SignalingCore {
         self.uas_ack(now, h, &req);
     }
 
-    fn handle_response(&mut self, now: Instant, resp: Response) {
+    pub(crate) fn handle_response(&mut self, now: Instant, resp: Response) {
         let Some(key) = TxKey::for_response(&resp) else {
             tracing::warn!("response without Via branch or CSeq, dropped");
             return;

@@ -41,6 +41,49 @@ pub struct Pair {
     pub b_sent: Vec<Vec<u8>>,
     /// When false, bytes are not delivered (a partition); they are dropped.
     pub connected: bool,
+    /// `Some`: the cores talk SIP over UDP through this lossy virtual network.
+    pub udp: Option<UdpNet>,
+}
+
+/// What the virtual UDP network does with one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Delivered once.
+    Deliver,
+    /// Lost.
+    Drop,
+    /// Delivered twice.
+    Duplicate,
+}
+
+/// A virtual UDP network: the fate of the n-th datagram (either way) is `fates[n % len]`
+/// (all delivered when empty).
+#[derive(Debug, Clone, Default)]
+pub struct UdpNet {
+    /// The fates, used in turn.
+    pub fates: Vec<Fate>,
+    /// Datagrams sent so far.
+    pub sent: usize,
+    /// Datagrams lost so far.
+    pub dropped: usize,
+    /// Datagrams duplicated so far.
+    pub duplicated: usize,
+}
+
+impl UdpNet {
+    fn next(&mut self) -> Fate {
+        let fate = match self.fates.len() {
+            0 => Fate::Deliver,
+            n => self.fates[self.sent % n],
+        };
+        self.sent += 1;
+        match fate {
+            Fate::Drop => self.dropped += 1,
+            Fate::Duplicate => self.duplicated += 1,
+            Fate::Deliver => {}
+        }
+        fate
+    }
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -64,7 +107,44 @@ impl Pair {
             a_sent: Vec::new(),
             b_sent: Vec::new(),
             connected: true,
+            udp: None,
         }
+    }
+
+    /// Like [`Pair::new`] but over UDP: A's default transport is UDP, and every datagram
+    /// meets the next of `fates` (see [`UdpNet`]).
+    pub fn udp(mut a: Config, b: Config, origin: Instant, fates: Vec<Fate>) -> Self {
+        a.default_transport = super::Transport::Udp;
+        let mut p = Pair::new(a, b, origin);
+        p.udp = Some(UdpNet {
+            fates,
+            ..UdpNet::default()
+        });
+        p
+    }
+
+    /// Carries one datagram over the virtual UDP network (`to_b`: from A to B).
+    fn datagram(&mut self, to_b: bool, bytes: &[u8]) -> usize {
+        let Some(net) = self.udp.as_mut() else {
+            return 0;
+        };
+        let copies = match net.next() {
+            Fate::Drop => 0,
+            Fate::Deliver => 1,
+            Fate::Duplicate => 2,
+        };
+        if !self.connected {
+            return 0;
+        }
+        let (a, b) = (addr(A_ADDR), addr(B_ADDR));
+        for _ in 0..copies {
+            if to_b {
+                self.b.handle_datagram(self.now, b, a, bytes);
+            } else {
+                self.a.handle_datagram(self.now, a, b, bytes);
+            }
+        }
+        copies
     }
 
     /// The URI A dials to reach B.
@@ -85,6 +165,15 @@ impl Pair {
             while let Some(out) = self.a.poll_output() {
                 progress = true;
                 match out {
+                    Output::Connect { flow, .. } if self.udp.is_some() => {
+                        self.a_flow = Some(flow);
+                        self.a
+                            .handle_flow_up(self.now, flow, addr(A_ADDR), addr(B_ADDR));
+                    }
+                    Output::Transmit { bytes, .. } if self.udp.is_some() => {
+                        self.a_sent.push(bytes.clone());
+                        moved += self.datagram(true, &bytes);
+                    }
                     Output::Connect { flow, .. } => {
                         self.a_flow = Some(flow);
                         self.a
@@ -114,6 +203,10 @@ impl Pair {
             while let Some(out) = self.b.poll_output() {
                 progress = true;
                 match out {
+                    Output::Transmit { bytes, .. } if self.udp.is_some() => {
+                        self.b_sent.push(bytes.clone());
+                        moved += self.datagram(false, &bytes);
+                    }
                     Output::Transmit { bytes, .. } => {
                         self.b_sent.push(bytes.clone());
                         if let (true, Some(af)) = (self.connected, self.a_flow) {
@@ -432,7 +525,9 @@ impl Solo {
                         self.core.handle_flow_down(self.now, flow);
                     }
                 }
-                Output::Connect { flow, host, port } => {
+                Output::Connect {
+                    flow, host, port, ..
+                } => {
                     self.connects.push((host, port));
                     if self.auto_connect {
                         self.flow = Some(flow);

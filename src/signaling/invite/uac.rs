@@ -19,6 +19,7 @@ use crate::signaling::message::{
 };
 use crate::signaling::sdp::{self, Direction, SessionDescription};
 use crate::signaling::transaction::TxKey;
+use crate::signaling::transport::Transport;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -33,11 +34,8 @@ impl SignalingCore {
         if target.scheme == Scheme::Tel && self.config.account.is_none() {
             return Err(CoreError::BadTarget("tel: needs an account".into()));
         }
-        if target.scheme == Scheme::Sips || target.transport().is_some_and(|t| t != "tcp") {
-            return Err(CoreError::BadTarget(format!(
-                "{target}: only SIP over TCP is supported"
-            )));
-        }
+        let transport = Transport::for_uri(&target, self.config.default_transport)
+            .map_err(|e| CoreError::BadTarget(format!("{target}: {e}")))?;
         let flow = if self.config.account.is_some() {
             self.control_flow_for_call(now)?
         } else {
@@ -50,7 +48,7 @@ impl SignalingCore {
                 Host::V6(a) => a.to_string(),
             };
             let port = target.port.unwrap_or(5060);
-            self.direct_flow(&host, port)
+            self.direct_flow(&host, port, transport)
         };
         let h = self.new_call_handle();
         let mut call = Call::new(h, Role::Uac, new_call_id(), flow, Phase::WaitFlow);
@@ -64,22 +62,29 @@ impl SignalingCore {
         Ok(h)
     }
 
-    /// An existing flow to `host:port`, or a new one (an `Output::Connect`).
-    fn direct_flow(&mut self, host: &str, port: u16) -> crate::signaling::core::FlowId {
+    /// An existing flow to `host:port` over `transport`, or a new one (an `Output::Connect`).
+    pub(crate) fn direct_flow(
+        &mut self,
+        host: &str,
+        port: u16,
+        transport: Transport,
+    ) -> crate::signaling::core::FlowId {
         let addr: Option<SocketAddr> = host
             .parse::<std::net::IpAddr>()
             .ok()
             .map(|ip| SocketAddr::new(ip, port));
         let existing = self.flows.iter().find(|(_, f)| {
-            f.kind == FlowKind::Outgoing(host.to_string(), port)
-                || (addr.is_some() && f.remote == addr && f.up)
+            f.transport == transport
+                && (f.kind == FlowKind::Outgoing(host.to_string(), port)
+                    || (addr.is_some() && f.remote == addr && f.up))
         });
         if let Some((id, _)) = existing {
             return *id;
         }
-        let id = self.new_flow(FlowKind::Outgoing(host.to_string(), port));
+        let id = self.new_flow(FlowKind::Outgoing(host.to_string(), port), transport);
         self.outputs.push_back(Output::Connect {
             flow: id,
+            transport,
             host: host.to_string(),
             port,
         });
@@ -641,7 +646,8 @@ mod tests {
         let media = "127.0.0.1:4000".parse().unwrap();
         for t in [
             "sips:bob@127.0.0.1",
-            "sip:bob@127.0.0.1;transport=udp",
+            "sip:bob@127.0.0.1;transport=tls",
+            "sip:bob@127.0.0.1;transport=sctp",
             "tel:+15551234",
         ] {
             let r = s.core.call(s.now, Uri::parse(t).unwrap(), media);
