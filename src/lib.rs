@@ -204,3 +204,4 @@ pub use driver::{Call, UserAgent};
 pub use error::Error;
 pub use signaling::config::{Account, AnswerPolicy, BusyPolicy, Config};
 pub use signaling::core::{CallHandle, CallOutcome, CallState, Event, FlowId};
+pub use signaling::transport::Transport;

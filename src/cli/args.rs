@@ -96,6 +96,10 @@ pub struct AccountArgs {
     /// Outbound proxy URI (the control flow goes there instead of the registrar).
     #[arg(long, value_name = "URI")]
     pub proxy: Option<String>,
+    /// SIP transport for target and registrar URIs that name none: udp or tcp (default tcp,
+    /// or `[transport] default`); a URI's ';transport=' wins.
+    #[arg(long, value_name = "udp|tcp")]
+    pub transport: Option<String>,
 }
 
 /// Options every command has.
