@@ -206,18 +206,26 @@ fn wakeline_call_to_sipp_uas_over_udp() {
     assert_eq!(ended(&events)[0].1, 200);
 }
 
-/// `wakeline listen --transport udp` registers at Kamailio over UDP (the registrar URI names
-/// no transport); sipp then calls alice through Kamailio over UDP and wakeline answers.
+/// `wakeline listen` with `[transport] default = "udp"` registers at Kamailio over UDP (the
+/// registrar URI names no transport) and sends CRLFCRLF keep-alives every 0.5 s, which Kamailio
+/// takes silently over UDP: the binding is not declared dead for want of a pong. sipp then
+/// calls alice through Kamailio over UDP and wakeline answers.
 #[test]
 fn kamailio_udp_registration_and_a_sipp_call_through_it() {
     let dir = test_dir("udp-kam");
     let kam = Kamailio::start(dir.path(), free_port());
     let registrar = format!("sip:127.0.0.1:{}", kam.port);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[transport]\ndefault = \"udp\"\nkeepalive_interval_s = 0.5\npong_timeout_s = 0.3\n",
+    )
+    .expect("config");
     let (mut ua, _port, events) = listen(
         dir.path(),
         &[
-            "--transport",
-            "udp",
+            "--config",
+            config.to_str().unwrap_or_default(),
             "--registrar",
             &registrar,
             "--user",
@@ -251,6 +259,21 @@ fn kamailio_udp_registration_and_a_sipp_call_through_it() {
         "{register}"
     );
     assert!(register.contains(";transport=udp"), "{register}");
+    // Keep-alives go out; none is answered over UDP; the binding stays.
+    std::thread::sleep(Duration::from_secs(2));
+    let trace = stderr_of(&ua);
+    let pings = trace.matches("send flow").count();
+    assert!(!trace.contains("control flow is dead"), "{trace}");
+    assert_eq!(count(&read_events(&events), "registered"), 1, "{trace}");
+    assert_eq!(
+        trace.matches("REGISTER sip:").count(),
+        2,
+        "challenge + credentials only"
+    );
+    assert!(
+        pings >= 2 + 2,
+        "keep-alives were sent: {pings} sends\n{trace}"
+    );
 
     let mut cmd = sipp_udp(&scenario("udp_uac.xml"), free_port());
     cmd.args(["-m", "1", "-s", "alice"])
@@ -293,7 +316,8 @@ fn two_wakelines_over_udp_hear_each_other() {
     );
     let mut cmd = wakeline();
     cmd.arg("call")
-        .arg(format!("sip:tone@127.0.0.1:{port};transport=udp"))
+        .arg(format!("sip:tone@127.0.0.1:{port}"))
+        .args(["--transport", "udp"])
         .args(["--mic", "tone:440", "--speaker", "null", "--duration", "3"])
         .arg("--record")
         .arg(d.join("a.wav"))

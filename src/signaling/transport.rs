@@ -13,6 +13,9 @@ pub enum Transport {
     Udp,
 }
 
+/// RFC 3261 §18.1.1: a request larger than this (the path MTU being unknown) goes over TCP.
+pub const MAX_UDP_REQUEST: usize = 1300;
+
 /// A transport named in a URI or on the command line that wakeline does not speak.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {

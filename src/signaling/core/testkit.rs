@@ -41,8 +41,11 @@ pub struct Pair {
     pub b_sent: Vec<Vec<u8>>,
     /// When false, bytes are not delivered (a partition); they are dropped.
     pub connected: bool,
-    /// `Some`: the cores talk SIP over UDP through this lossy virtual network.
+    /// `Some`: the cores talk SIP over UDP through this lossy virtual network (TCP flows,
+    /// when A asks for one, still work as in [`Pair::new`]).
     pub udp: Option<UdpNet>,
+    /// A's UDP flow to B.
+    pub a_udp_flow: Option<FlowId>,
 }
 
 /// What the virtual UDP network does with one datagram.
@@ -108,6 +111,7 @@ impl Pair {
             b_sent: Vec::new(),
             connected: true,
             udp: None,
+            a_udp_flow: None,
         }
     }
 
@@ -165,12 +169,16 @@ impl Pair {
             while let Some(out) = self.a.poll_output() {
                 progress = true;
                 match out {
-                    Output::Connect { flow, .. } if self.udp.is_some() => {
-                        self.a_flow = Some(flow);
+                    Output::Connect {
+                        flow,
+                        transport: super::Transport::Udp,
+                        ..
+                    } => {
+                        self.a_udp_flow = Some(flow);
                         self.a
                             .handle_flow_up(self.now, flow, addr(A_ADDR), addr(B_ADDR));
                     }
-                    Output::Transmit { bytes, .. } if self.udp.is_some() => {
+                    Output::Transmit { flow, bytes } if Some(flow) == self.a_udp_flow => {
                         self.a_sent.push(bytes.clone());
                         moved += self.datagram(true, &bytes);
                     }
@@ -203,7 +211,9 @@ impl Pair {
             while let Some(out) = self.b.poll_output() {
                 progress = true;
                 match out {
-                    Output::Transmit { bytes, .. } if self.udp.is_some() => {
+                    Output::Transmit { flow, bytes }
+                        if self.udp.is_some() && Some(flow) != self.b_flow =>
+                    {
                         self.b_sent.push(bytes.clone());
                         moved += self.datagram(false, &bytes);
                     }

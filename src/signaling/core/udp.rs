@@ -287,6 +287,48 @@ mod tests {
         assert!(connected);
     }
 
+    #[test]
+    fn an_invite_over_1300_bytes_goes_over_tcp_to_the_same_peer() {
+        let a = Config {
+            display_name: Some("x".repeat(900)),
+            ..Config::default()
+        };
+        let mut p = Pair::udp(a, Config::default(), origin(), vec![]);
+        call_with_answer(&mut p);
+        let invites: Vec<String> = p
+            .a_sent
+            .iter()
+            .map(|b| text(b))
+            .filter(|t| t.starts_with("INVITE "))
+            .collect();
+        assert_eq!(invites.len(), 1, "nothing went out over UDP first");
+        assert!(invites[0].len() > 1300);
+        assert!(invites[0].contains("Via: SIP/2.0/TCP "), "{}", invites[0]);
+        assert!(p.a_flow.is_some() && p.a_udp_flow.is_some());
+        assert_eq!(ended(&p.a_events), vec![CallOutcome::Answered]);
+        assert_eq!(ended(&p.b_events), vec![CallOutcome::Answered]);
+    }
+
+    #[test]
+    fn unacked_2xx_is_retransmitted_with_t1_doubling_then_byed() {
+        let mut p = Pair::udp(Config::default(), Config::default(), origin(), vec![]);
+        p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
+        p.drive();
+        let inc = p.b_incoming().expect("incoming");
+        p.connected = false; // from here on nothing arrives
+        p.b.answer(p.now, inc, Pair::media(5000)).unwrap();
+        p.advance(Duration::from_secs(40));
+        let oks = p
+            .b_sent
+            .iter()
+            .filter(|b| text(b).starts_with("SIP/2.0 200"))
+            .count();
+        // 0, .5, 1.5, 3.5, 7.5, 11.5, 15.5, ... 31.5 s: T1 doubling up to T2 (4 s), 64·T1.
+        assert!((10..=12).contains(&oks), "{oks} 200s");
+        assert!(p.b_sent.iter().any(|b| text(b).starts_with("BYE ")));
+        assert_eq!(ended(&p.b_events), vec![CallOutcome::Failed]);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
         /// Whatever the network loses or duplicates, each side ends each call at most once,

@@ -19,7 +19,7 @@ use crate::signaling::message::{
 };
 use crate::signaling::sdp::{self, Direction, SessionDescription};
 use crate::signaling::transaction::TxKey;
-use crate::signaling::transport::Transport;
+use crate::signaling::transport::{Transport, MAX_UDP_REQUEST};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -124,6 +124,7 @@ impl SignalingCore {
             return;
         };
         let flow = c.flow;
+        let udp_remote = self.udp_remote(flow);
         let via = self.via(flow);
         let contact = self.contact(flow);
         let mut from = self.local_from(flow);
@@ -184,6 +185,13 @@ impl SignalingCore {
         for (name, value) in self.control.invite_authorization(&req, c.invite.is_some()) {
             req.headers.push(name, value);
         }
+        if let (Some(remote), true) = (udp_remote, req.to_bytes().len() > MAX_UDP_REQUEST) {
+            self.divert_to_tcp(now, h, remote);
+            return;
+        }
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
         let first = c.invite.is_none();
         c.invite = Some(req.clone());
         c.phase = Phase::Calling;
@@ -193,6 +201,20 @@ impl SignalingCore {
         }
         if first {
             self.report(h, CallState::Calling);
+        }
+    }
+
+    /// RFC 3261 §18.1.1: an INVITE too large for UDP goes over TCP to the same peer; the call
+    /// moves to that flow and the INVITE is rebuilt for it once it is up.
+    fn divert_to_tcp(&mut self, now: Instant, h: CallHandle, remote: SocketAddr) {
+        tracing::debug!(?h, %remote, "INVITE over {MAX_UDP_REQUEST} bytes: TCP instead of UDP");
+        let tcp = self.direct_flow(&remote.ip().to_string(), remote.port(), Transport::Tcp);
+        if let Some(c) = self.calls.get_mut(&h) {
+            c.flow = tcp;
+            c.phase = Phase::WaitFlow;
+        }
+        if self.flows.get(&tcp).is_some_and(|f| f.up) {
+            self.uac_send_invite(now, h);
         }
     }
 
