@@ -19,15 +19,40 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// sipp over UDP (`-t u1`: one socket for every call), on `local_port`.
 fn sipp_udp(scenario: &Path, local_port: u16) -> Command {
-    let mut c = Command::new("sipp");
-    c.arg("-sf")
-        .arg(scenario)
-        .args(["-t", "u1", "-i", "127.0.0.1", "-nostdin", "-p"])
-        .arg(local_port.to_string())
-        .arg("-mp")
-        .arg(free_port().to_string())
-        .args(["-timeout", "30s", "-timeout_error"]);
-    c
+    peers::sipp_over("u1", scenario, local_port)
+}
+
+/// Waits for `p` to exit; it must exit 0 (a failure shows `other`'s output too).
+fn exit_0(p: &mut Proc, limit: Duration, other: &Proc) {
+    let status = p.wait(limit);
+    assert!(
+        status.success(),
+        "{} failed: {status}\n{}\n{}",
+        p.name,
+        p.output(),
+        other.output()
+    );
+}
+
+/// `listen` flags: ring, answer after 0.3 s, exit after `calls` calls.
+fn ringing(calls: &str) -> [&str; 6] {
+    [
+        "--answer",
+        "ring",
+        "--answer-after",
+        "0.3",
+        "--max-calls",
+        calls,
+    ]
+}
+
+/// `incoming` incoming calls, and one call that ended 200.
+fn assert_one_answered(events: &Path, incoming: usize) {
+    let events = read_events(events);
+    assert_eq!(count(&events, "incoming"), incoming, "{events:#?}");
+    let ended = ended(&events);
+    assert_eq!(ended.len(), 1, "{events:#?}");
+    assert_eq!(ended[0].1, 200, "{events:#?}");
 }
 
 /// Waits until some process holds UDP `port` on 127.0.0.1 (our own bind then fails).
@@ -82,17 +107,7 @@ fn stderr_of(p: &Proc) -> String {
 #[test]
 fn sipp_uac_calls_wakeline_listen_over_udp_and_garbage_does_not_hurt() {
     let dir = test_dir("udp-uac");
-    let (mut ua, port, events) = listen(
-        dir.path(),
-        &[
-            "--answer",
-            "ring",
-            "--answer-after",
-            "0.3",
-            "--max-calls",
-            "4",
-        ],
-    );
+    let (mut ua, port, events) = listen(dir.path(), &ringing("4"));
     let junk = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let truncated = "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKt\r\nContent-Length: 500\r\n\r\nshort";
     for d in [
@@ -108,15 +123,8 @@ fn sipp_uac_calls_wakeline_listen_over_udp_and_garbage_does_not_hurt() {
     cmd.args(["-m", "4", "-l", "1", "-r", "2"])
         .arg(format!("127.0.0.1:{port}"));
     let mut uac = Proc::spawn("sipp", cmd, dir.path());
-    let status = uac.wait(LIMIT);
-    assert!(
-        status.success(),
-        "sipp failed: {status}\n{}\n{}",
-        uac.output(),
-        ua.output()
-    );
-    let status = ua.wait(Duration::from_secs(20));
-    assert!(status.success(), "wakeline listen failed\n{}", ua.output());
+    exit_0(&mut uac, LIMIT, &ua);
+    exit_0(&mut ua, LIMIT, &uac);
 
     let events = read_events(&events);
     assert_eq!(count(&events, "incoming"), 4, "{events:#?}");
@@ -139,17 +147,7 @@ fn sipp_uac_calls_wakeline_listen_over_udp_and_garbage_does_not_hurt() {
 #[test]
 fn retransmitted_invite_is_absorbed() {
     let dir = test_dir("udp-retrans");
-    let (mut ua, port, events) = listen(
-        dir.path(),
-        &[
-            "--answer",
-            "ring",
-            "--answer-after",
-            "0.3",
-            "--max-calls",
-            "1",
-        ],
-    );
+    let (mut ua, port, events) = listen(dir.path(), &ringing("1"));
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut udp = raw::Wire::udp(target);
     udp.call(target, 1, 3);
@@ -162,10 +160,7 @@ fn retransmitted_invite_is_absorbed() {
         .filter(|l| l.starts_with("INVITE sip:wl@"))
         .count();
     assert_eq!(invites, 4, "wakeline saw every copy\n{trace}");
-    let events = read_events(&events);
-    assert_eq!(count(&events, "incoming"), 1, "{events:#?}");
-    assert_eq!(ended(&events).len(), 1, "{events:#?}");
-    assert_eq!(ended(&events)[0].1, 200);
+    assert_one_answered(&events, 1);
 }
 
 /// `wakeline call sip:..;transport=udp` to a sipp UAS over UDP: Via and Contact say UDP, the
@@ -186,15 +181,8 @@ fn wakeline_call_to_sipp_uas_over_udp() {
         .args(["--duration", "0.5", "--sip-trace", "--events"])
         .arg(&events);
     let mut ua = Proc::spawn("wakeline", cmd, dir.path());
-    let status = ua.wait(LIMIT);
-    assert!(
-        status.success(),
-        "wakeline call failed\n{}\n{}",
-        ua.output(),
-        uas.output()
-    );
-    let status = uas.wait(LIMIT);
-    assert!(status.success(), "sipp uas failed\n{}", uas.output());
+    exit_0(&mut ua, LIMIT, &uas);
+    exit_0(&mut uas, LIMIT, &ua);
     let trace = stderr_of(&ua);
     assert!(trace.contains("Via: SIP/2.0/UDP 127.0.0.1:"), "{trace}");
     assert!(trace.contains(";transport=udp>"), "{trace}");
@@ -279,19 +267,9 @@ fn kamailio_udp_registration_and_a_sipp_call_through_it() {
     cmd.args(["-m", "1", "-s", "alice"])
         .arg(format!("127.0.0.1:{}", kam.port));
     let mut uac = Proc::spawn("sipp", cmd, dir.path());
-    let status = uac.wait(LIMIT);
-    assert!(
-        status.success(),
-        "sipp failed\n{}\n{}",
-        uac.output(),
-        ua.output()
-    );
-    let status = ua.wait(Duration::from_secs(20));
-    assert!(status.success(), "wakeline listen failed\n{}", ua.output());
-    let events = read_events(&events);
-    assert_eq!(count(&events, "incoming"), 1, "{events:#?}");
-    assert_eq!(ended(&events).len(), 1, "{events:#?}");
-    assert_eq!(ended(&events)[0].1, 200);
+    exit_0(&mut uac, LIMIT, &ua);
+    exit_0(&mut ua, LIMIT, &uac);
+    assert_one_answered(&events, 1);
     drop(kam);
 }
 
