@@ -586,4 +586,35 @@ mod tests {
         let nc2 = auth_param(&p, "nc").unwrap();
         assert!(nc2 > nc1, "{nc1} then {nc2}");
     }
+
+    #[test]
+    fn udp_binding_survives_unanswered_pings_and_a_failed_refresh_re_registers() {
+        let mut config = phone_config();
+        if let Some(a) = config.account.as_mut() {
+            a.registrar.params.set("transport", Some("udp"));
+        }
+        config.register_expires = 120;
+        let mut p = Phone::new(config, origin());
+        p.answer_pings = false;
+        p.advance(S);
+        assert!(p.registered());
+        let via = p
+            .last_request("REGISTER")
+            .and_then(|r| r.headers.top_via())
+            .unwrap();
+        assert_eq!(via.transport, "UDP");
+        // Minutes of unanswered CRLF keep-alives: the binding stands (Kamailio over UDP).
+        p.advance(100 * S);
+        assert!(p.pings >= 2, "{} pings", p.pings);
+        assert_eq!((p.connects, p.registered()), (1, true));
+        // The registrar goes silent: the refresh fails (Timer F) and is retried ...
+        p.server_up = false;
+        p.advance(120 * S);
+        assert!(!p.registered(), "the failed refresh is reported");
+        // ... and when the registrar is back, the binding is re-made.
+        let regs = p.registers;
+        p.server_up = true;
+        p.advance(60 * S);
+        assert!(p.registered() && p.registers > regs);
+    }
 }

@@ -3,8 +3,9 @@
 //! The driver hands every datagram to [`SignalingCore::handle_datagram`] with the socket's
 //! local address and the source. A datagram is a whole message (`signaling/datagram.rs`);
 //! what is not SIP, truncated or too large is dropped and counted, never fatal. A request gets
-//! `received`/`rport` on its top Via (RFC 3581) and belongs to the flow of its source address
-//! (created on first sight), so its responses go back where it came from. A response is
+//! `received`/`rport` on its top Via (RFC 3581) and belongs to the flow of the address its
+//! responses go to (created on first sight): the source address when the Via asks for `rport`,
+//! else the source IP with the Via's port (RFC 3261 §18.2.2). A response is
 //! matched by its branch alone (RFC 3261 §17.1.3), whichever address it came from.
 
 use super::{FlowId, FlowKind, SignalingCore, Transport};
@@ -22,6 +23,16 @@ pub struct UdpStats {
     pub dropped: u64,
     /// CRLF keep-alives received.
     pub keepalives: u64,
+}
+
+/// Where the responses to a request from `source` go (RFC 3261 §18.2.2, RFC 3581 §4): back to
+/// the source when its top Via has `rport` (or no readable Via), else to the source IP and the
+/// Via's sent-by port (5060 when it names none).
+fn response_address(req: &crate::signaling::message::Request, source: SocketAddr) -> SocketAddr {
+    match req.headers.top_via() {
+        Some(v) if !v.params.has("rport") => SocketAddr::new(source.ip(), v.port.unwrap_or(5060)),
+        _ => source,
+    }
 }
 
 /// Peer flows created by datagrams are forgotten, when nothing uses them, past this many.
@@ -56,8 +67,9 @@ impl SignalingCore {
         match Message::parse(raw) {
             Ok(Message::Response(resp)) => self.handle_response(now, resp),
             Ok(Message::Request(mut req)) => {
+                let reply_to = response_address(&req, remote);
                 req.headers.stamp_received(remote);
-                let flow = self.udp_flow(local, remote);
+                let flow = self.udp_flow(local, reply_to);
                 let stamped = req.to_bytes();
                 self.handle_message(now, flow, &stamped);
             }
@@ -327,6 +339,35 @@ mod tests {
         assert!((10..=12).contains(&oks), "{oks} 200s");
         assert!(p.b_sent.iter().any(|b| text(b).starts_with("BYE ")));
         assert_eq!(ended(&p.b_events), vec![CallOutcome::Failed]);
+    }
+
+    #[test]
+    fn responses_go_to_rport_or_to_the_via_port() {
+        let mut p = Pair::udp(Config::default(), Config::default(), origin(), vec![]);
+        let (b, src) = (B_ADDR.parse().unwrap(), "192.0.2.5:40123".parse().unwrap());
+        let options = |via: &str| {
+            format!(
+                "OPTIONS sip:b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {via}\r\nFrom: <sip:x@h>;tag=1\r\n\
+                 To: <sip:b@h>\r\nCall-ID: o-{via}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let mut answered_to = Vec::new();
+        for via in [
+            "192.0.2.5:5070;branch=z9hG4bKr;rport",
+            "192.0.2.5:5070;branch=z9hG4bKn",
+        ] {
+            p.b.handle_datagram(p.now, b, src, options(via).as_bytes());
+            while let Some(out) = p.b.poll_output() {
+                if let super::super::Output::Transmit { flow, bytes } = out {
+                    assert!(text(&bytes).starts_with("SIP/2.0 200"));
+                    answered_to.push(p.b.udp_remote(flow));
+                }
+            }
+        }
+        assert_eq!(
+            answered_to,
+            vec![Some(src), Some("192.0.2.5:5070".parse().unwrap())]
+        );
     }
 
     proptest::proptest! {
