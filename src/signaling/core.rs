@@ -34,6 +34,7 @@ mod inbound;
 pub mod phonekit;
 mod push;
 mod raw400;
+mod rehome;
 mod resilience;
 #[doc(hidden)]
 pub mod testkit;

@@ -47,6 +47,7 @@ impl SignalingCore {
         f.up = true;
         let kind = f.kind.clone();
         self.event(Event::FlowUp { flow, remote });
+        self.rehomed(now, flow);
         if kind == FlowKind::Control {
             self.control_flow_up(now, flow, local);
         }
@@ -111,6 +112,8 @@ impl SignalingCore {
         for h in calls {
             if control_lost && self.survives_control_loss(h) {
                 self.detach(now, h);
+            } else if !control_lost && self.survives_direct_loss(h) {
+                self.orphan(h);
             } else {
                 self.call_flow_lost(now, h);
             }
@@ -270,6 +273,9 @@ impl SignalingCore {
             self.respond(now, key, &req, 481, None);
             return;
         };
+        if let Some(flow) = self.server_tx.get(key).map(|t| t.flow) {
+            self.adopt_flow(h, flow);
+        }
         let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
         let in_order = self
             .calls

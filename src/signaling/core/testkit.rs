@@ -46,6 +46,8 @@ pub struct Pair {
     pub udp: Option<UdpNet>,
     /// A's UDP flow to B.
     pub a_udp_flow: Option<FlowId>,
+    /// B's connects reach A (A accepts them); when false they fail.
+    pub b_can_connect: bool,
 }
 
 /// What the virtual UDP network does with one datagram.
@@ -112,6 +114,7 @@ impl Pair {
             connected: true,
             udp: None,
             a_udp_flow: None,
+            b_can_connect: false,
         }
     }
 
@@ -231,6 +234,15 @@ impl Pair {
                         }
                         self.b_flow = None;
                     }
+                    Output::Connect { flow, .. } if self.b_can_connect => {
+                        self.b_flow = Some(flow);
+                        self.b
+                            .handle_flow_up(self.now, flow, addr(B_ADDR), addr(A_ADDR));
+                        let af = self
+                            .a
+                            .handle_flow_accepted(self.now, addr(A_ADDR), addr(B_ADDR));
+                        self.a_flow = Some(af);
+                    }
                     Output::Connect { flow, .. } => self.b.handle_flow_down(self.now, flow),
                     Output::Event(e) => self.b_events.push(e),
                 }
@@ -240,6 +252,17 @@ impl Pair {
             }
         }
         moved
+    }
+
+    /// The TCP connection between A and B closes (EOF on both sides).
+    pub fn drop_connection(&mut self) {
+        if let Some(f) = self.a_flow.take() {
+            self.a.handle_flow_down(self.now, f);
+        }
+        if let Some(f) = self.b_flow.take() {
+            self.b.handle_flow_down(self.now, f);
+        }
+        self.drive();
     }
 
     /// Advances the clock by `d`, firing every deadline on the way, and drives.
