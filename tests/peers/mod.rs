@@ -6,6 +6,7 @@ pub mod audio;
 pub mod baresip;
 pub mod inproc;
 pub mod kamailio;
+pub mod rawsip;
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
