@@ -112,25 +112,13 @@ impl SignalingCore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::Pair;
-    use super::super::{CallHandle, CallOutcome, Event};
+    use super::super::testkit::{ended_of as ended, Pair};
+    use super::super::{CallHandle, CallOutcome};
     use crate::signaling::config::Config;
     use std::time::{Duration, Instant};
 
     fn origin() -> Instant {
         Instant::now()
-    }
-
-    fn ended(events: &[Event]) -> Vec<(u16, CallOutcome)> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Ended {
-                    status, outcome, ..
-                } => Some((*status, *outcome)),
-                _ => None,
-            })
-            .collect()
     }
 
     /// A direct call A → B, answered and ACKed; returns (A's handle, B's handle).

@@ -355,6 +355,19 @@ impl Pair {
     }
 }
 
+/// `(status, outcome)` of every `Ended` event in `events`, in order.
+pub fn ended_of(events: &[Event]) -> Vec<(u16, super::CallOutcome)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ended {
+                status, outcome, ..
+            } => Some((*status, *outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A classic sipp-style PCMU offer for RTP on `port`.
 pub fn sdp_offer(port: u16) -> String {
     format!(
@@ -465,15 +478,7 @@ pub struct Solo {
 impl Solo {
     /// `(status, outcome)` of every `Ended` event so far, in order.
     pub fn ended(&self) -> Vec<(u16, super::CallOutcome)> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Ended {
-                    status, outcome, ..
-                } => Some((*status, *outcome)),
-                _ => None,
-            })
-            .collect()
+        ended_of(&self.events)
     }
 
     /// A core with no flow yet; its `Output::Connect`s succeed at once. `origin` starts the

@@ -140,7 +140,7 @@ impl SignalingCore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testkit::{Fate, Pair, A_ADDR, B_ADDR};
+    use super::super::testkit::{ended_of, Fate, Pair, A_ADDR, B_ADDR};
     use super::super::{CallOutcome, Event};
     use crate::signaling::config::Config;
     use std::time::{Duration, Instant};
@@ -154,15 +154,9 @@ mod tests {
         String::from_utf8_lossy(b).into_owned()
     }
 
-    /// Ended events per side, outcomes of B's.
+    /// The outcomes of the `Ended` events in `events`.
     fn ended(events: &[Event]) -> Vec<CallOutcome> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Ended { outcome, .. } => Some(*outcome),
-                _ => None,
-            })
-            .collect()
+        ended_of(events).into_iter().map(|(_, o)| o).collect()
     }
 
     /// A places a call, B rings and answers at once, A hangs up after 5 s; then the clock runs
