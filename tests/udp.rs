@@ -180,13 +180,19 @@ fn wakeline_call_to_sipp_uas_over_udp() {
     cmd.arg("call")
         .arg(format!("sip:service@127.0.0.1:{sipp_port};transport=udp"))
         .args(["--duration", "0.5", "--sip-trace", "--events"])
-        .arg(&events);
+        .arg(&events)
+        .arg("--pcap")
+        .arg(dir.path().join("call.pcap"));
     let mut ua = Proc::spawn("wakeline", cmd, dir.path());
     exit_0(&mut ua, LIMIT, &uas);
     exit_0(&mut uas, LIMIT, &ua);
     let trace = stderr_of(&ua);
     assert!(trace.contains("Via: SIP/2.0/UDP 127.0.0.1:"), "{trace}");
     assert!(trace.contains(";transport=udp>"), "{trace}");
+    // The capture has the datagrams both ways.
+    let pcap = std::fs::read(dir.path().join("call.pcap")).expect("pcap");
+    let has = |needle: &[u8]| pcap.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"INVITE sip:service@") && has(b"SIP/2.0 200 OK"));
     let events = read_events(&events);
     assert!(events
         .iter()

@@ -257,6 +257,7 @@ impl DriverTask {
                 bytes,
             } => {
                 trace_sip("recv", FlowId(0), &bytes);
+                self.tap.datagram(false, local, remote, &bytes);
                 self.core.handle_datagram(now, local, remote, &bytes);
             }
             FlowEvent::Closed { flow, why } => {
@@ -459,8 +460,7 @@ impl DriverTask {
                     None => match self.core.udp_remote(flow) {
                         Some(remote) => {
                             trace_sip("send", flow, &bytes);
-                            self.tap.sip(true, flow, &bytes);
-                            self.udp.send(remote, &bytes);
+                            self.udp.send(remote, &bytes, &self.tap);
                         }
                         None => tracing::debug!(?flow, "transmit on an unknown flow dropped"),
                     },

@@ -4,11 +4,15 @@
 
 use super::flow::FlowEvent;
 use crate::signaling::core::FlowId;
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+/// Peers whose routed local address the reader remembers.
+const ROUTE_CACHE: usize = 1024;
 
 /// Receive buffer: one byte more than the core takes, so an oversize datagram is seen as such.
 const RECV_BUF: usize = crate::signaling::datagram::MAX_DATAGRAM + 1;
@@ -118,12 +122,16 @@ impl UdpSip {
         });
     }
 
-    /// Sends one datagram; a full socket buffer drops it (the transaction layer retransmits).
-    pub(crate) fn send(&self, remote: SocketAddr, bytes: &[u8]) {
+    /// Sends one datagram (a copy to `tap`); a full socket buffer drops it (the transaction
+    /// layer retransmits).
+    pub(crate) fn send(&self, remote: SocketAddr, bytes: &[u8], tap: &super::tap::Tap) {
         let Some(s) = &self.socket else {
             tracing::debug!(%remote, "no SIP UDP socket: datagram not sent");
             return;
         };
+        if let (true, Ok(bound)) = (tap.is_on(), s.local_addr()) {
+            tap.datagram(true, local_toward(bound, remote), remote, bytes);
+        }
         if let Err(e) = s.try_send_to(bytes, remote) {
             tracing::debug!(%remote, "UDP send: {e}");
         }
@@ -156,12 +164,21 @@ async fn read_loop(
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut errors = 0u32;
+    // Our address toward each peer IP, so a wildcard socket asks the routing table once per
+    // peer, not once per datagram (forgotten wholesale past a bound).
+    let mut routes: HashMap<IpAddr, SocketAddr> = HashMap::new();
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, remote)) => {
                 errors = 0;
+                if routes.len() >= ROUTE_CACHE {
+                    routes.clear();
+                }
+                let local = *routes
+                    .entry(remote.ip())
+                    .or_insert_with(|| local_toward(bound, remote));
                 let ev = FlowEvent::Datagram {
-                    local: local_toward(bound, remote),
+                    local,
                     remote,
                     bytes: buf[..n].to_vec(),
                 };
@@ -218,7 +235,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        udp.send(peer.local_addr().unwrap(), b"back");
+        udp.send(peer.local_addr().unwrap(), b"back", &Default::default());
         let mut buf = [0u8; 8];
         peer.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
