@@ -62,7 +62,9 @@ impl UserAgentBuilder {
         };
         // SIP over UDP at the same address (and port) as the TCP listener.
         let udp = match local_addr {
-            Some(addr) => Some(std::net::UdpSocket::bind(addr)?),
+            Some(addr) => Some(std::net::UdpSocket::bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("SIP over UDP at {addr}: {e}"))
+            })?),
             None => None,
         };
         let mut config = self.config;
