@@ -75,13 +75,14 @@ impl UserAgentBuilder {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let task = DriverTask::new(
             config,
-            (listener, udp),
+            listener,
             self.media_ip,
             self.media,
             self.tap,
             cmd_rx,
             ev_tx,
-        );
+        )
+        .with_udp(udp);
         tokio::spawn(task.run());
         Ok((
             UserAgent {

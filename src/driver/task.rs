@@ -97,7 +97,7 @@ const PONG_WAIT: Duration = Duration::from_secs(3);
 impl DriverTask {
     pub(crate) fn new(
         config: Config,
-        (listener, udp): (Option<TcpListener>, Option<std::net::UdpSocket>),
+        listener: Option<TcpListener>,
         media_ip: IpAddr,
         media_options: MediaOptions,
         tap: Tap,
@@ -105,7 +105,7 @@ impl DriverTask {
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
-        let udp = UdpSip::new(udp, flow_tx.clone());
+        let udp = UdpSip::new(None, flow_tx.clone());
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         DriverTask {
             core: SignalingCore::new(config),
@@ -131,6 +131,15 @@ impl DriverTask {
             keepalive_run: None,
             keepalive_runs: 0,
         }
+    }
+
+    /// Takes SIP over UDP on this socket (the listener's address) instead of an ephemeral one
+    /// made on first need.
+    pub(crate) fn with_udp(mut self, socket: Option<std::net::UdpSocket>) -> Self {
+        if socket.is_some() {
+            self.udp = UdpSip::new(socket, self.flow_tx.clone());
+        }
+        self
     }
 
     pub(crate) async fn run(mut self) {
