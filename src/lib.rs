@@ -65,8 +65,10 @@
 //! let mut sent = Vec::new();
 //! while let Some(out) = core.poll_output() {
 //!     match out {
-//!         // Open a TCP connection; report it with handle_flow_up (or handle_flow_down).
-//!         Output::Connect { flow, host, port } => {
+//!         // Open a TCP connection (or, for Transport::Udp, resolve the peer); report it with
+//!         // handle_flow_up (or handle_flow_down).
+//!         Output::Connect { flow, transport, host, port } => {
+//!             assert_eq!(transport, wakeline::Transport::Tcp);
 //!             assert_eq!((host.as_str(), port), ("127.0.0.1", 5080));
 //!             let (local, remote) = ("127.0.0.1:40000".parse()?, "127.0.0.1:5080".parse()?);
 //!             core.handle_flow_up(now, flow, local, remote);
@@ -204,3 +206,4 @@ pub use driver::{Call, UserAgent};
 pub use error::Error;
 pub use signaling::config::{Account, AnswerPolicy, BusyPolicy, Config};
 pub use signaling::core::{CallHandle, CallOutcome, CallState, Event, FlowId};
+pub use signaling::transport::Transport;

@@ -100,6 +100,10 @@ pub struct AccountArgs {
     /// NAPTR, SRV, A/AAAA); repeat for more. Default: the system's (/etc/resolv.conf).
     #[arg(long = "dns", value_name = "ADDR[:PORT]", value_parser = parse_dns_server)]
     pub dns: Vec<SocketAddr>,
+    /// SIP transport for target and registrar URIs that name none: udp or tcp (default tcp,
+    /// or `[transport] default`); a URI's ';transport=' wins.
+    #[arg(long, value_name = "udp|tcp")]
+    pub transport: Option<String>,
 }
 
 /// Options every command has.

@@ -71,10 +71,12 @@ pub struct AccountSection {
     pub proxy: Option<String>,
 }
 
-/// `[transport]`: keep-alive on the control flow.
+/// `[transport]`: the default SIP transport and keep-alive on the control flow.
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TransportSection {
+    /// `udp` or `tcp` (as `--transport`) for URIs that name none; TCP when absent.
+    pub default: Option<String>,
     /// Seconds between CRLF keep-alive pings (0 = off).
     pub keepalive_interval_s: Option<f64>,
     /// Seconds to wait for the pong before the flow counts as lost.
@@ -128,6 +130,7 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 # proxy = "sip:proxy.example.org;transport=tcp"
 
 [transport]
+# default = "tcp"                  # udp | tcp, for URIs without ;transport= (as --transport)
 # keepalive_interval_s = 30        # CRLF ping on the control flow (0 = off)
 # pong_timeout_s = 10
 # max_connections = 1024           # inbound connections held at once (listener)
@@ -208,6 +211,10 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
     }
     if let Some(p) = &a.proxy {
         Uri::parse(p).map_err(|e| key("[account].proxy", uri_error(p, &e.to_string())))?;
+    }
+    if let Some(t) = &cfg.transport.default {
+        t.parse::<wakeline::Transport>()
+            .map_err(|e| key("[transport].default", e.to_string()))?;
     }
     if a.password.is_some() && a.password_command.is_some() {
         return Err(key(
@@ -356,6 +363,9 @@ pub fn merge_answer(
 
 /// Applies `[transport]` to the library configuration.
 pub fn apply_transport(config: &mut wakeline::Config, t: &TransportSection) {
+    if let Some(d) = t.default.as_deref().and_then(|d| d.parse().ok()) {
+        config.default_transport = d;
+    }
     if let Some(k) = t.keepalive_interval_s {
         config.keepalive_interval = (k > 0.0).then(|| Duration::from_secs_f64(k));
     }
@@ -485,6 +495,7 @@ mod tests {
             password: None,
             proxy: None,
             dns: Vec::new(),
+            transport: None,
         };
         merge_account(&mut acct, &cfg.account).unwrap();
         assert_eq!(acct.user.as_deref(), Some("bob"));
@@ -526,6 +537,7 @@ mod tests {
         apply_transport(
             &mut c,
             &TransportSection {
+                default: Some("udp".into()),
                 keepalive_interval_s: Some(0.0),
                 pong_timeout_s: Some(3.0),
                 ..TransportSection::default()
@@ -533,6 +545,13 @@ mod tests {
         );
         assert_eq!(c.keepalive_interval, None);
         assert_eq!(c.pong_timeout, Duration::from_secs(3));
+        assert_eq!(c.default_transport, wakeline::Transport::Udp);
+        let e = parse("[transport]\ndefault = \"tls\"\n", "c.toml").unwrap_err();
+        assert!(
+            e.0.contains("[transport].default") && e.0.contains("TLS is not supported yet"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]

@@ -126,8 +126,20 @@ fn config(acct: &AccountArgs) -> Result<Config, Fail> {
     if let Some(t) = TRANSPORT.get() {
         super::config::apply_transport(&mut config, t);
     }
+    if let Some(t) = &acct.transport {
+        config.default_transport = t.parse().map_err(|e| Fail(format!("--transport: {e}")))?;
+    }
     if let Some(a) = &account {
         config.local_user = a.user.clone();
+        for (flag, uri) in [
+            ("--registrar", Some(&a.registrar)),
+            ("--proxy", a.proxy.as_ref()),
+        ] {
+            if let Some(uri) = uri {
+                wakeline::Transport::for_uri(uri, config.default_transport)
+                    .map_err(|e| Fail(format!("{flag} {uri}: {e}")))?;
+            }
+        }
     }
     // The instance-id (RFC 5626) names this device to a registrar: only an account needs it,
     // and only then is it worth holding its lock.

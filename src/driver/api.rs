@@ -24,8 +24,8 @@ pub struct UserAgentBuilder {
 }
 
 impl UserAgentBuilder {
-    /// Also accept direct SIP over TCP on this address (calls that do not come through the
-    /// registrar's flow).
+    /// Also accept direct SIP over TCP and UDP on this address (calls that do not come
+    /// through the registrar's flow).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
         self
@@ -89,11 +89,18 @@ impl UserAgentBuilder {
                 "media_ip: {ip} is not a unicast address the peer can send to"
             )));
         }
+        // SIP over UDP at the same address (and port) as the TCP listener.
+        let udp = match local_addr {
+            Some(addr) => Some(std::net::UdpSocket::bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("SIP over UDP at {addr}: {e}"))
+            })?),
+            None => None,
+        };
         let mut config = self.config;
-        // A wildcard listener (0.0.0.0 / ::) has no address to put in Contact: each flow's
-        // own local address (the accepting interface) goes there instead.
+        // A wildcard listener (0.0.0.0 / ::) is kept as it is: the core's Contact then takes
+        // each flow's own local address (the interface it reached us on) with the listen port.
         if config.listen.is_none() {
-            config.listen = local_addr.filter(|a| !a.ip().is_unspecified());
+            config.listen = local_addr;
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -107,7 +114,8 @@ impl UserAgentBuilder {
             ev_tx,
         )
         .with_listener_limits(self.limits)
-        .with_dns_servers(&self.dns_servers);
+        .with_dns_servers(&self.dns_servers)
+        .with_udp(udp);
         tokio::spawn(task.run());
         Ok((
             UserAgent {

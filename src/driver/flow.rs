@@ -24,6 +24,18 @@ pub(crate) enum FlowEvent {
     },
     /// Bytes arrived.
     Data { flow: FlowId, bytes: Vec<u8> },
+    /// A UDP flow's peer is resolved (`super::udp`): our address toward it and its address.
+    UdpUp {
+        flow: FlowId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// A datagram on the SIP UDP socket (`local`: our address as the peer sees it).
+    Datagram {
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+    },
     /// The flow is gone (connect failure, EOF, read or write error).
     Closed { flow: FlowId, why: String },
     /// Before `Connected` or `Closed` of an outgoing connect: what the target list taught.

@@ -31,6 +31,7 @@ mod resolve;
 mod route;
 mod tap;
 mod task;
+mod udp;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
 pub use listener::ListenerLimits;

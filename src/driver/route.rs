@@ -161,7 +161,11 @@ pub(crate) async fn media_ip(
     });
     let offer = call.and_then(|c| core.call_offer_address(c));
     let hop = core.next_hop(target);
-    let listen = core.config().listen.map(|l| l.ip());
+    let listen = core
+        .config()
+        .listen
+        .map(|l| l.ip())
+        .filter(|ip| !ip.is_unspecified());
     let (ip, peer) = match choose(explicit, flow, offer, hop.clone(), listen) {
         Choice::Use { ip, peer } => (ip, peer),
         Choice::RouteTo(peer) => (routed_source(peer)?, Some(peer)),

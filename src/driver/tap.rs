@@ -11,7 +11,7 @@ pub trait PacketTap: Send + Sync {
     /// SIP bytes on a TCP flow (`sent`: by us), as they were written or read (may be a partial
     /// message or several messages).
     fn sip(&self, sent: bool, local: SocketAddr, remote: SocketAddr, bytes: &[u8]);
-    /// An RTP or RTCP datagram on a call's media socket.
+    /// A UDP datagram: RTP or RTCP on a call's media socket, or one SIP message over UDP.
     fn rtp(&self, sent: bool, local: SocketAddr, remote: SocketAddr, bytes: &[u8]);
 }
 
@@ -44,6 +44,18 @@ impl Tap {
         let addrs = self.flows.lock().ok().and_then(|f| f.get(&flow).copied());
         if let Some((local, remote)) = addrs {
             tap.sip(sent, local, remote, bytes);
+        }
+    }
+
+    /// Whether a tap is installed.
+    pub(crate) fn is_on(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// A datagram between these addresses (SIP over UDP).
+    pub(crate) fn datagram(&self, sent: bool, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        if let Some(tap) = &self.inner {
+            tap.rtp(sent, local, remote, bytes);
         }
     }
 

@@ -8,10 +8,11 @@ use super::media::{
 use super::resolve::{Avoid, ConnectHints, Resolver};
 use super::route;
 use super::tap::Tap;
+use super::udp::UdpSip;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
 use crate::signaling::config::Config;
-use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore};
+use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore, Transport};
 use crate::signaling::message::Uri;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -68,6 +69,8 @@ pub(crate) struct DriverTask {
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
     flow_rx: mpsc::UnboundedReceiver<FlowEvent>,
     flows: HashMap<FlowId, FlowHandle>,
+    /// The SIP UDP socket (`super::udp`).
+    udp: UdpSip,
     /// RTP/RTCP sockets reserved per call and announced in SDP, until media starts.
     media: HashMap<CallHandle, MediaSockets>,
     media_options: MediaOptions,
@@ -128,6 +131,7 @@ impl DriverTask {
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
+        let udp = UdpSip::new(None, flow_tx.clone());
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let hints = ConnectHints::new(&config);
         DriverTask {
@@ -139,6 +143,7 @@ impl DriverTask {
             flow_tx,
             flow_rx,
             flows: HashMap::new(),
+            udp,
             media: HashMap::new(),
             media_options,
             tap,
@@ -173,6 +178,15 @@ impl DriverTask {
     /// Resolve with these DNS servers instead of the system's (none: the system's).
     pub(crate) fn with_dns_servers(mut self, servers: &[SocketAddr]) -> Self {
         self.resolver = Arc::new(Resolver::new(servers));
+        self
+    }
+
+    /// Takes SIP over UDP on this socket (the listener's address) instead of an ephemeral one
+    /// made on first need.
+    pub(crate) fn with_udp(mut self, socket: Option<std::net::UdpSocket>) -> Self {
+        if socket.is_some() {
+            self.udp = UdpSip::new(socket, self.flow_tx.clone());
+        }
         self
     }
 
@@ -327,6 +341,23 @@ impl DriverTask {
                 if spare {
                     self.spare.insert(flow);
                 }
+            }
+            FlowEvent::UdpUp {
+                flow,
+                local,
+                remote,
+            } => {
+                self.tap.flow_up(flow, local, remote);
+                self.core.handle_flow_up(now, flow, local, remote);
+            }
+            FlowEvent::Datagram {
+                local,
+                remote,
+                bytes,
+            } => {
+                trace_sip("recv", FlowId(0), &bytes);
+                self.tap.datagram(false, local, remote, &bytes);
+                self.core.handle_datagram(now, local, remote, &bytes);
             }
             FlowEvent::Closed { flow, why } => {
                 tracing::debug!(?flow, "flow closed: {why}");
@@ -586,17 +617,33 @@ impl DriverTask {
                             tracing::debug!(?flow, "transmit on a closing flow");
                         }
                     }
-                    None => tracing::debug!(?flow, "transmit on an unknown flow dropped"),
+                    None => match self.core.udp_remote(flow) {
+                        Some(remote) => {
+                            trace_sip("send", flow, &bytes);
+                            self.udp.send(remote, &bytes, &self.tap);
+                        }
+                        None => tracing::debug!(?flow, "transmit on an unknown flow dropped"),
+                    },
                 },
-                Output::Connect { flow, host, port } => {
-                    tracing::debug!(?flow, %host, port, "connecting");
-                    if self.hints.is_control(&host, port) {
-                        self.control_connects.insert(flow);
+                Output::Connect {
+                    flow,
+                    transport,
+                    host,
+                    port,
+                } => {
+                    tracing::debug!(?flow, %host, port, %transport, "connecting");
+                    match transport {
+                        Transport::Udp => self.udp.connect(flow, host, port),
+                        Transport::Tcp => {
+                            if self.hints.is_control(&host, port) {
+                                self.control_connects.insert(flow);
+                            }
+                            let dest = self.hints.destination(&host, port);
+                            let avoid = self.avoid.list(Instant::now());
+                            let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
+                            flow::connect(flow, dest, resolver, avoid, tx);
+                        }
                     }
-                    let dest = self.hints.destination(&host, port);
-                    let avoid = self.avoid.list(Instant::now());
-                    let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
-                    flow::connect(flow, dest, resolver, avoid, tx);
                 }
                 Output::Close { flow } => {
                     self.guard.closed(flow);

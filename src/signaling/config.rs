@@ -106,6 +106,8 @@ pub struct Config {
     /// incoming call keeps ringing this long, and in-dialog requests queued meanwhile
     /// (BYE, re-INVITE) give up after this long (the call then ends `Failed`).
     pub flow_grace: Duration,
+    /// The transport for targets and registrars whose URI names none (TCP unless told).
+    pub default_transport: super::transport::Transport,
 }
 
 impl Default for Config {
@@ -131,6 +133,7 @@ impl Default for Config {
             push: None,
             push_timeout: Duration::from_secs(10),
             flow_grace: Duration::from_secs(32),
+            default_transport: Default::default(),
         }
     }
 }

@@ -11,7 +11,9 @@
 //! Inside, the core keeps the flows (each with its [`Framer`]), the RFC 3261 §17 transaction
 //! table keyed by [`TxKey`], the calls (the invite state machine in [`super::invite`]) with their
 //! dialogs, the no-INVITE-lost ledger, and the control flow with its registration and keep-alive
-//! (`core/control.rs`). Only TCP flows exist: every transaction is created `reliable`.
+//! (`core/control.rs`). A flow is a TCP connection or, over UDP, the pair (our UDP socket,
+//! the peer's address) (`core/udp.rs`); transactions on a UDP flow are unreliable, so timers
+//! A, E and G retransmit.
 //!
 //! For a phone (issue 4):
 //! - calls on the control flow outlive it and move to the next one (`core/resilience.rs`);
@@ -34,16 +36,21 @@ mod inbound;
 pub mod phonekit;
 mod push;
 mod raw400;
+mod rehome;
 mod resilience;
 #[doc(hidden)]
 pub mod testkit;
 mod transactions;
 mod types;
+mod udp;
 
 pub use types::{CallHandle, CallOutcome, CallState, CoreError, Event, FlowId, Output};
+pub use udp::UdpStats;
+
+pub use super::transport::Transport;
 
 pub(crate) use transactions::{
-    client_timeout, reliable, server_timeout, ClientKind, ClientTx, ServerKind, ServerTx, TxOwner,
+    client_timeout, server_timeout, ClientKind, ClientTx, ServerKind, ServerTx, TxOwner,
 };
 
 use super::config::Config;
@@ -78,9 +85,10 @@ pub(crate) enum FlowKind {
     Outgoing(String, u16),
 }
 
-/// One TCP connection.
+/// One TCP connection, or one UDP peer address seen from our UDP socket.
 pub(crate) struct Flow {
     pub(crate) kind: FlowKind,
+    pub(crate) transport: Transport,
     pub(crate) framer: Framer,
     pub(crate) local: Option<SocketAddr>,
     pub(crate) remote: Option<SocketAddr>,
@@ -110,6 +118,8 @@ pub struct SignalingCore {
     pub(crate) control: control::Control,
     /// Calls announced by a push whose INVITE has not come yet.
     pub(crate) pushed: BTreeMap<CallHandle, push::Pushed>,
+    /// Datagrams taken and dropped.
+    pub(crate) udp_stats: UdpStats,
 }
 
 impl SignalingCore {
@@ -131,6 +141,7 @@ impl SignalingCore {
             ledger: Ledger::new(),
             control,
             pushed: BTreeMap::new(),
+            udp_stats: UdpStats::default(),
         }
     }
 
@@ -164,13 +175,14 @@ impl SignalingCore {
         self.client_tx.len() + self.server_tx.len()
     }
 
-    pub(crate) fn new_flow(&mut self, kind: FlowKind) -> FlowId {
+    pub(crate) fn new_flow(&mut self, kind: FlowKind, transport: Transport) -> FlowId {
         let id = FlowId(self.next_flow);
         self.next_flow += 1;
         self.flows.insert(
             id,
             Flow {
                 kind,
+                transport,
                 framer: Framer::new(FramerLimits {
                     max_message: MAX_MESSAGE,
                     stall_timeout: STALL_TIMEOUT,
@@ -232,7 +244,11 @@ impl SignalingCore {
             .and_then(|f| f.local)
             .map(|a| a.to_string())
             .unwrap_or_else(|| "invalid.invalid".into());
-        format!("SIP/2.0/TCP {local};branch={};rport", new_branch())
+        format!(
+            "SIP/2.0/{} {local};branch={};rport",
+            self.flow_transport(flow).via_token(),
+            new_branch()
+        )
     }
 
     /// Our Contact for dialogs on `flow`.
@@ -242,7 +258,15 @@ impl SignalingCore {
         let addr = if is_control {
             f.and_then(|f| f.local)
         } else {
-            self.config.listen.or_else(|| f.and_then(|f| f.local))
+            // A wildcard listener announces the address the flow reached us on.
+            let flow_local = f.and_then(|f| f.local);
+            match self.config.listen {
+                Some(l) if l.ip().is_unspecified() => {
+                    flow_local.map(|a| SocketAddr::new(a.ip(), l.port()))
+                }
+                Some(l) => Some(l),
+                None => flow_local,
+            }
         };
         let host = addr
             .map(|a| a.to_string())
@@ -258,7 +282,21 @@ impl SignalingCore {
         } else {
             ""
         };
-        format!("<sip:{user}@{host};transport=tcp{ob}>")
+        let transport = self.flow_transport(flow).param();
+        format!("<sip:{user}@{host};transport={transport}{ob}>")
+    }
+
+    /// The transport of `flow` (TCP for an unknown flow).
+    pub(crate) fn flow_transport(&self, flow: FlowId) -> Transport {
+        self.flows
+            .get(&flow)
+            .map(|f| f.transport)
+            .unwrap_or_default()
+    }
+
+    /// Whether transactions on `flow` run on a reliable transport (RFC 3261 §17).
+    pub(crate) fn reliable(&self, flow: FlowId) -> bool {
+        self.flow_transport(flow).is_reliable()
     }
 }
 

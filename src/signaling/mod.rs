@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod datagram;
 pub mod dialog;
 pub mod framing;
 pub mod invite;
@@ -13,3 +14,4 @@ pub mod registration;
 pub mod rfc3263;
 pub mod sdp;
 pub mod transaction;
+pub mod transport;

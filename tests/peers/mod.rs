@@ -6,6 +6,7 @@ pub mod audio;
 pub mod baresip;
 pub mod inproc;
 pub mod kamailio;
+pub mod rawsip;
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -179,10 +180,15 @@ pub fn wakeline() -> Command {
 
 /// A sipp command over TCP on 127.0.0.1 with its own local and media ports.
 pub fn sipp(scenario: &Path, local_port: u16) -> Command {
+    sipp_over("t1", scenario, local_port)
+}
+
+/// sipp with transport mode `mode` (`t1`: one TCP connection, `u1`: one UDP socket).
+pub fn sipp_over(mode: &str, scenario: &Path, local_port: u16) -> Command {
     let mut c = Command::new("sipp");
     c.arg("-sf")
         .arg(scenario)
-        .args(["-t", "t1", "-i", "127.0.0.1", "-nostdin", "-p"])
+        .args(["-t", mode, "-i", "127.0.0.1", "-nostdin", "-p"])
         .arg(local_port.to_string())
         .arg("-mp")
         .arg(free_port().to_string())

@@ -21,7 +21,7 @@
 //! and of a run in progress (pong timeout) still exist: they only exist while something is
 //! happening.
 
-use super::{CoreError, Event, FlowId, FlowKind, Output, SignalingCore, TxOwner};
+use super::{CoreError, Event, FlowId, FlowKind, Output, SignalingCore, Transport, TxOwner};
 use crate::signaling::auth::{ChallengeOutcome, Credentials, DigestClient};
 use crate::signaling::config::Config;
 use crate::signaling::keepalive::{KeepAlive, KeepAliveAction, PING};
@@ -64,6 +64,10 @@ pub(crate) struct Control {
     pub(crate) last_pong: Option<Instant>,
     /// When the flow was lost (the first of a series of failed attempts).
     pub(crate) lost_at: Option<Instant>,
+    /// A pong came on the current control flow. Over UDP a registrar may take CRLFCRLF
+    /// silently (Kamailio does): an unanswered ping is then no sign of death, and a failed
+    /// REGISTER refresh is what finds a dead binding.
+    pub(crate) pong_seen: bool,
 }
 
 impl Control {
@@ -79,8 +83,13 @@ impl Control {
                 user: Some(a.user.clone()),
                 ..Uri::sip(Host::parse(&a.domain), None)
             };
+            // The REGISTER's Via and Contact name the control flow's transport.
+            let mut registrar = a.registrar.clone();
+            registrar
+                .params
+                .set("transport", Some(control_transport(config).param()));
             Registration::new(RegistrationConfig {
-                registrar: a.registrar.clone(),
+                registrar,
                 aor,
                 display_name: config.display_name.clone(),
                 credentials: credentials.clone(),
@@ -114,6 +123,7 @@ impl Control {
             ping_deadline: None,
             last_pong: None,
             lost_at: None,
+            pong_seen: false,
         }
     }
 
@@ -158,6 +168,21 @@ impl Control {
     }
 }
 
+/// The control flow's transport: the proxy's (else the registrar's) `transport` parameter,
+/// else the configured default. A transport we cannot speak falls back to the default (the
+/// CLI and the builder refuse it before a core is made).
+pub(crate) fn control_transport(config: &Config) -> Transport {
+    let default = config.default_transport;
+    let Some(a) = &config.account else {
+        return default;
+    };
+    let uri = a.proxy.as_ref().unwrap_or(&a.registrar);
+    Transport::for_uri(uri, default).unwrap_or_else(|e| {
+        tracing::warn!("{uri}: {e}; using {default}");
+        default
+    })
+}
+
 /// RFC 8599 Contact URI parameters from the push configuration.
 fn push_params(config: &Config) -> Vec<(String, String)> {
     let Some(p) = &config.push else {
@@ -191,10 +216,16 @@ impl SignalingCore {
             return Some(f);
         }
         let (host, port) = self.control_target()?;
-        let flow = self.new_flow(FlowKind::Control);
+        let flow = self.new_flow(FlowKind::Control, control_transport(&self.config));
         self.control.flow = Some(flow);
         self.control.reconnect_at = None;
-        self.outputs.push_back(Output::Connect { flow, host, port });
+        let transport = control_transport(&self.config);
+        self.outputs.push_back(Output::Connect {
+            flow,
+            transport,
+            host,
+            port,
+        });
         Some(flow)
     }
 
@@ -241,6 +272,7 @@ impl SignalingCore {
             }
         }
         self.control.ping_deadline = None;
+        self.control.pong_seen = false;
         // Calls that survived the previous control flow move here.
         self.rebind(now, flow);
     }
@@ -314,6 +346,7 @@ impl SignalingCore {
             }
             self.control.ping_deadline = None;
             self.control.last_pong = Some(now);
+            self.control.pong_seen = true;
         }
     }
 
@@ -445,6 +478,15 @@ impl SignalingCore {
                 progress = true;
                 match (a, self.control.flow) {
                     (KeepAliveAction::SendPing, Some(f)) => self.transmit(f, PING.to_vec()),
+                    (KeepAliveAction::FlowDead, Some(f))
+                        if self.flow_transport(f) == Transport::Udp && !self.control.pong_seen =>
+                    {
+                        // A registrar that never answers CRLF over UDP: keep pinging (the
+                        // NAT binding stays open); the REGISTER refresh checks the binding.
+                        if let Some(k) = self.control.keepalive.as_mut() {
+                            k.start(now);
+                        }
+                    }
                     (KeepAliveAction::FlowDead, Some(f)) => {
                         tracing::warn!(flow = ?f, "no pong: the control flow is dead");
                         self.outputs.push_back(Output::Close { flow: f });
@@ -561,5 +603,36 @@ mod tests {
         assert_eq!(p.challenges, 1, "one round trip: no new challenge");
         let nc2 = auth_param(&p, "nc").unwrap();
         assert!(nc2 > nc1, "{nc1} then {nc2}");
+    }
+
+    #[test]
+    fn udp_binding_survives_unanswered_pings_and_a_failed_refresh_re_registers() {
+        let mut config = phone_config();
+        if let Some(a) = config.account.as_mut() {
+            a.registrar.params.set("transport", Some("udp"));
+        }
+        config.register_expires = 120;
+        let mut p = Phone::new(config, origin());
+        p.answer_pings = false;
+        p.advance(S);
+        assert!(p.registered());
+        let via = p
+            .last_request("REGISTER")
+            .and_then(|r| r.headers.top_via())
+            .unwrap();
+        assert_eq!(via.transport, "UDP");
+        // Minutes of unanswered CRLF keep-alives: the binding stands (Kamailio over UDP).
+        p.advance(100 * S);
+        assert!(p.pings >= 2, "{} pings", p.pings);
+        assert_eq!((p.connects, p.registered()), (1, true));
+        // The registrar goes silent: the refresh fails (Timer F) and is retried ...
+        p.server_up = false;
+        p.advance(120 * S);
+        assert!(!p.registered(), "the failed refresh is reported");
+        // ... and when the registrar is back, the binding is re-made.
+        let regs = p.registers;
+        p.server_up = true;
+        p.advance(60 * S);
+        assert!(p.registered() && p.registers > regs);
     }
 }

@@ -1,6 +1,6 @@
 //! What arrives at the core: flows that come and go, bytes, requests, responses and timeouts.
 
-use super::{client_timeout, reliable, server_timeout, ClientKind, ServerKind, ServerTx};
+use super::{client_timeout, server_timeout, ClientKind, ServerKind, ServerTx};
 use super::{raw400, CallHandle, CallOutcome, Event, FlowId, FlowKind, Output, SignalingCore};
 use crate::signaling::dialog::Dialog;
 use crate::signaling::framing::Frame;
@@ -19,7 +19,7 @@ impl SignalingCore {
         local: SocketAddr,
         remote: SocketAddr,
     ) -> FlowId {
-        let id = self.new_flow(FlowKind::Accepted);
+        let id = self.new_flow(FlowKind::Accepted, super::Transport::Tcp);
         if let Some(f) = self.flows.get_mut(&id) {
             f.local = Some(local);
             f.remote = Some(remote);
@@ -47,6 +47,7 @@ impl SignalingCore {
         f.up = true;
         let kind = f.kind.clone();
         self.event(Event::FlowUp { flow, remote });
+        self.rehomed(now, flow);
         if kind == FlowKind::Control {
             self.control_flow_up(now, flow, local);
         }
@@ -111,6 +112,8 @@ impl SignalingCore {
         for h in calls {
             if control_lost && self.survives_control_loss(h) {
                 self.detach(now, h);
+            } else if !control_lost && self.survives_direct_loss(h) {
+                self.orphan(h);
             } else {
                 self.call_flow_lost(now, h);
             }
@@ -148,7 +151,7 @@ impl SignalingCore {
         self.drain_control(now);
     }
 
-    fn handle_message(&mut self, now: Instant, flow: FlowId, raw: &[u8]) {
+    pub(crate) fn handle_message(&mut self, now: Instant, flow: FlowId, raw: &[u8]) {
         match Message::parse(raw) {
             Ok(Message::Request(req)) => match incomplete(&req) {
                 None => self.handle_request(now, flow, req),
@@ -190,7 +193,7 @@ impl SignalingCore {
         }
     }
 
-    fn handle_request(&mut self, now: Instant, flow: FlowId, req: Request) {
+    pub(crate) fn handle_request(&mut self, now: Instant, flow: FlowId, req: Request) {
         let Some(key) = TxKey::for_request(&req) else {
             tracing::warn!(?flow, "request without a Via branch, dropped");
             return;
@@ -230,7 +233,7 @@ impl SignalingCore {
                     return;
                 }
             }
-            let tx = ServerInvite::new(req.clone(), now, self.config.timers, reliable());
+            let tx = ServerInvite::new(req.clone(), now, self.config.timers, self.reliable(flow));
             self.server_tx.insert(
                 key.clone(),
                 ServerTx {
@@ -239,7 +242,8 @@ impl SignalingCore {
                 },
             );
         } else {
-            let tx = ServerNonInvite::new(req.clone(), now, self.config.timers, reliable());
+            let tx =
+                ServerNonInvite::new(req.clone(), now, self.config.timers, self.reliable(flow));
             self.server_tx.insert(
                 key.clone(),
                 ServerTx {
@@ -269,6 +273,9 @@ impl SignalingCore {
             self.respond(now, key, &req, 481, None);
             return;
         };
+        if let Some(flow) = self.server_tx.get(key).map(|t| t.flow) {
+            self.adopt_flow(h, flow);
+        }
         let seq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
         let in_order = self
             .calls
@@ -298,7 +305,7 @@ impl SignalingCore {
         self.uas_ack(now, h, &req);
     }
 
-    fn handle_response(&mut self, now: Instant, resp: Response) {
+    pub(crate) fn handle_response(&mut self, now: Instant, resp: Response) {
         let Some(key) = TxKey::for_response(&resp) else {
             tracing::warn!("response without Via branch or CSeq, dropped");
             return;

@@ -93,12 +93,16 @@ pub struct Phone {
     pub digest: bool,
     /// REGISTERs the server challenged.
     pub challenges: u32,
+    /// The control flow is UDP: bytes are datagrams, and a server that is down loses them.
+    pub udp: bool,
 }
 
 impl Phone {
     /// A phone that starts registering at `origin`; call [`Phone::settle`] to finish.
     pub fn new(config: Config, origin: Instant) -> Self {
+        let udp = super::control::control_transport(&config) == super::Transport::Udp;
         let mut p = Phone {
+            udp,
             core: SignalingCore::new(config),
             now: origin,
             suspended: false,
@@ -153,7 +157,7 @@ impl Phone {
                 }
                 Output::Transmit { flow, bytes } => {
                     self.sent.push((flow, bytes.clone()));
-                    if self.server_flow == Some(flow) {
+                    if self.server_flow == Some(flow) && (!self.udp || self.server_up) {
                         self.server_receives(flow, &bytes);
                     }
                 }
@@ -170,7 +174,7 @@ impl Phone {
             self.held
                 .push_back(Held::Bytes(flow, text.as_bytes().to_vec()));
         } else {
-            self.core.handle_received(self.now, flow, text.as_bytes());
+            self.feed(flow, text.as_bytes());
             self.pump();
         }
     }
@@ -199,7 +203,17 @@ impl Phone {
         if self.suspended {
             self.held.push_back(Held::Bytes(flow, bytes));
         } else {
-            self.core.handle_received(self.now, flow, &bytes);
+            self.feed(flow, &bytes);
+        }
+    }
+
+    /// Bytes from the server reach the core: on the TCP flow, or as one datagram.
+    fn feed(&mut self, flow: FlowId, bytes: &[u8]) {
+        if self.udp {
+            self.core
+                .handle_datagram(self.now, addr(PHONE_ADDR), addr(SERVER_ADDR), bytes);
+        } else {
+            self.core.handle_received(self.now, flow, bytes);
         }
     }
 
@@ -324,7 +338,7 @@ impl Phone {
         self.suspended = false;
         while let Some(h) = self.held.pop_front() {
             match h {
-                Held::Bytes(flow, bytes) => self.core.handle_received(self.now, flow, &bytes),
+                Held::Bytes(flow, bytes) => self.feed(flow, &bytes),
                 Held::Down(flow) => self.core.handle_flow_down(self.now, flow),
             }
             self.pump();

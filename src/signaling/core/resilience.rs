@@ -119,7 +119,7 @@ impl SignalingCore {
         h: CallHandle,
         cmd: Deferred,
     ) -> Option<Result<(), CoreError>> {
-        if !self.is_detached(h) {
+        if !self.needs_new_flow(h) && !self.is_detached(h) {
             return None;
         }
         let grace = self.config.flow_grace;
@@ -185,6 +185,7 @@ impl SignalingCore {
             .calls
             .values()
             .filter(|c| c.phase != Phase::Ended && !self.flows.contains_key(&c.flow))
+            .filter(|c| !c.rehome) // a direct call finds its own way (`core/rehome.rs`)
             .map(|c| c.handle)
             .collect();
         let flows = &self.flows;
@@ -199,28 +200,36 @@ impl SignalingCore {
             };
             c.flow = flow;
             c.detached_until = None;
-            let cmds = std::mem::take(&mut c.deferred);
             tracing::info!(
                 ?h,
-                queued = cmds.len(),
+                queued = c.deferred.len(),
                 "call moved to the new control flow"
             );
-            for cmd in cmds {
-                let r = match cmd {
-                    Deferred::Ring => self.uas_ring(now, h),
-                    Deferred::Answer(m) => self.uas_answer(now, h, m),
-                    Deferred::Reject(s) => self.uas_reject(now, h, s),
-                    Deferred::Hangup => self.hangup_now(now, h),
-                    Deferred::Hold(on) => self.send_reinvite(now, h, on),
-                    Deferred::Media(m) => self.reinvite_media(now, h, m),
-                    Deferred::Bye => {
-                        self.send_bye(now, h);
-                        Ok(())
-                    }
-                };
-                if let Err(e) = r {
-                    tracing::warn!(?h, ?cmd, error = %e, "queued command failed");
+            self.run_deferred(now, h);
+        }
+    }
+
+    /// Runs the commands queued on call `h` while it had no flow, in order.
+    pub(crate) fn run_deferred(&mut self, now: Instant, h: CallHandle) {
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
+        let cmds = std::mem::take(&mut c.deferred);
+        for cmd in cmds {
+            let r = match cmd {
+                Deferred::Ring => self.uas_ring(now, h),
+                Deferred::Answer(m) => self.uas_answer(now, h, m),
+                Deferred::Reject(s) => self.uas_reject(now, h, s),
+                Deferred::Hangup => self.hangup_now(now, h),
+                Deferred::Hold(on) => self.send_reinvite(now, h, on),
+                Deferred::Media(m) => self.reinvite_media(now, h, m),
+                Deferred::Bye => {
+                    self.send_bye(now, h);
+                    Ok(())
                 }
+            };
+            if let Err(e) = r {
+                tracing::warn!(?h, ?cmd, error = %e, "queued command failed");
             }
         }
     }

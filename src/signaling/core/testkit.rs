@@ -41,6 +41,54 @@ pub struct Pair {
     pub b_sent: Vec<Vec<u8>>,
     /// When false, bytes are not delivered (a partition); they are dropped.
     pub connected: bool,
+    /// `Some`: the cores talk SIP over UDP through this lossy virtual network (TCP flows,
+    /// when A asks for one, still work as in [`Pair::new`]).
+    pub udp: Option<UdpNet>,
+    /// A's UDP flow to B.
+    pub a_udp_flow: Option<FlowId>,
+    /// B's connects reach A (A accepts them); when false they fail.
+    pub b_can_connect: bool,
+}
+
+/// What the virtual UDP network does with one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Delivered once.
+    Deliver,
+    /// Lost.
+    Drop,
+    /// Delivered twice.
+    Duplicate,
+}
+
+/// A virtual UDP network: the fate of the n-th datagram (either way) is `fates[n % len]`
+/// (all delivered when empty).
+#[derive(Debug, Clone, Default)]
+pub struct UdpNet {
+    /// The fates, used in turn.
+    pub fates: Vec<Fate>,
+    /// Datagrams sent so far.
+    pub sent: usize,
+    /// Datagrams lost so far.
+    pub dropped: usize,
+    /// Datagrams duplicated so far.
+    pub duplicated: usize,
+}
+
+impl UdpNet {
+    fn next(&mut self) -> Fate {
+        let fate = match self.fates.len() {
+            0 => Fate::Deliver,
+            n => self.fates[self.sent % n],
+        };
+        self.sent += 1;
+        match fate {
+            Fate::Drop => self.dropped += 1,
+            Fate::Duplicate => self.duplicated += 1,
+            Fate::Deliver => {}
+        }
+        fate
+    }
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -64,7 +112,46 @@ impl Pair {
             a_sent: Vec::new(),
             b_sent: Vec::new(),
             connected: true,
+            udp: None,
+            a_udp_flow: None,
+            b_can_connect: false,
         }
+    }
+
+    /// Like [`Pair::new`] but over UDP: A's default transport is UDP, and every datagram
+    /// meets the next of `fates` (see [`UdpNet`]).
+    pub fn udp(mut a: Config, b: Config, origin: Instant, fates: Vec<Fate>) -> Self {
+        a.default_transport = super::Transport::Udp;
+        let mut p = Pair::new(a, b, origin);
+        p.udp = Some(UdpNet {
+            fates,
+            ..UdpNet::default()
+        });
+        p
+    }
+
+    /// Carries one datagram over the virtual UDP network (`to_b`: from A to B).
+    fn datagram(&mut self, to_b: bool, bytes: &[u8]) -> usize {
+        let Some(net) = self.udp.as_mut() else {
+            return 0;
+        };
+        let copies = match net.next() {
+            Fate::Drop => 0,
+            Fate::Deliver => 1,
+            Fate::Duplicate => 2,
+        };
+        if !self.connected {
+            return 0;
+        }
+        let (a, b) = (addr(A_ADDR), addr(B_ADDR));
+        for _ in 0..copies {
+            if to_b {
+                self.b.handle_datagram(self.now, b, a, bytes);
+            } else {
+                self.a.handle_datagram(self.now, a, b, bytes);
+            }
+        }
+        copies
     }
 
     /// The URI A dials to reach B.
@@ -85,6 +172,19 @@ impl Pair {
             while let Some(out) = self.a.poll_output() {
                 progress = true;
                 match out {
+                    Output::Connect {
+                        flow,
+                        transport: super::Transport::Udp,
+                        ..
+                    } => {
+                        self.a_udp_flow = Some(flow);
+                        self.a
+                            .handle_flow_up(self.now, flow, addr(A_ADDR), addr(B_ADDR));
+                    }
+                    Output::Transmit { flow, bytes } if Some(flow) == self.a_udp_flow => {
+                        self.a_sent.push(bytes.clone());
+                        moved += self.datagram(true, &bytes);
+                    }
                     Output::Connect { flow, .. } => {
                         self.a_flow = Some(flow);
                         self.a
@@ -114,6 +214,12 @@ impl Pair {
             while let Some(out) = self.b.poll_output() {
                 progress = true;
                 match out {
+                    Output::Transmit { flow, bytes }
+                        if self.udp.is_some() && Some(flow) != self.b_flow =>
+                    {
+                        self.b_sent.push(bytes.clone());
+                        moved += self.datagram(false, &bytes);
+                    }
                     Output::Transmit { bytes, .. } => {
                         self.b_sent.push(bytes.clone());
                         if let (true, Some(af)) = (self.connected, self.a_flow) {
@@ -128,6 +234,15 @@ impl Pair {
                         }
                         self.b_flow = None;
                     }
+                    Output::Connect { flow, .. } if self.b_can_connect => {
+                        self.b_flow = Some(flow);
+                        self.b
+                            .handle_flow_up(self.now, flow, addr(B_ADDR), addr(A_ADDR));
+                        let af = self
+                            .a
+                            .handle_flow_accepted(self.now, addr(A_ADDR), addr(B_ADDR));
+                        self.a_flow = Some(af);
+                    }
                     Output::Connect { flow, .. } => self.b.handle_flow_down(self.now, flow),
                     Output::Event(e) => self.b_events.push(e),
                 }
@@ -137,6 +252,17 @@ impl Pair {
             }
         }
         moved
+    }
+
+    /// The TCP connection between A and B closes (EOF on both sides).
+    pub fn drop_connection(&mut self) {
+        if let Some(f) = self.a_flow.take() {
+            self.a.handle_flow_down(self.now, f);
+        }
+        if let Some(f) = self.b_flow.take() {
+            self.b.handle_flow_down(self.now, f);
+        }
+        self.drive();
     }
 
     /// Advances the clock by `d`, firing every deadline on the way, and drives.
@@ -227,6 +353,19 @@ impl Pair {
     pub fn media(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
+}
+
+/// `(status, outcome)` of every `Ended` event in `events`, in order.
+pub fn ended_of(events: &[Event]) -> Vec<(u16, super::CallOutcome)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ended {
+                status, outcome, ..
+            } => Some((*status, *outcome)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A classic sipp-style PCMU offer for RTP on `port`.
@@ -339,15 +478,7 @@ pub struct Solo {
 impl Solo {
     /// `(status, outcome)` of every `Ended` event so far, in order.
     pub fn ended(&self) -> Vec<(u16, super::CallOutcome)> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Ended {
-                    status, outcome, ..
-                } => Some((*status, *outcome)),
-                _ => None,
-            })
-            .collect()
+        ended_of(&self.events)
     }
 
     /// A core with no flow yet; its `Output::Connect`s succeed at once. `origin` starts the
@@ -432,7 +563,9 @@ impl Solo {
                         self.core.handle_flow_down(self.now, flow);
                     }
                 }
-                Output::Connect { flow, host, port } => {
+                Output::Connect {
+                    flow, host, port, ..
+                } => {
                     self.connects.push((host, port));
                     if self.auto_connect {
                         self.flow = Some(flow);

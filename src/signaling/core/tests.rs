@@ -5,7 +5,7 @@ fn origin() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-use super::testkit::Pair;
+use super::testkit::{ended_of as ended, Pair};
 use super::*;
 
 fn status_lines(sent: &[Vec<u8>]) -> Vec<String> {
@@ -13,18 +13,6 @@ fn status_lines(sent: &[Vec<u8>]) -> Vec<String> {
         .map(|m| {
             let s = String::from_utf8_lossy(m);
             s.lines().next().unwrap_or_default().to_string()
-        })
-        .collect()
-}
-
-fn ended(events: &[Event]) -> Vec<(u16, CallOutcome)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Ended {
-                status, outcome, ..
-            } => Some((*status, *outcome)),
-            _ => None,
         })
         .collect()
 }

@@ -45,11 +45,6 @@ pub(crate) struct ServerTx {
     pub(crate) flow: FlowId,
 }
 
-/// Every flow is TCP: transactions are created reliable.
-pub(crate) fn reliable() -> bool {
-    true
-}
-
 impl SignalingCore {
     /// Sends a request in a new client transaction on `flow`.
     pub(crate) fn send_request(
@@ -64,15 +59,11 @@ impl SignalingCore {
             method: req.method.clone(),
             ..key
         };
+        let (timers, reliable) = (self.config.timers, self.reliable(flow));
         let tx = if req.method == Method::Invite {
-            ClientKind::Invite(ClientInvite::new(req, now, self.config.timers, reliable()))
+            ClientKind::Invite(ClientInvite::new(req, now, timers, reliable))
         } else {
-            ClientKind::NonInvite(ClientNonInvite::new(
-                req,
-                now,
-                self.config.timers,
-                reliable(),
-            ))
+            ClientKind::NonInvite(ClientNonInvite::new(req, now, timers, reliable))
         };
         self.client_tx
             .insert(key.clone(), ClientTx { tx, flow, owner });

@@ -4,7 +4,7 @@
 use crate::signaling::sdp::Negotiated;
 use std::net::SocketAddr;
 
-/// Identifies one TCP connection (a *flow*, RFC 5626).
+/// Identifies one flow (RFC 5626): a TCP connection, or a UDP peer address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowId(pub u64);
 
@@ -159,10 +159,14 @@ pub enum Output {
         /// A whole SIP message, or a keep-alive ping/pong.
         bytes: Vec<u8>,
     },
-    /// Open a TCP connection and report it with `handle_flow_up` / `handle_flow_down`.
+    /// Open a flow and report it with `handle_flow_up` / `handle_flow_down`: over TCP a
+    /// connection; over UDP, resolve the peer, make sure a UDP socket is there, and report our
+    /// address toward it (`handle_flow_up` with the routed local address).
     Connect {
         /// The id the core gave this flow.
         flow: FlowId,
+        /// TCP or UDP.
+        transport: super::Transport,
         /// Host (name or address) to connect to.
         host: String,
         /// Port.

@@ -183,6 +183,9 @@ pub(crate) struct Call {
     /// The call's control flow is lost: give up waiting for the next one at this time
     /// (ringing calls, and calls with deferred commands).
     pub detached_until: Option<Instant>,
+    /// A confirmed direct call whose connection died: its next in-dialog request of ours opens
+    /// a new one (`core/rehome.rs`).
+    pub rehome: bool,
     /// Application commands that wait for the next control flow.
     pub deferred: Vec<Deferred>,
 }
@@ -252,6 +255,7 @@ impl Call {
             our_reinvite: None,
             their_reinvite: None,
             detached_until: None,
+            rehome: false,
             deferred: Vec::new(),
         }
     }

@@ -19,6 +19,7 @@ use crate::signaling::message::{
 };
 use crate::signaling::sdp::{self, Direction, SessionDescription};
 use crate::signaling::transaction::TxKey;
+use crate::signaling::transport::{Transport, MAX_UDP_REQUEST};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -33,11 +34,8 @@ impl SignalingCore {
         if target.scheme == Scheme::Tel && self.config.account.is_none() {
             return Err(CoreError::BadTarget("tel: needs an account".into()));
         }
-        if target.scheme == Scheme::Sips || target.transport().is_some_and(|t| t != "tcp") {
-            return Err(CoreError::BadTarget(format!(
-                "{target}: only SIP over TCP is supported"
-            )));
-        }
+        let transport = Transport::for_uri(&target, self.config.default_transport)
+            .map_err(|e| CoreError::BadTarget(format!("{target}: {e}")))?;
         let flow = if self.config.account.is_some() {
             self.control_flow_for_call(now)?
         } else {
@@ -50,7 +48,7 @@ impl SignalingCore {
                 Host::V6(a) => a.to_string(),
             };
             let port = target.port.unwrap_or(5060);
-            self.direct_flow(&host, port)
+            self.direct_flow(&host, port, transport)
         };
         let h = self.new_call_handle();
         let mut call = Call::new(h, Role::Uac, new_call_id(), flow, Phase::WaitFlow);
@@ -64,22 +62,29 @@ impl SignalingCore {
         Ok(h)
     }
 
-    /// An existing flow to `host:port`, or a new one (an `Output::Connect`).
-    fn direct_flow(&mut self, host: &str, port: u16) -> crate::signaling::core::FlowId {
+    /// An existing flow to `host:port` over `transport`, or a new one (an `Output::Connect`).
+    pub(crate) fn direct_flow(
+        &mut self,
+        host: &str,
+        port: u16,
+        transport: Transport,
+    ) -> crate::signaling::core::FlowId {
         let addr: Option<SocketAddr> = host
             .parse::<std::net::IpAddr>()
             .ok()
             .map(|ip| SocketAddr::new(ip, port));
         let existing = self.flows.iter().find(|(_, f)| {
-            f.kind == FlowKind::Outgoing(host.to_string(), port)
-                || (addr.is_some() && f.remote == addr && f.up)
+            f.transport == transport
+                && (f.kind == FlowKind::Outgoing(host.to_string(), port)
+                    || (addr.is_some() && f.remote == addr && f.up))
         });
         if let Some((id, _)) = existing {
             return *id;
         }
-        let id = self.new_flow(FlowKind::Outgoing(host.to_string(), port));
+        let id = self.new_flow(FlowKind::Outgoing(host.to_string(), port), transport);
         self.outputs.push_back(Output::Connect {
             flow: id,
+            transport,
             host: host.to_string(),
             port,
         });
@@ -119,6 +124,7 @@ impl SignalingCore {
             return;
         };
         let flow = c.flow;
+        let udp_remote = self.udp_remote(flow);
         let via = self.via(flow);
         let contact = self.contact(flow);
         let mut from = self.local_from(flow);
@@ -179,6 +185,13 @@ impl SignalingCore {
         for (name, value) in self.control.invite_authorization(&req, c.invite.is_some()) {
             req.headers.push(name, value);
         }
+        if let (Some(remote), true) = (udp_remote, req.to_bytes().len() > MAX_UDP_REQUEST) {
+            self.divert_to_tcp(now, h, remote);
+            return;
+        }
+        let Some(c) = self.calls.get_mut(&h) else {
+            return;
+        };
         let first = c.invite.is_none();
         c.invite = Some(req.clone());
         c.phase = Phase::Calling;
@@ -188,6 +201,20 @@ impl SignalingCore {
         }
         if first {
             self.report(h, CallState::Calling);
+        }
+    }
+
+    /// RFC 3261 §18.1.1: an INVITE too large for UDP goes over TCP to the same peer; the call
+    /// moves to that flow and the INVITE is rebuilt for it once it is up.
+    fn divert_to_tcp(&mut self, now: Instant, h: CallHandle, remote: SocketAddr) {
+        tracing::debug!(?h, %remote, "INVITE over {MAX_UDP_REQUEST} bytes: TCP instead of UDP");
+        let tcp = self.direct_flow(&remote.ip().to_string(), remote.port(), Transport::Tcp);
+        if let Some(c) = self.calls.get_mut(&h) {
+            c.flow = tcp;
+            c.phase = Phase::WaitFlow;
+        }
+        if self.flows.get(&tcp).is_some_and(|f| f.up) {
+            self.uac_send_invite(now, h);
         }
     }
 
@@ -641,7 +668,8 @@ mod tests {
         let media = "127.0.0.1:4000".parse().unwrap();
         for t in [
             "sips:bob@127.0.0.1",
-            "sip:bob@127.0.0.1;transport=udp",
+            "sip:bob@127.0.0.1;transport=tls",
+            "sip:bob@127.0.0.1;transport=sctp",
             "tel:+15551234",
         ] {
             let r = s.core.call(s.now, Uri::parse(t).unwrap(), media);

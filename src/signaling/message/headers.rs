@@ -84,6 +84,37 @@ impl Headers {
         self.get_all(name).flat_map(super::typed::split_list)
     }
 
+    /// RFC 3261 §18.2.1 and RFC 3581 §4, server side: stamps the top Via of a received request
+    /// with `received` (the packet's source address, when it differs from the sent-by host or
+    /// `rport` was asked for) and fills a valueless `rport` with the source port. Responses copy
+    /// the Via, so they say where they went. Returns false when there is no readable top Via.
+    pub fn stamp_received(&mut self, source: std::net::SocketAddr) -> bool {
+        let Some(i) = self.0.iter().position(|h| h.name == HeaderName::Via) else {
+            return false;
+        };
+        let elements: Vec<String> = super::typed::split_list(&self.0[i].value)
+            .map(str::to_string)
+            .collect();
+        let Some(mut via) = elements.first().and_then(|v| Via::parse(v).ok()) else {
+            return false;
+        };
+        let ip = source.ip().to_string();
+        let asked_rport = via.params.get("rport") == Some(None);
+        if asked_rport || via.host != super::Host::from(source.ip()) {
+            via.params.set("received", Some(&ip));
+        }
+        if asked_rport {
+            via.params.set("rport", Some(&source.port().to_string()));
+        }
+        let mut value = via.to_string();
+        for rest in &elements[1..] {
+            value.push_str(", ");
+            value.push_str(rest);
+        }
+        self.0[i].value = value;
+        true
+    }
+
     /// All fields in order.
     pub fn iter(&self) -> impl Iterator<Item = &Header> {
         self.0.iter()
@@ -170,5 +201,35 @@ impl Headers {
     /// The option tags of every field of that name (Require, Supported, Proxy-Require, ...).
     pub fn tokens<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
         self.list(name).filter(|t| !t.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_received_fills_rport_and_received_on_the_top_via_only() {
+        let mut h = Headers::default();
+        h.push(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport, SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKb",
+        );
+        let src: std::net::SocketAddr = "198.51.100.7:40001".parse().unwrap();
+        assert!(h.stamp_received(src));
+        let top = h.top_via().unwrap();
+        assert_eq!(top.received(), Some("198.51.100.7"));
+        assert_eq!(top.rport(), Some(40001));
+        assert_eq!(top.branch(), Some("z9hG4bKa"));
+        assert_eq!(h.list(&HeaderName::Via).count(), 2);
+        // Same host, no rport: nothing to add.
+        let mut h = Headers::default();
+        h.push(
+            HeaderName::Via,
+            "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKc",
+        );
+        assert!(h.stamp_received(src));
+        assert_eq!(h.top_via().unwrap().received(), None);
+        assert!(!Headers::default().stamp_received(src));
     }
 }

@@ -1,0 +1,242 @@
+//! SIP over UDP in the driver: one UDP socket (the listener's address, or an ephemeral port
+//! made on first need), a reader task that hands each datagram to the driver loop, and the
+//! "connect" of a UDP flow — resolve the peer and report our address toward it.
+
+use super::flow::FlowEvent;
+use crate::signaling::core::FlowId;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Peers whose routed local address the reader remembers.
+const ROUTE_CACHE: usize = 1024;
+
+/// Receive buffer: one byte more than the core takes, so an oversize datagram is seen as such.
+const RECV_BUF: usize = crate::signaling::datagram::MAX_DATAGRAM + 1;
+
+/// The driver's SIP UDP socket.
+#[derive(Debug)]
+pub(crate) struct UdpSip {
+    socket: Option<Arc<UdpSocket>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+    events: mpsc::UnboundedSender<FlowEvent>,
+}
+
+impl Drop for UdpSip {
+    fn drop(&mut self) {
+        if let Some(r) = &self.reader {
+            r.abort();
+        }
+    }
+}
+
+impl UdpSip {
+    /// The listener's socket (`listen --bind`), or none until one is needed.
+    pub(crate) fn new(
+        listen: Option<std::net::UdpSocket>,
+        events: mpsc::UnboundedSender<FlowEvent>,
+    ) -> Self {
+        let mut me = UdpSip {
+            socket: None,
+            reader: None,
+            events,
+        };
+        if let Some(s) = listen {
+            if let Err(e) = me.adopt(s) {
+                tracing::warn!("SIP UDP socket unusable, UDP not taken: {e}");
+            }
+        }
+        me
+    }
+
+    fn adopt(&mut self, s: std::net::UdpSocket) -> io::Result<Arc<UdpSocket>> {
+        s.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(s)?);
+        let bound = socket.local_addr()?;
+        self.reader = Some(tokio::spawn(read_loop(
+            socket.clone(),
+            bound,
+            self.events.clone(),
+        )));
+        self.socket = Some(socket.clone());
+        Ok(socket)
+    }
+
+    /// The socket, bound now to an ephemeral port of `peer`'s family if there is none.
+    fn ensure(&mut self, peer: Option<IpAddr>) -> io::Result<Arc<UdpSocket>> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        let any = match peer {
+            Some(IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let s = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+        self.adopt(s)
+    }
+
+    /// `Output::Connect` over UDP: resolves `host:port` in the background and reports
+    /// [`FlowEvent::UdpUp`] with our address toward the peer, or `Closed` with the reason.
+    pub(crate) fn connect(&mut self, flow: FlowId, host: String, port: u16) {
+        let socket = match self.ensure(host.parse().ok()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.events.send(FlowEvent::Closed {
+                    flow,
+                    why: format!("no SIP UDP socket: {e}"),
+                });
+                return;
+            }
+        };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let bound = socket.local_addr()?;
+                let remote = tokio::net::lookup_host((host.as_str(), port))
+                    .await?
+                    .find(|a| a.is_ipv4() == bound.is_ipv4())
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::AddrNotAvailable,
+                            format!("no address of the UDP socket's family ({bound})"),
+                        )
+                    })?;
+                Ok::<_, io::Error>((local_toward(bound, remote), remote))
+            }
+            .await;
+            let ev = match result {
+                Ok((local, remote)) => FlowEvent::UdpUp {
+                    flow,
+                    local,
+                    remote,
+                },
+                Err(e) => FlowEvent::Closed {
+                    flow,
+                    why: format!("udp {host}:{port}: {e}"),
+                },
+            };
+            let _ = events.send(ev);
+        });
+    }
+
+    /// Sends one datagram (a copy to `tap`); a full socket buffer drops it (the transaction
+    /// layer retransmits).
+    pub(crate) fn send(&self, remote: SocketAddr, bytes: &[u8], tap: &super::tap::Tap) {
+        let Some(s) = &self.socket else {
+            tracing::debug!(%remote, "no SIP UDP socket: datagram not sent");
+            return;
+        };
+        if let (true, Ok(bound)) = (tap.is_on(), s.local_addr()) {
+            tap.datagram(true, local_toward(bound, remote), remote, bytes);
+        }
+        if let Err(e) = s.try_send_to(bytes, remote) {
+            tracing::debug!(%remote, "UDP send: {e}");
+        }
+    }
+}
+
+/// The address a peer sees for us on a socket bound at `bound`: `bound` itself, or, when bound
+/// to `0.0.0.0`/`::`, the source address the OS routes toward `remote` (a throwaway UDP socket
+/// connected to it; nothing is sent) with `bound`'s port.
+pub(crate) fn local_toward(bound: SocketAddr, remote: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    match super::route::routed_source(remote.ip()) {
+        Ok(ip) => SocketAddr::new(ip, bound.port()),
+        Err(e) => {
+            tracing::warn!(%remote, "no route to the peer to learn our address: {e}");
+            bound
+        }
+    }
+}
+
+async fn read_loop(
+    socket: Arc<UdpSocket>,
+    bound: SocketAddr,
+    events: mpsc::UnboundedSender<FlowEvent>,
+) {
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut errors = 0u32;
+    // Our address toward each peer IP, so a wildcard socket asks the routing table once per
+    // peer, not once per datagram (forgotten wholesale past a bound).
+    let mut routes: HashMap<IpAddr, SocketAddr> = HashMap::new();
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, remote)) => {
+                errors = 0;
+                if routes.len() >= ROUTE_CACHE {
+                    routes.clear();
+                }
+                let local = *routes
+                    .entry(remote.ip())
+                    .or_insert_with(|| local_toward(bound, remote));
+                let ev = FlowEvent::Datagram {
+                    local,
+                    remote,
+                    bytes: buf[..n].to_vec(),
+                };
+                if events.send(ev).is_err() {
+                    return;
+                }
+            }
+            // ICMP port unreachable from an earlier send surfaces here on some systems; the
+            // socket itself is fine. Anything persistent stops the loop after a bound.
+            Err(e) => {
+                errors += 1;
+                tracing::debug!("SIP UDP receive: {e}");
+                if errors > 1000 {
+                    tracing::warn!("SIP UDP socket keeps failing ({e}); UDP stopped");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_toward_uses_the_routed_source_only_for_a_wildcard_bind() {
+        let bound: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let peer: SocketAddr = "127.0.0.1:5080".parse().unwrap();
+        assert_eq!(local_toward(bound, peer), bound);
+        let any: SocketAddr = "0.0.0.0:5070".parse().unwrap();
+        let got = local_toward(any, peer);
+        assert_eq!(got, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5070));
+    }
+
+    #[tokio::test]
+    async fn datagrams_reach_the_driver_with_their_source() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let udp = UdpSip::new(Some(sock), tx);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"hello", addr).unwrap();
+        match rx.recv().await {
+            Some(FlowEvent::Datagram {
+                local,
+                remote,
+                bytes,
+            }) => {
+                assert_eq!(
+                    (local, remote, bytes.as_slice()),
+                    (addr, peer.local_addr().unwrap(), &b"hello"[..])
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        udp.send(peer.local_addr().unwrap(), b"back", &Default::default());
+        let mut buf = [0u8; 8];
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"back"[..], addr));
+    }
+}
