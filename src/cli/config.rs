@@ -27,6 +27,17 @@ pub struct FileConfig {
     /// `[answer]`
     #[serde(default)]
     pub answer: AnswerSection,
+    /// `[media]`
+    #[serde(default)]
+    pub media: MediaSection,
+}
+
+/// `[media]`: RTP behaviour.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// As `--latching`: off, nat or always.
+    pub latching: Option<String>,
 }
 
 /// `[account]`: the registrar and credentials.
@@ -111,6 +122,9 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 [answer]
 # policy = "auto"                  # auto | ring | reject:CODE   (wakeline listen)
 # after_s = 2.0                    # with policy = "ring"
+
+[media]
+# latching = "nat"                 # off | nat | always: follow an RTP source other than the SDP's
 "#;
 
 /// The default file: `<config dir>/config.toml` (e.g. `~/.config/wakeline/config.toml`).
@@ -199,6 +213,9 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
             )
         })?;
     }
+    if let Some(l) = &cfg.media.latching {
+        super::args::parse_latching(l).map_err(|e| key("[media].latching", e))?;
+    }
     if let Some(p) = &cfg.answer.policy {
         super::args::parse_answer(p).map_err(|e| key("[answer].policy", e))?;
     }
@@ -260,14 +277,21 @@ pub fn merge_account(args: &mut AccountArgs, file: &AccountSection) -> Result<()
     Ok(())
 }
 
-/// Fills `--mic`/`--speaker` from `[audio]`, and `--codecs` from `[codecs]` unless the flag was
-/// given (`codecs_from_flag`).
+/// Fills `--mic`/`--speaker` from `[audio]`, `--latching` from `[media]`, and `--codecs` from
+/// `[codecs]` unless the flag was given (`codecs_from_flag`).
 pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bool) {
     if args.mic.is_none() {
         args.mic.clone_from(&file.audio.mic);
     }
     if args.speaker.is_none() {
         args.speaker.clone_from(&file.audio.speaker);
+    }
+    if args.latching.is_none() {
+        args.latching = file
+            .media
+            .latching
+            .as_deref()
+            .and_then(|l| super::args::parse_latching(l).ok());
     }
     if !codecs_from_flag {
         if let Some(order) = &file.codecs.order {
@@ -333,6 +357,35 @@ mod tests {
         assert_eq!(cfg.account.user.as_deref(), Some("alice"));
         assert_eq!(cfg.transport.keepalive_interval_s, Some(30.0));
         assert_eq!(cfg.codecs.order.as_ref().map(Vec::len), Some(3));
+        assert_eq!(cfg.media.latching.as_deref(), Some("nat"));
+    }
+
+    #[test]
+    fn media_latching_from_the_file_unless_flagged() {
+        use wakeline::media::session::Latching;
+        let cfg = parse("[media]\nlatching = \"always\"\n", "c.toml").unwrap();
+        let mut media = MediaArgs {
+            mic: None,
+            speaker: None,
+            record: None,
+            codecs: "opus".into(),
+            list_devices: false,
+            summary: None,
+            report: None,
+            pcap: None,
+            latching: None,
+        };
+        merge_media(&mut media, &cfg, false);
+        assert_eq!(media.latching, Some(Latching::Always));
+        media.latching = Some(Latching::Off);
+        merge_media(&mut media, &cfg, false);
+        assert_eq!(media.latching, Some(Latching::Off), "the flag wins");
+        let e = parse("[media]\nlatching = \"sometimes\"\n", "c.toml").unwrap_err();
+        assert!(
+            e.0.starts_with("c.toml: [media].latching: unknown"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]
@@ -397,6 +450,7 @@ mod tests {
             summary: None,
             report: None,
             pcap: None,
+            latching: None,
         };
         merge_media(&mut media, &cfg, true);
         assert_eq!(media.codecs, "opus,pcmu,pcma");

@@ -145,6 +145,7 @@ pub fn report_json(r: &MediaReport) -> Value {
             "late": s.late,
             "duplicates": s.duplicates,
             "dropped_foreign": s.dropped_foreign,
+            "rtp_guard": guard_json(&s.rtp_guard),
             "dtmf_sent": s.dtmf_sent,
             "dtmf_received": s.dtmf_received,
             "mos": round(s.mos),
@@ -154,6 +155,21 @@ pub fn report_json(r: &MediaReport) -> Value {
         }
     }
     v
+}
+
+/// The RTP source guard's counters, as JSON.
+fn guard_json(g: &wakeline::media::session::RtpGuard) -> Value {
+    json!({
+        "foreign": g.foreign,
+        "malformed": g.malformed,
+        "unknown_pt": g.unknown_pt,
+        "duplicates": g.duplicates,
+        "too_late": g.too_late,
+        "flood": g.flood,
+        "probation": g.probation,
+        "ssrc_changes": g.ssrc_changes,
+        "latches": g.latches,
+    })
 }
 
 /// Lowercase name of a call state.
