@@ -1,0 +1,268 @@
+//! Hostile RTP during a real call (issue 13, finding 1): two `wakeline` processes call each
+//! other on 127.0.0.1 with tones while a stranger's UDP socket sends well-formed RTP (the
+//! negotiated payload type, one SSRC, consecutive sequence numbers, 20 ms pace and faster) to
+//! the listener's RTP port from another port, from the moment the call is answered.
+//!
+//! The listener must keep sending to the caller's SDP address (the caller receives what the
+//! listener sent and hears its tone; the stranger receives nothing), must still play the
+//! caller's audio, and must count the refused packets in its `--summary` (`rtp_guard.foreign`).
+//! Run with the default policy (`nat`: the SDP address is reachable, so no latching at all) and
+//! with `--latching always` (a stranger that proves itself still may not replace a peer that
+//! keeps talking).
+
+mod peers;
+
+use peers::audio::{read_wav, tone_dominance};
+use peers::{free_port, read_events, test_dir, wait_listening, wakeline, Proc};
+use serde_json::Value;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const CALLER_HZ: f64 = 440.0;
+const LISTENER_HZ: f64 = 1000.0;
+const LIMIT: Duration = Duration::from_secs(30);
+const CALL_S: f64 = 3.0;
+
+/// What the stranger did.
+#[derive(Debug, Default)]
+struct StrangerReport {
+    /// RTP packets sent to the listener's port.
+    sent: u64,
+    /// Datagrams the listener sent back to the stranger (must stay 0).
+    received: u64,
+    /// Where it sent them.
+    target: Option<SocketAddr>,
+}
+
+/// A thread that waits for the caller's `media` event (which names the listener's RTP address
+/// and the payload type) and then sends RTP there until stopped.
+struct Stranger {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<StrangerReport>,
+}
+
+impl Stranger {
+    fn start(caller_events: PathBuf) -> Stranger {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || run_stranger(&caller_events, &flag));
+        Stranger { stop, thread }
+    }
+
+    fn finish(self) -> StrangerReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("stranger thread")
+    }
+}
+
+/// The listener's RTP address and the payload type, from the caller's `media` event.
+fn media_target(events: &Path) -> Option<(SocketAddr, u8)> {
+    let evs = std::fs::read_to_string(events).ok()?;
+    let media = evs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "media")?;
+    let addr = media["remote_rtp"].as_str()?.parse().ok()?;
+    let pt = u8::try_from(media["payload_type"].as_u64()?).ok()?;
+    Some((addr, pt))
+}
+
+fn run_stranger(events: &Path, stop: &AtomicBool) -> StrangerReport {
+    let mut report = StrangerReport::default();
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("stranger socket");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let (target, pt) = loop {
+        if stop.load(Ordering::Relaxed) {
+            return report;
+        }
+        if let Some(t) = media_target(events) {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    report.target = Some(target);
+    let ssrc: u32 = 0x5eed_f00d;
+    let mut seq: u16 = 1000;
+    let mut ts: u32 = 777_000;
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        // Two packets per 20 ms: a plausible stream, twice over.
+        for _ in 0..2 {
+            let mut pkt = vec![0x80, pt & 0x7f];
+            pkt.extend_from_slice(&seq.to_be_bytes());
+            pkt.extend_from_slice(&ts.to_be_bytes());
+            pkt.extend_from_slice(&ssrc.to_be_bytes());
+            // A short Opus/G.711-sized payload of noise.
+            pkt.extend((0..60u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+            if sock.send_to(&pkt, target).is_ok() {
+                report.sent += 1;
+            }
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(960);
+        }
+        while sock.recv_from(&mut buf).is_ok() {
+            report.received += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while sock.recv_from(&mut buf).is_ok() {
+        report.received += 1;
+    }
+    report
+}
+
+struct Outcome {
+    caller: Value,
+    listener: Value,
+    stranger: StrangerReport,
+    dir: tempfile::TempDir,
+    output: String,
+}
+
+fn hijack_call(name: &str, listener_flags: &[&str]) -> Outcome {
+    let dir = test_dir(name);
+    let d = dir.path();
+    let port = free_port();
+    let mut cmd = wakeline();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--mic", &format!("tone:{LISTENER_HZ}"), "--speaker", "null"])
+        .args(["--max-calls", "1", "--record"])
+        .arg(d.join("b.wav"))
+        .arg("--summary")
+        .arg(d.join("b.json"))
+        .args(listener_flags);
+    let mut listener = Proc::spawn("listener", cmd, d);
+    wait_listening(port, LIMIT);
+    let stranger = Stranger::start(d.join("a.ev"));
+    let mut cmd = wakeline();
+    cmd.arg("call")
+        .arg(format!("sip:tone@127.0.0.1:{port};transport=tcp"))
+        .args(["--mic", &format!("tone:{CALLER_HZ}"), "--speaker", "null"])
+        .args(["--duration", &CALL_S.to_string(), "--record"])
+        .arg(d.join("a.wav"))
+        .arg("--summary")
+        .arg(d.join("a.json"))
+        .arg("--events")
+        .arg(d.join("a.ev"));
+    let mut caller = Proc::spawn("caller", cmd, d);
+    let status = caller.wait(LIMIT);
+    let stranger = stranger.finish();
+    assert!(
+        status.success(),
+        "caller: {status}\n{}\n{}",
+        caller.output(),
+        listener.output()
+    );
+    let status = listener.wait(LIMIT);
+    assert!(
+        status.success(),
+        "listener: {status}\n{}",
+        listener.output()
+    );
+    let output = format!("{}\n{}", caller.output(), listener.output());
+    let caller: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("a.json")).expect("a.json"))
+            .expect("caller summary");
+    let listener = read_events(&d.join("b.json"))
+        .into_iter()
+        .next()
+        .expect("listener summary line");
+    Outcome {
+        caller,
+        listener,
+        stranger,
+        dir,
+        output,
+    }
+}
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_f64()
+        .unwrap_or_else(|| panic!("summary field {path:?} is not a number: {v:#}"))
+}
+
+/// The fraction of 100 ms blocks (after 200 ms) where `hz` dominates.
+fn tone_fraction(wav: &Path, hz: f64, other: f64) -> f64 {
+    let w = read_wav(wav);
+    let probes = [300.0, 700.0, 1500.0, 2500.0, other];
+    let r = tone_dominance(&w.samples, w.rate, hz, &probes, 100, 200, 10.0);
+    eprintln!("{}: {}", wav.display(), r.summary());
+    r.dominant_fraction()
+}
+
+fn check(o: &Outcome) {
+    let (a, b, s) = (&o.caller, &o.listener, &o.stranger);
+    eprintln!("stranger {s:?}\ncaller {a:#}\nlistener {b:#}");
+    assert!(
+        s.target.is_some(),
+        "the stranger never saw the call\n{}",
+        o.output
+    );
+    assert!(s.sent >= 100, "stranger sent only {} packets", s.sent);
+    // The listener kept sending to the caller's SDP address: the caller got (almost) all of
+    // it, the stranger none.
+    assert_eq!(s.received, 0, "the listener sent media to the stranger");
+    let (sent_b, got_a) = (num(b, &["rtp_sent"]), num(a, &["rtp_received"]));
+    assert!(
+        got_a >= 0.95 * sent_b && sent_b >= 100.0,
+        "caller received {got_a} of the listener's {sent_b}"
+    );
+    // The caller's audio is still played at the listener, and refused packets are counted.
+    let (sent_a, got_b) = (num(a, &["rtp_sent"]), num(b, &["rtp_received"]));
+    assert!(
+        got_b >= 0.95 * sent_a && got_b <= sent_a,
+        "listener received {got_b} of the caller's {sent_a} (the stranger's count as received?)"
+    );
+    let foreign = num(b, &["rtp_guard", "foreign"]);
+    assert!(foreign > 0.0 && foreign <= s.sent as f64, "{b:#}");
+    assert!(
+        foreign >= 0.8 * s.sent as f64,
+        "most of the stranger's {} packets were refused: {foreign}",
+        s.sent
+    );
+    assert_eq!(num(b, &["rtp_guard", "latches"]), 0.0);
+    assert_eq!(num(b, &["dropped_foreign"]), foreign);
+    let d = o.dir.path();
+    let heard_b = tone_fraction(&d.join("b.wav"), CALLER_HZ, LISTENER_HZ);
+    let heard_a = tone_fraction(&d.join("a.wav"), LISTENER_HZ, CALLER_HZ);
+    assert!(heard_b >= 0.85, "listener hears the caller: {heard_b}");
+    assert!(heard_a >= 0.85, "caller hears the listener: {heard_a}");
+}
+
+/// Default policy (`nat`): the caller's SDP address (127.0.0.1) is reachable, so nothing else
+/// is ever accepted.
+#[test]
+fn stranger_cannot_hijack_default_policy() {
+    let o = hijack_call("hijack-nat", &[]);
+    check(&o);
+}
+
+/// `--latching always`: the stranger's stream is in perfect sequence, but the caller never
+/// falls silent, so the stranger never replaces it.
+#[test]
+fn stranger_cannot_hijack_a_talking_peer_with_latching_always() {
+    let o = hijack_call("hijack-always", &["--latching", "always"]);
+    check(&o);
+}
+
+/// A bad `--latching` value is refused with a message that names the flag, at once.
+#[test]
+fn latching_flag_is_validated() {
+    let t = Instant::now();
+    let out = wakeline()
+        .args(["listen", "--latching", "sometimes"])
+        .output()
+        .expect("run wakeline");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("latching"), "{err}");
+    assert!(t.elapsed() < LIMIT);
+}
