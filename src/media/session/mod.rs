@@ -12,6 +12,7 @@
 //! every method takes `now`, and the wall clock for NTP timestamps is sampled once by the caller.
 
 mod flood;
+mod header;
 mod receive;
 mod rtcp;
 mod source;

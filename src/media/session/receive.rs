@@ -4,9 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use ::rtp::header::Header;
-use webrtc_util::marshal::Unmarshal;
-
+use super::header;
 use super::stats::{SeqVerdict, SourceStats};
 use super::{rtcp, total_lost_signed, DropReason, MediaSession, Received, Verdict};
 use super::{MAX_JITTER_S, MIN_SEQUENTIAL};
@@ -59,23 +57,14 @@ impl MediaSession {
     }
 
     fn handle_rtp<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Received<'a> {
-        let mut rest = bytes;
-        let Ok(h) = Header::unmarshal(&mut rest) else {
+        let Some(h) = header::parse(bytes) else {
             return self.refuse(DropReason::Invalid);
         };
-        let start = bytes.len() - rest.len();
-        let mut end = bytes.len();
-        if h.padding {
-            let pad = usize::from(bytes[end - 1]);
-            if pad == 0 || pad > end - start {
-                return self.refuse(DropReason::Invalid);
-            }
-            end -= pad;
-        }
+        let (start, end) = (h.payload.start, h.payload.end);
         let pt = h.payload_type;
         let neg = &self.cfg.negotiated;
         let known_pt = pt == neg.payload_type || Some(pt) == neg.telephone_event;
-        let (seq, ssrc) = (h.sequence_number, h.ssrc);
+        let (seq, ssrc) = (h.seq, h.ssrc);
         // Only packets of a negotiated type can prove a new source.
         let verdict = if known_pt || from == self.policy.rtp_destination() {
             self.policy.check_rtp(now, from, ssrc, seq)
