@@ -16,5 +16,6 @@ if [ -n "$clock" ]; then
 fi
 cargo test
 # Fuzzing (tests/fuzz.rs): `cargo test` above gave each target 2 s; here each gets 30 s,
-# optimised. A failure prints the shrunk input and WAKELINE_FUZZ_SEED to replay it.
-WAKELINE_FUZZ_SECS=30 cargo test --release --test fuzz
+# optimised, and the black-box target feeds the release `wakeline listen` mutated SIP over TCP
+# for 60 s. A failure prints the shrunk input and WAKELINE_FUZZ_SEED to replay it.
+WAKELINE_FUZZ_SECS=30 WAKELINE_BLACKBOX_SECS=60 cargo test --release --test fuzz

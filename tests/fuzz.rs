@@ -11,11 +11,19 @@
 //! runs `WAKELINE_FUZZ_SECS=30 cargo test --release --test fuzz`). The random seed is printed
 //! and can be fixed with `WAKELINE_FUZZ_SEED` to replay a run; a failure is shrunk by proptest
 //! and reported with its seed. A crash found here becomes a test in `regressions` below.
+//!
+//! One black-box target runs the real binary: `wakeline listen` gets mutated SIP over TCP for
+//! `WAKELINE_BLACKBOX_SECS` (default 3 s; CI 60 s) and must stay alive and answer OPTIONS.
 
+mod peers;
+
+use peers::{free_port, test_dir, wait_listening, wakeline, Proc};
 use proptest::prelude::*;
 use proptest::sample::Index;
+use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 use wakeline::media::jitter::{JitterBuffer, JitterConfig, Playout, MAX_PAYLOAD};
@@ -31,11 +39,15 @@ use wakeline::signaling::sdp::{
 const CASES_PER_ROUND: u32 = 128;
 
 fn budget() -> Duration {
-    let secs = std::env::var("WAKELINE_FUZZ_SECS")
+    secs_from_env("WAKELINE_FUZZ_SECS", 2.0)
+}
+
+fn secs_from_env(var: &str, default: f64) -> Duration {
+    let secs = std::env::var(var)
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .unwrap_or(2.0);
+        .unwrap_or(default);
     Duration::from_secs_f64(secs)
 }
 
@@ -711,6 +723,123 @@ fn fuzz_jitter_buffer() {
         (ops, prop_oneof![Just(10u32), Just(20u32), Just(60u32)]),
         |((ops, strict), frame)| check_jitter(&ops, frame, strict),
     );
+}
+
+/// An OPTIONS to `port`; `Some(first line of the answer)` within 5 s.
+fn options_answer(port: u16, n: u32) -> Option<String> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let msg = format!(
+        "OPTIONS sip:probe@127.0.0.1:{port};transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKprobe{n}\r\nMax-Forwards: 70\r\n\
+         From: <sip:fuzz@127.0.0.1>;tag=p{n}\r\nTo: <sip:probe@127.0.0.1>\r\n\
+         Call-ID: probe{n}@fuzz\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.write_all(msg.as_bytes()).ok()?;
+    let mut buf = vec![0; 4096];
+    let mut got = Vec::new();
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        let n = c.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.lines().next().map(str::to_owned)
+}
+
+/// Black box: the release binary's `listen` takes mutated SIP over TCP (several connections,
+/// each a few messages, some cut short) for the time budget, then must still run and answer
+/// OPTIONS with 200.
+#[test]
+fn blackbox_listen_survives_mutated_sip() {
+    let limit = secs_from_env("WAKELINE_BLACKBOX_SECS", 3.0);
+    let dir = test_dir("blackbox");
+    let port = free_port();
+    let mut cmd = wakeline();
+    cmd.env("RUST_LOG", "warn")
+        .args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .args([
+            "--answer",
+            "reject:486",
+            "--mic",
+            "silence",
+            "--speaker",
+            "null",
+        ]);
+    let mut listener = Proc::spawn("listener", cmd, dir.path());
+    wait_listening(port, Duration::from_secs(30));
+    assert_eq!(
+        options_answer(port, 0).as_deref(),
+        Some("SIP/2.0 200 OK"),
+        "before: {}",
+        listener.output()
+    );
+    let seeds = corpus("sip");
+    let strategy = prop::collection::vec(input(seeds, 512), 1..8);
+    let seed = base_seed();
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &key),
+    );
+    let start = Instant::now();
+    let (mut conns, mut msgs, mut refused) = (0u64, 0u64, 0u64);
+    let mut sink = vec![0u8; 64 * 1024];
+    while start.elapsed() < limit {
+        let Ok(batch) = strategy.new_tree(&mut runner).map(|t| t.current()) else {
+            continue;
+        };
+        let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+            refused += 1;
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        conns += 1;
+        let _ = c.set_nonblocking(true);
+        for m in &batch {
+            if c.write_all(m).is_err() {
+                break;
+            }
+            msgs += 1;
+            // Drain answers so that the listener never blocks on a full socket.
+            while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        assert!(
+            still_running(&listener),
+            "listener died after {msgs} messages (seed {seed})\n{}",
+            listener.output()
+        );
+    }
+    eprintln!(
+        "blackbox: {msgs} mutated messages on {conns} connections in {:.1} s ({refused} connects \
+         refused), seed {seed}",
+        start.elapsed().as_secs_f64()
+    );
+    let answer = options_answer(port, 1);
+    assert_eq!(
+        answer.as_deref(),
+        Some("SIP/2.0 200 OK"),
+        "after {msgs} mutated messages (seed {seed})\n{}",
+        listener.output()
+    );
+    assert!(
+        msgs > 0 && refused * 10 <= conns.max(1),
+        "{refused} of {conns} connects refused"
+    );
+    let status = listener.terminate(Duration::from_secs(10));
+    eprintln!("listener exit: {status}");
+}
+
+/// True while the process has not exited (Linux: its /proc entry exists and is not a zombie).
+fn still_running(p: &Proc) -> bool {
+    let Some(pid) = p.pid() else { return false };
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// Inputs the fuzzer once found that broke a property, kept as plain tests.
