@@ -1,7 +1,10 @@
 //! Hostile RTP during a real call (issue 13, finding 1): two `wakeline` processes call each
-//! other on 127.0.0.1 with tones while a stranger's UDP socket sends well-formed RTP (the
-//! negotiated payload type, one SSRC, consecutive sequence numbers, 20 ms pace and faster) to
-//! the listener's RTP port from another port, from the moment the call is answered.
+//! other on 127.0.0.1 with tones while a stranger's UDP socket sends well-formed RTP (Opus's
+//! payload type 111, one SSRC, consecutive sequence numbers, two packets per 20 ms) to the
+//! listener's RTP port from another port — from the moment the listener binds that port, so
+//! the stranger's packets arrive before the caller's (the issue's race, which a latch-to-first
+//! policy loses). The port is found in /proc (Linux), as the even port of the UDP pair the
+//! listener holds.
 //!
 //! The listener must keep sending to the caller's SDP address (the caller receives what the
 //! listener sent and hears its tone; the stranger receives nothing), must still play the
@@ -15,8 +18,9 @@ mod peers;
 use peers::audio::{read_wav, tone_dominance};
 use peers::{free_port, read_events, test_dir, wait_listening, wakeline, Proc};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,6 +30,8 @@ const CALLER_HZ: f64 = 440.0;
 const LISTENER_HZ: f64 = 1000.0;
 const LIMIT: Duration = Duration::from_secs(30);
 const CALL_S: f64 = 3.0;
+/// The payload type wakeline gives Opus in its offer (the stranger cannot wait for the SDP).
+const OPUS_PT: u8 = 111;
 
 /// What the stranger did.
 #[derive(Debug, Default)]
@@ -38,18 +44,18 @@ struct StrangerReport {
     target: Option<SocketAddr>,
 }
 
-/// A thread that waits for the caller's `media` event (which names the listener's RTP address
-/// and the payload type) and then sends RTP there until stopped.
+/// A thread that waits for the listener to bind its RTP port and then sends RTP there until
+/// stopped.
 struct Stranger {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<StrangerReport>,
 }
 
 impl Stranger {
-    fn start(caller_events: PathBuf) -> Stranger {
+    fn start(listener_pid: u32) -> Stranger {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || run_stranger(&caller_events, &flag));
+        let thread = std::thread::spawn(move || run_stranger(listener_pid, &flag));
         Stranger { stop, thread }
     }
 
@@ -71,20 +77,57 @@ fn media_target(events: &Path) -> Option<(SocketAddr, u8)> {
     Some((addr, pt))
 }
 
-fn run_stranger(events: &Path, stop: &AtomicBool) -> StrangerReport {
+/// The UDP ports `pid` holds on 127.0.0.1 (its fds' socket inodes, looked up in
+/// /proc/net/udp).
+fn udp_ports(pid: u32) -> Vec<u16> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return vec![];
+    };
+    let inodes: HashSet<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (ip, port) = f.get(1)?.split_once(':')?;
+            (ip == "0100007F" && inodes.contains(*f.get(9)?))
+                .then(|| u16::from_str_radix(port, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// The listener's RTP port: the even port of an RTP/RTCP pair it holds.
+fn rtp_port(pid: u32) -> Option<u16> {
+    let ports = udp_ports(pid);
+    ports
+        .iter()
+        .copied()
+        .find(|p| p % 2 == 0 && ports.contains(&(p + 1)))
+}
+
+fn run_stranger(listener_pid: u32, stop: &AtomicBool) -> StrangerReport {
     let mut report = StrangerReport::default();
     let sock = UdpSocket::bind("127.0.0.1:0").expect("stranger socket");
     sock.set_nonblocking(true).expect("nonblocking");
-    let (target, pt) = loop {
+    let target = loop {
         if stop.load(Ordering::Relaxed) {
             return report;
         }
-        if let Some(t) = media_target(events) {
-            break t;
+        if let Some(p) = rtp_port(listener_pid) {
+            break SocketAddr::from(([127, 0, 0, 1], p));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     };
     report.target = Some(target);
+    let pt = OPUS_PT;
     let ssrc: u32 = 0x5eed_f00d;
     let mut seq: u16 = 1000;
     let mut ts: u32 = 777_000;
@@ -119,6 +162,8 @@ struct Outcome {
     caller: Value,
     listener: Value,
     stranger: StrangerReport,
+    /// The listener's RTP address and payload type, from the caller's `media` event.
+    media: Option<(SocketAddr, u8)>,
     dir: tempfile::TempDir,
     output: String,
 }
@@ -137,7 +182,7 @@ fn hijack_call(name: &str, listener_flags: &[&str]) -> Outcome {
         .args(listener_flags);
     let mut listener = Proc::spawn("listener", cmd, d);
     wait_listening(port, LIMIT);
-    let stranger = Stranger::start(d.join("a.ev"));
+    let stranger = Stranger::start(listener.pid().expect("listener runs"));
     let mut cmd = wakeline();
     cmd.arg("call")
         .arg(format!("sip:tone@127.0.0.1:{port};transport=tcp"))
@@ -171,10 +216,12 @@ fn hijack_call(name: &str, listener_flags: &[&str]) -> Outcome {
         .into_iter()
         .next()
         .expect("listener summary line");
+    let media = media_target(&d.join("a.ev"));
     Outcome {
         caller,
         listener,
         stranger,
+        media,
         dir,
         output,
     }
@@ -205,6 +252,11 @@ fn check(o: &Outcome) {
         s.target.is_some(),
         "the stranger never saw the call\n{}",
         o.output
+    );
+    assert_eq!(
+        o.media,
+        s.target.map(|t| (t, OPUS_PT)),
+        "the stranger aimed at the listener's negotiated RTP address and payload type"
     );
     assert!(s.sent >= 100, "stranger sent only {} packets", s.sent);
     // The listener kept sending to the caller's SDP address: the caller got (almost) all of

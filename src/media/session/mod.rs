@@ -29,7 +29,9 @@ use webrtc_util::marshal::{Marshal, MarshalSize};
 
 pub use self::flood::FloodGate;
 use self::rtcp::{NtpClock, RTCP_MIN_INTERVAL};
-pub use self::source::{behind_nat, Latching, SourcePolicy, Verdict, PROOF_PACKETS};
+pub use self::source::{
+    behind_nat, Latching, SourcePolicy, Verdict, PROOF_PACKETS, SILENCE_BEFORE_SWITCH,
+};
 use self::stats::{total_lost_signed, SourceStats};
 pub use self::stats::{MediaStats, RtpGuard, MAX_JITTER_S, MIN_SEQUENTIAL};
 use crate::signaling::sdp::Negotiated;
@@ -178,6 +180,7 @@ impl MediaSession {
             buf: vec![0; MAX_PACKET],
             policy: SourcePolicy::new(
                 cfg.latching,
+                now,
                 cfg.negotiated.local_rtp,
                 cfg.negotiated.remote_rtp,
                 cfg.negotiated.remote_rtcp,
@@ -781,7 +784,7 @@ mod tests {
         assert_eq!(b.rtcp_destination(), addr("10.0.0.1:4001"));
         // RTP from the NAT's address proves itself; then its RTCP may come from another port.
         let mut other = session(A, B, false, Latching::Off, 17, t0);
-        let mut t = t0;
+        let mut t = t0 + SILENCE_BEFORE_SWITCH;
         feed(&mut other, &mut b, addr("192.0.2.9:6000"), &mut t, 5);
         assert_eq!(b.rtp_destination(), addr("192.0.2.9:6000"));
         // Garbage from the latched IP does not latch RTCP.

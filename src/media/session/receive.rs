@@ -185,7 +185,7 @@ impl MediaSession {
 mod tests {
     use super::super::tests::{addr, feed, session, A, B};
     use super::*;
-    use crate::media::session::{Latching, PROOF_PACKETS};
+    use crate::media::session::{Latching, PROOF_PACKETS, SILENCE_BEFORE_SWITCH};
     use std::time::Duration;
 
     #[test]
@@ -221,6 +221,8 @@ mod tests {
         let nat = addr("192.0.2.9:6000");
         assert_eq!(b.rtp_destination(), addr(A));
         assert_eq!(b.rtcp_destination(), addr("10.0.0.1:4001"));
+        // The SDP address had its chance to speak first.
+        t += SILENCE_BEFORE_SWITCH;
         let r = feed(&mut a, &mut b, nat, &mut t, PROOF_PACKETS as usize);
         assert_eq!(r[..4], [Some(DropReason::ForeignSource); 4]);
         assert_eq!(r[4], None, "the fifth in sequence latches and is played");

@@ -9,7 +9,10 @@
 //!   always (`always`). Even then a new source must prove itself first, the rtpengine/Asterisk
 //!   "strict" way: [`PROOF_PACKETS`] consecutive packets of one SSRC with consecutive sequence
 //!   numbers from that one address. A source that proved itself replaces the current one only
-//!   when the current one has been silent for [`SILENCE_BEFORE_SWITCH`] (or never sent).
+//!   when the current one has been silent for [`SILENCE_BEFORE_SWITCH`]. With `always`, the
+//!   SDP address counts as heard when the session starts (it gets that long to speak first, so
+//!   a stranger who races the peer's first packets does not win); with `nat` it cannot be
+//!   reached anyway, so a proven source is taken at once.
 //! - After RTP latched, RTCP (without rtcp-mux) is expected next to it (port + 1) and latches to
 //!   the first valid RTCP packet from the latched IP.
 //!
@@ -169,10 +172,11 @@ pub struct SourcePolicy {
 }
 
 impl SourcePolicy {
-    /// The policy for a peer whose SDP names `sdp_rtp` / `sdp_rtcp` (the same with `mux`), seen
-    /// from our media address `local`.
+    /// The policy, from `now`, for a peer whose SDP names `sdp_rtp` / `sdp_rtcp` (the same with
+    /// `mux`), seen from our media address `local`.
     pub fn new(
         latching: Latching,
+        now: Instant,
         local: SocketAddr,
         sdp_rtp: SocketAddr,
         sdp_rtcp: SocketAddr,
@@ -189,7 +193,7 @@ impl SourcePolicy {
             mux,
             may_latch,
             state: State::Negotiated,
-            last_heard: None,
+            last_heard: (latching == Latching::Always).then_some(now),
             candidates: [None; CANDIDATES],
             latches: 0,
         }
@@ -327,7 +331,7 @@ mod tests {
     fn policy(latching: Latching, local: &str, sdp: &str, mux: bool) -> SourcePolicy {
         let s = addr(sdp);
         let rtcp = SocketAddr::new(s.ip(), s.port() + 1);
-        SourcePolicy::new(latching, addr(local), s, rtcp, mux)
+        SourcePolicy::new(latching, Instant::now(), addr(local), s, rtcp, mux)
     }
 
     /// Sends `n` in-sequence packets of `ssrc` from `from` starting at `seq`, 20 ms apart;
@@ -433,9 +437,52 @@ mod tests {
     }
 
     #[test]
+    fn always_gives_the_sdp_address_time_to_speak_first() {
+        let t0 = Instant::now();
+        let mut p = SourcePolicy::new(
+            Latching::Always,
+            t0,
+            addr(LOCAL),
+            addr(SDP),
+            addr(SDP),
+            true,
+        );
+        let mut t = t0;
+        // A stranger races the peer's first packets: refused while the peer may still speak.
+        let v = burst(&mut p, &mut t, "203.0.113.66:7000", 5, 0, 20);
+        assert!(v.iter().all(|v| *v == Verdict::Refuse));
+        assert_eq!(p.check_rtp(t, addr(SDP), 1, 0), Verdict::Accept);
+        // The peer never speaks: after the grace the proven stranger's run is taken.
+        let mut q = SourcePolicy::new(
+            Latching::Always,
+            t0,
+            addr(LOCAL),
+            addr(SDP),
+            addr(SDP),
+            true,
+        );
+        let mut t = t0;
+        let v = burst(&mut q, &mut t, "203.0.113.66:7000", 5, 0, 120);
+        let first = v.iter().position(|v| *v == Verdict::Latched).unwrap();
+        assert_eq!(first, 99, "at 2 s: {v:?}");
+        // `nat` does not wait for an address it cannot reach.
+        let mut n = SourcePolicy::new(
+            Latching::Nat,
+            t0,
+            addr(LOCAL),
+            addr("10.1.1.1:5000"),
+            addr("10.1.1.1:5000"),
+            true,
+        );
+        let mut t = t0;
+        let v = burst(&mut n, &mut t, "203.0.113.66:7000", 5, 0, 5);
+        assert_eq!(v[4], Verdict::Latched);
+    }
+
+    #[test]
     fn broken_run_starts_over() {
         let mut p = policy(Latching::Always, LOCAL, SDP, true);
-        let mut t = Instant::now();
+        let mut t = Instant::now() + SILENCE_BEFORE_SWITCH;
         let s = "203.0.113.5:40000";
         burst(&mut p, &mut t, s, 9, 10, 4);
         // A gap in sequence, then another SSRC: both restart the count.
