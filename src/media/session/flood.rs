@@ -2,15 +2,16 @@
 //! a flood is dropped before any parsing beyond the header. Sans-IO.
 //!
 //! The rule, in 20 ms windows: a peer may send at most [`RATE_FACTOR`] times the packets its
-//! ptime implies (audio, plus as many telephone-event and RTCP packets), with a burst allowance
+//! ptime implies (room for a peer that packetises at half our ptime, plus as many
+//! telephone-event packets, plus RTCP), with a burst allowance
 //! of [`BURST_MS`] of audio at the nominal rate (a stalled network delivering its backlog at
 //! once). Implemented as a token bucket: it refills at the allowed rate, holds at most the
 //! burst, and each packet takes one token; a packet that finds no token is a flood packet.
 
 use std::time::{Duration, Instant};
 
-/// How many times the nominal packet rate a peer may send (audio + DTMF + RTCP).
-pub const RATE_FACTOR: u32 = 2;
+/// How many times the nominal packet rate a peer may send (half the ptime, audio + DTMF, RTCP).
+pub const RATE_FACTOR: u32 = 4;
 /// The burst allowance, as milliseconds of audio at the nominal rate (always at least
 /// [`MIN_BURST`] packets).
 pub const BURST_MS: u32 = 1000;
@@ -71,10 +72,10 @@ mod tests {
     fn nominal_and_double_rate_pass_for_minutes() {
         let t0 = Instant::now();
         let mut g = FloodGate::new(20, t0);
-        assert_eq!(g.per_window(), 2.0);
-        // Audio and a telephone-event packet every 20 ms for 5 minutes.
-        for i in 1..=15_000u64 {
-            let t = t0 + Duration::from_millis(20 * i);
+        assert_eq!(g.per_window(), 4.0);
+        // 10 ms audio and a telephone-event packet each, every 10 ms for 5 minutes.
+        for i in 1..=30_000u64 {
+            let t = t0 + Duration::from_millis(10 * i);
             assert!(g.admit(t) && g.admit(t), "packet pair {i}");
         }
     }
@@ -99,8 +100,8 @@ mod tests {
                 passed += 1;
             }
         }
-        // The burst (50) plus 1 s at 100 packets/s.
-        assert!((149..=151).contains(&passed), "{passed}");
+        // The burst (50) plus 1 s at 200 packets/s.
+        assert!((249..=251).contains(&passed), "{passed}");
     }
 
     #[test]
