@@ -20,7 +20,8 @@ pub const MIN_BURST: u32 = 20;
 /// The window the rate is stated in.
 pub const WINDOW: Duration = Duration::from_millis(20);
 
-/// The gate; see the module documentation.
+/// A token bucket over the peer's packets: refills at 4x the packet rate that the ptime
+/// implies, holds 1 s of packets (at least 20), one token per packet; no token means flood.
 #[derive(Debug, Clone)]
 pub struct FloodGate {
     /// Packets allowed per second.
