@@ -858,6 +858,19 @@ mod regressions {
         check_rtp(&[(crash, 0, 0)], false).expect("no panic, counted");
     }
 
+    /// A compound RTCP packet starting with a short transport-layer feedback packet (PT 205):
+    /// `rtcp` 0.17's `unmarshal` panicked on it. The session now walks compounds itself
+    /// (src/media/session/rtcp.rs).
+    #[test]
+    fn rtcp_short_feedback_packet() {
+        let crash = vec![
+            128, 205, 0, 1, 17, 34, 51, 68, 129, 205, 0, 1, 17, 34, 51, 68, 129, 0, 48, 57, 0, 0,
+            0, 48, 57, 0, 0,
+        ];
+        check_rtp(&[(crash.clone(), 0, 15_470)], true).expect("no panic, counted");
+        check_rtp(&[(crash[..16].to_vec(), 0, 0)], false).expect("no panic, counted");
+    }
+
     /// An SDP without `t=` prints with `t=0 0`: printing normalises, it is stable after that.
     #[test]
     fn sdp_without_timing_prints_stably() {
