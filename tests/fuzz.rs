@@ -32,7 +32,7 @@ use wakeline::signaling::auth::{digest_response, Challenge, DigestClient, Digest
 use wakeline::signaling::framing::{Frame, Framer, FramerLimits};
 use wakeline::signaling::message::{HeaderName, Message};
 use wakeline::signaling::sdp::{
-    answer_offer, check_offer, Codec, Direction, Negotiated, SdpSession, SessionDescription,
+    answer_offer, check_offer, Codec, Direction, SdpSession, SessionDescription,
 };
 
 /// Cases per proptest round; rounds repeat until the time budget is spent.
@@ -395,23 +395,26 @@ fn check_auth(bytes: &[u8], unauthorized: &Message) -> Result<(), TestCaseError>
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 20], 40_000);
 
 fn media_session(latching: Latching, t0: Instant) -> MediaSession {
-    let peer = SocketAddr::from(PEER);
-    let negotiated = Negotiated {
-        local_rtp: negotiated_local(),
-        codec: Codec::Opus,
-        payload_type: 111,
-        clock_rate: 48_000,
-        telephone_event: Some(101),
-        remote_rtp: peer,
-        remote_rtcp: peer,
-        rtcp_mux: true,
-        direction: Direction::SendRecv,
-        ptime: 20,
-        opus_fec: true,
-        opus_max_average_bitrate: None,
-        opus_max_playback_rate: None,
-        opus_stereo: false,
-    };
+    // What answering the corpus offer (Opus 111, telephone-event 101, rtcp-mux, from PEER)
+    // agrees.
+    let offer = corpus("sdp")
+        .into_iter()
+        .find_map(|b| {
+            let sdp = SessionDescription::parse_bytes(&b).ok()?;
+            let m = sdp.media.first()?;
+            (m.port == PEER.1 && m.has_attribute("rtcp-mux")).then_some(sdp)
+        })
+        .expect("tests/fuzz_corpus/sdp/offer.sdp");
+    let mut session = SdpSession::new("-", 1, 1);
+    let (_, negotiated) = answer_offer(
+        &offer,
+        &mut session,
+        negotiated_local(),
+        &[Codec::Opus],
+        Direction::SendRecv,
+    )
+    .expect("the corpus offer is answerable");
+    assert_eq!(negotiated.remote_rtp, SocketAddr::from(PEER));
     let cfg = SessionConfig {
         negotiated,
         latching,

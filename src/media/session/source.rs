@@ -439,28 +439,24 @@ mod tests {
     #[test]
     fn always_gives_the_sdp_address_time_to_speak_first() {
         let t0 = Instant::now();
-        let mut p = SourcePolicy::new(
-            Latching::Always,
-            t0,
-            addr(LOCAL),
-            addr(SDP),
-            addr(SDP),
-            true,
-        );
+        let fresh = || {
+            SourcePolicy::new(
+                Latching::Always,
+                t0,
+                addr(LOCAL),
+                addr(SDP),
+                addr(SDP),
+                true,
+            )
+        };
+        let mut p = fresh();
         let mut t = t0;
         // A stranger races the peer's first packets: refused while the peer may still speak.
         let v = burst(&mut p, &mut t, "203.0.113.66:7000", 5, 0, 20);
         assert!(v.iter().all(|v| *v == Verdict::Refuse));
         assert_eq!(p.check_rtp(t, addr(SDP), 1, 0), Verdict::Accept);
         // The peer never speaks: after the grace the proven stranger's run is taken.
-        let mut q = SourcePolicy::new(
-            Latching::Always,
-            t0,
-            addr(LOCAL),
-            addr(SDP),
-            addr(SDP),
-            true,
-        );
+        let mut q = fresh();
         let mut t = t0;
         let v = burst(&mut q, &mut t, "203.0.113.66:7000", 5, 0, 120);
         let first = v.iter().position(|v| *v == Verdict::Latched).unwrap();
