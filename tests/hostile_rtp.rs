@@ -16,6 +16,7 @@
 mod peers;
 
 use peers::audio::{read_wav, tone_dominance};
+use peers::kamailio::{Kamailio, PASSWORD};
 use peers::{free_port, read_events, test_dir, wait_listening, wakeline, Proc};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -381,4 +382,145 @@ fn latching_flag_is_validated() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("latching"), "{err}");
     assert!(t.elapsed() < LIMIT);
+}
+
+/// The second callee's tone in the fork test.
+const OTHER_HZ: f64 = 2000.0;
+
+/// `wakeline listen` registered as alice at `kam` with its own instance-id (state folder),
+/// answering at once with a `hz` tone; waits until it is registered.
+fn forked_alice(dir: &Path, name: &str, kam: &Kamailio, hz: f64) -> Proc {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).expect("callee folder");
+    let mut cmd = wakeline();
+    cmd.env("WAKELINE_STATE_DIR", d.join("state"))
+        .args(["listen", "--bind", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--registrar",
+            &format!("sip:127.0.0.1:{};transport=tcp", kam.port),
+        ])
+        .args([
+            "--user",
+            "alice",
+            "--domain",
+            "127.0.0.1",
+            "--password",
+            PASSWORD,
+        ])
+        .args(["--mic", &format!("tone:{hz}"), "--speaker", "null"])
+        .args(["--answer", "auto", "--max-calls", "1", "--record"])
+        .arg(d.join("heard.wav"))
+        .arg("--summary")
+        .arg(d.join("summary.json"))
+        .arg("--events")
+        .arg(d.join("events.jsonl"));
+    let p = Proc::spawn(name, cmd, &d);
+    let start = Instant::now();
+    while !read_events(&d.join("events.jsonl"))
+        .iter()
+        .any(|e| e["event"] == "registered")
+    {
+        assert!(
+            start.elapsed() < LIMIT,
+            "{name} did not register\n{}",
+            p.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+/// A forked call (issue 13, finding 1): two `wakeline listen` register as alice at Kamailio,
+/// which forks bob's INVITE to both; both answer. The caller keeps one dialog (ACK + BYE for
+/// the other) and must hear only the kept callee's tone — the other fork's early RTP, from an
+/// address its SDP did not name, is refused and counted — while the kept callee hears the
+/// caller.
+#[test]
+fn forked_call_plays_only_the_kept_dialogs_media() {
+    let dir = test_dir("fork");
+    let d = dir.path();
+    let kam = Kamailio::start(d, free_port());
+    let mut one = forked_alice(d, "one", &kam, LISTENER_HZ);
+    let mut two = forked_alice(d, "two", &kam, OTHER_HZ);
+    let mut cmd = wakeline();
+    cmd.args(["call", "sip:alice@127.0.0.1;transport=tcp"])
+        .args([
+            "--registrar",
+            &format!("sip:127.0.0.1:{};transport=tcp", kam.port),
+        ])
+        .args([
+            "--user",
+            "bob",
+            "--domain",
+            "127.0.0.1",
+            "--password",
+            PASSWORD,
+        ])
+        .args(["--mic", &format!("tone:{CALLER_HZ}"), "--speaker", "null"])
+        .args(["--duration", &CALL_S.to_string(), "--record"])
+        .arg(d.join("a.wav"))
+        .arg("--summary")
+        .arg(d.join("a.json"));
+    let mut caller = Proc::spawn("caller", cmd, d);
+    let status = caller.wait(LIMIT);
+    let all = |one: &Proc, two: &Proc| {
+        format!(
+            "{}\n{}\n{}\n{}",
+            caller.output(),
+            one.output(),
+            two.output(),
+            kam.log()
+        )
+    };
+    assert!(status.success(), "caller: {status}\n{}", all(&one, &two));
+    for p in [&mut one, &mut two] {
+        let s = p.wait(LIMIT);
+        assert!(s.success(), "{}: {s}\n{}", p.name, p.output());
+    }
+    let caller_sum: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("a.json")).expect("a.json"))
+            .expect("caller summary");
+    let sums: Vec<Value> = ["one", "two"]
+        .iter()
+        .map(|n| {
+            read_events(&d.join(n).join("summary.json"))
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("{n}: no summary\n{}", all(&one, &two)))
+        })
+        .collect();
+    eprintln!(
+        "caller {caller_sum:#}\none {:#}\ntwo {:#}",
+        sums[0], sums[1]
+    );
+    // The kept callee is the one whose call lasted; the other was answered and hung up at
+    // once (or cancelled before it answered).
+    let dur = |v: &Value| v["duration_s"].as_f64().unwrap_or(0.0);
+    let (kept, kept_hz, other_hz) = if dur(&sums[0]) >= dur(&sums[1]) {
+        ("one", LISTENER_HZ, OTHER_HZ)
+    } else {
+        ("two", OTHER_HZ, LISTENER_HZ)
+    };
+    let kept_sum = if kept == "one" { &sums[0] } else { &sums[1] };
+    assert!(dur(kept_sum) >= CALL_S * 0.8, "{kept_sum:#}");
+    let caller_hears = tone_fraction(&d.join("a.wav"), kept_hz, other_hz);
+    let caller_hears_other = tone_fraction(&d.join("a.wav"), other_hz, kept_hz);
+    let kept_hears = tone_fraction(&d.join(kept).join("heard.wav"), CALLER_HZ, kept_hz);
+    assert!(
+        caller_hears >= 0.85,
+        "caller hears the kept callee: {caller_hears}"
+    );
+    assert!(
+        caller_hears_other <= 0.05,
+        "caller hears the dropped fork: {caller_hears_other}"
+    );
+    assert!(
+        kept_hears >= 0.85,
+        "kept callee hears the caller: {kept_hears}"
+    );
+    assert_eq!(num(&caller_sum, &["rtp_guard", "latches"]), 0.0);
+    eprintln!(
+        "fork: kept {kept}, the other fork's packets refused at the caller: {}",
+        caller_sum["rtp_guard"]["foreign"]
+    );
 }
