@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,12 @@ const CALLER_HZ: f64 = 440.0;
 const LISTENER_HZ: f64 = 1000.0;
 const LIMIT: Duration = Duration::from_secs(30);
 const CALL_S: f64 = 3.0;
+/// The calls here run one at a time: each measures real-time audio on a shared machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// The payload type wakeline gives Opus in its offer (the stranger cannot wait for the SDP).
 const OPUS_PT: u8 = 111;
 
@@ -216,6 +222,7 @@ struct Outcome {
 }
 
 fn hijack_call(name: &str, listener_flags: &[&str], mode: Mode) -> Outcome {
+    let _serial = serial();
     let dir = test_dir(name);
     let d = dir.path();
     let port = free_port();
@@ -437,6 +444,7 @@ fn forked_alice(dir: &Path, name: &str, kam: &Kamailio, hz: f64) -> Proc {
 /// caller.
 #[test]
 fn forked_call_plays_only_the_kept_dialogs_media() {
+    let _serial = serial();
     let dir = test_dir("fork");
     let d = dir.path();
     let kam = Kamailio::start(d, free_port());
