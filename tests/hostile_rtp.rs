@@ -9,9 +9,11 @@
 //! The listener must keep sending to the caller's SDP address (the caller receives what the
 //! listener sent and hears its tone; the stranger receives nothing), must still play the
 //! caller's audio, and must count the refused packets in its `--summary` (`rtp_guard.foreign`).
-//! Run with the default policy (`nat`: the SDP address is reachable, so no latching at all) and
+//! Run with the default policy (`nat`: the SDP address is reachable, so no latching at all),
 //! with `--latching always` (a stranger that proves itself still may not replace a peer that
-//! keeps talking).
+//! keeps talking), and with a garbage flood that includes the packets that crashed the RTP and
+//! RTCP parsers. A last test forks one INVITE through Kamailio to two answering callees: the
+//! caller must play only the kept dialog's media.
 
 mod peers;
 
