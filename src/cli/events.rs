@@ -93,7 +93,7 @@ pub fn to_json(ev: &Event) -> Value {
                 "codec": s.codec.to_ascii_lowercase(),
                 "rtp_sent": s.rtp_sent, "rtp_received": s.rtp_received, "lost": s.lost,
                 "jitter_ms": s.jitter_ms, "rtt_ms": s.rtt_ms, "concealed_ms": s.concealed_ms,
-                "jitter_buffer_ms": s.jitter_buffer_ms,
+                "jitter_buffer_ms": s.jitter_buffer_ms, "rtp_guard": guard_json(&s.rtp_guard),
                 "input_level": snapshot.input_level, "output_level": snapshot.output_level,
                 "muted": snapshot.muted,
             })
