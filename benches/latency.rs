@@ -208,7 +208,7 @@ fn run_once(codec: Codec, rng: &mut impl Rng) -> Result<Run, String> {
         let cfg = PipelineConfig {
             negotiated: negotiated(codec, me, peer),
             encoder: EncoderConfig::default(),
-            symmetric: true,
+            latching: Default::default(),
             cname: format!("latency{seed}@127.0.0.1"),
             seed,
         };

@@ -170,7 +170,7 @@ fn pipeline(
     let cfg = PipelineConfig {
         negotiated: n,
         encoder: EncoderConfig::default(),
-        symmetric: true,
+        latching: Default::default(),
         cname: "bench@example.com".into(),
         seed: 1,
     };

@@ -16,3 +16,7 @@ if [ -n "$clock" ]; then
   echo "clock read in a sans-IO core (pass 'now' in instead):"; echo "$clock"; exit 1
 fi
 cargo test
+# Fuzzing (tests/fuzz.rs): `cargo test` above gave each target 2 s; here each gets 30 s,
+# optimised, and the black-box target feeds the release `wakeline listen` mutated SIP over TCP
+# for 60 s. A failure prints the shrunk input and WAKELINE_FUZZ_SEED to replay it.
+WAKELINE_FUZZ_SECS=30 WAKELINE_BLACKBOX_SECS=60 cargo test --release --test fuzz

@@ -50,7 +50,7 @@ impl End {
         let cfg = PipelineConfig {
             negotiated: negotiated(codec, me, peer),
             encoder: EncoderConfig::default(),
-            symmetric: true,
+            latching: Default::default(),
             cname: "noalloc@example.com".into(),
             seed: 7,
         };

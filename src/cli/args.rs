@@ -154,6 +154,16 @@ pub struct MediaArgs {
     /// call, the local address that reaches the peer (the SIP flow's, or the routed one).
     #[arg(long, value_name = "ADDR", value_parser = parse_media_ip)]
     pub media_ip: Option<IpAddr>,
+    /// When media may follow a source other than the peer's SDP address: off, nat (only when
+    /// that address is private/unreachable from here; the default) or always. A new source must
+    /// first send 5 packets in sequence, and the current one must have been silent for 2 s.
+    #[arg(long, value_name = "off|nat|always", value_parser = parse_latching)]
+    pub latching: Option<wakeline::media::session::Latching>,
+}
+
+/// Parses `--latching`.
+pub fn parse_latching(s: &str) -> Result<wakeline::media::session::Latching, String> {
+    s.parse()
 }
 
 /// `wakeline listen`

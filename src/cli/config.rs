@@ -27,6 +27,9 @@ pub struct FileConfig {
     /// `[answer]`
     #[serde(default)]
     pub answer: AnswerSection,
+    /// `[media]`
+    #[serde(default)]
+    pub media: MediaSection,
     /// `[network]`
     #[serde(default)]
     pub network: NetworkSection,
@@ -51,6 +54,14 @@ impl NetworkSection {
             .filter_map(|s| super::args::parse_dns_server(s).ok())
             .collect()
     }
+}
+
+/// `[media]`: RTP behaviour.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// As `--latching`: off, nat or always.
+    pub latching: Option<String>,
 }
 
 /// `[account]`: the registrar and credentials.
@@ -152,6 +163,8 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 # dns = ["127.0.0.1:5353"]         # DNS servers for SIP names (default: /etc/resolv.conf)
 # media_ip = "192.0.2.10"          # RTP address to bind and announce (default: per call, the
 #                                  # local address that reaches the peer)
+[media]
+# latching = "nat"                 # off | nat | always: follow an RTP source other than the SDP's
 "#;
 
 /// The default file: `<config dir>/config.toml` (e.g. `~/.config/wakeline/config.toml`).
@@ -249,6 +262,9 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
     if let Some(ip) = &cfg.network.media_ip {
         super::args::parse_media_ip(ip).map_err(|e| key("[network].media_ip", e))?;
     }
+    if let Some(l) = &cfg.media.latching {
+        super::args::parse_latching(l).map_err(|e| key("[media].latching", e))?;
+    }
     if let Some(p) = &cfg.answer.policy {
         super::args::parse_answer(p).map_err(|e| key("[answer].policy", e))?;
     }
@@ -313,8 +329,8 @@ pub fn merge_account(args: &mut AccountArgs, file: &AccountSection) -> Result<()
     Ok(())
 }
 
-/// Fills `--mic`/`--speaker` from `[audio]`, `--media-ip` from `[network]`, and `--codecs` from `[codecs]` unless the flag was
-/// given (`codecs_from_flag`).
+/// Fills `--mic`/`--speaker` from `[audio]`, `--media-ip` from `[network]`, `--latching` from
+/// `[media]`, and `--codecs` from `[codecs]` unless the flag was given (`codecs_from_flag`).
 pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bool) {
     if args.mic.is_none() {
         args.mic.clone_from(&file.audio.mic);
@@ -329,6 +345,13 @@ pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bo
             .media_ip
             .as_deref()
             .and_then(|ip| super::args::parse_media_ip(ip).ok());
+    }
+    if args.latching.is_none() {
+        args.latching = file
+            .media
+            .latching
+            .as_deref()
+            .and_then(|l| super::args::parse_latching(l).ok());
     }
     if !codecs_from_flag {
         if let Some(order) = &file.codecs.order {
@@ -415,6 +438,25 @@ mod tests {
         assert_eq!(cfg.account.user.as_deref(), Some("alice"));
         assert_eq!(cfg.transport.keepalive_interval_s, Some(30.0));
         assert_eq!(cfg.codecs.order.as_ref().map(Vec::len), Some(3));
+        assert_eq!(cfg.media.latching.as_deref(), Some("nat"));
+    }
+
+    #[test]
+    fn media_latching_from_the_file_unless_flagged() {
+        use wakeline::media::session::Latching;
+        let cfg = parse("[media]\nlatching = \"always\"\n", "c.toml").unwrap();
+        let mut media = media_args("opus");
+        merge_media(&mut media, &cfg, false);
+        assert_eq!(media.latching, Some(Latching::Always));
+        media.latching = Some(Latching::Off);
+        merge_media(&mut media, &cfg, false);
+        assert_eq!(media.latching, Some(Latching::Off), "the flag wins");
+        let e = parse("[media]\nlatching = \"sometimes\"\n", "c.toml").unwrap_err();
+        assert!(
+            e.0.starts_with("c.toml: [media].latching: unknown"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]
@@ -464,6 +506,7 @@ mod tests {
             report: None,
             pcap: None,
             media_ip: None,
+            latching: None,
         }
     }
 

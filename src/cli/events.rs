@@ -93,7 +93,7 @@ pub fn to_json(ev: &Event) -> Value {
                 "codec": s.codec.to_ascii_lowercase(),
                 "rtp_sent": s.rtp_sent, "rtp_received": s.rtp_received, "lost": s.lost,
                 "jitter_ms": s.jitter_ms, "rtt_ms": s.rtt_ms, "concealed_ms": s.concealed_ms,
-                "jitter_buffer_ms": s.jitter_buffer_ms,
+                "jitter_buffer_ms": s.jitter_buffer_ms, "rtp_guard": guard_json(&s.rtp_guard),
                 "input_level": snapshot.input_level, "output_level": snapshot.output_level,
                 "muted": snapshot.muted,
             })
@@ -145,6 +145,7 @@ pub fn report_json(r: &MediaReport) -> Value {
             "late": s.late,
             "duplicates": s.duplicates,
             "dropped_foreign": s.dropped_foreign,
+            "rtp_guard": guard_json(&s.rtp_guard),
             "dtmf_sent": s.dtmf_sent,
             "dtmf_received": s.dtmf_received,
             "mos": round(s.mos),
@@ -154,6 +155,21 @@ pub fn report_json(r: &MediaReport) -> Value {
         }
     }
     v
+}
+
+/// The RTP source guard's counters, as JSON.
+fn guard_json(g: &wakeline::media::session::RtpGuard) -> Value {
+    json!({
+        "foreign": g.foreign,
+        "malformed": g.malformed,
+        "unknown_pt": g.unknown_pt,
+        "duplicates": g.duplicates,
+        "too_late": g.too_late,
+        "flood": g.flood,
+        "probation": g.probation,
+        "ssrc_changes": g.ssrc_changes,
+        "latches": g.latches,
+    })
 }
 
 /// Lowercase name of a call state.

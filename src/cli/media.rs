@@ -103,6 +103,7 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
         sink,
         record: args.record.clone(),
         audio: cfg,
+        latching: args.latching.unwrap_or_default(),
         ..MediaOptions::default()
     })
 }

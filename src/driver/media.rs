@@ -31,8 +31,9 @@ pub struct MediaOptions {
     pub encoder: EncoderConfig,
     /// Audio backend settings (period, ring size).
     pub audio: AudioConfig,
-    /// Symmetric RTP: send to where the peer's packets come from once they arrive.
-    pub symmetric: bool,
+    /// When media may follow a source other than the SDP address (`--latching`; default
+    /// `nat`: only when the SDP address is unreachable from here, after a proof).
+    pub latching: crate::media::session::Latching,
 }
 
 impl Default for MediaOptions {
@@ -43,7 +44,7 @@ impl Default for MediaOptions {
             record: None,
             encoder: EncoderConfig::default(),
             audio: AudioConfig::default(),
-            symmetric: true,
+            latching: Default::default(),
         }
     }
 }
@@ -220,7 +221,7 @@ async fn run(
     let cfg = PipelineConfig {
         negotiated: negotiated.clone(),
         encoder: options.encoder,
-        symmetric: options.symmetric,
+        latching: options.latching,
         cname: format!("{}@wakeline", crate::signaling::message::random_token(12)),
         seed: rand::random(),
     };

@@ -90,8 +90,8 @@ pub struct PipelineConfig {
     pub negotiated: Negotiated,
     /// Local encoder preferences.
     pub encoder: EncoderConfig,
-    /// Symmetric RTP (latch to the peer's source address).
-    pub symmetric: bool,
+    /// When media may latch to a source other than the SDP address.
+    pub latching: crate::media::session::Latching,
     /// RTCP SDES CNAME.
     pub cname: String,
     /// Seed for SSRC, sequence and timestamp origins and RTCP timing (use a random one in
@@ -165,6 +165,8 @@ pub struct CallStats {
     pub duplicates: u64,
     /// Datagrams from sources other than the peer.
     pub dropped_foreign: u64,
+    /// What the RTP source guard refused (foreign, malformed, duplicate, late, flood...).
+    pub rtp_guard: crate::media::session::RtpGuard,
     /// Packets of ours the peer reports lost (RTCP).
     pub remote_lost: i64,
     /// Payloads the decoder rejected (concealed instead).
@@ -304,7 +306,7 @@ fn session_for(cfg: &PipelineConfig, now: Instant, wall: SystemTime, salt: u64) 
     MediaSession::new(
         SessionConfig {
             negotiated: cfg.negotiated.clone(),
-            symmetric: cfg.symmetric,
+            latching: cfg.latching,
             cname: cfg.cname.clone(),
         },
         now,
@@ -326,6 +328,7 @@ fn accumulate(a: MediaStats, b: MediaStats) -> MediaStats {
         remote_lost: a.remote_lost + b.remote_lost,
         rtt_ms: b.rtt_ms.or(a.rtt_ms),
         remote_bye: a.remote_bye || b.remote_bye,
+        guard: a.guard + b.guard,
         ..b
     }
 }
@@ -833,6 +836,7 @@ impl MediaPipeline {
             late,
             duplicates: c.duplicates + js.duplicates,
             dropped_foreign: s.dropped_foreign,
+            rtp_guard: s.guard,
             remote_lost: s.remote_lost,
             decode_errors: c.decode_errors,
             encode_errors: c.encode_errors,
@@ -938,7 +942,7 @@ mod tests {
             let cfg = PipelineConfig {
                 negotiated: n,
                 encoder: EncoderConfig::default(),
-                symmetric: true,
+                latching: Default::default(),
                 cname: format!("test{seed}@example.com"),
                 seed,
             };

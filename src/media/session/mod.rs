@@ -1,4 +1,4 @@
-//! One call's RTP/RTCP session (RFC 3550, RFC 5761 muxing, symmetric RTP), sans-IO.
+//! One call's RTP/RTCP session (RFC 3550, RFC 5761 muxing, guarded latching), sans-IO.
 //!
 //! The driver task owns the UDP socket(s) and calls, in a loop:
 //! - [`MediaSession::handle_datagram`] for every datagram received (RTP or RTCP, muxed or not);
@@ -11,7 +11,11 @@
 //! Payloads are opaque bytes: this module knows payload types, not codecs. No I/O, no clock:
 //! every method takes `now`, and the wall clock for NTP timestamps is sampled once by the caller.
 
+mod flood;
+mod header;
+mod receive;
 mod rtcp;
+mod source;
 mod stats;
 
 use std::collections::VecDeque;
@@ -21,11 +25,15 @@ use std::time::{Duration, Instant, SystemTime};
 use ::rtp::header::Header;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use webrtc_util::marshal::{Marshal, MarshalSize, Unmarshal};
+use webrtc_util::marshal::{Marshal, MarshalSize};
 
+pub use self::flood::FloodGate;
 use self::rtcp::{NtpClock, RTCP_MIN_INTERVAL};
-pub use self::stats::MediaStats;
+pub use self::source::{
+    behind_nat, Latching, SourcePolicy, Verdict, PROOF_PACKETS, SILENCE_BEFORE_SWITCH,
+};
 use self::stats::{total_lost_signed, SourceStats};
+pub use self::stats::{MediaStats, RtpGuard, MAX_JITTER_S, MIN_SEQUENTIAL};
 use crate::signaling::sdp::Negotiated;
 
 /// Size of the reusable send buffer: RTP header (12) plus the largest payload we send.
@@ -39,8 +47,8 @@ pub const FIRST_REPORT_MAX: Duration = Duration::from_millis(3750);
 pub struct SessionConfig {
     /// What SDP agreed.
     pub negotiated: Negotiated,
-    /// Symmetric RTP: latch to the first valid source and send there from then on.
-    pub symmetric: bool,
+    /// When media may follow a source other than the SDP address (see [`SourcePolicy`]).
+    pub latching: Latching,
     /// SDES CNAME (RFC 3550 §6.5.1), e.g. `user@host` or a random string.
     pub cname: String,
 }
@@ -75,7 +83,7 @@ pub struct Transmit {
 /// An RTP packet ready to send, borrowing the session's reusable buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct OutgoingRtp<'a> {
-    /// Where to send it (the latched peer with symmetric RTP, else the negotiated address).
+    /// Where to send it (the SDP address, or a source latched to by policy).
     pub destination: SocketAddr,
     /// The packet.
     pub contents: &'a [u8],
@@ -83,13 +91,22 @@ pub struct OutgoingRtp<'a> {
 
 /// Why a datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
-    /// It came from an address other than the peer.
+    /// It came from an address other than the peer (or from a new source still proving itself).
     ForeignSource,
     /// Not version 2, too short, or otherwise malformed.
     Invalid,
     /// An RTP payload type that was not negotiated.
     UnknownPayloadType,
+    /// More packets than the codec's rate allows.
+    Flood,
+    /// A sequence number seen already.
+    Duplicate,
+    /// Too far behind the newest packet to be played.
+    TooLate,
+    /// A new SSRC on RFC 3550 A.1 probation.
+    Probation,
 }
 
 /// What [`MediaSession::handle_datagram`] found.
@@ -128,11 +145,11 @@ pub struct MediaSession {
     clock: NtpClock,
     origin: Instant,
     buf: Vec<u8>,
-    /// Where RTP goes / comes from (latched or negotiated).
-    rtp_peer: SocketAddr,
-    rtcp_peer: SocketAddr,
-    latched: bool,
-    rtcp_latched: bool,
+    /// Where RTP/RTCP go and whose packets count.
+    policy: SourcePolicy,
+    flood: FloodGate,
+    /// A new SSRC on probation: (SSRC, next sequence number, in-sequence packets so far).
+    probation: Option<(u32, u16, u32)>,
     sent_any: bool,
     sent_since_report: bool,
     /// Timestamp and time of the last packet sent, to derive the SR RTP time.
@@ -161,14 +178,16 @@ impl MediaSession {
             clock: NtpClock::new(now, wall),
             origin: now,
             buf: vec![0; MAX_PACKET],
-            rtp_peer: cfg.negotiated.remote_rtp,
-            rtcp_peer: if cfg.negotiated.rtcp_mux {
-                cfg.negotiated.remote_rtp
-            } else {
-                cfg.negotiated.remote_rtcp
-            },
-            latched: false,
-            rtcp_latched: false,
+            policy: SourcePolicy::new(
+                cfg.latching,
+                now,
+                cfg.negotiated.local_rtp,
+                cfg.negotiated.remote_rtp,
+                cfg.negotiated.remote_rtcp,
+                cfg.negotiated.rtcp_mux,
+            ),
+            flood: FloodGate::new(cfg.negotiated.ptime, now),
+            probation: None,
             sent_any: false,
             sent_since_report: false,
             last_sent: None,
@@ -198,18 +217,14 @@ impl MediaSession {
         self.ts = self.ts.wrapping_add(ticks);
     }
 
-    /// Where RTP goes now (the latched source with symmetric RTP, else the negotiated address).
+    /// Where RTP goes now (the SDP address, or a source latched to by policy).
     pub fn rtp_destination(&self) -> SocketAddr {
-        self.rtp_peer
+        self.policy.rtp_destination()
     }
 
     /// Where RTCP goes now: the RTP address when muxed, else the RTCP address.
     pub fn rtcp_destination(&self) -> SocketAddr {
-        if self.cfg.negotiated.rtcp_mux {
-            self.rtp_peer
-        } else {
-            self.rtcp_peer
-        }
+        self.policy.rtcp_destination()
     }
 
     /// Statistics so far.
@@ -235,7 +250,7 @@ impl MediaSession {
         let n = self.write(now, pt, ts, marker, payload)?;
         self.ts = self.ts.wrapping_add(ts_advance);
         Ok(OutgoingRtp {
-            destination: self.rtp_peer,
+            destination: self.policy.rtp_destination(),
             contents: &self.buf[..n],
         })
     }
@@ -257,7 +272,7 @@ impl MediaSession {
             .ok_or(SessionError::NoTelephoneEvent)?;
         let n = self.write(now, pt, event_ts, marker, payload)?;
         Ok(OutgoingRtp {
-            destination: self.rtp_peer,
+            destination: self.policy.rtp_destination(),
             contents: &self.buf[..n],
         })
     }
@@ -297,125 +312,6 @@ impl MediaSession {
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += payload.len() as u64;
         Ok(h + payload.len())
-    }
-
-    /// Handles one received datagram from `from` (either socket). RTP from the peer with a
-    /// negotiated payload type comes back for playout; RTCP updates the statistics; anything
-    /// else is dropped and counted.
-    #[must_use]
-    pub fn handle_datagram<'a>(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        bytes: &'a [u8],
-    ) -> Received<'a> {
-        if bytes.len() < 4 || bytes[0] >> 6 != 2 {
-            self.stats.dropped_invalid += 1;
-            return Received::Dropped(DropReason::Invalid);
-        }
-        // RFC 5761 §4: RTCP packet types 192–223 fall on RTP payload types 64–95.
-        if (64..=95).contains(&(bytes[1] & 0x7f)) {
-            self.handle_rtcp(now, from, bytes)
-        } else {
-            self.handle_rtp(now, from, bytes)
-        }
-    }
-
-    fn handle_rtp<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Received<'a> {
-        let mut rest = bytes;
-        let Ok(h) = Header::unmarshal(&mut rest) else {
-            self.stats.dropped_invalid += 1;
-            return Received::Dropped(DropReason::Invalid);
-        };
-        let start = bytes.len() - rest.len();
-        let mut end = bytes.len();
-        if h.padding {
-            let pad = usize::from(bytes[end - 1]);
-            if pad == 0 || pad > end - start {
-                self.stats.dropped_invalid += 1;
-                return Received::Dropped(DropReason::Invalid);
-            }
-            end -= pad;
-        }
-        if from != self.rtp_peer {
-            if self.cfg.symmetric && !self.latched {
-                self.rtp_peer = from;
-                if !self.cfg.negotiated.rtcp_mux && !self.rtcp_latched {
-                    // Until RTCP arrives, assume the peer's RTCP is next to its RTP.
-                    self.rtcp_peer = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
-                }
-            } else {
-                self.stats.dropped_foreign += 1;
-                return Received::Dropped(DropReason::ForeignSource);
-            }
-        }
-        let pt = h.payload_type;
-        let neg = &self.cfg.negotiated;
-        if pt != neg.payload_type && Some(pt) != neg.telephone_event {
-            self.stats.dropped_invalid += 1;
-            return Received::Dropped(DropReason::UnknownPayloadType);
-        }
-        self.latched = true;
-        let seq = h.sequence_number;
-        let src = match &mut self.source {
-            Some(s) if s.ssrc == h.ssrc => s,
-            slot => slot.insert(SourceStats::new(h.ssrc, seq)),
-        };
-        if src.update_seq(seq) {
-            // Arrival in RTP units (A.8); telephone-event shares the audio clock.
-            let elapsed = now.saturating_duration_since(self.origin).as_secs_f64();
-            let arrival = (elapsed * f64::from(neg.clock_rate)) as i64;
-            if pt == neg.payload_type {
-                src.update_jitter(arrival, h.timestamp);
-            }
-        }
-        self.stats.packets_received += 1;
-        self.stats.bytes_received += (end - start) as u64;
-        self.stats.lost = src.lost();
-        self.stats.jitter_ms = src.jitter() * 1000.0 / f64::from(neg.clock_rate.max(1));
-        Received::Rtp {
-            seq,
-            ts: h.timestamp,
-            ssrc: h.ssrc,
-            marker: h.marker,
-            pt,
-            payload: &bytes[start..end],
-        }
-    }
-
-    fn handle_rtcp<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Received<'a> {
-        let known = from == self.rtp_peer || from == self.rtcp_peer;
-        let latch = !known && self.cfg.symmetric && !self.rtcp_latched;
-        if !known && !latch {
-            self.stats.dropped_foreign += 1;
-            return Received::Dropped(DropReason::ForeignSource);
-        }
-        let Ok(inc) = rtcp::parse(bytes, self.ssrc) else {
-            self.stats.dropped_invalid += 1;
-            return Received::Dropped(DropReason::Invalid);
-        };
-        if latch {
-            self.rtcp_peer = from;
-        }
-        if from != self.rtp_peer || !self.cfg.negotiated.rtcp_mux {
-            self.rtcp_latched |= self.cfg.symmetric;
-        }
-        if let Some((_, ntp)) = inc.sender_report {
-            self.last_sr = Some((rtcp::ntp_middle(ntp), now));
-        }
-        if let Some(b) = inc.about_us {
-            self.stats.remote_lost = total_lost_signed(b.total_lost);
-            self.stats.remote_fraction_lost = f64::from(b.fraction_lost) / 256.0;
-            let rate = f64::from(self.cfg.negotiated.clock_rate.max(1));
-            self.stats.remote_jitter_ms = f64::from(b.jitter) * 1000.0 / rate;
-            if let Some(rtt) =
-                rtcp::rtt_ms(self.clock.ntp_short(now), b.last_sender_report, b.delay)
-            {
-                self.stats.rtt_ms = Some(rtt);
-            }
-        }
-        self.stats.remote_bye |= inc.bye;
-        Received::Rtcp
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next (`None` after [`bye`](Self::bye)).
@@ -496,11 +392,11 @@ mod tests {
     use proptest::prelude::*;
     use rand::rngs::StdRng;
 
-    fn addr(s: &str) -> SocketAddr {
+    pub(super) fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
-    fn negotiated(local: SocketAddr, remote: SocketAddr, mux: bool) -> Negotiated {
+    pub(super) fn negotiated(local: SocketAddr, remote: SocketAddr, mux: bool) -> Negotiated {
         Negotiated {
             local_rtp: local,
             codec: Codec::Opus,
@@ -523,17 +419,17 @@ mod tests {
         }
     }
 
-    fn session(
+    pub(super) fn session(
         local: &str,
         remote: &str,
         mux: bool,
-        symmetric: bool,
+        latching: Latching,
         seed: u64,
         t0: Instant,
     ) -> MediaSession {
         let cfg = SessionConfig {
             negotiated: negotiated(addr(local), addr(remote), mux),
-            symmetric,
+            latching,
             cname: format!("test{seed}@example.invalid"),
         };
         MediaSession::new(
@@ -544,8 +440,8 @@ mod tests {
         )
     }
 
-    const A: &str = "10.0.0.1:4000";
-    const B: &str = "10.0.0.2:5000";
+    pub(super) const A: &str = "10.0.0.1:4000";
+    pub(super) const B: &str = "10.0.0.2:5000";
 
     /// Two sessions and a virtual network, event-driven with a virtual clock.
     struct Pair {
@@ -562,8 +458,8 @@ mod tests {
         fn new(mux: bool) -> Self {
             let t0 = Instant::now();
             Pair {
-                a: session(A, B, mux, false, 1, t0),
-                b: session(B, A, mux, false, 2, t0),
+                a: session(A, B, mux, Latching::Off, 1, t0),
+                b: session(B, A, mux, Latching::Off, 2, t0),
                 now: t0,
                 flight: vec![],
                 sent: 0,
@@ -701,9 +597,9 @@ mod tests {
     #[test]
     fn sequence_marker_timestamp_and_pt() {
         let t0 = Instant::now();
-        let mut a = session(A, B, true, false, 3, t0);
+        let mut a = session(A, B, true, Latching::Off, 3, t0);
         let (seq0, ts0, ssrc) = (a.seq, a.next_timestamp(), a.ssrc());
-        let mut b = session(B, A, true, false, 4, t0);
+        let mut b = session(B, A, true, Latching::Off, 4, t0);
         let p1 = a
             .send_audio(t0, b"one", 960, false)
             .unwrap()
@@ -770,8 +666,8 @@ mod tests {
     #[test]
     fn foreign_source_dropped_without_symmetric() {
         let t0 = Instant::now();
-        let mut a = session(A, B, true, false, 5, t0);
-        let mut b = session(B, A, true, false, 6, t0);
+        let mut a = session(A, B, true, Latching::Off, 5, t0);
+        let mut b = session(B, A, true, Latching::Off, 6, t0);
         let pkt = a
             .send_audio(t0, b"x", 960, false)
             .unwrap()
@@ -787,44 +683,36 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn symmetric_latches_to_first_source() {
-        let t0 = Instant::now();
-        let mut a = session(A, B, false, false, 7, t0);
-        let mut b = session(B, A, false, true, 8, t0);
-        let nat = addr("192.0.2.9:6000");
-        assert_eq!(b.rtp_destination(), addr(A));
-        assert_eq!(b.rtcp_destination(), addr("10.0.0.1:4001"));
-        let pkt = a
-            .send_audio(t0, b"x", 960, false)
-            .unwrap()
-            .contents
-            .to_vec();
-        assert!(matches!(
-            b.handle_datagram(t0, nat, &pkt),
-            Received::Rtp { .. }
-        ));
-        assert_eq!(b.rtp_destination(), nat);
-        assert_eq!(b.rtcp_destination(), addr("192.0.2.9:6001"));
-        assert_eq!(b.send_audio(t0, b"y", 960, false).unwrap().destination, nat);
-        // Once latched, the negotiated address is foreign.
-        let pkt = a
-            .send_audio(t0, b"x", 960, false)
-            .unwrap()
-            .contents
-            .to_vec();
-        assert_eq!(
-            b.handle_datagram(t0, addr(A), &pkt),
-            Received::Dropped(DropReason::ForeignSource)
-        );
-        assert_eq!(b.stats().dropped_foreign, 1);
+    /// Sends `n` audio packets from `a` and hands them to `b` as coming from `from`, 20 ms
+    /// apart from `t`; returns what `b` made of each.
+    pub(super) fn feed(
+        a: &mut MediaSession,
+        b: &mut MediaSession,
+        from: SocketAddr,
+        t: &mut Instant,
+        n: usize,
+    ) -> Vec<Option<DropReason>> {
+        (0..n)
+            .map(|_| {
+                *t += Duration::from_millis(20);
+                let pkt = a
+                    .send_audio(*t, b"x", 960, false)
+                    .unwrap()
+                    .contents
+                    .to_vec();
+                match b.handle_datagram(*t, from, &pkt) {
+                    Received::Dropped(r) => Some(r),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     #[test]
     fn version_1_and_unknown_pt_rejected() {
         let t0 = Instant::now();
-        let mut a = session(A, B, true, false, 9, t0);
-        let mut b = session(B, A, true, false, 10, t0);
+        let mut a = session(A, B, true, Latching::Off, 9, t0);
+        let mut b = session(B, A, true, Latching::Off, 10, t0);
         let mut pkt = a
             .send_audio(t0, b"x", 960, false)
             .unwrap()
@@ -848,7 +736,7 @@ mod tests {
     #[test]
     fn report_timing_kinds_and_bye() {
         let t0 = Instant::now();
-        let mut a = session(A, B, false, false, 11, t0);
+        let mut a = session(A, B, false, Latching::Off, 11, t0);
         let first = a.poll_timeout().unwrap() - t0;
         assert!(
             first >= Duration::from_millis(1250) && first <= FIRST_REPORT_MAX,
@@ -883,17 +771,28 @@ mod tests {
     }
 
     #[test]
-    fn symmetric_latches_rtcp_source_and_sr_counts() {
+    fn latched_source_latches_rtcp_and_sr_counts() {
         let t0 = Instant::now();
-        let mut a = session(A, B, false, false, 15, t0);
-        let mut b = session(B, A, false, true, 16, t0);
+        let mut a = session(A, B, false, Latching::Off, 15, t0);
+        let mut b = session(B, A, false, Latching::Always, 16, t0);
         let nat_rtcp = addr("192.0.2.9:7777");
-        // Garbage from an unknown source does not latch.
+        // RTCP from a source that never proved itself is foreign.
+        assert_eq!(
+            b.handle_datagram(t0, nat_rtcp, &[0x80, 200, 0, 9]),
+            Received::Dropped(DropReason::ForeignSource)
+        );
+        assert_eq!(b.rtcp_destination(), addr("10.0.0.1:4001"));
+        // RTP from the NAT's address proves itself; then its RTCP may come from another port.
+        let mut other = session(A, B, false, Latching::Off, 17, t0);
+        let mut t = t0 + SILENCE_BEFORE_SWITCH;
+        feed(&mut other, &mut b, addr("192.0.2.9:6000"), &mut t, 5);
+        assert_eq!(b.rtp_destination(), addr("192.0.2.9:6000"));
+        // Garbage from the latched IP does not latch RTCP.
         assert_eq!(
             b.handle_datagram(t0, nat_rtcp, &[0x80, 200, 0, 9]),
             Received::Dropped(DropReason::Invalid)
         );
-        assert_eq!(b.rtcp_destination(), addr("10.0.0.1:4001"));
+        assert_eq!(b.rtcp_destination(), addr("192.0.2.9:6001"));
         for i in 0..3u32 {
             let now = t0 + Duration::from_millis(20 * u64::from(i));
             let _ = a.send_audio(now, b"abcd", 960, false).unwrap();
@@ -923,8 +822,8 @@ mod tests {
     #[test]
     fn remote_bye_is_seen() {
         let t0 = Instant::now();
-        let mut a = session(A, B, true, false, 12, t0);
-        let mut b = session(B, A, true, false, 13, t0);
+        let mut a = session(A, B, true, Latching::Off, 12, t0);
+        let mut b = session(B, A, true, Latching::Off, 13, t0);
         a.bye(t0);
         let tx = a.poll_transmit().unwrap();
         assert_eq!(b.handle_datagram(t0, addr(A), &tx.contents), Received::Rtcp);
@@ -936,8 +835,8 @@ mod tests {
         use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
         use rand::Rng;
         let t0 = Instant::now();
-        let mut a = session(A, B, true, false, 20, t0);
-        let mut b = session(B, A, true, false, 21, t0);
+        let mut a = session(A, B, true, Latching::Off, 20, t0);
+        let mut b = session(B, A, true, Latching::Off, 21, t0);
         let mut jb = JitterBuffer::new(JitterConfig::for_clock(48_000, 20));
         let mut net = StdRng::seed_from_u64(99);
         let mut flight: Vec<(Duration, Vec<u8>)> = vec![];
@@ -1005,7 +904,7 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200),
                                 v2 in any::<bool>(), rtcp in any::<bool>()) {
             let t0 = Instant::now();
-            let mut b = session(B, A, true, true, 14, t0);
+            let mut b = session(B, A, true, Latching::Always, 14, t0);
             let mut bytes = bytes;
             if v2 && !bytes.is_empty() { bytes[0] = (bytes[0] & 0x3f) | 0x80; }
             if rtcp && bytes.len() > 1 { bytes[1] = 200 + bytes[1] % 8; }
