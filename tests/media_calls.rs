@@ -551,7 +551,8 @@ fn default_device_without_a_sound_card_fails_fast() {
     );
 }
 
-/// SIGTERM to `wakeline call` during a call hangs up cleanly: exit 0 and both summaries.
+/// SIGTERM to `wakeline call` during a call hangs up cleanly: exit 143 (terminated, not a
+/// failure of the call), `call interrupted` on stderr, and both summaries.
 #[test]
 fn sigterm_hangs_up_cleanly() {
     let dir = test_dir("sigterm");
@@ -587,11 +588,14 @@ fn sigterm_hangs_up_cleanly() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let status = caller.terminate(Duration::from_secs(5));
-    assert!(
-        status.success(),
+    assert_eq!(
+        status.code(),
+        Some(143),
         "caller after SIGTERM: {status}\n{}",
         caller.output()
     );
+    let stderr = std::fs::read_to_string(&caller.stderr).unwrap_or_default();
+    assert_eq!(stderr.lines().last(), Some("call interrupted"), "{stderr}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("a.json")).expect("a.json"))
             .expect("JSON");

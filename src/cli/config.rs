@@ -128,8 +128,8 @@ pub fn load(explicit: Option<&Path>) -> Result<FileConfig, Fail> {
             _ => return Ok(FileConfig::default()),
         },
     };
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Fail::usage(format!("{}: {e}", path.display())))?;
     parse(&text, &display_name(&path))
 }
 
@@ -148,7 +148,7 @@ pub fn parse(text: &str, name: &str) -> Result<FileConfig, Fail> {
                 format!(" (line {line})")
             })
             .unwrap_or_default();
-        Fail(format!("{name}: {msg}{place}"))
+        Fail::usage(format!("{name}: {msg}{place}"))
     })?;
     check(&cfg, name)?;
     Ok(cfg)
@@ -163,7 +163,7 @@ fn uri_error(value: &str, e: &str) -> String {
 }
 
 fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
-    let key = |k: &str, why: String| Fail(format!("{name}: {k}: {why}"));
+    let key = |k: &str, why: String| Fail::usage(format!("{name}: {k}: {why}"));
     let a = &cfg.account;
     if let Some(r) = &a.registrar {
         Uri::parse(r).map_err(|e| key("[account].registrar", uri_error(r, &e.to_string())))?;
@@ -195,7 +195,7 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
         super::media::codecs(&order.join(",")).map_err(|e| {
             key(
                 "[codecs].order",
-                e.0.trim_start_matches("--codecs: ").into(),
+                e.msg.trim_start_matches("--codecs: ").into(),
             )
         })?;
     }
@@ -229,9 +229,9 @@ pub fn run_password_command(cmd: &str) -> Result<String, Fail> {
         .arg(cmd)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| Fail(format!("[account].password_command: {e}")))?;
+        .map_err(|e| Fail::usage(format!("[account].password_command: {e}")))?;
     if !out.status.success() {
-        return Err(Fail(format!(
+        return Err(Fail::usage(format!(
             "[account].password_command: exited with {}",
             out.status
         )));
@@ -339,34 +339,39 @@ mod tests {
     fn bad_registrar_names_the_key() {
         let e = parse("[account]\nregistrar = \"not a uri\"\n", "config.toml").unwrap_err();
         assert!(
-            e.0.starts_with("config.toml: [account].registrar: invalid URI"),
+            e.msg
+                .starts_with("config.toml: [account].registrar: invalid URI"),
             "{}",
-            e.0
+            e.msg
         );
     }
 
     #[test]
     fn unknown_key_is_an_error() {
         let e = parse("[account]\nregistar = \"sip:x\"\n", "config.toml").unwrap_err();
-        assert!(e.0.contains("registar"), "{}", e.0);
-        assert!(e.0.contains("line 2"), "{}", e.0);
+        assert!(e.msg.contains("registar"), "{}", e.msg);
+        assert!(e.msg.contains("line 2"), "{}", e.msg);
         let e = parse("[acount]\n", "c.toml").unwrap_err();
-        assert!(e.0.contains("acount"), "{}", e.0);
+        assert!(e.msg.contains("acount"), "{}", e.msg);
     }
 
     #[test]
     fn bad_values_name_the_key() {
         let e = parse("[codecs]\norder = [\"g729\"]\n", "c").unwrap_err();
-        assert!(e.0.starts_with("c: [codecs].order:"), "{}", e.0);
+        assert!(e.msg.starts_with("c: [codecs].order:"), "{}", e.msg);
         let e = parse("[answer]\npolicy = \"sometimes\"\n", "c").unwrap_err();
-        assert!(e.0.starts_with("c: [answer].policy:"), "{}", e.0);
+        assert!(e.msg.starts_with("c: [answer].policy:"), "{}", e.msg);
         let e = parse("[transport]\npong_timeout_s = -1\n", "c").unwrap_err();
-        assert!(e.0.starts_with("c: [transport].pong_timeout_s:"), "{}", e.0);
+        assert!(
+            e.msg.starts_with("c: [transport].pong_timeout_s:"),
+            "{}",
+            e.msg
+        );
         let e = parse("[transport]\npong_timeout_s = \"ten\"\n", "c").unwrap_err();
         assert!(
-            e.0.contains("pong_timeout_s") || e.0.contains("line 2"),
+            e.msg.contains("pong_timeout_s") || e.msg.contains("line 2"),
             "{}",
-            e.0
+            e.msg
         );
     }
 

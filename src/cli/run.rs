@@ -5,6 +5,7 @@ use super::args::{
 };
 use super::config::TransportSection;
 use super::events::{outcome_name, state_name, EventLog};
+use super::exit::Exit;
 use super::media;
 use super::pcap::PcapWriter;
 use super::report::{self, Sample};
@@ -13,33 +14,25 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use wakeline::driver::MediaOptions;
+use wakeline::driver::{io_cause, MediaOptions};
 use wakeline::media::audio::{AudioSink, AudioSource};
 use wakeline::signaling::message::{Host, Uri};
 use wakeline::{Account, AnswerPolicy, CallOutcome, Config, Event, UserAgent};
 
-/// A failure that ends the program with one line on stderr.
-#[derive(Debug)]
-pub struct Fail(pub String);
-
-impl<E: std::fmt::Display> From<E> for Fail {
-    fn from(e: E) -> Self {
-        Fail(e.to_string())
-    }
-}
+pub use super::exit::Fail;
 
 fn account(args: &AccountArgs) -> Result<Option<Account>, Fail> {
     let Some(registrar) = &args.registrar else {
         if args.user.is_some() || args.password.is_some() || args.proxy.is_some() {
-            return Err(Fail("--user/--password/--proxy need --registrar".into()));
+            return Err(Fail::usage("--user/--password/--proxy need --registrar"));
         }
         return Ok(None);
     };
-    let registrar = Uri::parse(registrar).map_err(|e| Fail(format!("--registrar: {e}")))?;
+    let registrar = Uri::parse(registrar).map_err(|e| Fail::usage(format!("--registrar: {e}")))?;
     let user = args
         .user
         .clone()
-        .ok_or_else(|| Fail("--registrar needs --user".into()))?;
+        .ok_or_else(|| Fail::usage("--registrar needs --user"))?;
     let domain = match &args.domain {
         Some(d) => d.clone(),
         None => match &registrar.host {
@@ -48,7 +41,7 @@ fn account(args: &AccountArgs) -> Result<Option<Account>, Fail> {
         },
     };
     let proxy = match &args.proxy {
-        Some(p) => Some(Uri::parse(p).map_err(|e| Fail(format!("--proxy: {e}")))?),
+        Some(p) => Some(Uri::parse(p).map_err(|e| Fail::usage(format!("--proxy: {e}")))?),
         None => None,
     };
     Ok(Some(Account {
@@ -92,7 +85,7 @@ fn pcap_writer(
     match &media.pcap {
         Some(p) => PcapWriter::create(p)
             .map(|w| Some(Arc::new(w)))
-            .map_err(|e| Fail(format!("--pcap {}: {e}", p.display()))),
+            .map_err(|e| Fail::usage(format!("--pcap {}: {e}", p.display()))),
         None => Ok(None),
     }
 }
@@ -118,27 +111,37 @@ fn config(acct: &AccountArgs) -> Result<Config, Fail> {
     Ok(config)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
+/// Resolves on SIGINT (`Exit::Interrupted`) or SIGTERM (`Exit::Terminated`).
+async fn stop_signal() -> Exit {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => Exit::Interrupted,
+                    _ = term.recv() => Exit::Terminated,
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                Exit::Interrupted
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Exit::Interrupted
     }
+}
+
+/// Opens `--events` (`-` is stdout).
+fn event_log(common: &super::args::CommonArgs) -> Result<EventLog, Fail> {
+    EventLog::open(common.events.as_deref()).map_err(|e| {
+        let path = common.events.as_deref().unwrap_or(std::path::Path::new(""));
+        Fail::usage(format!("--events {}: {}", path.display(), io_cause(&e)))
+    })
 }
 
 fn log_event(ev: &Event) {
@@ -160,9 +163,9 @@ fn log_event(ev: &Event) {
             outcome_name(*outcome)
         ),
         Event::Registered { expires } => tracing::info!("registered for {expires} s"),
-        Event::RegistrationFailed { status, reason } => {
-            tracing::warn!("registration failed: {status} {reason}")
-        }
+        // The core logs each failed attempt itself.
+        Event::RegistrationFailed { .. } => {}
+        Event::FlowDown { flow, cause } => tracing::debug!("flow {} down: {cause}", flow.0),
         other => tracing::debug!("{other:?}"),
     }
 }
@@ -173,9 +176,16 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         media::list_devices()?;
         return Ok(ExitCode::SUCCESS);
     }
+    super::check::listen_args(&args)?;
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
-    let media_options = media::options(&args.media)?;
+    let max_concurrent = args.max_concurrent.max(1);
+    config.busy_policy = wakeline::BusyPolicy::Limit {
+        calls: max_concurrent,
+        code: 486,
+    };
+    let mut media_options = media::options(&args.media)?;
+    media_options.record_per_call = max_concurrent > 1;
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config)
         .listen(args.bind)
@@ -183,8 +193,11 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
-    let (ua, mut events) = builder.start().await?;
-    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let (ua, mut events) = builder
+        .start()
+        .await
+        .map_err(|e| Fail::from(e).context("listen"))?;
+    let mut log = event_log(&args.common)?;
     if has_account {
         ua.register().await?;
     }
@@ -196,7 +209,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         p => p,
     };
     let mut ended = 0u64;
-    let mut summaries = media::Summaries::new(args.media.summary.clone());
+    let mut summaries = media::Summaries::new(args.media.summary.clone(), true);
+    let hang_up_after = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let mut stopped = None;
     let mut live = Live::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut samples: HashMap<wakeline::CallHandle, Vec<Sample>> = HashMap::new();
@@ -206,7 +221,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     loop {
         tokio::select! {
             ev = events.next() => {
-                let Some(ev) = ev else { return Err(Fail("user agent stopped".into())) };
+                let Some(ev) = ev else { return Err(Fail::usage("user agent stopped")) };
                 log_event(&ev);
                 log.write(&ev);
                 live.on_event(&ev);
@@ -237,6 +252,17 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                             }
                         });
                     }
+                    Event::State { call, state: wakeline::CallState::Connected, .. } => {
+                        if let Some(after) = hang_up_after {
+                            let call = ua.call_handle(*call);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                if let Err(e) = call.hangup().await {
+                                    tracing::debug!("--duration: {e}");
+                                }
+                            });
+                        }
+                    }
                     Event::Ended { .. } => {
                         summaries.note(&ev);
                         ended += 1;
@@ -249,14 +275,20 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
             }
             _ = tick.tick(), if live.is_tty() => live.tick(),
             k = live.key() => match (k, live.call) {
-                (KeyAction::Interrupt, _) => break,
+                (KeyAction::Interrupt, _) => {
+                    stopped = Some(Exit::Interrupted);
+                    break;
+                }
                 (k, Some(h)) => {
                     let call = ua.call_handle(h);
                     status::act(&call, k, &mut live.view).await;
                 }
                 (_, None) => {}
             },
-            _ = &mut stop => break,
+            why = &mut stop => {
+                stopped = Some(why);
+                break;
+            }
         }
     }
     live.finish();
@@ -267,7 +299,10 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         log.write(&ev);
         summaries.note(&ev);
     }
-    Ok(ExitCode::SUCCESS)
+    match stopped {
+        Some(why) => Err(Fail::new(why, "listen interrupted")),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Keeps each call's `MediaStats` samples for `--report`.
@@ -295,8 +330,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(uri) = args.uri.clone() else {
-        return Err(Fail("call needs a URI".into()));
+        return Err(Fail::usage("call needs a URI"));
     };
+    super::check::call_args(&args)?;
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
     let media_options = media::options(&args.media)?;
@@ -308,33 +344,59 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
-    let (ua, mut events) = builder.start().await?;
-    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let (ua, mut events) = builder
+        .start()
+        .await
+        .map_err(|e| Fail::from(e).context("call"))?;
+    let mut log = event_log(&args.common)?;
     if has_account {
         ua.register().await?;
-        wait_registered(&mut events, &mut log).await?;
+        let bound = Registering {
+            within: REGISTER_WAIT,
+            give_up_on_network: true,
+        };
+        if let Err(f) = wait_registered(&mut events, &mut log, bound).await {
+            ua.shutdown().await?;
+            drain(&mut events, &mut log);
+            return Err(f.context("call"));
+        }
     }
-    let call = ua.call(&uri).await?;
+    let call = ua
+        .call(&uri)
+        .await
+        .map_err(|e| Fail::from(e).context("call"))?;
+    let mut summaries = media::Summaries::new(args.media.summary.clone(), false);
+    summaries.begin(call.handle(), &uri);
     let mut report = None;
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let stop = stop_signal();
     tokio::pin!(stop);
-    let hangup_at = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    let never = Duration::from_secs(86_400 * 365);
+    let hangup_at = tokio::time::sleep(never);
     tokio::pin!(hangup_at);
-    let mut stopped = false;
+    // --ring-timeout: CANCEL when no answer came in time.
+    let give_up_at = tokio::time::sleep(
+        args.ring_timeout
+            .map(|s| Duration::from_secs_f64(s.max(0.0)))
+            .unwrap_or(never),
+    );
+    tokio::pin!(give_up_at);
+    let mut gave_up = false;
+    let mut stopped: Option<Exit> = None;
     let mut live = Live::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut samples: HashMap<wakeline::CallHandle, Vec<Sample>> = HashMap::new();
     let result = loop {
         tokio::select! {
             ev = events.next() => {
-                let Some(ev) = ev else { break Err(Fail("user agent stopped".into())) };
+                let Some(ev) = ev else { break Err(Fail::new(Exit::Sip, "call failed: the user agent stopped")) };
                 log_event(&ev);
                 log.write(&ev);
                 live.on_event(&ev);
                 note_samples(&mut samples, &ev);
                 match ev {
                     Event::State { call: c, state: wakeline::CallState::Connected, .. } if c == call.handle() => {
+                        give_up_at.as_mut().reset(tokio::time::Instant::now() + never);
                         hangup_at.as_mut().reset(tokio::time::Instant::now() + duration);
                         if let Some(digits) = args.dtmf.clone() {
                             let c = call.clone();
@@ -347,7 +409,8 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                             });
                         }
                     }
-                    Event::MediaReport { call: c, report: r, .. } if c == call.handle() => {
+                    Event::MediaReport { call: c, report: r, call_id } if c == call.handle() => {
+                        summaries.note(&Event::MediaReport { call: c, call_id, report: r.clone() });
                         report = Some(r);
                     }
                     Event::Ended { call: c, call_id, status, reason, outcome, .. } if c == call.handle() => {
@@ -355,31 +418,36 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                             let s = samples.remove(&c).unwrap_or_default();
                             write_report(path, &format!("wakeline call {call_id}"), &s);
                         }
-                        if let Some(path) = &args.media.summary {
-                            let v = media::summary(status, &reason, outcome_name(outcome), report.as_deref());
-                            media::write_summary(path, &v, false);
-                        }
-                        break if outcome == CallOutcome::Answered {
-                            Ok(())
-                        } else {
-                            Err(Fail(format!("call failed: {status} {reason}")))
+                        let reason = match stopped {
+                            Some(_) => "interrupted".to_string(),
+                            None if gave_up => format!("no answer within {} s (CANCEL sent)", args.ring_timeout.unwrap_or(0.0)),
+                            None => reason,
                         };
+                        summaries.note(&Event::Ended { call: c, call_id, status, reason: reason.clone(), outcome });
+                        let media_error = report.as_ref().and_then(|r| r.error.clone());
+                        break call_result(outcome, status, &reason, stopped, media_error);
                     }
                     _ => {}
                 }
             }
             _ = &mut hangup_at => {
                 call.hangup().await?;
-                hangup_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+                hangup_at.as_mut().reset(tokio::time::Instant::now() + never);
             }
-            _ = &mut stop, if !stopped => {
-                stopped = true;
+            _ = &mut give_up_at => {
+                gave_up = true;
+                give_up_at.as_mut().reset(tokio::time::Instant::now() + never);
+                tracing::info!("no answer within --ring-timeout: cancelling");
+                call.hangup().await?;
+            }
+            why = &mut stop, if stopped.is_none() => {
+                stopped = Some(why);
                 call.hangup().await?;
             }
             _ = tick.tick(), if live.is_tty() => live.tick(),
             k = live.key() => match k {
-                KeyAction::Interrupt if !stopped => {
-                    stopped = true;
+                KeyAction::Interrupt if stopped.is_none() => {
+                    stopped = Some(Exit::Interrupted);
                     call.hangup().await?;
                 }
                 KeyAction::Interrupt => {}
@@ -393,27 +461,86 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
+/// How a call that ended this way ends the program.
+fn call_result(
+    outcome: CallOutcome,
+    status: u16,
+    reason: &str,
+    stopped: Option<Exit>,
+    media_error: Option<String>,
+) -> Result<(), Fail> {
+    if let Some(why) = stopped {
+        return Err(Fail::new(why, "call interrupted"));
+    }
+    if let Some(exit) = Exit::for_outcome(outcome, status) {
+        let msg = match status {
+            0 => format!("call failed: {reason}"),
+            _ => format!("call failed: {status} {reason}"),
+        };
+        return Err(Fail::new(exit, msg));
+    }
+    match media_error {
+        Some(e) => Err(Fail::media(format!("call media failed: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// How long `call` and `register` (without `--for`) wait for the registrar.
+const REGISTER_WAIT: Duration = Duration::from_secs(40);
+
+/// The bounds of waiting for a registration.
+#[derive(Clone, Copy)]
+struct Registering {
+    /// Give up after this long.
+    within: Duration,
+    /// Give up on the first attempt that failed without a SIP answer (refused, unreachable,
+    /// timed out) instead of letting the core retry.
+    give_up_on_network: bool,
+}
+
 async fn wait_registered(
     events: &mut wakeline::driver::Events,
     log: &mut EventLog,
+    bound: Registering,
 ) -> Result<(), Fail> {
-    let deadline = tokio::time::sleep(Duration::from_secs(40));
+    let deadline = tokio::time::sleep(bound.within);
     tokio::pin!(deadline);
+    let mut last: Option<(u16, String)> = None;
+    let mut attempts = 0u32;
     loop {
         tokio::select! {
             ev = events.next() => {
-                let Some(ev) = ev else { return Err(Fail("user agent stopped".into())) };
+                let Some(ev) = ev else { return Err(Fail::new(Exit::Sip, "registration failed: the user agent stopped")) };
                 log_event(&ev);
                 log.write(&ev);
                 match ev {
                     Event::Registered { .. } => return Ok(()),
-                    Event::RegistrationFailed { status, reason } if (400..700).contains(&status) && status != 408 => {
-                        return Err(Fail(format!("registration failed: {status} {reason}")));
+                    Event::RegistrationFailed { status, reason, .. } => {
+                        attempts += 1;
+                        let final_answer = (400..700).contains(&status) && status != 408;
+                        if final_answer || (status == 0 && bound.give_up_on_network) {
+                            let msg = match status {
+                                0 => format!("registration failed: {reason}"),
+                                _ => format!("registration failed: {status} {reason}"),
+                            };
+                            return Err(Fail::new(Exit::for_status(status), msg));
+                        }
+                        last = Some((status, reason));
                     }
                     _ => {}
                 }
             }
-            _ = &mut deadline => return Err(Fail("registration failed: timeout".into())),
+            _ = &mut deadline => {
+                let secs = bound.within.as_secs_f64();
+                return Err(match last {
+                    Some((status, reason)) => Fail::new(
+                        Exit::for_status(status),
+                        format!("registration failed: {}{reason} ({attempts} attempts in {secs} s)",
+                            if status == 0 { String::new() } else { format!("{status} ") }),
+                    ),
+                    None => Fail::new(Exit::Network, format!("registration failed: no answer from the registrar within {secs} s")),
+                });
+            }
         }
     }
 }
@@ -422,21 +549,28 @@ async fn wait_registered(
 pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
     let config = config(&args.account)?;
     if config.account.is_none() {
-        return Err(Fail("register needs --registrar and --user".into()));
+        return Err(Fail::usage("register needs --registrar and --user"));
     }
     let (ua, mut events) = UserAgent::builder(config).start().await?;
-    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let mut log = event_log(&args.common)?;
     ua.register().await?;
-    let registered = wait_registered(&mut events, &mut log).await;
+    let stay = args.for_secs.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let started = tokio::time::Instant::now();
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let bound = Registering {
+        within: stay.unwrap_or(REGISTER_WAIT),
+        give_up_on_network: false,
+    };
+    let mut registered = tokio::select! {
+        r = wait_registered(&mut events, &mut log, bound) => r,
+        why = &mut stop => Err(Fail::new(why, "register interrupted")),
+    };
     if registered.is_ok() {
-        let stay = args
-            .for_secs
-            .map(|s| Duration::from_secs_f64(s.max(0.0)))
-            .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
-        let until = tokio::time::sleep(stay);
+        let until = tokio::time::sleep_until(
+            started + stay.unwrap_or(Duration::from_secs(u64::from(u32::MAX))),
+        );
         tokio::pin!(until);
-        let stop = stop_signal();
-        tokio::pin!(stop);
         loop {
             tokio::select! {
                 ev = events.next() => {
@@ -445,7 +579,13 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
                     log.write(&ev);
                 }
                 _ = &mut until => break,
-                _ = &mut stop => break,
+                why = &mut stop => {
+                    // Ctrl-C ends a `register` without --for: that is how it is meant to end.
+                    if stay.is_some() {
+                        registered = Err(Fail::new(why, "register interrupted"));
+                    }
+                    break;
+                }
             }
         }
     }
@@ -456,11 +596,13 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
 
 /// `wakeline demo`: two user agents in this process, a real call over TCP on 127.0.0.1.
 pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
-    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let mut log = event_log(&args.common)?;
     let speaker = match &args.speaker {
         Some(s) => {
-            let sink: AudioSink = s.parse().map_err(|e| Fail(format!("--speaker: {e}")))?;
-            media::probe_sink(&sink).map_err(|e| Fail(format!("--speaker {s}: {e}")))?;
+            let sink: AudioSink = s
+                .parse()
+                .map_err(|e| Fail::usage(format!("--speaker: {e}")))?;
+            media::probe_sink(&sink).map_err(|e| Fail::usage(format!("--speaker {s}: {e}")))?;
             sink
         }
         None => match media::probe_sink(&AudioSink::Default) {
@@ -475,7 +617,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         },
     };
     let chime = media::write_chime(&std::env::temp_dir().join("wakeline-demo-chime.wav"))
-        .map_err(|e| Fail(format!("demo: cannot write the chime: {e}")))?;
+        .map_err(|e| Fail::usage(format!("demo: cannot write the chime: {e}")))?;
     let tone = |hz| MediaOptions {
         source: AudioSource::Tone(hz),
         sink: AudioSink::Null,
@@ -489,12 +631,16 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         source: AudioSource::Wav(chime),
         ..tone(1000.0)
     })
-    .listen("127.0.0.1:0".parse().map_err(|e| Fail(format!("{e}")))?)
+    .listen(
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|e| Fail::usage(format!("{e}")))?,
+    )
     .start()
     .await?;
     let bob_addr = bob
         .local_addr()
-        .ok_or_else(|| Fail("demo: callee has no listener".into()))?;
+        .ok_or_else(|| Fail::usage("demo: callee has no listener"))?;
     let bob_task = {
         let bob = bob.clone();
         tokio::spawn(async move {
@@ -547,7 +693,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
             }
         };
         let Some(ev) = ev else {
-            return Err(Fail("demo: user agent stopped".into()));
+            return Err(Fail::usage("demo: user agent stopped"));
         };
         log.write(&ev);
         live.on_event(&ev);
@@ -608,6 +754,6 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         println!("demo: OK — the call was answered and hung up cleanly");
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(Fail("demo: the call was not answered".into()))
+        Err(Fail::usage("demo: the call was not answered"))
     }
 }

@@ -52,10 +52,17 @@ impl UserAgentBuilder {
     /// Returns the handle and the stream of events. Registration is not started: call
     /// [`UserAgent::register`].
     pub async fn start(self) -> Result<(UserAgent, Events), Error> {
-        let listener = match self.listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
-            None => None,
-        };
+        let listener =
+            match self.listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+                    |source| Error::Socket {
+                        op: "bind",
+                        addr,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
         let local_addr = match &listener {
             Some(l) => Some(l.local_addr()?),
             None => None,

@@ -87,7 +87,7 @@ pub(crate) fn spawn(
             if let Err(e) = wr.write_all(&bytes).await {
                 let _ = wev.send(FlowEvent::Closed {
                     flow,
-                    why: format!("write: {e}"),
+                    why: format!("write: {}", super::cause::io_cause(&e)),
                 });
                 return None;
             }
@@ -119,7 +119,7 @@ pub(crate) fn spawn(
                 Err(e) => {
                     let _ = events.send(FlowEvent::Closed {
                         flow,
-                        why: format!("read: {e}"),
+                        why: format!("read: {}", super::cause::io_cause(&e)),
                     });
                     return;
                 }
@@ -158,7 +158,7 @@ pub(crate) fn connect(
             },
             Err(e) => FlowEvent::Closed {
                 flow,
-                why: format!("connect {host}:{port}: {e}"),
+                why: format!("connect {host}:{port}: {}", super::cause::io_cause(&e)),
             },
         };
         let _ = events.send(ev);

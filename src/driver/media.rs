@@ -33,6 +33,25 @@ pub struct MediaOptions {
     pub audio: AudioConfig,
     /// Symmetric RTP: send to where the peer's packets come from once they arrive.
     pub symmetric: bool,
+    /// With several calls at once: call `n` (its [`CallHandle`] number) records to
+    /// `FILE-n.wav` instead of `record`'s `FILE.wav`.
+    pub record_per_call: bool,
+}
+
+impl MediaOptions {
+    /// The file call `call` records to.
+    pub fn record_path(&self, call: CallHandle) -> Option<PathBuf> {
+        let path = self.record.as_ref()?;
+        if !self.record_per_call {
+            return Some(path.clone());
+        }
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let name = match path.extension() {
+            Some(ext) => format!("{stem}-{}.{}", call.0, ext.to_string_lossy()),
+            None => format!("{stem}-{}", call.0),
+        };
+        Some(path.with_file_name(name))
+    }
 }
 
 impl Default for MediaOptions {
@@ -44,6 +63,7 @@ impl Default for MediaOptions {
             encoder: EncoderConfig::default(),
             audio: AudioConfig::default(),
             symmetric: true,
+            record_per_call: false,
         }
     }
 }
@@ -140,7 +160,7 @@ pub(crate) fn spawn(
 struct Recorder {
     ring: rtrb::Consumer<i16>,
     wav: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
-    failed: bool,
+    failed: Option<String>,
 }
 
 impl Recorder {
@@ -157,7 +177,7 @@ impl Recorder {
             Recorder {
                 ring,
                 wav,
-                failed: false,
+                failed: None,
             },
             tx,
         ))
@@ -165,20 +185,23 @@ impl Recorder {
 
     fn drain(&mut self) {
         while let Ok(s) = self.ring.pop() {
-            if !self.failed {
+            if self.failed.is_none() {
                 if let Err(e) = self.wav.write_sample(s) {
                     tracing::warn!("--record: {e}");
-                    self.failed = true;
+                    self.failed = Some(format!("record: {e}"));
                 }
             }
         }
     }
 
-    fn finish(mut self) {
+    /// Closes the file; `Some` says why the recording is incomplete.
+    fn finish(mut self) -> Option<String> {
         self.drain();
         if let Err(e) = self.wav.finalize() {
             tracing::warn!("--record: {e}");
+            return self.failed.or(Some(format!("record: {e}")));
         }
+        self.failed
     }
 }
 
@@ -239,13 +262,17 @@ async fn run(
     };
     // Playout follows the playback device: a frame whenever its ring runs below one period.
     pipeline.set_device_period(Duration::from_millis(u64::from(options.audio.period_ms)));
-    if let Some(path) = &options.record {
-        match Recorder::open(path) {
+    let mut record_error = None;
+    if let Some(path) = options.record_path(call) {
+        match Recorder::open(&path) {
             Ok((r, tap)) => {
                 pipeline.set_record(tap);
                 recorder = Some(r);
             }
-            Err(e) => tracing::warn!("--record {}: {e}", path.display()),
+            Err(e) => {
+                tracing::warn!("--record {}: {e}", path.display());
+                record_error = Some(format!("record {}: {e}", path.display()));
+            }
         }
     }
     let mut rtcp_mux = negotiated.rtcp_mux;
@@ -345,14 +372,14 @@ async fn run(
     let stats = pipeline.stats();
     drop(audio_handle);
     if let Some(r) = recorder {
-        r.finish();
+        record_error = record_error.or(r.finish());
     }
     MediaReport {
         stats: Some(stats),
         capture: capture_stats.snapshot(),
         playback: playback_stats.snapshot(),
         duration,
-        error: None,
+        error: record_error,
     }
 }
 

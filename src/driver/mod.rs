@@ -20,11 +20,13 @@
 //! ```
 
 mod api;
+mod cause;
 mod flow;
 mod media;
 mod tap;
 mod task;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
+pub use cause::io_cause;
 pub use media::MediaOptions;
 pub use tap::{PacketTap, Tap};

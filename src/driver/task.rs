@@ -60,6 +60,7 @@ pub(crate) struct DriverTask {
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
     flow_rx: mpsc::UnboundedReceiver<FlowEvent>,
     flows: HashMap<FlowId, FlowHandle>,
+    connects: super::cause::ConnectGuards,
     /// RTP/RTCP sockets reserved per call and announced in SDP, until media starts.
     media: HashMap<CallHandle, MediaSockets>,
     media_options: MediaOptions,
@@ -112,6 +113,7 @@ impl DriverTask {
             flow_tx,
             flow_rx,
             flows: HashMap::new(),
+            connects: Default::default(),
             media: HashMap::new(),
             media_options,
             tap,
@@ -225,6 +227,7 @@ impl DriverTask {
                 local,
                 remote,
             } => {
+                self.connects.disarm(flow);
                 self.tap.flow_up(flow, local, remote);
                 let handle = flow::spawn(flow, stream, false, self.flow_tx.clone());
                 self.flows.insert(flow, handle);
@@ -240,10 +243,11 @@ impl DriverTask {
             }
             FlowEvent::Closed { flow, why } => {
                 tracing::debug!(?flow, "flow closed: {why}");
+                self.connects.disarm(flow);
                 if let Some(f) = self.flows.remove(&flow) {
                     f.reader.abort();
                 }
-                self.core.handle_flow_down(now, flow);
+                self.core.handle_flow_closed(now, flow, &why);
             }
         }
     }
@@ -439,6 +443,13 @@ impl DriverTask {
                 },
                 Output::Connect { flow, host, port } => {
                     tracing::debug!(?flow, %host, port, "connecting");
+                    let (target, tx) = (format!("{host}:{port}"), self.flow_tx.clone());
+                    let after = super::cause::CONNECT_TIMEOUT;
+                    self.connects
+                        .arm(flow, target, after, tx, |flow, why| FlowEvent::Closed {
+                            flow,
+                            why,
+                        });
                     flow::connect(flow, host, port, self.flow_tx.clone());
                 }
                 Output::Close { flow } => {

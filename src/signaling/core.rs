@@ -108,6 +108,9 @@ pub struct SignalingCore {
     pub(crate) control: control::Control,
     /// Calls announced by a push whose INVITE has not come yet.
     pub(crate) pushed: BTreeMap<CallHandle, push::Pushed>,
+    /// Why the last flow went down (`flow lost: EOF`, `connect 192.0.2.1:5060: timed out`):
+    /// the reason of the calls and registration attempts that loss ends.
+    pub(crate) flow_cause: String,
 }
 
 impl SignalingCore {
@@ -129,6 +132,7 @@ impl SignalingCore {
             ledger: Ledger::new(),
             control,
             pushed: BTreeMap::new(),
+            flow_cause: "flow lost".into(),
         }
     }
 

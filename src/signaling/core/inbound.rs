@@ -62,13 +62,28 @@ impl SignalingCore {
         self.drain_control(now);
     }
 
-    /// A flow failed to connect, hit EOF, or errored.
+    /// A flow failed to connect, hit EOF, or errored, for no cause the driver could name.
     pub fn handle_flow_down(&mut self, now: Instant, flow: FlowId) {
+        self.handle_flow_closed(now, flow, "connection closed");
+    }
+
+    /// A flow failed to connect, hit EOF, or errored; `cause` says why (`connect
+    /// 127.0.0.1:1: connection refused`). The cause goes into the `FlowDown` event and into the
+    /// reason of whatever the flow's loss ends (calls, the registration attempt).
+    pub fn handle_flow_closed(&mut self, now: Instant, flow: FlowId, cause: &str) {
         let Some(f) = self.flows.remove(&flow) else {
             return;
         };
+        self.flow_cause = if f.up {
+            format!("flow lost: {cause}")
+        } else {
+            cause.to_string()
+        };
         if f.up {
-            self.event(Event::FlowDown { flow });
+            self.event(Event::FlowDown {
+                flow,
+                cause: cause.to_string(),
+            });
         }
         if f.kind == FlowKind::Control {
             // Our BYEs and re-INVITEs on it go out again on the next control flow.
@@ -140,7 +155,7 @@ impl SignalingCore {
                 Some(Err(e)) => {
                     tracing::warn!(?flow, error = %e, "framing error, closing the flow");
                     self.outputs.push_back(Output::Close { flow });
-                    self.handle_flow_down(now, flow);
+                    self.handle_flow_closed(now, flow, &format!("framing error: {e}"));
                     return;
                 }
             }
@@ -368,7 +383,7 @@ impl SignalingCore {
         for flow in stalled {
             tracing::warn!(?flow, "stalled partial message, closing the flow");
             self.outputs.push_back(Output::Close { flow });
-            self.handle_flow_down(now, flow);
+            self.handle_flow_closed(now, flow, "stalled partial message");
         }
         // Calls.
         let due: Vec<CallHandle> = self
