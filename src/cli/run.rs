@@ -226,6 +226,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                 log.write(&ev);
                 live.on_event(&ev);
                 note_samples(&mut samples, &ev);
+                summaries.note(&ev);
                 if let (Some(path), Event::Ended { call, call_id, .. }) = (&args.media.report, &ev) {
                     reports += 1;
                     let s = samples.remove(call).unwrap_or_default();
@@ -264,13 +265,12 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                         }
                     }
                     Event::Ended { .. } => {
-                        summaries.note(&ev);
                         ended += 1;
                         if args.max_calls.is_some_and(|n| ended >= n) {
                             break;
                         }
                     }
-                    _ => summaries.note(&ev),
+                    _ => {}
                 }
             }
             _ = tick.tick(), if live.is_tty() => live.tick(),
