@@ -161,7 +161,7 @@ pub fn report_json(r: &MediaReport) -> Value {
             "dropped_foreign": s.dropped_foreign,
             "dtmf_sent": s.dtmf_sent,
             "dtmf_received": s.dtmf_received,
-            "mos": round(s.mos),
+            "mos": s.mos.map(round),
         });
         if let Some(e) = extra.as_object() {
             o.extend(e.clone());

@@ -717,8 +717,9 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
             Event::MediaReport { report, .. } => match (&report.stats, &report.error) {
                 (Some(s), _) => live.say(&format!(
                     "demo: media: {} — sent {} / received {} RTP packets, lost {}, jitter {:.1} ms, \
-                     concealed {:.0} ms, estimated MOS {:.2}",
-                    s.codec, s.rtp_sent, s.rtp_received, s.lost, s.jitter_ms, s.concealed_ms, s.mos
+                     concealed {:.0} ms, estimated MOS {}",
+                    s.codec, s.rtp_sent, s.rtp_received, s.lost, s.jitter_ms, s.concealed_ms,
+                    s.mos.map_or("- (no audio)".to_string(), |m| format!("{m:.2}"))
                 )),
                 (None, Some(e)) => live.say(&format!("demo: media did not run: {e}")),
                 (None, None) => {}

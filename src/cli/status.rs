@@ -45,6 +45,8 @@ pub struct StatusView {
     pub muted: bool,
     /// The call is on hold.
     pub held: bool,
+    /// Estimated MOS; `None` while no audio has been received.
+    pub mos: Option<f64>,
 }
 
 /// A level meter of `n` cells over −60…0 dBFS, e.g. `▮▮▮▯▯`.
@@ -103,6 +105,10 @@ pub fn render(v: &StatusView) -> String {
             meter(v.input_level, 5),
             meter(v.output_level, 5)
         ));
+        match v.mos {
+            Some(m) => s.push_str(&format!(" | MOS {m:.1}")),
+            None => s.push_str(" | no audio"),
+        }
     }
     if v.muted {
         s.push_str(" | MUTED");
@@ -240,6 +246,7 @@ impl Live {
                 v.input_level = snapshot.input_level;
                 v.output_level = snapshot.output_level;
                 v.muted = snapshot.muted;
+                v.mos = s.mos;
             }
             Event::Ended { call, .. } if self.call == Some(*call) => {
                 self.clear();
@@ -431,6 +438,7 @@ mod tests {
             output_level: 0.0,
             muted: true,
             held: false,
+            mos: Some(4.32),
         }
     }
 
@@ -444,6 +452,7 @@ mod tests {
         assert!(s.contains("jitter 2.3 ms"), "{s}");
         assert!(s.contains("rtt 12 ms"), "{s}");
         assert!(s.contains("in ▮▮▮▮▮ out ▯▯▯▯▯"), "{s}");
+        assert!(s.contains("| MOS 4.3"), "{s}");
         assert!(s.ends_with("| MUTED"), "{s}");
         assert!(!s.contains('\n') && !s.contains('\r'));
     }
@@ -464,6 +473,13 @@ mod tests {
         };
         let s = render(&v);
         assert!(s.contains("rtt -") && s.ends_with("| HELD"), "{s}");
+        let v = StatusView {
+            received: 0,
+            mos: None,
+            ..connected()
+        };
+        let s = render(&v);
+        assert!(s.contains("| no audio") && !s.contains("MOS"), "{s}");
     }
 
     #[test]

@@ -181,13 +181,16 @@ pub struct CallStats {
     pub dtmf_sent: u64,
     /// DTMF digits received.
     pub dtmf_received: u64,
-    /// Estimated MOS (see [`crate::media::quality`]).
-    pub mos: f64,
+    /// Estimated MOS (see [`crate::media::quality`]); `None` while no audio packet has been
+    /// received (a MOS of silence would be a comforting lie).
+    pub mos: Option<f64>,
 }
 
 /// Pipeline counters not kept by the session or the jitter buffer.
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
+    /// Audio (not telephone-event) packets handed to the jitter buffer.
+    audio_received: u64,
     concealed: u64,
     fec_recovered: u64,
     decode_errors: u64,
@@ -249,6 +252,9 @@ pub struct MediaPipeline {
     /// Send silence instead of the captured audio.
     muted: bool,
     bye_reported: bool,
+    /// Telephone events are playing out until then: the audio gap they leave is neither loss
+    /// nor concealment, and the packet after it carries no FEC for them.
+    dtmf_quiet_until: Option<Instant>,
     closed: bool,
     counters: Counters,
     /// `now` and wall clock at construction, and the latest `now` seen.
@@ -375,6 +381,7 @@ impl MediaPipeline {
             levels: (0.0, 0.0),
             muted: false,
             bye_reported: false,
+            dtmf_quiet_until: None,
             closed: false,
             counters: Counters::default(),
             origin: (now, wall),

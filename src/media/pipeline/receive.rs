@@ -30,12 +30,19 @@ impl MediaPipeline {
                 ..
             } => {
                 if Some(pt) == self.cfg.negotiated.telephone_event {
+                    // Its slot plays out after the jitter buffer's delay; keep two frames of
+                    // margin for the audio that follows the event.
+                    let js = self.jitter.stats();
+                    let hold_ms =
+                        js.delay_ms.max(js.target_ms) + 2.0 * self.period.as_secs_f64() * 1000.0;
+                    self.dtmf_quiet_until = Some(now + Duration::from_secs_f64(hold_ms / 1000.0));
                     if let Ok(Some(d)) = self.dtmf_rx.handle_payload(payload, ts) {
                         self.counters.dtmf_received += 1;
                         self.events.push_back(MediaEvent::Dtmf(d));
                     }
                 } else if self.cfg.negotiated.direction.receives() {
                     // Outcomes are counted by the jitter buffer.
+                    self.counters.audio_received += 1;
                     let _ = self.jitter.push(now, seq, ts, ssrc, payload);
                 }
             }
@@ -86,10 +93,13 @@ impl MediaPipeline {
             }
         }
         let frame = self.encoder.frame_samples48();
+        let in_dtmf = self.dtmf_quiet_until.is_some_and(|t| now < t);
         let pcm = &mut self.pcm[..];
         let dec = &mut self.decoder;
         let c = &mut self.counters;
         let n = match self.jitter.pop(now) {
+            // The gap a telephone event leaves in the audio: silence, not loss.
+            Playout::Missing { .. } if in_dtmf => 0,
             Playout::Frame(p) => match dec.decode(p, pcm) {
                 Ok(n) => n,
                 Err(_) => {

@@ -53,7 +53,8 @@ impl MediaPipeline {
             capture_dropped: c.capture_dropped,
             dtmf_sent: c.dtmf_sent,
             dtmf_received: c.dtmf_received,
-            mos: quality::mos_from_r(quality::r_factor(imp, loss_percent, delay)),
+            mos: (c.audio_received > 0)
+                .then(|| quality::mos_from_r(quality::r_factor(imp, loss_percent, delay))),
         }
     }
 }

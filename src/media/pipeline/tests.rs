@@ -256,7 +256,8 @@ fn two_way(codec: Codec) {
         "{}",
         sb.jitter_buffer_mean_ms
     );
-    assert!(sb.mos > 4.2 && sb.mos <= 4.5, "mos {}", sb.mos);
+    let mos = sb.mos.expect("audio was received");
+    assert!(mos > 4.2 && mos <= 4.5, "mos {mos}");
     assert_eq!(b.rtp_out, 150);
     // RTCP: after a few report intervals both sides know the round-trip time (≈ 0 here).
     for _ in 0..10 {
@@ -299,7 +300,7 @@ fn lossy(codec: Codec) {
     for s in [a.p.stats(), b.p.stats()] {
         assert!(s.lost > 0, "{s:?}");
         assert!(s.fec_recovered + s.concealed_frames > 0, "{s:?}");
-        assert!(s.mos < 4.4 && s.mos > 2.0, "{s:?}");
+        assert!(s.mos.is_some_and(|m| m < 4.4 && m > 2.0), "{s:?}");
     }
     let clean = {
         let (mut a, mut b) = pair(codec, t0);
@@ -311,9 +312,9 @@ fn lossy(codec: Codec) {
             &mut Link::new(1, 0.0, 0.0),
             &mut Link::new(2, 0.0, 0.0),
         );
-        b.p.stats().mos
+        b.p.stats().mos.expect("audio")
     };
-    assert!(b.p.stats().mos < clean);
+    assert!(b.p.stats().mos.is_some_and(|m| m < clean));
 }
 
 #[test]
@@ -356,7 +357,7 @@ fn opus_fec_recovers_lost_speech() {
     assert!(s.fec_recovered > 0, "{s:?}");
     // Recovered frames do not count against the MOS.
     let plain = quality::mos(Codec::Opus, 100.0 * s.lost as f64 / 150.0, 50.0);
-    assert!(s.mos > plain, "{} vs {plain}", s.mos);
+    assert!(s.mos.is_some_and(|m| m > plain), "{:?} vs {plain}", s.mos);
     assert!(b.heard.iter().any(|&v| v.abs() > 1000));
 }
 
@@ -382,10 +383,34 @@ fn dtmf_digits_arrive_once_each() {
         "123#".chars().map(MediaEvent::Dtmf).collect::<Vec<_>>()
     );
     assert_eq!(a.p.stats().dtmf_sent, 4);
-    assert_eq!(b.p.stats().dtmf_received, 4);
+    let sb = b.p.stats();
+    assert_eq!(sb.dtmf_received, 4);
+    // A loss-free link: telephone events are not lost audio, concealment or FEC.
+    assert_eq!(sb.lost, 0, "{sb:?}");
+    assert_eq!(sb.fec_recovered, 0, "{sb:?}");
+    assert!(sb.concealed_frames <= 1, "{sb:?}");
     assert_eq!(a.p.poll_event(), None);
     // Audio resumed after the digits: B hears the tone at the end.
     assert!(purity(last_second(&b.heard), 440.0) > 0.8);
+}
+
+#[test]
+fn no_mos_when_nothing_was_received() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(Codec::Pcmu, t0);
+    // B's packets never reach A; A's reach B.
+    run(
+        &mut a,
+        &mut b,
+        t0,
+        1000,
+        &mut Link::new(1, 0.0, 0.0),
+        &mut Link::new(2, 1.0, 0.0),
+    );
+    let sa = a.p.stats();
+    assert_eq!(sa.rtp_received, 0, "{sa:?}");
+    assert_eq!(sa.mos, None, "no audio, no MOS: {sa:?}");
+    assert!(b.p.stats().mos.is_some());
 }
 
 #[test]
