@@ -108,6 +108,7 @@ pub fn to_json(ev: &Event) -> Value {
                 "jitter_ms": s.jitter_ms, "rtt_ms": s.rtt_ms, "concealed_ms": s.concealed_ms,
                 "jitter_buffer_ms": s.jitter_buffer_ms,
                 "input_level": snapshot.input_level, "output_level": snapshot.output_level,
+                "input_peak": snapshot.input_peak, "output_peak": snapshot.output_peak,
                 "muted": snapshot.muted,
             })
         }

@@ -354,11 +354,13 @@ async fn run(
         let now = Instant::now();
         if now >= next_snapshot {
             next_snapshot = now + SNAPSHOT_EVERY;
-            let (input_level, output_level) = pipeline.levels();
+            let (input, output) = pipeline.take_levels();
             let snapshot = MediaSnapshot {
                 stats: pipeline.stats(),
-                input_level,
-                output_level,
+                input_level: input.rms,
+                output_level: output.rms,
+                input_peak: input.peak,
+                output_peak: output.peak,
                 elapsed: now.saturating_duration_since(started),
                 muted,
             };

@@ -248,7 +248,8 @@ pub struct MediaPipeline {
     /// The next audio packet starts a talk spurt.
     marker: bool,
     /// RMS level (0.0–1.0) of the last frame captured / played.
-    levels: (f32, f32),
+    /// Input (captured) and output (played) level meters since the last reading.
+    meters: (meter::Meter, meter::Meter),
     /// Send silence instead of the captured audio.
     muted: bool,
     bye_reported: bool,
@@ -336,6 +337,8 @@ fn accumulate(a: MediaStats, b: MediaStats) -> MediaStats {
     }
 }
 
+mod meter;
+pub use meter::Level;
 mod receive;
 mod send;
 mod stats;
@@ -378,7 +381,7 @@ impl MediaPipeline {
             low_water: samples48(DEFAULT_DEVICE_PERIOD),
             fec_min_delay: set.fec_min_delay,
             marker: true,
-            levels: (0.0, 0.0),
+            meters: Default::default(),
             muted: false,
             bye_reported: false,
             dtmf_quiet_until: None,
@@ -436,10 +439,10 @@ impl MediaPipeline {
         self.receive_path(now, true);
     }
 
-    /// RMS levels (0.0–1.0 of full scale) of the last frame captured and the last frame
-    /// played: input and output level meters.
-    pub fn levels(&self) -> (f32, f32) {
-        self.levels
+    /// Input (captured, before mute) and output (played) levels over every sample since the
+    /// last call: RMS and peak, 0.0–1.0 of full scale. Starts a new interval.
+    pub fn take_levels(&mut self) -> (Level, Level) {
+        (self.meters.0.take(), self.meters.1.take())
     }
 
     /// Mutes (sends silence instead of) the captured audio; the input level still shows what the
@@ -568,15 +571,6 @@ impl MediaPipeline {
 /// 48 kHz samples in `d`.
 fn samples48(d: Duration) -> usize {
     (d.as_micros() * 48 / 1000) as usize
-}
-
-/// Root-mean-square level of 16-bit samples, 0.0–1.0 of full scale (no allocation).
-fn rms(x: &[i16]) -> f32 {
-    if x.is_empty() {
-        return 0.0;
-    }
-    let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    ((sum / x.len() as f64).sqrt() / 32768.0) as f32
 }
 
 #[cfg(test)]

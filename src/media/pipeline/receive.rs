@@ -133,7 +133,7 @@ impl MediaPipeline {
         let n = n.min(pcm.len());
         pcm[n..frame.max(n)].fill(0);
         let out = &pcm[..frame.max(n)];
-        self.levels.1 = rms(out);
+        self.meters.1.add(out);
         if to_device {
             let (_, rest) = self.playback.push_partial_slice(out);
             c.playback_overflow += rest.len() as u64;

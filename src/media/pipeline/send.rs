@@ -45,7 +45,7 @@ impl MediaPipeline {
             .pop_entire_slice(&mut self.frame[..frame])
             .is_ok();
         if have_frame {
-            self.levels.0 = rms(&self.frame[..frame]);
+            self.meters.0.add(&self.frame[..frame]);
             if self.muted {
                 self.frame[..frame].fill(0);
             }
