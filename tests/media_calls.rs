@@ -536,11 +536,13 @@ fn default_device_without_a_sound_card_fails_fast() {
         caller.output()
     );
     let stderr = std::fs::read_to_string(&caller.stderr).expect("stderr");
-    // libasound prints its own diagnostics ("ALSA lib ...") before ours; ours is one line.
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("ALSA lib "))
-        .collect();
+    // libasound's own diagnostics ("ALSA lib ...") go to a buffer; ours is the one line.
+    assert!(
+        !stderr.contains("ALSA lib "),
+        "alsa-lib's own lines stay quiet: {stderr}"
+    );
+    assert_eq!(status.code(), Some(5), "exit 5: media (device)");
+    let ours: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     eprintln!("exit {status} after {took:?}: {ours:?}");
     assert_eq!(ours.len(), 1, "one line of our own on stderr: {stderr}");
     let line = ours[0].to_lowercase();

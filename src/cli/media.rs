@@ -37,8 +37,10 @@ pub fn codecs(list: &str) -> Result<Vec<Codec>, Fail> {
 
 /// `--list-devices`: one line per device.
 pub fn list_devices() -> Result<(), Fail> {
-    let devices =
-        audio::device::list_devices().map_err(|e| Fail::usage(format!("audio devices: {e}")))?;
+    let quiet = quiet_alsa();
+    let devices = audio::device::list_devices();
+    alsa_noise(quiet);
+    let devices = devices.map_err(|e| Fail::media(format!("audio devices: {e}")))?;
     if devices.is_empty() {
         println!("no audio devices");
     }
@@ -53,6 +55,34 @@ pub fn list_devices() -> Result<(), Fail> {
     }
     Ok(())
 }
+
+/// While probing, alsa-lib writes a dozen lines of its own to stderr when there is no sound
+/// card ("ALSA lib confmisc.c: cannot find card '0'", ...). On this thread they go to a buffer
+/// instead (alsa's thread-local error handler, a safe API); [`alsa_noise`] logs them at debug
+/// level. The one line that says which fallback we took is ours.
+#[cfg(target_os = "linux")]
+fn quiet_alsa() -> Option<std::rc::Rc<std::cell::RefCell<alsa::Output>>> {
+    alsa::Output::local_error_handler().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn quiet_alsa() -> Option<()> {
+    None
+}
+
+/// Logs (debug) what alsa-lib said while it was quiet.
+#[cfg(target_os = "linux")]
+fn alsa_noise(buffer: Option<std::rc::Rc<std::cell::RefCell<alsa::Output>>>) {
+    if let Some(b) = buffer {
+        let text = b.borrow().to_string();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::debug!("alsa-lib: {line}");
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn alsa_noise(_: Option<()>) {}
 
 /// Resolves `--mic`/`--speaker`/`--record` into media options. Each device side is opened once
 /// here, so a missing device is reported before any call: an explicit `default` or device name
@@ -71,20 +101,23 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
             .map_err(|e| Fail::usage(format!("--speaker: {e}")))?,
         None => AudioSink::Default,
     };
-    let source = match probe_source(&source) {
+    let quiet = quiet_alsa();
+    let probed = (probe_source(&source), probe_sink(&sink));
+    alsa_noise(quiet);
+    let source = match probed.0 {
         Ok(()) => source,
         Err(e) if args.mic.is_none() => {
             eprintln!("no usable input device ({e}); using silence (choose with --mic)");
             AudioSource::Silence
         }
         Err(e) => {
-            return Err(Fail::usage(format!(
+            return Err(Fail::media(format!(
                 "--mic {}: {e}",
                 args.mic.as_deref().unwrap_or("")
             )))
         }
     };
-    let sink = match probe_sink(&sink) {
+    let sink = match probed.1 {
         Ok(()) => sink,
         Err(e) if args.speaker.is_none() => {
             eprintln!(
@@ -93,7 +126,7 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
             AudioSink::Null
         }
         Err(e) => {
-            return Err(Fail::usage(format!(
+            return Err(Fail::media(format!(
                 "--speaker {}: {e}",
                 args.speaker.as_deref().unwrap_or("")
             )))

@@ -602,7 +602,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
             let sink: AudioSink = s
                 .parse()
                 .map_err(|e| Fail::usage(format!("--speaker: {e}")))?;
-            media::probe_sink(&sink).map_err(|e| Fail::usage(format!("--speaker {s}: {e}")))?;
+            media::probe_sink(&sink).map_err(|e| Fail::media(format!("--speaker {s}: {e}")))?;
             sink
         }
         None => match media::probe_sink(&AudioSink::Default) {
@@ -617,7 +617,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         },
     };
     let chime = media::write_chime(&std::env::temp_dir().join("wakeline-demo-chime.wav"))
-        .map_err(|e| Fail::usage(format!("demo: cannot write the chime: {e}")))?;
+        .map_err(|e| Fail::media(format!("demo: cannot write the chime: {e}")))?;
     let tone = |hz| MediaOptions {
         source: AudioSource::Tone(hz),
         sink: AudioSink::Null,
