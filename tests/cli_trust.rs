@@ -330,3 +330,72 @@ fn events_dash_means_stdout() {
     assert!(events.iter().any(|e| e["event"] == "ended"), "{out}");
     assert!(!dir.path().join("-").exists());
 }
+
+/// The media samples cover the whole call: the first within half a second of the start, the
+/// last at its end (the report plots them all).
+#[test]
+fn media_stats_cover_the_whole_call() {
+    let dir = test_dir("wholecall");
+    let port = free_port();
+    let mut cmd = plain();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .args([
+            "--mic",
+            "tone:1000",
+            "--speaker",
+            "null",
+            "--max-calls",
+            "1",
+        ]);
+    let mut listener = Proc::spawn("listener", cmd, dir.path());
+    wait_listening(port, LIMIT);
+    let events = dir.path().join("ev.jsonl");
+    let report = dir.path().join("r.svg");
+    let mut cmd = plain();
+    cmd.arg("call")
+        .arg(format!("sip:x@127.0.0.1:{port};transport=tcp"))
+        .args([
+            "--mic",
+            "tone:440",
+            "--speaker",
+            "null",
+            "--duration",
+            "2.2",
+        ])
+        .arg("--events")
+        .arg(&events)
+        .arg("--report")
+        .arg(&report);
+    let (code, _, p) = run("call", cmd, dir.path(), LIMIT);
+    assert_eq!(code, Some(0), "{}", p.output());
+    listener.wait(LIMIT);
+    let ev = read_events(&events);
+    let elapsed: Vec<f64> = ev
+        .iter()
+        .filter(|e| e["event"] == "media_stats")
+        .filter_map(|e| e["elapsed_s"].as_f64())
+        .collect();
+    let report_s = ev
+        .iter()
+        .find(|e| e["event"] == "media_report")
+        .and_then(|e| e["duration_s"].as_f64())
+        .expect("a media report");
+    assert!(elapsed.first().is_some_and(|&t| t < 0.6), "{elapsed:?}");
+    assert!(
+        elapsed.last().is_some_and(|&t| t > report_s - 0.1),
+        "{elapsed:?} vs {report_s}"
+    );
+    let svg = std::fs::read_to_string(&report).expect("the report");
+    for row in ["codec", "packets", "jitter", "RTT", "concealment", "MOS"] {
+        assert!(svg.contains(row), "summary row {row}");
+    }
+    // Both sides heard a tone: the level meter of the last sample is not silence.
+    let last = ev
+        .iter()
+        .rfind(|e| e["event"] == "media_stats")
+        .expect("media_stats");
+    assert!(
+        last["output_peak"].as_f64().is_some_and(|p| p > 0.05),
+        "{last}"
+    );
+}

@@ -90,8 +90,13 @@ fn pcap_writer(
     }
 }
 
-fn write_report(path: &std::path::Path, title: &str, samples: &[Sample]) {
-    match report::write(path, title, samples) {
+fn write_report(
+    path: &std::path::Path,
+    title: &str,
+    samples: &[Sample],
+    media: Option<&wakeline::media::MediaReport>,
+) {
+    match report::write(path, title, samples, &report::table(media)) {
         Ok(()) => tracing::info!("quality report: {}", path.display()),
         Err(e) => tracing::warn!("--report: {e}"),
     }
@@ -216,6 +221,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut samples: HashMap<wakeline::CallHandle, Vec<Sample>> = HashMap::new();
     let mut reports = 0u64;
+    let mut media_reports = HashMap::new();
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
@@ -227,10 +233,14 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                 live.on_event(&ev);
                 note_samples(&mut samples, &ev);
                 summaries.note(&ev);
+                if let Event::MediaReport { call, report, .. } = &ev {
+                    media_reports.insert(*call, report.clone());
+                }
                 if let (Some(path), Event::Ended { call, call_id, .. }) = (&args.media.report, &ev) {
                     reports += 1;
                     let s = samples.remove(call).unwrap_or_default();
-                    write_report(&report::numbered(path, reports), &format!("wakeline call {call_id}"), &s);
+                    let media = media_reports.remove(call);
+                    write_report(&report::numbered(path, reports), &format!("wakeline call {call_id}"), &s, media.as_deref());
                 }
                 match &ev {
                     Event::Incoming { call, .. } => {
@@ -416,7 +426,7 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                     Event::Ended { call: c, call_id, status, reason, outcome, .. } if c == call.handle() => {
                         if let Some(path) = &args.media.report {
                             let s = samples.remove(&c).unwrap_or_default();
-                            write_report(path, &format!("wakeline call {call_id}"), &s);
+                            write_report(path, &format!("wakeline call {call_id}"), &s, report.as_deref());
                         }
                         let reason = match stopped {
                             Some(_) => "interrupted".to_string(),
@@ -675,6 +685,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let mut answered = false;
     let mut samples = Vec::new();
+    let mut alice_report = None;
     let report_path = args.record.with_extension("svg");
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let outcome = loop {
@@ -697,6 +708,9 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         };
         log.write(&ev);
         live.on_event(&ev);
+        if let Event::MediaReport { report, .. } = &ev {
+            alice_report = Some(report.clone());
+        }
         match &ev {
             Event::State { state, .. } => {
                 live.say(&format!("demo: call {}", state_name(*state)));
@@ -736,7 +750,8 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
                     outcome_name(*outcome)
                 );
                 println!("demo: what alice heard is in {}", args.record.display());
-                match report::write(&report_path, "wakeline demo: alice's side", &samples) {
+                let rows = report::table(alice_report.as_deref());
+                match report::write(&report_path, "wakeline demo: alice's side", &samples, &rows) {
                     Ok(()) => println!(
                         "demo: quality report (jitter, loss, concealment, levels) in {}",
                         report_path.display()

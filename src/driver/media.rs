@@ -10,6 +10,9 @@ use crate::media::{MediaReport, MediaSnapshot};
 
 /// How often a running call reports its media (`Event::MediaStats`).
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+/// The first report comes this soon, and a last one when media stops, so a report over the
+/// snapshots covers the whole call.
+const FIRST_SNAPSHOT: Duration = Duration::from_millis(250);
 use crate::signaling::core::CallHandle;
 use crate::signaling::sdp::Negotiated;
 use std::net::{IpAddr, SocketAddr};
@@ -281,7 +284,7 @@ async fn run(
     let mut rtcp_buf = vec![0u8; 2048];
     let mut stopping = false;
     let mut muted = false;
-    let mut next_snapshot = started + SNAPSHOT_EVERY;
+    let mut next_snapshot = started + FIRST_SNAPSHOT;
     loop {
         let deadline = pipeline.poll_timeout().map(|t| t.min(next_snapshot));
         tokio::select! {
@@ -352,7 +355,7 @@ async fn run(
             r.drain();
         }
         let now = Instant::now();
-        if now >= next_snapshot {
+        if now >= next_snapshot || stopping {
             next_snapshot = now + SNAPSHOT_EVERY;
             let (input, output) = pipeline.take_levels();
             let snapshot = MediaSnapshot {
