@@ -188,6 +188,8 @@ pub struct Live {
     pub view: StatusView,
     /// The call shown (the newest one).
     pub call: Option<CallHandle>,
+    /// Every call not yet ended, oldest first: when the newest ends, keys act on the one before.
+    calls: Vec<CallHandle>,
     started: Option<Instant>,
     keys: Option<tokio::sync::mpsc::UnboundedReceiver<KeyAction>>,
     stop_keys: Arc<AtomicBool>,
@@ -204,6 +206,7 @@ impl Live {
             tty,
             view: StatusView::default(),
             call: None,
+            calls: Vec::new(),
             started: None,
             keys: None,
             stop_keys: Arc::new(AtomicBool::new(false)),
@@ -219,6 +222,8 @@ impl Live {
     pub fn on_event(&mut self, ev: &Event) {
         match ev {
             Event::Incoming { call, .. } => self.start(*call, "incoming"),
+            // An older call's progress does not take the line (and the keys) from the newest.
+            Event::State { call, .. } if self.call != Some(*call) && self.calls.contains(call) => {}
             Event::State { call, state, .. } => {
                 if self.call != Some(*call) {
                     self.start(*call, state_name(*state));
@@ -248,16 +253,25 @@ impl Live {
                 v.muted = snapshot.muted;
                 v.mos = s.mos;
             }
-            Event::Ended { call, .. } if self.call == Some(*call) => {
-                self.clear();
-                self.call = None;
-                self.started = None;
+            Event::Ended { call, .. } => {
+                self.calls.retain(|c| c != call);
+                if self.call == Some(*call) {
+                    self.clear();
+                    self.call = None;
+                    self.started = None;
+                    if let Some(&previous) = self.calls.last() {
+                        self.start(previous, "up");
+                    }
+                }
             }
             _ => {}
         }
     }
 
     fn start(&mut self, call: CallHandle, state: &str) {
+        if !self.calls.contains(&call) {
+            self.calls.push(call);
+        }
         self.call = Some(call);
         self.started = Some(Instant::now());
         self.view = StatusView {
@@ -480,6 +494,36 @@ mod tests {
         };
         let s = render(&v);
         assert!(s.contains("| no audio") && !s.contains("MOS"), "{s}");
+    }
+
+    #[test]
+    fn keys_follow_the_newest_call_and_fall_back_to_the_one_before() {
+        let mut live = Live::with_tty(false);
+        let inc = |n| Event::Incoming {
+            call: CallHandle(n),
+            call_id: format!("c{n}"),
+            from: "a".into(),
+            to: "b".into(),
+            pushed: false,
+        };
+        let state = |n, state| Event::State {
+            call: CallHandle(n),
+            call_id: format!("c{n}"),
+            state,
+        };
+        live.on_event(&inc(1));
+        live.on_event(&inc(2));
+        assert_eq!(live.call, Some(CallHandle(2)));
+        live.on_event(&state(1, wakeline::CallState::Connected));
+        assert_eq!(live.call, Some(CallHandle(2)), "the older call keeps quiet");
+        live.on_event(&Event::Ended {
+            call: CallHandle(2),
+            call_id: "c2".into(),
+            status: 200,
+            reason: "BYE".into(),
+            outcome: wakeline::CallOutcome::Answered,
+        });
+        assert_eq!(live.call, Some(CallHandle(1)), "back to the one before");
     }
 
     #[test]
