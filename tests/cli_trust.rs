@@ -20,6 +20,15 @@ fn plain() -> Command {
     c
 }
 
+/// `wakeline call sip:x@127.0.0.1:PORT` with no audio devices.
+fn call_to(port: u16) -> Command {
+    let mut c = plain();
+    c.arg("call")
+        .arg(format!("sip:x@127.0.0.1:{port};transport=tcp"))
+        .args(["--mic", "silence", "--speaker", "null"]);
+    c
+}
+
 fn stderr_of(p: &Proc) -> String {
     std::fs::read_to_string(&p.stderr).unwrap_or_default()
 }
@@ -41,11 +50,8 @@ fn a_refused_call_fails_at_once_with_the_cause_and_exit_3() {
     let dir = test_dir("refused");
     let port = free_port();
     let events = dir.path().join("ev.jsonl");
-    let mut cmd = plain();
-    cmd.arg("call")
-        .arg(format!("sip:x@127.0.0.1:{port};transport=tcp"))
-        .args(["--mic", "silence", "--speaker", "null", "--events"])
-        .arg(&events);
+    let mut cmd = call_to(port);
+    cmd.arg("--events").arg(&events);
     let (code, took, p) = run("call", cmd, dir.path(), LIMIT);
     assert_eq!(code, Some(3), "{}", p.output());
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -256,17 +262,8 @@ fn ring_timeout_gives_up_with_cancel() {
     let dir = test_dir("ringto");
     let (_listener, port) = ringing_listener(dir.path());
     let summary = dir.path().join("s.json");
-    let mut cmd = plain();
-    cmd.arg("call")
-        .arg(format!("sip:x@127.0.0.1:{port};transport=tcp"))
-        .args([
-            "--mic",
-            "silence",
-            "--speaker",
-            "null",
-            "--ring-timeout",
-            "1",
-        ])
+    let mut cmd = call_to(port);
+    cmd.args(["--ring-timeout", "1"])
         .arg("--summary")
         .arg(&summary);
     let (code, took, p) = run("call", cmd, dir.path(), LIMIT);
@@ -291,11 +288,8 @@ fn ctrl_c_while_ringing_says_interrupted_and_exits_130() {
     let dir = test_dir("sigint");
     let (_listener, port) = ringing_listener(dir.path());
     let events = dir.path().join("ev.jsonl");
-    let mut cmd = plain();
-    cmd.arg("call")
-        .arg(format!("sip:x@127.0.0.1:{port};transport=tcp"))
-        .args(["--mic", "silence", "--speaker", "null", "--events"])
-        .arg(&events);
+    let mut cmd = call_to(port);
+    cmd.arg("--events").arg(&events);
     let mut p = Proc::spawn("call", cmd, dir.path());
     let start = Instant::now();
     while !read_events(&events).iter().any(|e| e["state"] == "ringing") {
@@ -316,10 +310,8 @@ fn ctrl_c_while_ringing_says_interrupted_and_exits_130() {
 fn events_dash_means_stdout() {
     let dir = test_dir("evstdout");
     let port = free_port();
-    let mut cmd = plain();
-    cmd.arg("call")
-        .arg(format!("sip:x@127.0.0.1:{port};transport=tcp"))
-        .args(["--mic", "silence", "--speaker", "null", "--events", "-"]);
+    let mut cmd = call_to(port);
+    cmd.args(["--events", "-"]);
     let (code, _, p) = run("call", cmd, dir.path(), LIMIT);
     assert_eq!(code, Some(3));
     let out = std::fs::read_to_string(&p.stdout).unwrap_or_default();
