@@ -27,6 +27,9 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The media of a call could not do what was asked (e.g. DTMF without telephone-event).
+    #[error("media: {0}")]
+    Media(String),
     /// The user agent has stopped.
     #[error("the user agent has stopped")]
     Stopped,

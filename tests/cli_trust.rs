@@ -391,3 +391,29 @@ fn media_stats_cover_the_whole_call() {
         "{last}"
     );
 }
+
+/// `--dtmf` digits are on the wire before the BYE, even with a very short `--duration`.
+#[test]
+fn dtmf_digits_go_out_before_the_hangup() {
+    let dir = test_dir("dtmfwait");
+    let port = free_port();
+    let heard = dir.path().join("listener.jsonl");
+    let mut cmd = plain();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--mic", "silence", "--speaker", "null", "--max-calls", "1"])
+        .arg("--events")
+        .arg(&heard);
+    let mut listener = Proc::spawn("listener", cmd, dir.path());
+    wait_listening(port, LIMIT);
+    let mut cmd = call_to(port);
+    cmd.args(["--dtmf", "1#9", "--duration", "0.1"]);
+    let (code, _, p) = run("call", cmd, dir.path(), LIMIT);
+    assert_eq!(code, Some(0), "{}", p.output());
+    listener.wait(LIMIT);
+    let digits: String = read_events(&heard)
+        .iter()
+        .filter(|e| e["event"] == "dtmf")
+        .filter_map(|e| e["digit"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(digits, "1#9", "{}", listener.output());
+}

@@ -392,6 +392,8 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     );
     tokio::pin!(give_up_at);
     let mut gave_up = false;
+    let mut dtmf_sent: Option<tokio::task::JoinHandle<Result<(), wakeline::Error>>> = None;
+    let mut dtmf_error: Option<String> = None;
     let mut stopped: Option<Exit> = None;
     let mut live = Live::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -410,13 +412,11 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                         hangup_at.as_mut().reset(tokio::time::Instant::now() + duration);
                         if let Some(digits) = args.dtmf.clone() {
                             let c = call.clone();
-                            tokio::spawn(async move {
+                            dtmf_sent = Some(tokio::spawn(async move {
                                 // Let media start and the far end's jitter buffer settle first.
                                 tokio::time::sleep(Duration::from_millis(500)).await;
-                                if let Err(e) = c.send_dtmf(&digits).await {
-                                    tracing::warn!("--dtmf: {e}");
-                                }
-                            });
+                                c.send_dtmf(&digits).await
+                            }));
                         }
                     }
                     Event::MediaReport { call: c, report: r, call_id } if c == call.handle() => {
@@ -434,13 +434,25 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                             None => reason,
                         };
                         summaries.note(&Event::Ended { call: c, call_id, status, reason: reason.clone(), outcome });
-                        let media_error = report.as_ref().and_then(|r| r.error.clone());
+                        let media_error = report
+                            .as_ref()
+                            .and_then(|r| r.error.clone())
+                            .or(dtmf_error.take().map(|e| format!("--dtmf: {e}")));
                         break call_result(outcome, status, &reason, stopped, media_error);
                     }
                     _ => {}
                 }
             }
             _ = &mut hangup_at => {
+                // The digits go out before the BYE (bounded: the call may lose its media).
+                if let Some(task) = dtmf_sent.take() {
+                    match tokio::time::timeout(DTMF_WAIT, task).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(e))) => dtmf_error = Some(e.to_string()),
+                        Ok(Err(e)) => dtmf_error = Some(e.to_string()),
+                        Err(_) => dtmf_error = Some(format!("not sent within {} s", DTMF_WAIT.as_secs())),
+                    }
+                }
                 call.hangup().await?;
                 hangup_at.as_mut().reset(tokio::time::Instant::now() + never);
             }
@@ -494,6 +506,9 @@ fn call_result(
         None => Ok(()),
     }
 }
+
+/// How long the hang-up waits for `--dtmf` digits still on their way.
+const DTMF_WAIT: Duration = Duration::from_secs(20);
 
 /// How long `call` and `register` (without `--for`) wait for the registrar.
 const REGISTER_WAIT: Duration = Duration::from_secs(40);

@@ -259,6 +259,8 @@ impl Call {
     }
 
     /// Sends DTMF digits (`0-9*#A-D`) as RFC 4733 telephone-events. Needs media to be up.
+    /// Completes when the last digit's final (end) packets are on the wire; fails with
+    /// [`Error::Media`] when the call has no telephone-event or ends first.
     pub async fn send_dtmf(&self, digits: &str) -> Result<(), Error> {
         let (h, d) = (self.handle, digits.to_string());
         self.ua.ask(|reply| Command::Dtmf(h, d, reply)).await

@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How calls get their audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,8 +115,8 @@ impl MediaSockets {
 pub(crate) enum MediaCtl {
     /// The SDP changed (re-INVITE: hold, resume, new address or codec).
     Update(Negotiated),
-    /// Send these DTMF digits (RFC 4733).
-    Dtmf(String),
+    /// Send these DTMF digits (RFC 4733); the reply comes when the last one is on the wire.
+    Dtmf(String, oneshot::Sender<Result<(), crate::Error>>),
     /// Mute (`true`) or unmute our audio.
     Mute(bool),
     /// The network changed: use these sockets from now on (a re-INVITE announces them).
@@ -285,6 +285,7 @@ async fn run(
     let mut stopping = false;
     let mut muted = false;
     let mut next_snapshot = started + FIRST_SNAPSHOT;
+    let mut dtmf_waiting: Vec<oneshot::Sender<Result<(), crate::Error>>> = Vec::new();
     loop {
         let deadline = pipeline.poll_timeout().map(|t| t.min(next_snapshot));
         tokio::select! {
@@ -311,10 +312,15 @@ async fn run(
                         tracing::warn!(?call, "media update: {e}");
                     }
                 }
-                Some(MediaCtl::Dtmf(digits)) => {
-                    for d in digits.chars() {
-                        if let Err(e) = pipeline.send_dtmf(Instant::now(), d) {
-                            tracing::warn!(?call, "dtmf {d:?}: {e}");
+                Some(MediaCtl::Dtmf(digits, done)) => {
+                    let queued = digits
+                        .chars()
+                        .try_for_each(|d| pipeline.send_dtmf(Instant::now(), d));
+                    match queued {
+                        Ok(()) => dtmf_waiting.push(done),
+                        Err(e) => {
+                            tracing::warn!(?call, "dtmf {digits:?}: {e}");
+                            let _ = done.send(Err(crate::Error::Media(format!("DTMF: {e}"))));
                         }
                     }
                 }
@@ -369,9 +375,19 @@ async fn run(
             };
             let _ = notes.send(MediaNote::Stats(call, Box::new(snapshot)));
         }
+        if !dtmf_waiting.is_empty() && !pipeline.dtmf_busy() {
+            // The last digit's final packets are out.
+            for done in dtmf_waiting.drain(..) {
+                let _ = done.send(Ok(()));
+            }
+        }
         if stopping {
             break;
         }
+    }
+    for done in dtmf_waiting {
+        let why = "the call ended before its DTMF digits were sent".to_string();
+        let _ = done.send(Err(crate::Error::Media(why)));
     }
     let duration = started.elapsed();
     let stats = pipeline.stats();

@@ -297,7 +297,19 @@ impl DriverTask {
                 let _ = reply.send(self.core.hold(now, call, on).map_err(Error::from));
             }
             Command::Dtmf(call, digits, reply) => {
-                let _ = reply.send(self.media_ctl(call, MediaCtl::Dtmf(digits)));
+                // The media task replies once the digits are on the wire.
+                let (tx, rx) = oneshot::channel();
+                match self.media_ctl(call, MediaCtl::Dtmf(digits, tx)) {
+                    Ok(()) => {
+                        tokio::spawn(async move {
+                            let r = rx.await.unwrap_or(Err(Error::Stopped));
+                            let _ = reply.send(r);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Mute(call, on, reply) => {
                 let _ = reply.send(self.media_ctl(call, MediaCtl::Mute(on)));

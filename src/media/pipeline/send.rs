@@ -3,6 +3,11 @@
 use super::*;
 
 impl MediaPipeline {
+    /// Whether DTMF digits are queued or still being sent (their final packets included).
+    pub fn dtmf_busy(&self) -> bool {
+        self.dtmf_tx.is_busy()
+    }
+
     pub(super) fn sends(&self) -> bool {
         let n = &self.cfg.negotiated;
         !self.closed && n.direction.sends() && !n.remote_rtp.ip().is_unspecified()
