@@ -417,3 +417,30 @@ fn dtmf_digits_go_out_before_the_hangup() {
         .collect();
     assert_eq!(digits, "1#9", "{}", listener.output());
 }
+
+/// DTMF as SIP INFO (application/dtmf-relay) from SIPp is a `dtmf` event like RFC 4733 digits.
+#[test]
+fn dtmf_in_sip_info_is_received() {
+    let dir = test_dir("dtmfinfo");
+    let port = free_port();
+    let heard = dir.path().join("listener.jsonl");
+    let mut cmd = plain();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--mic", "silence", "--speaker", "null", "--max-calls", "1"])
+        .arg("--events")
+        .arg(&heard);
+    let mut listener = Proc::spawn("listener", cmd, dir.path());
+    wait_listening(port, LIMIT);
+    let mut cmd = sipp(&scenario("uac_info_dtmf.xml"), free_port());
+    cmd.args(["-m", "1"]).arg(format!("127.0.0.1:{port}"));
+    let mut uac = Proc::spawn("sipp", cmd, dir.path());
+    let status = uac.wait(LIMIT);
+    assert!(status.success(), "{}\n{}", uac.output(), listener.output());
+    listener.wait(LIMIT);
+    let digits: Vec<String> = read_events(&heard)
+        .iter()
+        .filter(|e| e["event"] == "dtmf")
+        .filter_map(|e| e["digit"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(digits, vec!["7".to_string()], "{}", listener.output());
+}

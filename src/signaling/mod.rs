@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod dialog;
+pub mod dtmf_info;
 pub mod framing;
 pub mod invite;
 pub mod keepalive;

@@ -297,7 +297,21 @@ impl SignalingCore {
         match req.method {
             Method::Bye => self.uas_bye(now, h, key, &req),
             Method::Invite => self.uas_reinvite(now, h, key, req),
-            Method::Options | Method::Info => self.respond(now, key, &req, 200, Some(h)),
+            Method::Info => {
+                // DTMF as SIP INFO (application/dtmf-relay): the same event as RFC 4733 digits.
+                let ct = req.headers.content_type().unwrap_or_default();
+                let digit = crate::signaling::dtmf_info::digit(&ct, &req.body);
+                if let (Some(digit), Some(c)) = (digit, self.calls.get(&h)) {
+                    let call_id = c.call_id.clone();
+                    self.event(Event::Dtmf {
+                        call: h,
+                        call_id,
+                        digit,
+                    });
+                }
+                self.respond(now, key, &req, 200, Some(h))
+            }
+            Method::Options => self.respond(now, key, &req, 200, Some(h)),
             Method::Other(_) => self.respond(now, key, &req, 501, Some(h)),
             _ => self.respond(now, key, &req, 405, Some(h)),
         }

@@ -132,7 +132,8 @@ pub enum Event {
         /// Why, as the driver saw it (`EOF`, `read: connection reset by peer`, ...).
         cause: String,
     },
-    /// The peer sent a DTMF digit (RFC 4733 telephone-event). Emitted by the driver's media task.
+    /// The peer sent a DTMF digit: an RFC 4733 telephone-event (emitted by the driver's media
+    /// task) or a SIP INFO with `application/dtmf-relay` or `application/dtmf` (by the core).
     Dtmf {
         /// Our handle.
         call: CallHandle,
