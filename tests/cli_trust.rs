@@ -444,3 +444,35 @@ fn dtmf_in_sip_info_is_received() {
         .collect();
     assert_eq!(digits, vec!["7".to_string()], "{}", listener.output());
 }
+
+/// `--dtmf-mode info`: the digits go as SIP INFO and the listener hears them.
+#[test]
+fn dtmf_mode_info_sends_sip_info() {
+    let dir = test_dir("dtmfmodeinfo");
+    let port = free_port();
+    let heard = dir.path().join("listener.jsonl");
+    let mut cmd = plain();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--mic", "silence", "--speaker", "null", "--max-calls", "1"])
+        .arg("--events")
+        .arg(&heard);
+    let mut listener = Proc::spawn("listener", cmd, dir.path());
+    wait_listening(port, LIMIT);
+    let mut cmd = call_to(port);
+    cmd.args(["--dtmf", "42", "--dtmf-mode", "info", "--duration", "0.1"]);
+    let (code, _, p) = run("call", cmd, dir.path(), LIMIT);
+    assert_eq!(code, Some(0), "{}", p.output());
+    listener.wait(LIMIT);
+    let ev = read_events(&heard);
+    let digits: String = ev
+        .iter()
+        .filter(|e| e["event"] == "dtmf")
+        .filter_map(|e| e["digit"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(digits, "42", "{}", listener.output());
+    let report = ev
+        .iter()
+        .find(|e| e["event"] == "media_report")
+        .expect("media report");
+    assert_eq!(report["dtmf_received"], 0, "not as RTP events: {report}");
+}

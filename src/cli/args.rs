@@ -226,6 +226,10 @@ pub struct CallArgs {
     /// Send these DTMF digits (0-9*#A-D, RFC 4733) once the call is answered.
     #[arg(long, value_name = "DIGITS")]
     pub dtmf: Option<String>,
+    /// How --dtmf digits go: rfc4733 (RTP telephone-events) or info (SIP INFO,
+    /// application/dtmf-relay).
+    #[arg(long, value_name = "MODE", default_value = "rfc4733", value_parser = ["rfc4733", "info"])]
+    pub dtmf_mode: String,
     /// Give up with CANCEL when the call is not answered within SECS (exit 1).
     #[arg(long, value_name = "SECS")]
     pub ring_timeout: Option<f64>,

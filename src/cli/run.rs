@@ -412,10 +412,15 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                         hangup_at.as_mut().reset(tokio::time::Instant::now() + duration);
                         if let Some(digits) = args.dtmf.clone() {
                             let c = call.clone();
+                            let info = args.dtmf_mode == "info";
                             dtmf_sent = Some(tokio::spawn(async move {
                                 // Let media start and the far end's jitter buffer settle first.
                                 tokio::time::sleep(Duration::from_millis(500)).await;
-                                c.send_dtmf(&digits).await
+                                if info {
+                                    c.send_dtmf_info(&digits).await
+                                } else {
+                                    c.send_dtmf(&digits).await
+                                }
                             }));
                         }
                     }

@@ -266,6 +266,23 @@ impl Call {
         self.ua.ask(|reply| Command::Dtmf(h, d, reply)).await
     }
 
+    /// Sends DTMF digits as SIP INFO requests (`application/dtmf-relay`, one per digit, 200 ms
+    /// apart) for peers that take DTMF that way. Needs a connected call.
+    pub async fn send_dtmf_info(&self, digits: &str) -> Result<(), Error> {
+        for (i, d) in digits.chars().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let body = crate::signaling::core::dtmf_relay_body(d).into_bytes();
+            let h = self.handle;
+            let ct = "application/dtmf-relay".to_string();
+            self.ua
+                .ask(|reply| Command::Info(h, ct, body, reply))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Mutes (`true`: the far end hears silence) or unmutes our audio. Needs media to be up.
     pub async fn mute(&self, on: bool) -> Result<(), Error> {
         let h = self.handle;

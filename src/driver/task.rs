@@ -33,6 +33,7 @@ pub(crate) enum Command {
     Hangup(CallHandle, Reply<()>),
     Hold(CallHandle, bool, Reply<()>),
     Dtmf(CallHandle, String, Reply<()>),
+    Info(CallHandle, String, Vec<u8>, Reply<()>),
     Mute(CallHandle, bool, Reply<()>),
     Push {
         call_id: String,
@@ -295,6 +296,10 @@ impl DriverTask {
             }
             Command::Hold(call, on, reply) => {
                 let _ = reply.send(self.core.hold(now, call, on).map_err(Error::from));
+            }
+            Command::Info(call, content_type, body, reply) => {
+                let r = self.core.send_info(now, call, &content_type, &body);
+                let _ = reply.send(r.map_err(Error::from));
             }
             Command::Dtmf(call, digits, reply) => {
                 // The media task replies once the digits are on the wire.

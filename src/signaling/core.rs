@@ -28,6 +28,8 @@ pub use background::KeepAliveReport;
 mod background;
 mod commands;
 mod inbound;
+mod info;
+pub use info::dtmf_relay_body;
 #[doc(hidden)]
 pub mod phonekit;
 mod push;
