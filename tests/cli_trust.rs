@@ -167,19 +167,24 @@ fn register_for_against_a_refusing_registrar_ends_in_time_with_each_attempt() {
     assert!(warned >= 2, "a log line per attempt\n{}", p.output());
 }
 
-#[test]
-fn register_for_against_a_silent_registrar_ends_in_time() {
-    let dir = test_dir("regsilent");
-    // Accepts TCP and never answers.
+/// A registrar that accepts TCP and never answers, for `secs`: its port.
+fn silent_registrar(secs: u64) -> u16 {
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
-    let held = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut conns = Vec::new();
         for c in silent.incoming().take(4).flatten() {
             conns.push(c);
         }
-        std::thread::sleep(Duration::from_secs(8));
+        std::thread::sleep(Duration::from_secs(secs));
     });
+    port
+}
+
+#[test]
+fn register_for_against_a_silent_registrar_ends_in_time() {
+    let dir = test_dir("regsilent");
+    let port = silent_registrar(8);
     let mut cmd = plain();
     cmd.args(["register", "--user", "alice", "--for", "3", "--registrar"])
         .arg(format!("sip:127.0.0.1:{port};transport=tcp"));
@@ -193,7 +198,25 @@ fn register_for_against_a_silent_registrar_ends_in_time() {
         last_line(&p),
         "registration failed: no answer from the registrar within 3 s"
     );
-    drop(held);
+}
+
+/// `call` through a registrar that never answers ends when the REGISTER times out (64·T1).
+#[test]
+fn a_call_through_a_silent_registrar_ends_when_register_times_out() {
+    let dir = test_dir("callsilent");
+    let port = silent_registrar(40);
+    let mut cmd = plain();
+    cmd.args(["call", "sip:bob@127.0.0.1:9;transport=tcp"])
+        .args(["--mic", "silence", "--speaker", "null", "--user", "alice"])
+        .arg("--registrar")
+        .arg(format!("sip:127.0.0.1:{port};transport=tcp"));
+    let (code, took, p) = run("call", cmd, dir.path(), Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{}", p.output());
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    assert_eq!(
+        last_line(&p),
+        format!("call: registration failed: REGISTER to 127.0.0.1:{port}: timeout")
+    );
 }
 
 #[test]
