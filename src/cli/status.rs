@@ -174,7 +174,16 @@ pub async fn act(call: &wakeline::Call, action: KeyAction, view: &mut StatusView
             }
             r
         }
-        KeyAction::Dtmf(d) => call.send_dtmf(&d.to_string()).await,
+        KeyAction::Dtmf(d) => {
+            // send_dtmf completes when the digit is on the wire (~160 ms): not in the key loop.
+            let call = call.clone();
+            tokio::spawn(async move {
+                if let Err(e) = call.send_dtmf(&d.to_string()).await {
+                    tracing::warn!("DTMF {d}: {e}");
+                }
+            });
+            Ok(())
+        }
     };
     if let Err(e) = r {
         tracing::warn!("{action:?}: {e}");
