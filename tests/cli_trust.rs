@@ -215,7 +215,9 @@ fn a_call_through_a_silent_registrar_ends_when_register_times_out() {
     assert!(took < Duration::from_secs(40), "took {took:?}");
     assert_eq!(
         last_line(&p),
-        format!("call: registration failed: REGISTER to 127.0.0.1:{port}: timeout")
+        format!(
+            "call: registration failed: REGISTER to sip:127.0.0.1:{port};transport=tcp: timeout"
+        )
     );
 }
 

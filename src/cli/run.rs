@@ -361,7 +361,13 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let mut log = event_log(&args.common)?;
     if has_account {
         ua.register().await?;
+        let target = args
+            .account
+            .proxy
+            .as_ref()
+            .or(args.account.registrar.as_ref());
         let bound = Registering {
+            registrar: target.map_or("the registrar", String::as_str),
             within: REGISTER_WAIT,
             give_up_on_network: true,
         };
@@ -520,7 +526,9 @@ const REGISTER_WAIT: Duration = Duration::from_secs(40);
 
 /// The bounds of waiting for a registration.
 #[derive(Clone, Copy)]
-struct Registering {
+struct Registering<'a> {
+    /// The registrar (or proxy) the REGISTER goes to, for messages.
+    registrar: &'a str,
     /// Give up after this long.
     within: Duration,
     /// Give up on the first attempt that failed without a SIP answer (refused, unreachable,
@@ -531,7 +539,7 @@ struct Registering {
 async fn wait_registered(
     events: &mut wakeline::driver::Events,
     log: &mut EventLog,
-    bound: Registering,
+    bound: Registering<'_>,
 ) -> Result<(), Fail> {
     let deadline = tokio::time::sleep(bound.within);
     tokio::pin!(deadline);
@@ -550,6 +558,8 @@ async fn wait_registered(
                         let final_answer = (400..700).contains(&status) && status != 408;
                         if final_answer || (status == 0 && bound.give_up_on_network) {
                             let msg = match status {
+                                // The REGISTER itself got no answer (Timer F): say where it went.
+                                0 if reason == "timeout" => format!("registration failed: REGISTER to {}: timeout", bound.registrar),
                                 0 => format!("registration failed: {reason}"),
                                 _ => format!("registration failed: {status} {reason}"),
                             };
@@ -588,7 +598,13 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
     let started = tokio::time::Instant::now();
     let stop = stop_signal();
     tokio::pin!(stop);
+    let target = args
+        .account
+        .proxy
+        .as_ref()
+        .or(args.account.registrar.as_ref());
     let bound = Registering {
+        registrar: target.map_or("the registrar", String::as_str),
         within: stay.unwrap_or(REGISTER_WAIT),
         give_up_on_network: false,
     };

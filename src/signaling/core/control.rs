@@ -435,13 +435,6 @@ impl SignalingCore {
                         retry_in,
                     } => {
                         self.control.bound_until = None;
-                        // No response at all: say where the REGISTER went.
-                        let reason = match (status, self.control_target()) {
-                            (0, Some((host, port))) => {
-                                format!("REGISTER to {host}:{port}: {reason}")
-                            }
-                            _ => reason,
-                        };
                         match retry_in {
                             Some(d) => tracing::warn!(
                                 "registration failed: {status} {reason}; retry in {:.2} s",
