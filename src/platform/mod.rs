@@ -21,6 +21,7 @@
 
 pub mod keepalive_schedule;
 pub mod lifecycle;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod sim;
 

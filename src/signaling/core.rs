@@ -29,11 +29,13 @@ mod background;
 mod commands;
 mod flowuse;
 mod inbound;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod phonekit;
 mod push;
 mod raw400;
 mod resilience;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;
 mod transactions;
