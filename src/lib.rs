@@ -214,7 +214,7 @@ pub mod platform;
 pub mod signaling;
 
 pub use driver::{Call, UserAgent};
-pub use driver::{Events, MediaOptions, UserAgentBuilder};
+pub use driver::{Events, MediaOptions, RejectCode, UserAgentBuilder};
 pub use error::Error;
 pub use media::audio::{AudioConfig, AudioSink, AudioSource};
 pub use media::codec::EncoderConfig;
@@ -231,6 +231,6 @@ pub mod prelude {
     pub use crate::{
         Account, AudioConfig, AudioSink, AudioSource, BusyPolicy, Call, CallHandle, CallOutcome,
         CallState, Codec, Config, EncoderConfig, Error, Event, Events, FlowId, MediaOptions,
-        MediaReport, MediaSnapshot, PushConfig, RunReport, UserAgent, UserAgentBuilder,
+        MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport, UserAgent, UserAgentBuilder,
     };
 }

@@ -214,11 +214,10 @@ impl Call {
 
     /// Rejects an incoming call with a 3xx-6xx status.
     pub fn reject(&self, status: u16) -> Result<(), WakelineError> {
-        if !(300..=699).contains(&status) {
-            let message = format!("reject status {status} is not 300-699");
-            return Err(WakelineError::invalid(message));
-        }
-        block(&self.runtime, self.call.reject(status))
+        let code = wakeline::RejectCode::new(status).ok_or_else(|| {
+            WakelineError::invalid(format!("reject status {status} is not 300-699"))
+        })?;
+        block(&self.runtime, self.call.reject_with(code))
     }
 
     /// Ends the call: CANCEL, reject or BYE, whichever fits its state.

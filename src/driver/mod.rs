@@ -26,7 +26,7 @@ mod media;
 mod tap;
 mod task;
 
-pub use api::{Call, Events, UserAgent, UserAgentBuilder};
+pub use api::{Call, Events, RejectCode, UserAgent, UserAgentBuilder};
 pub use listener::ListenerLimits;
 pub use media::MediaOptions;
 pub use tap::{PacketTap, Tap};
