@@ -506,6 +506,16 @@ mod tests {
         b.start().await.unwrap()
     }
 
+    /// Bob listens and Alice calls him: (Bob, his events, Alice, her events, her call).
+    async fn alice_calls_bob() -> (UserAgent, Events, UserAgent, Events, Call) {
+        let (bob, bob_events) = start(true).await;
+        let (alice, alice_events) = start(false).await;
+        let addr = bob.local_addr().unwrap();
+        let target = format!("sip:bob@{addr};transport=tcp");
+        let call = alice.call(&target).await.unwrap();
+        (bob, bob_events, alice, alice_events, call)
+    }
+
     /// The next event through the `Stream` implementation.
     async fn next(events: &mut Events) -> Option<Event> {
         std::future::poll_fn(|cx| Pin::new(&mut *events).poll_next(cx)).await
@@ -522,13 +532,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connected_and_ended_follow_the_call() {
-        let (bob, mut bob_events) = start(true).await;
-        let (alice, mut alice_events) = start(false).await;
-        let addr = bob.local_addr().unwrap();
-        let call = alice
-            .call(&format!("sip:bob@{addr};transport=tcp"))
-            .await
-            .unwrap();
+        let (bob, mut bob_events, _alice, mut alice_events, call) = alice_calls_bob().await;
         let limit = Duration::from_secs(10);
         let answered = tokio::time::timeout(limit, async {
             while let Some(e) = next(&mut bob_events).await {
@@ -563,13 +567,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_that_never_connects_resolves_both_awaitables() {
-        let (bob, mut bob_events) = start(true).await;
-        let (alice, _alice_events) = start(false).await;
-        let addr = bob.local_addr().unwrap();
-        let call = alice
-            .call(&format!("sip:bob@{addr};transport=tcp"))
-            .await
-            .unwrap();
+        let (bob, mut bob_events, alice, _alice_events, call) = alice_calls_bob().await;
         let limit = Duration::from_secs(10);
         tokio::time::timeout(limit, async {
             while let Some(e) = bob_events.next().await {
