@@ -213,16 +213,13 @@ pub mod media;
 pub mod platform;
 pub mod signaling;
 
-pub use driver::{Call, UserAgent};
+// What an application uses, at the root and in the prelude (the original group follows).
 pub use driver::{Events, MediaOptions, RejectCode, UserAgentBuilder};
-pub use error::Error;
 pub use media::audio::{AudioConfig, AudioSink, AudioSource};
 pub use media::codec::EncoderConfig;
 pub use media::{MediaReport, MediaSnapshot};
 pub use platform::RunReport;
 pub use signaling::config::PushConfig;
-pub use signaling::config::{Account, AnswerPolicy, BusyPolicy, Config};
-pub use signaling::core::{CallHandle, CallOutcome, CallState, Event, FlowId};
 pub use signaling::sdp::Codec;
 
 /// Everything an application embedding the user agent uses, in one import:
@@ -234,3 +231,8 @@ pub mod prelude {
         MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport, UserAgent, UserAgentBuilder,
     };
 }
+
+pub use driver::{Call, UserAgent};
+pub use error::Error;
+pub use signaling::config::{Account, AnswerPolicy, BusyPolicy, Config};
+pub use signaling::core::{CallHandle, CallOutcome, CallState, Event, FlowId};

@@ -46,9 +46,10 @@ pub struct UaConfig {
     /// Accept direct SIP over TCP on this address (`127.0.0.1:0` picks a free port).
     #[uniffi(default)]
     pub listen: Option<String>,
-    /// The IP address media (RTP) sockets bind to and SDP announces.
-    #[uniffi(default = "127.0.0.1")]
-    pub media_ip: String,
+    /// The IP address media (RTP) sockets bind to and SDP announces; without it wakeline's
+    /// default (see `UserAgentBuilder::media_ip`).
+    #[uniffi(default)]
+    pub media_ip: Option<String>,
     /// The user part of our Contact and From when no account is set.
     #[uniffi(default = "wakeline")]
     pub local_user: String,
@@ -92,7 +93,9 @@ impl MediaConfig {
 
 impl UaConfig {
     /// wakeline's configuration, the listen address and the media IP.
-    pub(crate) fn to_parts(&self) -> Result<(Config, Option<SocketAddr>, IpAddr), WakelineError> {
+    pub(crate) fn to_parts(
+        &self,
+    ) -> Result<(Config, Option<SocketAddr>, Option<IpAddr>), WakelineError> {
         let config = Config {
             account: self.account.as_ref().map(|a| a.to_account()).transpose()?,
             local_user: self.local_user.clone(),
@@ -105,10 +108,13 @@ impl UaConfig {
             ),
             None => None,
         };
-        let media_ip = self
-            .media_ip
-            .parse()
-            .map_err(|e| WakelineError::invalid(format!("media IP {:?}: {e}", self.media_ip)))?;
+        let media_ip = match &self.media_ip {
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|e| WakelineError::invalid(format!("media IP {s:?}: {e}")))?,
+            ),
+            None => None,
+        };
         Ok((config, listen, media_ip))
     }
 }
@@ -140,7 +146,7 @@ mod tests {
     fn bad_addresses_are_argument_errors() {
         let mut c = UaConfig {
             listen: Some("nonsense".into()),
-            media_ip: "127.0.0.1".into(),
+            media_ip: Some("127.0.0.1".into()),
             local_user: "u".into(),
             account: None,
             media: media("silence", "null"),
@@ -166,6 +172,11 @@ mod tests {
         let (config, listen, ip) = c.to_parts().unwrap();
         assert_eq!(config.local_user, "u");
         assert_eq!(listen, Some("127.0.0.1:0".parse().unwrap()));
-        assert_eq!(ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(ip, Some("127.0.0.1".parse::<IpAddr>().unwrap()));
+        c.media_ip = Some("not an address".into());
+        assert!(matches!(
+            c.to_parts(),
+            Err(WakelineError::InvalidArgument { .. })
+        ));
     }
 }

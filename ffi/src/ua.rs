@@ -85,11 +85,12 @@ impl UserAgent {
             .thread_name("wakeline")
             .enable_all()
             .build()?;
-        let mut builder = wakeline::UserAgent::builder(core_config)
-            .media_ip(media_ip)
-            .media(media);
+        let mut builder = wakeline::UserAgent::builder(core_config).media(media);
         if let Some(addr) = listen {
             builder = builder.listen(addr);
+        }
+        if let Some(ip) = media_ip {
+            builder = builder.media_ip(ip);
         }
         let (ua, mut events) = block(runtime.handle(), builder.start())?;
         let handle = runtime.handle().clone();

@@ -7,13 +7,16 @@ use crate::platform::RunReport;
 use crate::signaling::config::Config;
 use crate::signaling::core::{CallHandle, CallOutcome, CallState, Event};
 use crate::signaling::message::Uri;
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+// For the per-call awaitables and the `Stream` of events.
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 /// Builds a [`UserAgent`].
 #[derive(Debug)]
@@ -80,6 +83,7 @@ impl UserAgentBuilder {
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (progress, ev_rx) = Progress::forward(ev_rx);
         let task = DriverTask::new(
             config,
             listener,
@@ -91,16 +95,13 @@ impl UserAgentBuilder {
         )
         .with_listener_limits(self.limits);
         tokio::spawn(task.run());
-        let progress = Arc::new(Progress::default());
         Ok((
             UserAgent {
                 cmd: cmd_tx,
                 local_addr,
-                progress: progress.clone(),
+                progress,
             },
-            Events {
-                rx: progress.forward(ev_rx),
-            },
+            Events { rx: ev_rx },
         ))
     }
 }
@@ -397,11 +398,11 @@ impl Default for Progress {
 impl Progress {
     /// Passes the driver's events on to the application, noting each call's stage first.
     fn forward(
-        self: &Arc<Self>,
         mut from: mpsc::UnboundedReceiver<Event>,
-    ) -> mpsc::UnboundedReceiver<Event> {
+    ) -> (Arc<Progress>, mpsc::UnboundedReceiver<Event>) {
         let (to, rx) = mpsc::unbounded_channel();
-        let progress = self.clone();
+        let this = Arc::new(Progress::default());
+        let progress = this.clone();
         tokio::spawn(async move {
             while let Some(event) = from.recv().await {
                 progress.note(&event);
@@ -411,7 +412,7 @@ impl Progress {
             progress.stop();
             progress.forwarded.send_replace(true);
         });
-        rx
+        (this, rx)
     }
 
     /// Waits (at most [`FORWARD_LIMIT`]) until the driver's last event has been passed on.
