@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh test
-cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The library alone (no CLI dependencies), as an app embeds it.
+cargo clippy --lib --no-default-features --quiet -- -D warnings
+# The bindings crate's own unit tests (the Python call test is tests/bindings_python.rs).
+cargo test -p wakeline-ffi
 # Sans-IO rule: no clock reads in src/signaling or src/media outside their test modules
 # (src/media/audio is the I/O edge: its paced file/tone backends keep real time; a tests.rs file is
 # a test module throughout).

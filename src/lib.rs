@@ -178,6 +178,19 @@
 //! [`update_media`](signaling::core::SignalingCore::update_media)). See `docs/embedding.md`
 //! and `docs/mobile.md`.
 //!
+//! ## Cargo features
+//!
+//! - `cli` (on by default): the `wakeline` command-line tool and its dependencies (clap,
+//!   crossterm, plotters, toml, directories, tracing-subscriber, serde, ...). An app depends on
+//!   the library alone with `wakeline = { version = "0.1", default-features = false }`; every
+//!   name it needs is at the crate root and in [`prelude`].
+//! - `testkit`: the simulated phone, server and peers (`signaling::core::{testkit, phonekit}`,
+//!   `platform::sim`) for testing an app's glue without a network.
+//! - `legacy-voip-socket`: the iOS < 10 VoIP socket (see `docs/mobile.md`).
+//!
+//! Swift, Kotlin and Python bindings come from the `wakeline-ffi` crate (`ffi/`, UniFFI):
+//! `scripts/bindings.sh` generates them, `examples/python/call.py` places a call with them.
+//!
 //! ## Examples
 //!
 //! - `examples/softphone.rs` — register from flags or `WAKELINE_*` variables, print events,
@@ -201,6 +214,26 @@ pub mod error;
 pub mod media;
 pub mod platform;
 pub mod signaling;
+
+// What an application uses, at the root and in the prelude (the original group follows).
+pub use driver::{Events, MediaOptions, RejectCode, UserAgentBuilder};
+pub use media::audio::{AudioConfig, AudioSink, AudioSource};
+pub use media::codec::EncoderConfig;
+pub use media::{MediaReport, MediaSnapshot};
+pub use platform::RunReport;
+pub use signaling::config::PushConfig;
+pub use signaling::sdp::Codec;
+
+/// Everything an application embedding the user agent uses, in one import:
+/// `use wakeline::prelude::*;` (the same names are also at the crate root).
+pub mod prelude {
+    pub use crate::{
+        Account, AudioConfig, AudioSink, AudioSource, BusyPolicy, Call, CallHandle, CallOutcome,
+        CallState, Codec, Config, EncoderConfig, Error, Event, Events, FlowId, MediaOptions,
+        MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport, Transport, UserAgent,
+        UserAgentBuilder,
+    };
+}
 
 pub use driver::{Call, UserAgent};
 pub use error::Error;

@@ -5,11 +5,18 @@ use super::task::{Command, DriverTask};
 use crate::error::Error;
 use crate::platform::RunReport;
 use crate::signaling::config::Config;
-use crate::signaling::core::{CallHandle, Event};
+use crate::signaling::core::{CallHandle, CallOutcome, CallState, Event};
 use crate::signaling::message::Uri;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+// For the per-call awaitables and the `Stream` of events.
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::sync::watch;
 
 /// Builds a [`UserAgent`].
 #[derive(Debug)]
@@ -111,6 +118,7 @@ impl UserAgentBuilder {
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (progress, ev_rx) = Progress::forward(ev_rx);
         let task = DriverTask::new(
             config,
             listener,
@@ -128,6 +136,7 @@ impl UserAgentBuilder {
             UserAgent {
                 cmd: cmd_tx,
                 local_addr,
+                progress,
             },
             Events { rx: ev_rx },
         ))
@@ -140,6 +149,7 @@ impl UserAgentBuilder {
 pub struct UserAgent {
     cmd: mpsc::UnboundedSender<Command>,
     local_addr: Option<SocketAddr>,
+    progress: Arc<Progress>,
 }
 
 /// The application's events, in order.
@@ -157,6 +167,15 @@ impl Events {
     /// The next event if one is already queued, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
         self.rx.try_recv().ok()
+    }
+}
+
+/// The same events as [`Events::next`], for `StreamExt` combinators and `select!` loops.
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -265,9 +284,12 @@ impl UserAgent {
     }
 
     /// Hangs up every call, removes the registration (waiting for it up to `Config`'s transaction
-    /// timeout) and stops the driver.
+    /// timeout) and stops the driver. When it returns, every event up to the end is queued in
+    /// [`Events`] (`try_next` sees them).
     pub async fn shutdown(&self) -> Result<(), Error> {
-        self.ask(Command::Shutdown).await
+        self.ask(Command::Shutdown).await?;
+        self.progress.forwarded().await;
+        Ok(())
     }
 }
 
@@ -289,10 +311,39 @@ impl Call {
         self.ua.ask(|reply| Command::Answer(h, reply)).await
     }
 
-    /// Rejects an incoming call with a 3xx-6xx status.
+    /// Rejects an incoming call with a 3xx-6xx status (see [`Call::reject_with`] for the typed
+    /// form).
     pub async fn reject(&self, status: u16) -> Result<(), Error> {
         let h = self.handle;
         self.ua.ask(|reply| Command::Reject(h, status, reply)).await
+    }
+
+    /// Rejects an incoming call with a status that is valid by construction.
+    pub async fn reject_with(&self, code: RejectCode) -> Result<(), Error> {
+        self.reject(code.status()).await
+    }
+
+    /// Waits until the call is connected (`true`), or has ended without connecting, or the
+    /// user agent stopped (`false`). Returns at once when that already happened (a call that
+    /// was answered and has ended since gives `true`).
+    pub async fn connected(&self) -> bool {
+        let mut rx = self.ua.progress.watch(self.handle);
+        let reached = rx.wait_for(|p| *p != Stage::Setup).await.map(|p| *p);
+        matches!(
+            reached,
+            Ok(Stage::Connected | Stage::Ended(CallOutcome::Answered))
+        )
+    }
+
+    /// Waits until the call has ended and returns how (at once if it already has). A call the
+    /// user agent stopped without ending (the driver died) counts as `Failed`.
+    pub async fn ended(&self) -> CallOutcome {
+        let mut rx = self.ua.progress.watch(self.handle);
+        let ended = rx.wait_for(|p| matches!(p, Stage::Ended(_))).await;
+        match ended.map(|p| *p) {
+            Ok(Stage::Ended(outcome)) => outcome,
+            _ => CallOutcome::Failed,
+        }
     }
 
     /// Ends the call: CANCEL, reject or BYE, whichever fits its state.
@@ -336,5 +387,275 @@ impl Call {
     pub async fn hold(&self, on: bool) -> Result<(), Error> {
         let h = self.handle;
         self.ua.ask(|reply| Command::Hold(h, on, reply)).await
+    }
+}
+
+/// A final status to reject a call with: 300-699 by construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RejectCode(u16);
+
+impl RejectCode {
+    /// 486 Busy Here.
+    pub const BUSY_HERE: RejectCode = RejectCode(486);
+    /// 480 Temporarily Unavailable.
+    pub const TEMPORARILY_UNAVAILABLE: RejectCode = RejectCode(480);
+    /// 488 Not Acceptable Here.
+    pub const NOT_ACCEPTABLE_HERE: RejectCode = RejectCode(488);
+    /// 600 Busy Everywhere.
+    pub const BUSY_EVERYWHERE: RejectCode = RejectCode(600);
+    /// 603 Decline (the user said no).
+    pub const DECLINE: RejectCode = RejectCode(603);
+
+    /// The code for `status`, or `None` unless it is 300-699.
+    pub const fn new(status: u16) -> Option<RejectCode> {
+        if status >= 300 && status <= 699 {
+            Some(RejectCode(status))
+        } else {
+            None
+        }
+    }
+
+    /// The SIP status code.
+    pub const fn status(self) -> u16 {
+        self.0
+    }
+}
+
+/// How far a call has come, as the per-call awaitables see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Setup,
+    Connected,
+    Ended(CallOutcome),
+}
+
+/// Every call's [`Stage`], fed by the events on their way to [`Events`]. One small entry per
+/// call stays for the user agent's lifetime, so `ended()` answers at once for an old call.
+#[derive(Debug)]
+struct Progress {
+    /// `None` once the driver has stopped: every call not ended by then counts as failed.
+    calls: Mutex<Option<HashMap<CallHandle, watch::Sender<Stage>>>>,
+    /// `true` once the driver's last event has been passed on.
+    forwarded: watch::Sender<bool>,
+}
+
+/// How long [`UserAgent::shutdown`] waits for the stopped driver's last events to be passed on
+/// (the driver drops its sender right after its reply, so this is a bound, not a delay).
+const FORWARD_LIMIT: Duration = Duration::from_secs(2);
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            calls: Mutex::new(Some(HashMap::new())),
+            forwarded: watch::channel(false).0,
+        }
+    }
+}
+
+impl Progress {
+    /// Passes the driver's events on to the application, noting each call's stage first.
+    fn forward(
+        mut from: mpsc::UnboundedReceiver<Event>,
+    ) -> (Arc<Progress>, mpsc::UnboundedReceiver<Event>) {
+        let (to, rx) = mpsc::unbounded_channel();
+        let this = Arc::new(Progress::default());
+        let progress = this.clone();
+        tokio::spawn(async move {
+            while let Some(event) = from.recv().await {
+                progress.note(&event);
+                // The application may have dropped its `Events`; the awaitables still listen.
+                let _ = to.send(event);
+            }
+            progress.stop();
+            progress.forwarded.send_replace(true);
+        });
+        (this, rx)
+    }
+
+    /// Waits (at most [`FORWARD_LIMIT`]) until the driver's last event has been passed on.
+    async fn forwarded(&self) {
+        let mut rx = self.forwarded.subscribe();
+        if tokio::time::timeout(FORWARD_LIMIT, rx.wait_for(|done| *done))
+            .await
+            .is_err()
+        {
+            tracing::debug!("events still being passed on {FORWARD_LIMIT:?} after shutdown");
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Option<HashMap<CallHandle, watch::Sender<Stage>>>) -> T,
+    ) -> T {
+        let mut guard = match self.calls.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    fn note(&self, event: &Event) {
+        let (call, stage) = match event {
+            Event::State {
+                call,
+                state: CallState::Connected,
+                ..
+            } => (*call, Stage::Connected),
+            Event::Ended { call, outcome, .. } => (*call, Stage::Ended(*outcome)),
+            _ => return,
+        };
+        self.with(|calls| {
+            if let Some(calls) = calls {
+                let tx = calls
+                    .entry(call)
+                    .or_insert_with(|| watch::channel(Stage::Setup).0);
+                tx.send_if_modified(|s| {
+                    let advance = !matches!(s, Stage::Ended(_));
+                    if advance {
+                        *s = stage;
+                    }
+                    advance
+                });
+            }
+        });
+    }
+
+    fn stop(&self) {
+        self.with(|calls| {
+            for tx in calls.take().into_iter().flat_map(HashMap::into_values) {
+                tx.send_if_modified(|s| {
+                    let open = !matches!(s, Stage::Ended(_));
+                    if open {
+                        *s = Stage::Ended(CallOutcome::Failed);
+                    }
+                    open
+                });
+            }
+        });
+    }
+
+    fn watch(&self, call: CallHandle) -> watch::Receiver<Stage> {
+        self.with(|calls| match calls {
+            Some(calls) => calls
+                .entry(call)
+                .or_insert_with(|| watch::channel(Stage::Setup).0)
+                .subscribe(),
+            None => watch::channel(Stage::Ended(CallOutcome::Failed)).1,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::audio::{AudioSink, AudioSource};
+    use futures_core::Stream;
+
+    async fn start(listen: bool) -> (UserAgent, Events) {
+        let media = MediaOptions {
+            source: AudioSource::Silence,
+            sink: AudioSink::Null,
+            ..MediaOptions::default()
+        };
+        let mut b = UserAgent::builder(Config::default()).media(media);
+        if listen {
+            b = b.listen("127.0.0.1:0".parse().unwrap());
+        }
+        b.start().await.unwrap()
+    }
+
+    /// Bob listens and Alice calls him: (Bob, his events, Alice, her events, her call).
+    async fn alice_calls_bob() -> (UserAgent, Events, UserAgent, Events, Call) {
+        let (bob, bob_events) = start(true).await;
+        let (alice, alice_events) = start(false).await;
+        let addr = bob.local_addr().unwrap();
+        let target = format!("sip:bob@{addr};transport=tcp");
+        let call = alice.call(&target).await.unwrap();
+        (bob, bob_events, alice, alice_events, call)
+    }
+
+    /// The next event through the `Stream` implementation.
+    async fn next(events: &mut Events) -> Option<Event> {
+        std::future::poll_fn(|cx| Pin::new(&mut *events).poll_next(cx)).await
+    }
+
+    #[test]
+    fn reject_codes_are_final_non_2xx_statuses() {
+        assert_eq!(RejectCode::new(299), None);
+        assert_eq!(RejectCode::new(300).map(RejectCode::status), Some(300));
+        assert_eq!(RejectCode::new(699).map(RejectCode::status), Some(699));
+        assert_eq!(RejectCode::new(700), None);
+        assert_eq!(RejectCode::DECLINE.status(), 603);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connected_and_ended_follow_the_call() {
+        let (bob, mut bob_events, _alice, mut alice_events, call) = alice_calls_bob().await;
+        let limit = Duration::from_secs(10);
+        let answered = tokio::time::timeout(limit, async {
+            while let Some(e) = next(&mut bob_events).await {
+                if let Event::Incoming { call, .. } = e {
+                    bob.call_handle(call).answer().await.unwrap();
+                    return bob.call_handle(call);
+                }
+            }
+            panic!("bob's events ended before the call came");
+        })
+        .await
+        .unwrap();
+        assert!(tokio::time::timeout(limit, call.connected()).await.unwrap());
+        assert!(tokio::time::timeout(limit, answered.connected())
+            .await
+            .unwrap());
+        answered.hangup().await.unwrap();
+        let outcome = tokio::time::timeout(limit, call.ended()).await.unwrap();
+        assert_eq!(outcome, CallOutcome::Answered);
+        // Asked again after the fact, both answer at once; the app's stream saw the same end.
+        assert_eq!(call.ended().await, CallOutcome::Answered);
+        assert!(call.connected().await);
+        let mut ended = None;
+        while let Ok(Some(e)) = tokio::time::timeout(limit, next(&mut alice_events)).await {
+            if let Event::Ended { outcome, .. } = e {
+                ended = Some(outcome);
+                break;
+            }
+        }
+        assert_eq!(ended, Some(CallOutcome::Answered));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_that_never_connects_resolves_both_awaitables() {
+        let (bob, mut bob_events, alice, _alice_events, call) = alice_calls_bob().await;
+        let limit = Duration::from_secs(10);
+        tokio::time::timeout(limit, async {
+            while let Some(e) = bob_events.next().await {
+                if let Event::Incoming { call, .. } = e {
+                    let code = RejectCode::BUSY_HERE;
+                    return bob.call_handle(call).reject_with(code).await.unwrap();
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!tokio::time::timeout(limit, call.connected()).await.unwrap());
+        assert_eq!(call.ended().await, CallOutcome::Busy);
+        // Shutdown returns with every event already queued for try_next.
+        bob.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        while let Some(e) = bob_events.try_next() {
+            rest.push(e);
+        }
+        assert!(
+            rest.iter().any(|e| matches!(e, Event::Ended { .. })),
+            "{rest:?}"
+        );
+        // After the user agent stops, an unknown call counts as failed instead of hanging.
+        alice.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let unknown = alice.call_handle(CallHandle(999));
+        assert_eq!(
+            tokio::time::timeout(limit, unknown.ended()).await.unwrap(),
+            CallOutcome::Failed
+        );
     }
 }

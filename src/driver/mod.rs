@@ -34,7 +34,7 @@ mod tap;
 mod task;
 mod udp;
 
-pub use api::{Call, Events, UserAgent, UserAgentBuilder};
+pub use api::{Call, Events, RejectCode, UserAgent, UserAgentBuilder};
 pub use cause::io_cause;
 pub use listener::ListenerLimits;
 pub use media::MediaOptions;

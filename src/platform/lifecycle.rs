@@ -1,6 +1,6 @@
 //! The app's life as the OS tells it, and the background registration policy.
 //!
-//! The host app (or the [`super::sim::Phone`]) reports [`Lifecycle`] events; [`AppState`] folds
+//! The host app (or the `platform::sim::Phone`) reports [`Lifecycle`] events; [`AppState`] folds
 //! them into "may our code run now, and may it keep timers". [`BackgroundPolicy`] chooses the
 //! registration lifetime so that, in background mode, every REGISTER refresh rides on a
 //! keep-alive handler run and the UA keeps no timer that fires more often than the keep-alive

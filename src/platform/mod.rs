@@ -17,10 +17,12 @@
 //!
 //! The rest is sans-IO: [`keepalive_schedule`] (when the OS-level keep-alive handler runs and what
 //! one run does, inside a hard budget), [`lifecycle`] (the app's background/foreground events and
-//! the background registration policy), and [`sim`] (a deterministic phone for tests).
+//! the background registration policy), and `sim` (a deterministic phone for tests; with the
+//! `testkit` feature).
 
 pub mod keepalive_schedule;
 pub mod lifecycle;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod sim;
 
@@ -116,7 +118,7 @@ fn set_dscp(sock: &socket2::SockRef<'_>, tos: u32) -> io::Result<()> {
 
 /// The OS-level facility that wakes a suspended app to run the keep-alive handler (iOS's
 /// `setKeepAliveTimeout`-style handler, an Android `AlarmManager`/foreground-service timer, or
-/// the [`sim::Phone`]). The UA asks for it when entering background and clears it on foreground.
+/// the `sim::Phone`). The UA asks for it when entering background and clears it on foreground.
 pub trait KeepAliveHost {
     /// Run the keep-alive handler every `period` (the host may clamp it to its minimum).
     /// Returns the period the host will actually use.

@@ -34,12 +34,14 @@ mod flowuse;
 mod inbound;
 mod info;
 pub use info::dtmf_relay_body;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod phonekit;
 mod push;
 mod raw400;
 mod rehome;
 mod resilience;
+#[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;
 mod transactions;

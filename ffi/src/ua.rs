@@ -1,0 +1,245 @@
+//! The user agent and call objects: a tokio runtime of their own, commands that block the
+//! foreign caller until the driver accepts or refuses them, and a thread that hands events to
+//! the foreign listener.
+
+use crate::config::UaConfig;
+use crate::error::WakelineError;
+use crate::events::{CallEvent, EventListener};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::{Handle, Runtime};
+use wakeline::signaling::core::CallHandle;
+
+/// How long dropping a [`UserAgent`] waits for its calls to hang up and its binding to go.
+const DROP_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// A running SIP user agent.
+#[derive(uniffi::Object)]
+pub struct UserAgent {
+    /// `None` only while dropping.
+    runtime: Option<Runtime>,
+    ua: wakeline::UserAgent,
+}
+
+/// One call of a [`UserAgent`].
+#[derive(uniffi::Object)]
+pub struct Call {
+    runtime: Handle,
+    call: wakeline::Call,
+}
+
+/// What one keep-alive run did.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct KeepAliveResult {
+    /// How long the run took.
+    pub elapsed_ms: u64,
+    /// Whether it finished within the budget.
+    pub within_budget: bool,
+    /// What it did (ping answered, reconnected, ...).
+    pub outcome: String,
+}
+
+/// Runs `f` to completion on `rt` from a foreign (non-runtime) thread.
+fn block<T, E: Into<WakelineError>>(
+    rt: &Handle,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, WakelineError> {
+    if Handle::try_current().is_ok() {
+        return Err(WakelineError::Failed {
+            message: "called from inside an async runtime; call from a plain thread".into(),
+        });
+    }
+    rt.block_on(f).map_err(Into::into)
+}
+
+impl UserAgent {
+    fn rt(&self) -> Result<&Handle, WakelineError> {
+        self.runtime
+            .as_ref()
+            .map(Runtime::handle)
+            .ok_or(WakelineError::Stopped)
+    }
+
+    fn wrap(&self, call: wakeline::Call) -> Result<Arc<Call>, WakelineError> {
+        Ok(Arc::new(Call {
+            runtime: self.rt()?.clone(),
+            call,
+        }))
+    }
+}
+
+#[uniffi::export]
+impl UserAgent {
+    /// Starts a user agent (its runtime, the listener if `config.listen` is set) and delivers
+    /// its events to `listener`. Registration is not started: call [`UserAgent::register`].
+    #[uniffi::constructor]
+    pub fn new(
+        config: UaConfig,
+        listener: Box<dyn EventListener>,
+    ) -> Result<Arc<Self>, WakelineError> {
+        let (core_config, listen, media_ip) = config.to_parts()?;
+        let media = config.media.to_options()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("wakeline")
+            .enable_all()
+            .build()?;
+        let mut builder = wakeline::UserAgent::builder(core_config).media(media);
+        if let Some(addr) = listen {
+            builder = builder.listen(addr);
+        }
+        if let Some(ip) = media_ip {
+            builder = builder.media_ip(ip);
+        }
+        let (ua, mut events) = block(runtime.handle(), builder.start())?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("wakeline-events".into())
+            .spawn(move || {
+                // Outside the runtime, so the listener may call back in (which blocks).
+                while let Some(event) = handle.block_on(events.next()) {
+                    if let Some(event) = CallEvent::of(event) {
+                        listener.on_event(event);
+                    }
+                }
+            })?;
+        Ok(Arc::new(UserAgent {
+            runtime: Some(runtime),
+            ua,
+        }))
+    }
+
+    /// The listener's address (`IP:port`), if one was bound.
+    pub fn local_addr(&self) -> Option<String> {
+        self.ua.local_addr().map(|a| a.to_string())
+    }
+
+    /// Starts registering with the account; progress arrives as `Registered` /
+    /// `RegistrationFailed`.
+    pub fn register(&self) -> Result<(), WakelineError> {
+        block(self.rt()?, self.ua.register())
+    }
+
+    /// Removes the binding (REGISTER with Expires: 0).
+    pub fn unregister(&self) -> Result<(), WakelineError> {
+        block(self.rt()?, self.ua.unregister())
+    }
+
+    /// Places a call to a SIP URI, e.g. `sip:bob@127.0.0.1:5080;transport=tcp`.
+    pub fn call(&self, uri: String) -> Result<Arc<Call>, WakelineError> {
+        let call = block(self.rt()?, self.ua.call(&uri))?;
+        self.wrap(call)
+    }
+
+    /// The call with this handle (from an event's `call` field).
+    pub fn call_for(&self, id: u64) -> Result<Arc<Call>, WakelineError> {
+        self.wrap(self.ua.call_handle(CallHandle(id)))
+    }
+
+    /// A VoIP push (PushKit/FCM) announced the call with this SIP Call-ID: the call exists at
+    /// once (report it to CallKit / the ConnectionService now) and binds to its INVITE.
+    pub fn handle_push(
+        &self,
+        sip_call_id: String,
+        from: Option<String>,
+    ) -> Result<Arc<Call>, WakelineError> {
+        let call = block(
+            self.rt()?,
+            self.ua.handle_push(&sip_call_id, from.as_deref()),
+        )?;
+        self.wrap(call)
+    }
+
+    /// Background mode on or off; in background no timer fires more often than
+    /// `keepalive_period_ms` and refreshes ride on [`UserAgent::run_keepalive`].
+    pub fn set_background(&self, on: bool, keepalive_period_ms: u64) -> Result<(), WakelineError> {
+        let period = Duration::from_millis(keepalive_period_ms);
+        block(self.rt()?, self.ua.set_background(on, period))
+    }
+
+    /// One keep-alive handler run (ping/pong or reconnect and re-register) within the budget.
+    pub fn run_keepalive(&self, budget_ms: u64) -> Result<KeepAliveResult, WakelineError> {
+        let budget = Duration::from_millis(budget_ms);
+        let r = block(self.rt()?, self.ua.run_keepalive(budget))?;
+        Ok(KeepAliveResult {
+            elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+            within_budget: r.within_budget,
+            outcome: format!("{:?}", r.outcome),
+        })
+    }
+
+    /// The network changed: new control flow, re-registration, re-INVITE of every call.
+    pub fn network_changed(&self) -> Result<(), WakelineError> {
+        block(self.rt()?, self.ua.network_changed())
+    }
+
+    /// Hangs up every call, removes the registration and stops; the listener then gets the
+    /// remaining events (`MediaReport`, `Ended`, `Unregistered`) and no more.
+    pub fn shutdown(&self) -> Result<(), WakelineError> {
+        block(self.rt()?, self.ua.shutdown())
+    }
+}
+
+impl Drop for UserAgent {
+    fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        if Handle::try_current().is_ok() {
+            // Dropped on a runtime thread: a blocking shutdown is impossible here.
+            runtime.shutdown_background();
+            return;
+        }
+        let ua = self.ua.clone();
+        let stop = async move { tokio::time::timeout(DROP_SHUTDOWN, ua.shutdown()).await };
+        let _ = runtime.block_on(stop);
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+#[uniffi::export]
+impl Call {
+    /// This call's handle (the `call` field of its events).
+    pub fn id(&self) -> u64 {
+        self.call.handle().0
+    }
+
+    /// Sends 180 Ringing (incoming calls).
+    pub fn ring(&self) -> Result<(), WakelineError> {
+        block(&self.runtime, self.call.ring())
+    }
+
+    /// Answers an incoming call.
+    pub fn answer(&self) -> Result<(), WakelineError> {
+        block(&self.runtime, self.call.answer())
+    }
+
+    /// Rejects an incoming call with a 3xx-6xx status.
+    pub fn reject(&self, status: u16) -> Result<(), WakelineError> {
+        let code = wakeline::RejectCode::new(status).ok_or_else(|| {
+            WakelineError::invalid(format!("reject status {status} is not 300-699"))
+        })?;
+        block(&self.runtime, self.call.reject_with(code))
+    }
+
+    /// Ends the call: CANCEL, reject or BYE, whichever fits its state.
+    pub fn hangup(&self) -> Result<(), WakelineError> {
+        block(&self.runtime, self.call.hangup())
+    }
+
+    /// Puts the call on hold (`true`) or resumes it (`false`).
+    pub fn hold(&self, on: bool) -> Result<(), WakelineError> {
+        block(&self.runtime, self.call.hold(on))
+    }
+
+    /// Sends DTMF digits (`0-9*#A-D`) as RFC 4733 telephone-events.
+    pub fn send_dtmf(&self, digits: String) -> Result<(), WakelineError> {
+        block(&self.runtime, self.call.send_dtmf(&digits))
+    }
+
+    /// Mutes (`true`) or unmutes our audio.
+    pub fn mute(&self, on: bool) -> Result<(), WakelineError> {
+        block(&self.runtime, self.call.mute(on))
+    }
+}
