@@ -310,3 +310,76 @@ fn bad_certificates_are_refused_by_name_and_nothing_is_sent_in_plaintext() {
         eprintln!("{name}: {failed}");
     }
 }
+
+/// Waits until the events file holds `n` events of `kind`; their `ts` values.
+fn wait_for_events(path: &Path, kind: &str, n: usize, ua: &Proc) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let seen: Vec<String> = read_events(path)
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .map(|e| e["ts"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if seen.len() >= n {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "{n} {kind} events not seen: {:#?}\n{}",
+            read_events(path),
+            ua.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kamailio with its tls module as registrar: wakeline registers over TLS (`sips:`), the TLS
+/// connection is cut in the middle, and wakeline connects again over TLS and registers again;
+/// no SIP ever crosses in the clear. Kamailio sees REGISTERs over `tls`.
+#[test]
+fn kamailio_tls_registration_survives_a_flow_drop() {
+    let dir = test_dir("tls-kamailio");
+    let d = dir.path();
+    let ca = Ca::new(d, "kam");
+    let (cert, key) = ca.leaf(d, "kamailio", &["127.0.0.1"], false);
+    let cfg = d.join("tls.cfg");
+    peers::kamailio::tls_cfg(&cfg, &cert, &key, &ca.pem);
+    let tls_port = free_port();
+    let kam = peers::kamailio::Kamailio::start_tls(d, free_port(), tls_port, &cfg);
+    let recorder = Recorder::start(SocketAddr::from(([127, 0, 0, 1], tls_port)));
+    let events = d.join("register.jsonl");
+    let mut cmd = wakeline();
+    cmd.arg("register")
+        .args(["--registrar", &format!("sips:127.0.0.1:{}", recorder.port)])
+        .args(["--user", "alice", "--domain", "127.0.0.1"])
+        .args(["--password", peers::kamailio::PASSWORD, "--for", "30"])
+        .arg("--ca")
+        .arg(&ca.pem)
+        .arg("--events")
+        .arg(&events)
+        .arg("--sip-trace");
+    let mut ua = Proc::spawn("register", cmd, d);
+    wait_for_events(&events, "registered", 1, &ua);
+    recorder.cut();
+    wait_for_events(&events, "registered", 2, &ua);
+    ua.terminate(Duration::from_secs(10));
+    let trace = stderr_of(&ua);
+    assert!(trace.contains("Via: SIP/2.0/TLS"), "{trace}");
+    assert!(trace.contains("REGISTER sips:127.0.0.1"), "{trace}");
+    let log = kam.log();
+    assert!(
+        log.matches("request REGISTER").count() >= 4 && log.contains("from tls:127.0.0.1"),
+        "{log}"
+    );
+    let sent = recorder.sent();
+    assert!(!readable_sip(&sent), "plaintext SIP on the wire");
+    let ev = read_events(&events);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "flow_down" || e["event"] == "registration_failed"),
+        "the cut was not seen: {ev:#?}"
+    );
+    for e in ev.iter().filter(|e| e["event"] != "media_stats") {
+        eprintln!("{e}");
+    }
+}
