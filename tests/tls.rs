@@ -383,3 +383,111 @@ fn kamailio_tls_registration_survives_a_flow_drop() {
         eprintln!("{e}");
     }
 }
+
+/// Kamailio with TLS as registrar; wakeline (`listen`) registers over TLS, baresip registers
+/// over TLS too and calls alice: the INVITE reaches wakeline over its registered TLS flow, and
+/// the audio flows both ways.
+#[test]
+fn baresip_calls_wakeline_over_the_registered_tls_flow() {
+    use peers::audio::write_tone;
+    use peers::baresip::{Baresip, BaresipConfig, Place};
+    let dir = test_dir("tls-baresip");
+    let d = dir.path();
+    let ca = Ca::new(d, "kam");
+    let (cert, key) = ca.leaf(d, "kamailio", &["127.0.0.1"], false);
+    let cfg = d.join("tls.cfg");
+    peers::kamailio::tls_cfg(&cfg, &cert, &key, &ca.pem);
+    let tls_port = free_port();
+    let kam = peers::kamailio::Kamailio::start_tls(d, free_port(), tls_port, &cfg);
+
+    let events = d.join("alice.jsonl");
+    let heard = d.join("alice-heard.wav");
+    let mut cmd = wakeline();
+    cmd.args(["listen", "--bind", &format!("127.0.0.1:{}", free_port())])
+        .args(["--registrar", &format!("sips:127.0.0.1:{tls_port}")])
+        .args(["--user", "alice", "--domain", "127.0.0.1"])
+        .args(["--password", peers::kamailio::PASSWORD])
+        .arg("--ca")
+        .arg(&ca.pem)
+        .args(["--mic", "tone:440", "--speaker", "null", "--max-calls", "1"])
+        .arg("--record")
+        .arg(&heard)
+        .arg("--events")
+        .arg(&events)
+        .arg("--sip-trace");
+    let mut ua = Proc::spawn("alice", cmd, d);
+    wait_for_events(&events, "registered", 1, &ua);
+
+    // baresip: its own certificate (key and chain in one file), the CA, a TLS account.
+    let (bcert, bkey) = ca.leaf(d, "baresip", &["127.0.0.1"], false);
+    let both = d.join("baresip-cert.pem");
+    let pem = format!(
+        "{}{}",
+        std::fs::read_to_string(&bkey).unwrap_or_default(),
+        std::fs::read_to_string(&bcert).unwrap_or_default()
+    );
+    std::fs::write(&both, pem).expect("write baresip certificate");
+    let source = d.join("bob-mic.wav");
+    write_tone(&source, 48000, 2, 1000.0, 30.0);
+    let extra = format!(
+        "sip_certificate\t{}\nsip_cafile\t{}\n",
+        both.display(),
+        ca.pem.display()
+    );
+    let mut bob = Baresip::start_with(
+        d,
+        "baresip",
+        &BaresipConfig {
+            aor: "sip:bob@127.0.0.1;transport=tls".into(),
+            password: peers::kamailio::PASSWORD.into(),
+            outbound: Some(format!("sip:127.0.0.1:{tls_port};transport=tls")),
+            codecs: None,
+            source,
+        },
+        &Place::local(),
+        &extra,
+    );
+    bob.wait_registered(Duration::from_secs(20));
+    let r = bob.command("dial", "sip:alice@127.0.0.1;transport=tls");
+    assert_eq!(r["ok"], true, "dial: {r}");
+    bob.wait_event("CALL_ESTABLISHED", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(4));
+    let r = bob.command("hangup", "");
+    assert_eq!(r["ok"], true, "hangup: {r}");
+    bob.wait_event("CALL_CLOSED", Duration::from_secs(10));
+    let status = ua.wait(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "wakeline failed\n{}\n{}\n{}",
+        ua.output(),
+        bob.output(),
+        kam.log()
+    );
+    bob.quit();
+    let trace = stderr_of(&ua);
+    // The INVITE came in on the control flow (flow 1, the TLS registration).
+    let invite = trace
+        .split("recv flow ")
+        .find(|m| m.contains("INVITE sip"))
+        .unwrap_or_default();
+    assert!(
+        invite.starts_with("1:"),
+        "INVITE not on the control flow:\n{trace}"
+    );
+    let log = kam.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request INVITE") && l.contains("from tls:")),
+        "baresip's INVITE did not come over TLS:\n{log}"
+    );
+    let ev = read_events(&events);
+    assert_eq!(
+        ev.iter().filter(|e| e["event"] == "incoming").count(),
+        1,
+        "{ev:#?}"
+    );
+    let heard = assert_tone(&heard, 1000.0, 440.0, 2.0);
+    eprintln!("wakeline heard 1000 Hz: {heard:?}");
+    let bob_heard = assert_tone(&bob.heard(), 440.0, 1000.0, 2.0);
+    eprintln!("baresip heard 440 Hz: {bob_heard:?}");
+}
