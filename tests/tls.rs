@@ -248,8 +248,8 @@ fn two_wakelines_over_tls_hear_each_other() {
     eprintln!("listener heard 440 Hz: {heard:?}");
 }
 
-/// A wrong name, an expired certificate and an unknown CA: each call fails with the reason in
-/// its one stderr line, and the client sent nothing readable as SIP.
+/// A wrong name, an expired certificate and an unknown CA: each call, and each registration,
+/// fails with the reason in its one stderr line, and the client sent nothing readable as SIP.
 #[test]
 fn bad_certificates_are_refused_by_name_and_nothing_is_sent_in_plaintext() {
     let dir = test_dir("tls-bad");
@@ -297,6 +297,22 @@ fn bad_certificates_are_refused_by_name_and_nothing_is_sent_in_plaintext() {
             failed.contains(&expected),
             "{name}: want {expected:?} in the failure line {failed:?}\n{out}"
         );
+        // A registration to the same server fails the same way.
+        let mut cmd = wakeline();
+        cmd.arg("register")
+            .args(["--registrar", &format!("sips:127.0.0.1:{}", recorder.port)])
+            .args(["--user", "alice", "--password", "x", "--for", "1"])
+            .arg("--ca")
+            .arg(&ca.pem);
+        let mut reg = Proc::spawn("register", cmd, &sub);
+        let status = reg.wait(LIMIT);
+        let out = stderr_of(&reg);
+        assert!(!status.success(), "{name}: registered\n{out}");
+        let failed = out
+            .lines()
+            .find(|l| l.starts_with("registration failed"))
+            .unwrap_or_default();
+        assert!(failed.contains(&expected), "{name}: {failed:?}\n{out}");
         let sent = recorder.sent();
         assert!(!sent.is_empty(), "{name}: no handshake at all");
         assert!(!readable_sip(&sent), "{name}: plaintext SIP on the wire");

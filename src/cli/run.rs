@@ -461,6 +461,10 @@ async fn wait_registered(
                     Event::RegistrationFailed { status, reason } if (400..700).contains(&status) && status != 408 => {
                         return Err(Fail(format!("registration failed: {status} {reason}")));
                     }
+                    // A refused certificate will not change by retrying: say so now.
+                    Event::RegistrationFailed { reason, .. } if reason.contains(" TLS: certificate ") => {
+                        return Err(Fail(format!("registration failed: {reason}")));
+                    }
                     Event::RegistrationFailed { reason, .. } => last = format!("; last error: {reason}"),
                     _ => {}
                 }
