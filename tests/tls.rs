@@ -1,10 +1,13 @@
 //! SIP over TLS (issue 9 §1) with real processes on 127.0.0.1. Each test makes its own CA and
 //! certificates with rcgen:
-//! - two wakelines over TLS (`listen --tls-bind` + `call sips:...`), tones both ways;
+//! - two wakelines over TLS (`listen --tls-bind` + `call sips:...`), tones both ways; only TLS
+//!   records on the wire, SIP text in `--pcap`, secrets in `SSLKEYLOGFILE`;
 //! - a certificate for the wrong name, an expired one, and one from an unknown CA: each call
 //!   fails with the named reason, and a recording proxy in the path sees no readable SIP;
 //! - Kamailio with its TLS module as registrar: register over TLS, the flow is cut, wakeline
-//!   reconnects over TLS and registers again.
+//!   reconnects over TLS and registers again;
+//! - baresip over TLS calls wakeline through that Kamailio: the INVITE arrives on wakeline's
+//!   registered TLS flow, tones both ways.
 
 mod peers;
 
@@ -219,6 +222,8 @@ fn two_wakelines_over_tls_hear_each_other() {
         .args(["--mic", "tone:440", "--speaker", "null", "--duration", "3"])
         .arg("--record")
         .arg(d.join("a.wav"))
+        .arg("--pcap")
+        .arg(d.join("caller.pcap"))
         .arg("--sip-trace")
         .env("SSLKEYLOGFILE", d.join("keys.log"));
     let mut caller = Proc::spawn("caller", cmd, d);
@@ -240,6 +245,9 @@ fn two_wakelines_over_tls_hear_each_other() {
     let sent = recorder.sent();
     assert!(sent.len() > 1000 && sent[0] == 0x16, "{} bytes", sent.len());
     assert!(!readable_sip(&sent), "plaintext SIP on the wire");
+    // `--pcap` holds the SIP as decrypted text.
+    let pcap = std::fs::read(d.join("caller.pcap")).unwrap_or_default();
+    assert!(readable_sip(&pcap), "no SIP text in the pcap");
     let keys = std::fs::read_to_string(d.join("keys.log")).unwrap_or_default();
     assert!(keys.contains("CLIENT_TRAFFIC_SECRET_0") || keys.contains("CLIENT_RANDOM"));
     let heard = assert_tone(&d.join("a.wav"), 1000.0, 440.0, 2.0);
