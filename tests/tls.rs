@@ -357,6 +357,17 @@ fn wait_for_events(path: &Path, kind: &str, n: usize, ua: &Proc) -> Vec<String> 
     }
 }
 
+/// A fresh CA and Kamailio with TLS on a free port, its certificate for 127.0.0.1 from that CA.
+fn kamailio_tls(d: &Path) -> (Ca, peers::kamailio::Kamailio, u16) {
+    let ca = Ca::new(d, "kam");
+    let (cert, key) = ca.leaf(d, "kamailio", &["127.0.0.1"], false);
+    let cfg = d.join("tls.cfg");
+    peers::kamailio::tls_cfg(&cfg, &cert, &key, &ca.pem);
+    let tls_port = free_port();
+    let kam = peers::kamailio::Kamailio::start_tls(d, free_port(), tls_port, &cfg);
+    (ca, kam, tls_port)
+}
+
 /// Kamailio with its tls module as registrar: wakeline registers over TLS (`sips:`), the TLS
 /// connection is cut in the middle, and wakeline connects again over TLS and registers again;
 /// no SIP ever crosses in the clear. Kamailio sees REGISTERs over `tls`.
@@ -364,12 +375,7 @@ fn wait_for_events(path: &Path, kind: &str, n: usize, ua: &Proc) -> Vec<String> 
 fn kamailio_tls_registration_survives_a_flow_drop() {
     let dir = test_dir("tls-kamailio");
     let d = dir.path();
-    let ca = Ca::new(d, "kam");
-    let (cert, key) = ca.leaf(d, "kamailio", &["127.0.0.1"], false);
-    let cfg = d.join("tls.cfg");
-    peers::kamailio::tls_cfg(&cfg, &cert, &key, &ca.pem);
-    let tls_port = free_port();
-    let kam = peers::kamailio::Kamailio::start_tls(d, free_port(), tls_port, &cfg);
+    let (ca, kam, tls_port) = kamailio_tls(d);
     let recorder = Recorder::start(SocketAddr::from(([127, 0, 0, 1], tls_port)));
     let events = d.join("register.jsonl");
     let mut cmd = wakeline();
@@ -417,12 +423,7 @@ fn baresip_calls_wakeline_over_the_registered_tls_flow() {
     use peers::baresip::{Baresip, BaresipConfig, Place};
     let dir = test_dir("tls-baresip");
     let d = dir.path();
-    let ca = Ca::new(d, "kam");
-    let (cert, key) = ca.leaf(d, "kamailio", &["127.0.0.1"], false);
-    let cfg = d.join("tls.cfg");
-    peers::kamailio::tls_cfg(&cfg, &cert, &key, &ca.pem);
-    let tls_port = free_port();
-    let kam = peers::kamailio::Kamailio::start_tls(d, free_port(), tls_port, &cfg);
+    let (ca, kam, tls_port) = kamailio_tls(d);
 
     let events = d.join("alice.jsonl");
     let heard = d.join("alice-heard.wav");
