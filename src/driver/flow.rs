@@ -378,6 +378,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tls_target_needs_a_tls_client_and_never_falls_back_to_plaintext() {
+        // A "server" that reads the first bytes and hangs up: no TLS handshake can finish.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = plain.local_addr().unwrap();
+        let first = tokio::spawn(async move {
+            let (mut s, _) = plain.accept().await.unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await.map(|_| buf).ok()
+        });
+        let tls = Target {
+            transport: Transport::Tls,
+            addr,
+        };
+        let err = connect_first(&[tls], None).await.unwrap_err();
+        assert_eq!(err[0].1, "tls not supported");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        // Any CA will do: the handshake never gets to the certificate.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let client = TlsClient::new(&super::super::tls::TlsOptions {
+            ca: Some(ca),
+            ..Default::default()
+        })
+        .unwrap();
+        let err = connect_first(&[tls], Some((&client, "127.0.0.1")))
+            .await
+            .unwrap_err();
+        assert!(err[0].1.starts_with("TLS: "), "{err:?}");
+        // What reached the server was a TLS handshake record, not SIP.
+        assert_eq!(first.await.unwrap().map(|b| b[0]), Some(0x16));
+    }
+
+    #[tokio::test]
     async fn fails_over_from_a_refusing_target_to_a_listening_one() {
         // A port that refuses: bind, note it, close.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
