@@ -390,6 +390,8 @@ mod tls_terminator {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 while let Ok((tcp, _)) = listener.accept().await {
                     let (acceptor, kinds) = (acceptor.clone(), kinds.clone());
+                    // As the UA's control socket is: no Nagle delay on the small SIP writes.
+                    let _ = tcp.set_nodelay(true);
                     tokio::spawn(async move {
                         let Ok(mut tls) = acceptor.accept(tcp).await else {
                             return;
@@ -402,6 +404,7 @@ mod tls_terminator {
                         else {
                             return;
                         };
+                        let _ = plain.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                     });
                 }
