@@ -233,7 +233,12 @@ fn two_wakelines_over_tls_hear_each_other() {
     assert!(status.success(), "listener failed\n{}", listener.output());
     let trace = stderr_of(&caller);
     assert!(trace.contains("Via: SIP/2.0/TLS"), "{trace}");
-    assert!(trace.contains(";transport=tls"), "{trace}");
+    // A `sips:` request: both Contacts are `sips:` (RFC 5630), the callee's on its TLS port.
+    assert!(trace.matches("Contact: <sips:").count() >= 2, "{trace}");
+    assert!(
+        trace.contains(&format!("Contact: <sips:wakeline@127.0.0.1:{port}>")),
+        "{trace}"
+    );
     let answered = stderr_of(&listener);
     assert!(
         answered.contains("INVITE sips:tone@127.0.0.1"),

@@ -253,6 +253,13 @@ impl SignalingCore {
 
     /// Our Contact for dialogs on `flow`.
     pub(crate) fn contact(&self, flow: FlowId) -> String {
+        self.contact_for(flow, false)
+    }
+
+    /// Our Contact on `flow` for a dialog whose request was to a `sips:` URI (`sips`): then a
+    /// TLS flow gets a `sips:` Contact (RFC 5630 §3.1.3), as does the control flow of a `sips:`
+    /// registrar.
+    pub(crate) fn contact_for(&self, flow: FlowId, sips: bool) -> String {
         let f = self.flows.get(&flow);
         let is_control = f.is_some_and(|f| f.kind == FlowKind::Control);
         let transport = self.flow_transport(flow);
@@ -291,8 +298,8 @@ impl SignalingCore {
         } else {
             ""
         };
-        // RFC 5630: a `sips:` registrar gets a `sips:` Contact; other TLS flows say `transport=tls`.
-        if transport == Transport::Tls && is_control && self.control_is_sips() {
+        // Other TLS flows say `transport=tls`.
+        if transport == Transport::Tls && (sips || is_control && self.control_is_sips()) {
             return format!("<sips:{user}@{host}{ob}>");
         }
         format!("<sip:{user}@{host};transport={}{ob}>", transport.param())

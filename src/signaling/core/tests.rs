@@ -391,4 +391,11 @@ fn sips_registrar_and_accepted_tls_flow_say_tls() {
         b.core.contact(tls),
         "<sip:wakeline@192.0.2.6:5061;transport=tls>"
     );
+    // ... and `sips:` when the request was to a `sips:` URI.
+    assert_eq!(
+        b.core.contact_for(tls, true),
+        "<sips:wakeline@192.0.2.6:5061>"
+    );
+    let tcp = b.flow.expect("the accepted TCP flow");
+    assert!(b.core.contact_for(tcp, true).starts_with("<sip:"));
 }

@@ -126,7 +126,8 @@ impl SignalingCore {
         let flow = c.flow;
         let udp_remote = self.udp_remote(flow);
         let via = self.via(flow);
-        let contact = self.contact(flow);
+        let sips = c.target.as_ref().is_some_and(|t| t.scheme == Scheme::Sips);
+        let contact = self.contact_for(flow, sips);
         let mut from = self.local_from(flow);
         let proxy = self.config.account.as_ref().and_then(|a| a.proxy.clone());
         let ua = self.config.user_agent.clone();
