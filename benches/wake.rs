@@ -2,7 +2,10 @@
 //! [`UserAgent`] against the small registrar of `tests/peers/registrar.rs`, on 127.0.0.1.
 //!
 //! - dark window: from the server dropping the registered flow to the UA being registered again
-//!   (its `Registered` event), over 20 drops; also to the registrar's 200 on the new flow;
+//!   (its `Registered` event), over 20 drops; also to the registrar's 200 on the new flow; over
+//!   TCP, then over TLS (a rustls terminator in front of the registrar, certificates made by
+//!   rcgen), where the reconnects resume the TLS session (the count of resumed handshakes is
+//!   printed);
 //! - bytes on the wire per keep-alive run (TCP payload counted by the registrar);
 //! - CPU time per keep-alive run: the UA runs on its own current-thread runtime, whose thread's
 //!   on-CPU time (`/proc/thread-self/schedstat`, ns) is read before and after many runs; the
@@ -36,9 +39,20 @@ struct Ua {
 
 impl Ua {
     fn start(reg: &Registrar, keepalive: Duration, pong_timeout: Duration, expires: u32) -> Ua {
+        Ua::start_at(&reg.uri(), None, keepalive, pong_timeout, expires)
+    }
+
+    /// A UA registering at `registrar`, trusting the CA file `ca` for TLS.
+    fn start_at(
+        registrar: &str,
+        ca: Option<std::path::PathBuf>,
+        keepalive: Duration,
+        pong_timeout: Duration,
+        expires: u32,
+    ) -> Ua {
         let config = Config {
             account: Some(Account {
-                registrar: Uri::parse(&reg.uri()).expect("uri"),
+                registrar: Uri::parse(registrar).expect("uri"),
                 user: "u".into(),
                 domain: "d".into(),
                 password: None,
@@ -66,7 +80,15 @@ impl Ua {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let (ua, mut ev) = UserAgent::builder(config).start().await.expect("start");
+                let tls = wakeline::driver::TlsOptions {
+                    ca,
+                    ..Default::default()
+                };
+                let (ua, mut ev) = UserAgent::builder(config)
+                    .tls(tls)
+                    .start()
+                    .await
+                    .expect("start");
                 ua.register().await.expect("register");
                 let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
                 ready_tx
@@ -156,6 +178,37 @@ fn dark_window(drops: usize) {
     let reg = Registrar::start();
     // Default keep-alive (30 s): nothing but the drops happens.
     let ua = Ua::start(&reg, Duration::from_secs(30), Duration::from_secs(10), 600);
+    println!("dark window over {drops} server-side drops on loopback, TCP (goal: median < 1 s)");
+    measure_dark_window(&reg, &ua, drops);
+}
+
+/// The dark window over TLS: the UA connects to `sips:` at a TLS terminator that forwards
+/// each TLS connection to the registrar over its own TCP connection; a registrar-side drop
+/// closes the TLS connection (close_notify, FIN).
+fn dark_window_tls(drops: usize) {
+    let reg = Registrar::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let term = tls_terminator::start(dir.path(), reg.port());
+    let uri = format!("sips:127.0.0.1:{}", term.port);
+    let ua = Ua::start_at(
+        &uri,
+        Some(term.ca.clone()),
+        Duration::from_secs(30),
+        Duration::from_secs(10),
+        600,
+    );
+    println!("dark window over {drops} server-side drops on loopback, TLS (rustls, ring)");
+    measure_dark_window(&reg, &ua, drops);
+    let kinds = term.kinds();
+    let resumed = kinds.iter().filter(|k| **k).count();
+    println!(
+        "  TLS handshakes               : {} ({} resumed; the first is a full one)",
+        kinds.len(),
+        resumed
+    );
+}
+
+fn measure_dark_window(reg: &Registrar, ua: &Ua, drops: usize) {
     ua.wait(|e| matches!(e, Event::Registered { .. }));
     let mut to_event = Vec::new();
     let mut to_200 = Vec::new();
@@ -175,7 +228,6 @@ fn dark_window(drops: usize) {
     }
     to_event.sort();
     to_200.sort();
-    println!("dark window over {drops} server-side drops on loopback (goal: median < 1 s)");
     println!(
         "  drop -> UA Registered event : median {:>10.3?}  p90 {:>10.3?}  worst {:>10.3?}",
         percentile(&to_event, 0.5),
@@ -269,10 +321,95 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (drops, runs) = if full { (20, 250) } else { (3, 10) };
     dark_window(drops);
+    dark_window_tls(drops);
     keepalive_runs(runs);
     idle_wakeups(if full {
         Duration::from_secs(20)
     } else {
         Duration::from_secs(1)
     });
+}
+
+/// A TLS terminator for the bench: accepts TLS (a fresh CA and a certificate for 127.0.0.1),
+/// forwards the plaintext to the registrar, and notes whether each handshake resumed a session.
+mod tls_terminator {
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+    use tokio_rustls::rustls;
+
+    pub struct Terminator {
+        pub port: u16,
+        pub ca: PathBuf,
+        resumed: Arc<Mutex<Vec<bool>>>,
+    }
+
+    impl Terminator {
+        /// Per handshake so far: whether it resumed.
+        pub fn kinds(&self) -> Vec<bool> {
+            self.resumed.lock().expect("lock").clone()
+        }
+    }
+
+    pub fn start(dir: &Path, registrar_port: u16) -> Terminator {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem()).expect("write CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("certificate");
+        let key_der =
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key_der)
+            .expect("server config");
+        config.ticketer = rustls::crypto::ring::Ticketer::new().expect("ticketer");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let resumed = Arc::new(Mutex::new(Vec::new()));
+        let kinds = resumed.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (acceptor, kinds) = (acceptor.clone(), kinds.clone());
+                    // As the UA's control socket is: no Nagle delay on the small SIP writes.
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let resumed = tls.get_ref().1.handshake_kind()
+                            == Some(rustls::HandshakeKind::Resumed);
+                        kinds.lock().expect("lock").push(resumed);
+                        let Ok(mut plain) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", registrar_port)).await
+                        else {
+                            return;
+                        };
+                        let _ = plain.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    });
+                }
+            });
+        });
+        Terminator { port, ca, resumed }
+    }
 }

@@ -6,11 +6,12 @@
 #          router, a media anchor: tests/multihost.rs) and
 #          the JACK dummy server behind ALSA that paces cpal's real device path on a machine with
 #          no sound card; dnsmasq-base (the binary, no system service) serves SRV/NAPTR records
-#          to the RFC 3263 tests (tests/dns.rs)
+#          to the RFC 3263 tests (tests/dns.rs); kamailio-tls-modules for Kamailio over TLS
+#          (tests/tls.rs)
 set -euo pipefail
 want=(cmake pkg-config libasound2-dev)
 if [ "${1:-build}" = test ]; then
-  want+=(sip-tester jackd2 libasound2-plugins kamailio baresip iproute2 iptables rtpengine dnsmasq-base)
+  want+=(sip-tester jackd2 libasound2-plugins kamailio baresip iproute2 iptables rtpengine dnsmasq-base kamailio-tls-modules)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -71,6 +71,12 @@ fn apply_config(cli: &mut Cli, matches: &ArgMatches) -> Result<(), cli::run::Fai
         Cmd::Register(a) => cli::config::merge_account(&mut a.account, &file.account)?,
         Cmd::Demo(_) | Cmd::Config(_) => {}
     }
+    if let Cmd::Listen(cli::args::ListenArgs { account, .. })
+    | Cmd::Call(cli::args::CallArgs { account, .. })
+    | Cmd::Register(cli::args::RegisterArgs { account, .. }) = &mut cli.cmd
+    {
+        cli::tls::merge(&mut account.tls, &file.tls);
+    }
     cli::run::set_transport(file.transport);
     cli::run::set_network(file.network);
     Ok(())

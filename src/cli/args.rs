@@ -134,10 +134,12 @@ pub struct AccountArgs {
     /// NAPTR, SRV, A/AAAA); repeat for more. Default: the system's (/etc/resolv.conf).
     #[arg(long = "dns", value_name = "ADDR[:PORT]", value_parser = parse_dns_server)]
     pub dns: Vec<SocketAddr>,
-    /// SIP transport for target and registrar URIs that name none: udp or tcp (default tcp,
-    /// or `[transport] default`); a URI's ';transport=' wins.
-    #[arg(long, value_name = "udp|tcp")]
+    /// SIP transport for target and registrar URIs that name none: udp, tcp or tls (default
+    /// tcp, or `[transport] default`); a URI's ';transport=' wins, and `sips:` is always TLS.
+    #[arg(long, value_name = "udp|tcp|tls")]
     pub transport: Option<String>,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
 }
 
 /// Options every command has.
@@ -206,6 +208,9 @@ pub struct ListenArgs {
     /// Where to accept direct SIP over TCP.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5070")]
     pub bind: SocketAddr,
+    /// Also accept direct SIP over TLS here (needs --tls-cert and --tls-key).
+    #[arg(long, value_name = "ADDR")]
+    pub tls_bind: Option<SocketAddr>,
     #[command(flatten)]
     pub account: AccountArgs,
     /// auto (answer at once), ring (180, then answer after --answer-after), reject:CODE.

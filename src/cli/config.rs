@@ -33,6 +33,9 @@ pub struct FileConfig {
     /// `[network]`
     #[serde(default)]
     pub network: NetworkSection,
+    /// `[tls]`
+    #[serde(default)]
+    pub tls: super::tls::TlsSection,
 }
 
 /// `[network]`: addresses and name resolution.
@@ -141,7 +144,7 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 # proxy = "sip:proxy.example.org;transport=tcp"
 
 [transport]
-# default = "tcp"                  # udp | tcp, for URIs without ;transport= (as --transport)
+# default = "tcp"                  # udp | tcp | tls, for URIs without ;transport= (as --transport)
 # keepalive_interval_s = 30        # CRLF ping on the control flow (0 = off)
 # pong_timeout_s = 10
 # max_connections = 1024           # inbound connections held at once (listener)
@@ -163,6 +166,10 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 # dns = ["127.0.0.1:5353"]         # DNS servers for SIP names (default: /etc/resolv.conf)
 # media_ip = "192.0.2.10"          # RTP address to bind and announce (default: per call, the
 #                                  # local address that reaches the peer)
+[tls]
+# ca = "/etc/wakeline/ca.pem"      # trust these CAs instead of the system's roots (as --ca)
+# cert = "me.pem"                  # our certificate chain and key (as --tls-cert, --tls-key)
+# key = "me.key"
 [media]
 # latching = "nat"                 # off | nat | always: follow an RTP source other than the SDP's
 "#;
@@ -544,6 +551,7 @@ mod tests {
             proxy: None,
             dns: Vec::new(),
             transport: None,
+            tls: super::super::tls::TlsArgs::default(),
         };
         merge_account(&mut acct, &cfg.account).unwrap();
         assert_eq!(acct.user.as_deref(), Some("bob"));
@@ -594,12 +602,18 @@ mod tests {
         assert_eq!(c.keepalive_interval, None);
         assert_eq!(c.pong_timeout, Duration::from_secs(3));
         assert_eq!(c.default_transport, wakeline::Transport::Udp);
-        let e = parse("[transport]\ndefault = \"tls\"\n", "c.toml").unwrap_err();
+        let e = parse("[transport]\ndefault = \"sctp\"\n", "c.toml").unwrap_err();
         assert!(
-            e.msg.contains("[transport].default") && e.msg.contains("TLS is not supported yet"),
+            e.msg.contains("[transport].default") && e.msg.contains("unknown SIP transport"),
             "{}",
             e.msg
         );
+        let tls = parse(
+            "[transport]\ndefault = \"tls\"\n[tls]\nca = \"ca.pem\"\n",
+            "c",
+        )
+        .unwrap();
+        assert_eq!(tls.tls.ca, Some("ca.pem".into()));
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod pcap;
 pub mod report;
 pub mod run;
 pub mod status;
+pub mod tls;

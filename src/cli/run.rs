@@ -231,6 +231,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         .listener_limits(super::config::listener_limits(TRANSPORT.get()))
         .media(media_options)
         .dns_servers(dns_servers(&args.account));
+    builder = super::tls::apply(builder, &args.account.tls, args.tls_bind)?;
     if let Some(ip) = args.media.media_ip {
         builder = builder.media_ip(ip);
     }
@@ -246,6 +247,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         ua.register().await?;
     }
     tracing::info!("listening on {}", args.bind);
+    if let Some(tls) = ua.tls_local_addr() {
+        tracing::info!("listening for TLS on {tls}");
+    }
     let policy = match args.answer.0 {
         AnswerPolicy::Ring(_) => {
             AnswerPolicy::Ring(Duration::from_secs_f64(args.answer_after.max(0.0)))
@@ -389,6 +393,7 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let mut builder = UserAgent::builder(config)
         .media(media_options)
         .dns_servers(dns_servers(&args.account));
+    builder = super::tls::apply(builder, &args.account.tls, None)?;
     if let Some(ip) = args.media.media_ip {
         builder = builder.media_ip(ip);
     }
@@ -602,7 +607,9 @@ async fn wait_registered(
                     Event::RegistrationFailed { status, reason, .. } => {
                         attempts += 1;
                         let final_answer = (400..700).contains(&status) && status != 408;
-                        if final_answer || (status == 0 && bound.give_up_on_network) {
+                        // A refused certificate will not change by retrying: say so now.
+                        let bad_certificate = status == 0 && reason.contains(" TLS: certificate ");
+                        if final_answer || bad_certificate || (status == 0 && bound.give_up_on_network) {
                             let msg = match status {
                                 // The REGISTER itself got no answer (Timer F): say where it went.
                                 0 if reason == "timeout" => format!("registration failed: REGISTER to {}: timeout", bound.registrar),
@@ -637,8 +644,8 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
     if config.account.is_none() {
         return Err(Fail::usage("register needs --registrar and --user"));
     }
-    let (ua, mut events) = UserAgent::builder(config)
-        .dns_servers(dns_servers(&args.account))
+    let builder = UserAgent::builder(config).dns_servers(dns_servers(&args.account));
+    let (ua, mut events) = super::tls::apply(builder, &args.account.tls, None)?
         .start()
         .await?;
     let mut log = event_log(&args.common)?;

@@ -28,6 +28,8 @@ pub struct UserAgentBuilder {
     tap: super::tap::Tap,
     limits: super::listener::ListenerLimits,
     dns_servers: Vec<SocketAddr>,
+    tls: super::tls::TlsOptions,
+    tls_listen: Option<SocketAddr>,
 }
 
 impl UserAgentBuilder {
@@ -35,6 +37,20 @@ impl UserAgentBuilder {
     /// through the registrar's flow).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
+        self
+    }
+
+    /// TLS settings: the CA file to trust instead of the platform's roots, a client
+    /// certificate, the TLS listener's certificate (see [`TlsOptions`](super::TlsOptions)).
+    pub fn tls(mut self, options: super::tls::TlsOptions) -> Self {
+        self.tls = options;
+        self
+    }
+
+    /// Also accept direct SIP over TLS on this address; needs
+    /// [`TlsOptions::server_cert`](super::TlsOptions::server_cert).
+    pub fn tls_listen(mut self, addr: SocketAddr) -> Self {
+        self.tls_listen = Some(addr);
         self
     }
 
@@ -110,7 +126,22 @@ impl UserAgentBuilder {
             })?),
             None => None,
         };
+        // Files the user named must be right at start; missing platform roots only matter
+        // (and are reported) when a TLS connect needs them.
+        let tls_client = match super::tls::TlsClient::new(&self.tls) {
+            Ok(c) => Ok(c),
+            Err(e) if self.tls.ca.is_some() || self.tls.client_cert.is_some() => {
+                return Err(Error::Config(e.to_string()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let tls_listener = match self.tls_listen {
+            Some(addr) => Some(super::tls::TlsListener::bind(addr, &self.tls).await?),
+            None => None,
+        };
         let mut config = self.config;
+        let tls_local_addr = tls_listener.as_ref().map(|l| l.local_addr);
+        config.tls_listen = tls_local_addr;
         // A wildcard listener (0.0.0.0 / ::) is kept as it is: the core's Contact then takes
         // each flow's own local address (the interface it reached us on) with the listen port.
         if config.listen.is_none() {
@@ -130,13 +161,15 @@ impl UserAgentBuilder {
         )
         .with_listener_limits(self.limits)
         .with_dns_servers(&self.dns_servers)
-        .with_udp(udp);
+        .with_udp(udp)
+        .with_tls(tls_client, tls_listener);
         tokio::spawn(task.run());
         Ok((
             UserAgent {
                 cmd: cmd_tx,
                 local_addr,
                 progress,
+                tls_local_addr,
             },
             Events { rx: ev_rx },
         ))
@@ -150,6 +183,7 @@ pub struct UserAgent {
     cmd: mpsc::UnboundedSender<Command>,
     local_addr: Option<SocketAddr>,
     progress: Arc<Progress>,
+    tls_local_addr: Option<SocketAddr>,
 }
 
 /// The application's events, in order.
@@ -197,12 +231,19 @@ impl UserAgent {
             tap: super::tap::Tap::default(),
             limits: super::listener::ListenerLimits::default(),
             dns_servers: Vec::new(),
+            tls: super::tls::TlsOptions::default(),
+            tls_listen: None,
         }
     }
 
     /// The listener's address, if one was bound.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The TLS listener's address, if one was bound.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     async fn ask<T>(

@@ -1,16 +1,24 @@
-//! One TCP flow: a reader task that forwards bytes to the driver and a writer task fed by a
-//! channel, so a slow peer never blocks the driver loop.
+//! One TCP or TLS flow: a reader task that forwards bytes to the driver and a writer task fed
+//! by a channel, so a slow peer never blocks the driver loop. The tasks work over any byte
+//! stream ([`FlowStream`]): a `TcpStream`, or a TLS stream over one (`super::tls`).
 
 use super::resolve::Resolver;
+use super::tls::TlsClient;
 use crate::signaling::core::FlowId;
 use crate::signaling::rfc3263::{Destination, Policy, Target, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+/// A byte stream a flow runs over: TCP, or TLS over TCP.
+pub(crate) trait FlowIo: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> FlowIo for T {}
+
+/// A flow's stream, boxed so TCP and TLS flows share one reader and one writer.
+pub(crate) type FlowStream = Box<dyn FlowIo>;
 
 /// What the flow tasks report to the driver.
 #[derive(Debug)]
@@ -18,7 +26,13 @@ pub(crate) enum FlowEvent {
     /// An outgoing connection is up.
     Connected {
         flow: FlowId,
-        stream: TcpStream,
+        stream: FlowStream,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// A connection on the TLS listener finished its handshake.
+    TlsAccepted {
+        stream: FlowStream,
         local: SocketAddr,
         remote: SocketAddr,
     },
@@ -57,7 +71,7 @@ pub(crate) struct FlowHandle {
     pub reader: tokio::task::JoinHandle<()>,
     /// The writer task: it writes what is queued and hands back the write half when the queue
     /// is closed (`None` after a write error).
-    pub writer: tokio::task::JoinHandle<Option<OwnedWriteHalf>>,
+    pub writer: tokio::task::JoinHandle<Option<WriteHalf<FlowStream>>>,
     /// The peer opened this flow (our listener accepted it).
     pub accepted: bool,
 }
@@ -89,21 +103,25 @@ impl FlowHandle {
     }
 }
 
-/// Tags the control socket and spawns the reader and writer tasks.
+/// Tags a flow's TCP socket (before any TLS handshake on it). Accepted and connected flows
+/// alike: keep-alive, TCP_NODELAY, DSCP CS3 / service type.
+pub(crate) fn tag(stream: &TcpStream) {
+    if let Err(e) = crate::platform::tag_control_socket(
+        stream,
+        &crate::platform::ControlSocketOptions::default(),
+    ) {
+        tracing::debug!("tagging the control socket: {e}");
+    }
+}
+
+/// Spawns the reader and writer tasks of a flow (its TCP socket already [`tag`]ged).
 pub(crate) fn spawn(
     flow: FlowId,
-    stream: TcpStream,
+    stream: FlowStream,
     accepted: bool,
     events: mpsc::UnboundedSender<FlowEvent>,
 ) -> FlowHandle {
-    // Accepted and connected control flows alike: keep-alive, TCP_NODELAY, DSCP CS3 / service type.
-    if let Err(e) = crate::platform::tag_control_socket(
-        &stream,
-        &crate::platform::ControlSocketOptions::default(),
-    ) {
-        tracing::debug!(?flow, "tagging the control socket: {e}");
-    }
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let wev = events.clone();
     let writer = tokio::spawn(async move {
@@ -169,16 +187,32 @@ pub(crate) const MAX_CONNECT_TARGETS: usize = 8;
 /// RFC 3263 way (afresh on every call, so a reconnect sees DNS changes) and tries the targets
 /// in order until one accepts; targets in `avoid` (recently failed) go last. When none
 /// accepts, the `Closed` reason names every target tried and its error, or the DNS failure.
+///
+/// With `tls`, only TLS targets (`SIPS+D2T`, `_sips._tcp`, port 5061 by default) are asked
+/// for and each is verified against the URI's host (RFC 5922); without it, only TCP ones.
+/// A TLS target never falls back to plaintext.
 pub(crate) fn connect(
     flow: FlowId,
     dest: Destination,
     resolver: Arc<Resolver>,
     avoid: Vec<SocketAddr>,
+    tls: Option<TlsClient>,
     events: mpsc::UnboundedSender<FlowEvent>,
 ) {
     tokio::spawn(async move {
         let host = dest.host_text();
-        let mut targets = match resolver.resolve(dest, Policy::default()).await {
+        let policy = match tls {
+            Some(_) => Policy {
+                supported: vec![Transport::Tls],
+                default: Transport::Tls,
+            },
+            None => Policy::default(),
+        };
+        let label = match dest.secure {
+            true => format!("sips:{host}"),
+            false => host.clone(),
+        };
+        let mut targets = match resolver.resolve(dest, policy).await {
             Ok(t) => t,
             Err(e) => {
                 let why = e.to_string();
@@ -188,7 +222,7 @@ pub(crate) fn connect(
         };
         // Stable: the RFC 3263 order holds within each group.
         targets.sort_by_key(|t| avoid.contains(&t.addr));
-        let result = connect_first(&targets).await;
+        let result = connect_first(&targets, tls.as_ref().map(|c| (c, host.as_str()))).await;
         let tried = match &result {
             Ok(_) => 1 + failures_of(&result).len(),
             Err(f) => f.len(),
@@ -209,7 +243,7 @@ pub(crate) fn connect(
             },
             Err(failures) => FlowEvent::Closed {
                 flow,
-                why: describe_failures(&host, &failures),
+                why: describe_failures(&label, &failures),
             },
         };
         let _ = events.send(ev);
@@ -219,7 +253,7 @@ pub(crate) fn connect(
 /// What [`connect_first`] learnt: a connected stream and the targets that failed before it,
 /// or every target's failure.
 type Attempt =
-    Result<((TcpStream, SocketAddr, SocketAddr), Vec<(Target, String)>), Vec<(Target, String)>>;
+    Result<((FlowStream, SocketAddr, SocketAddr), Vec<(Target, String)>), Vec<(Target, String)>>;
 
 fn failures_of(a: &Attempt) -> &[(Target, String)] {
     match a {
@@ -230,30 +264,28 @@ fn failures_of(a: &Attempt) -> &[(Target, String)] {
 /// The reason of a connect that hit [`CONNECT_TIMEOUT`].
 const TIMED_OUT: &str = "timed out";
 
-/// Tries `targets` in order; the first connected stream, or every target's failure.
-async fn connect_first(targets: &[Target]) -> Attempt {
+/// Tries `targets` in order; the first connected stream, or every target's failure. With
+/// `tls` (the client and the host to verify), TLS targets get a handshake after the connect.
+async fn connect_first(targets: &[Target], tls: Option<(&TlsClient, &str)>) -> Attempt {
     let mut failures = Vec::new();
     for t in targets.iter().take(MAX_CONNECT_TARGETS) {
-        if t.transport != Transport::Tcp {
-            failures.push((*t, format!("{} not supported", t.transport)));
-            continue;
-        }
-        let attempt = async {
-            let stream = TcpStream::connect(t.addr).await?;
-            let local = stream.local_addr()?;
-            let remote = stream.peer_addr()?;
-            Ok::<_, std::io::Error>((stream, local, remote))
+        let client = match (t.transport, tls) {
+            (Transport::Tcp, _) => None,
+            (Transport::Tls, Some(c)) => Some(c),
+            _ => {
+                failures.push((*t, format!("{} not supported", t.transport)));
+                continue;
+            }
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
-            Ok(Ok(up)) => {
+        match connect_one(t.addr, client).await {
+            Ok(up) => {
                 if !failures.is_empty() {
                     tracing::info!(target = %t.addr, "connected after failover ({})",
                         describe_failures("", &failures));
                 }
                 return Ok((up, failures));
             }
-            Ok(Err(e)) => failures.push((*t, io_reason(&e))),
-            Err(_) => failures.push((*t, TIMED_OUT.into())),
+            Err(why) => failures.push((*t, why)),
         }
         tracing::debug!(target = %t.addr, "connect failed, next target");
     }
@@ -264,6 +296,35 @@ async fn connect_first(targets: &[Target]) -> Attempt {
         );
     }
     Err(failures)
+}
+
+/// One target: the TCP connect (bounded by [`CONNECT_TIMEOUT`]), the socket tagged, then
+/// with `tls` the handshake (bounded by [`HANDSHAKE_TIMEOUT`](super::tls::HANDSHAKE_TIMEOUT)).
+async fn connect_one(
+    addr: SocketAddr,
+    tls: Option<(&TlsClient, &str)>,
+) -> Result<(FlowStream, SocketAddr, SocketAddr), String> {
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await?;
+        let local = stream.local_addr()?;
+        let remote = stream.peer_addr()?;
+        Ok::<_, std::io::Error>((stream, local, remote))
+    };
+    let (stream, local, remote) = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok(up)) => up,
+        Ok(Err(e)) => return Err(io_reason(&e)),
+        Err(_) => return Err(TIMED_OUT.into()),
+    };
+    tag(&stream);
+    let Some((client, host)) = tls else {
+        return Ok((Box::new(stream), local, remote));
+    };
+    let handshake = client.handshake(host, stream);
+    match tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(s)) => Ok((Box::new(s), local, remote)),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err("TLS: handshake timed out".into()),
+    }
 }
 
 /// A connect error in words: `connection refused`, `network is unreachable`, or the OS's words
@@ -319,6 +380,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tls_target_needs_a_tls_client_and_never_falls_back_to_plaintext() {
+        // A "server" that reads the first bytes and hangs up: no TLS handshake can finish.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = plain.local_addr().unwrap();
+        let first = tokio::spawn(async move {
+            let (mut s, _) = plain.accept().await.unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await.map(|_| buf).ok()
+        });
+        let tls = Target {
+            transport: Transport::Tls,
+            addr,
+        };
+        let err = connect_first(&[tls], None).await.unwrap_err();
+        assert_eq!(err[0].1, "tls not supported");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        // Any CA will do: the handshake never gets to the certificate.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let client = TlsClient::new(&super::super::tls::TlsOptions {
+            ca: Some(ca),
+            ..Default::default()
+        })
+        .unwrap();
+        let err = connect_first(&[tls], Some((&client, "127.0.0.1")))
+            .await
+            .unwrap_err();
+        assert!(err[0].1.starts_with("TLS: "), "{err:?}");
+        // What reached the server was a TLS handshake record, not SIP.
+        assert_eq!(first.await.unwrap().map(|b| b[0]), Some(0x16));
+    }
+
+    #[tokio::test]
     async fn fails_over_from_a_refusing_target_to_a_listening_one() {
         // A port that refuses: bind, note it, close.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -327,10 +424,10 @@ mod tests {
         let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let live_addr = live.local_addr().unwrap();
         let targets = [tcp(&dead_addr.to_string()), tcp(&live_addr.to_string())];
-        let ((_, _, remote), failed) = connect_first(&targets).await.unwrap();
+        let ((_, _, remote), failed) = connect_first(&targets, None).await.unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(remote, live_addr);
-        let err = connect_first(&targets[..1]).await.unwrap_err();
+        let err = connect_first(&targets[..1], None).await.unwrap_err();
         assert_eq!(err, vec![(targets[0], "connection refused".to_string())]);
     }
 }

@@ -32,6 +32,7 @@ mod resolve;
 mod route;
 mod tap;
 mod task;
+mod tls;
 mod udp;
 
 pub use api::{Call, Events, RejectCode, UserAgent, UserAgentBuilder};
@@ -39,3 +40,4 @@ pub use cause::io_cause;
 pub use listener::ListenerLimits;
 pub use media::MediaOptions;
 pub use tap::{PacketTap, Tap};
+pub use tls::{TlsError, TlsOptions};

@@ -8,6 +8,7 @@ use super::media::{
 use super::resolve::{Avoid, ConnectHints, Resolver};
 use super::route;
 use super::tap::Tap;
+use super::tls::{TlsClient, TlsListener};
 use super::udp::UdpSip;
 use crate::error::Error;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
@@ -104,6 +105,10 @@ pub(crate) struct DriverTask {
     spare: HashSet<FlowId>,
     /// The control flow and its target, while another target could take over.
     failover: Option<(FlowId, SocketAddr)>,
+    /// TLS connects use this client (or fail with why there is none); `super::tls`.
+    tls_client: Result<TlsClient, String>,
+    /// The TLS listener (`listen --tls-bind`).
+    tls_listener: Option<TlsListener>,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -162,7 +167,20 @@ impl DriverTask {
             avoid: Avoid::default(),
             spare: HashSet::new(),
             failover: None,
+            tls_client: Err("TLS: not set up".into()),
+            tls_listener: None,
         }
+    }
+
+    /// The TLS client for `sips:` / `transport=tls` connects, and the TLS listener if any.
+    pub(crate) fn with_tls(
+        mut self,
+        client: Result<TlsClient, String>,
+        listener: Option<TlsListener>,
+    ) -> Self {
+        self.tls_client = client;
+        self.tls_listener = listener;
+        self
     }
 
     pub(crate) fn with_listener_limits(mut self, limits: ListenerLimits) -> Self {
@@ -207,11 +225,27 @@ impl DriverTask {
                         self.handle_flow_event(ev);
                     }
                 }
-                accepted = accept(&self.listener, self.accept_backoff.paused_until()) => {
+                accepted = accept(self.listener.as_ref(), self.accept_backoff.paused_until()) => {
                     match accepted {
                         Ok((stream, remote)) => {
                             self.accept_backoff.succeeded();
-                            self.handle_accepted(stream, remote);
+                            self.handle_accepted(stream, remote, false);
+                        }
+                        Err(e) => {
+                            if let Some(line) = self.accept_backoff.failed(Instant::now(), &e) {
+                                tracing::warn!("{line}");
+                            }
+                        }
+                    }
+                }
+                accepted = accept(
+                    self.tls_listener.as_ref().map(|l| &l.listener),
+                    self.accept_backoff.paused_until(),
+                ) => {
+                    match accepted {
+                        Ok((stream, remote)) => {
+                            self.accept_backoff.succeeded();
+                            self.handle_accepted(stream, remote, true);
                         }
                         Err(e) => {
                             if let Some(line) = self.accept_backoff.failed(Instant::now(), &e) {
@@ -271,7 +305,9 @@ impl DriverTask {
         .min()
     }
 
-    fn handle_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr) {
+    /// A connection on the TCP listener, or on the TLS listener (`tls`: the handshake runs
+    /// first, in its own task, and the flow is admitted when it is done).
+    fn handle_accepted(&mut self, stream: tokio::net::TcpStream, remote: SocketAddr, tls: bool) {
         // An IPv4 peer on a dual-stack `[::]` listener: say 192.0.2.1, not ::ffff:192.0.2.1.
         let remote = route::canonical(remote);
         let local = match stream.local_addr() {
@@ -281,6 +317,21 @@ impl DriverTask {
                 return;
             }
         };
+        flow::tag(&stream);
+        match (&self.tls_listener, tls) {
+            (Some(l), true) => l.handshake(stream, local, remote, self.flow_tx.clone()),
+            _ => self.admit(Box::new(stream), local, remote, Transport::Tcp),
+        }
+    }
+
+    /// Admits an accepted flow past the listener guard and starts its tasks.
+    fn admit(
+        &mut self,
+        stream: flow::FlowStream,
+        local: SocketAddr,
+        remote: SocketAddr,
+        transport: Transport,
+    ) {
         let now = Instant::now();
         let core = &self.core;
         match self.guard.admit(|f| core.flow_in_use(f)) {
@@ -291,7 +342,9 @@ impl DriverTask {
                 return;
             }
         }
-        let flow = self.core.handle_flow_accepted(now, local, remote);
+        let flow = self
+            .core
+            .handle_flow_accepted_over(now, local, remote, transport);
         self.guard.accepted(now, flow);
         tracing::debug!(?flow, %remote, "accepted");
         self.tap.flow_up(flow, local, remote);
@@ -317,6 +370,11 @@ impl DriverTask {
                 self.flows.insert(flow, handle);
                 self.core.handle_flow_up(now, flow, local, remote);
             }
+            FlowEvent::TlsAccepted {
+                stream,
+                local,
+                remote,
+            } => self.admit(stream, local, remote, Transport::Tls),
             FlowEvent::Data { flow, bytes } => {
                 if self.flows.contains_key(&flow) {
                     tracing::trace!(target: "wakeline::sip", ?flow, "recv {} bytes", bytes.len());
@@ -654,14 +712,23 @@ impl DriverTask {
                     tracing::debug!(?flow, %host, port, %transport, "connecting");
                     match transport {
                         Transport::Udp => self.udp.connect(flow, host, port),
-                        Transport::Tcp => {
+                        Transport::Tcp | Transport::Tls => {
                             if self.hints.is_control(&host, port) {
                                 self.control_connects.insert(flow);
                             }
                             let dest = self.hints.destination(&host, port);
                             let avoid = self.avoid.list(Instant::now());
                             let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
-                            flow::connect(flow, dest, resolver, avoid, tx);
+                            let tls = match (transport, &self.tls_client) {
+                                (Transport::Tcp, _) => None,
+                                (_, Ok(client)) => Some(client.clone()),
+                                (_, Err(why)) => {
+                                    let why = why.clone();
+                                    let _ = self.flow_tx.send(FlowEvent::Closed { flow, why });
+                                    continue;
+                                }
+                            };
+                            flow::connect(flow, dest, resolver, avoid, tls, tx);
                         }
                     }
                 }
@@ -782,7 +849,7 @@ impl DriverTask {
 }
 
 async fn accept(
-    listener: &Option<TcpListener>,
+    listener: Option<&TcpListener>,
     paused_until: Option<Instant>,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match listener {

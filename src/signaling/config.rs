@@ -104,6 +104,8 @@ pub struct Config {
     /// Our listening address, announced in Contact on flows other than the control flow (so a
     /// peer can open a new connection to us). `None`: the flow's local address.
     pub listen: Option<SocketAddr>,
+    /// Our TLS listening address, announced in Contact on TLS flows we open to peers.
+    pub tls_listen: Option<SocketAddr>,
     /// Push notification parameters for the Contact (RFC 8599); `None`: no push.
     pub push: Option<PushConfig>,
     /// A call pre-created by [`super::core::SignalingCore::handle_push`] whose INVITE does not
@@ -137,6 +139,7 @@ impl Default for Config {
             reg_id: 1,
             codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
             listen: None,
+            tls_listen: None,
             push: None,
             push_timeout: Duration::from_secs(10),
             flow_grace: Duration::from_secs(32),

@@ -261,14 +261,30 @@ impl SignalingCore {
 
     /// Our Contact for dialogs on `flow`.
     pub(crate) fn contact(&self, flow: FlowId) -> String {
+        self.contact_for(flow, false)
+    }
+
+    /// Our Contact on `flow` for a dialog whose request was to a `sips:` URI (`sips`): then a
+    /// TLS flow gets a `sips:` Contact (RFC 5630 §3.1.3), as does the control flow of a `sips:`
+    /// registrar.
+    pub(crate) fn contact_for(&self, flow: FlowId, sips: bool) -> String {
         let f = self.flows.get(&flow);
         let is_control = f.is_some_and(|f| f.kind == FlowKind::Control);
-        let addr = if is_control {
+        let transport = self.flow_transport(flow);
+        // TLS flows announce the TLS listener, others the TCP/UDP one.
+        let listen = match transport {
+            Transport::Tls => self.config.tls_listen,
+            _ => self.config.listen,
+        };
+        let accepted_tls =
+            transport == Transport::Tls && f.is_some_and(|f| f.kind == FlowKind::Accepted);
+        let addr = if is_control || accepted_tls {
+            // An accepted TLS flow's local address is the TLS listener's own.
             f.and_then(|f| f.local)
         } else {
             // A wildcard listener announces the address the flow reached us on.
             let flow_local = f.and_then(|f| f.local);
-            match self.config.listen {
+            match listen {
                 Some(l) if l.ip().is_unspecified() => {
                     flow_local.map(|a| SocketAddr::new(a.ip(), l.port()))
                 }
@@ -290,8 +306,19 @@ impl SignalingCore {
         } else {
             ""
         };
-        let transport = self.flow_transport(flow).param();
-        format!("<sip:{user}@{host};transport={transport}{ob}>")
+        // Other TLS flows say `transport=tls`.
+        if transport == Transport::Tls && (sips || is_control && self.control_is_sips()) {
+            return format!("<sips:{user}@{host}{ob}>");
+        }
+        format!("<sip:{user}@{host};transport={}{ob}>", transport.param())
+    }
+
+    /// Whether the account's control-flow target (proxy, else registrar) is a `sips:` URI.
+    fn control_is_sips(&self) -> bool {
+        self.config.account.as_ref().is_some_and(|a| {
+            a.proxy.as_ref().unwrap_or(&a.registrar).scheme
+                == crate::signaling::message::Scheme::Sips
+        })
     }
 
     /// The transport of `flow` (TCP for an unknown flow).

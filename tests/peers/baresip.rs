@@ -88,6 +88,18 @@ impl Baresip {
 
     /// As [`Baresip::start`], at `place`.
     pub fn start_at(dir: &Path, name: &str, cfg: &BaresipConfig, place: &Place) -> Baresip {
+        Self::start_with(dir, name, cfg, place, "")
+    }
+
+    /// As [`Baresip::start_at`], with `extra` lines appended to the config (e.g. TLS:
+    /// `sip_certificate`, `sip_cafile`).
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        cfg: &BaresipConfig,
+        place: &Place,
+        extra: &str,
+    ) -> Baresip {
         let home = dir.join(name);
         let rec_dir = home.join("rec");
         std::fs::create_dir_all(&rec_dir).expect("baresip dirs");
@@ -108,7 +120,7 @@ impl Baresip {
             .replace("@CTRL_PORT@", &ctrl_port.to_string())
             .replace("@SOURCE@", &cfg.source.display().to_string())
             .replace("@REC_DIR@", &rec_dir.display().to_string());
-        std::fs::write(home.join("config"), config).expect("write config");
+        std::fs::write(home.join("config"), format!("{config}{extra}")).expect("write config");
         let mut account = format!("<{}>;auth_pass={};answermode=auto", cfg.aor, cfg.password);
         match &cfg.outbound {
             Some(o) => account.push_str(&format!(";outbound=\"{o}\";regint=600")),

@@ -23,6 +23,8 @@ pub struct Kamailio {
     netns: Option<String>,
     /// Config defines (`-A NAME`), e.g. `WITH_RTPENGINE`.
     defines: Vec<String>,
+    /// A TLS listener: its port and the tls module's config file (`WITH_TLS`).
+    tls: Option<(u16, PathBuf)>,
     dir: PathBuf,
     proc: Option<Proc>,
     starts: u32,
@@ -49,11 +51,30 @@ impl Kamailio {
             ip,
             netns: netns.map(str::to_string),
             defines: defines.iter().map(|d| d.to_string()).collect(),
+            tls: None,
             dir: dir.join("kamailio"),
             proc: None,
             starts: 0,
         };
         k.launch();
+        k
+    }
+
+    /// Starts Kamailio on 127.0.0.1 `port` (UDP, TCP) and `tls_port` (TLS, its tls module set
+    /// up by `tls_cfg`, e.g. from [`tls_cfg`]), and waits until both listen.
+    pub fn start_tls(dir: &Path, port: u16, tls_port: u16, tls_cfg: &Path) -> Kamailio {
+        let mut k = Kamailio {
+            port,
+            ip: Ipv4Addr::LOCALHOST.into(),
+            netns: None,
+            defines: Vec::new(),
+            tls: Some((tls_port, tls_cfg.to_path_buf())),
+            dir: dir.join("kamailio"),
+            proc: None,
+            starts: 0,
+        };
+        k.launch();
+        wait_listening(tls_port, Duration::from_secs(10));
         k
     }
 
@@ -84,6 +105,12 @@ impl Kamailio {
             .arg(&self.dir);
         for d in &self.defines {
             cmd.arg("-A").arg(d);
+        }
+        if let Some((port, cfg)) = &self.tls {
+            cmd.arg("-l")
+                .arg(format!("tls:{}", SocketAddr::new(self.ip, *port)))
+                .args(["-A", "WITH_TLS", "-A"])
+                .arg(format!("TLS_CFG=\"{}\"", cfg.display()));
         }
         self.starts += 1;
         let name = format!("kamailio{}", self.starts);
@@ -145,6 +172,20 @@ impl Drop for Kamailio {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Writes a tls module config (server side: `cert`, `key`, trusting `ca`; no client
+/// certificate asked) at `path`.
+pub fn tls_cfg(path: &Path, cert: &Path, key: &Path, ca: &Path) {
+    let text = format!(
+        "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+         certificate = {}\nprivate_key = {}\nca_list = {}\n\n\
+         [client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    std::fs::write(path, text).expect("write tls.cfg");
 }
 
 /// The PIDs whose parent is `parent` (from /proc).

@@ -79,8 +79,10 @@ impl Control {
             })
         });
         let registration = config.account.as_ref().map(|a| {
+            // A `sips:` registrar registers a `sips:` AOR and Contact (RFC 5630 §3.1.3).
             let aor = Uri {
                 user: Some(a.user.clone()),
+                scheme: a.registrar.scheme,
                 ..Uri::sip(Host::parse(&a.domain), None)
             };
             // The REGISTER's Via and Contact name the control flow's transport.

@@ -12,14 +12,26 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 impl SignalingCore {
-    /// The driver accepted a connection on its listener; returns the id to use for it.
+    /// The driver accepted a TCP connection on its listener; returns the id to use for it.
     pub fn handle_flow_accepted(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> FlowId {
+        self.handle_flow_accepted_over(now, local, remote, super::Transport::Tcp)
+    }
+
+    /// The driver accepted a connection over `transport` (TCP, or TLS once its handshake is
+    /// done); returns the id to use for it.
+    pub fn handle_flow_accepted_over(
         &mut self,
         _now: Instant,
         local: SocketAddr,
         remote: SocketAddr,
+        transport: super::Transport,
     ) -> FlowId {
-        let id = self.new_flow(FlowKind::Accepted, super::Transport::Tcp);
+        let id = self.new_flow(FlowKind::Accepted, transport);
         if let Some(f) = self.flows.get_mut(&id) {
             f.local = Some(local);
             f.remote = Some(remote);

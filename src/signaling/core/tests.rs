@@ -451,3 +451,78 @@ fn each_failed_registration_attempt_is_an_event_with_cause_and_retry() {
         core.handle_timeout(t);
     }
 }
+
+/// A `sips:` registrar: the control flow is TLS, the REGISTER goes to a `sips:` Request-URI
+/// with `Via: SIP/2.0/TLS` and a `sips:` Contact; an accepted TLS flow answers with
+/// `;transport=tls` in its Contact.
+#[test]
+fn sips_registrar_and_accepted_tls_flow_say_tls() {
+    use crate::signaling::config::Account;
+    use crate::signaling::message::Uri;
+    let config = Config {
+        account: Some(Account {
+            registrar: Uri::parse("sips:127.0.0.1:5061").unwrap(),
+            user: "alice".into(),
+            domain: "127.0.0.1".into(),
+            password: None,
+            auth_user: None,
+            proxy: None,
+        }),
+        ..Config::default()
+    };
+    let mut core = SignalingCore::new(config);
+    let now = origin();
+    core.register(now).unwrap();
+    let mut connect = None;
+    while let Some(out) = core.poll_output() {
+        if let Output::Connect {
+            flow, transport, ..
+        } = out
+        {
+            connect = Some((flow, transport));
+        }
+    }
+    let (flow, transport) = connect.expect("a connect");
+    assert_eq!(transport, Transport::Tls);
+    let local = "192.0.2.5:40000".parse().unwrap();
+    core.handle_flow_up(now, flow, local, "192.0.2.1:5061".parse().unwrap());
+    let register = std::iter::from_fn(|| core.poll_output())
+        .find_map(|o| match o {
+            Output::Transmit { bytes, .. } => Some(String::from_utf8_lossy(&bytes).to_string()),
+            _ => None,
+        })
+        .expect("a REGISTER");
+    assert!(
+        register.starts_with("REGISTER sips:127.0.0.1 SIP/2.0"),
+        "{register}"
+    );
+    assert!(
+        register.contains("Via: SIP/2.0/TLS 192.0.2.5:40000"),
+        "{register}"
+    );
+    assert!(
+        register.contains("Contact: <sips:alice@192.0.2.5:40000"),
+        "{register}"
+    );
+
+    // A direct INVITE on an accepted TLS flow: the 180/200 Contact names TLS.
+    let mut b = super::testkit::Solo::new(Config::default(), now);
+    let tls = b.core.handle_flow_accepted_over(
+        now,
+        "192.0.2.6:5061".parse().unwrap(),
+        "192.0.2.7:50000".parse().unwrap(),
+        Transport::Tls,
+    );
+    assert_eq!(b.core.flow_transport(tls), Transport::Tls);
+    assert_eq!(
+        b.core.contact(tls),
+        "<sip:wakeline@192.0.2.6:5061;transport=tls>"
+    );
+    // ... and `sips:` when the request was to a `sips:` URI.
+    assert_eq!(
+        b.core.contact_for(tls, true),
+        "<sips:wakeline@192.0.2.6:5061>"
+    );
+    let tcp = b.flow.expect("the accepted TCP flow");
+    assert!(b.core.contact_for(tcp, true).starts_with("<sip:"));
+}

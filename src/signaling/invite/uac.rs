@@ -126,7 +126,8 @@ impl SignalingCore {
         let flow = c.flow;
         let udp_remote = self.udp_remote(flow);
         let via = self.via(flow);
-        let contact = self.contact(flow);
+        let sips = c.target.as_ref().is_some_and(|t| t.scheme == Scheme::Sips);
+        let contact = self.contact_for(flow, sips);
         let mut from = self.local_from(flow);
         let proxy = self.config.account.as_ref().and_then(|a| a.proxy.clone());
         let ua = self.config.user_agent.clone();
@@ -668,8 +669,7 @@ mod tests {
         let mut s = Solo::client(Config::default(), origin());
         let media = "127.0.0.1:4000".parse().unwrap();
         for t in [
-            "sips:bob@127.0.0.1",
-            "sip:bob@127.0.0.1;transport=tls",
+            "sips:bob@127.0.0.1;transport=udp",
             "sip:bob@127.0.0.1;transport=sctp",
             "tel:+15551234",
         ] {
@@ -680,6 +680,23 @@ mod tests {
             );
         }
         assert!(s.core.poll_output().is_none());
+        // TLS targets connect over TLS.
+        for t in ["sips:bob@127.0.0.1", "sip:bob@127.0.0.1;transport=tls"] {
+            s.core.call(s.now, Uri::parse(t).unwrap(), media).unwrap();
+        }
+        let tls = std::iter::from_fn(|| s.core.poll_output())
+            .filter(|o| {
+                use crate::signaling::core::{Output, Transport};
+                matches!(
+                    o,
+                    Output::Connect {
+                        transport: Transport::Tls,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(tls, 1, "one TLS flow to 127.0.0.1:5060 for both calls");
     }
 
     #[test]

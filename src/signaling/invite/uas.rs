@@ -197,7 +197,9 @@ impl SignalingCore {
         let invite = c.invite.as_ref()?;
         let mut r = response(invite, status, Some(&c.local_tag), &self.config.user_agent);
         if (101..300).contains(&status) {
-            r.headers.push(HeaderName::Contact, self.contact(c.flow));
+            let sips = invite.uri.scheme == crate::signaling::message::Scheme::Sips;
+            r.headers
+                .push(HeaderName::Contact, self.contact_for(c.flow, sips));
             for rr in invite.headers.get_all(&HeaderName::RecordRoute) {
                 r.headers.push(HeaderName::RecordRoute, rr);
             }
