@@ -416,6 +416,7 @@ mod tests {
             opus_max_average_bitrate: None,
             opus_max_playback_rate: None,
             opus_stereo: false,
+            srtp: None,
         }
     }
 
