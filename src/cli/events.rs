@@ -169,6 +169,8 @@ fn guard_json(g: &wakeline::media::session::RtpGuard) -> Value {
         "probation": g.probation,
         "ssrc_changes": g.ssrc_changes,
         "latches": g.latches,
+        "srtp_auth_failed": g.srtp_auth,
+        "srtp_replayed": g.srtp_replay,
     })
 }
 
