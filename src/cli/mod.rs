@@ -9,4 +9,5 @@ pub mod media;
 pub mod pcap;
 pub mod report;
 pub mod run;
+pub mod srtp;
 pub mod status;

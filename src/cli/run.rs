@@ -207,6 +207,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     }
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
+    config.srtp = super::srtp::policy(&args.media, super::srtp::account_is_tls(&args.account))?;
     let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config)
@@ -336,6 +337,8 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     };
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
+    let tls = super::srtp::uri_is_tls(&uri) || super::srtp::account_is_tls(&args.account);
+    config.srtp = super::srtp::policy(&args.media, tls)?;
     let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config)

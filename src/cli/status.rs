@@ -45,6 +45,8 @@ pub struct StatusView {
     pub muted: bool,
     /// The call is on hold.
     pub held: bool,
+    /// The audio is SRTP-protected (a lock before the codec).
+    pub srtp: bool,
 }
 
 /// A level meter of `n` cells over −60…0 dBFS, e.g. `▮▮▮▯▯`.
@@ -86,7 +88,8 @@ pub fn render(v: &StatusView) -> String {
     let mut s = format!("{:<11} {:02}:{:02}", v.state, secs / 60, secs % 60);
     if let Some(codec) = &v.codec {
         s.push_str(&format!(
-            " | {} ↑{:.0} ↓{:.0} kb/s | pkts ↑{} ↓{} | loss {:.1}% | jitter {:.1} ms | rtt {}",
+            " | {}{} ↑{:.0} ↓{:.0} kb/s | pkts ↑{} ↓{} | loss {:.1}% | jitter {:.1} ms | rtt {}",
+            if v.srtp { "🔒 " } else { "" },
             codec,
             kbps(v.bytes_sent, v.media_elapsed),
             kbps(v.bytes_received, v.media_elapsed),
@@ -224,6 +227,7 @@ impl Live {
             }
             Event::Media { call, media, .. } if self.call == Some(*call) => {
                 self.view.codec = Some(format!("{:?}", media.codec).to_ascii_lowercase());
+                self.view.srtp = media.srtp.is_some();
             }
             Event::MediaStats { call, snapshot, .. } if self.call == Some(*call) => {
                 let s = &snapshot.stats;
@@ -431,6 +435,7 @@ mod tests {
             output_level: 0.0,
             muted: true,
             held: false,
+            srtp: false,
         }
     }
 
@@ -464,6 +469,11 @@ mod tests {
         };
         let s = render(&v);
         assert!(s.contains("rtt -") && s.ends_with("| HELD"), "{s}");
+        let locked = render(&StatusView {
+            srtp: true,
+            ..connected()
+        });
+        assert!(locked.contains("| 🔒 opus ↑32"), "{locked}");
     }
 
     #[test]

@@ -190,6 +190,7 @@ fn report_error(error: String) -> MediaReport {
         playback: Default::default(),
         duration: Duration::ZERO,
         error: Some(error),
+        srtp: None,
     }
 }
 
@@ -249,6 +250,7 @@ async fn run(
             Err(e) => tracing::warn!("--record {}: {e}", path.display()),
         }
     }
+    let mut srtp = negotiated.srtp.as_ref().map(|k| k.suite);
     let mut rtcp_mux = negotiated.rtcp_mux;
     let mut remote_rtcp = negotiated.remote_rtcp;
     let mut rtp_buf = vec![0u8; 2048];
@@ -278,6 +280,7 @@ async fn run(
                 Some(MediaCtl::Update(n)) => {
                     rtcp_mux = n.rtcp_mux;
                     remote_rtcp = n.remote_rtcp;
+                    srtp = n.srtp.as_ref().map(|k| k.suite);
                     if let Err(e) = pipeline.update(n) {
                         tracing::warn!(?call, "media update: {e}");
                     }
@@ -354,6 +357,7 @@ async fn run(
         playback: playback_stats.snapshot(),
         duration,
         error: None,
+        srtp,
     }
 }
 
