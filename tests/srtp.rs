@@ -11,7 +11,8 @@
 
 mod peers;
 
-use peers::audio::{read_wav, tone_dominance};
+use peers::audio::{assert_tone, read_wav, tone_dominance, write_tone};
+use peers::baresip::{Baresip, BaresipConfig};
 use peers::{free_port, read_events, test_dir, wait_listening, wakeline, Proc};
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
@@ -50,9 +51,18 @@ fn listen(d: &Path, port: u16, extra: &[&str]) -> Proc {
 }
 
 fn call(d: &Path, port: u16, secs: f64, extra: &[&str]) -> Proc {
+    call_uri(
+        d,
+        &format!("sip:tone@127.0.0.1:{port};transport=tcp"),
+        secs,
+        extra,
+    )
+}
+
+fn call_uri(d: &Path, uri: &str, secs: f64, extra: &[&str]) -> Proc {
     let mut cmd = wakeline();
     cmd.arg("call")
-        .arg(format!("sip:tone@127.0.0.1:{port};transport=tcp"))
+        .arg(uri)
         .args(["--mic", &format!("tone:{CALLER_HZ}"), "--speaker", "null"])
         .args(["--codecs", "pcmu", "--duration", &secs.to_string()])
         .arg("--record")
@@ -319,4 +329,61 @@ fn explicit_srtp_over_plain_sip_needs_the_flag() {
         "the error names the flag: {}",
         p.output()
     );
+}
+
+/// `wakeline call` to baresip (`srtp.so`, account `;mediaenc=srtp-mand`), PCMU, direct over
+/// TCP: SDES agreed, each side hears the other's tone, and nothing plain is on the wire.
+#[test]
+fn wakeline_calls_baresip_with_srtp() {
+    let _g = serial();
+    let dir = test_dir("srtp-baresip");
+    let d = dir.path();
+    let source = d.join("bob-mic.wav");
+    write_tone(&source, 8000, 1, LISTENER_HZ, 30.0);
+    let mut bob = Baresip::start(
+        d,
+        "baresip",
+        &BaresipConfig {
+            aor: "sip:bob@127.0.0.1".into(),
+            password: "unused".into(),
+            outbound: None,
+            codecs: Some("PCMU/8000/1".into()),
+            source,
+            mediaenc: Some("srtp-mand".into()),
+        },
+    );
+    let uri = format!("sip:bob@127.0.0.1:{};transport=tcp", bob.sip_port);
+    let mut ua = call_uri(d, &uri, 4.0, &SECURE);
+    let st = ua.wait(LIMIT);
+    assert!(
+        st.success(),
+        "wakeline: {st}\n{}\n{}",
+        ua.output(),
+        bob.output()
+    );
+    bob.wait_event("CALL_CLOSED", Duration::from_secs(10));
+    bob.quit();
+    let a: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("a.json")).expect("a.json"))
+            .expect("summary");
+    assert_eq!(a["status"], 200, "{a:#}");
+    let suite = srtp_name(&a);
+    assert!(suite.starts_with("sdes-"), "{a:#}");
+    assert_eq!(a["rtp_guard"]["srtp_auth_failed"], 0, "{a:#}");
+    let heard = assert_tone(&d.join("a.wav"), LISTENER_HZ, CALLER_HZ, 2.0);
+    eprintln!("wakeline heard baresip ({suite}): {heard:?}");
+    let heard = assert_tone(&bob.heard(), CALLER_HZ, LISTENER_HZ, 2.0);
+    eprintln!("baresip heard wakeline: {heard:?}");
+    let pcap = std::fs::read(d.join("a.pcap")).expect("pcap");
+    let dgrams = udp_datagrams(&pcap);
+    let rtp: Vec<_> = pcmu(&dgrams).collect();
+    assert!(rtp.len() >= 200, "both directions captured: {}", rtp.len());
+    let tag = match suite {
+        "sdes-aes-cm-128-hmac-sha1-32" => 4,
+        "sdes-aead-aes-128-gcm" => 16,
+        _ => 10,
+    };
+    for (s, t, p) in &rtp {
+        assert_eq!(p.len(), 172 + tag, "{s}->{t}: SRTP length");
+    }
 }
