@@ -10,7 +10,9 @@
 //! decoding the same payloads. Both pipeline benches run a whole tick, so they include the
 //! other direction's idle work (silence out, or an underrun). `calls_per_core`: N two-way calls
 //! (pipeline pairs wired back to back) ticking in one thread; the throughput is two-way ticks
-//! per second, and one core sustains `throughput × 20 ms` real-time calls.
+//! per second, and one core sustains `throughput × 20 ms` real-time calls. `srtp_cost`: one
+//! two-way call ticked per 20 ms, plain RTP against SDES SRTP (AES_CM_128_HMAC_SHA1_80 and
+//! AEAD_AES_128_GCM) in the same run (issue 9 §4: within 1.10×).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -23,7 +25,7 @@ use wakeline::media::codec::{
     make_decoder, make_encoder, EncoderConfig, MAX_FRAME_SAMPLES48, MAX_PAYLOAD,
 };
 use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
-use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
+use wakeline::signaling::sdp::{Codec, Direction, MasterKey, Negotiated, SrtpKeys, SrtpSuite};
 
 const FRAME: usize = 960;
 const FRAMES: usize = 50;
@@ -162,12 +164,24 @@ fn pipeline(
     peer: SocketAddr,
     now: Instant,
 ) -> (MediaPipeline, rtrb::Producer<i16>, rtrb::Consumer<i16>) {
+    pipeline_with(codec, me, peer, now, None)
+}
+
+/// As [`pipeline`], protected with `srtp` when given.
+fn pipeline_with(
+    codec: Codec,
+    me: SocketAddr,
+    peer: SocketAddr,
+    now: Instant,
+    srtp: Option<SrtpKeys>,
+) -> (MediaPipeline, rtrb::Producer<i16>, rtrb::Consumer<i16>) {
     let (cap, cap_rx) = rtrb::RingBuffer::new(FRAME * 8);
     let (play_tx, play) = rtrb::RingBuffer::new(FRAME * 8);
     let mut n = negotiated(codec);
     n.local_rtp = me;
     n.remote_rtp = peer;
     n.remote_rtcp = peer;
+    n.srtp = srtp;
     let cfg = PipelineConfig {
         negotiated: n,
         encoder: EncoderConfig::default(),
@@ -342,19 +356,7 @@ fn calls_per_core(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % FRAMES;
                 for (x, y) in calls.iter_mut() {
-                    for s in [&mut *x, &mut *y] {
-                        let _ = s.cap.push_entire_slice(frames[i]);
-                        s.p.handle_timeout(now);
-                        drain(&mut s.play);
-                    }
-                    while let Some(t) = x.p.poll_transmit() {
-                        y.p.handle_datagram(now, x.addr, &t.contents);
-                        x.p.recycle(t.contents);
-                    }
-                    while let Some(t) = y.p.poll_transmit() {
-                        x.p.handle_datagram(now, y.addr, &t.contents);
-                        y.p.recycle(t.contents);
-                    }
+                    tick_call(x, y, frames[i], now);
                 }
                 now += TICK;
             })
@@ -367,5 +369,85 @@ fn calls_per_core(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec_bare, send_path, recv_path, calls_per_core);
+/// One 20 ms tick of a two-way call: both sides capture a frame, tick, and hand each other
+/// what they sent.
+fn tick_call(x: &mut Side, y: &mut Side, frame: &[i16], now: Instant) {
+    for s in [&mut *x, &mut *y] {
+        let _ = s.cap.push_entire_slice(frame);
+        s.p.handle_timeout(now);
+        drain(&mut s.play);
+    }
+    while let Some(t) = x.p.poll_transmit() {
+        y.p.handle_datagram(now, x.addr, &t.contents);
+        x.p.recycle(t.contents);
+    }
+    while let Some(t) = y.p.poll_transmit() {
+        x.p.handle_datagram(now, y.addr, &t.contents);
+        y.p.recycle(t.contents);
+    }
+}
+
+/// One two-way call, plain and with SRTP, in the same run.
+fn srtp_cost(c: &mut Criterion) {
+    let pcm = speech_like();
+    let frames: Vec<&[i16]> = pcm.chunks(FRAME).collect();
+    let mut g = c.benchmark_group("srtp_cost");
+    for codec in [Codec::Opus, Codec::Pcmu] {
+        let lower = codec.encoding_name().to_lowercase();
+        for suite in [
+            None,
+            Some(SrtpSuite::AesCm128HmacSha1_80),
+            Some(SrtpSuite::AeadAes128Gcm),
+        ] {
+            let keys = suite.map(|s| (MasterKey::random(s), MasterKey::random(s), s));
+            let srtp = |flip: bool| {
+                keys.as_ref().map(|(k1, k2, s)| SrtpKeys {
+                    suite: *s,
+                    local: if flip { k2.clone() } else { k1.clone() },
+                    remote: if flip { k1.clone() } else { k2.clone() },
+                })
+            };
+            let mut now = Instant::now();
+            let (a, b) = addrs();
+            let (pa, ca, qa) = pipeline_with(codec, a, b, now, srtp(false));
+            let (pb, cb, qb) = pipeline_with(codec, b, a, now, srtp(true));
+            let mut x = Side {
+                p: pa,
+                addr: a,
+                cap: ca,
+                play: qa,
+            };
+            let mut y = Side {
+                p: pb,
+                addr: b,
+                cap: cb,
+                play: qb,
+            };
+            let tag = suite.map_or("plain", |s| s.report_name());
+            let mut i = 0;
+            g.bench_function(format!("{lower}_call_{tag}_tick_20ms"), |bch| {
+                bch.iter(|| {
+                    i = (i + 1) % FRAMES;
+                    tick_call(&mut x, &mut y, frames[i], now);
+                    now += TICK;
+                })
+            });
+            let (sx, sy) = (x.p.stats(), y.p.stats());
+            assert!(
+                sx.rtp_received > 0 && sy.rtp_received * 10 > sx.rtp_sent * 9,
+                "{tag}: {sx:?} {sy:?}"
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    codec_bare,
+    send_path,
+    recv_path,
+    calls_per_core,
+    srtp_cost
+);
 criterion_main!(benches);
