@@ -147,7 +147,8 @@ pub struct MediaArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub report: Option<PathBuf>,
     /// Write the SIP (as TCP segments) and RTP/RTCP (as UDP datagrams) of this run to a pcap
-    /// file that Wireshark, tshark and sngrep open.
+    /// file that Wireshark, tshark and sngrep open. SRTP/SRTCP is written as it went on the
+    /// wire (encrypted); the SDES keys are in the SIP of the same file.
     #[arg(long, value_name = "FILE.pcap")]
     pub pcap: Option<PathBuf>,
     /// Bind RTP/RTCP to this address and announce it in SDP (multi-homed hosts). Default: per
