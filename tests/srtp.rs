@@ -331,16 +331,11 @@ fn explicit_srtp_over_plain_sip_needs_the_flag() {
     );
 }
 
-/// `wakeline call` to baresip (`srtp.so`, account `;mediaenc=srtp-mand`), PCMU, direct over
-/// TCP: SDES agreed, each side hears the other's tone, and nothing plain is on the wire.
-#[test]
-fn wakeline_calls_baresip_with_srtp() {
-    let _g = serial();
-    let dir = test_dir("srtp-baresip");
-    let d = dir.path();
+/// A baresip with `srtp.so` whose account says `;mediaenc=srtp-mand`, sending `hz` over PCMU.
+fn secure_baresip(d: &Path, hz: f64) -> Baresip {
     let source = d.join("bob-mic.wav");
-    write_tone(&source, 8000, 1, LISTENER_HZ, 30.0);
-    let mut bob = Baresip::start(
+    write_tone(&source, 8000, 1, hz, 30.0);
+    Baresip::start(
         d,
         "baresip",
         &BaresipConfig {
@@ -351,7 +346,43 @@ fn wakeline_calls_baresip_with_srtp() {
             source,
             mediaenc: Some("srtp-mand".into()),
         },
-    );
+    )
+}
+
+/// Checks a wakeline side of a call with baresip: 200, SDES agreed, baresip's tone heard,
+/// wakeline's tone heard by baresip, and only SRTP-sized PCMU in the capture (if any).
+fn check_with_baresip(summary: &Value, wav: &Path, bob: &Baresip, pcap: Option<&Path>) {
+    assert_eq!(summary["status"], 200, "{summary:#}");
+    let suite = srtp_name(summary);
+    assert!(suite.starts_with("sdes-"), "{summary:#}");
+    assert_eq!(summary["rtp_guard"]["srtp_auth_failed"], 0, "{summary:#}");
+    let heard = assert_tone(wav, LISTENER_HZ, CALLER_HZ, 2.0);
+    eprintln!("wakeline heard baresip ({suite}): {heard:?}");
+    let heard = assert_tone(&bob.heard(), CALLER_HZ, LISTENER_HZ, 2.0);
+    eprintln!("baresip heard wakeline: {heard:?}");
+    let Some(pcap) = pcap else { return };
+    let pcap = std::fs::read(pcap).expect("pcap");
+    let dgrams = udp_datagrams(&pcap);
+    let rtp: Vec<_> = pcmu(&dgrams).collect();
+    assert!(rtp.len() >= 200, "both directions captured: {}", rtp.len());
+    let tag = match suite {
+        "sdes-aes-cm-128-hmac-sha1-32" => 4,
+        "sdes-aead-aes-128-gcm" => 16,
+        _ => 10,
+    };
+    for (s, t, p) in &rtp {
+        assert_eq!(p.len(), 172 + tag, "{s}->{t}: SRTP length");
+    }
+}
+
+/// `wakeline call` to baresip (`srtp.so`, account `;mediaenc=srtp-mand`), PCMU, direct over
+/// TCP: SDES agreed, each side hears the other's tone, and nothing plain is on the wire.
+#[test]
+fn wakeline_calls_baresip_with_srtp() {
+    let _g = serial();
+    let dir = test_dir("srtp-baresip");
+    let d = dir.path();
+    let mut bob = secure_baresip(d, LISTENER_HZ);
     let uri = format!("sip:bob@127.0.0.1:{};transport=tcp", bob.sip_port);
     let mut ua = call_uri(d, &uri, 4.0, &SECURE);
     let st = ua.wait(LIMIT);
@@ -366,24 +397,45 @@ fn wakeline_calls_baresip_with_srtp() {
     let a: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("a.json")).expect("a.json"))
             .expect("summary");
-    assert_eq!(a["status"], 200, "{a:#}");
-    let suite = srtp_name(&a);
-    assert!(suite.starts_with("sdes-"), "{a:#}");
-    assert_eq!(a["rtp_guard"]["srtp_auth_failed"], 0, "{a:#}");
-    let heard = assert_tone(&d.join("a.wav"), LISTENER_HZ, CALLER_HZ, 2.0);
-    eprintln!("wakeline heard baresip ({suite}): {heard:?}");
-    let heard = assert_tone(&bob.heard(), CALLER_HZ, LISTENER_HZ, 2.0);
-    eprintln!("baresip heard wakeline: {heard:?}");
-    let pcap = std::fs::read(d.join("a.pcap")).expect("pcap");
-    let dgrams = udp_datagrams(&pcap);
-    let rtp: Vec<_> = pcmu(&dgrams).collect();
-    assert!(rtp.len() >= 200, "both directions captured: {}", rtp.len());
-    let tag = match suite {
-        "sdes-aes-cm-128-hmac-sha1-32" => 4,
-        "sdes-aead-aes-128-gcm" => 16,
-        _ => 10,
+    check_with_baresip(&a, &d.join("a.wav"), &bob, Some(&d.join("a.pcap")));
+}
+
+/// baresip (`srtp-mand`: it offers RTP/SAVP) calls `wakeline listen --srtp mandatory`.
+#[test]
+fn baresip_calls_wakeline_with_srtp() {
+    let _g = serial();
+    let dir = test_dir("srtp-baresip-in");
+    let d = dir.path();
+    let port = free_port();
+    let mut ua = {
+        let mut cmd = wakeline();
+        cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["--mic", &format!("tone:{CALLER_HZ}"), "--speaker", "null"])
+            .args(["--max-calls", "1", "--record"])
+            .arg(d.join("b.wav"))
+            .arg("--summary")
+            .arg(d.join("b.json"))
+            .args(SECURE);
+        Proc::spawn("listener", cmd, d)
     };
-    for (s, t, p) in &rtp {
-        assert_eq!(p.len(), 172 + tag, "{s}->{t}: SRTP length");
-    }
+    wait_listening(port, LIMIT);
+    let mut bob = secure_baresip(d, LISTENER_HZ);
+    let r = bob.command("dial", &format!("sip:alice@127.0.0.1:{port};transport=tcp"));
+    assert_eq!(r["ok"], true, "dial: {r}");
+    bob.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(4));
+    let r = bob.command("hangup", "");
+    assert_eq!(r["ok"], true, "hangup: {r}");
+    bob.wait_event("CALL_CLOSED", Duration::from_secs(10));
+    let st = ua.wait(LIMIT);
+    assert!(
+        st.success(),
+        "wakeline: {st}\n{}\n{}",
+        ua.output(),
+        bob.output()
+    );
+    bob.quit();
+    let b = read_events(&d.join("b.json"));
+    assert_eq!(b.len(), 1, "{b:#?}");
+    check_with_baresip(&b[0], &d.join("b.wav"), &bob, None);
 }

@@ -13,9 +13,6 @@ pub mod parse;
 
 pub use crypto::{MasterKey, SrtpKeys, SrtpPolicy, SrtpSuite};
 
-#[cfg(test)]
-mod sdes_tests;
-
 pub use negotiate::{accept_answer, answer_offer, check_offer, create_offer};
 pub use parse::{Attribute, Connection, MediaDescription, Origin, RtpMap, SessionDescription};
 
@@ -281,3 +278,6 @@ pub struct Negotiated {
     /// SRTP suite and keys when the stream is protected (SDES), `None` for plain RTP.
     pub srtp: Option<SrtpKeys>,
 }
+
+#[cfg(test)]
+mod sdes_tests;
