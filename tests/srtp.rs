@@ -13,7 +13,7 @@ mod peers;
 
 use peers::audio::{assert_tone, read_wav, tone_dominance, write_tone};
 use peers::baresip::{Baresip, BaresipConfig};
-use peers::{free_port, read_events, test_dir, wait_listening, wakeline, Proc};
+use peers::{free_port, read_events, scenario, sipp, test_dir, wait_listening, wakeline, Proc};
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -309,6 +309,47 @@ fn mandatory_refuses_a_plain_offer_and_off_refuses_savp() {
     assert_eq!(refused("srtp-488-plain", &SECURE, &[]), 488);
     // A mandatory caller (RTP/SAVP) calls a listener with SRTP off.
     assert_eq!(refused("srtp-488-savp", &["--srtp", "off"], &SECURE), 488);
+}
+
+/// A mandatory caller gets a plain answer (sipp, `uas_plain_answer.xml`): it ACKs, hangs up at
+/// once and fails, naming the SRTP policy.
+#[test]
+fn mandatory_caller_hangs_up_on_a_plain_answer() {
+    let dir = test_dir("srtp-plain-answer");
+    let d = dir.path();
+    let sipp_port = free_port();
+    let mut cmd = sipp(&scenario("uas_plain_answer.xml"), sipp_port);
+    cmd.args(["-m", "1"]);
+    let mut uas = Proc::spawn("sipp", cmd, d);
+    wait_listening(sipp_port, LIMIT);
+    let mut cmd = wakeline();
+    cmd.arg("call")
+        .arg(format!("sip:service@127.0.0.1:{sipp_port};transport=tcp"))
+        .args(["--duration", "5", "--mic", "silence", "--speaker", "null"])
+        .args(SECURE)
+        .arg("--events")
+        .arg(d.join("a.ev"));
+    let mut ua = Proc::spawn("wakeline", cmd, d);
+    let start = Instant::now();
+    let st = ua.wait(LIMIT);
+    assert!(!st.success(), "the call must fail\n{}", ua.output());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "hung up at once, not after --duration"
+    );
+    assert!(
+        ua.output().contains("SRTP"),
+        "the reason names SRTP\n{}",
+        ua.output()
+    );
+    let st = uas.wait(LIMIT);
+    assert!(
+        st.success(),
+        "sipp saw the offer, the ACK and the BYE\n{}",
+        uas.output()
+    );
+    let events = read_events(&d.join("a.ev"));
+    assert!(!events.iter().any(|e| e["event"] == "media"), "{events:#?}");
 }
 
 #[test]
