@@ -25,6 +25,7 @@ use wakeline::media::codec::{
     make_decoder, make_encoder, EncoderConfig, MAX_FRAME_SAMPLES48, MAX_PAYLOAD,
 };
 use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
+use wakeline::media::session::{MediaSession, Received, SessionConfig};
 use wakeline::signaling::sdp::{Codec, Direction, MasterKey, Negotiated, SrtpKeys, SrtpSuite};
 
 const FRAME: usize = 960;
@@ -439,6 +440,37 @@ fn srtp_cost(c: &mut Criterion) {
             );
         }
     }
+    // What a stranger's garbage costs: each packet carries a new SSRC, so it is tried on a
+    // fresh context (a key derivation) and refused.
+    let suite = SrtpSuite::AesCm128HmacSha1_80;
+    let mut n = negotiated(Codec::Pcmu);
+    n.srtp = Some(SrtpKeys {
+        suite,
+        local: MasterKey::random(suite),
+        remote: MasterKey::random(suite),
+    });
+    let cfg = SessionConfig {
+        negotiated: n,
+        latching: Default::default(),
+        cname: "bench@example.com".into(),
+    };
+    let now = Instant::now();
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut s = MediaSession::new(cfg, now, SystemTime::UNIX_EPOCH, &mut rng);
+    let (_, peer) = addrs();
+    let mut packet = Vec::new();
+    rtp(&mut packet, 0, 1, 160, &[0x55; 170]);
+    let mut ssrc = 0u32;
+    g.bench_function("garbage_new_ssrc_refused", |b| {
+        b.iter(|| {
+            ssrc = ssrc.wrapping_add(1);
+            packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            black_box(matches!(
+                s.handle_datagram(now, peer, &packet),
+                Received::Dropped(_)
+            ))
+        })
+    });
     g.finish();
 }
 
