@@ -7,7 +7,9 @@
 //! 1000 Hz tone sampled at 8 kHz does in G.711. A second call has forged, replayed and garbage
 //! packets sent into the listener's RTP port mid-call (the replayed ones copied from the live
 //! pcap): they are counted in `rtp_guard` and the tones still go through. A mandatory side
-//! refuses a plain offer, and an `off` side refuses an RTP/SAVP offer, with 488.
+//! refuses a plain offer, and an `off` side refuses an RTP/SAVP offer, with 488; `optional`
+//! uses SRTP with an optional peer and plain RTP with an `off` one. baresip (`srtp.so`,
+//! `mediaenc=srtp-mand`) calls and is called with SRTP.
 
 mod peers;
 
@@ -350,6 +352,35 @@ fn mandatory_caller_hangs_up_on_a_plain_answer() {
     );
     let events = read_events(&d.join("a.ev"));
     assert!(!events.iter().any(|e| e["event"] == "media"), "{events:#?}");
+}
+
+/// `optional` (offer RTP/AVP with crypto lines) gets SRTP from an optional peer and plain
+/// RTP from a peer with SRTP off; both calls carry audio.
+#[test]
+fn optional_uses_srtp_when_the_peer_does_and_plain_otherwise() {
+    let _g = serial();
+    let optional = ["--srtp", "optional", "--srtp-over-plain-sip"];
+    for (name, listener_args, want) in [
+        (
+            "srtp-opt-opt",
+            &optional[..],
+            "sdes-aes-cm-128-hmac-sha1-80",
+        ),
+        ("srtp-opt-off", &["--srtp", "off"][..], "null"),
+    ] {
+        let dir = test_dir(name);
+        let d = dir.path();
+        let port = free_port();
+        let listener = listen(d, port, listener_args);
+        let caller = call(d, port, 2.0, &optional);
+        let (a, b) = finish(d, caller, listener);
+        for s in [&a, &b] {
+            assert_eq!(s["status"], 200, "{name}: {s:#}");
+            assert_eq!(srtp_name(s), want, "{name}: {s:#}");
+        }
+        hears(&d.join("a.wav"), LISTENER_HZ, CALLER_HZ);
+        hears(&d.join("b.wav"), CALLER_HZ, LISTENER_HZ);
+    }
 }
 
 #[test]
