@@ -83,6 +83,7 @@ fn negotiated(codec: Codec, me: SocketAddr, peer: SocketAddr) -> Negotiated {
         opus_max_average_bitrate: None,
         opus_max_playback_rate: None,
         opus_stereo: false,
+        srtp: None,
     }
 }
 

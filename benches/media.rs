@@ -10,7 +10,9 @@
 //! decoding the same payloads. Both pipeline benches run a whole tick, so they include the
 //! other direction's idle work (silence out, or an underrun). `calls_per_core`: N two-way calls
 //! (pipeline pairs wired back to back) ticking in one thread; the throughput is two-way ticks
-//! per second, and one core sustains `throughput × 20 ms` real-time calls.
+//! per second, and one core sustains `throughput × 20 ms` real-time calls. `srtp_cost`: one
+//! two-way call ticked per 20 ms, plain RTP against SDES SRTP (AES_CM_128_HMAC_SHA1_80 and
+//! AEAD_AES_128_GCM) in the same run (issue 9 §4: within 1.10×).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -23,7 +25,8 @@ use wakeline::media::codec::{
     make_decoder, make_encoder, EncoderConfig, MAX_FRAME_SAMPLES48, MAX_PAYLOAD,
 };
 use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
-use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
+use wakeline::media::session::{MediaSession, Received, SessionConfig};
+use wakeline::signaling::sdp::{Codec, Direction, MasterKey, Negotiated, SrtpKeys, SrtpSuite};
 
 const FRAME: usize = 960;
 const FRAMES: usize = 50;
@@ -69,6 +72,7 @@ fn negotiated(codec: Codec) -> Negotiated {
         opus_max_average_bitrate: None,
         opus_max_playback_rate: None,
         opus_stereo: false,
+        srtp: None,
     }
 }
 
@@ -161,12 +165,24 @@ fn pipeline(
     peer: SocketAddr,
     now: Instant,
 ) -> (MediaPipeline, rtrb::Producer<i16>, rtrb::Consumer<i16>) {
+    pipeline_with(codec, me, peer, now, None)
+}
+
+/// As [`pipeline`], protected with `srtp` when given.
+fn pipeline_with(
+    codec: Codec,
+    me: SocketAddr,
+    peer: SocketAddr,
+    now: Instant,
+    srtp: Option<SrtpKeys>,
+) -> (MediaPipeline, rtrb::Producer<i16>, rtrb::Consumer<i16>) {
     let (cap, cap_rx) = rtrb::RingBuffer::new(FRAME * 8);
     let (play_tx, play) = rtrb::RingBuffer::new(FRAME * 8);
     let mut n = negotiated(codec);
     n.local_rtp = me;
     n.remote_rtp = peer;
     n.remote_rtcp = peer;
+    n.srtp = srtp;
     let cfg = PipelineConfig {
         negotiated: n,
         encoder: EncoderConfig::default(),
@@ -341,19 +357,7 @@ fn calls_per_core(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % FRAMES;
                 for (x, y) in calls.iter_mut() {
-                    for s in [&mut *x, &mut *y] {
-                        let _ = s.cap.push_entire_slice(frames[i]);
-                        s.p.handle_timeout(now);
-                        drain(&mut s.play);
-                    }
-                    while let Some(t) = x.p.poll_transmit() {
-                        y.p.handle_datagram(now, x.addr, &t.contents);
-                        x.p.recycle(t.contents);
-                    }
-                    while let Some(t) = y.p.poll_transmit() {
-                        x.p.handle_datagram(now, y.addr, &t.contents);
-                        y.p.recycle(t.contents);
-                    }
+                    tick_call(x, y, frames[i], now);
                 }
                 now += TICK;
             })
@@ -366,5 +370,153 @@ fn calls_per_core(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec_bare, send_path, recv_path, calls_per_core);
+/// One 20 ms tick of a two-way call: both sides capture a frame, tick, and hand each other
+/// what they sent.
+fn tick_call(x: &mut Side, y: &mut Side, frame: &[i16], now: Instant) {
+    for s in [&mut *x, &mut *y] {
+        let _ = s.cap.push_entire_slice(frame);
+        s.p.handle_timeout(now);
+        drain(&mut s.play);
+    }
+    while let Some(t) = x.p.poll_transmit() {
+        y.p.handle_datagram(now, x.addr, &t.contents);
+        x.p.recycle(t.contents);
+    }
+    while let Some(t) = y.p.poll_transmit() {
+        x.p.handle_datagram(now, y.addr, &t.contents);
+        y.p.recycle(t.contents);
+    }
+}
+
+/// One two-way call, plain and with SRTP, in the same run.
+fn srtp_cost(c: &mut Criterion) {
+    let pcm = speech_like();
+    let frames: Vec<&[i16]> = pcm.chunks(FRAME).collect();
+    let mut g = c.benchmark_group("srtp_cost");
+    for codec in [Codec::Opus, Codec::Pcmu] {
+        let lower = codec.encoding_name().to_lowercase();
+        let start = Instant::now();
+        let mut calls: Vec<(&str, Side, Side, Instant)> = [
+            None,
+            Some(SrtpSuite::AesCm128HmacSha1_80),
+            Some(SrtpSuite::AeadAes128Gcm),
+        ]
+        .into_iter()
+        .map(|suite| {
+            let (k1, k2) = (
+                MasterKey::random(SrtpSuite::AesCm128HmacSha1_80),
+                MasterKey::random(SrtpSuite::AesCm128HmacSha1_80),
+            );
+            let keys = |flip: bool| {
+                suite.map(|s| {
+                    let (l, r) = if flip { (&k2, &k1) } else { (&k1, &k2) };
+                    let cut = |k: &MasterKey| MasterKey(k.0[..s.key_len() + s.salt_len()].to_vec());
+                    SrtpKeys {
+                        suite: s,
+                        local: cut(l),
+                        remote: cut(r),
+                    }
+                })
+            };
+            let (a, b) = addrs();
+            let (pa, ca, qa) = pipeline_with(codec, a, b, start, keys(false));
+            let (pb, cb, qb) = pipeline_with(codec, b, a, start, keys(true));
+            let x = Side {
+                p: pa,
+                addr: a,
+                cap: ca,
+                play: qa,
+            };
+            let y = Side {
+                p: pb,
+                addr: b,
+                cap: cb,
+                play: qb,
+            };
+            (suite.map_or("plain", |s| s.report_name()), x, y, start)
+        })
+        .collect();
+        let mut i = 0;
+        for (tag, x, y, now) in calls.iter_mut() {
+            g.bench_function(format!("{lower}_call_{tag}_tick_20ms"), |bch| {
+                bch.iter(|| {
+                    i = (i + 1) % FRAMES;
+                    tick_call(x, y, frames[i], *now);
+                    *now += TICK;
+                })
+            });
+        }
+        // The same ticks interleaved (plain, SRTP, SRTP, plain, ...), so the machine's load
+        // hits every variant alike: the ratio to plain, printed.
+        let mut spent = vec![Duration::ZERO; calls.len()];
+        for round in 0..3000 {
+            i = (i + 1) % FRAMES;
+            for k in 0..calls.len() {
+                let k = if round % 2 == 0 {
+                    k
+                } else {
+                    calls.len() - 1 - k
+                };
+                let (_, x, y, now) = &mut calls[k];
+                let t = Instant::now();
+                tick_call(x, y, frames[i], *now);
+                spent[k] += t.elapsed();
+                *now += TICK;
+            }
+        }
+        for (k, (tag, x, y, _)) in calls.iter().enumerate() {
+            let (sx, sy) = (x.p.stats(), y.p.stats());
+            assert!(
+                sx.rtp_received > 0 && sy.rtp_received * 10 > sx.rtp_sent * 9,
+                "{tag}: {sx:?} {sy:?}"
+            );
+            println!(
+                "srtp_cost interleaved {lower} {tag}: {:.2} µs per two-way tick, {:.3}× plain",
+                spent[k].as_secs_f64() * 1e6 / 3000.0,
+                spent[k].as_secs_f64() / spent[0].as_secs_f64()
+            );
+        }
+    }
+    // What a stranger's garbage costs: each packet carries a new SSRC, so it is tried on a
+    // fresh context (a key derivation) and refused.
+    let suite = SrtpSuite::AesCm128HmacSha1_80;
+    let mut n = negotiated(Codec::Pcmu);
+    n.srtp = Some(SrtpKeys {
+        suite,
+        local: MasterKey::random(suite),
+        remote: MasterKey::random(suite),
+    });
+    let cfg = SessionConfig {
+        negotiated: n,
+        latching: Default::default(),
+        cname: "bench@example.com".into(),
+    };
+    let now = Instant::now();
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut s = MediaSession::new(cfg, now, SystemTime::UNIX_EPOCH, &mut rng);
+    let (_, peer) = addrs();
+    let mut packet = Vec::new();
+    rtp(&mut packet, 0, 1, 160, &[0x55; 170]);
+    let mut ssrc = 0u32;
+    g.bench_function("garbage_new_ssrc_refused", |b| {
+        b.iter(|| {
+            ssrc = ssrc.wrapping_add(1);
+            packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            black_box(matches!(
+                s.handle_datagram(now, peer, &packet),
+                Received::Dropped(_)
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    codec_bare,
+    send_path,
+    recv_path,
+    calls_per_core,
+    srtp_cost
+);
 criterion_main!(benches);

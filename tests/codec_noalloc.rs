@@ -30,6 +30,7 @@ fn negotiated(codec: Codec) -> Negotiated {
         opus_max_average_bitrate: None,
         opus_max_playback_rate: None,
         opus_stereo: false,
+        srtp: None,
     }
 }
 

@@ -32,7 +32,7 @@ use wakeline::signaling::auth::{digest_response, Challenge, DigestClient, Digest
 use wakeline::signaling::framing::{Frame, Framer, FramerLimits};
 use wakeline::signaling::message::{HeaderName, Message};
 use wakeline::signaling::sdp::{
-    answer_offer, check_offer, Codec, Direction, SdpSession, SessionDescription,
+    answer_offer, check_offer, Codec, Direction, SdpSession, SessionDescription, SrtpPolicy,
 };
 
 /// Cases per proptest round; rounds repeat until the time budget is spent.
@@ -340,15 +340,17 @@ fn check_sdp(bytes: &[u8]) -> Result<(), TestCaseError> {
         prop_assert_eq!(again.to_string(), text);
     }
     let codecs = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
-    let _ = check_offer(&sdp, &codecs);
-    let mut session = SdpSession::new("-", 1, 1);
-    let _ = answer_offer(
-        &sdp,
-        &mut session,
-        negotiated_local(),
-        &codecs,
-        Direction::SendRecv,
-    );
+    for policy in [SrtpPolicy::Off, SrtpPolicy::Optional, SrtpPolicy::Mandatory] {
+        let _ = check_offer(&sdp, &codecs, policy);
+        let mut session = SdpSession::new("-", 1, 1).with_srtp(policy);
+        let _ = answer_offer(
+            &sdp,
+            &mut session,
+            negotiated_local(),
+            &codecs,
+            Direction::SendRecv,
+        );
+    }
     Ok(())
 }
 

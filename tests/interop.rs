@@ -131,6 +131,7 @@ fn start_bob(dir: &Path, kam: &Kamailio, codecs: Option<&str>) -> Baresip {
             outbound: Some(registrar(kam.port)),
             codecs: codecs.map(str::to_string),
             source,
+            mediaenc: None,
         },
     );
     bob.wait_registered(Duration::from_secs(10));

@@ -390,6 +390,7 @@ fn start_baresip(dir: &Path, host: &Host, hz: f64) -> Baresip {
         outbound: None,
         codecs: None,
         source,
+        mediaenc: None,
     };
     let command = |program: &str| host.command(program);
     let connect = |port: u16| {

@@ -473,6 +473,8 @@ fn baresip_calls_wakeline_over_the_registered_tls_flow() {
             outbound: Some(format!("sip:127.0.0.1:{tls_port};transport=tls")),
             codecs: None,
             source,
+            // SDES keys over the TLS flow: wakeline's default policy there is mandatory SRTP.
+            mediaenc: Some("srtp-mand".into()),
         },
         &Place::local(),
         &extra,

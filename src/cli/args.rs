@@ -183,7 +183,8 @@ pub struct MediaArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub report: Option<PathBuf>,
     /// Write the SIP (as TCP segments) and RTP/RTCP (as UDP datagrams) of this run to a pcap
-    /// file that Wireshark, tshark and sngrep open.
+    /// file that Wireshark, tshark and sngrep open. SRTP/SRTCP is written as it went on the
+    /// wire (encrypted); the SDES keys are in the SIP of the same file.
     #[arg(long, value_name = "FILE.pcap")]
     pub pcap: Option<PathBuf>,
     /// Bind RTP/RTCP to this address and announce it in SDP (multi-homed hosts). Default: per
@@ -195,6 +196,23 @@ pub struct MediaArgs {
     /// first send 5 packets in sequence, and the current one must have been silent for 2 s.
     #[arg(long, value_name = "off|nat|always", value_parser = parse_latching)]
     pub latching: Option<wakeline::media::session::Latching>,
+    /// SRTP with SDES keys (RFC 4568): off; optional (offer RTP/AVP with keys, use SRTP when
+    /// the peer answers with a key); mandatory (offer RTP/SAVP, refuse a plain peer with 488).
+    /// Default (and `[media] srtp`): mandatory when the signaling is TLS, optional otherwise.
+    /// SDES keys are readable in plain SIP: over UDP/TCP, SRTP requires --srtp-over-plain-sip;
+    /// without it the default is off and an explicit optional/mandatory is an error. --pcap
+    /// keeps SRTP/SRTCP as sent (encrypted).
+    #[arg(long, value_name = "off|optional|mandatory", value_parser = parse_srtp)]
+    pub srtp: Option<wakeline::signaling::sdp::SrtpPolicy>,
+    /// Send SDES keys over SIP that is not TLS (anyone on the path can read them and the
+    /// audio); warns once.
+    #[arg(long)]
+    pub srtp_over_plain_sip: bool,
+}
+
+/// Parses `--srtp`.
+pub fn parse_srtp(s: &str) -> Result<wakeline::signaling::sdp::SrtpPolicy, String> {
+    s.parse()
 }
 
 /// Parses `--latching`.

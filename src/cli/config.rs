@@ -65,6 +65,8 @@ impl NetworkSection {
 pub struct MediaSection {
     /// As `--latching`: off, nat or always.
     pub latching: Option<String>,
+    /// As `--srtp`: off, optional or mandatory.
+    pub srtp: Option<String>,
 }
 
 /// `[account]`: the registrar and credentials.
@@ -172,6 +174,7 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 # key = "me.key"
 [media]
 # latching = "nat"                 # off | nat | always: follow an RTP source other than the SDP's
+# srtp = "optional"                # off | optional | mandatory (SDES; see --help for plain SIP)
 "#;
 
 /// The default file: `<config dir>/config.toml` (e.g. `~/.config/wakeline/config.toml`).
@@ -272,6 +275,9 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
     if let Some(l) = &cfg.media.latching {
         super::args::parse_latching(l).map_err(|e| key("[media].latching", e))?;
     }
+    if let Some(p) = &cfg.media.srtp {
+        super::args::parse_srtp(p).map_err(|e| key("[media].srtp", e))?;
+    }
     if let Some(p) = &cfg.answer.policy {
         super::args::parse_answer(p).map_err(|e| key("[answer].policy", e))?;
     }
@@ -359,6 +365,13 @@ pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bo
             .latching
             .as_deref()
             .and_then(|l| super::args::parse_latching(l).ok());
+    }
+    if args.srtp.is_none() {
+        args.srtp = file
+            .media
+            .srtp
+            .as_deref()
+            .and_then(|p| super::args::parse_srtp(p).ok());
     }
     if !codecs_from_flag {
         if let Some(order) = &file.codecs.order {
@@ -519,6 +532,8 @@ mod tests {
             pcap: None,
             media_ip: None,
             latching: None,
+            srtp: None,
+            srtp_over_plain_sip: false,
         }
     }
 

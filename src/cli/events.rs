@@ -66,6 +66,7 @@ pub fn to_json(ev: &Event) -> Value {
         Event::Media { call_id, media, .. } => json!({
             "event": "media", "call_id": call_id, "codec": format!("{:?}", media.codec).to_lowercase(),
             "payload_type": media.payload_type, "remote_rtp": media.remote_rtp.to_string(),
+            "srtp": media.srtp.as_ref().map(|k| k.suite.report_name()),
         }),
         Event::Ended {
             call_id,
@@ -139,6 +140,7 @@ pub fn report_json(r: &MediaReport) -> Value {
         "underruns": r.playback.underruns,
         "overruns": r.capture.overruns,
         "media_error": r.error,
+        "srtp": r.srtp.map(|s| s.report_name()),
     });
     if let (Some(s), Some(o)) = (&r.stats, v.as_object_mut()) {
         let extra = json!({
@@ -184,6 +186,8 @@ fn guard_json(g: &wakeline::media::session::RtpGuard) -> Value {
         "probation": g.probation,
         "ssrc_changes": g.ssrc_changes,
         "latches": g.latches,
+        "srtp_auth_failed": g.srtp_auth,
+        "srtp_replayed": g.srtp_replay,
     })
 }
 

@@ -11,5 +11,6 @@ pub mod media;
 pub mod pcap;
 pub mod report;
 pub mod run;
+pub mod srtp;
 pub mod status;
 pub mod tls;

@@ -57,6 +57,9 @@ pub fn table(report: Option<&MediaReport>) -> Vec<(&'static str, String)> {
     if let Some(e) = &r.error {
         rows.push(("media error", e.clone()));
     }
+    if let Some(suite) = r.srtp {
+        rows.push(("SRTP", suite.report_name().into()));
+    }
     if let Some(s) = &r.stats {
         rows.extend([
             ("codec", s.codec.to_ascii_lowercase()),
@@ -266,8 +269,10 @@ mod tests {
             playback: Default::default(),
             duration: std::time::Duration::from_millis(2500),
             error: Some("record x.wav: disk full".into()),
+            srtp: Some(wakeline::signaling::sdp::SrtpSuite::AesCm128HmacSha1_80),
         };
         let rows = table(Some(&report));
+        assert!(rows.contains(&("SRTP", "sdes-aes-cm-128-hmac-sha1-80".to_string())));
         assert_eq!(rows[0], ("duration", "2.5 s".to_string()));
         assert!(rows
             .iter()

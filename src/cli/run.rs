@@ -218,6 +218,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     super::check::listen_args(&args)?;
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
+    config.srtp = super::srtp::policy(&args.media, super::srtp::account_is_tls(&args.account))?;
     let max_concurrent = args.max_concurrent.max(1);
     config.busy_policy = wakeline::BusyPolicy::Limit {
         calls: max_concurrent,
@@ -388,6 +389,8 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     super::check::call_args(&args)?;
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
+    let tls = super::srtp::uri_is_tls(&uri) || super::srtp::account_is_tls(&args.account);
+    config.srtp = super::srtp::policy(&args.media, tls)?;
     let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config)

@@ -47,6 +47,8 @@ pub struct StatusView {
     pub held: bool,
     /// Estimated MOS; `None` while no audio has been received.
     pub mos: Option<f64>,
+    /// The audio is SRTP-protected (a lock before the codec).
+    pub srtp: bool,
 }
 
 /// A level meter of `n` cells over −60…0 dBFS, e.g. `▮▮▮▯▯`.
@@ -88,7 +90,8 @@ pub fn render(v: &StatusView) -> String {
     let mut s = format!("{:<11} {:02}:{:02}", v.state, secs / 60, secs % 60);
     if let Some(codec) = &v.codec {
         s.push_str(&format!(
-            " | {} ↑{:.0} ↓{:.0} kb/s | pkts ↑{} ↓{} | loss {:.1}% | jitter {:.1} ms | rtt {}",
+            " | {}{} ↑{:.0} ↓{:.0} kb/s | pkts ↑{} ↓{} | loss {:.1}% | jitter {:.1} ms | rtt {}",
+            if v.srtp { "🔒 " } else { "" },
             codec,
             kbps(v.bytes_sent, v.media_elapsed),
             kbps(v.bytes_received, v.media_elapsed),
@@ -244,6 +247,7 @@ impl Live {
             }
             Event::Media { call, media, .. } if self.call == Some(*call) => {
                 self.view.codec = Some(format!("{:?}", media.codec).to_ascii_lowercase());
+                self.view.srtp = media.srtp.is_some();
             }
             Event::MediaStats { call, snapshot, .. } if self.call == Some(*call) => {
                 let s = &snapshot.stats;
@@ -462,6 +466,7 @@ mod tests {
             muted: true,
             held: false,
             mos: Some(4.32),
+            srtp: false,
         }
     }
 
@@ -503,6 +508,11 @@ mod tests {
         };
         let s = render(&v);
         assert!(s.contains("| no audio") && !s.contains("MOS"), "{s}");
+        let locked = render(&StatusView {
+            srtp: true,
+            ..connected()
+        });
+        assert!(locked.contains("| 🔒 opus ↑32"), "{locked}");
     }
 
     #[test]

@@ -72,6 +72,13 @@ impl UserAgentBuilder {
         self
     }
 
+    /// SRTP (SDES) policy for this UA's calls; the same as setting [`Config::srtp`]. SDES keys
+    /// travel in the SDP: turn SRTP on where the signaling is TLS, or knowingly without it.
+    pub fn srtp(mut self, policy: crate::signaling::sdp::SrtpPolicy) -> Self {
+        self.config.srtp = policy;
+        self
+    }
+
     /// Resolve SIP hosts (RFC 3263: NAPTR, SRV, A/AAAA) with these DNS servers instead of the
     /// system's (`/etc/resolv.conf`). An empty list means the system's.
     pub fn dns_servers(mut self, servers: Vec<SocketAddr>) -> Self {

@@ -216,6 +216,7 @@ fn report_error(error: String) -> MediaReport {
         playback: Default::default(),
         duration: Duration::ZERO,
         error: Some(error),
+        srtp: None,
     }
 }
 
@@ -279,6 +280,7 @@ async fn run(
             }
         }
     }
+    let mut srtp = negotiated.srtp.as_ref().map(|k| k.suite);
     let mut rtcp_mux = negotiated.rtcp_mux;
     let mut remote_rtcp = negotiated.remote_rtcp;
     let mut rtp_buf = vec![0u8; 2048];
@@ -309,6 +311,7 @@ async fn run(
                 Some(MediaCtl::Update(n)) => {
                     rtcp_mux = n.rtcp_mux;
                     remote_rtcp = n.remote_rtcp;
+                    srtp = n.srtp.as_ref().map(|k| k.suite);
                     if let Err(e) = pipeline.update(n) {
                         tracing::warn!(?call, "media update: {e}");
                     }
@@ -402,6 +405,7 @@ async fn run(
         playback: playback_stats.snapshot(),
         duration,
         error: record_error,
+        srtp,
     }
 }
 

@@ -38,4 +38,6 @@ pub struct MediaReport {
     pub duration: Duration,
     /// Why media could not run, if it could not (e.g. no sound device).
     pub error: Option<String>,
+    /// The SRTP suite that protected the media (`None`: plain RTP).
+    pub srtp: Option<crate::signaling::sdp::SrtpSuite>,
 }

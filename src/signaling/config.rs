@@ -1,7 +1,7 @@
 //! Configuration of the signaling core.
 
 use super::message::Uri;
-use super::sdp::Codec;
+use super::sdp::{Codec, SrtpPolicy};
 use super::transaction::TimerConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -117,6 +117,10 @@ pub struct Config {
     pub flow_grace: Duration,
     /// The transport for targets and registrars whose URI names none (TCP unless told).
     pub default_transport: super::transport::Transport,
+    /// SRTP (SDES) policy for offers and answers. `Off` by default: SDES keys travel in the
+    /// SDP, so an application turns it on where the signaling is protected (or accepts that
+    /// it is not).
+    pub srtp: SrtpPolicy,
 }
 
 impl Default for Config {
@@ -144,6 +148,7 @@ impl Default for Config {
             push_timeout: Duration::from_secs(10),
             flow_grace: Duration::from_secs(32),
             default_transport: Default::default(),
+            srtp: SrtpPolicy::Off,
         }
     }
 }

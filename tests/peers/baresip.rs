@@ -25,6 +25,8 @@ pub struct BaresipConfig {
     /// The WAV file it sends (its format must match the codec: 48 kHz stereo for Opus,
     /// 8 kHz mono for G.711).
     pub source: PathBuf,
+    /// The account's `mediaenc` (`srtp`, `srtp-mand`, `dtls_srtp`); `None`: plain RTP.
+    pub mediaenc: Option<String>,
 }
 
 /// Where a baresip runs: on 127.0.0.1 of the test's namespace ([`Place::local`]), or on a
@@ -128,6 +130,9 @@ impl Baresip {
         }
         if let Some(c) = &cfg.codecs {
             account.push_str(&format!(";audio_codecs={c}"));
+        }
+        if let Some(m) = &cfg.mediaenc {
+            account.push_str(&format!(";mediaenc={m}"));
         }
         std::fs::write(home.join("accounts"), format!("{account}\n")).expect("write accounts");
 

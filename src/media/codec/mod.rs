@@ -258,6 +258,7 @@ pub(crate) mod test_util {
             opus_max_average_bitrate: None,
             opus_max_playback_rate: None,
             opus_stereo: false,
+            srtp: None,
         }
     }
 }

@@ -31,6 +31,7 @@ fn negotiated(codec: Codec, local: SocketAddr, remote: SocketAddr, dir: Directio
         opus_max_average_bitrate: None,
         opus_max_playback_rate: None,
         opus_stereo: false,
+        srtp: None,
     }
 }
 

@@ -16,6 +16,7 @@ mod header;
 mod receive;
 mod rtcp;
 mod source;
+mod srtp;
 mod stats;
 
 use std::collections::VecDeque;
@@ -32,6 +33,8 @@ use self::rtcp::{NtpClock, RTCP_MIN_INTERVAL};
 pub use self::source::{
     behind_nat, Latching, SourcePolicy, Verdict, PROOF_PACKETS, SILENCE_BEFORE_SWITCH,
 };
+use self::srtp::Srtp;
+pub use self::srtp::{SrtpError, MAX_TAG, REPLAY_WINDOW};
 use self::stats::{total_lost_signed, SourceStats};
 pub use self::stats::{MediaStats, RtpGuard, MAX_JITTER_S, MIN_SEQUENTIAL};
 use crate::signaling::sdp::Negotiated;
@@ -69,6 +72,9 @@ pub enum SessionError {
     /// The packet could not be written.
     #[error("RTP marshal failed: {0}")]
     Marshal(String),
+    /// SRTP was agreed but could not protect the packet (nothing is sent in the clear).
+    #[error(transparent)]
+    Srtp(#[from] SrtpError),
 }
 
 /// An RTCP datagram to send: from the RTP socket when muxed, else from the RTCP socket.
@@ -107,6 +113,21 @@ pub enum DropReason {
     TooLate,
     /// A new SSRC on RFC 3550 A.1 probation.
     Probation,
+    /// SRTP/SRTCP whose authentication tag did not verify (forged, corrupted or garbage).
+    SrtpAuth,
+    /// SRTP/SRTCP seen before or older than the replay window (RFC 3711 §3.3.2).
+    SrtpReplay,
+}
+
+/// How the session's packets are protected.
+#[derive(Debug)]
+enum Protection {
+    /// Plain RTP/RTCP.
+    Plain,
+    /// SRTP/SRTCP with the agreed keys.
+    Srtp(Box<Srtp>),
+    /// SRTP was agreed but the keys were unusable: nothing is sent, everything is dropped.
+    Broken,
 }
 
 /// What [`MediaSession::handle_datagram`] found.
@@ -161,6 +182,9 @@ pub struct MediaSession {
     transmits: VecDeque<Transmit>,
     closed: bool,
     stats: MediaStats,
+    protection: Protection,
+    /// The last packet SRTP/SRTCP unprotected, which a [`Received::Rtp`] payload borrows.
+    plain: bytes::Bytes,
 }
 
 impl MediaSession {
@@ -170,6 +194,13 @@ impl MediaSession {
     /// (randomised).
     pub fn new(cfg: SessionConfig, now: Instant, wall: SystemTime, rng: &mut impl RngCore) -> Self {
         let mut rng = StdRng::seed_from_u64(rng.next_u64());
+        let protection = match &cfg.negotiated.srtp {
+            None => Protection::Plain,
+            Some(keys) => match Srtp::new(keys) {
+                Ok(s) => Protection::Srtp(Box::new(s)),
+                Err(_) => Protection::Broken,
+            },
+        };
         let first = rtcp::randomised(RTCP_MIN_INTERVAL / 2, rng.random::<f64>());
         MediaSession {
             ssrc: rng.random(),
@@ -197,8 +228,18 @@ impl MediaSession {
             transmits: VecDeque::new(),
             closed: false,
             stats: MediaStats::default(),
+            protection,
+            plain: bytes::Bytes::new(),
             rng,
             cfg,
+        }
+    }
+
+    /// The SRTP suite protecting this session, if any.
+    pub fn srtp_suite(&self) -> Option<crate::signaling::sdp::SrtpSuite> {
+        match &self.protection {
+            Protection::Srtp(s) => Some(s.suite()),
+            _ => None,
         }
     }
 
@@ -288,7 +329,7 @@ impl MediaSession {
         if self.closed {
             return Err(SessionError::Closed);
         }
-        if payload.len() > MAX_PACKET - RTP_HEADER {
+        if payload.len() > MAX_PACKET - RTP_HEADER - MAX_TAG {
             return Err(SessionError::PayloadTooLarge(payload.len()));
         }
         let header = Header {
@@ -305,13 +346,22 @@ impl MediaSession {
             .marshal_to(&mut self.buf[..h])
             .map_err(|e| SessionError::Marshal(e.to_string()))?;
         self.buf[h..h + payload.len()].copy_from_slice(payload);
+        let len = match &mut self.protection {
+            Protection::Plain => h + payload.len(),
+            Protection::Srtp(srtp) => {
+                let wire = srtp.protect_rtp(&self.buf[..h + payload.len()])?;
+                self.buf[..wire.len()].copy_from_slice(&wire);
+                wire.len()
+            }
+            Protection::Broken => return Err(SrtpError("unusable keys".into()).into()),
+        };
         self.seq = self.seq.wrapping_add(1);
         self.sent_any = true;
         self.sent_since_report = true;
         self.last_sent = Some((ts, now));
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += payload.len() as u64;
-        Ok(h + payload.len())
+        Ok(len)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next (`None` after [`bye`](Self::bye)).
@@ -377,10 +427,17 @@ impl MediaSession {
         self.sent_since_report = false;
         // Building our own well-formed packet cannot fail short of a crate bug; skip it then.
         if let Ok(bytes) = rtcp::compound(self.ssrc, sender, reports, &self.cfg.cname, bye) {
-            self.transmits.push_back(Transmit {
-                destination: self.rtcp_destination(),
-                contents: bytes.to_vec(),
-            });
+            let contents = match &mut self.protection {
+                Protection::Plain => Some(bytes.to_vec()),
+                Protection::Srtp(srtp) => srtp.protect_rtcp(&bytes).ok().map(|b| b.to_vec()),
+                Protection::Broken => None,
+            };
+            if let Some(contents) = contents {
+                self.transmits.push_back(Transmit {
+                    destination: self.rtcp_destination(),
+                    contents,
+                });
+            }
         }
     }
 }
@@ -416,6 +473,7 @@ mod tests {
             opus_max_average_bitrate: None,
             opus_max_playback_rate: None,
             opus_stereo: false,
+            srtp: None,
         }
     }
 

@@ -5,17 +5,29 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::header;
+use super::srtp::Refused;
 use super::stats::{SeqVerdict, SourceStats};
-use super::{rtcp, total_lost_signed, DropReason, MediaSession, Received, Verdict};
+use super::{rtcp, total_lost_signed, DropReason, MediaSession, Protection, Received, Verdict};
 use super::{MAX_JITTER_S, MIN_SEQUENTIAL};
+
+/// An RTP packet the receive path accepted; `payload` indexes the (plain) packet.
+struct Accepted {
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    marker: bool,
+    pt: u8,
+    payload: std::ops::Range<usize>,
+}
 
 impl MediaSession {
     /// Handles one received datagram from `from` (either socket). RTP from the peer with a
     /// negotiated payload type comes back for playout; RTCP updates the statistics; anything
-    /// else is dropped and counted.
+    /// else is dropped and counted. With SRTP, packets are authenticated and decrypted first
+    /// (a bad tag or a replay is dropped and counted); the payload then borrows the session.
     #[must_use]
     pub fn handle_datagram<'a>(
-        &mut self,
+        &'a mut self,
         now: Instant,
         from: SocketAddr,
         bytes: &'a [u8],
@@ -24,10 +36,49 @@ impl MediaSession {
             return self.refuse(DropReason::Invalid);
         }
         // RFC 5761 §4: RTCP packet types 192–223 fall on RTP payload types 64–95.
-        if (64..=95).contains(&(bytes[1] & 0x7f)) {
-            self.handle_rtcp(now, from, bytes)
-        } else {
-            self.handle_rtp(now, from, bytes)
+        let is_rtcp = (64..=95).contains(&(bytes[1] & 0x7f));
+        let plain = match &mut self.protection {
+            Protection::Plain => None,
+            Protection::Broken => return self.refuse(DropReason::SrtpAuth),
+            Protection::Srtp(srtp) => {
+                let opened = if is_rtcp {
+                    srtp.unprotect_rtcp(bytes)
+                } else {
+                    match header::parse(bytes) {
+                        Some(h) => srtp.unprotect_rtp(bytes, h.payload.start),
+                        None => Err(Refused::Invalid),
+                    }
+                };
+                match opened {
+                    Ok(p) => Some(p),
+                    Err(Refused::Invalid) => return self.refuse(DropReason::Invalid),
+                    Err(Refused::Auth) => return self.refuse(DropReason::SrtpAuth),
+                    Err(Refused::Replay) => return self.refuse(DropReason::SrtpReplay),
+                }
+            }
+        };
+        let src = plain.as_deref().unwrap_or(bytes);
+        if is_rtcp {
+            return self.handle_rtcp(now, from, src);
+        }
+        let rtp = match self.handle_rtp(now, from, src) {
+            Ok(rtp) => rtp,
+            Err(dropped) => return dropped,
+        };
+        let data: &'a [u8] = match plain {
+            Some(p) => {
+                self.plain = p;
+                &self.plain
+            }
+            None => bytes,
+        };
+        Received::Rtp {
+            seq: rtp.seq,
+            ts: rtp.ts,
+            ssrc: rtp.ssrc,
+            marker: rtp.marker,
+            pt: rtp.pt,
+            payload: &data[rtp.payload],
         }
     }
 
@@ -52,13 +103,20 @@ impl MediaSession {
             DropReason::Duplicate => g.duplicates += 1,
             DropReason::TooLate => g.too_late += 1,
             DropReason::Probation => g.probation += 1,
+            DropReason::SrtpAuth => g.srtp_auth += 1,
+            DropReason::SrtpReplay => g.srtp_replay += 1,
         }
         Received::Dropped(why)
     }
 
-    fn handle_rtp<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Received<'a> {
+    fn handle_rtp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<Accepted, Received<'static>> {
         let Some(h) = header::parse(bytes) else {
-            return self.refuse(DropReason::Invalid);
+            return Err(self.refuse(DropReason::Invalid));
         };
         let (start, end) = (h.payload.start, h.payload.end);
         let pt = h.payload_type;
@@ -72,7 +130,7 @@ impl MediaSession {
             Verdict::Refuse
         };
         match verdict {
-            Verdict::Refuse => return self.refuse(DropReason::ForeignSource),
+            Verdict::Refuse => return Err(self.refuse(DropReason::ForeignSource)),
             Verdict::Latched => {
                 self.stats.guard.latches += 1;
                 self.new_source(ssrc, seq);
@@ -80,21 +138,21 @@ impl MediaSession {
             Verdict::Accept => {}
         }
         if !known_pt {
-            return self.refuse(DropReason::UnknownPayloadType);
+            return Err(self.refuse(DropReason::UnknownPayloadType));
         }
         if !self.flood.admit(now) {
-            return self.refuse(DropReason::Flood);
+            return Err(self.refuse(DropReason::Flood));
         }
         if self.source.as_ref().is_some_and(|s| s.ssrc == ssrc) {
             // The current source goes on: a would-be successor must start its run again.
             self.probation = None;
         } else if !self.on_probation(ssrc, seq) {
-            return self.refuse(DropReason::Probation);
+            return Err(self.refuse(DropReason::Probation));
         }
         let neg = &self.cfg.negotiated;
         let rate = neg.clock_rate.max(1);
         let Some(src) = self.source.as_mut() else {
-            return self.refuse(DropReason::Probation);
+            return Err(self.refuse(DropReason::Probation));
         };
         match src.update_seq(seq) {
             SeqVerdict::Valid => {
@@ -106,8 +164,8 @@ impl MediaSession {
                     src.update_jitter(arrival, h.timestamp, cap);
                 }
             }
-            SeqVerdict::Duplicate => return self.refuse(DropReason::Duplicate),
-            SeqVerdict::TooLate => return self.refuse(DropReason::TooLate),
+            SeqVerdict::Duplicate => return Err(self.refuse(DropReason::Duplicate)),
+            SeqVerdict::TooLate => return Err(self.refuse(DropReason::TooLate)),
             // A far jump: played (the jitter buffer resyncs), counted once confirmed.
             SeqVerdict::Unconfirmed => {}
         }
@@ -115,14 +173,14 @@ impl MediaSession {
         self.stats.bytes_received += (end - start) as u64;
         self.stats.lost = src.lost();
         self.stats.jitter_ms = src.jitter() * 1000.0 / f64::from(rate);
-        Received::Rtp {
+        Ok(Accepted {
             seq,
             ts: h.timestamp,
             ssrc,
             marker: h.marker,
             pt,
-            payload: &bytes[start..end],
-        }
+            payload: start..end,
+        })
     }
 
     /// Starts fresh receive statistics for a new source (RFC 3550 A.1 `init_seq`).
@@ -151,7 +209,7 @@ impl MediaSession {
         false
     }
 
-    fn handle_rtcp<'a>(&mut self, now: Instant, from: SocketAddr, bytes: &'a [u8]) -> Received<'a> {
+    fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Received<'static> {
         if !self.policy.rtcp_allowed(from) {
             return self.refuse(DropReason::ForeignSource);
         }

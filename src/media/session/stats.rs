@@ -37,6 +37,10 @@ pub struct RtpGuard {
     pub ssrc_changes: u64,
     /// Times media latched to a new source address.
     pub latches: u64,
+    /// SRTP/SRTCP packets whose authentication tag did not verify (forged or garbage).
+    pub srtp_auth: u64,
+    /// SRTP/SRTCP packets refused as replays (RFC 3711 §3.3.2).
+    pub srtp_replay: u64,
 }
 
 impl std::ops::Add for RtpGuard {
@@ -54,6 +58,8 @@ impl std::ops::Add for RtpGuard {
             probation: self.probation + o.probation,
             ssrc_changes: self.ssrc_changes + o.ssrc_changes,
             latches: self.latches + o.latches,
+            srtp_auth: self.srtp_auth + o.srtp_auth,
+            srtp_replay: self.srtp_replay + o.srtp_replay,
         }
     }
 }

@@ -55,6 +55,7 @@ impl SignalingCore {
             self.ledger.open(lk.clone(), EntryKind::Initial);
         }
         let mut call = Call::new(h, Role::Uas, call_id.clone(), flow, Phase::Incoming);
+        call.sdp.srtp = self.config.srtp;
         call.invite = Some(req.clone());
         call.invite_key = Some(key.clone());
         call.ledger = lk.clone();
@@ -83,12 +84,12 @@ impl SignalingCore {
             }
         };
         let checked = match &offer {
-            Some(offer) => sdp::check_offer(offer, &self.config.codecs),
+            Some(offer) => sdp::check_offer(offer, &self.config.codecs, self.config.srtp),
             None => Ok(()),
         };
         match checked {
             Ok(()) => {}
-            Err(SdpError::NoCommonCodec) => {
+            Err(SdpError::NoCommonCodec | SdpError::Security(_)) => {
                 self.uas_reject_now(now, h, 488, |_| {});
                 return;
             }

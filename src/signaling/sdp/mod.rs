@@ -1,13 +1,17 @@
 //! SDP offer/answer (RFC 3264, RFC 4566) for one audio stream: Opus (RFC 7587), PCMU, PCMA and
 //! telephone-event (RFC 4733).
 //!
-//! [`parse`] reads and prints session descriptions; [`negotiate`] makes offers and answers.
+//! [`parse`] reads and prints session descriptions; [`negotiate`] makes offers and answers;
+//! [`crypto`] carries SRTP keys (RFC 4568 SDES).
 //! Everything here is pure: no I/O, no clock.
 
 use std::net::SocketAddr;
 
+pub mod crypto;
 pub mod negotiate;
 pub mod parse;
+
+pub use crypto::{MasterKey, SrtpKeys, SrtpPolicy, SrtpSuite};
 
 pub use negotiate::{accept_answer, answer_offer, check_offer, create_offer};
 pub use parse::{Attribute, Connection, MediaDescription, Origin, RtpMap, SessionDescription};
@@ -25,6 +29,10 @@ pub enum SdpError {
     /// The answer does not fit our offer (wrong m-line count, a codec we did not offer, ...).
     #[error("answer does not match the offer: {0}")]
     AnswerMismatch(String),
+    /// The SRTP policy and the peer's description disagree (a plain stream where SRTP is
+    /// mandatory, or SRTP where it is off): 488.
+    #[error("SRTP policy not met: {0}")]
+    Security(&'static str),
 }
 
 impl SdpError {
@@ -33,7 +41,7 @@ impl SdpError {
     pub fn status_code(&self) -> u16 {
         match self {
             SdpError::Malformed(_) => 400,
-            SdpError::NoCommonCodec | SdpError::AnswerMismatch(_) => 488,
+            SdpError::NoCommonCodec | SdpError::AnswerMismatch(_) | SdpError::Security(_) => 488,
         }
     }
 }
@@ -183,17 +191,30 @@ pub struct SdpSession {
     /// The last description we made, with the version blanked, to tell whether the next one
     /// changed anything.
     last: Option<SessionDescription>,
+    /// The SRTP policy for this call's offers and answers.
+    pub srtp: SrtpPolicy,
+    /// Our SDES keys for this call (drawn on first use).
+    pub(crate) keys: crypto::LocalKeys,
 }
 
 impl SdpSession {
-    /// A new call's o= state; the first description carries `version`.
+    /// A new call's o= state; the first description carries `version`. SRTP is off until
+    /// [`with_srtp`](Self::with_srtp) or [`SdpSession::srtp`] says otherwise.
     pub fn new(username: impl Into<String>, id: u64, version: u64) -> Self {
         Self {
             username: username.into(),
             id,
             version,
             last: None,
+            srtp: SrtpPolicy::Off,
+            keys: crypto::LocalKeys::default(),
         }
+    }
+
+    /// The same with an SRTP policy.
+    pub fn with_srtp(mut self, policy: SrtpPolicy) -> Self {
+        self.srtp = policy;
+        self
     }
 
     /// Fills in `desc.origin` with our username, id and version; the version goes up by one if
@@ -254,4 +275,9 @@ pub struct Negotiated {
     pub opus_max_playback_rate: Option<u32>,
     /// Opus: the peer prefers stereo.
     pub opus_stereo: bool,
+    /// SRTP suite and keys when the stream is protected (SDES), `None` for plain RTP.
+    pub srtp: Option<SrtpKeys>,
 }
+
+#[cfg(test)]
+mod sdes_tests;

@@ -12,10 +12,11 @@
 
 use std::net::SocketAddr;
 
+use super::crypto::{crypto_lines, is_secure_profile, CryptoLine};
 use super::parse::{
     addr_type, Attribute, Connection, MediaDescription, Origin, SessionDescription,
 };
-use super::{Codec, Direction, Negotiated, SdpError, SdpSession};
+use super::{Codec, Direction, Negotiated, SdpError, SdpSession, SrtpKeys, SrtpPolicy};
 
 /// telephone-event/48000 payload type in our offers.
 const TELEPHONE_EVENT_48K: u8 = 101;
@@ -119,13 +120,20 @@ pub fn create_offer(
             push_format(&mut attrs, pt, &map, Some(TELEPHONE_EVENT_FMTP));
         }
     }
+    if session.srtp != SrtpPolicy::Off {
+        attrs.extend(session.keys.offer_lines());
+    }
     push_tail(&mut attrs, local_rtp, true, true, direction);
+    let protocol = match session.srtp {
+        SrtpPolicy::Mandatory => "RTP/SAVP",
+        SrtpPolicy::Optional | SrtpPolicy::Off => "RTP/AVP",
+    };
     let mut sd = skeleton(local_rtp);
     sd.media.push(MediaDescription {
         media: "audio".to_owned(),
         port: local_rtp.port(),
         port_count: None,
-        protocol: "RTP/AVP".to_owned(),
+        protocol: protocol.to_owned(),
         formats,
         connection: None,
         attributes: attrs,
@@ -169,12 +177,34 @@ fn find_telephone_event(
     })
 }
 
-/// An RTP audio m-line in use that we can carry (plain RTP/AVP or RTP/AVPF, no SRTP).
+/// An RTP audio m-line in use that we can carry (RTP/AVP, RTP/AVPF, or their SDES-keyed
+/// secure forms RTP/SAVP and RTP/SAVPF).
 fn usable(m: &MediaDescription) -> bool {
     m.media.eq_ignore_ascii_case("audio")
         && m.port != 0
         && (m.protocol.eq_ignore_ascii_case("RTP/AVP")
-            || m.protocol.eq_ignore_ascii_case("RTP/AVPF"))
+            || m.protocol.eq_ignore_ascii_case("RTP/AVPF")
+            || is_secure_profile(&m.protocol))
+}
+
+/// The offered crypto line we answer with under `policy`, or `None` for a plain stream; an
+/// error (488) when the policy and the offer cannot meet.
+fn offered_crypto(
+    policy: SrtpPolicy,
+    m: &MediaDescription,
+) -> Result<Option<CryptoLine>, SdpError> {
+    let secure = is_secure_profile(&m.protocol);
+    let first = crypto_lines(m).into_iter().next();
+    match (policy, secure, first) {
+        (SrtpPolicy::Off, true, _) => Err(SdpError::Security("SRTP offered, ours is off")),
+        (SrtpPolicy::Off, false, _) => Ok(None),
+        (_, _, Some(line)) => Ok(Some(line)),
+        (SrtpPolicy::Optional, false, None) => Ok(None),
+        (_, true, None) => Err(SdpError::Security("RTP/SAVP without a usable crypto line")),
+        (SrtpPolicy::Mandatory, false, None) => {
+            Err(SdpError::Security("plain RTP offered, SRTP is mandatory"))
+        }
+    }
 }
 
 /// Our most preferred codec that the offered m-line has, with the offer's payload type.
@@ -203,9 +233,15 @@ fn select(offer: &SessionDescription, codecs: &[Codec]) -> Result<(usize, Choice
         .ok_or(SdpError::NoCommonCodec)
 }
 
-/// Checks at INVITE time that we could answer this offer (else 488 before ringing).
-pub fn check_offer(offer: &SessionDescription, codecs: &[Codec]) -> Result<(), SdpError> {
-    select(offer, codecs).map(|_| ())
+/// Checks at INVITE time that we could answer this offer under the SRTP `policy` (else 488
+/// before ringing).
+pub fn check_offer(
+    offer: &SessionDescription,
+    codecs: &[Codec],
+    policy: SrtpPolicy,
+) -> Result<(), SdpError> {
+    let (index, _) = select(offer, codecs)?;
+    offered_crypto(policy, &offer.media[index]).map(|_| ())
 }
 
 /// The direction a side declared for `m`, with the RFC 2543 `c=0.0.0.0` hold meaning "do not
@@ -239,6 +275,7 @@ fn negotiated(
     conn: Connection,
     direction: Direction,
     rtcp_mux: bool,
+    srtp: Option<SrtpKeys>,
 ) -> Negotiated {
     let remote_rtp = SocketAddr::new(conn.address, peer.port);
     let remote_rtcp = if rtcp_mux {
@@ -277,6 +314,7 @@ fn negotiated(
         opus_max_average_bitrate: param("maxaveragebitrate").and_then(|v| v.parse().ok()),
         opus_max_playback_rate: param("maxplaybackrate").and_then(|v| v.parse().ok()),
         opus_stereo: param("stereo") == Some("1"),
+        srtp,
     }
 }
 
@@ -296,6 +334,12 @@ pub fn answer_offer(
         .reversed()
         .intersect(direction);
     let rtcp_mux = om.has_attribute("rtcp-mux");
+    let crypto = offered_crypto(session.srtp, om)?;
+    let srtp = crypto.as_ref().map(|line| SrtpKeys {
+        suite: line.suite,
+        local: session.keys.for_suite(line.suite),
+        remote: line.key.clone(),
+    });
 
     let mut sd = skeleton(local_rtp);
     for (i, m) in offer.media.iter().enumerate() {
@@ -321,6 +365,13 @@ pub fn answer_offer(
             let map = telephone_event_rtpmap(choice.codec.clock_rate());
             push_format(&mut attrs, te, &map, Some(TELEPHONE_EVENT_FMTP));
         }
+        if let (Some(line), Some(keys)) = (&crypto, &srtp) {
+            let ours = CryptoLine {
+                key: keys.local.clone(),
+                ..line.clone()
+            };
+            attrs.push(ours.attribute());
+        }
         push_tail(&mut attrs, local_rtp, rtcp_mux, !rtcp_mux, our_direction);
         sd.media.push(MediaDescription {
             media: m.media.clone(),
@@ -334,7 +385,7 @@ pub fn answer_offer(
         });
     }
     session.stamp(&mut sd);
-    let n = negotiated(local_rtp, choice, om, conn, our_direction, rtcp_mux);
+    let n = negotiated(local_rtp, choice, om, conn, our_direction, rtcp_mux, srtp);
     Ok((sd, n))
 }
 
@@ -390,6 +441,7 @@ pub fn accept_answer(
         .intersect(offered_dir);
     let rtcp_mux = om.has_attribute("rtcp-mux") && am.has_attribute("rtcp-mux");
     let local_rtp = SocketAddr::new(offer_conn.address, om.port);
+    let srtp = answered_crypto(om, am)?;
     Ok(negotiated(
         local_rtp,
         choice,
@@ -397,7 +449,36 @@ pub fn accept_answer(
         answer_conn,
         our_direction,
         rtcp_mux,
+        srtp,
     ))
+}
+
+/// The SRTP keys an answer agreed to: its crypto line must carry a tag and suite we offered.
+/// No crypto line is a plain stream, unless we offered `RTP/SAVP` (SRTP mandatory).
+fn answered_crypto(
+    om: &MediaDescription,
+    am: &MediaDescription,
+) -> Result<Option<SrtpKeys>, SdpError> {
+    let ours = crypto_lines(om);
+    if ours.is_empty() {
+        // We offered no keys (SRTP off): nothing the answer says can turn it on.
+        return Ok(None);
+    }
+    let Some(theirs) = crypto_lines(am).into_iter().next() else {
+        if is_secure_profile(&om.protocol) {
+            return Err(SdpError::Security("plain answer, SRTP is mandatory"));
+        }
+        return Ok(None);
+    };
+    let offered = ours
+        .into_iter()
+        .find(|o| o.tag == theirs.tag && o.suite == theirs.suite)
+        .ok_or_else(|| SdpError::AnswerMismatch("crypto line not from our offer".into()))?;
+    Ok(Some(SrtpKeys {
+        suite: theirs.suite,
+        local: offered.key,
+        remote: theirs.key,
+    }))
 }
 
 #[cfg(test)]
@@ -553,12 +634,15 @@ m=audio 7080 RTP/AVP 0\r\n";
             .replace("0 PCMU/8000", "18 G729/8000");
         assert_eq!(answer(&g729, &PREFS).unwrap_err(), SdpError::NoCommonCodec);
         assert_eq!(
-            check_offer(&sdp(&g729), &PREFS),
+            check_offer(&sdp(&g729), &PREFS, SrtpPolicy::Optional),
             Err(SdpError::NoCommonCodec)
         );
-        assert_eq!(check_offer(&sdp(SIPP), &PREFS), Ok(()));
         assert_eq!(
-            check_offer(&sdp(SIPP), &[Codec::Opus]),
+            check_offer(&sdp(SIPP), &PREFS, SrtpPolicy::Optional),
+            Ok(())
+        );
+        assert_eq!(
+            check_offer(&sdp(SIPP), &[Codec::Opus], SrtpPolicy::Optional),
             Err(SdpError::NoCommonCodec)
         );
         let no_audio = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\n";
@@ -569,7 +653,7 @@ m=audio 7080 RTP/AVP 0\r\n";
         let port0 = SIPP.replace("m=audio 6000", "m=audio 0");
         assert_eq!(answer(&port0, &PREFS).unwrap_err(), SdpError::NoCommonCodec);
         let srtp = SIPP.replace("RTP/AVP", "RTP/SAVP");
-        assert_eq!(answer(&srtp, &PREFS).unwrap_err(), SdpError::NoCommonCodec);
+        assert_eq!(answer(&srtp, &PREFS).unwrap_err().status_code(), 488);
         // A port-0 audio line is skipped; the next usable one is taken.
         let two = LINPHONE_VIDEO.replace("m=audio 7078", "m=audio 0");
         let (ans, n) = answer(&two, &PREFS).unwrap();
