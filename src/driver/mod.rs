@@ -27,6 +27,7 @@ mod api;
 mod flow;
 mod listener;
 mod media;
+mod paced_clock;
 mod resolve;
 mod route;
 mod tap;
