@@ -173,13 +173,14 @@ fn print_event(ev: &Event) {
             ..
         } => println!("call ended: {status} {reason} ({outcome:?})"),
         Event::Registered { expires } => println!("registered for {expires} s"),
-        Event::RegistrationFailed { status, reason } => {
+        Event::RegistrationFailed { status, reason, .. } => {
             println!("registration failed: {status} {reason}")
         }
         Event::Unregistered => println!("unregistered"),
         Event::FlowUp { remote, .. } => println!("control flow up to {remote}"),
-        Event::FlowDown { .. } => println!("a flow went down"),
+        Event::FlowDown { cause, .. } => println!("a flow went down: {cause}"),
         Event::Dtmf { digit, .. } => println!("DTMF {digit}"),
+        _ => {}
     }
 }
 

@@ -16,6 +16,20 @@ pub enum Error {
     /// A socket operation failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A socket operation on a known address failed: `bind 127.0.0.1:5070: address already in
+    /// use`.
+    #[error("{op} {addr}: {}", crate::driver::io_cause(source))]
+    Socket {
+        /// The operation (`bind`, `connect`).
+        op: &'static str,
+        /// The address it was for.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The media of a call could not do what was asked (e.g. DTMF without telephone-event).
+    #[error("media: {0}")]
+    Media(String),
     /// The user agent has stopped.
     #[error("the user agent has stopped")]
     Stopped,

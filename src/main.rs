@@ -19,9 +19,19 @@ fn init_logging(sip_trace: bool) {
     }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(|| cli::status::LogWriter)
         .with_target(false)
         .init();
+}
+
+/// ANSI colour only on a terminal, and never when `NO_COLOR` is set to anything non-empty
+/// (no-color.org).
+fn colour_wanted(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Whether the subcommand's flag `id` was given (not a default).
@@ -80,9 +90,9 @@ fn main() -> ExitCode {
         Cmd::Config(_) => false,
     };
     init_logging(sip_trace);
-    if let Err(cli::run::Fail(msg)) = apply_config(&mut cli, &matches) {
-        eprintln!("{msg}");
-        return ExitCode::FAILURE;
+    if let Err(f) = apply_config(&mut cli, &matches) {
+        eprintln!("{}", f.msg);
+        return f.exit.code();
     }
     if let Cmd::Config(a) = &cli.cmd {
         return cli::run::config_cmd(a);
@@ -109,9 +119,9 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
-        Err(cli::run::Fail(msg)) => {
-            eprintln!("{msg}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("{}", f.msg);
+            f.exit.code()
         }
     }
 }
@@ -119,6 +129,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, None));
+        assert!(!colour_wanted(false, None));
+        assert!(!colour_wanted(true, Some("1".into())));
+        assert!(colour_wanted(true, Some("".into())));
+    }
 
     #[test]
     fn given_tells_flags_from_defaults_and_missing_ids() {

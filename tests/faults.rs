@@ -88,15 +88,18 @@ fn close_after_200_registrar_gets_no_storm() {
         "{registers} REGISTERs in 8 s\n{}",
         ua.output()
     );
-    let failed: Vec<String> = read_events(&events)
+    let failed: Vec<(String, Option<f64>)> = read_events(&events)
         .into_iter()
         .filter(|e| e["event"] == "registration_failed")
-        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .filter_map(|e| {
+            let reason = e["reason"].as_str()?.to_string();
+            Some((reason, e["retry_in_s"].as_f64()))
+        })
         .collect();
     assert!(
         failed
             .iter()
-            .any(|r| r.contains("after its 2xx") && r.contains("retry in")),
+            .any(|(r, retry)| r.contains("after its 2xx") && retry.is_some_and(|s| s >= 10.0)),
         "{failed:?}"
     );
     drop(ua);

@@ -536,11 +536,13 @@ fn default_device_without_a_sound_card_fails_fast() {
         caller.output()
     );
     let stderr = std::fs::read_to_string(&caller.stderr).expect("stderr");
-    // libasound prints its own diagnostics ("ALSA lib ...") before ours; ours is one line.
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with("ALSA lib "))
-        .collect();
+    // libasound's own diagnostics ("ALSA lib ...") go to a buffer; ours is the one line.
+    assert!(
+        !stderr.contains("ALSA lib "),
+        "alsa-lib's own lines stay quiet: {stderr}"
+    );
+    assert_eq!(status.code(), Some(5), "exit 5: media (device)");
+    let ours: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     eprintln!("exit {status} after {took:?}: {ours:?}");
     assert_eq!(ours.len(), 1, "one line of our own on stderr: {stderr}");
     let line = ours[0].to_lowercase();
@@ -551,7 +553,8 @@ fn default_device_without_a_sound_card_fails_fast() {
     );
 }
 
-/// SIGTERM to `wakeline call` during a call hangs up cleanly: exit 0 and both summaries.
+/// SIGTERM to `wakeline call` during a call hangs up cleanly: exit 143 (terminated, not a
+/// failure of the call), `call interrupted` on stderr, and both summaries.
 #[test]
 fn sigterm_hangs_up_cleanly() {
     let dir = test_dir("sigterm");
@@ -587,11 +590,14 @@ fn sigterm_hangs_up_cleanly() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let status = caller.terminate(Duration::from_secs(5));
-    assert!(
-        status.success(),
+    assert_eq!(
+        status.code(),
+        Some(143),
         "caller after SIGTERM: {status}\n{}",
         caller.output()
     );
+    let stderr = std::fs::read_to_string(&caller.stderr).unwrap_or_default();
+    assert_eq!(stderr.lines().last(), Some("call interrupted"), "{stderr}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("a.json")).expect("a.json"))
             .expect("JSON");

@@ -47,31 +47,65 @@ pub struct ConfigArgs {
     pub path: bool,
 }
 
-const EVENTS_HELP: &str = "\
+/// The exit statuses (`cli/exit.rs`), in every command's `--help`.
+macro_rules! exit_table {
+    () => {
+        "Exit status: 0 success; 1 SIP failure (the status code is in the message and the \
+         summary); 2 usage or configuration error; 3 network (refused, unreachable, timed out, \
+         DNS, TLS, address in use); 4 authentication failed (a 401/407 we could not pass); \
+         5 media (audio device or file); 130 interrupted (SIGINT, Ctrl-C); 143 terminated \
+         (SIGTERM). The last line on stderr says the operation, the address and the cause."
+    };
+}
+
+/// The event list, in `listen --help`.
+macro_rules! events_help {
+    () => {
+        "\
 --events FILE: one JSON object per line, each with `ts` (RFC 3339, ms) and `event`:
   incoming {call_id, from, to, pushed}   state {call_id, state: calling|proceeding|ringing|
   connected|held|resumed|terminating}   media {call_id, codec, payload_type, remote_rtp}
   media_stats {call_id, elapsed_s, codec, rtp_sent, rtp_received, lost, jitter_ms, rtt_ms,
   input_level, output_level, ...} (about 1/s)   dtmf {call_id, digit}
   media_report {call_id, ... as --summary}   ended {call_id, status, reason, outcome:
-  answered|rejected|busy|missed|failed}   registered {expires}   registration_failed {status,
-  reason}   unregistered   flow_up {flow, remote}   flow_down {flow}
+  answered|rejected|busy|missed|cancelled|auth_failed|failed}   registered {expires}
+  registration_failed {status, reason, retry_in_s (null: no retry of its own)}   unregistered
+  flow_up {flow, remote}   flow_down {flow, cause}
+`--events -` writes them to stdout.
 Every INVITE received produces exactly one `ended` event.
-SIGINT/SIGTERM: hang up, un-register, exit. Logs: stderr, filtered by RUST_LOG.";
+SIGINT/SIGTERM: hang up, un-register, exit. Logs: stderr, filtered by RUST_LOG."
+    };
+}
 
 const CALL_HELP: &str = concat!(
-    "Exit status: 0 when the call was answered and then ended normally (our BYE after \
-     --duration, or the far end's BYE); 1 otherwise, with one line on stderr, e.g. \
-     `call failed: 486 Busy Here`.\n\n",
+    "Success (0) is a call answered and then ended normally (our BYE after --duration, or the \
+     far end's BYE). A failure ends with one line on stderr, e.g. `call failed: 486 Busy Here` \
+     or `call failed: connect 127.0.0.1:1: connection refused`. With --registrar the \
+     registration must succeed first (a refused or unreachable registrar fails at once).\n\n",
+    exit_table!(),
+    "\n\n",
     "\
 --events FILE: one JSON object per line, each with `ts` (RFC 3339, ms) and `event` \
 (see `wakeline listen --help` for the list)."
 );
 
-const LISTEN_HELP: &str = EVENTS_HELP;
+const LISTEN_HELP: &str = concat!(
+    "With --registrar, a failed registration attempt is logged and retried (each one is a \
+     registration_failed event); direct calls on --bind are answered meanwhile. Ctrl-C or \
+     SIGTERM hangs up, un-registers and exits 130 or 143; --max-calls exits 0.\n\n",
+    exit_table!(),
+    "\n\n",
+    events_help!(),
+);
 
-const REGISTER_HELP: &str = "Exit status: 0 after a successful registration and un-registration; \
-1 with `registration failed: STATUS REASON` on stderr otherwise.";
+const REGISTER_HELP: &str = concat!(
+    "Success (0) is a registration and its un-registration. --for bounds the whole run: a \
+     registrar that refuses, drops or never answers ends it after SECS with the last cause, \
+     e.g. `registration failed: connect 127.0.0.1:1: connection refused (4 attempts in 5 s)`; \
+     without --for the registration must succeed within 40 s. Each failed attempt is a \
+     registration_failed event and a log line.\n\n",
+    exit_table!(),
+);
 
 /// ACCOUNT: the registrar and credentials.
 #[derive(Debug, Args, Clone)]
@@ -183,6 +217,14 @@ pub struct ListenArgs {
     /// Exit 0 after N calls have ended, whatever their outcome.
     #[arg(long, value_name = "N")]
     pub max_calls: Option<u64>,
+    /// Answer up to N calls at once, each with its own media, recording (with N > 1,
+    /// `--record X.wav` becomes X-<call number>.wav) and summary line; above N the answer is
+    /// 486 Busy Here. Keys act on the newest call.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub max_concurrent: usize,
+    /// Hang up each answered call after SECS.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
     #[command(flatten)]
     pub media: MediaArgs,
     #[command(flatten)]
@@ -206,6 +248,13 @@ pub struct CallArgs {
     /// Send these DTMF digits (0-9*#A-D, RFC 4733) once the call is answered.
     #[arg(long, value_name = "DIGITS")]
     pub dtmf: Option<String>,
+    /// How --dtmf digits go: rfc4733 (RTP telephone-events) or info (SIP INFO,
+    /// application/dtmf-relay).
+    #[arg(long, value_name = "MODE", default_value = "rfc4733", value_parser = ["rfc4733", "info"])]
+    pub dtmf_mode: String,
+    /// Give up with CANCEL when the call is not answered within SECS (exit 1).
+    #[arg(long, value_name = "SECS")]
+    pub ring_timeout: Option<f64>,
     #[command(flatten)]
     pub media: MediaArgs,
     #[command(flatten)]

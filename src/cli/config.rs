@@ -182,8 +182,8 @@ pub fn load(explicit: Option<&Path>) -> Result<FileConfig, Fail> {
             _ => return Ok(FileConfig::default()),
         },
     };
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Fail::usage(format!("{}: {e}", path.display())))?;
     parse(&text, &display_name(&path))
 }
 
@@ -202,7 +202,7 @@ pub fn parse(text: &str, name: &str) -> Result<FileConfig, Fail> {
                 format!(" (line {line})")
             })
             .unwrap_or_default();
-        Fail(format!("{name}: {msg}{place}"))
+        Fail::usage(format!("{name}: {msg}{place}"))
     })?;
     check(&cfg, name)?;
     Ok(cfg)
@@ -217,7 +217,7 @@ fn uri_error(value: &str, e: &str) -> String {
 }
 
 fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
-    let key = |k: &str, why: String| Fail(format!("{name}: {k}: {why}"));
+    let key = |k: &str, why: String| Fail::usage(format!("{name}: {k}: {why}"));
     let a = &cfg.account;
     if let Some(r) = &a.registrar {
         Uri::parse(r).map_err(|e| key("[account].registrar", uri_error(r, &e.to_string())))?;
@@ -255,7 +255,7 @@ fn check(cfg: &FileConfig, name: &str) -> Result<(), Fail> {
         super::media::codecs(&order.join(",")).map_err(|e| {
             key(
                 "[codecs].order",
-                e.0.trim_start_matches("--codecs: ").into(),
+                e.msg.trim_start_matches("--codecs: ").into(),
             )
         })?;
     }
@@ -298,9 +298,9 @@ pub fn run_password_command(cmd: &str) -> Result<String, Fail> {
         .arg(cmd)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| Fail(format!("[account].password_command: {e}")))?;
+        .map_err(|e| Fail::usage(format!("[account].password_command: {e}")))?;
     if !out.status.success() {
-        return Err(Fail(format!(
+        return Err(Fail::usage(format!(
             "[account].password_command: exited with {}",
             out.status
         )));
@@ -453,9 +453,9 @@ mod tests {
         assert_eq!(media.latching, Some(Latching::Off), "the flag wins");
         let e = parse("[media]\nlatching = \"sometimes\"\n", "c.toml").unwrap_err();
         assert!(
-            e.0.starts_with("c.toml: [media].latching: unknown"),
+            e.msg.starts_with("c.toml: [media].latching: unknown"),
             "{}",
-            e.0
+            e.msg
         );
     }
 
@@ -463,34 +463,39 @@ mod tests {
     fn bad_registrar_names_the_key() {
         let e = parse("[account]\nregistrar = \"not a uri\"\n", "config.toml").unwrap_err();
         assert!(
-            e.0.starts_with("config.toml: [account].registrar: invalid URI"),
+            e.msg
+                .starts_with("config.toml: [account].registrar: invalid URI"),
             "{}",
-            e.0
+            e.msg
         );
     }
 
     #[test]
     fn unknown_key_is_an_error() {
         let e = parse("[account]\nregistar = \"sip:x\"\n", "config.toml").unwrap_err();
-        assert!(e.0.contains("registar"), "{}", e.0);
-        assert!(e.0.contains("line 2"), "{}", e.0);
+        assert!(e.msg.contains("registar"), "{}", e.msg);
+        assert!(e.msg.contains("line 2"), "{}", e.msg);
         let e = parse("[acount]\n", "c.toml").unwrap_err();
-        assert!(e.0.contains("acount"), "{}", e.0);
+        assert!(e.msg.contains("acount"), "{}", e.msg);
     }
 
     #[test]
     fn bad_values_name_the_key() {
         let e = parse("[codecs]\norder = [\"g729\"]\n", "c").unwrap_err();
-        assert!(e.0.starts_with("c: [codecs].order:"), "{}", e.0);
+        assert!(e.msg.starts_with("c: [codecs].order:"), "{}", e.msg);
         let e = parse("[answer]\npolicy = \"sometimes\"\n", "c").unwrap_err();
-        assert!(e.0.starts_with("c: [answer].policy:"), "{}", e.0);
+        assert!(e.msg.starts_with("c: [answer].policy:"), "{}", e.msg);
         let e = parse("[transport]\npong_timeout_s = -1\n", "c").unwrap_err();
-        assert!(e.0.starts_with("c: [transport].pong_timeout_s:"), "{}", e.0);
+        assert!(
+            e.msg.starts_with("c: [transport].pong_timeout_s:"),
+            "{}",
+            e.msg
+        );
         let e = parse("[transport]\npong_timeout_s = \"ten\"\n", "c").unwrap_err();
         assert!(
-            e.0.contains("pong_timeout_s") || e.0.contains("line 2"),
+            e.msg.contains("pong_timeout_s") || e.msg.contains("line 2"),
             "{}",
-            e.0
+            e.msg
         );
     }
 
@@ -521,7 +526,7 @@ mod tests {
             ]
         );
         let e = parse("[network]\ndns = [\"dns.example\"]\n", "c").unwrap_err();
-        assert!(e.0.contains("[network].dns"), "{}", e.0);
+        assert!(e.msg.contains("[network].dns"), "{}", e.msg);
     }
 
     #[test]
@@ -557,9 +562,9 @@ mod tests {
     #[test]
     fn network_media_ip_is_checked_and_merged() {
         let e = parse("[network]\nmedia_ip = \"0.0.0.0\"\n", "c").unwrap_err();
-        assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
+        assert!(e.msg.starts_with("c: [network].media_ip:"), "{}", e.msg);
         let e = parse("[network]\nmedia_ip = \"host\"\n", "c").unwrap_err();
-        assert!(e.0.starts_with("c: [network].media_ip:"), "{}", e.0);
+        assert!(e.msg.starts_with("c: [network].media_ip:"), "{}", e.msg);
         assert_eq!(
             crate::cli::args::parse_media_ip("[2001:db8::5]"),
             Ok("2001:db8::5".parse().unwrap())
@@ -591,9 +596,9 @@ mod tests {
         assert_eq!(c.default_transport, wakeline::Transport::Udp);
         let e = parse("[transport]\ndefault = \"tls\"\n", "c.toml").unwrap_err();
         assert!(
-            e.0.contains("[transport].default") && e.0.contains("TLS is not supported yet"),
+            e.msg.contains("[transport].default") && e.msg.contains("TLS is not supported yet"),
             "{}",
-            e.0
+            e.msg
         );
     }
 

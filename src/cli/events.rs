@@ -1,39 +1,45 @@
 //! `--events FILE`: one JSON object per line for every application event.
 
 use serde_json::{json, Value};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 use wakeline::media::MediaReport;
 use wakeline::{CallOutcome, CallState, Event};
 
-/// Appends events to a file, flushing each line (scripts tail it while we run).
+/// Appends events to a file (or stdout for `-`), flushing each line (scripts tail it while we
+/// run).
 pub struct EventLog {
-    file: Option<File>,
+    out: Option<Box<dyn Write + Send>>,
 }
 
 impl EventLog {
-    /// Opens (creating or appending) the file, or does nothing when `path` is `None`.
+    /// Opens (creating or appending) the file, stdout for `-`, or does nothing when `path` is
+    /// `None`.
     pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
-        let file = match path {
-            Some(p) => Some(OpenOptions::new().create(true).append(true).open(p)?),
+        let out: Option<Box<dyn Write + Send>> = match path {
+            Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout())),
+            Some(p) => Some(Box::new(
+                OpenOptions::new().create(true).append(true).open(p)?,
+            )),
             None => None,
         };
-        Ok(EventLog { file })
+        Ok(EventLog { out })
     }
 
     /// Writes one event.
     pub fn write(&mut self, ev: &Event) {
-        if let Some(f) = &mut self.file {
+        if let Some(f) = &mut self.out {
             let line = format!("{}\n", to_json(ev));
-            if let Err(e) = f.write_all(line.as_bytes()) {
+            if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.flush()) {
                 tracing::warn!("--events: {e}");
             }
         }
     }
 }
 
-fn now_rfc3339_ms() -> String {
+/// The wall clock as RFC 3339 with milliseconds (UTC).
+pub fn now_rfc3339_ms() -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -72,14 +78,21 @@ pub fn to_json(ev: &Event) -> Value {
             "outcome": outcome_name(*outcome),
         }),
         Event::Registered { expires } => json!({"event": "registered", "expires": expires}),
-        Event::RegistrationFailed { status, reason } => {
-            json!({"event": "registration_failed", "status": status, "reason": reason})
-        }
+        Event::RegistrationFailed {
+            status,
+            reason,
+            retry_in,
+        } => json!({
+            "event": "registration_failed", "status": status, "reason": reason,
+            "retry_in_s": retry_in.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+        }),
         Event::Unregistered => json!({"event": "unregistered"}),
         Event::FlowUp { flow, remote } => {
             json!({"event": "flow_up", "flow": flow.0, "remote": remote.to_string()})
         }
-        Event::FlowDown { flow } => json!({"event": "flow_down", "flow": flow.0}),
+        Event::FlowDown { flow, cause } => {
+            json!({"event": "flow_down", "flow": flow.0, "cause": cause})
+        }
         Event::Dtmf { call_id, digit, .. } => {
             json!({"event": "dtmf", "call_id": call_id, "digit": digit.to_string()})
         }
@@ -95,6 +108,7 @@ pub fn to_json(ev: &Event) -> Value {
                 "jitter_ms": s.jitter_ms, "rtt_ms": s.rtt_ms, "concealed_ms": s.concealed_ms,
                 "jitter_buffer_ms": s.jitter_buffer_ms, "rtp_guard": guard_json(&s.rtp_guard),
                 "input_level": snapshot.input_level, "output_level": snapshot.output_level,
+                "input_peak": snapshot.input_peak, "output_peak": snapshot.output_peak,
                 "muted": snapshot.muted,
             })
         }
@@ -108,6 +122,7 @@ pub fn to_json(ev: &Event) -> Value {
             }
             v
         }
+        other => json!({"event": "other", "debug": format!("{other:?}")}),
     };
     if let Some(obj) = v.as_object_mut() {
         obj.insert("ts".into(), Value::String(now_rfc3339_ms()));
@@ -148,7 +163,7 @@ pub fn report_json(r: &MediaReport) -> Value {
             "rtp_guard": guard_json(&s.rtp_guard),
             "dtmf_sent": s.dtmf_sent,
             "dtmf_received": s.dtmf_received,
-            "mos": round(s.mos),
+            "mos": s.mos.map(round),
         });
         if let Some(e) = extra.as_object() {
             o.extend(e.clone());
@@ -192,6 +207,8 @@ pub fn outcome_name(o: CallOutcome) -> &'static str {
         CallOutcome::Rejected => "rejected",
         CallOutcome::Busy => "busy",
         CallOutcome::Missed => "missed",
-        CallOutcome::Failed => "failed",
+        CallOutcome::Cancelled => "cancelled",
+        CallOutcome::AuthFailed => "auth_failed",
+        _ => "failed",
     }
 }

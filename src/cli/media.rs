@@ -20,7 +20,7 @@ pub fn codecs(list: &str) -> Result<Vec<Codec>, Fail> {
             "pcmu" => Codec::Pcmu,
             "pcma" => Codec::Pcma,
             other => {
-                return Err(Fail(format!(
+                return Err(Fail::usage(format!(
                     "--codecs: unknown codec {other:?} (opus, pcmu, pcma)"
                 )))
             }
@@ -30,14 +30,17 @@ pub fn codecs(list: &str) -> Result<Vec<Codec>, Fail> {
         }
     }
     if out.is_empty() {
-        return Err(Fail("--codecs: no codec given".into()));
+        return Err(Fail::usage("--codecs: no codec given"));
     }
     Ok(out)
 }
 
 /// `--list-devices`: one line per device.
 pub fn list_devices() -> Result<(), Fail> {
-    let devices = audio::device::list_devices().map_err(|e| Fail(format!("audio devices: {e}")))?;
+    let quiet = quiet_alsa();
+    let devices = audio::device::list_devices();
+    alsa_noise(quiet);
+    let devices = devices.map_err(|e| Fail::media(format!("audio devices: {e}")))?;
     if devices.is_empty() {
         println!("no audio devices");
     }
@@ -53,6 +56,34 @@ pub fn list_devices() -> Result<(), Fail> {
     Ok(())
 }
 
+/// While probing, alsa-lib writes a dozen lines of its own to stderr when there is no sound
+/// card ("ALSA lib confmisc.c: cannot find card '0'", ...). On this thread they go to a buffer
+/// instead (alsa's thread-local error handler, a safe API); [`alsa_noise`] logs them at debug
+/// level. The one line that says which fallback we took is ours.
+#[cfg(target_os = "linux")]
+fn quiet_alsa() -> Option<std::rc::Rc<std::cell::RefCell<alsa::Output>>> {
+    alsa::Output::local_error_handler().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn quiet_alsa() -> Option<()> {
+    None
+}
+
+/// Logs (debug) what alsa-lib said while it was quiet.
+#[cfg(target_os = "linux")]
+fn alsa_noise(buffer: Option<std::rc::Rc<std::cell::RefCell<alsa::Output>>>) {
+    if let Some(b) = buffer {
+        let text = b.borrow().to_string();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::debug!("alsa-lib: {line}");
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn alsa_noise(_: Option<()>) {}
+
 /// Resolves `--mic`/`--speaker`/`--record` into media options. Each device side is opened once
 /// here, so a missing device is reported before any call: an explicit `default` or device name
 /// fails with a clear message; without the flag we fall back to silence/null and say so.
@@ -61,29 +92,32 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
     let source = match &args.mic {
         Some(s) => s
             .parse::<AudioSource>()
-            .map_err(|e| Fail(format!("--mic: {e}")))?,
+            .map_err(|e| Fail::usage(format!("--mic: {e}")))?,
         None => AudioSource::Default,
     };
     let sink = match &args.speaker {
         Some(s) => s
             .parse::<AudioSink>()
-            .map_err(|e| Fail(format!("--speaker: {e}")))?,
+            .map_err(|e| Fail::usage(format!("--speaker: {e}")))?,
         None => AudioSink::Default,
     };
-    let source = match probe_source(&source) {
+    let quiet = quiet_alsa();
+    let probed = (probe_source(&source), probe_sink(&sink));
+    alsa_noise(quiet);
+    let source = match probed.0 {
         Ok(()) => source,
         Err(e) if args.mic.is_none() => {
             eprintln!("no usable input device ({e}); using silence (choose with --mic)");
             AudioSource::Silence
         }
         Err(e) => {
-            return Err(Fail(format!(
+            return Err(Fail::media(format!(
                 "--mic {}: {e}",
                 args.mic.as_deref().unwrap_or("")
             )))
         }
     };
-    let sink = match probe_sink(&sink) {
+    let sink = match probed.1 {
         Ok(()) => sink,
         Err(e) if args.speaker.is_none() => {
             eprintln!(
@@ -92,7 +126,7 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
             AudioSink::Null
         }
         Err(e) => {
-            return Err(Fail(format!(
+            return Err(Fail::media(format!(
                 "--speaker {}: {e}",
                 args.speaker.as_deref().unwrap_or("")
             )))
@@ -156,43 +190,67 @@ pub fn summary(status: u16, reason: &str, outcome: &str, report: Option<&MediaRe
     v
 }
 
-/// `listen --summary`: pairs each call's media report with its end and appends one line.
+/// `--summary`: pairs each call's media report with its end and appends one JSON object per
+/// line, with the call's `call_id`, `start` (RFC 3339) and `peer` (the far end's URI).
 pub struct Summaries {
     path: Option<std::path::PathBuf>,
     reports: std::collections::HashMap<wakeline::CallHandle, Box<MediaReport>>,
+    calls: std::collections::HashMap<wakeline::CallHandle, (String, String)>,
+    append: bool,
 }
 
 impl Summaries {
-    /// Writes nothing when `path` is `None`.
-    pub fn new(path: Option<std::path::PathBuf>) -> Self {
+    /// Writes nothing when `path` is `None`. `append`: add lines to what the file holds
+    /// (`listen`), or start it afresh with the first call (`call`).
+    pub fn new(path: Option<std::path::PathBuf>, append: bool) -> Self {
         Summaries {
             path,
             reports: Default::default(),
+            calls: Default::default(),
+            append,
         }
     }
 
-    /// Keeps a `MediaReport`; writes the summary line on `Ended`.
+    /// A call we placed to `peer` starts now.
+    pub fn begin(&mut self, call: wakeline::CallHandle, peer: &str) {
+        self.calls
+            .insert(call, (super::events::now_rfc3339_ms(), peer.to_string()));
+    }
+
+    /// Keeps a call's start, peer and `MediaReport`; writes the summary line on `Ended`.
     pub fn note(&mut self, ev: &wakeline::Event) {
         let Some(path) = &self.path else { return };
         match ev {
+            wakeline::Event::Incoming { call, from, .. } => {
+                self.calls
+                    .insert(*call, (super::events::now_rfc3339_ms(), from.clone()));
+            }
             wakeline::Event::MediaReport { call, report, .. } => {
                 self.reports.insert(*call, report.clone());
             }
             wakeline::Event::Ended {
                 call,
+                call_id,
                 status,
                 reason,
                 outcome,
                 ..
             } => {
                 let report = self.reports.remove(call);
-                let v = summary(
+                let mut v = summary(
                     *status,
                     reason,
                     super::events::outcome_name(*outcome),
                     report.as_deref(),
                 );
-                write_summary(path, &v, true);
+                let (start, peer) = self.calls.remove(call).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("call_id".into(), json!(call_id));
+                    o.insert("start".into(), json!(start));
+                    o.insert("peer".into(), json!(peer));
+                }
+                write_summary(path, &v, self.append);
+                self.append = true;
             }
             _ => {}
         }
@@ -208,7 +266,7 @@ pub fn write_summary(path: &Path, value: &Value, append: bool) {
             .open(path)
             .and_then(|mut f| writeln!(f, "{value}"))
     } else {
-        std::fs::write(path, format!("{value:#}\n"))
+        std::fs::write(path, format!("{value}\n"))
     };
     if let Err(e) = result {
         tracing::warn!("--summary {}: {e}", path.display());

@@ -2,8 +2,10 @@
 //! commands.
 
 pub mod args;
+pub mod check;
 pub mod config;
 pub mod events;
+pub mod exit;
 pub mod instance;
 pub mod media;
 pub mod pcap;

@@ -414,9 +414,14 @@ mod tests {
             .await
             .unwrap();
         let wait = async {
+            let mut hung_up = false;
             while let Some(ev) = events.next().await {
                 match ev {
-                    Event::MediaStats { snapshot, .. } if snapshot.stats.rtp_received > 0 => {
+                    // Once: a last MediaStats comes as media stops, before `Ended`.
+                    Event::MediaStats { snapshot, .. }
+                        if snapshot.stats.rtp_received > 0 && !hung_up =>
+                    {
+                        hung_up = true;
                         call.hangup().await.unwrap();
                     }
                     Event::Ended { .. } => return,

@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
-use wakeline::media::MediaSnapshot;
+use wakeline::media::{MediaReport, MediaSnapshot};
 
 /// One point in time of a call's media.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -48,16 +48,77 @@ impl Sample {
     }
 }
 
-/// The SVG of the samples: four stacked charts.
-pub fn svg(title: &str, samples: &[Sample]) -> Result<String, String> {
+/// The summary table of a call's media report: (label, value) rows.
+pub fn table(report: Option<&MediaReport>) -> Vec<(&'static str, String)> {
+    let Some(r) = report else {
+        return vec![("media", "no report".into())];
+    };
+    let mut rows = vec![("duration", format!("{:.1} s", r.duration.as_secs_f64()))];
+    if let Some(e) = &r.error {
+        rows.push(("media error", e.clone()));
+    }
+    if let Some(s) = &r.stats {
+        rows.extend([
+            ("codec", s.codec.to_ascii_lowercase()),
+            (
+                "packets",
+                format!("sent {}, received {}", s.rtp_sent, s.rtp_received),
+            ),
+            (
+                "loss",
+                format!(
+                    "{} lost ({:.1} %), peer reports {} of ours",
+                    s.lost,
+                    super::status::loss_percent(s.rtp_received, s.lost),
+                    s.remote_lost
+                ),
+            ),
+            ("jitter", format!("{:.1} ms", s.jitter_ms)),
+            (
+                "RTT",
+                s.rtt_ms
+                    .map_or("not measured".into(), |r| format!("{r:.0} ms")),
+            ),
+            (
+                "concealment",
+                format!(
+                    "{:.0} ms ({} frames), FEC rebuilt {}",
+                    s.concealed_ms, s.concealed_frames, s.fec_recovered
+                ),
+            ),
+            (
+                "MOS",
+                s.mos
+                    .map_or("none: no audio received".into(), |m| format!("{m:.2}")),
+            ),
+        ]);
+    }
+    rows
+}
+
+/// The SVG of the samples: the summary table, then four stacked charts over the whole call.
+pub fn svg(
+    title: &str,
+    samples: &[Sample],
+    rows: &[(&'static str, String)],
+) -> Result<String, String> {
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (900, 900)).into_drawing_area();
+        let table_h = 24 + 18 * rows.len() as u32;
+        let root = SVGBackend::with_string(&mut out, (900, 900 + table_h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let root = root
             .titled(title, ("sans-serif", 22))
             .map_err(|e| e.to_string())?;
-        let panels = root.split_evenly((4, 1));
+        let (top, rest) = root.split_vertically(table_h);
+        for (i, (label, value)) in rows.iter().enumerate() {
+            let y = 8 + 18 * i as i32;
+            top.draw(&Text::new(*label, (60, y), ("sans-serif", 14)))
+                .map_err(|e| e.to_string())?;
+            top.draw(&Text::new(value.as_str(), (200, y), ("sans-serif", 14)))
+                .map_err(|e| e.to_string())?;
+        }
+        let panels = rest.split_evenly((4, 1));
         let t_max = samples.iter().map(|s| s.t).fold(1.0_f64, f64::max);
         type Series<'a> = (&'a str, RGBColor, fn(&Sample) -> f64);
         type Chart<'a> = (&'a str, Vec<Series<'a>>, Option<(f64, f64)>);
@@ -141,8 +202,13 @@ pub fn html(title: &str, svg: &str) -> String {
 }
 
 /// Writes the report: HTML when the path ends in `.html`/`.htm`, SVG otherwise.
-pub fn write(path: &Path, title: &str, samples: &[Sample]) -> Result<(), String> {
-    let svg = svg(title, samples)?;
+pub fn write(
+    path: &Path,
+    title: &str,
+    samples: &[Sample],
+    rows: &[(&'static str, String)],
+) -> Result<(), String> {
+    let svg = svg(title, samples, rows)?;
     let is_html = path
         .extension()
         .and_then(|e| e.to_str())
@@ -184,7 +250,7 @@ mod tests {
 
     #[test]
     fn svg_has_all_four_charts() {
-        let s = svg("call 1", &samples()).unwrap();
+        let s = svg("call 1", &samples(), &table(None)).unwrap();
         assert!(s.starts_with("<svg"), "{}", &s[..40]);
         for caption in ["Jitter", "Loss", "Concealment", "Audio levels", "call 1"] {
             assert!(s.contains(caption), "missing {caption}");
@@ -193,8 +259,29 @@ mod tests {
     }
 
     #[test]
+    fn the_report_carries_a_summary_table() {
+        let report = MediaReport {
+            stats: None,
+            capture: Default::default(),
+            playback: Default::default(),
+            duration: std::time::Duration::from_millis(2500),
+            error: Some("record x.wav: disk full".into()),
+        };
+        let rows = table(Some(&report));
+        assert_eq!(rows[0], ("duration", "2.5 s".to_string()));
+        assert!(rows
+            .iter()
+            .any(|(l, v)| *l == "media error" && v.contains("disk full")));
+        let s = svg("call 2", &samples(), &rows).unwrap();
+        assert!(
+            s.contains("duration") && s.contains("disk full"),
+            "table drawn"
+        );
+    }
+
+    #[test]
     fn empty_samples_still_draw() {
-        let s = svg("no media", &[]).unwrap();
+        let s = svg("no media", &[], &[]).unwrap();
         assert!(s.contains("Jitter"));
     }
 
@@ -204,7 +291,7 @@ mod tests {
         assert!(h.contains("<title>a&lt;b</title>") && h.contains("<svg></svg>"));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.html");
-        write(&p, "t", &samples()).unwrap();
+        write(&p, "t", &samples(), &[]).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.starts_with("<!DOCTYPE html>") && text.contains("<svg"));
     }

@@ -5,6 +5,7 @@ use super::args::{
 };
 use super::config::TransportSection;
 use super::events::{outcome_name, state_name, EventLog};
+use super::exit::Exit;
 use super::media;
 use super::pcap::PcapWriter;
 use super::report::{self, Sample};
@@ -13,33 +14,25 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use wakeline::driver::MediaOptions;
+use wakeline::driver::{io_cause, MediaOptions};
 use wakeline::media::audio::{AudioSink, AudioSource};
 use wakeline::signaling::message::{Host, Uri};
 use wakeline::{Account, AnswerPolicy, CallOutcome, Config, Event, UserAgent};
 
-/// A failure that ends the program with one line on stderr.
-#[derive(Debug)]
-pub struct Fail(pub String);
-
-impl<E: std::fmt::Display> From<E> for Fail {
-    fn from(e: E) -> Self {
-        Fail(e.to_string())
-    }
-}
+pub use super::exit::Fail;
 
 fn account(args: &AccountArgs) -> Result<Option<Account>, Fail> {
     let Some(registrar) = &args.registrar else {
         if args.user.is_some() || args.password.is_some() || args.proxy.is_some() {
-            return Err(Fail("--user/--password/--proxy need --registrar".into()));
+            return Err(Fail::usage("--user/--password/--proxy need --registrar"));
         }
         return Ok(None);
     };
-    let registrar = Uri::parse(registrar).map_err(|e| Fail(format!("--registrar: {e}")))?;
+    let registrar = Uri::parse(registrar).map_err(|e| Fail::usage(format!("--registrar: {e}")))?;
     let user = args
         .user
         .clone()
-        .ok_or_else(|| Fail("--registrar needs --user".into()))?;
+        .ok_or_else(|| Fail::usage("--registrar needs --user"))?;
     let domain = match &args.domain {
         Some(d) => d.clone(),
         None => match &registrar.host {
@@ -48,7 +41,7 @@ fn account(args: &AccountArgs) -> Result<Option<Account>, Fail> {
         },
     };
     let proxy = match &args.proxy {
-        Some(p) => Some(Uri::parse(p).map_err(|e| Fail(format!("--proxy: {e}")))?),
+        Some(p) => Some(Uri::parse(p).map_err(|e| Fail::usage(format!("--proxy: {e}")))?),
         None => None,
     };
     Ok(Some(Account {
@@ -108,13 +101,18 @@ fn pcap_writer(
     match &media.pcap {
         Some(p) => PcapWriter::create(p)
             .map(|w| Some(Arc::new(w)))
-            .map_err(|e| Fail(format!("--pcap {}: {e}", p.display()))),
+            .map_err(|e| Fail::usage(format!("--pcap {}: {e}", p.display()))),
         None => Ok(None),
     }
 }
 
-fn write_report(path: &std::path::Path, title: &str, samples: &[Sample]) {
-    match report::write(path, title, samples) {
+fn write_report(
+    path: &std::path::Path,
+    title: &str,
+    samples: &[Sample],
+    media: Option<&wakeline::media::MediaReport>,
+) {
+    match report::write(path, title, samples, &report::table(media)) {
         Ok(()) => tracing::info!("quality report: {}", path.display()),
         Err(e) => tracing::warn!("--report: {e}"),
     }
@@ -127,7 +125,9 @@ fn config(acct: &AccountArgs) -> Result<Config, Fail> {
         super::config::apply_transport(&mut config, t);
     }
     if let Some(t) = &acct.transport {
-        config.default_transport = t.parse().map_err(|e| Fail(format!("--transport: {e}")))?;
+        config.default_transport = t
+            .parse()
+            .map_err(|e| Fail::usage(format!("--transport: {e}")))?;
     }
     if let Some(a) = &account {
         config.local_user = a.user.clone();
@@ -137,7 +137,7 @@ fn config(acct: &AccountArgs) -> Result<Config, Fail> {
         ] {
             if let Some(uri) = uri {
                 wakeline::Transport::for_uri(uri, config.default_transport)
-                    .map_err(|e| Fail(format!("{flag} {uri}: {e}")))?;
+                    .map_err(|e| Fail::usage(format!("{flag} {uri}: {e}")))?;
             }
         }
     }
@@ -150,27 +150,37 @@ fn config(acct: &AccountArgs) -> Result<Config, Fail> {
     Ok(config)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
+/// Resolves on SIGINT (`Exit::Interrupted`) or SIGTERM (`Exit::Terminated`).
+async fn stop_signal() -> Exit {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => Exit::Interrupted,
+                    _ = term.recv() => Exit::Terminated,
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                Exit::Interrupted
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Exit::Interrupted
     }
+}
+
+/// Opens `--events` (`-` is stdout).
+fn event_log(common: &super::args::CommonArgs) -> Result<EventLog, Fail> {
+    EventLog::open(common.events.as_deref()).map_err(|e| {
+        let path = common.events.as_deref().unwrap_or(std::path::Path::new(""));
+        Fail::usage(format!("--events {}: {}", path.display(), io_cause(&e)))
+    })
 }
 
 fn log_event(ev: &Event) {
@@ -192,9 +202,9 @@ fn log_event(ev: &Event) {
             outcome_name(*outcome)
         ),
         Event::Registered { expires } => tracing::info!("registered for {expires} s"),
-        Event::RegistrationFailed { status, reason } => {
-            tracing::warn!("registration failed: {status} {reason}")
-        }
+        // The core logs each failed attempt itself.
+        Event::RegistrationFailed { .. } => {}
+        Event::FlowDown { flow, cause } => tracing::debug!("flow {} down: {cause}", flow.0),
         other => tracing::debug!("{other:?}"),
     }
 }
@@ -205,9 +215,16 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         media::list_devices()?;
         return Ok(ExitCode::SUCCESS);
     }
+    super::check::listen_args(&args)?;
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
-    let media_options = media::options(&args.media)?;
+    let max_concurrent = args.max_concurrent.max(1);
+    config.busy_policy = wakeline::BusyPolicy::Limit {
+        calls: max_concurrent,
+        code: 486,
+    };
+    let mut media_options = media::options(&args.media)?;
+    media_options.record_per_call = max_concurrent > 1;
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config)
         .listen(args.bind)
@@ -220,8 +237,11 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
-    let (ua, mut events) = builder.start().await?;
-    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let (ua, mut events) = builder
+        .start()
+        .await
+        .map_err(|e| Fail::from(e).context("listen"))?;
+    let mut log = event_log(&args.common)?;
     if has_account {
         ua.register().await?;
     }
@@ -233,25 +253,33 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         p => p,
     };
     let mut ended = 0u64;
-    let mut summaries = media::Summaries::new(args.media.summary.clone());
+    let mut summaries = media::Summaries::new(args.media.summary.clone(), true);
+    let hang_up_after = args.duration.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let mut stopped = None;
     let mut live = Live::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut samples: HashMap<wakeline::CallHandle, Vec<Sample>> = HashMap::new();
     let mut reports = 0u64;
+    let mut media_reports = HashMap::new();
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             ev = events.next() => {
-                let Some(ev) = ev else { return Err(Fail("user agent stopped".into())) };
+                let Some(ev) = ev else { return Err(Fail::usage("user agent stopped")) };
                 log_event(&ev);
                 log.write(&ev);
                 live.on_event(&ev);
                 note_samples(&mut samples, &ev);
+                summaries.note(&ev);
+                if let Event::MediaReport { call, report, .. } = &ev {
+                    media_reports.insert(*call, report.clone());
+                }
                 if let (Some(path), Event::Ended { call, call_id, .. }) = (&args.media.report, &ev) {
                     reports += 1;
                     let s = samples.remove(call).unwrap_or_default();
-                    write_report(&report::numbered(path, reports), &format!("wakeline call {call_id}"), &s);
+                    let media = media_reports.remove(call);
+                    write_report(&report::numbered(path, reports), &format!("wakeline call {call_id}"), &s, media.as_deref());
                 }
                 match &ev {
                     Event::Incoming { call, .. } => {
@@ -274,26 +302,42 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                             }
                         });
                     }
+                    Event::State { call, state: wakeline::CallState::Connected, .. } => {
+                        if let Some(after) = hang_up_after {
+                            let call = ua.call_handle(*call);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                if let Err(e) = call.hangup().await {
+                                    tracing::debug!("--duration: {e}");
+                                }
+                            });
+                        }
+                    }
                     Event::Ended { .. } => {
-                        summaries.note(&ev);
                         ended += 1;
                         if args.max_calls.is_some_and(|n| ended >= n) {
                             break;
                         }
                     }
-                    _ => summaries.note(&ev),
+                    _ => {}
                 }
             }
             _ = tick.tick(), if live.is_tty() => live.tick(),
             k = live.key() => match (k, live.call) {
-                (KeyAction::Interrupt, _) => break,
+                (KeyAction::Interrupt, _) => {
+                    stopped = Some(Exit::Interrupted);
+                    break;
+                }
                 (k, Some(h)) => {
                     let call = ua.call_handle(h);
                     status::act(&call, k, &mut live.view).await;
                 }
                 (_, None) => {}
             },
-            _ = &mut stop => break,
+            why = &mut stop => {
+                stopped = Some(why);
+                break;
+            }
         }
     }
     live.finish();
@@ -304,7 +348,10 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         log.write(&ev);
         summaries.note(&ev);
     }
-    Ok(ExitCode::SUCCESS)
+    match stopped {
+        Some(why) => Err(Fail::new(why, "listen interrupted")),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Keeps each call's `MediaStats` samples for `--report`.
@@ -332,8 +379,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(uri) = args.uri.clone() else {
-        return Err(Fail("call needs a URI".into()));
+        return Err(Fail::usage("call needs a URI"));
     };
+    super::check::call_args(&args)?;
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
     let media_options = media::options(&args.media)?;
@@ -352,78 +400,133 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
-    let (ua, mut events) = builder.start().await?;
-    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let (ua, mut events) = builder
+        .start()
+        .await
+        .map_err(|e| Fail::from(e).context("call"))?;
+    let mut log = event_log(&args.common)?;
     if has_account {
         ua.register().await?;
-        wait_registered(&mut events, &mut log).await?;
+        let target = args
+            .account
+            .proxy
+            .as_ref()
+            .or(args.account.registrar.as_ref());
+        let bound = Registering {
+            registrar: target.map_or("the registrar", String::as_str),
+            within: REGISTER_WAIT,
+            give_up_on_network: true,
+        };
+        if let Err(f) = wait_registered(&mut events, &mut log, bound).await {
+            ua.shutdown().await?;
+            drain(&mut events, &mut log);
+            return Err(f.context("call"));
+        }
     }
-    let call = ua.call(&uri).await?;
+    let call = ua
+        .call(&uri)
+        .await
+        .map_err(|e| Fail::from(e).context("call"))?;
+    let mut summaries = media::Summaries::new(args.media.summary.clone(), false);
+    summaries.begin(call.handle(), &uri);
     let mut report = None;
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let stop = stop_signal();
     tokio::pin!(stop);
-    let hangup_at = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    let never = Duration::from_secs(86_400 * 365);
+    let hangup_at = tokio::time::sleep(never);
     tokio::pin!(hangup_at);
-    let mut stopped = false;
+    // --ring-timeout: CANCEL when no answer came in time.
+    let give_up_at = tokio::time::sleep(
+        args.ring_timeout
+            .map(|s| Duration::from_secs_f64(s.max(0.0)))
+            .unwrap_or(never),
+    );
+    tokio::pin!(give_up_at);
+    let mut gave_up = false;
+    let mut dtmf_sent: Option<tokio::task::JoinHandle<Result<(), wakeline::Error>>> = None;
+    let mut dtmf_error: Option<String> = None;
+    let mut stopped: Option<Exit> = None;
     let mut live = Live::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut samples: HashMap<wakeline::CallHandle, Vec<Sample>> = HashMap::new();
     let result = loop {
         tokio::select! {
             ev = events.next() => {
-                let Some(ev) = ev else { break Err(Fail("user agent stopped".into())) };
+                let Some(ev) = ev else { break Err(Fail::new(Exit::Sip, "call failed: the user agent stopped")) };
                 log_event(&ev);
                 log.write(&ev);
                 live.on_event(&ev);
                 note_samples(&mut samples, &ev);
                 match ev {
                     Event::State { call: c, state: wakeline::CallState::Connected, .. } if c == call.handle() => {
+                        give_up_at.as_mut().reset(tokio::time::Instant::now() + never);
                         hangup_at.as_mut().reset(tokio::time::Instant::now() + duration);
                         if let Some(digits) = args.dtmf.clone() {
                             let c = call.clone();
-                            tokio::spawn(async move {
+                            let info = args.dtmf_mode == "info";
+                            dtmf_sent = Some(tokio::spawn(async move {
                                 // Let media start and the far end's jitter buffer settle first.
                                 tokio::time::sleep(Duration::from_millis(500)).await;
-                                if let Err(e) = c.send_dtmf(&digits).await {
-                                    tracing::warn!("--dtmf: {e}");
+                                if info {
+                                    c.send_dtmf_info(&digits).await
+                                } else {
+                                    c.send_dtmf(&digits).await
                                 }
-                            });
+                            }));
                         }
                     }
-                    Event::MediaReport { call: c, report: r, .. } if c == call.handle() => {
+                    Event::MediaReport { call: c, report: r, call_id } if c == call.handle() => {
+                        summaries.note(&Event::MediaReport { call: c, call_id, report: r.clone() });
                         report = Some(r);
                     }
                     Event::Ended { call: c, call_id, status, reason, outcome, .. } if c == call.handle() => {
                         if let Some(path) = &args.media.report {
                             let s = samples.remove(&c).unwrap_or_default();
-                            write_report(path, &format!("wakeline call {call_id}"), &s);
+                            write_report(path, &format!("wakeline call {call_id}"), &s, report.as_deref());
                         }
-                        if let Some(path) = &args.media.summary {
-                            let v = media::summary(status, &reason, outcome_name(outcome), report.as_deref());
-                            media::write_summary(path, &v, false);
-                        }
-                        break if outcome == CallOutcome::Answered {
-                            Ok(())
-                        } else {
-                            Err(Fail(format!("call failed: {status} {reason}")))
+                        let reason = match stopped {
+                            Some(_) => "interrupted".to_string(),
+                            None if gave_up => format!("no answer within {} s (CANCEL sent)", args.ring_timeout.unwrap_or(0.0)),
+                            None => reason,
                         };
+                        summaries.note(&Event::Ended { call: c, call_id, status, reason: reason.clone(), outcome });
+                        let media_error = report
+                            .as_ref()
+                            .and_then(|r| r.error.clone())
+                            .or(dtmf_error.take().map(|e| format!("--dtmf: {e}")));
+                        break call_result(outcome, status, &reason, stopped, media_error);
                     }
                     _ => {}
                 }
             }
             _ = &mut hangup_at => {
+                // The digits go out before the BYE (bounded: the call may lose its media).
+                if let Some(task) = dtmf_sent.take() {
+                    match tokio::time::timeout(DTMF_WAIT, task).await {
+                        Ok(Ok(Ok(()))) => {}
+                        Ok(Ok(Err(e))) => dtmf_error = Some(e.to_string()),
+                        Ok(Err(e)) => dtmf_error = Some(e.to_string()),
+                        Err(_) => dtmf_error = Some(format!("not sent within {} s", DTMF_WAIT.as_secs())),
+                    }
+                }
                 call.hangup().await?;
-                hangup_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
+                hangup_at.as_mut().reset(tokio::time::Instant::now() + never);
             }
-            _ = &mut stop, if !stopped => {
-                stopped = true;
+            _ = &mut give_up_at => {
+                gave_up = true;
+                give_up_at.as_mut().reset(tokio::time::Instant::now() + never);
+                tracing::info!("no answer within --ring-timeout: cancelling");
+                call.hangup().await?;
+            }
+            why = &mut stop, if stopped.is_none() => {
+                stopped = Some(why);
                 call.hangup().await?;
             }
             _ = tick.tick(), if live.is_tty() => live.tick(),
             k = live.key() => match k {
-                KeyAction::Interrupt if !stopped => {
-                    stopped = true;
+                KeyAction::Interrupt if stopped.is_none() => {
+                    stopped = Some(Exit::Interrupted);
                     call.hangup().await?;
                 }
                 KeyAction::Interrupt => {}
@@ -437,30 +540,93 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
+/// How a call that ended this way ends the program.
+fn call_result(
+    outcome: CallOutcome,
+    status: u16,
+    reason: &str,
+    stopped: Option<Exit>,
+    media_error: Option<String>,
+) -> Result<(), Fail> {
+    if let Some(why) = stopped {
+        return Err(Fail::new(why, "call interrupted"));
+    }
+    if let Some(exit) = Exit::for_outcome(outcome, status) {
+        let msg = match status {
+            0 => format!("call failed: {reason}"),
+            _ => format!("call failed: {status} {reason}"),
+        };
+        return Err(Fail::new(exit, msg));
+    }
+    match media_error {
+        Some(e) => Err(Fail::media(format!("call media failed: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// How long the hang-up waits for `--dtmf` digits still on their way.
+const DTMF_WAIT: Duration = Duration::from_secs(20);
+
+/// How long `call` and `register` (without `--for`) wait for the registrar.
+const REGISTER_WAIT: Duration = Duration::from_secs(40);
+
+/// The bounds of waiting for a registration.
+#[derive(Clone, Copy)]
+struct Registering<'a> {
+    /// The registrar (or proxy) the REGISTER goes to, for messages.
+    registrar: &'a str,
+    /// Give up after this long.
+    within: Duration,
+    /// Give up on the first attempt that failed without a SIP answer (refused, unreachable,
+    /// timed out) instead of letting the core retry.
+    give_up_on_network: bool,
+}
+
 async fn wait_registered(
     events: &mut wakeline::driver::Events,
     log: &mut EventLog,
+    bound: Registering<'_>,
 ) -> Result<(), Fail> {
-    let deadline = tokio::time::sleep(Duration::from_secs(40));
+    let deadline = tokio::time::sleep(bound.within);
     tokio::pin!(deadline);
-    // The last retryable failure, to say why at the deadline.
-    let mut last = String::new();
+    let mut last: Option<(u16, String)> = None;
+    let mut attempts = 0u32;
     loop {
         tokio::select! {
             ev = events.next() => {
-                let Some(ev) = ev else { return Err(Fail("user agent stopped".into())) };
+                let Some(ev) = ev else { return Err(Fail::new(Exit::Sip, "registration failed: the user agent stopped")) };
                 log_event(&ev);
                 log.write(&ev);
                 match ev {
                     Event::Registered { .. } => return Ok(()),
-                    Event::RegistrationFailed { status, reason } if (400..700).contains(&status) && status != 408 => {
-                        return Err(Fail(format!("registration failed: {status} {reason}")));
+                    Event::RegistrationFailed { status, reason, .. } => {
+                        attempts += 1;
+                        let final_answer = (400..700).contains(&status) && status != 408;
+                        if final_answer || (status == 0 && bound.give_up_on_network) {
+                            let msg = match status {
+                                // The REGISTER itself got no answer (Timer F): say where it went.
+                                0 if reason == "timeout" => format!("registration failed: REGISTER to {}: timeout", bound.registrar),
+                                0 => format!("registration failed: {reason}"),
+                                _ => format!("registration failed: {status} {reason}"),
+                            };
+                            return Err(Fail::new(Exit::for_status(status), msg));
+                        }
+                        last = Some((status, reason));
                     }
-                    Event::RegistrationFailed { reason, .. } => last = format!("; last error: {reason}"),
                     _ => {}
                 }
             }
-            _ = &mut deadline => return Err(Fail(format!("registration failed: timeout{last}"))),
+            _ = &mut deadline => {
+                let secs = bound.within.as_secs_f64();
+                return Err(match last {
+                    Some((status, reason)) => Fail::new(
+                        Exit::for_status(status),
+                        format!("registration failed: {}{reason} ({attempts} attempts in {secs} s)",
+                            if status == 0 { String::new() } else { format!("{status} ") }),
+                    ),
+                    None => Fail::new(Exit::Network, format!("registration failed: no answer from the registrar within {secs} s")),
+                });
+            }
         }
     }
 }
@@ -469,24 +635,37 @@ async fn wait_registered(
 pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
     let config = config(&args.account)?;
     if config.account.is_none() {
-        return Err(Fail("register needs --registrar and --user".into()));
+        return Err(Fail::usage("register needs --registrar and --user"));
     }
     let (ua, mut events) = UserAgent::builder(config)
         .dns_servers(dns_servers(&args.account))
         .start()
         .await?;
-    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let mut log = event_log(&args.common)?;
     ua.register().await?;
-    let registered = wait_registered(&mut events, &mut log).await;
+    let stay = args.for_secs.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let started = tokio::time::Instant::now();
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let target = args
+        .account
+        .proxy
+        .as_ref()
+        .or(args.account.registrar.as_ref());
+    let bound = Registering {
+        registrar: target.map_or("the registrar", String::as_str),
+        within: stay.unwrap_or(REGISTER_WAIT),
+        give_up_on_network: false,
+    };
+    let mut registered = tokio::select! {
+        r = wait_registered(&mut events, &mut log, bound) => r,
+        why = &mut stop => Err(Fail::new(why, "register interrupted")),
+    };
     if registered.is_ok() {
-        let stay = args
-            .for_secs
-            .map(|s| Duration::from_secs_f64(s.max(0.0)))
-            .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
-        let until = tokio::time::sleep(stay);
+        let until = tokio::time::sleep_until(
+            started + stay.unwrap_or(Duration::from_secs(u64::from(u32::MAX))),
+        );
         tokio::pin!(until);
-        let stop = stop_signal();
-        tokio::pin!(stop);
         loop {
             tokio::select! {
                 ev = events.next() => {
@@ -495,7 +674,13 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
                     log.write(&ev);
                 }
                 _ = &mut until => break,
-                _ = &mut stop => break,
+                why = &mut stop => {
+                    // Ctrl-C ends a `register` without --for: that is how it is meant to end.
+                    if stay.is_some() {
+                        registered = Err(Fail::new(why, "register interrupted"));
+                    }
+                    break;
+                }
             }
         }
     }
@@ -506,11 +691,13 @@ pub async fn register(args: RegisterArgs) -> Result<ExitCode, Fail> {
 
 /// `wakeline demo`: two user agents in this process, a real call over TCP on 127.0.0.1.
 pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
-    let mut log = EventLog::open(args.common.events.as_deref())?;
+    let mut log = event_log(&args.common)?;
     let speaker = match &args.speaker {
         Some(s) => {
-            let sink: AudioSink = s.parse().map_err(|e| Fail(format!("--speaker: {e}")))?;
-            media::probe_sink(&sink).map_err(|e| Fail(format!("--speaker {s}: {e}")))?;
+            let sink: AudioSink = s
+                .parse()
+                .map_err(|e| Fail::usage(format!("--speaker: {e}")))?;
+            media::probe_sink(&sink).map_err(|e| Fail::media(format!("--speaker {s}: {e}")))?;
             sink
         }
         None => match media::probe_sink(&AudioSink::Default) {
@@ -525,7 +712,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         },
     };
     let chime = media::write_chime(&std::env::temp_dir().join("wakeline-demo-chime.wav"))
-        .map_err(|e| Fail(format!("demo: cannot write the chime: {e}")))?;
+        .map_err(|e| Fail::media(format!("demo: cannot write the chime: {e}")))?;
     let tone = |hz| MediaOptions {
         source: AudioSource::Tone(hz),
         sink: AudioSink::Null,
@@ -543,12 +730,16 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         source: AudioSource::Wav(chime),
         ..tone(1000.0)
     })
-    .listen("127.0.0.1:0".parse().map_err(|e| Fail(format!("{e}")))?)
+    .listen(
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|e| Fail::usage(format!("{e}")))?,
+    )
     .start()
     .await?;
     let bob_addr = bob
         .local_addr()
-        .ok_or_else(|| Fail("demo: callee has no listener".into()))?;
+        .ok_or_else(|| Fail::usage("demo: callee has no listener"))?;
     let bob_task = {
         let bob = bob.clone();
         tokio::spawn(async move {
@@ -583,6 +774,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
     let duration = Duration::from_secs_f64(args.duration.max(0.0));
     let mut answered = false;
     let mut samples = Vec::new();
+    let mut alice_report = None;
     let report_path = args.record.with_extension("svg");
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let outcome = loop {
@@ -601,10 +793,13 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
             }
         };
         let Some(ev) = ev else {
-            return Err(Fail("demo: user agent stopped".into()));
+            return Err(Fail::usage("demo: user agent stopped"));
         };
         log.write(&ev);
         live.on_event(&ev);
+        if let Event::MediaReport { report, .. } = &ev {
+            alice_report = Some(report.clone());
+        }
         match &ev {
             Event::State { state, .. } => {
                 live.say(&format!("demo: call {}", state_name(*state)));
@@ -625,8 +820,9 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
             Event::MediaReport { report, .. } => match (&report.stats, &report.error) {
                 (Some(s), _) => live.say(&format!(
                     "demo: media: {} — sent {} / received {} RTP packets, lost {}, jitter {:.1} ms, \
-                     concealed {:.0} ms, estimated MOS {:.2}",
-                    s.codec, s.rtp_sent, s.rtp_received, s.lost, s.jitter_ms, s.concealed_ms, s.mos
+                     concealed {:.0} ms, estimated MOS {}",
+                    s.codec, s.rtp_sent, s.rtp_received, s.lost, s.jitter_ms, s.concealed_ms,
+                    s.mos.map_or("- (no audio)".to_string(), |m| format!("{m:.2}"))
                 )),
                 (None, Some(e)) => live.say(&format!("demo: media did not run: {e}")),
                 (None, None) => {}
@@ -643,7 +839,8 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
                     outcome_name(*outcome)
                 );
                 println!("demo: what alice heard is in {}", args.record.display());
-                match report::write(&report_path, "wakeline demo: alice's side", &samples) {
+                let rows = report::table(alice_report.as_deref());
+                match report::write(&report_path, "wakeline demo: alice's side", &samples, &rows) {
                     Ok(()) => println!(
                         "demo: quality report (jitter, loss, concealment, levels) in {}",
                         report_path.display()
@@ -662,6 +859,6 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         println!("demo: OK — the call was answered and hung up cleanly");
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(Fail("demo: the call was not answered".into()))
+        Err(Fail::usage("demo: the call was not answered"))
     }
 }

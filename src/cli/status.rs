@@ -45,6 +45,8 @@ pub struct StatusView {
     pub muted: bool,
     /// The call is on hold.
     pub held: bool,
+    /// Estimated MOS; `None` while no audio has been received.
+    pub mos: Option<f64>,
 }
 
 /// A level meter of `n` cells over −60…0 dBFS, e.g. `▮▮▮▯▯`.
@@ -103,6 +105,10 @@ pub fn render(v: &StatusView) -> String {
             meter(v.input_level, 5),
             meter(v.output_level, 5)
         ));
+        match v.mos {
+            Some(m) => s.push_str(&format!(" | MOS {m:.1}")),
+            None => s.push_str(" | no audio"),
+        }
     }
     if v.muted {
         s.push_str(" | MUTED");
@@ -168,7 +174,16 @@ pub async fn act(call: &wakeline::Call, action: KeyAction, view: &mut StatusView
             }
             r
         }
-        KeyAction::Dtmf(d) => call.send_dtmf(&d.to_string()).await,
+        KeyAction::Dtmf(d) => {
+            // send_dtmf completes when the digit is on the wire (~160 ms): not in the key loop.
+            let call = call.clone();
+            tokio::spawn(async move {
+                if let Err(e) = call.send_dtmf(&d.to_string()).await {
+                    tracing::warn!("DTMF {d}: {e}");
+                }
+            });
+            Ok(())
+        }
     };
     if let Err(e) = r {
         tracing::warn!("{action:?}: {e}");
@@ -182,6 +197,8 @@ pub struct Live {
     pub view: StatusView,
     /// The call shown (the newest one).
     pub call: Option<CallHandle>,
+    /// Every call not yet ended, oldest first: when the newest ends, keys act on the one before.
+    calls: Vec<CallHandle>,
     started: Option<Instant>,
     keys: Option<tokio::sync::mpsc::UnboundedReceiver<KeyAction>>,
     stop_keys: Arc<AtomicBool>,
@@ -198,6 +215,7 @@ impl Live {
             tty,
             view: StatusView::default(),
             call: None,
+            calls: Vec::new(),
             started: None,
             keys: None,
             stop_keys: Arc::new(AtomicBool::new(false)),
@@ -213,6 +231,8 @@ impl Live {
     pub fn on_event(&mut self, ev: &Event) {
         match ev {
             Event::Incoming { call, .. } => self.start(*call, "incoming"),
+            // An older call's progress does not take the line (and the keys) from the newest.
+            Event::State { call, .. } if self.call != Some(*call) && self.calls.contains(call) => {}
             Event::State { call, state, .. } => {
                 if self.call != Some(*call) {
                     self.start(*call, state_name(*state));
@@ -240,17 +260,27 @@ impl Live {
                 v.input_level = snapshot.input_level;
                 v.output_level = snapshot.output_level;
                 v.muted = snapshot.muted;
+                v.mos = s.mos;
             }
-            Event::Ended { call, .. } if self.call == Some(*call) => {
-                self.clear();
-                self.call = None;
-                self.started = None;
+            Event::Ended { call, .. } => {
+                self.calls.retain(|c| c != call);
+                if self.call == Some(*call) {
+                    self.clear();
+                    self.call = None;
+                    self.started = None;
+                    if let Some(&previous) = self.calls.last() {
+                        self.start(previous, "up");
+                    }
+                }
             }
             _ => {}
         }
     }
 
     fn start(&mut self, call: CallHandle, state: &str) {
+        if !self.calls.contains(&call) {
+            self.calls.push(call);
+        }
         self.call = Some(call);
         self.started = Some(Instant::now());
         self.view = StatusView {
@@ -431,6 +461,7 @@ mod tests {
             output_level: 0.0,
             muted: true,
             held: false,
+            mos: Some(4.32),
         }
     }
 
@@ -444,6 +475,7 @@ mod tests {
         assert!(s.contains("jitter 2.3 ms"), "{s}");
         assert!(s.contains("rtt 12 ms"), "{s}");
         assert!(s.contains("in ▮▮▮▮▮ out ▯▯▯▯▯"), "{s}");
+        assert!(s.contains("| MOS 4.3"), "{s}");
         assert!(s.ends_with("| MUTED"), "{s}");
         assert!(!s.contains('\n') && !s.contains('\r'));
     }
@@ -464,6 +496,43 @@ mod tests {
         };
         let s = render(&v);
         assert!(s.contains("rtt -") && s.ends_with("| HELD"), "{s}");
+        let v = StatusView {
+            received: 0,
+            mos: None,
+            ..connected()
+        };
+        let s = render(&v);
+        assert!(s.contains("| no audio") && !s.contains("MOS"), "{s}");
+    }
+
+    #[test]
+    fn keys_follow_the_newest_call_and_fall_back_to_the_one_before() {
+        let mut live = Live::with_tty(false);
+        let inc = |n| Event::Incoming {
+            call: CallHandle(n),
+            call_id: format!("c{n}"),
+            from: "a".into(),
+            to: "b".into(),
+            pushed: false,
+        };
+        let state = |n, state| Event::State {
+            call: CallHandle(n),
+            call_id: format!("c{n}"),
+            state,
+        };
+        live.on_event(&inc(1));
+        live.on_event(&inc(2));
+        assert_eq!(live.call, Some(CallHandle(2)));
+        live.on_event(&state(1, wakeline::CallState::Connected));
+        assert_eq!(live.call, Some(CallHandle(2)), "the older call keeps quiet");
+        live.on_event(&Event::Ended {
+            call: CallHandle(2),
+            call_id: "c2".into(),
+            status: 200,
+            reason: "BYE".into(),
+            outcome: wakeline::CallOutcome::Answered,
+        });
+        assert_eq!(live.call, Some(CallHandle(1)), "back to the one before");
     }
 
     #[test]

@@ -73,10 +73,17 @@ impl UserAgentBuilder {
     /// Returns the handle and the stream of events. Registration is not started: call
     /// [`UserAgent::register`].
     pub async fn start(self) -> Result<(UserAgent, Events), Error> {
-        let listener = match self.listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
-            None => None,
-        };
+        let listener =
+            match self.listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(
+                    |source| Error::Socket {
+                        op: "bind",
+                        addr,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
         let local_addr = match &listener {
             Some(l) => Some(l.local_addr()?),
             None => None,
@@ -295,9 +302,28 @@ impl Call {
     }
 
     /// Sends DTMF digits (`0-9*#A-D`) as RFC 4733 telephone-events. Needs media to be up.
+    /// Completes when the last digit's final (end) packets are on the wire; fails with
+    /// [`Error::Media`] when the call has no telephone-event or ends first.
     pub async fn send_dtmf(&self, digits: &str) -> Result<(), Error> {
         let (h, d) = (self.handle, digits.to_string());
         self.ua.ask(|reply| Command::Dtmf(h, d, reply)).await
+    }
+
+    /// Sends DTMF digits as SIP INFO requests (`application/dtmf-relay`, one per digit, 200 ms
+    /// apart) for peers that take DTMF that way. Needs a connected call.
+    pub async fn send_dtmf_info(&self, digits: &str) -> Result<(), Error> {
+        for (i, d) in digits.chars().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let body = crate::signaling::core::dtmf_relay_body(d).into_bytes();
+            let h = self.handle;
+            let ct = "application/dtmf-relay".to_string();
+            self.ua
+                .ask(|reply| Command::Info(h, ct, body, reply))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Mutes (`true`: the far end hears silence) or unmutes our audio. Needs media to be up.

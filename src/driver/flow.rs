@@ -111,7 +111,7 @@ pub(crate) fn spawn(
             if let Err(e) = wr.write_all(&bytes).await {
                 let _ = wev.send(FlowEvent::Closed {
                     flow,
-                    why: format!("write: {e}"),
+                    why: format!("write: {}", super::cause::io_cause(&e)),
                 });
                 return None;
             }
@@ -143,7 +143,7 @@ pub(crate) fn spawn(
                 Err(e) => {
                     let _ = events.send(FlowEvent::Closed {
                         flow,
-                        why: format!("read: {e}"),
+                        why: format!("read: {}", super::cause::io_cause(&e)),
                     });
                     return;
                 }
@@ -266,14 +266,12 @@ async fn connect_first(targets: &[Target]) -> Attempt {
     Err(failures)
 }
 
-/// A short name for a connect error: `refused`, `unreachable`, or the OS's words.
+/// A connect error in words: `connection refused`, `network is unreachable`, or the OS's words
+/// (`timed out` for the OS's own time-out, as for ours).
 fn io_reason(e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
     match e.kind() {
-        ConnectionRefused => "refused".into(),
-        HostUnreachable | NetworkUnreachable => "unreachable".into(),
-        TimedOut => TIMED_OUT.into(),
-        _ => e.to_string(),
+        std::io::ErrorKind::TimedOut => TIMED_OUT.into(),
+        _ => super::cause::io_cause(e),
     }
 }
 
@@ -287,6 +285,10 @@ fn describe_failures(host: &str, failures: &[(Target, String)]) -> String {
         .join("; ");
     match (host.is_empty(), failures.is_empty()) {
         (_, true) => format!("connect {host}: no target"),
+        // A numeric host and its one address: `connect 127.0.0.1:5060: connection refused`.
+        (false, false) if failures.len() == 1 && failures[0].0.addr.ip().to_string() == host => {
+            format!("connect {}: {}", failures[0].0.addr, failures[0].1)
+        }
         (true, false) => list,
         (false, false) => format!("connect {host}: {list}"),
     }
@@ -306,12 +308,12 @@ mod tests {
     #[test]
     fn failures_name_every_target() {
         let f = vec![
-            (tcp("192.0.2.1:5060"), "refused".to_string()),
+            (tcp("192.0.2.1:5060"), "connection refused".to_string()),
             (tcp("192.0.2.2:5060"), "timed out".to_string()),
         ];
         assert_eq!(
             describe_failures("sip.example.test", &f),
-            "connect sip.example.test: 192.0.2.1:5060 refused; 192.0.2.2:5060 timed out"
+            "connect sip.example.test: 192.0.2.1:5060 connection refused; 192.0.2.2:5060 timed out"
         );
         assert_eq!(describe_failures("h", &[]), "connect h: no target");
     }
@@ -329,6 +331,6 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert_eq!(remote, live_addr);
         let err = connect_first(&targets[..1]).await.unwrap_err();
-        assert_eq!(err, vec![(targets[0], "refused".to_string())]);
+        assert_eq!(err, vec![(targets[0], "connection refused".to_string())]);
     }
 }

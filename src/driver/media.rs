@@ -11,13 +11,16 @@ use crate::media::{MediaReport, MediaSnapshot};
 
 /// How often a running call reports its media (`Event::MediaStats`).
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+/// The first report comes this soon, and a last one when media stops, so a report over the
+/// snapshots covers the whole call.
+const FIRST_SNAPSHOT: Duration = Duration::from_millis(250);
 use crate::signaling::core::CallHandle;
 use crate::signaling::sdp::Negotiated;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How calls get their audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +38,25 @@ pub struct MediaOptions {
     /// When media may follow a source other than the SDP address (`--latching`; default
     /// `nat`: only when the SDP address is unreachable from here, after a proof).
     pub latching: crate::media::session::Latching,
+    /// With several calls at once: call `n` (its [`CallHandle`] number) records to
+    /// `FILE-n.wav` instead of `record`'s `FILE.wav`.
+    pub record_per_call: bool,
+}
+
+impl MediaOptions {
+    /// The file call `call` records to.
+    pub fn record_path(&self, call: CallHandle) -> Option<PathBuf> {
+        let path = self.record.as_ref()?;
+        if !self.record_per_call {
+            return Some(path.clone());
+        }
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let name = match path.extension() {
+            Some(ext) => format!("{stem}-{}.{}", call.0, ext.to_string_lossy()),
+            None => format!("{stem}-{}", call.0),
+        };
+        Some(path.with_file_name(name))
+    }
 }
 
 impl Default for MediaOptions {
@@ -46,6 +68,7 @@ impl Default for MediaOptions {
             encoder: EncoderConfig::default(),
             audio: AudioConfig::default(),
             latching: Default::default(),
+            record_per_call: false,
         }
     }
 }
@@ -94,8 +117,8 @@ impl MediaSockets {
 pub(crate) enum MediaCtl {
     /// The SDP changed (re-INVITE: hold, resume, new address or codec).
     Update(Negotiated),
-    /// Send these DTMF digits (RFC 4733).
-    Dtmf(String),
+    /// Send these DTMF digits (RFC 4733); the reply comes when the last one is on the wire.
+    Dtmf(String, oneshot::Sender<Result<(), crate::Error>>),
     /// Mute (`true`) or unmute our audio.
     Mute(bool),
     /// The network changed: use these sockets from now on (a re-INVITE announces them).
@@ -142,7 +165,7 @@ pub(crate) fn spawn(
 struct Recorder {
     ring: rtrb::Consumer<i16>,
     wav: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
-    failed: bool,
+    failed: Option<String>,
 }
 
 impl Recorder {
@@ -159,7 +182,7 @@ impl Recorder {
             Recorder {
                 ring,
                 wav,
-                failed: false,
+                failed: None,
             },
             tx,
         ))
@@ -167,20 +190,23 @@ impl Recorder {
 
     fn drain(&mut self) {
         while let Ok(s) = self.ring.pop() {
-            if !self.failed {
+            if self.failed.is_none() {
                 if let Err(e) = self.wav.write_sample(s) {
                     tracing::warn!("--record: {e}");
-                    self.failed = true;
+                    self.failed = Some(format!("record: {e}"));
                 }
             }
         }
     }
 
-    fn finish(mut self) {
+    /// Closes the file; `Some` says why the recording is incomplete.
+    fn finish(mut self) -> Option<String> {
         self.drain();
         if let Err(e) = self.wav.finalize() {
             tracing::warn!("--record: {e}");
+            return self.failed.or(Some(format!("record: {e}")));
         }
+        self.failed
     }
 }
 
@@ -222,26 +248,26 @@ struct Closing {
 }
 
 impl Closing {
-    /// Closes everything. Blocking when a device or file is involved.
-    fn close(self) {
+    /// Closes everything (blocking when a device or file is involved); `Some` says why the
+    /// recording is incomplete.
+    fn close(self) -> Option<String> {
         drop(self.handle);
         if let Err(e) = self.paced.finish() {
             tracing::warn!("WAV sink: {e}");
         }
-        if let Some(r) = self.recorder {
-            r.finish();
-        }
+        self.recorder.and_then(Recorder::finish)
     }
 
     /// Closes off the runtime when closing can block (the report waits for files to be
     /// complete; the runtime's worker does not), inline otherwise.
-    async fn close_off_runtime(self) {
+    async fn close_off_runtime(self) -> Option<String> {
         if self.handle.has_devices() || self.paced.finish_blocks() || self.recorder.is_some() {
-            if let Err(e) = tokio::task::spawn_blocking(move || self.close()).await {
-                tracing::warn!("closing audio: {e}");
+            match tokio::task::spawn_blocking(move || self.close()).await {
+                Ok(e) => e,
+                Err(e) => Some(format!("closing audio: {e}")),
             }
         } else {
-            self.close();
+            self.close()
         }
     }
 }
@@ -293,13 +319,17 @@ async fn run(
     };
     // Playout follows the playback device: a frame whenever its ring runs below one period.
     pipeline.set_device_period(Duration::from_millis(u64::from(options.audio.period_ms)));
-    if let Some(path) = &options.record {
-        match Recorder::open(path) {
+    let mut record_error = None;
+    if let Some(path) = options.record_path(call) {
+        match Recorder::open(&path) {
             Ok((r, tap)) => {
                 pipeline.set_record(tap);
                 closing.recorder = Some(r);
             }
-            Err(e) => tracing::warn!("--record {}: {e}", path.display()),
+            Err(e) => {
+                tracing::warn!("--record {}: {e}", path.display());
+                record_error = Some(format!("record {}: {e}", path.display()));
+            }
         }
     }
     // The paced backends run on this task's clock; the first playout frame is queued before
@@ -312,7 +342,8 @@ async fn run(
     let mut rtcp_buf = vec![0u8; 2048];
     let mut stopping = false;
     let mut muted = false;
-    let mut next_snapshot = started + SNAPSHOT_EVERY;
+    let mut next_snapshot = started + FIRST_SNAPSHOT;
+    let mut dtmf_waiting: Vec<oneshot::Sender<Result<(), crate::Error>>> = Vec::new();
     loop {
         let due = if clock.complete {
             pipeline.poll_timeout_clocked()
@@ -352,10 +383,15 @@ async fn run(
                         tracing::warn!(?call, "media update: {e}");
                     }
                 }
-                Some(MediaCtl::Dtmf(digits)) => {
-                    for d in digits.chars() {
-                        if let Err(e) = pipeline.send_dtmf(Instant::now(), d) {
-                            tracing::warn!(?call, "dtmf {d:?}: {e}");
+                Some(MediaCtl::Dtmf(digits, done)) => {
+                    let queued = digits
+                        .chars()
+                        .try_for_each(|d| pipeline.send_dtmf(Instant::now(), d));
+                    match queued {
+                        Ok(()) => dtmf_waiting.push(done),
+                        Err(e) => {
+                            tracing::warn!(?call, "dtmf {digits:?}: {e}");
+                            let _ = done.send(Err(crate::Error::Media(format!("DTMF: {e}"))));
                         }
                     }
                 }
@@ -396,31 +432,43 @@ async fn run(
             r.drain();
         }
         let now = Instant::now();
-        if now >= next_snapshot {
+        if now >= next_snapshot || stopping {
             next_snapshot = now + SNAPSHOT_EVERY;
-            let (input_level, output_level) = pipeline.levels();
+            let (input, output) = pipeline.take_levels();
             let snapshot = MediaSnapshot {
                 stats: pipeline.stats(),
-                input_level,
-                output_level,
+                input_level: input.rms,
+                output_level: output.rms,
+                input_peak: input.peak,
+                output_peak: output.peak,
                 elapsed: now.saturating_duration_since(started),
                 muted,
             };
             let _ = notes.send(MediaNote::Stats(call, Box::new(snapshot)));
         }
+        if !dtmf_waiting.is_empty() && !pipeline.dtmf_busy() {
+            // The last digit's final packets are out.
+            for done in dtmf_waiting.drain(..) {
+                let _ = done.send(Ok(()));
+            }
+        }
         if stopping {
             break;
         }
     }
+    for done in dtmf_waiting {
+        let why = "the call ended before its DTMF digits were sent".to_string();
+        let _ = done.send(Err(crate::Error::Media(why)));
+    }
     let duration = started.elapsed();
     let stats = pipeline.stats();
-    closing.close_off_runtime().await;
+    record_error = record_error.or(closing.close_off_runtime().await);
     MediaReport {
         stats: Some(stats),
         capture: capture_stats.snapshot(),
         playback: playback_stats.snapshot(),
         duration,
-        error: None,
+        error: record_error,
     }
 }
 

@@ -24,6 +24,7 @@
 //! ```
 
 mod api;
+mod cause;
 mod flow;
 mod listener;
 mod media;
@@ -35,6 +36,7 @@ mod task;
 mod udp;
 
 pub use api::{Call, Events, UserAgent, UserAgentBuilder};
+pub use cause::io_cause;
 pub use listener::ListenerLimits;
 pub use media::MediaOptions;
 pub use tap::{PacketTap, Tap};

@@ -17,15 +17,13 @@
 //! The result is never `0.0.0.0` or `::`. A loopback address toward a peer that is not on
 //! loopback is kept (the user may mean it) but logged as a warning.
 
+use super::resolve::{ConnectHints, Resolver};
 use crate::signaling::core::addr::FlowAddrs;
 use crate::signaling::core::{CallHandle, SignalingCore};
 use crate::signaling::message::Uri;
+use crate::signaling::rfc3263::Policy;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
-
-/// How long resolving the next hop's name may take before the call fails.
-const RESOLVE_LIMIT: Duration = Duration::from_secs(5);
 
 /// What the address choice needs to route, when nothing known fits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,21 +117,17 @@ pub(crate) fn routed_source(peer: IpAddr) -> io::Result<IpAddr> {
     Ok(ip)
 }
 
-/// The first address `host` resolves to (the one a TCP connect tries first).
-async fn resolve(host: &str, port: u16) -> io::Result<IpAddr> {
-    let lookup = tokio::net::lookup_host((host, port));
-    let mut addrs = tokio::time::timeout(RESOLVE_LIMIT, lookup)
+/// The first address `host` resolves to the RFC 3263 way (the one a connect tries first), with
+/// the same DNS servers the connects use.
+async fn resolve(lookup: (&Resolver, &ConnectHints), host: &str, port: u16) -> io::Result<IpAddr> {
+    let (resolver, hints) = lookup;
+    let targets = resolver
+        .resolve(hints.destination(host, port), Policy::default())
         .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("resolving {host}: no answer in {RESOLVE_LIMIT:?}"),
-            )
-        })?
-        .map_err(|e| io::Error::new(e.kind(), format!("resolving {host}: {e}")))?;
-    addrs
-        .next()
-        .map(|a| a.ip())
+        .map_err(|e| io::Error::other(format!("resolving {host}: {e}")))?;
+    targets
+        .first()
+        .map(|t| t.addr.ip())
         .ok_or_else(|| io::Error::other(format!("{host} resolves to no address")))
 }
 
@@ -149,6 +143,7 @@ pub(crate) async fn media_ip(
     explicit: Option<IpAddr>,
     call: Option<CallHandle>,
     target: Option<&Uri>,
+    lookup: (&Resolver, &ConnectHints),
 ) -> io::Result<IpAddr> {
     let flow = match call {
         Some(c) => core.call_flow_addrs(c),
@@ -180,7 +175,7 @@ pub(crate) async fn media_ip(
             }
         },
         Choice::Resolve(host, port) => {
-            let peer = resolve(&host, port).await?;
+            let peer = resolve(lookup, &host, port).await?;
             (routed_source(peer)?, Some(peer))
         }
         Choice::DefaultRoute => (default_source(), None),
@@ -208,6 +203,13 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// The system's resolver and the core's connect hints (leaked: tests only).
+    fn lookup(core: &SignalingCore) -> (&'static Resolver, &'static ConnectHints) {
+        let resolver = Box::leak(Box::new(Resolver::new(&[])));
+        let hints = Box::leak(Box::new(ConnectHints::new(core.config())));
+        (resolver, hints)
     }
 
     fn flow(local: &str, remote: &str) -> FlowAddrs {
@@ -376,7 +378,9 @@ mod tests {
                 })
                 .expect("incoming");
             assert_eq!(s.core.call_offer_address(call), Some(ip(offer_ip)));
-            let got = media_ip(&s.core, None, Some(call), None).await.unwrap();
+            let got = media_ip(&s.core, None, Some(call), None, lookup(&s.core))
+                .await
+                .unwrap();
             // The IPv6 offer on an IPv4 flow: the route to it if there is one, else (no IPv6
             // route here) the flow's own address rather than a failed answer.
             let want = match i {
@@ -415,17 +419,21 @@ mod tests {
                 continue;
             }
             let uri = Uri::parse(target).unwrap();
-            let got = media_ip(&core, None, None, Some(&uri)).await.unwrap();
+            let got = media_ip(&core, None, None, Some(&uri), lookup(&core))
+                .await
+                .unwrap();
             assert!(got.is_loopback(), "{target}: {got}");
             if !want.is_empty() {
                 assert_eq!(got, ip(want));
             }
         }
-        let explicit = media_ip(&core, Some(ip("192.0.2.1")), None, None)
+        let explicit = media_ip(&core, Some(ip("192.0.2.1")), None, None, lookup(&core))
             .await
             .unwrap();
         assert_eq!(explicit, ip("192.0.2.1"));
-        let fallback = media_ip(&core, None, None, None).await.unwrap();
+        let fallback = media_ip(&core, None, None, None, lookup(&core))
+            .await
+            .unwrap();
         assert!(!fallback.is_unspecified(), "{fallback}");
     }
 }

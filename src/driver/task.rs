@@ -38,6 +38,7 @@ pub(crate) enum Command {
     Hangup(CallHandle, Reply<()>),
     Hold(CallHandle, bool, Reply<()>),
     Dtmf(CallHandle, String, Reply<()>),
+    Info(CallHandle, String, Vec<u8>, Reply<()>),
     Mute(CallHandle, bool, Reply<()>),
     Push {
         call_id: String,
@@ -95,12 +96,8 @@ pub(crate) struct DriverTask {
     /// DNS for connect targets (RFC 3263), and the URIs behind the core's connect requests.
     resolver: Arc<Resolver>,
     hints: ConnectHints,
-    /// Control-flow connects in progress: their failure is a registration failure.
+    /// Control-flow connects in progress (a REGISTER timeout on them may fail over).
     control_connects: HashSet<FlowId>,
-    register_wanted: bool,
-    /// Why the connect whose loss is being drained failed: it explains the calls that end
-    /// with it ("flow lost" says too little).
-    connect_error: Option<String>,
     /// Targets that timed out lately, tried last (RFC 3263 §4.3 failover).
     avoid: Avoid,
     /// Connects that left other targets untried.
@@ -162,8 +159,6 @@ impl DriverTask {
             resolver: Arc::new(Resolver::new(&[])),
             hints,
             control_connects: HashSet::new(),
-            register_wanted: false,
-            connect_error: None,
             avoid: Avoid::default(),
             spare: HashSet::new(),
             failover: None,
@@ -369,7 +364,7 @@ impl DriverTask {
                 if let Some(f) = self.flows.remove(&flow) {
                     f.reader.abort();
                 }
-                self.core.handle_flow_down(now, flow);
+                self.core.handle_flow_closed(now, flow, &why);
             }
         }
     }
@@ -378,18 +373,21 @@ impl DriverTask {
         let now = Instant::now();
         match cmd {
             Command::Register(reply) => {
-                let result = self.core.register(now).map_err(Error::from);
-                self.register_wanted |= result.is_ok();
-                let _ = reply.send(result);
+                let _ = reply.send(self.core.register(now).map_err(Error::from));
             }
             Command::Unregister(reply) => {
-                self.register_wanted = false;
                 let _ = reply.send(self.core.unregister(now).map_err(Error::from));
             }
             Command::Call { target, reply } => {
                 self.hints.note(&target);
                 let result = async {
-                    let ip = route::media_ip(&self.core, self.media_ip, None, Some(&target));
+                    let ip = route::media_ip(
+                        &self.core,
+                        self.media_ip,
+                        None,
+                        Some(&target),
+                        (&self.resolver, &self.hints),
+                    );
                     let sockets = MediaSockets::reserve(ip.await?).await?;
                     let addr = sockets.local_rtp()?;
                     // Resolving the target may have taken a while: the core gets the time now.
@@ -406,7 +404,13 @@ impl DriverTask {
             }
             Command::Answer(call, reply) => {
                 let result = async {
-                    let ip = route::media_ip(&self.core, self.media_ip, Some(call), None);
+                    let ip = route::media_ip(
+                        &self.core,
+                        self.media_ip,
+                        Some(call),
+                        None,
+                        (&self.resolver, &self.hints),
+                    );
                     let sockets = MediaSockets::reserve(ip.await?).await?;
                     let addr = sockets.local_rtp()?;
                     self.core.answer(Instant::now(), call, addr)?;
@@ -425,8 +429,24 @@ impl DriverTask {
             Command::Hold(call, on, reply) => {
                 let _ = reply.send(self.core.hold(now, call, on).map_err(Error::from));
             }
+            Command::Info(call, content_type, body, reply) => {
+                let r = self.core.send_info(now, call, &content_type, &body);
+                let _ = reply.send(r.map_err(Error::from));
+            }
             Command::Dtmf(call, digits, reply) => {
-                let _ = reply.send(self.media_ctl(call, MediaCtl::Dtmf(digits)));
+                // The media task replies once the digits are on the wire.
+                let (tx, rx) = oneshot::channel();
+                match self.media_ctl(call, MediaCtl::Dtmf(digits, tx)) {
+                    Ok(()) => {
+                        tokio::spawn(async move {
+                            let r = rx.await.unwrap_or(Err(Error::Stopped));
+                            let _ = reply.send(r);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Mute(call, on, reply) => {
                 let _ = reply.send(self.media_ctl(call, MediaCtl::Mute(on)));
@@ -484,7 +504,6 @@ impl DriverTask {
                         tracing::debug!(?call, "hangup at shutdown: {e}");
                     }
                 }
-                self.register_wanted = false;
                 if self.registered {
                     if let Err(e) = self.core.unregister(now) {
                         tracing::debug!("unregister at shutdown: {e}");
@@ -507,20 +526,14 @@ impl DriverTask {
         self.core.handle_flow_down(now, flow);
     }
 
-    /// A connect that never came up: say why, and on the control flow tell the application as
-    /// a registration failure (the core retries with backoff).
+    /// A connect that never came up: say why. The core hears the cause with the flow's loss
+    /// (`handle_flow_closed`) and reports it as the calls' end or a registration failure.
     fn connect_failed(&mut self, flow: FlowId, why: &str) {
         if self.flows.contains_key(&flow) {
             return; // it was up: an ordinary close
         }
-        tracing::warn!(?flow, "{why}");
-        self.connect_error = Some(why.to_string());
-        if self.control_connects.remove(&flow) && self.register_wanted {
-            let _ = self.events.send(Event::RegistrationFailed {
-                status: 0,
-                reason: why.to_string(),
-            });
-        }
+        self.control_connects.remove(&flow);
+        tracing::debug!(?flow, "{why}");
     }
 
     /// RFC 3263 §4.3: a REGISTER that timed out on a target with others behind it fails over:
@@ -590,7 +603,14 @@ impl DriverTask {
     /// gets fresh media sockets and a re-INVITE announcing them.
     async fn network_changed(&mut self, now: Instant) -> Result<(), Error> {
         for call in self.core.handle_network_changed(now) {
-            let ip = route::media_ip(&self.core, self.media_ip, Some(call), None).await?;
+            let ip = route::media_ip(
+                &self.core,
+                self.media_ip,
+                Some(call),
+                None,
+                (&self.resolver, &self.hints),
+            )
+            .await?;
             let sockets = MediaSockets::reserve(ip).await?;
             let addr = sockets.local_rtp()?;
             match self.media_tasks.get(&call) {
@@ -654,25 +674,15 @@ impl DriverTask {
                 Output::Event(ev) => self.handle_event(ev),
             }
         }
-        self.connect_error = None;
     }
 
-    fn handle_event(&mut self, mut ev: Event) {
-        if let (
-            Event::Ended {
-                status: 0, reason, ..
-            },
-            Some(why),
-        ) = (&mut ev, &self.connect_error)
+    fn handle_event(&mut self, ev: Event) {
+        if let Event::RegistrationFailed {
+            status: 0, reason, ..
+        } = &ev
         {
-            if reason == "flow lost" {
-                reason.clone_from(why);
-            }
-        }
-        if let Event::RegistrationFailed { status: 0, reason } = &ev {
-            // The registration's "timeout": its REGISTER got no answer (Timer F); the core may
-            // add "; retry in N s".
-            if reason == "timeout" || reason.starts_with("timeout;") {
+            // The registration's "timeout": its REGISTER got no answer (Timer F).
+            if reason == "timeout" {
                 self.register_timed_out();
             }
         }

@@ -9,10 +9,16 @@ use std::time::Duration;
 pub struct MediaSnapshot {
     /// The counters so far.
     pub stats: CallStats,
-    /// RMS level (0.0–1.0) of the last captured frame (what we send, before mute).
+    /// RMS level (0.0–1.0) of everything captured since the last snapshot (what we send,
+    /// before mute).
     pub input_level: f32,
-    /// RMS level (0.0–1.0) of the last played frame (what the far end sent).
+    /// RMS level (0.0–1.0) of everything played since the last snapshot (what the far end
+    /// sent).
     pub output_level: f32,
+    /// Peak level (0.0–1.0) captured since the last snapshot.
+    pub input_peak: f32,
+    /// Peak level (0.0–1.0) played since the last snapshot.
+    pub output_peak: f32,
     /// Time since media started.
     pub elapsed: Duration,
     /// Whether our audio is muted.

@@ -31,6 +31,13 @@ pub enum BusyPolicy {
     Reject(u16),
     /// Let the application see it as another incoming call (call waiting).
     Allow,
+    /// Up to `calls` calls at once (ringing or up); an INVITE beyond them gets `code`.
+    Limit {
+        /// How many calls at once.
+        calls: usize,
+        /// The answer beyond them (486 Busy Here).
+        code: u16,
+    },
 }
 
 /// How the desktop binary answers incoming calls (the library leaves this to the application).

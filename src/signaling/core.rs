@@ -32,6 +32,8 @@ mod background;
 mod commands;
 mod flowuse;
 mod inbound;
+mod info;
+pub use info::dtmf_relay_body;
 #[doc(hidden)]
 pub mod phonekit;
 mod push;
@@ -120,6 +122,9 @@ pub struct SignalingCore {
     pub(crate) pushed: BTreeMap<CallHandle, push::Pushed>,
     /// Datagrams taken and dropped.
     pub(crate) udp_stats: UdpStats,
+    /// Why the last flow went down (`flow lost: EOF`, `connect 192.0.2.1:5060: timed out`):
+    /// the reason of the calls and registration attempts that loss ends.
+    pub(crate) flow_cause: String,
 }
 
 impl SignalingCore {
@@ -142,6 +147,7 @@ impl SignalingCore {
             control,
             pushed: BTreeMap::new(),
             udp_stats: UdpStats::default(),
+            flow_cause: "flow lost".into(),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod core;
 pub mod datagram;
 pub mod dialog;
+pub mod dtmf_info;
 pub mod framing;
 pub mod invite;
 pub mod keepalive;

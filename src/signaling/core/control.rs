@@ -320,6 +320,18 @@ impl SignalingCore {
                 delay = wait;
             }
             self.control.reconnect_at = Some(now + delay);
+            if self.control.registration.is_some() {
+                let reason = self.flow_cause.clone();
+                tracing::warn!(
+                    "registration failed: {reason}; retry in {:.2} s",
+                    delay.as_secs_f64()
+                );
+                self.event(Event::RegistrationFailed {
+                    status: 0,
+                    reason,
+                    retry_in: Some(delay),
+                });
+            }
         }
     }
 
@@ -454,17 +466,30 @@ impl SignalingCore {
                         }
                         self.event(Event::Registered { expires });
                     }
+                    // A lost flow: `control_flow_down` already said so, with the cause.
+                    RegistrationEvent::Failed {
+                        status: 0,
+                        retry_in: None,
+                        ..
+                    } => self.control.bound_until = None,
                     RegistrationEvent::Failed {
                         status,
                         reason,
                         retry_in,
                     } => {
                         self.control.bound_until = None;
-                        let reason = match retry_in {
-                            Some(d) => format!("{reason}; retry in {:.1} s", d.as_secs_f64()),
-                            None => reason,
-                        };
-                        self.event(Event::RegistrationFailed { status, reason })
+                        match retry_in {
+                            Some(d) => tracing::warn!(
+                                "registration failed: {status} {reason}; retry in {:.2} s",
+                                d.as_secs_f64()
+                            ),
+                            None => tracing::warn!("registration failed: {status} {reason}"),
+                        }
+                        self.event(Event::RegistrationFailed {
+                            status,
+                            reason,
+                            retry_in,
+                        })
                     }
                     RegistrationEvent::Unregistered => self.event(Event::Unregistered),
                 }
@@ -490,7 +515,7 @@ impl SignalingCore {
                     (KeepAliveAction::FlowDead, Some(f)) => {
                         tracing::warn!(flow = ?f, "no pong: the control flow is dead");
                         self.outputs.push_back(Output::Close { flow: f });
-                        self.handle_flow_down(now, f);
+                        self.handle_flow_closed(now, f, "no pong to the keep-alive ping");
                     }
                     _ => {}
                 }

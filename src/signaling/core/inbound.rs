@@ -63,13 +63,28 @@ impl SignalingCore {
         self.drain_control(now);
     }
 
-    /// A flow failed to connect, hit EOF, or errored.
+    /// A flow failed to connect, hit EOF, or errored, for no cause the driver could name.
     pub fn handle_flow_down(&mut self, now: Instant, flow: FlowId) {
+        self.handle_flow_closed(now, flow, "connection closed");
+    }
+
+    /// A flow failed to connect, hit EOF, or errored; `cause` says why (`connect
+    /// 127.0.0.1:1: connection refused`). The cause goes into the `FlowDown` event and into the
+    /// reason of whatever the flow's loss ends (calls, the registration attempt).
+    pub fn handle_flow_closed(&mut self, now: Instant, flow: FlowId, cause: &str) {
         let Some(f) = self.flows.remove(&flow) else {
             return;
         };
+        self.flow_cause = if f.up {
+            format!("flow lost: {cause}")
+        } else {
+            cause.to_string()
+        };
         if f.up {
-            self.event(Event::FlowDown { flow });
+            self.event(Event::FlowDown {
+                flow,
+                cause: cause.to_string(),
+            });
         }
         if f.kind == FlowKind::Control {
             // Our BYEs and re-INVITEs on it go out again on the next control flow.
@@ -143,7 +158,7 @@ impl SignalingCore {
                 Some(Err(e)) => {
                     tracing::warn!(?flow, error = %e, "framing error, closing the flow");
                     self.outputs.push_back(Output::Close { flow });
-                    self.handle_flow_down(now, flow);
+                    self.handle_flow_closed(now, flow, &format!("framing error: {e}"));
                     return;
                 }
             }
@@ -289,7 +304,21 @@ impl SignalingCore {
         match req.method {
             Method::Bye => self.uas_bye(now, h, key, &req),
             Method::Invite => self.uas_reinvite(now, h, key, req),
-            Method::Options | Method::Info => self.respond(now, key, &req, 200, Some(h)),
+            Method::Info => {
+                // DTMF as SIP INFO (application/dtmf-relay): the same event as RFC 4733 digits.
+                let ct = req.headers.content_type().unwrap_or_default();
+                let digit = crate::signaling::dtmf_info::digit(&ct, &req.body);
+                if let (Some(digit), Some(c)) = (digit, self.calls.get(&h)) {
+                    let call_id = c.call_id.clone();
+                    self.event(Event::Dtmf {
+                        call: h,
+                        call_id,
+                        digit,
+                    });
+                }
+                self.respond(now, key, &req, 200, Some(h))
+            }
+            Method::Options => self.respond(now, key, &req, 200, Some(h)),
             Method::Other(_) => self.respond(now, key, &req, 501, Some(h)),
             _ => self.respond(now, key, &req, 405, Some(h)),
         }
@@ -375,7 +404,7 @@ impl SignalingCore {
         for flow in stalled {
             tracing::warn!(?flow, "stalled partial message, closing the flow");
             self.outputs.push_back(Output::Close { flow });
-            self.handle_flow_down(now, flow);
+            self.handle_flow_closed(now, flow, "stalled partial message");
         }
         // Calls.
         let due: Vec<CallHandle> = self

@@ -175,7 +175,8 @@ impl SignalingCore {
                 self.server_tx.remove(&k);
             }
         }
-        self.end_call(now, h, 0, "flow lost", CallOutcome::Failed);
+        let why = self.flow_cause.clone();
+        self.end_call(now, h, 0, &why, CallOutcome::Failed);
     }
 
     /// The next control flow `flow` is up: detached calls and kept server transactions move to

@@ -94,7 +94,7 @@ fn call_cycles_leave_nothing_behind() {
 }
 
 #[test]
-fn cancel_while_ringing_ends_missed_on_both_sides() {
+fn cancel_while_ringing_ends_cancelled_for_us_and_missed_for_the_callee() {
     let mut p = Pair::new(Config::default(), Config::default(), origin());
     let call = p.a.call(p.now, p.b_uri(), Pair::media(4000)).unwrap();
     p.drive();
@@ -103,7 +103,7 @@ fn cancel_while_ringing_ends_missed_on_both_sides() {
     p.drive();
     p.a.hangup(p.now, call).unwrap();
     p.drive();
-    assert_eq!(ended(&p.a_events), vec![(487, CallOutcome::Missed)]);
+    assert_eq!(ended(&p.a_events), vec![(487, CallOutcome::Cancelled)]);
     assert_eq!(ended(&p.b_events), vec![(487, CallOutcome::Missed)]);
     let b = status_lines(&p.b_sent);
     assert!(
@@ -160,8 +160,43 @@ fn hangup_before_provisional_waits_for_1xx() {
     assert!(status_lines(&p.a_sent)
         .iter()
         .any(|l| l.starts_with("CANCEL")));
-    assert_eq!(ended(&p.a_events), vec![(487, CallOutcome::Missed)]);
+    assert_eq!(ended(&p.a_events), vec![(487, CallOutcome::Cancelled)]);
     assert_eq!(ended(&p.b_events), vec![(487, CallOutcome::Missed)]);
+}
+
+#[test]
+fn a_call_limit_answers_that_many_calls_and_486_above() {
+    let b_config = Config {
+        busy_policy: crate::signaling::config::BusyPolicy::Limit {
+            calls: 2,
+            code: 486,
+        },
+        ..Config::default()
+    };
+    let mut p = Pair::new(Config::default(), b_config, origin());
+    let calls: Vec<CallHandle> = (0..3)
+        .map(|i| {
+            p.a.call(p.now, p.b_uri(), Pair::media(4000 + 2 * i))
+                .unwrap()
+        })
+        .collect();
+    p.drive();
+    let incoming = p
+        .b_events
+        .iter()
+        .filter(|e| matches!(e, Event::Incoming { .. }))
+        .count();
+    assert_eq!(incoming, 2, "two calls reach the application");
+    assert_eq!(ended(&p.b_events), vec![(486, CallOutcome::Busy)]);
+    let busy: Vec<_> = p
+        .a_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ended { call, status, .. } => Some((*call, *status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(busy, vec![(calls[2], 486)]);
 }
 
 #[test]
@@ -322,5 +357,97 @@ fn ping_gets_pong_and_framing_error_closes_the_flow() {
         s.flow.is_none(),
         "no Content-Length on a stream: the flow is closed"
     );
-    assert!(s.events.contains(&Event::FlowDown { flow }));
+    assert!(
+        s.events
+            .iter()
+            .any(|e| matches!(e, Event::FlowDown { flow: f, cause }
+            if *f == flow && cause.starts_with("framing error"))),
+        "{:?}",
+        s.events
+    );
+}
+
+/// Outputs until the first `Connect`: its flow; every event goes to `events`.
+fn connect_asked(core: &mut SignalingCore, events: &mut Vec<Event>) -> Option<FlowId> {
+    let mut flow = None;
+    while let Some(out) = core.poll_output() {
+        match out {
+            Output::Connect { flow: f, .. } => flow = flow.or(Some(f)),
+            Output::Event(e) => events.push(e),
+            _ => {}
+        }
+    }
+    flow
+}
+
+#[test]
+fn a_refused_direct_call_ends_at_once_with_the_cause() {
+    let now = origin();
+    let mut core = SignalingCore::new(Config::default());
+    let target =
+        crate::signaling::message::Uri::parse("sip:x@192.0.2.9:5060;transport=tcp").unwrap();
+    let call = core
+        .call(now, target, "127.0.0.1:4000".parse().unwrap())
+        .unwrap();
+    let mut events = Vec::new();
+    let flow = connect_asked(&mut core, &mut events).expect("a connect");
+    let cause = "connect 192.0.2.9:5060: connection refused";
+    core.handle_flow_closed(now, flow, cause);
+    connect_asked(&mut core, &mut events);
+    let end = events.iter().find_map(|e| match e {
+        Event::Ended {
+            call: c,
+            status,
+            reason,
+            outcome,
+            ..
+        } if *c == call => Some((*status, reason.clone(), *outcome)),
+        _ => None,
+    });
+    assert_eq!(end, Some((0, cause.to_string(), CallOutcome::Failed)));
+}
+
+#[test]
+fn each_failed_registration_attempt_is_an_event_with_cause_and_retry() {
+    let now = origin();
+    let config = Config {
+        account: Some(crate::signaling::config::Account {
+            registrar: crate::signaling::message::Uri::parse("sip:192.0.2.9:5060;transport=tcp")
+                .unwrap(),
+            user: "alice".into(),
+            domain: "example.com".into(),
+            password: None,
+            auth_user: None,
+            proxy: None,
+        }),
+        ..Config::default()
+    };
+    let mut core = SignalingCore::new(config);
+    core.register(now).unwrap();
+    let mut events = Vec::new();
+    let mut t = now;
+    for attempt in 0..3 {
+        let flow = connect_asked(&mut core, &mut events).expect("a connect");
+        core.handle_flow_closed(t, flow, "connect 192.0.2.9:5060: connection refused");
+        connect_asked(&mut core, &mut events);
+        let failed: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RegistrationFailed {
+                    status,
+                    reason,
+                    retry_in,
+                } => Some((*status, reason.clone(), *retry_in)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), attempt + 1, "{events:?}");
+        let (status, reason, retry_in) = failed[attempt].clone();
+        assert_eq!(status, 0);
+        assert_eq!(reason, "connect 192.0.2.9:5060: connection refused");
+        let retry_in = retry_in.expect("a retry is scheduled");
+        assert!(retry_in <= Duration::from_secs(1), "{retry_in:?}");
+        t = core.poll_timeout().expect("the reconnect timer");
+        core.handle_timeout(t);
+    }
 }

@@ -33,6 +33,7 @@ pub enum CallState {
 
 /// How a call ended: exactly one of these per INVITE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CallOutcome {
     /// The call was answered and later ended by BYE (either side).
     Answered,
@@ -40,14 +41,19 @@ pub enum CallOutcome {
     Rejected,
     /// 486 / 600 (or our busy policy).
     Busy,
-    /// Cancelled before answer (CANCEL sent or received), or not answered in time.
+    /// Not answered: the caller's CANCEL reached us, or we did not answer in time.
     Missed,
+    /// We gave up on our own call before it was answered (our CANCEL, `hangup` while ringing).
+    Cancelled,
+    /// A 401/407 challenge we could not answer (no or wrong credentials).
+    AuthFailed,
     /// Timeout, transport failure, malformed request, no common codec, ...
     Failed,
 }
 
 /// What the core tells the application.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// A new incoming call; answer with [`SignalingCore::answer`] or reject.
     Incoming {
@@ -103,8 +109,12 @@ pub enum Event {
     RegistrationFailed {
         /// Status code (0 for timeout or transport failure).
         status: u16,
-        /// Reason.
+        /// Reason: the reason phrase, or the transport's cause (`connect 192.0.2.1:5060:
+        /// connection refused`).
         reason: String,
+        /// When the core tries again by itself (`None`: it waits for something else, such as
+        /// the next flow).
+        retry_in: Option<std::time::Duration>,
     },
     /// The binding was removed (un-REGISTER done).
     Unregistered,
@@ -119,8 +129,11 @@ pub enum Event {
     FlowDown {
         /// Which.
         flow: FlowId,
+        /// Why, as the driver saw it (`EOF`, `read: connection reset by peer`, ...).
+        cause: String,
     },
-    /// The peer sent a DTMF digit (RFC 4733 telephone-event). Emitted by the driver's media task.
+    /// The peer sent a DTMF digit: an RFC 4733 telephone-event (emitted by the driver's media
+    /// task) or a SIP INFO with `application/dtmf-relay` or `application/dtmf` (by the core).
     Dtmf {
         /// Our handle.
         call: CallHandle,
@@ -183,6 +196,7 @@ pub enum Output {
 
 /// Errors of application commands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoreError {
     /// No such call (or it already ended).
     #[error("no such call")]

@@ -448,12 +448,13 @@ impl SignalingCore {
     }
 
     pub(crate) fn call_flow_lost(&mut self, now: Instant, h: CallHandle) {
+        let why = self.flow_cause.clone();
         let Some(c) = self.calls.get_mut(&h) else {
             return;
         };
         match (c.role, c.phase) {
             (_, Phase::Connected) | (_, Phase::Terminating) | (Role::Uas, Phase::WaitAck) => {
-                self.end_call(now, h, 200, "flow lost", CallOutcome::Answered)
+                self.end_call(now, h, 200, &why, CallOutcome::Answered)
             }
             (Role::Uas, _) => {
                 if c.final_status.is_none() {
@@ -462,9 +463,9 @@ impl SignalingCore {
                         self.ledger.final_abandoned(&k, now);
                     }
                 }
-                self.end_call(now, h, 0, "flow lost", CallOutcome::Failed)
+                self.end_call(now, h, 0, &why, CallOutcome::Failed)
             }
-            (Role::Uac, _) => self.end_call(now, h, 0, "flow lost", CallOutcome::Failed),
+            (Role::Uac, _) => self.end_call(now, h, 0, &why, CallOutcome::Failed),
         }
     }
 }

@@ -281,7 +281,8 @@ impl SignalingCore {
         }
         let outcome = match resp.status {
             486 | 600 => CallOutcome::Busy,
-            487 if c.cancelled || c.cancel_pending => CallOutcome::Missed,
+            401 | 407 => CallOutcome::AuthFailed,
+            487 if c.cancelled || c.cancel_pending => CallOutcome::Cancelled,
             _ => CallOutcome::Rejected,
         };
         self.end_call(now, h, resp.status, &resp.reason, outcome);
@@ -387,7 +388,7 @@ impl SignalingCore {
         };
         match c.phase {
             Phase::WaitFlow => {
-                self.end_call(now, h, 487, "cancelled", CallOutcome::Missed);
+                self.end_call(now, h, 487, "cancelled", CallOutcome::Cancelled);
                 Ok(())
             }
             Phase::Calling => {
@@ -460,7 +461,7 @@ impl SignalingCore {
             return;
         };
         if matches!(c.phase, Phase::Calling | Phase::Proceeding) {
-            self.end_call(now, h, 487, "no answer to CANCEL", CallOutcome::Missed);
+            self.end_call(now, h, 487, "no answer to CANCEL", CallOutcome::Cancelled);
         }
     }
 
@@ -766,7 +767,9 @@ mod tests {
             (486, false, CallOutcome::Busy),
             (600, false, CallOutcome::Busy),
             (404, false, CallOutcome::Rejected),
-            (487, true, CallOutcome::Missed),
+            (401, false, CallOutcome::AuthFailed),
+            (407, false, CallOutcome::AuthFailed),
+            (487, true, CallOutcome::Cancelled),
         ] {
             let mut s = Solo::client(Config::default(), origin());
             let call = s

@@ -14,6 +14,7 @@ use super::{
     ledger_key, response, unsupported, Call, MergeKey, OkRetransmit, Phase, Role, TheirReInvite,
     ACCEPT,
 };
+use crate::signaling::config::BusyPolicy;
 use crate::signaling::core::{
     CallHandle, CallOutcome, CallState, CoreError, Event, FlowId, SignalingCore, TxOwner,
 };
@@ -96,9 +97,14 @@ impl SignalingCore {
                 return;
             }
         }
-        if let crate::signaling::config::BusyPolicy::Reject(code) = self.config.busy_policy {
-            let busy = self.calls.values().any(|c| c.handle != h && c.is_busy());
-            if busy {
+        let limit = match self.config.busy_policy {
+            BusyPolicy::Reject(code) => Some((1, code)),
+            BusyPolicy::Limit { calls, code } => Some((calls, code)),
+            BusyPolicy::Allow => None,
+        };
+        if let Some((calls, code)) = limit {
+            let others = self.calls.values().filter(|c| c.handle != h && c.is_busy());
+            if others.count() >= calls {
                 self.uas_reject_now(now, h, code, |_| {});
                 return;
             }
