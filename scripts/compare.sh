@@ -17,23 +17,23 @@
 #   --wakeline BIN  a wakeline binary to measure (repeat to compare builds; default
 #                   target/release/wakeline; `none`: baresip only)
 #   --batches       one batch of --calls calls per RATE:HOLD_MS pair: call attempts per second
-#                   and how long each call holds media (default "1:1000 10:0 20:0 50:0")
-#   --calls         calls per batch (default 40)
-#   --limit         most simultaneous calls sipp keeps up (default 1: `wakeline listen` answers
-#                   one call at a time until --max-concurrent lands; sipp then waits, and the
-#                   achieved rate is printed)
-#   --held, --held-s  the wake-up phase: C calls held S seconds (default 1 call, 6 s)
+#                   and how long each call holds media (default "10:1000 20:1000 50:1000 10:0 50:0")
+#   --calls         calls per batch (default 200)
+#   --limit         most simultaneous calls sipp keeps up (default 200; a wakeline without
+#                   `listen --max-concurrent` answers one call at a time and gets limit 1: sipp
+#                   then waits, and the achieved rate is printed)
+#   --held, --held-s  the wake-up phase: C calls held S seconds (default 20 calls, 10 s)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 scenario="$here/compare/uac_hold.xml"
 bins=()
 baresip=1
-batches="1:1000 10:0 20:0 50:0"
-calls=40
-limit=1
-held=1
-held_s=6
+batches="10:1000 20:1000 50:1000 10:0 50:0"
+calls=200
+limit=200
+held=20
+held_s=10
 while [ $# -gt 0 ]; do
     case "$1" in
         --wakeline) bins+=("$2"); shift 2 ;;
@@ -113,8 +113,9 @@ setup_pcts() {
             printf "%.1f %.1f %.1f %.1f\n", v[i50], v[i90], v[i99], v[NR] }'
 }
 
-measure() { # label pid port
-    local label=$1 pid=$2 port=$3 idle t0 c0 c1 ctx mid
+measure() { # label pid port limit
+    local label=$1 pid=$2 port=$3 limit=$4 idle t0 c0 c1 ctx mid held=$held
+    [ "$limit" -ge "$held" ] || held=$limit
     idle=$(threads "$pid")
     # Wake-up phase: $held calls held $held_s s; measured over the middle of the hold.
     run_sipp "$label-held" "$port" "$held" "$held" "$held" "$((held_s * 1000))" >"$work/held.out" &
@@ -150,11 +151,16 @@ echo "# $(date -u '+%F %T') UTC, $(nproc) cores; CPU figures are CPU time (utime
 for bin in "${bins[@]}"; do
     [ "$bin" != none ] || continue
     port=$(free_port)
+    many=(--max-concurrent 100000)
+    lim=$limit
+    if ! "$bin" listen --help 2>/dev/null | grep -q -- --max-concurrent; then
+        many=(); lim=1
+    fi
     "$bin" listen --bind "127.0.0.1:$port" --answer auto --mic tone:440 --speaker null \
-        >"$work/wakeline.log" 2>&1 &
+        "${many[@]}" >"$work/wakeline.log" 2>&1 &
     pid=$!; pids+=("$pid")
     wait_tcp "$port" "$pid"
-    measure "wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")" "$pid" "$port"
+    measure "wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")" "$pid" "$port" "$lim"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
@@ -184,5 +190,5 @@ CFG
     baresip -f "$home" </dev/null >"$work/baresip.log" 2>&1 &
     pid=$!; pids+=("$pid")
     wait_tcp "$port" "$pid"
-    measure "baresip" "$pid" "$port"
+    measure "baresip" "$pid" "$port" "$limit"
 fi
