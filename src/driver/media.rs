@@ -154,7 +154,7 @@ pub(crate) fn spawn(
     notes: mpsc::UnboundedSender<MediaNote>,
 ) -> MediaTask {
     let (ctl, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    super::media_rt::spawn(async move {
         let report = run(call, sockets, negotiated, options, tap, rx, &notes).await;
         let _ = notes.send(MediaNote::Done(call, Box::new(report)));
     });
@@ -274,13 +274,18 @@ impl Closing {
 
 async fn run(
     call: CallHandle,
-    mut sockets: MediaSockets,
+    sockets: MediaSockets,
     negotiated: Negotiated,
     options: MediaOptions,
     tap: Tap,
     mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
     notes: &mpsc::UnboundedSender<MediaNote>,
 ) -> MediaReport {
+    // The sockets were bound on the signaling runtime; this task runs on the media workers.
+    let mut sockets = match sockets.rehome() {
+        Ok(s) => s,
+        Err(e) => return report_error(format!("media sockets: {e}")),
+    };
     let (streams, paced) = match open_audio(&options).await {
         Ok(s) => s,
         Err(e) => {
@@ -395,9 +400,10 @@ async fn run(
                         }
                     }
                 }
-                Some(MediaCtl::Rebind(new)) => {
-                    sockets = new;
-                }
+                Some(MediaCtl::Rebind(new)) => match new.rehome() {
+                    Ok(new) => sockets = new,
+                    Err(e) => tracing::warn!(?call, "media rebind: {e}"),
+                },
                 Some(MediaCtl::Mute(on)) => {
                     muted = on;
                     pipeline.set_muted(on);
