@@ -1,6 +1,9 @@
 //! Capture-to-playout latency between two media pipelines over real UDP on 127.0.0.1
 //! (issue 3's latency measurement). A plain `main` (no criterion) that prints numbers.
 //!
+//! Flags: `--runs N` (or criterion's `--sample-size N`, or a bare number), default 20; other
+//! criterion flags such as `--warm-up-time 1` are accepted and ignored with their values.
+//!
 //! One run: two [`MediaPipeline`]s, A and B, each owning a non-blocking-by-timeout
 //! `std::net::UdpSocket` bound to 127.0.0.1 (RTP and RTCP muxed) and driven on its own thread
 //! by `poll_timeout` / `handle_timeout` / `handle_datagram` / `poll_transmit` with the real
@@ -373,12 +376,83 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Criterion's flags that take a value: skipped with their value, so that `--warm-up-time 1`
+/// is not read as a run count.
+const VALUE_FLAGS: &[&str] = &[
+    "--warm-up-time",
+    "--measurement-time",
+    "--save-baseline",
+    "--baseline",
+    "--baseline-lenient",
+    "--load-baseline",
+    "--noise-threshold",
+    "--significance-level",
+    "--confidence-level",
+    "--nresamples",
+    "--profile-time",
+    "--output-format",
+    "--plotting-backend",
+    "--color",
+    "--format",
+];
+
+/// The run count from the command line (`cargo bench --bench latency -- …`): `--runs N`, or
+/// criterion's `--sample-size N`, or a bare number; 20 by default. Other criterion flags are
+/// accepted and ignored (with their values); a bad count is an error.
+fn runs_from_args(args: impl Iterator<Item = String>) -> Result<usize, String> {
+    let mut runs = None;
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        if flag == "--runs" || flag == "--sample-size" {
+            let v = value(&flag)?;
+            let n: usize = v
+                .parse()
+                .map_err(|_| format!("{flag} {v:?}: not a run count"))?;
+            runs = Some(n.max(1));
+        } else if VALUE_FLAGS.contains(&flag.as_str()) {
+            value(&flag)?;
+        } else if !a.starts_with('-') {
+            if let Ok(n) = a.parse::<usize>() {
+                runs = Some(n.max(1));
+            }
+        }
+    }
+    Ok(runs.unwrap_or(20))
+}
+
+fn check_runs_from_args() {
+    let parse = |s: &str| runs_from_args(s.split_whitespace().map(str::to_owned));
+    assert_eq!(parse("--bench"), Ok(20));
+    assert_eq!(
+        parse("--bench --warm-up-time 1 --measurement-time 3"),
+        Ok(20)
+    );
+    assert_eq!(parse("--warm-up-time=1 --runs 5"), Ok(5));
+    assert_eq!(parse("--bench --sample-size 10"), Ok(10));
+    assert_eq!(parse("--bench 7"), Ok(7));
+    assert!(parse("--runs x").is_err() && parse("--runs").is_err());
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; take the first numeric argument as the run count.
-    let runs: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(20);
+    // The bench has no test harness: its argument parser checks itself on every start.
+    check_runs_from_args();
+    let runs = match runs_from_args(std::env::args().skip(1)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("latency: {e}");
+            std::process::exit(2);
+        }
+    };
     let mut rng = rand::rng();
     println!("capture-to-playout latency, 127.0.0.1 UDP, real clock, 20 ms ptime, {runs} runs");
     println!(

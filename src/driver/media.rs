@@ -2,8 +2,9 @@
 //! when rtcp-mux is not agreed), the audio backends (device, WAV, tone...) and the sans-IO
 //! [`MediaPipeline`]. It never shares a socket with the SIP control flow.
 
+use super::paced_clock::PacedClock;
 use super::tap::Tap;
-use crate::media::audio::{self, AudioConfig, AudioSink, AudioSource};
+use crate::media::audio::{self, AudioConfig, AudioHandle, AudioSink, AudioSource, PacedAudio};
 use crate::media::codec::EncoderConfig;
 use crate::media::pipeline::{MediaEvent, MediaPipeline, PipelineConfig};
 use crate::media::{MediaReport, MediaSnapshot};
@@ -153,7 +154,7 @@ pub(crate) fn spawn(
     notes: mpsc::UnboundedSender<MediaNote>,
 ) -> MediaTask {
     let (ctl, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    super::media_rt::spawn(async move {
         let report = run(call, sockets, negotiated, options, tap, rx, &notes).await;
         let _ = notes.send(MediaNote::Done(call, Box::new(report)));
     });
@@ -220,30 +221,79 @@ fn report_error(error: String) -> MediaReport {
     }
 }
 
+/// Opens the call's audio: on the runtime when that cannot block (tones, silence, null),
+/// otherwise on the blocking pool.
+async fn open_audio(options: &MediaOptions) -> Result<(audio::AudioStreams, PacedAudio), String> {
+    let (source, sink, acfg) = (
+        options.source.clone(),
+        options.sink.clone(),
+        options.audio.clone(),
+    );
+    let opened = if audio::open_blocks(&source, &sink) {
+        match tokio::task::spawn_blocking(move || audio::open(&source, &sink, &acfg)).await {
+            Ok(r) => r,
+            Err(e) => return Err(format!("audio: {e}")),
+        }
+    } else {
+        audio::open(&source, &sink, &acfg)
+    };
+    opened.map_err(|e| format!("audio: {e}"))
+}
+
+/// What a call leaves to close when it ends: devices (their callback threads), the paced
+/// backends (a WAV sink) and the recorder.
+struct Closing {
+    handle: AudioHandle,
+    paced: PacedAudio,
+    recorder: Option<Recorder>,
+}
+
+impl Closing {
+    /// Closes everything (blocking when a device or file is involved); `Some` says why the
+    /// recording is incomplete.
+    fn close(self) -> Option<String> {
+        drop(self.handle);
+        if let Err(e) = self.paced.finish() {
+            tracing::warn!("WAV sink: {e}");
+        }
+        self.recorder.and_then(Recorder::finish)
+    }
+
+    /// Closes off the runtime when closing can block (the report waits for files to be
+    /// complete; the runtime's worker does not), inline otherwise.
+    async fn close_off_runtime(self) -> Option<String> {
+        if self.handle.has_devices() || self.paced.finish_blocks() || self.recorder.is_some() {
+            match tokio::task::spawn_blocking(move || self.close()).await {
+                Ok(e) => e,
+                Err(e) => Some(format!("closing audio: {e}")),
+            }
+        } else {
+            self.close()
+        }
+    }
+}
+
 async fn run(
     call: CallHandle,
-    mut sockets: MediaSockets,
+    sockets: MediaSockets,
     negotiated: Negotiated,
     options: MediaOptions,
     tap: Tap,
     mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
     notes: &mpsc::UnboundedSender<MediaNote>,
 ) -> MediaReport {
-    let (source, sink, acfg) = (
-        options.source.clone(),
-        options.sink.clone(),
-        options.audio.clone(),
-    );
-    let streams =
-        match tokio::task::spawn_blocking(move || audio::start(&source, &sink, &acfg)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::error!(?call, "audio: {e}");
-                return report_error(format!("audio: {e}"));
-            }
-            Err(e) => return report_error(format!("audio: {e}")),
-        };
-    let mut recorder = None;
+    // The sockets were bound on the signaling runtime; this task runs on the media workers.
+    let mut sockets = match sockets.rehome() {
+        Ok(s) => s,
+        Err(e) => return report_error(format!("media sockets: {e}")),
+    };
+    let (streams, paced) = match open_audio(&options).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(?call, "{e}");
+            return report_error(e);
+        }
+    };
     let started = Instant::now();
     let cfg = PipelineConfig {
         negotiated: negotiated.clone(),
@@ -260,10 +310,18 @@ async fn run(
         handle: audio_handle,
         ..
     } = streams;
+    let mut closing = Closing {
+        handle: audio_handle,
+        paced,
+        recorder: None,
+    };
     let mut pipeline = match MediaPipeline::new(cfg, capture, playback, started, SystemTime::now())
     {
         Ok(p) => p,
-        Err(e) => return report_error(format!("media: {e}")),
+        Err(e) => {
+            closing.close_off_runtime().await;
+            return report_error(format!("media: {e}"));
+        }
     };
     // Playout follows the playback device: a frame whenever its ring runs below one period.
     pipeline.set_device_period(Duration::from_millis(u64::from(options.audio.period_ms)));
@@ -272,7 +330,7 @@ async fn run(
         match Recorder::open(&path) {
             Ok((r, tap)) => {
                 pipeline.set_record(tap);
-                recorder = Some(r);
+                closing.recorder = Some(r);
             }
             Err(e) => {
                 tracing::warn!("--record {}: {e}", path.display());
@@ -281,6 +339,10 @@ async fn run(
         }
     }
     let mut srtp = negotiated.srtp.as_ref().map(|k| k.suite);
+    // The paced backends run on this task's clock; the first playout frame is queued before
+    // the sink's first tick.
+    let mut clock = PacedClock::new(&closing.paced, started);
+    pipeline.handle_timeout(started);
     let mut rtcp_mux = negotiated.rtcp_mux;
     let mut remote_rtcp = negotiated.remote_rtcp;
     let mut rtp_buf = vec![0u8; 2048];
@@ -290,7 +352,12 @@ async fn run(
     let mut next_snapshot = started + FIRST_SNAPSHOT;
     let mut dtmf_waiting: Vec<oneshot::Sender<Result<(), crate::Error>>> = Vec::new();
     loop {
-        let deadline = pipeline.poll_timeout().map(|t| t.min(next_snapshot));
+        let due = if clock.complete {
+            pipeline.poll_timeout_clocked()
+        } else {
+            pipeline.poll_timeout()
+        };
+        let deadline = due.map(|t| clock.next.map_or(t, |c| c.min(t)).min(next_snapshot));
         tokio::select! {
             r = sockets.rtp.recv_from(&mut rtp_buf) => match r {
                 Ok((n, from)) => {
@@ -306,7 +373,15 @@ async fn run(
                 }
                 Err(e) => tracing::debug!(?call, "rtcp recv: {e}"),
             },
-            _ = sleep_until(deadline) => pipeline.handle_timeout(Instant::now()),
+            _ = sleep_until(deadline) => {
+                let now = Instant::now();
+                // Each period owed: the devices' turn, then the pipeline's (bounded catch-up).
+                while clock.due(now) {
+                    closing.paced.tick();
+                    pipeline.handle_timeout(now);
+                }
+                pipeline.handle_timeout(now);
+            }
             c = ctl.recv() => match c {
                 Some(MediaCtl::Update(n)) => {
                     rtcp_mux = n.rtcp_mux;
@@ -328,9 +403,10 @@ async fn run(
                         }
                     }
                 }
-                Some(MediaCtl::Rebind(new)) => {
-                    sockets = new;
-                }
+                Some(MediaCtl::Rebind(new)) => match new.rehome() {
+                    Ok(new) => sockets = new,
+                    Err(e) => tracing::warn!(?call, "media rebind: {e}"),
+                },
                 Some(MediaCtl::Mute(on)) => {
                     muted = on;
                     pipeline.set_muted(on);
@@ -361,7 +437,7 @@ async fn run(
                 other => tracing::debug!(?call, "media: {other:?}"),
             }
         }
-        if let Some(r) = recorder.as_mut() {
+        if let Some(r) = closing.recorder.as_mut() {
             r.drain();
         }
         let now = Instant::now();
@@ -395,10 +471,7 @@ async fn run(
     }
     let duration = started.elapsed();
     let stats = pipeline.stats();
-    drop(audio_handle);
-    if let Some(r) = recorder {
-        record_error = record_error.or(r.finish());
-    }
+    record_error = record_error.or(closing.close_off_runtime().await);
     MediaReport {
         stats: Some(stats),
         capture: capture_stats.snapshot(),

@@ -28,6 +28,8 @@ mod cause;
 mod flow;
 mod listener;
 mod media;
+mod media_rt;
+mod paced_clock;
 mod resolve;
 mod route;
 mod tap;

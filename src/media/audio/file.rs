@@ -10,11 +10,10 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rtrb::{Consumer, Producer};
 
-use super::paced::PacedThread;
+use super::paced::{PacedSink, PacedSource};
 use super::rt::{RtCapture, RtPlayback, RtStats, PIPELINE_RATE};
 use super::{capture_core, playback_core, AudioConfig, AudioError, StreamInfo};
 
@@ -159,16 +158,12 @@ impl WavSink {
     }
 }
 
-fn period(config: &AudioConfig) -> Duration {
-    Duration::from_millis(u64::from(config.period_ms.max(1)))
-}
-
-/// Start a paced WAV source feeding `ring`.
-pub fn start_wav_source(
+/// A paced WAV source feeding `ring`.
+pub fn wav_source(
     path: &Path,
     ring: Producer<i16>,
     config: &AudioConfig,
-) -> Result<(PacedThread, Arc<RtStats>, StreamInfo), AudioError> {
+) -> Result<(PacedSource, Arc<RtStats>, StreamInfo), AudioError> {
     let src = WavSource::open(path, config)?;
     let rt = capture_core(ring, src.rate(), src.channels());
     let stats = rt.stats();
@@ -179,22 +174,15 @@ pub fn start_wav_source(
         sample_format: "f32".into(),
         buffer_frames: None,
     };
-    let t = PacedThread::spawn(
-        "wakeline-wav-source",
-        period(config),
-        (src, rt),
-        |(src, rt)| src.tick(rt),
-        drop,
-    )?;
-    Ok((t, stats, info))
+    Ok((PacedSource::Wav(src, rt), stats, info))
 }
 
-/// Start a paced WAV sink draining `ring` into `path` (48 kHz mono i16).
-pub fn start_wav_sink(
+/// A paced WAV sink draining `ring` into `path` (48 kHz mono i16).
+pub fn wav_sink(
     path: &Path,
     ring: Consumer<i16>,
     config: &AudioConfig,
-) -> Result<(PacedThread, Arc<RtStats>, StreamInfo), AudioError> {
+) -> Result<(PacedSink, Arc<RtStats>, StreamInfo), AudioError> {
     let sink = WavSink::create(path, config)?;
     let rt = playback_core(ring, PIPELINE_RATE, 1);
     let stats = rt.stats();
@@ -205,18 +193,7 @@ pub fn start_wav_sink(
         sample_format: "i16".into(),
         buffer_frames: None,
     };
-    let t = PacedThread::spawn(
-        "wakeline-wav-sink",
-        period(config),
-        (sink, rt),
-        |(sink, rt)| sink.tick(rt),
-        |(mut sink, _)| {
-            if let Err(e) = sink.finalize() {
-                tracing::warn!("WAV sink: {e}");
-            }
-        },
-    )?;
-    Ok((t, stats, info))
+    Ok((PacedSink::Wav(sink, rt), stats, info))
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@
 //! [`Producer`] in [`AudioStreams`], which also stops the backends when
 //! dropped.
 //!
-//! Device backends are clocked by the sound card; the others run on a paced
-//! thread ([`paced`]) that calls the same `process_*` functions once per
-//! period.
+//! Device backends are clocked by the sound card; the others ([`paced`])
+//! call the same `process_*` functions once per period of a clock they are
+//! given: the call's media task with [`open`], or one small thread with
+//! [`start`].
 
 pub mod device;
 pub mod file;
@@ -22,8 +23,11 @@ pub mod tone;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtrb::{Consumer, Producer, RingBuffer};
+
+pub use paced::PacedAudio;
 
 use rt::{RtCapture, RtPlayback, RtStats, PIPELINE_RATE};
 
@@ -193,6 +197,12 @@ impl AudioHandle {
         }
     }
 
+    /// True when a sound card drives one of the rings (it changes between
+    /// the paced ticks).
+    pub fn has_devices(&self) -> bool {
+        !self.devices.is_empty()
+    }
+
     /// Stop every backend now (device streams closed, paced threads joined;
     /// a WAV sink is finalised).
     pub fn stop(&mut self) {
@@ -240,16 +250,54 @@ pub struct AudioStreams {
 
 /// Start `source` and `sink` and return the pipeline's ring ends.
 ///
-/// Devices start playing at once; paced backends start their thread. If
-/// either side fails, nothing keeps running. On a machine without a sound
-/// device, `default` fails with [`AudioError::NoDevice`].
+/// Devices start playing at once; the paced backends (file, tone, silence,
+/// null) share one thread that ticks them (see [`open`] to tick them from
+/// your own clock instead). If either side fails, nothing keeps running. On
+/// a machine without a sound device, `default` fails with
+/// [`AudioError::NoDevice`].
 pub fn start(
     source: &AudioSource,
     sink: &AudioSink,
     config: &AudioConfig,
 ) -> Result<AudioStreams, AudioError> {
+    let (mut streams, paced) = open(source, sink, config)?;
+    if !paced.is_empty() {
+        let t = paced::PacedThread::spawn(
+            "wakeline-paced",
+            paced.period(),
+            paced,
+            PacedAudio::tick,
+            |p| {
+                if let Err(e) = p.finish() {
+                    tracing::warn!("WAV sink: {e}");
+                }
+            },
+        )?;
+        streams.handle.threads.push(t);
+    }
+    Ok(streams)
+}
+
+/// True when opening `source` and `sink` touches a device or a file (call
+/// [`open`] off an async runtime then); tones, silence and the null sink
+/// open without blocking.
+pub fn open_blocks(source: &AudioSource, sink: &AudioSink) -> bool {
+    !matches!(source, AudioSource::Tone(_) | AudioSource::Silence)
+        || !matches!(sink, AudioSink::Null)
+}
+
+/// Open `source` and `sink` without starting any thread of ours: devices
+/// start playing at once (on their own callback threads); the paced backends
+/// come back as a [`PacedAudio`] for the caller to tick once per
+/// [`PacedAudio::period`] and [`PacedAudio::finish`] at the end.
+pub fn open(
+    source: &AudioSource,
+    sink: &AudioSink,
+    config: &AudioConfig,
+) -> Result<(AudioStreams, PacedAudio), AudioError> {
     let ring = config.ring_samples.max(1);
     let mut handle = AudioHandle::new();
+    let mut paced = PacedAudio::new(Duration::from_millis(u64::from(config.period_ms.max(1))));
 
     let (capture, capture_stats, capture_info) = match source {
         AudioSource::Default | AudioSource::Device(_) => {
@@ -263,12 +311,12 @@ pub fn start(
         }
         _ => {
             let (tx, rx) = RingBuffer::<i16>::new(ring);
-            let (t, stats, info) = match source {
-                AudioSource::Wav(path) => file::start_wav_source(path, tx, config)?,
-                AudioSource::Tone(hz) => tone::start_tone(*hz, tx, config)?,
-                _ => tone::start_silence(tx, config)?,
+            let (s, stats, info) = match source {
+                AudioSource::Wav(path) => file::wav_source(path, tx, config)?,
+                AudioSource::Tone(hz) => tone::tone_source(*hz, tx, config),
+                _ => tone::silence_source(tx, config),
             };
-            handle.threads.push(t);
+            paced.source = Some(s);
             (rx, stats, info)
         }
     };
@@ -285,24 +333,27 @@ pub fn start(
         }
         _ => {
             let (tx, rx) = RingBuffer::<i16>::new(ring);
-            let (t, stats, info) = match sink {
-                AudioSink::Wav(path) => file::start_wav_sink(path, rx, config)?,
-                _ => tone::start_null_sink(rx, config)?,
+            let (s, stats, info) = match sink {
+                AudioSink::Wav(path) => file::wav_sink(path, rx, config)?,
+                _ => tone::null_sink(rx, config),
             };
-            handle.threads.push(t);
+            paced.sink = Some(s);
             (tx, stats, info)
         }
     };
 
-    Ok(AudioStreams {
-        capture,
-        playback,
-        capture_stats,
-        playback_stats,
-        capture_info,
-        playback_info,
-        handle,
-    })
+    Ok((
+        AudioStreams {
+            capture,
+            playback,
+            capture_stats,
+            playback_stats,
+            capture_info,
+            playback_info,
+            handle,
+        },
+        paced,
+    ))
 }
 
 /// Build the capture core for a backend (shared by every backend).

@@ -1,18 +1,18 @@
 //! Generated sources (a sine tone, silence) and the null sink.
 //!
-//! Each runs on a [`PacedThread`] and feeds the same
+//! Each is a [`PacedSource`] / [`PacedSink`] ticked once per period by its
+//! owner and feeds the same
 //! [`RtCapture`](super::rt::RtCapture) / [`RtPlayback`](super::rt::RtPlayback)
 //! code as a device, one period at a time, with buffers allocated before the
 //! thread starts.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rtrb::{Consumer, Producer};
 
-use super::paced::PacedThread;
+use super::paced::{PacedSink, PacedSource};
 use super::rt::{RtStats, PIPELINE_RATE};
-use super::{capture_core, playback_core, AudioConfig, AudioError, StreamInfo};
+use super::{capture_core, playback_core, AudioConfig, StreamInfo};
 
 /// Amplitude of generated tones: −6 dBFS.
 pub const TONE_AMPLITUDE: f32 = 0.5;
@@ -49,10 +49,6 @@ impl ToneGenerator {
     }
 }
 
-fn period(config: &AudioConfig) -> Duration {
-    Duration::from_millis(u64::from(config.period_ms.max(1)))
-}
-
 fn info(backend: String) -> StreamInfo {
     StreamInfo {
         backend,
@@ -63,66 +59,46 @@ fn info(backend: String) -> StreamInfo {
     }
 }
 
-/// Start a paced 48 kHz sine source at `hz` feeding `ring`.
-pub fn start_tone(
+/// A paced 48 kHz sine source at `hz` feeding `ring`.
+pub fn tone_source(
     hz: f32,
     ring: Producer<i16>,
     config: &AudioConfig,
-) -> Result<(PacedThread, Arc<RtStats>, StreamInfo), AudioError> {
+) -> (PacedSource, Arc<RtStats>, StreamInfo) {
     let rt = capture_core(ring, PIPELINE_RATE, 1);
     let stats = rt.stats();
     let gen = ToneGenerator::new(hz, PIPELINE_RATE, TONE_AMPLITUDE);
     let buf = vec![0.0f32; config.period_frames(PIPELINE_RATE)];
-    let t = PacedThread::spawn(
-        "wakeline-tone",
-        period(config),
-        (gen, buf, rt),
-        |(gen, buf, rt)| {
-            gen.fill(buf);
-            rt.process_capture(buf);
-        },
-        drop,
-    )?;
-    Ok((t, stats, info(format!("tone:{hz}"))))
+    (
+        PacedSource::Tone(gen, buf, rt),
+        stats,
+        info(format!("tone:{hz}")),
+    )
 }
 
-/// Start a paced 48 kHz source of digital silence feeding `ring`.
-pub fn start_silence(
+/// A paced 48 kHz source of digital silence feeding `ring`.
+pub fn silence_source(
     ring: Producer<i16>,
     config: &AudioConfig,
-) -> Result<(PacedThread, Arc<RtStats>, StreamInfo), AudioError> {
+) -> (PacedSource, Arc<RtStats>, StreamInfo) {
     let rt = capture_core(ring, PIPELINE_RATE, 1);
     let stats = rt.stats();
     let buf = vec![0.0f32; config.period_frames(PIPELINE_RATE)];
-    let t = PacedThread::spawn(
-        "wakeline-silence",
-        period(config),
-        (buf, rt),
-        |(buf, rt)| rt.process_capture(buf),
-        drop,
-    )?;
-    Ok((t, stats, info("silence".into())))
+    (PacedSource::Silence(buf, rt), stats, info("silence".into()))
 }
 
-/// Start a paced 48 kHz sink that drains `ring` and discards the audio
-/// (underruns are still counted).
-pub fn start_null_sink(
+/// A paced 48 kHz sink that drains `ring` and discards the audio (underruns
+/// are still counted).
+pub fn null_sink(
     ring: Consumer<i16>,
     config: &AudioConfig,
-) -> Result<(PacedThread, Arc<RtStats>, StreamInfo), AudioError> {
+) -> (PacedSink, Arc<RtStats>, StreamInfo) {
     let rt = playback_core(ring, PIPELINE_RATE, 1);
     let stats = rt.stats();
     let buf = vec![0i16; config.period_frames(PIPELINE_RATE)];
-    let t = PacedThread::spawn(
-        "wakeline-null-sink",
-        period(config),
-        (buf, rt),
-        |(buf, rt)| rt.process_playback(buf),
-        drop,
-    )?;
     let mut i = info("null".into());
     i.sample_format = "i16".into();
-    Ok((t, stats, i))
+    (PacedSink::Null(buf, rt), stats, i)
 }
 
 #[cfg(test)]

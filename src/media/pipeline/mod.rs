@@ -491,6 +491,17 @@ impl MediaPipeline {
         })
     }
 
+    /// Like [`poll_timeout`](Self::poll_timeout) for a driver that fills the capture ring and
+    /// drains the playback ring itself and calls [`handle_timeout`](Self::handle_timeout)
+    /// right after: no look at the rings in between, only the next RTCP report, the next send
+    /// slot to skip and the next playout to drain on our clock. `None` after [`bye`](Self::bye).
+    #[must_use]
+    pub fn poll_timeout_clocked(&self) -> Option<Instant> {
+        let own = self.send_due.min(self.play_due);
+        self.poll_timeout()
+            .map(|_| self.session.poll_timeout().map_or(own, |t| t.min(own)))
+    }
+
     /// Runs what is due at `now`: the RTCP timer, then the send side (every complete captured
     /// frame goes out; after a stall of the driver up to [`MAX_CATCH_UP`] + 1 frames at once)
     /// and the receive side (a frame into the playback ring for each device period it is
@@ -533,7 +544,9 @@ impl MediaPipeline {
             || old.remote_rtp != negotiated.remote_rtp
             || old.remote_rtcp != negotiated.remote_rtcp
             || old.rtcp_mux != negotiated.rtcp_mux
-            || old.local_rtp != negotiated.local_rtp;
+            || old.local_rtp != negotiated.local_rtp
+            // A peer that re-keys SRTP in a re-INVITE: the old contexts cannot read it.
+            || old.srtp != negotiated.srtp;
         let was_receiving = old.direction.receives();
         if codec_changed {
             let set = codec_set(&negotiated, &self.cfg.encoder)?;

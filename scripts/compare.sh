@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Side-by-side load comparison (issue 12 §5): the same SIPp load over TCP (-t t1) against
+# `wakeline listen --answer auto --mic tone:440 --speaker null` and a headless baresip
+# (ausine tone source, aubridge/nil player: paced, no ALSA), both answering with Opus.
+# sipp echoes each side's RTP back (-rtp_echo), so both encode and decode one stream.
+#
+# Prints, per user agent, from the same run:
+#   threads   OS threads idle and while holding calls (per held call)
+#   wake/s    context switches (voluntary + involuntary, all threads; `perf stat` when it works,
+#             else /proc/PID/task/*/status) per held call per second
+#   cpu/call  utime+stime from /proc/PID/stat before/after a batch, per call (CPU time, not
+#             wall time: the machine may be shared)
+#   setup     INVITE→200 percentiles from sipp's -trace_rtt, and failed calls
+#
+# Usage: scripts/compare.sh [--wakeline BIN]... [--no-baresip] [--batches "R:MS ..."] [--calls N]
+#                           [--limit L] [--held C] [--held-s S]
+#   --wakeline BIN  a wakeline binary to measure (repeat to compare builds; default
+#                   target/release/wakeline; `none`: baresip only)
+#   --batches       one batch of --calls calls per RATE:HOLD_MS pair: call attempts per second
+#                   and how long each call holds media (default "10:1000 20:1000 50:1000 10:0 50:0")
+#   --calls         calls per batch (default 200)
+#   --limit         most simultaneous calls sipp keeps up (default 200; a wakeline without
+#                   `listen --max-concurrent` answers one call at a time and gets limit 1: sipp
+#                   then waits, and the achieved rate is printed)
+#   --held, --held-s  the wake-up phase: C calls held S seconds (default 20 calls, 10 s)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+scenario="$here/compare/uac_hold.xml"
+bins=()
+baresip=1
+batches="10:1000 20:1000 50:1000 10:0 50:0"
+calls=200
+limit=200
+held=20
+held_s=10
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --wakeline) bins+=("$2"); shift 2 ;;
+        --no-baresip) baresip=0; shift ;;
+        --batches) batches="$2"; shift 2 ;;
+        --calls) calls="$2"; shift 2 ;;
+        --limit) limit="$2"; shift 2 ;;
+        --held) held="$2"; shift 2 ;;
+        --held-s) held_s="$2"; shift 2 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ ${#bins[@]} -gt 0 ] || bins=("$here/../target/release/wakeline")
+for t in sipp python3; do
+    command -v "$t" >/dev/null || { echo "compare.sh: $t is not installed" >&2; exit 2; }
+done
+[ $baresip -eq 0 ] || command -v baresip >/dev/null || { echo "compare.sh: no baresip" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/wl-compare.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+hz=$(getconf CLK_TCK)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_tcp() { # port pid
+    for _ in $(seq 1 250); do
+        kill -0 "$2" 2>/dev/null || { echo "compare.sh: the user agent exited" >&2; return 1; }
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.02
+    done
+    echo "compare.sh: nothing listens on $1" >&2
+    return 1
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+threads() { awk '/^Threads:/ {print $2}' "/proc/$1/status"; }
+ctxt_proc() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+
+# Context switches of process $1 over $2 seconds (perf counts threads that exit, too).
+ctxt_over() {
+    if perf stat -x, -e context-switches -p "$1" -o "$work/perf" -- sleep "$2" 2>/dev/null &&
+        c=$(awk -F, '/context-switches/ {print $1}' "$work/perf") && [ -n "$c" ] &&
+        [ "$c" != "<not" ]; then
+        echo "$c perf"
+    else
+        local a b
+        a=$(ctxt_proc "$1"); sleep "$2"; b=$(ctxt_proc "$1")
+        echo "$((b - a)) proc"
+    fi
+}
+
+run_sipp() { # name port ncalls rate limit hold_ms -> prints "ok failed elapsed_s"
+    local dir="$work/sipp-${1//\//_}" start end
+    rm -rf "$dir"; mkdir -p "$dir"
+    start=$(date +%s.%N)
+    (cd "$dir" && sipp -sf "$scenario" -t t1 -i 127.0.0.1 -nostdin -p "$(free_port)" \
+        -mp "$(free_port)" -rtp_echo -m "$3" -r "$4" -l "$5" -d "$6" -trace_rtt -rtt_freq 1 \
+        -timeout 120s -timeout_error "127.0.0.1:$2" >sipp.out 2>&1) || true
+    end=$(date +%s.%N)
+    local ok
+    ok=$(cat "$dir"/*_rtt.csv 2>/dev/null | grep -c '^[0-9]' || true)
+    echo "$ok $(($3 - ok)) $(echo "$end - $start" | bc -l)"
+}
+
+# INVITE→200 percentiles (ms) of the last batch: p50 p90 p99 max.
+setup_pcts() {
+    cat "$work/sipp-${1//\//_}"/*_rtt.csv 2>/dev/null | awk -F';' '/^[0-9]/ {print $2}' | sort -g |
+        awk '{v[NR] = $1} END {
+            if (NR == 0) { print "- - - -"; exit }
+            i50 = int(NR * 0.50 + 0.999); i90 = int(NR * 0.90 + 0.999); i99 = int(NR * 0.99 + 0.999)
+            printf "%.1f %.1f %.1f %.1f\n", v[i50], v[i90], v[i99], v[NR] }'
+}
+
+measure() { # label pid port limit
+    local label=$1 pid=$2 port=$3 limit=$4 idle t0 c0 c1 ctx mid held=$held
+    [ "$limit" -ge "$held" ] || held=$limit
+    idle=$(threads "$pid")
+    # Wake-up phase: $held calls held $held_s s; measured over the middle of the hold.
+    run_sipp "$label-held" "$port" "$held" "$held" "$held" "$((held_s * 1000))" >"$work/held.out" &
+    local sp=$!
+    sleep 1.5
+    mid=$(threads "$pid")
+    local span=$((held_s - 3))
+    [ "$span" -ge 1 ] || span=1
+    c0=$(cpu_ticks "$pid")
+    ctx=$(ctxt_over "$pid" "$span")
+    c1=$(cpu_ticks "$pid")
+    wait "$sp" || true
+    read -r hok hfail _ <"$work/held.out" || { hok=0; hfail=$held; }
+    printf '%-22s threads idle %s, holding %s call(s) %s (%s per call); held ok %s failed %s\n' \
+        "$label" "$idle" "$held" "$mid" "$(echo "scale=1; ($mid - $idle) / $held" | bc -l)" "$hok" "$hfail"
+    printf '%-22s wake-ups per held call per second: %s (%s); CPU while holding: %s ms/s per call\n' \
+        "$label" "$(echo "scale=1; ${ctx% *} / $held / $span" | bc -l)" "${ctx#* }" \
+        "$(echo "scale=2; ($c1 - $c0) * 1000 / $hz / $held / $span" | bc -l)"
+    local b r hold_ms
+    for b in $batches; do
+        r=${b%%:*}; hold_ms=${b#*:}
+        t0=$(cpu_ticks "$pid")
+        read -r ok failed secs < <(run_sipp "$label-r$r-$hold_ms" "$port" "$calls" "$r" "$limit" "$hold_ms")
+        t1=$(cpu_ticks "$pid")
+        read -r p50 p90 p99 max < <(setup_pcts "$label-r$r-$hold_ms")
+        printf '%-22s rate %s/s (achieved %s/s, limit %s, hold %s ms): %s calls, %s failed, cpu/call %s ms, INVITE->200 p50 %s p90 %s p99 %s max %s ms\n' \
+            "$label" "$r" "$(echo "scale=2; $calls / $secs" | bc -l)" "$limit" "$hold_ms" "$calls" \
+            "$failed" "$(echo "scale=2; ($t1 - $t0) * 1000 / $hz / $calls" | bc -l)" "$p50" "$p90" "$p99" "$max"
+    done
+}
+
+echo "# $(date -u '+%F %T') UTC, $(nproc) cores; CPU figures are CPU time (utime+stime), not wall time"
+for bin in "${bins[@]}"; do
+    [ "$bin" != none ] || continue
+    port=$(free_port)
+    many=(--max-concurrent 100000)
+    lim=$limit
+    if ! "$bin" listen --help 2>/dev/null | grep -q -- --max-concurrent; then
+        many=(); lim=1
+    fi
+    "$bin" listen --bind "127.0.0.1:$port" --answer auto --mic tone:440 --speaker null \
+        "${many[@]}" >"$work/wakeline.log" 2>&1 &
+    pid=$!; pids+=("$pid")
+    wait_tcp "$port" "$pid"
+    measure "wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")" "$pid" "$port" "$lim"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+if [ $baresip -eq 1 ]; then
+    home="$work/baresip"; mkdir -p "$home"
+    port=$(free_port)
+    cat >"$home/config" <<CFG
+poll_method		epoll
+sip_listen		127.0.0.1:$port
+sip_trans_def		tcp
+net_interface		127.0.0.1
+audio_source		ausine,440
+audio_player		aubridge,nil
+audio_alert		aubridge,nil
+call_max_calls		1000
+module_path		/usr/lib/baresip/modules
+module			opus.so
+module			g711.so
+module			ausine.so
+module			aubridge.so
+module_app		account.so
+module_app		menu.so
+opus_bitrate		32000
+CFG
+    echo "<sip:load@127.0.0.1>;regint=0;answermode=auto;audio_codecs=opus/48000/2,pcmu" \
+        >"$home/accounts"
+    baresip -f "$home" </dev/null >"$work/baresip.log" 2>&1 &
+    pid=$!; pids+=("$pid")
+    wait_tcp "$port" "$pid"
+    measure "baresip" "$pid" "$port" "$limit"
+fi

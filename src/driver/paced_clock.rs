@@ -1,0 +1,164 @@
+//! The clock of a call's paced audio (file, tone, silence, null backends), kept by the call's
+//! media task instead of a thread per backend.
+//!
+//! Every call ticks on one process-wide grid of period boundaries, so the ticks of many calls
+//! fall due together and the runtime wakes once for all of them rather than once per call.
+//! A task that falls behind runs the periods it owes back to back, at most
+//! [`MAX_BEHIND`] + 1 at a time; beyond that it skips to the next grid point (the pipeline
+//! conceals the gap, as it would for a stalled sound card).
+
+use crate::media::audio::paced::MAX_BEHIND;
+use crate::media::audio::PacedAudio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The origin of the tick grid shared by all calls of this process.
+static GRID: OnceLock<Instant> = OnceLock::new();
+
+/// The first point of the grid (origin `origin`, step `period`) at or after `t`.
+fn on_grid(origin: Instant, period: Duration, t: Instant) -> Instant {
+    let since = t.saturating_duration_since(origin).as_nanos();
+    let step = period.as_nanos().max(1);
+    let steps = since.div_ceil(step);
+    origin + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+}
+
+/// When a call's paced backends tick next.
+#[derive(Debug)]
+pub(crate) struct PacedClock {
+    /// The next tick; `None` when both sides are devices (nothing to tick).
+    pub next: Option<Instant>,
+    /// Both sides are paced: the rings change only at ticks, so the pipeline needs no
+    /// polling between them.
+    pub complete: bool,
+    period: Duration,
+    origin: Instant,
+    /// Ticks run back to back in the current catch-up.
+    burst: u32,
+    /// Periods skipped after falling too far behind.
+    pub skipped: u64,
+}
+
+impl PacedClock {
+    /// The clock of `paced`, first ticking at the grid point at or after `now`.
+    pub fn new(paced: &PacedAudio, now: Instant) -> Self {
+        let origin = *GRID.get_or_init(|| now);
+        Self::with_origin(paced, origin, now)
+    }
+
+    fn with_origin(paced: &PacedAudio, origin: Instant, now: Instant) -> Self {
+        let period = paced.period();
+        PacedClock {
+            next: (!paced.is_empty()).then(|| on_grid(origin, period, now)),
+            complete: paced.is_complete(),
+            period,
+            origin,
+            burst: 0,
+            skipped: 0,
+        }
+    }
+
+    /// True when a tick is due at `now`; the caller ticks once and asks again. After
+    /// [`MAX_BEHIND`] + 1 ticks in a row the clock skips to the next grid point instead.
+    pub fn due(&mut self, now: Instant) -> bool {
+        let Some(next) = self.next else {
+            return false;
+        };
+        if now < next {
+            self.burst = 0;
+            return false;
+        }
+        if self.burst > MAX_BEHIND {
+            let resumed = on_grid(self.origin, self.period, now + Duration::from_nanos(1));
+            let owed = resumed.saturating_duration_since(next).as_nanos() / self.period.as_nanos();
+            self.skipped += u64::try_from(owed).unwrap_or(u64::MAX);
+            self.next = Some(resumed);
+            self.burst = 0;
+            return false;
+        }
+        self.burst += 1;
+        self.next = Some(next + self.period);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::audio::{open, AudioConfig, AudioSink, AudioSource};
+
+    const P: Duration = Duration::from_millis(20);
+
+    fn paced(source: &str, sink: &str) -> PacedAudio {
+        let (_, p) = open(
+            &source.parse::<AudioSource>().unwrap(),
+            &sink.parse::<AudioSink>().unwrap(),
+            &AudioConfig::default(),
+        )
+        .unwrap();
+        p
+    }
+
+    #[test]
+    fn ticks_on_the_shared_grid() {
+        let t0 = Instant::now();
+        let p = paced("tone:440", "null");
+        // Two calls started 7 ms and 13 ms after the origin tick together at 20 ms.
+        let a = PacedClock::with_origin(&p, t0, t0 + Duration::from_millis(7));
+        let b = PacedClock::with_origin(&p, t0, t0 + Duration::from_millis(13));
+        assert_eq!(a.next, Some(t0 + P));
+        assert_eq!(a.next, b.next);
+        assert!(a.complete);
+        // Exactly on a grid point: that point.
+        let c = PacedClock::with_origin(&p, t0, t0 + 2 * P);
+        assert_eq!(c.next, Some(t0 + 2 * P));
+    }
+
+    #[test]
+    fn one_tick_per_period_when_on_time() {
+        let t0 = Instant::now();
+        let mut c = PacedClock::with_origin(&paced("silence", "null"), t0, t0);
+        assert!(!c.due(t0 - Duration::from_millis(1)));
+        assert!(c.due(t0));
+        assert!(!c.due(t0 + Duration::from_millis(19)));
+        assert!(c.due(t0 + P));
+        assert!(!c.due(t0 + P));
+        assert_eq!(c.next, Some(t0 + 2 * P));
+    }
+
+    #[test]
+    fn catches_up_a_little_then_skips() {
+        let t0 = Instant::now();
+        let mut c = PacedClock::with_origin(&paced("tone:300", "null"), t0, t0);
+        // 3 periods late: the 4 owed ticks run back to back.
+        let late = t0 + 3 * P + Duration::from_millis(5);
+        let mut n = 0;
+        while c.due(late) {
+            n += 1;
+        }
+        assert_eq!(n, 4);
+        assert_eq!(c.skipped, 0);
+        // 100 periods late: MAX_BEHIND + 1 ticks, then a resync to the next grid point.
+        let later = t0 + 104 * P + Duration::from_millis(5);
+        let mut n = 0;
+        while c.due(later) {
+            n += 1;
+        }
+        assert_eq!(n, MAX_BEHIND + 1);
+        assert_eq!(c.next, Some(t0 + 105 * P));
+        assert!(c.skipped > 90, "{}", c.skipped);
+        assert!(c.due(t0 + 105 * P));
+    }
+
+    #[test]
+    fn devices_only_need_no_ticks_and_half_paced_is_not_complete() {
+        let mut p = paced("tone:440", "null");
+        p.source = None;
+        let c = PacedClock::with_origin(&p, Instant::now(), Instant::now());
+        assert!(c.next.is_some() && !c.complete);
+        p.sink = None;
+        let mut c = PacedClock::with_origin(&p, Instant::now(), Instant::now());
+        assert_eq!(c.next, None);
+        assert!(!c.due(Instant::now()));
+    }
+}
