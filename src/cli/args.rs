@@ -154,7 +154,7 @@ pub struct CommonArgs {
 }
 
 /// Audio and media options of `call` and `listen`.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, Default)]
 pub struct MediaArgs {
     /// Our audio: default|DEVICE|FILE.wav|tone:HZ|silence. Without the flag the default input
     /// device is used, or silence (said in one line) when there is none; an explicit `default`

@@ -218,7 +218,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     super::check::listen_args(&args)?;
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
-    config.srtp = super::srtp::policy(&args.media, super::srtp::account_is_tls(&args.account))?;
+    let tls_run = super::srtp::account_is_tls(&args.account) || args.tls_bind.is_some();
+    (config.srtp, config.srtp_tls) =
+        super::srtp::policies(&args.media, tls_run).map(|(plain, tls)| (plain, Some(tls)))?;
     let max_concurrent = args.max_concurrent.max(1);
     config.busy_policy = wakeline::BusyPolicy::Limit {
         calls: max_concurrent,
@@ -390,7 +392,8 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
     let tls = super::srtp::uri_is_tls(&uri) || super::srtp::account_is_tls(&args.account);
-    config.srtp = super::srtp::policy(&args.media, tls)?;
+    (config.srtp, config.srtp_tls) =
+        super::srtp::policies(&args.media, tls).map(|(plain, tls)| (plain, Some(tls)))?;
     let media_options = media::options(&args.media)?;
     let has_account = config.account.is_some();
     let mut builder = UserAgent::builder(config)

@@ -74,22 +74,42 @@ pub fn account_is_tls(a: &AccountArgs) -> bool {
             .is_some_and(|t| t.eq_ignore_ascii_case("tls"))
 }
 
-/// Resolves the policy for a run from its media flags, prints the warning (once), and
-/// returns the policy.
-pub fn policy(args: &MediaArgs, tls: bool) -> Result<SrtpPolicy, Fail> {
-    let (p, notice) = resolve(args.srtp, tls, args.srtp_over_plain_sip)?;
+/// The policies of a run, `(plain, tls)`: calls over TLS get `--srtp` (default `mandatory`);
+/// calls over plain UDP/TCP get what [`resolve`] says for plain SIP. A run that has TLS
+/// (`tls_run`: a TLS account or target, or a TLS listener) does not refuse an explicit `--srtp`
+/// for lack of `--srtp-over-plain-sip`: its plain calls just go without SRTP. Prints the
+/// warning (once).
+pub fn policies(args: &MediaArgs, tls_run: bool) -> Result<(SrtpPolicy, SrtpPolicy), Fail> {
+    let on_tls = args.srtp.unwrap_or(SrtpPolicy::Mandatory);
+    let (plain, notice) = if tls_run && !args.srtp_over_plain_sip {
+        (SrtpPolicy::Off, None)
+    } else {
+        resolve(args.srtp, false, args.srtp_over_plain_sip)?
+    };
     match notice {
         Some(Notice::Warn(w)) => eprintln!("{w}"),
         Some(Notice::Info(i)) => tracing::info!("{i}"),
         None => {}
     }
-    Ok(p)
+    Ok((plain, on_tls))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use SrtpPolicy::*;
+
+    #[test]
+    fn a_run_with_tls_protects_tls_calls_and_leaves_plain_ones_alone() {
+        let mut args = MediaArgs::default();
+        assert_eq!(policies(&args, true).unwrap(), (Off, Mandatory));
+        args.srtp = Some(Optional);
+        assert_eq!(policies(&args, true).unwrap(), (Off, Optional));
+        // Without TLS an explicit policy over plain SIP still needs the flag.
+        assert!(policies(&args, false).is_err());
+        args.srtp_over_plain_sip = true;
+        assert_eq!(policies(&args, false).unwrap(), (Optional, Optional));
+    }
 
     #[test]
     fn defaults_follow_the_transport() {

@@ -121,6 +121,10 @@ pub struct Config {
     /// SDP, so an application turns it on where the signaling is protected (or accepts that
     /// it is not).
     pub srtp: SrtpPolicy,
+    /// SRTP policy for calls whose signaling is TLS (`None`: [`Config::srtp`] for those too).
+    /// SDES keys are as safe as the signaling, so a UA may want `Mandatory` here and `Off` on
+    /// plain UDP/TCP.
+    pub srtp_tls: Option<SrtpPolicy>,
 }
 
 impl Default for Config {
@@ -149,6 +153,7 @@ impl Default for Config {
             flow_grace: Duration::from_secs(32),
             default_transport: Default::default(),
             srtp: SrtpPolicy::Off,
+            srtp_tls: None,
         }
     }
 }

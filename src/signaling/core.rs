@@ -321,6 +321,15 @@ impl SignalingCore {
         })
     }
 
+    /// The SRTP policy for a call on `flow`: [`Config::srtp_tls`] when the flow is TLS (and
+    /// it is set), [`Config::srtp`] otherwise.
+    pub(crate) fn srtp_policy_on(&self, flow: FlowId) -> crate::signaling::sdp::SrtpPolicy {
+        match (self.flow_transport(flow), self.config.srtp_tls) {
+            (Transport::Tls, Some(p)) => p,
+            _ => self.config.srtp,
+        }
+    }
+
     /// The transport of `flow` (TCP for an unknown flow).
     pub(crate) fn flow_transport(&self, flow: FlowId) -> Transport {
         self.flows

@@ -52,7 +52,7 @@ impl SignalingCore {
         };
         let h = self.new_call_handle();
         let mut call = Call::new(h, Role::Uac, new_call_id(), flow, Phase::WaitFlow);
-        call.sdp.srtp = self.config.srtp;
+        call.sdp.srtp = self.srtp_policy_on(flow);
         call.target = Some(target);
         call.local_media = Some(media);
         self.uac_calls.insert(call.call_id.clone(), h);

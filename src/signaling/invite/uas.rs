@@ -55,7 +55,7 @@ impl SignalingCore {
             self.ledger.open(lk.clone(), EntryKind::Initial);
         }
         let mut call = Call::new(h, Role::Uas, call_id.clone(), flow, Phase::Incoming);
-        call.sdp.srtp = self.config.srtp;
+        call.sdp.srtp = self.srtp_policy_on(flow);
         call.invite = Some(req.clone());
         call.invite_key = Some(key.clone());
         call.ledger = lk.clone();
@@ -84,7 +84,7 @@ impl SignalingCore {
             }
         };
         let checked = match &offer {
-            Some(offer) => sdp::check_offer(offer, &self.config.codecs, self.config.srtp),
+            Some(offer) => sdp::check_offer(offer, &self.config.codecs, self.srtp_policy_on(flow)),
             None => Ok(()),
         };
         match checked {
