@@ -525,6 +525,15 @@ fn start_rtpengine(dir: &Path, host: &Host) -> Proc {
     p
 }
 
+/// rtpengine and Kamailio (`WITH_RTPENGINE` and `defines`) on `host`, Kamailio on its IPv4.
+fn anchored_kamailio(dir: &Path, host: &Host, defines: &[&str]) -> (Proc, Kamailio) {
+    let rtpengine = start_rtpengine(dir, host);
+    let mut all = vec!["WITH_RTPENGINE"];
+    all.extend_from_slice(defines);
+    let kam = Kamailio::start_in(dir, host.addr(false), KAMAILIO_PORT, Some(&host.ns), &all);
+    (rtpengine, kam)
+}
+
 /// (6) NAT: alice on a private network behind a masquerading router registers over TCP to
 /// Kamailio (with rtpengine anchoring media) on the public network, where bob is;
 /// `alice_calls` picks the direction. Both send RTP to rtpengine. Audio both ways proves
@@ -542,14 +551,7 @@ fn call_across_nat(alice_calls: bool) {
         "mh-nat-in"
     });
     let d = dir.path();
-    let rtpengine = start_rtpengine(d, k);
-    let kam = Kamailio::start_in(
-        d,
-        k.addr(false),
-        KAMAILIO_PORT,
-        Some(&k.ns),
-        &["WITH_RTPENGINE"],
-    );
+    let (rtpengine, kam) = anchored_kamailio(d, k, &[]);
     let anchor = k.addr(false);
     let more = || format!("{}\n{}", kam.log(), rtpengine.output());
     registered_call(d, &kam, a, b, alice_calls, (anchor, anchor), &more);
@@ -594,14 +596,7 @@ fn udp_registration_behind_nat_learns_its_public_address_and_is_called() {
     let (k, b, a) = (net.host(0), net.host(1), &private[0]);
     let dir = test_dir("mh-nat-udp");
     let d = dir.path();
-    let rtpengine = start_rtpengine(d, k);
-    let kam = Kamailio::start_in(
-        d,
-        k.addr(false),
-        KAMAILIO_PORT,
-        Some(&k.ns),
-        &["WITH_RTPENGINE", "CONTACT_ONLY"],
-    );
+    let (rtpengine, kam) = anchored_kamailio(d, k, &["CONTACT_ONLY"]);
     let more = || format!("{}\n{}", kam.log(), rtpengine.output());
     let mut alice = Ua::listen(
         a,

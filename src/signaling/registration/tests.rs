@@ -642,6 +642,36 @@ fn contacts(r: &Request) -> Vec<&str> {
     r.headers.get_all(&HeaderName::Contact).collect()
 }
 
+/// The 2xx to `req` says the registrar saw `seen`, which our Contact does not name: no event,
+/// and the next REGISTER (returned) carries `expect` as its Contacts.
+fn rewritten(
+    reg: &mut Registration,
+    now: Instant,
+    req: &Request,
+    seen: SocketAddr,
+    expect: &[&str],
+) -> Request {
+    reg.handle_response(now, &ok_seen(req, seen));
+    assert!(events(reg).is_empty());
+    assert_eq!(reg.public_addr(), Some(seen));
+    let next = one_request(reg);
+    assert_eq!(cseq(&next), cseq(req) + 1);
+    assert_eq!(contacts(&next), expect);
+    next
+}
+
+/// The 2xx to `req` confirms our Contact at `seen`: registered, nothing more sent, the
+/// refresh due at max(300/2, 300-60) = 240 s.
+fn confirmed(reg: &mut Registration, now: Instant, req: &Request, seen: SocketAddr) {
+    reg.handle_response(now, &ok_seen(req, seen));
+    assert_eq!(
+        events(reg),
+        vec![RegistrationEvent::Registered { expires: 300 }]
+    );
+    assert!(reg.poll_request().is_none());
+    assert_eq!(reg.poll_timeout(), Some(now + 240 * S));
+}
+
 #[test]
 fn udp_behind_nat_rewrites_contact_once_and_removes_the_old_binding() {
     let t0 = origin();
@@ -654,54 +684,40 @@ fn udp_behind_nat_rewrites_contact_once_and_removes_the_old_binding() {
         vec!["<sip:alice@10.0.0.1:5070;transport=udp>"]
     );
     // The registrar saw 203.0.113.7:40000: re-REGISTER at once, no `Registered` yet.
-    reg.handle_response(t0, &ok_seen(&r1, public(40000)));
-    assert!(events(&mut reg).is_empty());
-    assert_eq!(reg.public_addr(), Some(public(40000)));
-    let r2 = one_request(&mut reg);
-    assert_eq!(cseq(&r2), cseq(&r1) + 1);
-    assert!(hdr(&r2, HeaderName::Via).starts_with("SIP/2.0/UDP 10.0.0.1:5070;"));
-    assert_eq!(
-        contacts(&r2),
-        vec![
+    let r2 = rewritten(
+        &mut reg,
+        t0,
+        &r1,
+        public(40000),
+        &[
             "<sip:alice@203.0.113.7:40000;transport=udp>",
             "<sip:alice@10.0.0.1:5070;transport=udp>;expires=0",
-        ]
+        ],
     );
-    // The 2xx confirms the rewritten Contact: registered, nothing more sent.
-    reg.handle_response(t0, &ok_seen(&r2, public(40000)));
-    assert_eq!(
-        events(&mut reg),
-        vec![RegistrationEvent::Registered { expires: 300 }]
-    );
-    assert!(reg.poll_request().is_none());
-    assert_eq!(reg.poll_timeout(), Some(t0 + 240 * S));
+    assert!(hdr(&r2, HeaderName::Via).starts_with("SIP/2.0/UDP 10.0.0.1:5070;"));
+    confirmed(&mut reg, t0, &r2, public(40000));
     // The refresh keeps the public Contact (and removes nothing).
-    reg.handle_timeout(t0 + 240 * S);
+    let t1 = t0 + 240 * S;
+    reg.handle_timeout(t1);
     let r3 = one_request(&mut reg);
     assert_eq!(
         contacts(&r3),
         vec!["<sip:alice@203.0.113.7:40000;transport=udp>"]
     );
     // The NAT rebound the flow: the same rewrite, once.
-    let t1 = t0 + 241 * S;
-    reg.handle_response(t1, &ok_seen(&r3, public(40001)));
-    assert!(events(&mut reg).is_empty());
-    let r4 = one_request(&mut reg);
-    assert_eq!(
-        contacts(&r4),
-        vec![
+    let r4 = rewritten(
+        &mut reg,
+        t1,
+        &r3,
+        public(40001),
+        &[
             "<sip:alice@203.0.113.7:40001;transport=udp>",
             "<sip:alice@203.0.113.7:40000;transport=udp>;expires=0",
-        ]
+        ],
     );
-    reg.handle_response(t1, &ok_seen(&r4, public(40001)));
-    assert_eq!(
-        events(&mut reg),
-        vec![RegistrationEvent::Registered { expires: 300 }]
-    );
-    assert!(reg.poll_request().is_none());
+    confirmed(&mut reg, t1, &r4, public(40001));
     // Un-REGISTER removes the public binding.
-    reg.stop(t1 + S);
+    reg.stop(t1 + 2 * S);
     let r5 = one_request(&mut reg);
     assert_eq!(
         contacts(&r5),
