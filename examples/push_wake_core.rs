@@ -104,7 +104,7 @@ impl App {
 
     fn handle_event(&mut self, ev: &Event, core: &mut SignalingCore, now: std::time::Instant) {
         match ev {
-            Event::Registered { expires } => println!("  wakeline  registered for {expires} s"),
+            Event::Registered { expires, .. } => println!("  wakeline  registered for {expires} s"),
             Event::FlowUp { remote, .. } => println!("  wakeline  control flow up to {remote}"),
             Event::FlowDown { .. } => println!("  wakeline  control flow down"),
             Event::Incoming {

@@ -172,7 +172,7 @@ fn print_event(ev: &Event) {
             outcome,
             ..
         } => println!("call ended: {status} {reason} ({outcome:?})"),
-        Event::Registered { expires } => println!("registered for {expires} s"),
+        Event::Registered { expires, .. } => println!("registered for {expires} s"),
         Event::RegistrationFailed { status, reason, .. } => {
             println!("registration failed: {status} {reason}")
         }

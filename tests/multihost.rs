@@ -313,9 +313,14 @@ fn dual_stack_listener_answers_an_ipv4_caller() {
 
 /// `--registrar sip:K:5060;transport=tcp --user USER --password ..` for Kamailio at `kam`.
 fn account(kam: &Kamailio, user: &str) -> Vec<String> {
+    account_over(kam, user, "tcp")
+}
+
+/// [`account`] with the registrar's `transport` parameter `transport`.
+fn account_over(kam: &Kamailio, user: &str, transport: &str) -> Vec<String> {
     [
         "--registrar",
-        &format!("sip:{};transport=tcp", hostport(kam.ip, kam.port)),
+        &format!("sip:{};transport={transport}", hostport(kam.ip, kam.port)),
         "--user",
         user,
         "--password",
@@ -520,6 +525,15 @@ fn start_rtpengine(dir: &Path, host: &Host) -> Proc {
     p
 }
 
+/// rtpengine and Kamailio (`WITH_RTPENGINE` and `defines`) on `host`, Kamailio on its IPv4.
+fn anchored_kamailio(dir: &Path, host: &Host, defines: &[&str]) -> (Proc, Kamailio) {
+    let rtpengine = start_rtpengine(dir, host);
+    let mut all = vec!["WITH_RTPENGINE"];
+    all.extend_from_slice(defines);
+    let kam = Kamailio::start_in(dir, host.addr(false), KAMAILIO_PORT, Some(&host.ns), &all);
+    (rtpengine, kam)
+}
+
 /// (6) NAT: alice on a private network behind a masquerading router registers over TCP to
 /// Kamailio (with rtpengine anchoring media) on the public network, where bob is;
 /// `alice_calls` picks the direction. Both send RTP to rtpengine. Audio both ways proves
@@ -537,14 +551,7 @@ fn call_across_nat(alice_calls: bool) {
         "mh-nat-in"
     });
     let d = dir.path();
-    let rtpengine = start_rtpengine(d, k);
-    let kam = Kamailio::start_in(
-        d,
-        k.addr(false),
-        KAMAILIO_PORT,
-        Some(&k.ns),
-        &["WITH_RTPENGINE"],
-    );
+    let (rtpengine, kam) = anchored_kamailio(d, k, &[]);
     let anchor = k.addr(false);
     let more = || format!("{}\n{}", kam.log(), rtpengine.output());
     registered_call(d, &kam, a, b, alice_calls, (anchor, anchor), &more);
@@ -572,4 +579,49 @@ fn call_into_nat_through_kamailio_and_rtpengine() {
 #[test]
 fn call_out_of_nat_through_kamailio_and_rtpengine() {
     call_across_nat(true);
+}
+
+/// (6) NAT over UDP (RFC 3581 §9, client side): alice behind the masquerading router
+/// registers over UDP to a Kamailio that keeps only her Contact (`CONTACT_ONLY`: no
+/// fix_nated_register). Her first 2xx says (Via `received`/`rport`) that the registrar saw
+/// the router's address; she re-registers with that Contact and says so (`public_addr` of
+/// `registered`). Then bob on the public side calls her through Kamailio (rtpengine anchors
+/// media): the INVITE reaches her only through the public Contact; audio both ways.
+#[test]
+fn udp_registration_behind_nat_learns_its_public_address_and_is_called() {
+    let Some((_serial, mut net)) = network(2) else {
+        return;
+    };
+    let (router, private) = net.add_nat(1);
+    let (k, b, a) = (net.host(0), net.host(1), &private[0]);
+    let dir = test_dir("mh-nat-udp");
+    let d = dir.path();
+    let (rtpengine, kam) = anchored_kamailio(d, k, &["CONTACT_ONLY"]);
+    let more = || format!("{}\n{}", kam.log(), rtpengine.output());
+    let mut alice = Ua::listen(
+        a,
+        d,
+        "alice",
+        "0.0.0.0",
+        &account_over(&kam, "alice", "udp"),
+    );
+    let registered: Vec<Value> = alice
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "registered")
+        .collect();
+    let public: Option<SocketAddr> = registered
+        .first()
+        .and_then(|e| e["public_addr"].as_str()?.parse().ok());
+    assert!(
+        public.is_some_and(|p| p.ip() == router.v4),
+        "alice did not learn the router's address {}: {registered:?}\n{}",
+        router.v4,
+        alice.proc.output()
+    );
+    let target = format!("sip:alice@{};transport=tcp", hostport(kam.ip, kam.port));
+    let mut bob = Ua::call(b, d, "bob", &target, &account(&kam, "bob"));
+    let anchor = k.addr(false);
+    check_call(&mut bob, &mut alice, (anchor, anchor), false, &more);
+    drop(kam);
 }

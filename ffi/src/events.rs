@@ -237,7 +237,7 @@ impl CallEvent {
                 reason,
                 outcome: outcome(o),
             },
-            Event::Registered { expires } => CallEvent::Registered { expires },
+            Event::Registered { expires, .. } => CallEvent::Registered { expires },
             Event::RegistrationFailed {
                 status,
                 reason,

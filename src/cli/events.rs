@@ -78,7 +78,15 @@ pub fn to_json(ev: &Event) -> Value {
             "event": "ended", "call_id": call_id, "status": status, "reason": reason,
             "outcome": outcome_name(*outcome),
         }),
-        Event::Registered { expires } => json!({"event": "registered", "expires": expires}),
+        Event::Registered {
+            expires,
+            public_addr,
+        } => match public_addr {
+            Some(a) => {
+                json!({"event": "registered", "expires": expires, "public_addr": a.to_string()})
+            }
+            None => json!({"event": "registered", "expires": expires}),
+        },
         Event::RegistrationFailed {
             status,
             reason,

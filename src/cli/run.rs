@@ -201,7 +201,7 @@ fn log_event(ev: &Event) {
             "call {call_id} ended: {status} {reason} ({})",
             outcome_name(*outcome)
         ),
-        Event::Registered { expires } => tracing::info!("registered for {expires} s"),
+        Event::Registered { expires, .. } => tracing::info!("registered for {expires} s"),
         // The core logs each failed attempt itself.
         Event::RegistrationFailed { .. } => {}
         Event::FlowDown { flow, cause } => tracing::debug!("flow {} down: {cause}", flow.0),

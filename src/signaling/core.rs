@@ -278,7 +278,13 @@ impl SignalingCore {
         };
         let accepted_tls =
             transport == Transport::Tls && f.is_some_and(|f| f.kind == FlowKind::Accepted);
-        let addr = if is_control || accepted_tls {
+        let public = self
+            .public_addr()
+            .filter(|_| is_control && transport == Transport::Udp);
+        let addr = if public.is_some() {
+            // Behind NAT over UDP: the address the registrar saw (RFC 3581).
+            public
+        } else if is_control || accepted_tls {
             // An accepted TLS flow's local address is the TLS listener's own.
             f.and_then(|f| f.local)
         } else {

@@ -337,6 +337,15 @@ impl SignalingCore {
         }
     }
 
+    /// The public address the UDP registration learned (RFC 3581), for Contacts on the
+    /// control flow.
+    pub(crate) fn public_addr(&self) -> Option<std::net::SocketAddr> {
+        self.control
+            .registration
+            .as_ref()
+            .and_then(|r| r.public_addr())
+    }
+
     /// Delay before reconnect attempt `n` (0: the first after a loss).
     fn reconnect_delay(&mut self, n: u32) -> Duration {
         if n == 0 {
@@ -466,7 +475,14 @@ impl SignalingCore {
                         if let (Some(ft), Some(k)) = (ft, self.control.keepalive.as_mut()) {
                             k.set_flow_timer(now, ft);
                         }
-                        self.event(Event::Registered { expires });
+                        let public_addr = self.public_addr();
+                        if let Some(a) = public_addr {
+                            tracing::info!("registered at public address {a} (learned via rport)");
+                        }
+                        self.event(Event::Registered {
+                            expires,
+                            public_addr,
+                        });
                     }
                     // A lost flow: `control_flow_down` already said so, with the cause.
                     RegistrationEvent::Failed {
@@ -532,6 +548,7 @@ impl SignalingCore {
 #[cfg(test)]
 mod tests {
     use super::super::phonekit::{phone_config, Phone};
+    use super::super::Event;
     use crate::signaling::message::HeaderName;
     use std::time::{Duration, Instant};
 
@@ -661,5 +678,65 @@ mod tests {
         p.server_up = true;
         p.advance(60 * S);
         assert!(p.registered() && p.registers > regs);
+    }
+
+    #[test]
+    fn udp_behind_nat_registers_the_public_address_and_calls_use_it() {
+        let mut config = phone_config();
+        if let Some(a) = config.account.as_mut() {
+            a.registrar.params.set("transport", Some("udp"));
+        }
+        config.instance_id = None;
+        config.register_expires = 120;
+        let public: std::net::SocketAddr = "203.0.113.7:41000".parse().unwrap();
+        let mut p = Phone::new(config, origin());
+        p.nat = Some(public);
+        p.events.clear();
+        // The refresh meets the NAT: one re-REGISTER with the public Contact, then registered.
+        p.advance(100 * S);
+        let regs: Vec<_> = p
+            .requests
+            .iter()
+            .filter(|r| r.method.as_str() == "REGISTER")
+            .collect();
+        let last = regs.last().unwrap();
+        let contacts: Vec<_> = last.headers.get_all(&HeaderName::Contact).collect();
+        assert_eq!(
+            contacts,
+            vec![
+                "<sip:alice@203.0.113.7:41000;transport=udp>",
+                "<sip:alice@127.0.0.1:40000;transport=udp>;expires=0",
+            ]
+        );
+        let registered: Vec<_> = p
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Registered { public_addr, .. } => Some(*public_addr),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(registered, vec![Some(public)]);
+        // A later refresh that sees the same mapping sends one REGISTER, unchanged.
+        let n = regs.len();
+        p.advance(50 * S); // the next refresh is 60 s after the last 2xx
+
+        let regs: Vec<_> = p
+            .requests
+            .iter()
+            .filter(|r| r.method.as_str() == "REGISTER")
+            .collect();
+        assert_eq!(regs.len(), n + 1, "no rewrite when the mapping holds");
+        // A call on the control flow announces the public address in its Contact.
+        let target = crate::signaling::message::Uri::parse("sip:bob@127.0.0.1").unwrap();
+        p.core
+            .call(p.now, target, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        p.pump();
+        let invite = p.last_request("INVITE").unwrap();
+        assert_eq!(
+            invite.headers.get(&HeaderName::Contact),
+            Some("<sip:alice@203.0.113.7:41000;transport=udp>")
+        );
     }
 }

@@ -95,6 +95,9 @@ pub struct Phone {
     pub challenges: u32,
     /// The control flow is UDP: bytes are datagrams, and a server that is down loses them.
     pub udp: bool,
+    /// A NAT in front of the phone: the server sees requests come from this address and says
+    /// so in the top Via (`received`, `rport`; RFC 3581).
+    pub nat: Option<SocketAddr>,
 }
 
 impl Phone {
@@ -120,6 +123,7 @@ impl Phone {
             requests: Vec::new(),
             digest: false,
             challenges: 0,
+            nat: None,
         };
         let _ = p.core.register(p.now);
         p.pump();
@@ -217,8 +221,11 @@ impl Phone {
         }
     }
 
-    fn server_request(&mut self, flow: FlowId, req: Request) {
+    fn server_request(&mut self, flow: FlowId, mut req: Request) {
         self.requests.push(req.clone());
+        if let Some(nat) = self.nat {
+            req.headers.stamp_received(nat);
+        }
         let method = req.method.as_str().to_string();
         if method == "ACK" {
             return;

@@ -104,6 +104,9 @@ pub enum Event {
     Registered {
         /// Granted lifetime in seconds.
         expires: u32,
+        /// Over UDP behind NAT: the public address the registrar saw (RFC 3581 `received`/
+        /// `rport`) and our Contact names; `None` when it is the flow's own address.
+        public_addr: Option<std::net::SocketAddr>,
     },
     /// Registration failed (final error or a retry is scheduled).
     RegistrationFailed {

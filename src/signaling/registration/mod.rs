@@ -20,6 +20,7 @@
 
 mod backoff;
 mod contact;
+mod nat;
 mod request;
 
 use backoff::FlowHealth;
@@ -27,6 +28,7 @@ pub use backoff::{
     backoff_delay, flow_recovery_delay, refresh_delay, FLOW_BACKOFF_MAX, FLOW_BASE_ALL_FAILED,
     FLOW_BASE_SOME_OK, FLOW_MIN_LIFETIME,
 };
+pub use nat::MAX_REWRITES;
 use request::{response_cseq, token};
 
 use super::auth::{ChallengeOutcome, Credentials, DigestClient};
@@ -139,6 +141,12 @@ pub struct Registration {
     /// CSeq of the outstanding REGISTER.
     in_flight: Option<u32>,
     local: Option<SocketAddr>,
+    /// The public address learned over UDP (RFC 3581), when not `local`.
+    public: Option<SocketAddr>,
+    /// Contact rewrites in a row not yet confirmed by a 2xx.
+    rewrites: u32,
+    /// The Contact the next REGISTER removes (`expires=0`) after a rewrite.
+    replaced: Option<SocketAddr>,
     state: RegistrationState,
     started: bool,
     stop_pending: bool,
@@ -173,6 +181,9 @@ impl Registration {
             cseq,
             in_flight: None,
             local: None,
+            public: None,
+            rewrites: 0,
+            replaced: None,
             state: RegistrationState::Idle,
             started: false,
             stop_pending: false,
@@ -227,6 +238,7 @@ impl Registration {
 
     /// A flow is up with this local address: (re-)register on it at once.
     pub fn handle_flow_up(&mut self, _now: Instant, local: SocketAddr) {
+        self.flow_changed(local);
         self.local = Some(local);
         self.health.flow_up();
         self.in_flight = None; // anything outstanding went with the old flow
@@ -435,6 +447,11 @@ impl Registration {
             return;
         }
         self.state = RegistrationState::Registered;
+        if self.learn_public(resp) {
+            // Our Contact is unreachable: replace it at once; `Registered` follows its 2xx.
+            self.send_register();
+            return;
+        }
         self.timer = Some(now + refresh_delay(granted));
         self.events
             .push_back(RegistrationEvent::Registered { expires: granted });

@@ -69,7 +69,10 @@ impl Registration {
         h.push(HeaderName::To, format!("{display}<{}>", self.cfg.aor));
         h.push(HeaderName::CallId, self.call_id.clone());
         h.push(HeaderName::CSeq, format!("{} REGISTER", self.cseq));
-        let mut contact = format!("<{}>", self.contact_uri(local));
+        let Some(contact_addr) = self.contact_addr() else {
+            return;
+        };
+        let mut contact = format!("<{}>", self.contact_uri(contact_addr));
         if let Some(inst) = &self.cfg.instance_id {
             contact.push_str(&format!(
                 ";+sip.instance=\"<{inst}>\";reg-id={}",
@@ -80,6 +83,9 @@ impl Registration {
             contact.push_str(";expires=0");
         }
         h.push(HeaderName::Contact, contact);
+        if let Some(old) = self.take_replaced_contact(expires) {
+            h.push(HeaderName::Contact, old);
+        }
         h.push(HeaderName::Expires, expires.to_string());
         h.push(HeaderName::Supported, "outbound, path");
         h.push(HeaderName::UserAgent, self.cfg.user_agent.clone());
@@ -94,7 +100,7 @@ impl Registration {
 
     /// Granted lifetime: our Contact's `expires` in the 2xx, else `Expires`, else requested.
     pub(super) fn granted_expires(&self, resp: &Response) -> u32 {
-        let ours = self.local.map(|l| self.contact_uri(l).to_string());
+        let ours = self.contact_addr().map(|l| self.contact_uri(l).to_string());
         let from_contact = resp
             .headers
             .list(&HeaderName::Contact)

@@ -614,3 +614,177 @@ proptest::proptest! {
         let _ = contact_uri_text(&s);
     }
 }
+
+// --- NAT: the Contact follows the address the registrar saw (RFC 3581 §9) ---
+
+fn udp_config(outbound: bool) -> RegistrationConfig {
+    let mut cfg = config();
+    cfg.registrar.params.set("transport", Some("udp"));
+    if !outbound {
+        cfg.instance_id = None;
+    }
+    cfg.credentials = None;
+    cfg
+}
+
+fn public(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), port)
+}
+
+/// A 2xx to `req` as a registrar behind which the request arrived from `seen`.
+fn ok_seen(req: &Request, seen: SocketAddr) -> Response {
+    let mut r = ok(req, Some(300), None);
+    assert!(r.headers.stamp_received(seen));
+    r
+}
+
+fn contacts(r: &Request) -> Vec<&str> {
+    r.headers.get_all(&HeaderName::Contact).collect()
+}
+
+/// The 2xx to `req` says the registrar saw `seen`, which our Contact does not name: no event,
+/// and the next REGISTER (returned) carries `expect` as its Contacts.
+fn rewritten(
+    reg: &mut Registration,
+    now: Instant,
+    req: &Request,
+    seen: SocketAddr,
+    expect: &[&str],
+) -> Request {
+    reg.handle_response(now, &ok_seen(req, seen));
+    assert!(events(reg).is_empty());
+    assert_eq!(reg.public_addr(), Some(seen));
+    let next = one_request(reg);
+    assert_eq!(cseq(&next), cseq(req) + 1);
+    assert_eq!(contacts(&next), expect);
+    next
+}
+
+/// The 2xx to `req` confirms our Contact at `seen`: registered, nothing more sent, the
+/// refresh due at max(300/2, 300-60) = 240 s.
+fn confirmed(reg: &mut Registration, now: Instant, req: &Request, seen: SocketAddr) {
+    reg.handle_response(now, &ok_seen(req, seen));
+    assert_eq!(
+        events(reg),
+        vec![RegistrationEvent::Registered { expires: 300 }]
+    );
+    assert!(reg.poll_request().is_none());
+    assert_eq!(reg.poll_timeout(), Some(now + 240 * S));
+}
+
+#[test]
+fn udp_behind_nat_rewrites_contact_once_and_removes_the_old_binding() {
+    let t0 = origin();
+    let mut reg = Registration::new(udp_config(false));
+    reg.start(t0);
+    reg.handle_flow_up(t0, local(5070));
+    let r1 = one_request(&mut reg);
+    assert_eq!(
+        contacts(&r1),
+        vec!["<sip:alice@10.0.0.1:5070;transport=udp>"]
+    );
+    // The registrar saw 203.0.113.7:40000: re-REGISTER at once, no `Registered` yet.
+    let r2 = rewritten(
+        &mut reg,
+        t0,
+        &r1,
+        public(40000),
+        &[
+            "<sip:alice@203.0.113.7:40000;transport=udp>",
+            "<sip:alice@10.0.0.1:5070;transport=udp>;expires=0",
+        ],
+    );
+    assert!(hdr(&r2, HeaderName::Via).starts_with("SIP/2.0/UDP 10.0.0.1:5070;"));
+    confirmed(&mut reg, t0, &r2, public(40000));
+    // The refresh keeps the public Contact (and removes nothing).
+    let t1 = t0 + 240 * S;
+    reg.handle_timeout(t1);
+    let r3 = one_request(&mut reg);
+    assert_eq!(
+        contacts(&r3),
+        vec!["<sip:alice@203.0.113.7:40000;transport=udp>"]
+    );
+    // The NAT rebound the flow: the same rewrite, once.
+    let r4 = rewritten(
+        &mut reg,
+        t1,
+        &r3,
+        public(40001),
+        &[
+            "<sip:alice@203.0.113.7:40001;transport=udp>",
+            "<sip:alice@203.0.113.7:40000;transport=udp>;expires=0",
+        ],
+    );
+    confirmed(&mut reg, t1, &r4, public(40001));
+    // Un-REGISTER removes the public binding.
+    reg.stop(t1 + 2 * S);
+    let r5 = one_request(&mut reg);
+    assert_eq!(
+        contacts(&r5),
+        vec!["<sip:alice@203.0.113.7:40001;transport=udp>;expires=0"]
+    );
+}
+
+#[test]
+fn udp_rewrites_stop_after_two_when_the_address_changes_every_time() {
+    let t0 = origin();
+    let mut reg = Registration::new(udp_config(false));
+    reg.start(t0);
+    reg.handle_flow_up(t0, local(5070));
+    let mut req = one_request(&mut reg);
+    for n in 0..MAX_REWRITES as u16 {
+        reg.handle_response(t0, &ok_seen(&req, public(40000 + n)));
+        assert!(events(&mut reg).is_empty(), "rewrite {n}");
+        req = one_request(&mut reg);
+        assert!(contacts(&req)[0].contains(&format!("203.0.113.7:{}", 40000 + n)));
+    }
+    // A third different address: keep the Contact we have, register, no loop.
+    reg.handle_response(t0, &ok_seen(&req, public(40100)));
+    assert_eq!(
+        events(&mut reg),
+        vec![RegistrationEvent::Registered { expires: 300 }]
+    );
+    assert!(reg.poll_request().is_none());
+    assert_eq!(
+        reg.public_addr(),
+        Some(public(40000 + MAX_REWRITES as u16 - 1))
+    );
+}
+
+#[test]
+fn udp_outbound_rewrite_replaces_by_instance_and_tcp_ignores_received() {
+    let t0 = origin();
+    // Outbound: the registrar replaces the binding of our instance and reg-id by itself.
+    let mut reg = Registration::new(udp_config(true));
+    reg.start(t0);
+    reg.handle_flow_up(t0, local(5070));
+    let r1 = one_request(&mut reg);
+    reg.handle_response(t0, &ok_seen(&r1, public(40000)));
+    let r2 = one_request(&mut reg);
+    assert_eq!(
+        contacts(&r2),
+        vec![format!(
+            "<sip:alice@203.0.113.7:40000;transport=udp;ob>;+sip.instance=\"<{INSTANCE}>\";reg-id=1"
+        )]
+    );
+    // A new flow (new local port) forgets the address learned on the old one.
+    reg.handle_flow_up(t0 + S, local(5072));
+    assert_eq!(reg.public_addr(), None);
+    let r3 = one_request(&mut reg);
+    assert!(contacts(&r3)[0].starts_with("<sip:alice@10.0.0.1:5072;"));
+
+    // Over TCP the Via's received/rport do not change the Contact (RFC 5626 flows instead).
+    let mut cfg = config();
+    cfg.credentials = None;
+    let mut tcp = Registration::new(cfg);
+    tcp.start(t0);
+    tcp.handle_flow_up(t0, local(5070));
+    let r = one_request(&mut tcp);
+    tcp.handle_response(t0, &ok_seen(&r, public(40000)));
+    assert_eq!(
+        events(&mut tcp),
+        vec![RegistrationEvent::Registered { expires: 300 }]
+    );
+    assert!(tcp.poll_request().is_none());
+    assert_eq!(tcp.public_addr(), None);
+}
