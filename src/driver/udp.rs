@@ -248,6 +248,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pick_takes_the_first_udp_target_of_the_family_avoided_last() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let t = |transport, addr: &str| Target {
+            transport,
+            addr: addr.parse().unwrap(),
+        };
+        let (a, b) = ("127.0.0.2:5060", "127.0.0.3:5060");
+        let targets = vec![
+            t(Transport::Udp, "[::1]:5060"),
+            t(Transport::Tcp, "127.0.0.9:5060"),
+            t(Transport::Udp, a),
+            t(Transport::Udp, b),
+        ];
+        let (_, remote, spare) = pick(&sock, targets.clone(), &[]).unwrap();
+        assert_eq!((remote, spare), (a.parse().unwrap(), true));
+        let (_, remote, _) = pick(&sock, targets.clone(), &[a.parse().unwrap()]).unwrap();
+        assert_eq!(remote, b.parse().unwrap());
+        let (_, _, spare) = pick(&sock, targets[..3].to_vec(), &[]).unwrap();
+        assert!(!spare, "no other target of the family");
+        let e = pick(&sock, targets[..2].to_vec(), &[]).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("no address of the UDP socket's family"));
+    }
+
+    #[tokio::test]
     async fn datagrams_reach_the_driver_with_their_source() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
