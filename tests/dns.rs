@@ -526,10 +526,22 @@ fn a_register_timeout_fails_over_to_the_next_target() {
     let dns = Dns::start(dir.path(), &records);
     let started = Instant::now();
     // `--for` bounds the whole run: the REGISTER timeout (32 s) and the failover fit in it.
-    let (mut ua, events) = register(dir.path(), &dns.addr(), "36");
-    wait_events(&events, 1, Duration::from_secs(45), &ua, is("registered"));
+    let (ua, events) = register(dir.path(), &dns.addr(), "36");
+    registered_after_timeout(ua, &events, started, "", mute.port);
+}
+
+/// Waits for `registered` after a REGISTER timeout (Timer F) on 127.0.0.1:`mute_port`, prints
+/// how long register -> registered took, and checks the UA said it failed over.
+fn registered_after_timeout(
+    mut ua: Proc,
+    events: &Path,
+    started: Instant,
+    over: &str,
+    mute_port: u16,
+) {
+    wait_events(events, 1, Duration::from_secs(45), &ua, is("registered"));
     println!(
-        "register -> registered after a REGISTER timeout on the first target: {} ms",
+        "register -> registered{over} after a REGISTER timeout on the first target: {} ms",
         started.elapsed().as_millis()
     );
     let status = ua.wait(LIMIT);
@@ -537,8 +549,7 @@ fn a_register_timeout_fails_over_to_the_next_target() {
     let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
     assert!(
         stderr.contains(&format!(
-            "REGISTER to 127.0.0.1:{} timed out: failing over",
-            mute.port
+            "REGISTER to 127.0.0.1:{mute_port} timed out: failing over"
         )),
         "{stderr}"
     );
@@ -616,21 +627,8 @@ fn udp_register_timeout_fails_over_to_the_next_target() {
     records.extend(srv_proto_to("udp", "kam", kam.port, 20));
     let dns = Dns::start(dir.path(), &records);
     let started = Instant::now();
-    let (mut ua, events) = register_udp(dir.path(), &dns, "38");
-    wait_events(&events, 1, Duration::from_secs(45), &ua, is("registered"));
-    println!(
-        "register -> registered over UDP after a REGISTER timeout on the first target: {} ms",
-        started.elapsed().as_millis()
-    );
-    let status = ua.wait(LIMIT);
-    assert!(status.success(), "register failed\n{}", ua.output());
-    let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
-    assert!(
-        stderr.contains(&format!(
-            "REGISTER to 127.0.0.1:{silent_port} timed out: failing over"
-        )),
-        "{stderr}"
-    );
+    let (ua, events) = register_udp(dir.path(), &dns, "38");
+    registered_after_timeout(ua, &events, started, " over UDP", silent_port);
     assert!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")) >= 2);
     drop(silent);
 }
