@@ -5,6 +5,7 @@
 
 mod peers;
 
+use peers::kamailio::{Kamailio, PASSWORD};
 use peers::registrar::Registrar;
 use peers::{free_port, read_events, test_dir, wakeline, Proc};
 use serde_json::Value;
@@ -83,8 +84,13 @@ impl Dns {
 
 /// An SRV record for `_sip._tcp.example.test` and an A record for its target.
 fn srv_to(host: &str, port: u16, priority: u16) -> [String; 2] {
+    srv_proto_to("tcp", host, port, priority)
+}
+
+/// An SRV record for `_sip._PROTO.example.test` and an A record for its target.
+fn srv_proto_to(proto: &str, host: &str, port: u16, priority: u16) -> [String; 2] {
     [
-        format!("--srv-host=_sip._tcp.{DOMAIN},{host}.{DOMAIN},{port},{priority},1"),
+        format!("--srv-host=_sip._{proto}.{DOMAIN},{host}.{DOMAIN},{port},{priority},1"),
         format!("--host-record={host}.{DOMAIN},127.0.0.1"),
     ]
 }
@@ -520,10 +526,22 @@ fn a_register_timeout_fails_over_to_the_next_target() {
     let dns = Dns::start(dir.path(), &records);
     let started = Instant::now();
     // `--for` bounds the whole run: the REGISTER timeout (32 s) and the failover fit in it.
-    let (mut ua, events) = register(dir.path(), &dns.addr(), "36");
-    wait_events(&events, 1, Duration::from_secs(45), &ua, is("registered"));
+    let (ua, events) = register(dir.path(), &dns.addr(), "36");
+    registered_after_timeout(ua, &events, started, "", mute.port);
+}
+
+/// Waits for `registered` after a REGISTER timeout (Timer F) on 127.0.0.1:`mute_port`, prints
+/// how long register -> registered took, and checks the UA said it failed over.
+fn registered_after_timeout(
+    mut ua: Proc,
+    events: &Path,
+    started: Instant,
+    over: &str,
+    mute_port: u16,
+) {
+    wait_events(events, 1, Duration::from_secs(45), &ua, is("registered"));
     println!(
-        "register -> registered after a REGISTER timeout on the first target: {} ms",
+        "register -> registered{over} after a REGISTER timeout on the first target: {} ms",
         started.elapsed().as_millis()
     );
     let status = ua.wait(LIMIT);
@@ -531,9 +549,86 @@ fn a_register_timeout_fails_over_to_the_next_target() {
     let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
     assert!(
         stderr.contains(&format!(
-            "REGISTER to 127.0.0.1:{} timed out: failing over",
-            mute.port
+            "REGISTER to 127.0.0.1:{mute_port} timed out: failing over"
         )),
         "{stderr}"
     );
+}
+
+/// `wakeline register --transport udp` at `sip:example.test` with Kamailio's password.
+fn register_udp(dir: &Path, dns: &Dns, for_secs: &str) -> (Proc, PathBuf) {
+    let how = [
+        "--dns",
+        &dns.addr(),
+        "--transport",
+        "udp",
+        "--password",
+        PASSWORD,
+    ];
+    register_in(None, dir, &how, for_secs)
+}
+
+/// Over UDP (`--transport udp`, the URI names none): NAPTR `SIP+D2U` -> `_sip._udp` SRV -> A
+/// finds Kamailio's UDP port, and the UA registers there.
+#[test]
+fn udp_registrar_found_by_naptr_and_srv() {
+    let dir = test_dir("dns-udp");
+    let kam = Kamailio::start(dir.path(), free_port());
+    let mut records = vec![format!(
+        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
+    )];
+    records.extend(srv_proto_to("udp", "kam", kam.port, 10));
+    let dns = Dns::start(dir.path(), &records);
+    let started = Instant::now();
+    let (mut ua, events) = register_udp(dir.path(), &dns, "0.3");
+    wait_events(&events, 1, LIMIT, &ua, is("registered"));
+    println!(
+        "register -> registered over UDP through NAPTR/SRV: {} ms",
+        started.elapsed().as_millis()
+    );
+    let status = ua.wait(LIMIT);
+    assert!(status.success(), "register failed\n{}", ua.output());
+    let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
+    // The core asked for a UDP flow, and it came up toward Kamailio's port.
+    assert!(
+        stderr.contains("transport=udp") && !stderr.contains("transport=tcp"),
+        "not over UDP\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("remote: 127.0.0.1:{} }}", kam.port)),
+        "{stderr}"
+    );
+    assert_eq!(dns.asked(&format!("query[NAPTR] {DOMAIN}")), 1);
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._tcp.{DOMAIN}")), 0);
+}
+
+/// Over UDP with no UDP records (only `_sip._tcp`): the failure names the DNS cause.
+#[test]
+fn udp_without_udp_records_is_a_dns_failure() {
+    let dir = test_dir("dns-udp-none");
+    let dns = Dns::start(dir.path(), &srv_to("tcp", 5060, 10));
+    let (ua, events) = register_udp(dir.path(), &dns, "30");
+    let failed = wait_events(&events, 1, LIMIT, &ua, is("registration_failed"));
+    assert_eq!(failed[0]["reason"], format!("resolve {DOMAIN}: no records"));
+    assert!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")) >= 1);
+}
+
+/// RFC 3263 §4.3 over UDP: the first `_sip._udp` target swallows every datagram; the REGISTER
+/// times out (Timer F, 32 s), the UA puts that target last, resolves again and registers at
+/// Kamailio, the second target.
+#[test]
+fn udp_register_timeout_fails_over_to_the_next_target() {
+    let dir = test_dir("dns-udp-timeout");
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let kam = Kamailio::start(dir.path(), free_port());
+    let mut records = srv_proto_to("udp", "mute", silent_port, 10).to_vec();
+    records.extend(srv_proto_to("udp", "kam", kam.port, 20));
+    let dns = Dns::start(dir.path(), &records);
+    let started = Instant::now();
+    let (ua, events) = register_udp(dir.path(), &dns, "38");
+    registered_after_timeout(ua, &events, started, " over UDP", silent_port);
+    assert!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")) >= 2);
+    drop(silent);
 }

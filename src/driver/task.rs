@@ -400,6 +400,10 @@ impl DriverTask {
                 local,
                 remote,
             } => {
+                let control = self.control_connects.remove(&flow);
+                if self.spare.remove(&flow) && control {
+                    self.failover = Some((flow, remote));
+                }
                 self.tap.flow_up(flow, local, remote);
                 self.core.handle_flow_up(now, flow, local, remote);
             }
@@ -600,16 +604,20 @@ impl DriverTask {
         let Some((flow, remote)) = self.failover.take() else {
             return;
         };
-        let Some(f) = self.flows.remove(&flow) else {
+        // A TCP/TLS flow has a handle; a UDP flow is only the core's.
+        let f = self.flows.remove(&flow);
+        if f.is_none() && self.core.udp_remote(flow).is_none() {
             return;
-        };
+        }
         tracing::warn!(
             ?flow,
             "REGISTER to {remote} timed out: failing over to the next target"
         );
         let now = Instant::now();
         self.avoid.add(remote, now);
-        tokio::spawn(f.close(FLUSH_LIMIT));
+        if let Some(f) = f {
+            tokio::spawn(f.close(FLUSH_LIMIT));
+        }
         self.core.handle_flow_down(now, flow);
     }
 
@@ -710,14 +718,16 @@ impl DriverTask {
                     port,
                 } => {
                     tracing::debug!(?flow, %host, port, %transport, "connecting");
+                    if self.hints.is_control(&host, port) {
+                        self.control_connects.insert(flow);
+                    }
+                    let dest = self.hints.destination(&host, port);
+                    let avoid = self.avoid.list(Instant::now());
                     match transport {
-                        Transport::Udp => self.udp.connect(flow, host, port),
+                        Transport::Udp => {
+                            self.udp.connect(flow, dest, self.resolver.clone(), avoid)
+                        }
                         Transport::Tcp | Transport::Tls => {
-                            if self.hints.is_control(&host, port) {
-                                self.control_connects.insert(flow);
-                            }
-                            let dest = self.hints.destination(&host, port);
-                            let avoid = self.avoid.list(Instant::now());
                             let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
                             let tls = match (transport, &self.tls_client) {
                                 (Transport::Tcp, _) => None,

@@ -3,7 +3,9 @@
 //! "connect" of a UDP flow — resolve the peer and report our address toward it.
 
 use super::flow::FlowEvent;
+use super::resolve::Resolver;
 use crate::signaling::core::FlowId;
+use crate::signaling::rfc3263::{Destination, Policy, Target, Transport};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -78,10 +80,20 @@ impl UdpSip {
         self.adopt(s)
     }
 
-    /// `Output::Connect` over UDP: resolves `host:port` in the background and reports
-    /// [`FlowEvent::UdpUp`] with our address toward the peer, or `Closed` with the reason.
-    pub(crate) fn connect(&mut self, flow: FlowId, host: String, port: u16) {
-        let socket = match self.ensure(host.parse().ok()) {
+    /// `Output::Connect` over UDP: resolves `dest` the RFC 3263 way in the background (UDP
+    /// targets only: `SIP+D2U`, `_sip._udp`, else A/AAAA), takes the first target of the
+    /// socket's family (targets in `avoid`, recently timed out, go last) and reports
+    /// [`FlowEvent::Tried`] (whether other targets remain for a failover), then
+    /// [`FlowEvent::UdpUp`] with our address toward it, or `Closed` with the reason.
+    pub(crate) fn connect(
+        &mut self,
+        flow: FlowId,
+        dest: Destination,
+        resolver: Arc<Resolver>,
+        avoid: Vec<SocketAddr>,
+    ) {
+        let label = dest.host_text();
+        let socket = match self.ensure(label.parse().ok()) {
             Ok(s) => s,
             Err(e) => {
                 let _ = self.events.send(FlowEvent::Closed {
@@ -93,30 +105,30 @@ impl UdpSip {
         };
         let events = self.events.clone();
         tokio::spawn(async move {
-            let result = async {
-                let bound = socket.local_addr()?;
-                let remote = tokio::net::lookup_host((host.as_str(), port))
-                    .await?
-                    .find(|a| a.is_ipv4() == bound.is_ipv4())
-                    .ok_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::AddrNotAvailable,
-                            format!("no address of the UDP socket's family ({bound})"),
-                        )
-                    })?;
-                Ok::<_, io::Error>((local_toward(bound, remote), remote))
-            }
-            .await;
+            let policy = Policy {
+                supported: vec![Transport::Udp],
+                default: Transport::Udp,
+            };
+            let result = match resolver.resolve(dest, policy).await {
+                Ok(targets) => {
+                    pick(&socket, targets, &avoid).map_err(|e| format!("udp {label}: {e}"))
+                }
+                Err(e) => Err(e.to_string()),
+            };
             let ev = match result {
-                Ok((local, remote)) => FlowEvent::UdpUp {
-                    flow,
-                    local,
-                    remote,
-                },
-                Err(e) => FlowEvent::Closed {
-                    flow,
-                    why: format!("udp {host}:{port}: {e}"),
-                },
+                Ok((local, remote, spare)) => {
+                    let _ = events.send(FlowEvent::Tried {
+                        flow,
+                        slow: Vec::new(),
+                        spare,
+                    });
+                    FlowEvent::UdpUp {
+                        flow,
+                        local,
+                        remote,
+                    }
+                }
+                Err(why) => FlowEvent::Closed { flow, why },
             };
             let _ = events.send(ev);
         });
@@ -152,6 +164,30 @@ pub(crate) fn local_toward(bound: SocketAddr, remote: SocketAddr) -> SocketAddr 
             bound
         }
     }
+}
+
+/// The first of `targets` (UDP ones of `socket`'s family; those in `avoid` last): our address
+/// toward it, its address, and whether others remain to fail over to.
+fn pick(
+    socket: &UdpSocket,
+    targets: Vec<Target>,
+    avoid: &[SocketAddr],
+) -> io::Result<(SocketAddr, SocketAddr, bool)> {
+    let bound = socket.local_addr()?;
+    let mut usable: Vec<SocketAddr> = targets
+        .iter()
+        .filter(|t| t.transport == Transport::Udp && t.addr.is_ipv4() == bound.is_ipv4())
+        .map(|t| t.addr)
+        .collect();
+    // Stable: the RFC 3263 order holds within each group.
+    usable.sort_by_key(|a| avoid.contains(a));
+    let Some(&remote) = usable.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("no address of the UDP socket's family ({bound})"),
+        ));
+    };
+    Ok((local_toward(bound, remote), remote, usable.len() > 1))
 }
 
 async fn read_loop(
@@ -209,6 +245,32 @@ mod tests {
         let any: SocketAddr = "0.0.0.0:5070".parse().unwrap();
         let got = local_toward(any, peer);
         assert_eq!(got, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5070));
+    }
+
+    #[tokio::test]
+    async fn pick_takes_the_first_udp_target_of_the_family_avoided_last() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let t = |transport, addr: &str| Target {
+            transport,
+            addr: addr.parse().unwrap(),
+        };
+        let (a, b) = ("127.0.0.2:5060", "127.0.0.3:5060");
+        let targets = vec![
+            t(Transport::Udp, "[::1]:5060"),
+            t(Transport::Tcp, "127.0.0.9:5060"),
+            t(Transport::Udp, a),
+            t(Transport::Udp, b),
+        ];
+        let (_, remote, spare) = pick(&sock, targets.clone(), &[]).unwrap();
+        assert_eq!((remote, spare), (a.parse().unwrap(), true));
+        let (_, remote, _) = pick(&sock, targets.clone(), &[a.parse().unwrap()]).unwrap();
+        assert_eq!(remote, b.parse().unwrap());
+        let (_, _, spare) = pick(&sock, targets[..3].to_vec(), &[]).unwrap();
+        assert!(!spare, "no other target of the family");
+        let e = pick(&sock, targets[..2].to_vec(), &[]).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("no address of the UDP socket's family"));
     }
 
     #[tokio::test]
