@@ -101,9 +101,7 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
             .map_err(|e| Fail::usage(format!("--speaker: {e}")))?,
         None => AudioSink::Default,
     };
-    let quiet = quiet_alsa();
     let probed = (probe_source(&source), probe_sink(&sink));
-    alsa_noise(quiet);
     let source = match probed.0 {
         Ok(()) => source,
         Err(e) if args.mic.is_none() => {
@@ -144,12 +142,18 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
 
 /// Opens `source` once and closes it: `Err` with the reason when it cannot capture.
 pub fn probe_source(source: &AudioSource) -> Result<(), audio::AudioError> {
-    audio::start(source, &AudioSink::Null, &AudioConfig::default()).map(drop)
+    let quiet = quiet_alsa();
+    let probed = audio::start(source, &AudioSink::Null, &AudioConfig::default()).map(drop);
+    alsa_noise(quiet);
+    probed
 }
 
 /// Opens `sink` once and closes it: `Err` with the reason when it cannot play (no sound card).
 pub fn probe_sink(sink: &AudioSink) -> Result<(), audio::AudioError> {
-    audio::start(&AudioSource::Silence, sink, &AudioConfig::default()).map(drop)
+    let quiet = quiet_alsa();
+    let probed = audio::start(&AudioSource::Silence, sink, &AudioConfig::default()).map(drop);
+    alsa_noise(quiet);
+    probed
 }
 
 /// Writes the demo's sound: a three-note chime (C5, E5, G5, 250 ms each, then 250 ms of
