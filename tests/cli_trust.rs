@@ -417,84 +417,71 @@ fn media_stats_cover_the_whole_call() {
     );
 }
 
-/// `--dtmf` digits are on the wire before the BYE, even with a very short `--duration`.
-#[test]
-fn dtmf_digits_go_out_before_the_hangup() {
-    let dir = test_dir("dtmfwait");
+/// `wakeline listen` for one call (silence, no speaker) on a free port, writing its events to
+/// `listener.jsonl` in `dir`: the process, its port and the events file.
+fn one_call_listener(dir: &std::path::Path) -> (Proc, u16, std::path::PathBuf) {
     let port = free_port();
-    let heard = dir.path().join("listener.jsonl");
+    let heard = dir.join("listener.jsonl");
     let mut cmd = plain();
     cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
         .args(["--mic", "silence", "--speaker", "null", "--max-calls", "1"])
         .arg("--events")
         .arg(&heard);
-    let mut listener = Proc::spawn("listener", cmd, dir.path());
+    let listener = Proc::spawn("listener", cmd, dir);
     wait_listening(port, LIMIT);
+    (listener, port, heard)
+}
+
+/// The digits of the `dtmf` events, in order.
+fn digits_in(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["event"] == "dtmf")
+        .filter_map(|e| e["digit"].as_str())
+        .collect()
+}
+
+/// `--dtmf` digits are on the wire before the BYE, even with a very short `--duration`.
+#[test]
+fn dtmf_digits_go_out_before_the_hangup() {
+    let dir = test_dir("dtmfwait");
+    let (mut listener, port, heard) = one_call_listener(dir.path());
     let mut cmd = call_to(port);
     cmd.args(["--dtmf", "1#9", "--duration", "0.1"]);
     let (code, _, p) = run("call", cmd, dir.path(), LIMIT);
     assert_eq!(code, Some(0), "{}", p.output());
     listener.wait(LIMIT);
-    let digits: String = read_events(&heard)
-        .iter()
-        .filter(|e| e["event"] == "dtmf")
-        .filter_map(|e| e["digit"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(digits, "1#9", "{}", listener.output());
+    let ev = read_events(&heard);
+    assert_eq!(digits_in(&ev), "1#9", "{}", listener.output());
 }
 
 /// DTMF as SIP INFO (application/dtmf-relay) from SIPp is a `dtmf` event like RFC 4733 digits.
 #[test]
 fn dtmf_in_sip_info_is_received() {
     let dir = test_dir("dtmfinfo");
-    let port = free_port();
-    let heard = dir.path().join("listener.jsonl");
-    let mut cmd = plain();
-    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--mic", "silence", "--speaker", "null", "--max-calls", "1"])
-        .arg("--events")
-        .arg(&heard);
-    let mut listener = Proc::spawn("listener", cmd, dir.path());
-    wait_listening(port, LIMIT);
+    let (mut listener, port, heard) = one_call_listener(dir.path());
     let mut cmd = sipp(&scenario("uac_info_dtmf.xml"), free_port());
     cmd.args(["-m", "1"]).arg(format!("127.0.0.1:{port}"));
     let mut uac = Proc::spawn("sipp", cmd, dir.path());
     let status = uac.wait(LIMIT);
     assert!(status.success(), "{}\n{}", uac.output(), listener.output());
     listener.wait(LIMIT);
-    let digits: Vec<String> = read_events(&heard)
-        .iter()
-        .filter(|e| e["event"] == "dtmf")
-        .filter_map(|e| e["digit"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(digits, vec!["7".to_string()], "{}", listener.output());
+    let ev = read_events(&heard);
+    assert_eq!(digits_in(&ev), "7", "{}", listener.output());
 }
 
 /// `--dtmf-mode info`: the digits go as SIP INFO and the listener hears them.
 #[test]
 fn dtmf_mode_info_sends_sip_info() {
     let dir = test_dir("dtmfmodeinfo");
-    let port = free_port();
-    let heard = dir.path().join("listener.jsonl");
-    let mut cmd = plain();
-    cmd.args(["listen", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--mic", "silence", "--speaker", "null", "--max-calls", "1"])
-        .arg("--events")
-        .arg(&heard);
-    let mut listener = Proc::spawn("listener", cmd, dir.path());
-    wait_listening(port, LIMIT);
+    let (mut listener, port, heard) = one_call_listener(dir.path());
     let mut cmd = call_to(port);
     cmd.args(["--dtmf", "42", "--dtmf-mode", "info", "--duration", "0.1"]);
     let (code, _, p) = run("call", cmd, dir.path(), LIMIT);
     assert_eq!(code, Some(0), "{}", p.output());
     listener.wait(LIMIT);
     let ev = read_events(&heard);
-    let digits: String = ev
-        .iter()
-        .filter(|e| e["event"] == "dtmf")
-        .filter_map(|e| e["digit"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(digits, "42", "{}", listener.output());
+    assert_eq!(digits_in(&ev), "42", "{}", listener.output());
     let report = ev
         .iter()
         .find(|e| e["event"] == "media_report")
