@@ -316,11 +316,13 @@ fn ctrl_c_while_ringing_says_interrupted_and_exits_130() {
     let mut cmd = call_to(port);
     cmd.arg("--events").arg(&events);
     let mut p = Proc::spawn("call", cmd, dir.path());
-    let start = Instant::now();
-    while !read_events(&events).iter().any(|e| e["state"] == "ringing") {
-        assert!(start.elapsed() < LIMIT, "never rang\n{}", p.output());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    peers::wait_event(
+        &events,
+        |e| e["state"] == "ringing",
+        LIMIT,
+        &p,
+        "never rang",
+    );
     let pid = p.pid().expect("running").to_string();
     let _ = Command::new("kill").args(["-INT", &pid]).status();
     let status = p.wait(LIMIT);

@@ -424,18 +424,9 @@ fn forked_alice(dir: &Path, name: &str, kam: &Kamailio, hz: f64) -> Proc {
         .arg("--events")
         .arg(d.join("events.jsonl"));
     let p = Proc::spawn(name, cmd, &d);
-    let start = Instant::now();
-    while !read_events(&d.join("events.jsonl"))
-        .iter()
-        .any(|e| e["event"] == "registered")
-    {
-        assert!(
-            start.elapsed() < LIMIT,
-            "{name} did not register\n{}",
-            p.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let registered = |e: &serde_json::Value| e["event"] == "registered";
+    let what = format!("{name} did not register");
+    peers::wait_event(&d.join("events.jsonl"), registered, LIMIT, &p, &what);
     p
 }
 

@@ -576,18 +576,14 @@ fn sigterm_hangs_up_cleanly() {
         .arg("--events")
         .arg(d.join("a.ev"));
     let mut caller = Proc::spawn("caller", cmd, d);
-    let start = Instant::now();
-    while !read_events(&d.join("a.ev"))
-        .iter()
-        .any(|e| e["state"] == "connected")
-    {
-        assert!(
-            start.elapsed() < LIMIT,
-            "never connected\n{}",
-            caller.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let connected = |e: &serde_json::Value| e["state"] == "connected";
+    peers::wait_event(
+        &d.join("a.ev"),
+        connected,
+        LIMIT,
+        &caller,
+        "never connected",
+    );
     std::thread::sleep(Duration::from_millis(500));
     let status = caller.terminate(Duration::from_secs(5));
     assert_eq!(

@@ -212,4 +212,20 @@ pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
         .collect()
 }
+
+/// Polls the `--events` file of `proc` until an event matches `pick`; panics with `what` and
+/// the process's output after `limit`.
+pub fn wait_event(
+    path: &Path,
+    pick: impl Fn(&serde_json::Value) -> bool,
+    limit: Duration,
+    proc: &Proc,
+    what: &str,
+) {
+    let start = Instant::now();
+    while !read_events(path).iter().any(&pick) {
+        assert!(start.elapsed() < limit, "{what}\n{}", proc.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 pub mod registrar;
