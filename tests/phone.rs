@@ -1,9 +1,8 @@
 //! The ledger over the phone: random schedules over a simulated phone (issue 4).
 //!
-//! The phone (`wakeline::signaling::core::phonekit::Phone`) is registered over its control
-//! flow to a fake registrar + proxy that holds INVITEs until the phone is registered (tsilo).
-//! This uses the core's own API with the harness's small scheduler (the `plat` helper's
-//! simulated phone in `src/platform/sim.rs` was not merged when this was written). Operations:
+//! The phone (`wakeline::platform::sim::Phone`, the one simulated phone) is registered over
+//! its control flow to a fake registrar + proxy that holds INVITEs until the phone is
+//! registered (tsilo). The application's side uses the core's own API. Operations:
 //! suspend (inputs held, no timers), wake (drain all), push before its INVITE, push after it,
 //! a push whose INVITE never comes, flow drop, server restart (flow drop + binding lost +
 //! server down for a while), INVITE, a second INVITE while busy, CANCEL, BYE from the peer,
@@ -22,7 +21,7 @@
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use wakeline::signaling::core::phonekit::{phone_config, Phone};
+use wakeline::platform::sim::{phone_config, Phone};
 use wakeline::signaling::core::testkit::PeerInvite;
 use wakeline::signaling::core::CallHandle;
 use wakeline::signaling::message::{Message, Response};

@@ -28,6 +28,8 @@
 pub mod addr;
 mod control;
 pub use background::KeepAliveReport;
+#[cfg(any(test, feature = "testkit"))]
+pub(crate) use control::control_transport;
 mod background;
 mod commands;
 mod flowuse;
