@@ -152,6 +152,21 @@ impl Side {
     fn ends(&self) -> BTreeMap<CallHandle, Vec<(CallOutcome, String)>> {
         ends(&self.log)
     }
+
+    /// Waits for the first `Ended` and returns it (outcome, reason).
+    async fn first_end(&mut self) -> (CallOutcome, String) {
+        assert!(self.until(|e| matches!(e, Event::Ended { .. })).await);
+        let first = self.ends().into_values().flatten().next();
+        first.expect("an Ended")
+    }
+
+    /// The application lets go of every handle; the stream must end and keep the promise.
+    async fn let_go(&mut self, name: &str) {
+        self.calls.clear();
+        self.ua = None;
+        assert!(self.read_to_end(STEP).await, "{name}'s stream did not end");
+        check(name, self).unwrap();
+    }
 }
 
 /// Each call's `Ended` events in `log`: outcome and reason.
@@ -257,19 +272,10 @@ fn dropping_every_handle_mid_call_sends_bye_and_ends_the_stream_properly() {
         );
 
         // Bob heard a BYE, not a lost flow.
-        assert!(bob.until(|e| matches!(e, Event::Ended { .. })).await);
-        let bye = bob
-            .ends()
-            .into_values()
-            .flatten()
-            .next()
-            .expect("bob's end");
+        let bye = bob.first_end().await;
         assert_eq!(bye.0, CallOutcome::Answered, "{bye:?}");
         drop(answered);
-        bob.calls.clear();
-        bob.ua = None;
-        assert!(bob.read_to_end(STEP).await);
-        check("bob", &bob).unwrap();
+        bob.let_go("bob").await;
     });
 }
 
@@ -288,10 +294,7 @@ fn dropping_an_unanswered_call_cancels_it_and_declines_the_incoming_one() {
         assert!(bob.until(|e| matches!(e, Event::Incoming { .. })).await);
         assert!(carol.until(|e| matches!(e, Event::Incoming { .. })).await);
 
-        carol.calls.clear();
-        carol.ua = None;
-        assert!(carol.read_to_end(STEP).await);
-        check("carol", &carol).unwrap();
+        carol.let_go("carol").await;
         let ended =
             |e: &Event| matches!(e, Event::Ended { call, .. } if *call == to_carol.handle());
         assert!(alice.until(ended).await, "{:?}", alice.log);
@@ -302,18 +305,9 @@ fn dropping_an_unanswered_call_cancels_it_and_declines_the_incoming_one() {
         alice.ua = None;
         assert!(alice.read_to_end(STEP).await);
         check("alice", &alice).unwrap();
-        assert!(bob.until(|e| matches!(e, Event::Ended { .. })).await);
-        let missed = bob
-            .ends()
-            .into_values()
-            .flatten()
-            .next()
-            .expect("bob's end");
+        let missed = bob.first_end().await;
         assert_eq!(missed.0, CallOutcome::Missed, "{missed:?}");
-        bob.calls.clear();
-        bob.ua = None;
-        assert!(bob.read_to_end(STEP).await);
-        check("bob", &bob).unwrap();
+        bob.let_go("bob").await;
     });
 }
 
