@@ -321,6 +321,15 @@ impl World {
         }
     }
 
+    /// Applies `ops`, then settles.
+    fn run(mut self, ops: Vec<Op>) -> Self {
+        for op in ops {
+            self.apply(op);
+        }
+        self.settle();
+        self
+    }
+
     fn settle(&mut self) {
         self.p.server_up = true;
         self.p.wake();
@@ -419,11 +428,7 @@ proptest! {
 
     #[test]
     fn every_invite_over_the_phone_ends_once(ops in proptest::collection::vec(op(), 1..40)) {
-        let mut w = World::new();
-        for op in ops {
-            w.apply(op);
-        }
-        w.settle();
+        let w = World::new().run(ops);
         if std::env::var("PHONE_STATS").is_ok() {
             let st = w.p.core.ledger_stats();
             let ans = w.p.ended().iter().filter(|e| e.1 == 200).count();
@@ -438,12 +443,7 @@ proptest! {
     /// windows, keep-alive handler runs in background, pushes through the app's hook.
     #[test]
     fn every_invite_over_a_phone_with_its_own_os_ends_once(ops in proptest::collection::vec(op(), 1..40)) {
-        let mut w = World::with_os();
-        for op in ops {
-            w.apply(op);
-        }
-        w.settle();
-        w.check()?;
+        World::with_os().run(ops).check()?;
     }
 }
 
