@@ -421,6 +421,36 @@ fn a_far_end_that_ignores_the_bye_is_given_up_on_after_the_grace() {
     });
 }
 
+/// What the documentation promises when the runtime goes away instead: nothing more runs (no
+/// BYE), but the stream ends instead of hanging, and the handles say `Stopped`.
+#[test]
+fn a_dropped_runtime_ends_the_stream_and_stops_the_handles() {
+    let (alice_rt, bob_rt) = (runtime(), runtime());
+    let mut bob = bob_rt.block_on(Side::start());
+    let target = bob.target().expect("bob listens");
+    let (alice, mut events, call) = alice_rt.block_on(async {
+        let (ua, events) = builder(Config::default()).start().await.expect("start");
+        let call = ua.call(&target).await.expect("call");
+        (ua, events, call)
+    });
+    bob_rt.block_on(async {
+        assert!(bob.until(|e| matches!(e, Event::Incoming { .. })).await);
+    });
+    drop(alice_rt);
+    bob_rt.block_on(async {
+        let ended = tokio::time::timeout(STEP, async { while events.next().await.is_some() {} });
+        assert!(
+            ended.await.is_ok(),
+            "the stream hangs after its runtime is gone"
+        );
+        assert!(matches!(call.hangup().await, Err(wakeline::Error::Stopped)));
+        assert!(matches!(
+            alice.call(&target).await,
+            Err(wakeline::Error::Stopped)
+        ));
+    });
+}
+
 /// One step of the application.
 #[derive(Debug, Clone)]
 enum Op {
