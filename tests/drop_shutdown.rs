@@ -313,6 +313,18 @@ fn dropping_an_unanswered_call_cancels_it_and_declines_the_incoming_one() {
 
 #[test]
 fn dropping_a_registered_user_agent_unregisters() {
+    drop_and_expect_unregister(true);
+}
+
+#[test]
+fn dropping_while_registering_unregisters_once_the_registration_completes() {
+    drop_and_expect_unregister(false);
+}
+
+/// Registers (waiting for `Registered` when `settled`, else only for the flow: the REGISTER is
+/// then on its way), drops the only handle, and expects a REGISTER with expires 0 and
+/// `Unregistered` before the stream ends.
+fn drop_and_expect_unregister(settled: bool) {
     let reg = Registrar::start();
     runtime().block_on(async {
         let (ua, mut events) = UserAgent::builder(InProcess::config(&reg))
@@ -321,29 +333,39 @@ fn dropping_a_registered_user_agent_unregisters() {
             .await
             .expect("start");
         ua.register().await.expect("register");
-        let registered = tokio::time::timeout(STEP, async {
+        let mut log = Vec::new();
+        let reached = tokio::time::timeout(STEP, async {
             while let Some(e) = events.next().await {
-                if matches!(e, Event::Registered { .. }) {
+                let hit = match settled {
+                    true => matches!(e, Event::Registered { .. }),
+                    false => matches!(e, Event::FlowUp { .. }),
+                };
+                log.push(e);
+                if hit {
                     return true;
                 }
             }
             false
         });
-        assert!(registered.await.unwrap_or(false), "not registered");
-        let from = reg.log_len();
+        assert!(reached.await.unwrap_or(false), "{log:?}");
         drop(ua);
-        let mut rest = Vec::new();
         let drained = tokio::time::timeout(STEP, async {
             while let Some(e) = events.next().await {
-                rest.push(e);
+                log.push(e);
             }
         });
-        assert!(drained.await.is_ok(), "the stream did not end: {rest:?}");
+        assert!(drained.await.is_ok(), "the stream did not end: {log:?}");
+        let unregistered = log.iter().position(|e| matches!(e, Event::Unregistered));
+        let registered = log
+            .iter()
+            .position(|e| matches!(e, Event::Registered { .. }));
+        // A REGISTER answered after the drop is followed by its removal without `Registered`.
         assert!(
-            rest.iter().any(|e| matches!(e, Event::Unregistered)),
-            "{rest:?}"
+            unregistered.is_some() && unregistered > registered,
+            "{log:?}"
         );
-        let unregister = reg.wait_from(from, STEP, &mut |r| {
+        assert!(!settled || registered.is_some(), "{log:?}");
+        let unregister = reg.wait_for(STEP, |r| {
             r.request(&Method::Register)
                 .is_some_and(|req| req.headers.expires() == Some(0))
         });

@@ -9,13 +9,15 @@
 //!    the application did not answer. An INVITE that arrives from now on gets 480. Outgoing
 //!    calls and pushes are refused with
 //!    [`Error::Stopped`](crate::Error::Stopped).
-//! 2. **Un-register** (REGISTER with `Expires: 0`) when a binding exists.
+//! 2. **Un-register** (REGISTER with `Expires: 0`) when a binding exists, or as soon as a
+//!    registration still under way completes.
 //! 3. **Wait**, at most the grace period ([`DEFAULT_GRACE`], or the builder's
 //!    `shutdown_grace`), for those transactions to finish, and then for each call's media task
 //!    to hand over its [`MediaReport`](crate::media::MediaReport).
 //! 4. **Give up** on what is still open at the grace's end, with a log line that says what:
-//!    each call still open ends with a `Failed` [`Event::Ended`] whose reason says so, after its
-//!    media report (waited for at most [`REPORT_LIMIT`]).
+//!    each call still open (its BYE or CANCEL unanswered, or a pushed call whose INVITE never
+//!    came) ends with a `Failed` [`Event::Ended`] whose reason says so, after its media report
+//!    (waited for at most [`REPORT_LIMIT`]).
 //!
 //! So the application's [`Events`](super::Events) stream delivers every `MediaReport` and
 //! exactly one `Ended` per call it was told about, and only then ends.
@@ -88,7 +90,7 @@ impl DriverTask {
         tracing::debug!(
             ?cause,
             calls = self.live_calls.len(),
-            registered = self.registered,
+            registration = self.core.registration_active(),
             "shutting down"
         );
         for call in self.live_calls.clone() {
@@ -96,7 +98,8 @@ impl DriverTask {
                 tracing::debug!(?call, "hangup at shutdown: {e}");
             }
         }
-        if self.registered {
+        // A binding is removed; a REGISTER still under way is followed by the removal.
+        if self.core.registration_active() {
             if let Err(e) = self.core.unregister(now) {
                 tracing::debug!("unregister at shutdown: {e}");
             }
@@ -123,7 +126,9 @@ impl DriverTask {
         let Some(s) = &self.shutting_down else {
             return false;
         };
-        if self.live_calls.is_empty() && !self.registered && self.media_tasks.is_empty() {
+        // Once given up on, the un-REGISTER is not waited for any more.
+        let registration = self.core.registration_active() && !s.gave_up;
+        if self.live_calls.is_empty() && !registration && self.media_tasks.is_empty() {
             return true;
         }
         if now < s.deadline {
@@ -149,9 +154,8 @@ impl DriverTask {
     /// their media tasks [`REPORT_LIMIT`] to report.
     fn give_up(&mut self, now: Instant) {
         let grace = self.shutdown_grace;
-        if self.registered {
+        if self.core.registration_active() {
             tracing::warn!("shutdown: the un-REGISTER got no final answer within {grace:?}");
-            self.registered = false;
         }
         let open: Vec<CallHandle> = self.live_calls.iter().copied().collect();
         if !open.is_empty() {
@@ -192,7 +196,7 @@ fn gave_up_ended(call: CallHandle, call_id: String, grace: Duration) -> Event {
         call,
         call_id,
         status: 0,
-        reason: format!("shut down: the far end did not answer within {grace:?}"),
+        reason: format!("shut down: not ended within {grace:?} of our hangup"),
         outcome: CallOutcome::Failed,
     }
 }

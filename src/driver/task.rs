@@ -87,7 +87,6 @@ pub(crate) struct DriverTask {
     pending_ended: HashMap<CallHandle, Event>,
     call_ids: HashMap<CallHandle, String>,
     live_calls: HashSet<CallHandle>,
-    registered: bool,
     /// Drop is shutdown: set once `shutdown` is asked for or every handle is gone.
     shutting_down: Option<Shutdown>,
     /// How long shutdown waits for its BYEs, CANCELs and un-REGISTER (`shutdown.rs`).
@@ -160,7 +159,6 @@ impl DriverTask {
             pending_ended: HashMap::new(),
             call_ids: HashMap::new(),
             live_calls: HashSet::new(),
-            registered: false,
             shutting_down: None,
             shutdown_grace: DEFAULT_GRACE,
             keepalive_run: None,
@@ -808,7 +806,6 @@ impl DriverTask {
                 self.call_ids.remove(call);
             }
             Event::Registered { .. } => {
-                self.registered = true;
                 if let Some(p) = &mut self.keepalive_run {
                     p.run.handle_registered(Instant::now());
                 }
@@ -823,7 +820,6 @@ impl DriverTask {
                     p.run.handle_flow_down(Instant::now());
                 }
             }
-            Event::Unregistered => self.registered = false,
             _ => {}
         }
         // The application may have dropped its receiver; the driver keeps running.
