@@ -36,9 +36,6 @@ mod flowuse;
 mod inbound;
 mod info;
 pub use info::dtmf_relay_body;
-#[cfg(any(test, feature = "testkit"))]
-#[doc(hidden)]
-pub mod phonekit;
 mod push;
 mod raw400;
 mod rehome;

@@ -554,8 +554,8 @@ impl SignalingCore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::phonekit::{phone_config, Phone};
     use super::super::Event;
+    use crate::platform::sim::{phone_config, Phone};
     use crate::signaling::message::HeaderName;
     use std::time::{Duration, Instant};
 
