@@ -200,3 +200,43 @@ fn gave_up_ended(call: CallHandle, call_id: String, grace: Duration) -> Event {
         outcome: CallOutcome::Failed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_ended_on_giving_up_is_not_ended_again() {
+        let (a, b) = (CallHandle(1), CallHandle(2));
+        let s = Shutdown {
+            cause: Cause::HandlesDropped,
+            deadline: Instant::now(),
+            replies: Vec::new(),
+            given_up: HashSet::from([a]),
+            gave_up: true,
+        };
+        let grace = DEFAULT_GRACE;
+        assert!(s.swallows(&gave_up_ended(a, "x".into(), grace)));
+        assert!(!s.swallows(&gave_up_ended(b, "y".into(), grace)));
+        assert!(!s.swallows(&Event::Unregistered));
+    }
+
+    #[test]
+    fn the_end_on_giving_up_says_why() {
+        match gave_up_ended(CallHandle(7), "id".into(), Duration::from_secs(2)) {
+            Event::Ended {
+                call,
+                reason,
+                outcome,
+                ..
+            } => {
+                assert_eq!((call, outcome), (CallHandle(7), CallOutcome::Failed));
+                assert!(
+                    reason.contains("shut down") && reason.contains("2s"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
