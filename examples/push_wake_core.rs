@@ -22,8 +22,8 @@
 //! 2. **Answer after the INVITE.** The INVITE arrives on the new flow while CallKit is still
 //!    ringing; the user answers two seconds later.
 //!
-//! The harness types (`phonekit`, `testkit`) are hidden test helpers of the crate, used here
-//! only to stand in for the network. With the async driver an app makes the same calls on
+//! The simulated phone (`platform::sim`, with the `testkit` feature) stands in for the OS and
+//! the network here. With the async driver an app makes the same calls on
 //! its [`UserAgent`](wakeline::UserAgent) instead (see `examples/push_wake.rs` and
 //! `docs/embedding.md`).
 
@@ -31,8 +31,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use wakeline::platform::sim::{phone_config, Phone};
 use wakeline::signaling::config::PushConfig;
-use wakeline::signaling::core::phonekit::{phone_config, Phone};
 use wakeline::signaling::core::testkit::PeerInvite;
 use wakeline::signaling::core::SignalingCore;
 use wakeline::{CallHandle, CallOutcome, CallState, Event};

@@ -184,8 +184,9 @@
 //!   crossterm, plotters, toml, directories, tracing-subscriber, serde, ...). An app depends on
 //!   the library alone with `wakeline = { version = "0.1", default-features = false }`; every
 //!   name it needs is at the crate root and in [`prelude`].
-//! - `testkit`: the simulated phone, server and peers (`signaling::core::{testkit, phonekit}`,
-//!   `platform::sim`) for testing an app's glue without a network.
+//! - `testkit`: [`platform::sim`], the simulated phone (OS, server and core on a virtual
+//!   clock) for testing an app's glue — suspend, wake, a push before or after its INVITE, flow
+//!   loss — without a network; and the core's peers (`signaling::core::testkit`).
 //! - `legacy-voip-socket`: the iOS < 10 VoIP socket (see `docs/mobile.md`).
 //!
 //! Swift, Kotlin and Python bindings come from the `wakeline-ffi` crate (`ffi/`, UniFFI):

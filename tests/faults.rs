@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use wakeline::signaling::core::phonekit::{phone_config, Phone};
+use wakeline::platform::sim::{phone_config, Phone};
 use wakeline::signaling::message::{HeaderName, Method};
 
 /// Virtual time: the server closes the flow the instant its 200 is written, for 60 s. The first

@@ -1,9 +1,8 @@
 //! The ledger over the phone: random schedules over a simulated phone (issue 4).
 //!
-//! The phone (`wakeline::signaling::core::phonekit::Phone`) is registered over its control
-//! flow to a fake registrar + proxy that holds INVITEs until the phone is registered (tsilo).
-//! This uses the core's own API with the harness's small scheduler (the `plat` helper's
-//! simulated phone in `src/platform/sim.rs` was not merged when this was written). Operations:
+//! The phone (`wakeline::platform::sim::Phone`, the one simulated phone) is registered over
+//! its control flow to a fake registrar + proxy that holds INVITEs until the phone is
+//! registered (tsilo). The application's side uses the core's own API. Operations:
 //! suspend (inputs held, no timers), wake (drain all), push before its INVITE, push after it,
 //! a push whose INVITE never comes, flow drop, server restart (flow drop + binding lost +
 //! server down for a while), INVITE, a second INVITE while busy, CANCEL, BYE from the peer,
@@ -20,9 +19,11 @@
 //! - the ledger is empty and counted no double final, no double `Ended`, nothing stray.
 
 use proptest::prelude::*;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
-use wakeline::signaling::core::phonekit::{phone_config, Phone};
+use wakeline::platform::sim::{phone_config, Phone, SimConfig};
 use wakeline::signaling::core::testkit::PeerInvite;
 use wakeline::signaling::core::CallHandle;
 use wakeline::signaling::message::{Message, Response};
@@ -52,6 +53,9 @@ enum Op {
     NetworkChange,
     Jump,
     Wait(u64),
+    /// Past one keep-alive handler period (a run, when the phone's OS has the app in
+    /// background).
+    LongWait,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -78,6 +82,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::NetworkChange),
         2 => Just(Op::Jump),
         2 => (0u64..40_000).prop_map(Op::Wait),
+        1 => Just(Op::LongWait),
     ]
 }
 
@@ -91,8 +96,12 @@ const PERIOD: Duration = Duration::from_secs(600);
 struct World {
     p: Phone,
     invites: Vec<PeerInvite>,
-    pushed: BTreeSet<CallHandle>,
+    pushed: Rc<RefCell<BTreeSet<CallHandle>>>,
     n: u32,
+    /// The phone's OS runs itself (`SimConfig::default`): data wakes the app, the app rings
+    /// at once and goes back to sleep after its wake window, the keep-alive handler runs in
+    /// background, and a push reaches the app's push hook (`Phone::push`).
+    os: bool,
 }
 
 impl World {
@@ -100,9 +109,41 @@ impl World {
         World {
             p: Phone::new(phone_config(), Instant::now()),
             invites: Vec::new(),
-            pushed: BTreeSet::new(),
+            pushed: Rc::default(),
             n: 0,
+            os: false,
         }
+    }
+
+    /// A world whose phone has an OS of its own; pushes go through the app's push hook.
+    fn with_os() -> Self {
+        let mut p = Phone::with_os(phone_config(), SimConfig::default(), Instant::now());
+        let pushed: Rc<RefCell<BTreeSet<CallHandle>>> = Rc::default();
+        let seen = pushed.clone();
+        p.on_push = Some(Box::new(move |core, now, call_id| {
+            seen.borrow_mut()
+                .insert(core.handle_push(now, call_id.to_string(), None));
+        }));
+        World {
+            p,
+            invites: Vec::new(),
+            pushed,
+            n: 0,
+            os: true,
+        }
+    }
+
+    /// A push for `call_id`: through the OS and the app's hook, or (without an OS) the test
+    /// wakes the app and calls the core itself.
+    fn push(&mut self, call_id: String) {
+        if self.os {
+            self.p.push(&call_id);
+            return;
+        }
+        self.p.wake();
+        let h = self.p.core.handle_push(self.p.now, call_id, None);
+        self.pushed.borrow_mut().insert(h);
+        self.p.pump();
     }
 
     fn fresh(&mut self) -> PeerInvite {
@@ -155,6 +196,10 @@ impl World {
         let awake = !self.p.suspended;
         let now = self.p.now;
         match op {
+            Op::Suspend if self.os => {
+                self.p.enter_background();
+                self.p.suspend();
+            }
             Op::Suspend => self.p.suspend(),
             Op::Wake => self.p.wake(),
             Op::Invite => {
@@ -165,31 +210,19 @@ impl World {
             Op::PushThenInvite => {
                 // The push wakes the app; the INVITE follows (held by the server until the
                 // phone is registered again if need be).
-                self.p.wake();
                 let inv = self.fresh();
-                let h = self
-                    .p
-                    .core
-                    .handle_push(self.p.now, inv.call_id.clone(), None);
-                self.pushed.insert(h);
-                self.p.pump();
+                self.push(inv.call_id.clone());
                 self.p.server_invite(&inv);
                 self.invites.push(inv);
             }
             Op::PushAfter(i) => {
                 if let Some(inv) = Self::pick(&self.invites, i) {
-                    self.p.wake();
-                    let h = self.p.core.handle_push(self.p.now, inv.call_id, None);
-                    self.pushed.insert(h);
-                    self.p.pump();
+                    self.push(inv.call_id);
                 }
             }
             Op::PushOnly => {
-                self.p.wake();
                 let inv = self.fresh();
-                let h = self.p.core.handle_push(self.p.now, inv.call_id, None);
-                self.pushed.insert(h);
-                self.p.pump();
+                self.push(inv.call_id);
             }
             Op::Cancel(i) => {
                 if let Some(inv) = Self::pick(&self.invites, i) {
@@ -284,7 +317,17 @@ impl World {
                 }
             }
             Op::Wait(ms) => self.p.advance(Duration::from_millis(ms)),
+            Op::LongWait => self.p.advance(PERIOD + Duration::from_secs(30)),
         }
+    }
+
+    /// Applies `ops`, then settles.
+    fn run(mut self, ops: Vec<Op>) -> Self {
+        for op in ops {
+            self.apply(op);
+        }
+        self.settle();
+        self
     }
 
     fn settle(&mut self) {
@@ -356,7 +399,7 @@ impl World {
         for h in self.p.incoming() {
             prop_assert!(seen.contains(&h), "Incoming {:?} never ended", h);
         }
-        for h in &self.pushed {
+        for h in self.pushed.borrow().iter() {
             prop_assert!(seen.contains(h), "pushed {:?} never ended", h);
         }
         // One terminal event per INVITE that reached us.
@@ -385,19 +428,22 @@ proptest! {
 
     #[test]
     fn every_invite_over_the_phone_ends_once(ops in proptest::collection::vec(op(), 1..40)) {
-        let mut w = World::new();
-        for op in ops {
-            w.apply(op);
-        }
-        w.settle();
+        let w = World::new().run(ops);
         if std::env::var("PHONE_STATS").is_ok() {
             let st = w.p.core.ledger_stats();
             let ans = w.p.ended().iter().filter(|e| e.1 == 200).count();
             let fails = w.p.ended().iter().filter(|e| e.1 == 0).count();
             eprintln!("STATS initial={} abandoned={} pushed={} answered={} status0={} registers={} connects={}",
-                st.initial, st.abandoned, w.pushed.len(), ans, fails, w.p.registers, w.p.connects);
+                st.initial, st.abandoned, w.pushed.borrow().len(), ans, fails, w.p.registers, w.p.connects);
         }
         w.check()?;
+    }
+
+    /// The same schedules on a phone whose OS runs itself: wake on data, auto ring, wake
+    /// windows, keep-alive handler runs in background, pushes through the app's hook.
+    #[test]
+    fn every_invite_over_a_phone_with_its_own_os_ends_once(ops in proptest::collection::vec(op(), 1..40)) {
+        World::with_os().run(ops).check()?;
     }
 }
 

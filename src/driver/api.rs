@@ -30,9 +30,17 @@ pub struct UserAgentBuilder {
     dns_servers: Vec<SocketAddr>,
     tls: super::tls::TlsOptions,
     tls_listen: Option<SocketAddr>,
+    shutdown_grace: Duration,
 }
 
 impl UserAgentBuilder {
+    /// How long shutdown (explicit, or dropping every handle) waits for the BYEs, CANCELs and
+    /// the un-REGISTER to be answered before it gives up on them (default 2 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
     /// Also accept direct SIP over TCP and UDP on this address (calls that do not come
     /// through the registrar's flow).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
@@ -167,6 +175,7 @@ impl UserAgentBuilder {
             ev_tx,
         )
         .with_listener_limits(self.limits)
+        .with_shutdown_grace(self.shutdown_grace)
         .with_dns_servers(&self.dns_servers)
         .with_udp(udp)
         .with_tls(tls_client, tls_listener);
@@ -184,7 +193,10 @@ impl UserAgentBuilder {
 }
 
 /// A running SIP user agent. Cheap to clone; the driver stops when [`UserAgent::shutdown`] is
-/// called or every handle is dropped.
+/// called or every handle (this and every [`Call`]) is dropped — both hang up every call and
+/// un-register first, and [`Events`] delivers every `MediaReport` and `Ended` before it ends.
+/// If the tokio runtime is dropped instead, nothing more can run: see the `shutdown` module
+/// notes in [`UserAgent::shutdown`].
 #[derive(Debug, Clone)]
 pub struct UserAgent {
     cmd: mpsc::UnboundedSender<Command>,
@@ -240,6 +252,7 @@ impl UserAgent {
             dns_servers: Vec::new(),
             tls: super::tls::TlsOptions::default(),
             tls_listen: None,
+            shutdown_grace: super::task::DEFAULT_GRACE,
         }
     }
 
@@ -331,9 +344,16 @@ impl UserAgent {
         self.ask(Command::NetworkChanged).await
     }
 
-    /// Hangs up every call, removes the registration (waiting for it up to `Config`'s transaction
-    /// timeout) and stops the driver. When it returns, every event up to the end is queued in
-    /// [`Events`] (`try_next` sees them).
+    /// Hangs up every call (BYE, CANCEL, or 603 to an unanswered incoming call), removes the
+    /// registration, waits for both at most the builder's
+    /// [`shutdown_grace`](UserAgentBuilder::shutdown_grace) (then gives up on them, logs why and
+    /// ends those calls `Failed`), and stops the driver. When it returns, every event up to the
+    /// end — each call's `MediaReport` and `Ended` — is queued in [`Events`] (`try_next` sees
+    /// them). Dropping every handle does the same, without anyone waiting.
+    ///
+    /// If the tokio runtime is dropped instead, its tasks are cancelled without running again:
+    /// no BYE is sent (the far end sees the connection close) and `Events` ends without the
+    /// remaining `Ended` events. Shut down (or drop the handles and drain `Events`) first.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.ask(Command::Shutdown).await?;
         self.progress.forwarded().await;

@@ -24,6 +24,11 @@ use tokio::sync::{mpsc, oneshot};
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+#[path = "shutdown.rs"]
+mod shutdown;
+pub(crate) use shutdown::DEFAULT_GRACE;
+use shutdown::{Cause, Shutdown};
+
 /// Application commands, carried from the API handles to the driver task.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -51,9 +56,6 @@ pub(crate) enum Command {
     NetworkChanged(Reply<()>),
     Shutdown(Reply<()>),
 }
-
-/// How long shutdown waits for the un-REGISTER and the BYEs to be answered.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a closing flow may take to write out what is queued.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
@@ -85,8 +87,10 @@ pub(crate) struct DriverTask {
     pending_ended: HashMap<CallHandle, Event>,
     call_ids: HashMap<CallHandle, String>,
     live_calls: HashSet<CallHandle>,
-    registered: bool,
-    shutting_down: Option<(Instant, Reply<()>)>,
+    /// Drop is shutdown: set once `shutdown` is asked for or every handle is gone.
+    shutting_down: Option<Shutdown>,
+    /// How long shutdown waits for its BYEs, CANCELs and un-REGISTER (`shutdown.rs`).
+    shutdown_grace: Duration,
     /// A keep-alive handler run in progress: it ends at the pong, at re-registration, or at
     /// the budget, whichever comes first.
     keepalive_run: Option<PendingRun>,
@@ -155,8 +159,8 @@ impl DriverTask {
             pending_ended: HashMap::new(),
             call_ids: HashMap::new(),
             live_calls: HashSet::new(),
-            registered: false,
             shutting_down: None,
+            shutdown_grace: DEFAULT_GRACE,
             keepalive_run: None,
             keepalive_runs: 0,
             guard: InboundGuard::new(ListenerLimits::default()),
@@ -183,6 +187,12 @@ impl DriverTask {
         self
     }
 
+    /// How long shutdown waits for the network before it gives up (`shutdown.rs`).
+    pub(crate) fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
     pub(crate) fn with_listener_limits(mut self, limits: ListenerLimits) -> Self {
         self.guard = InboundGuard::new(limits);
         self
@@ -204,16 +214,10 @@ impl DriverTask {
     }
 
     pub(crate) async fn run(mut self) {
-        let mut stopped_by = None;
         loop {
             self.drain_outputs();
-            if let Some((deadline, _)) = &self.shutting_down {
-                let done =
-                    self.live_calls.is_empty() && !self.registered && self.media_tasks.is_empty();
-                if done || Instant::now() >= *deadline {
-                    stopped_by = self.shutting_down.take().map(|(_, reply)| reply);
-                    break;
-                }
+            if self.shutdown_done(Instant::now()) {
+                break;
             }
             self.check_keepalive_run();
             // A run that gave up on its pong has just asked for a reconnect.
@@ -259,10 +263,11 @@ impl DriverTask {
                         self.handle_media_note(note);
                     }
                 }
-                cmd = self.cmd_rx.recv() => {
+                cmd = self.cmd_rx.recv(), if !self.handles_gone() => {
                     match cmd {
                         Some(cmd) => self.handle_command(cmd).await,
-                        None => break,
+                        // Drop is shutdown (`shutdown.rs`).
+                        None => self.begin_shutdown(Instant::now(), Cause::HandlesDropped, None),
                     }
                 }
                 _ = sleep_until(deadline) => {
@@ -286,7 +291,12 @@ impl DriverTask {
             tracing::debug!("flows still closing after {CLOSE_ALL_LIMIT:?}; leaving them");
         }
         // Only now: the caller may exit the process as soon as it hears back.
-        if let Some(reply) = stopped_by {
+        for reply in self
+            .shutting_down
+            .take()
+            .into_iter()
+            .flat_map(|s| s.replies)
+        {
             let _ = reply.send(Ok(()));
         }
     }
@@ -294,7 +304,7 @@ impl DriverTask {
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.core.poll_timeout(),
-            self.shutting_down.as_ref().map(|(d, _)| *d),
+            self.shutting_down.as_ref().map(|s| s.deadline),
             self.keepalive_run
                 .as_ref()
                 .and_then(|r| r.run.poll_timeout()),
@@ -440,6 +450,9 @@ impl DriverTask {
             Command::Unregister(reply) => {
                 let _ = reply.send(self.core.unregister(now).map_err(Error::from));
             }
+            Command::Call { reply, .. } if self.shutting_down.is_some() => {
+                let _ = reply.send(Err(Error::Stopped));
+            }
             Command::Call { target, reply } => {
                 self.hints.note(&target);
                 let result = async {
@@ -513,6 +526,9 @@ impl DriverTask {
             Command::Mute(call, on, reply) => {
                 let _ = reply.send(self.media_ctl(call, MediaCtl::Mute(on)));
             }
+            Command::Push { reply, .. } if self.shutting_down.is_some() => {
+                let _ = reply.send(Err(Error::Stopped));
+            }
             Command::Push {
                 call_id,
                 from,
@@ -560,19 +576,7 @@ impl DriverTask {
                 let result = self.network_changed(now).await;
                 let _ = reply.send(result);
             }
-            Command::Shutdown(reply) => {
-                for call in self.live_calls.clone() {
-                    if let Err(e) = self.core.hangup(now, call) {
-                        tracing::debug!(?call, "hangup at shutdown: {e}");
-                    }
-                }
-                if self.registered {
-                    if let Err(e) = self.core.unregister(now) {
-                        tracing::debug!("unregister at shutdown: {e}");
-                    }
-                }
-                self.shutting_down = Some((now + SHUTDOWN_GRACE, reply));
-            }
+            Command::Shutdown(reply) => self.begin_shutdown(now, Cause::Asked, Some(reply)),
         }
     }
 
@@ -754,6 +758,9 @@ impl DriverTask {
     }
 
     fn handle_event(&mut self, ev: Event) {
+        if self.shutting_down.as_ref().is_some_and(|s| s.swallows(&ev)) {
+            return;
+        }
         if let Event::RegistrationFailed {
             status: 0, reason, ..
         } = &ev
@@ -767,6 +774,7 @@ impl DriverTask {
             Event::Incoming { call, call_id, .. } => {
                 self.live_calls.insert(*call);
                 self.call_ids.insert(*call, call_id.clone());
+                self.refuse_incoming(Instant::now(), &ev);
             }
             Event::State { call, call_id, .. } => {
                 self.call_ids.insert(*call, call_id.clone());
@@ -798,7 +806,6 @@ impl DriverTask {
                 self.call_ids.remove(call);
             }
             Event::Registered { .. } => {
-                self.registered = true;
                 if let Some(p) = &mut self.keepalive_run {
                     p.run.handle_registered(Instant::now());
                 }
@@ -813,7 +820,6 @@ impl DriverTask {
                     p.run.handle_flow_down(Instant::now());
                 }
             }
-            Event::Unregistered => self.registered = false,
             _ => {}
         }
         // The application may have dropped its receiver; the driver keeps running.

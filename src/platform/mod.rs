@@ -23,7 +23,6 @@
 pub mod keepalive_schedule;
 pub mod lifecycle;
 #[cfg(any(test, feature = "testkit"))]
-#[doc(hidden)]
 pub mod sim;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -28,15 +28,14 @@
 pub mod addr;
 mod control;
 pub use background::KeepAliveReport;
+#[cfg(any(test, feature = "testkit"))]
+pub(crate) use control::control_transport;
 mod background;
 mod commands;
 mod flowuse;
 mod inbound;
 mod info;
 pub use info::dtmf_relay_body;
-#[cfg(any(test, feature = "testkit"))]
-#[doc(hidden)]
-pub mod phonekit;
 mod push;
 mod raw400;
 mod rehome;

@@ -163,9 +163,9 @@ impl SignalingCore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::phonekit::{phone_config, Phone};
     use super::super::testkit::PeerInvite;
     use super::super::{CallOutcome, Event};
+    use crate::platform::sim::{phone_config, Phone};
     use std::time::{Duration, Instant};
 
     /// The origin of the virtual clock (tests only; every later time is origin + offset).

@@ -246,6 +246,13 @@ impl SignalingCore {
         Ok(())
     }
 
+    /// A registration is started or on its way out: `unregister` ends with `Unregistered`.
+    pub(crate) fn registration_active(&self) -> bool {
+        use crate::signaling::registration::RegistrationState::Idle;
+        let reg = self.control.registration.as_ref();
+        reg.is_some_and(|r| r.state() != Idle)
+    }
+
     pub(crate) fn control_unregister(&mut self, now: Instant) -> Result<(), CoreError> {
         let Some(reg) = self.control.registration.as_mut() else {
             return Err(CoreError::NoAccount);
@@ -547,8 +554,8 @@ impl SignalingCore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::phonekit::{phone_config, Phone};
     use super::super::Event;
+    use crate::platform::sim::{phone_config, Phone};
     use crate::signaling::message::HeaderName;
     use std::time::{Duration, Instant};
 

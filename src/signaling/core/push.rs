@@ -219,9 +219,9 @@ impl SignalingCore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::phonekit::{phone_config, Phone};
     use super::super::testkit::PeerInvite;
     use super::super::{CallOutcome, Event};
+    use crate::platform::sim::{phone_config, Phone};
     use crate::signaling::config::PushConfig;
     use std::time::{Duration, Instant};
 
