@@ -59,6 +59,16 @@ fn listener(dir: &Path, port: u16, answer: &str, summary: &Path) -> Proc {
     p
 }
 
+/// A SIPp UAS answering PCMU (`uas_answer.xml`) with `extra` flags, and the URI to call it.
+fn sipp_uas(dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = sipp(&scenario("uas_answer.xml"), port);
+    cmd.args(extra);
+    let uas = Proc::spawn("sipp", cmd, dir);
+    wait_listening(port, LIMIT);
+    (uas, format!("sip:service@127.0.0.1:{port};transport=tcp"))
+}
+
 fn stderr(p: &Proc) -> String {
     std::fs::read_to_string(&p.stderr).unwrap_or_default()
 }
@@ -136,12 +146,7 @@ fn load_against_sipp_rtp_echo() {
     let _serial = serial();
     let dir = test_dir("load-sipp");
     let d = dir.path();
-    let port = free_port();
-    let mut cmd = sipp(&scenario("uas_answer.xml"), port);
-    cmd.args(["-m", "6", "-rtp_echo"]);
-    let mut uas = Proc::spawn("sipp", cmd, d);
-    wait_listening(port, LIMIT);
-    let uri = format!("sip:service@127.0.0.1:{port};transport=tcp");
+    let (mut uas, uri) = sipp_uas(d, &["-m", "6", "-rtp_echo"]);
     let (code, s, p) = load(
         d,
         &uri,
@@ -179,12 +184,7 @@ fn load_without_far_end_audio_fails() {
     let _serial = serial();
     let dir = test_dir("load-mute");
     let d = dir.path();
-    let port = free_port();
-    let mut cmd = sipp(&scenario("uas_answer.xml"), port);
-    cmd.args(["-m", "2"]);
-    let _uas = Proc::spawn("sipp", cmd, d);
-    wait_listening(port, LIMIT);
-    let uri = format!("sip:service@127.0.0.1:{port};transport=tcp");
+    let (_uas, uri) = sipp_uas(d, &["-m", "2"]);
     let (code, s, p) = load(
         d,
         &uri,
