@@ -295,3 +295,42 @@ fn load_against_a_rejecting_listener_fails_by_code() {
         "{err}"
     );
 }
+
+/// The far end plays 660 Hz but we expect 1000 Hz: its RTP arrives, yet the audio does not
+/// count as received (the detector tells one tone from another), so the run fails.
+#[test]
+fn load_with_the_wrong_tone_fails() {
+    let _serial = serial();
+    let dir = test_dir("load-tone");
+    let d = dir.path();
+    let port = free_port();
+    let peer = d.join("peer.jsonl");
+    let _listen = listener(d, port, "auto", &peer);
+    let uri = format!("sip:load@127.0.0.1:{port};transport=tcp");
+    let peer = peer.display().to_string();
+    let (code, s, p) = load(
+        d,
+        &uri,
+        &[
+            "--rate",
+            "10",
+            "--calls",
+            "2",
+            "--concurrent",
+            "2",
+            "--duration",
+            "1",
+            "--mic",
+            "tone:440",
+            "--expect-tone",
+            "1000",
+            "--peer-summary",
+            &peer,
+        ],
+    );
+    assert_eq!(code, Some(1), "{s}\n{}", p.output());
+    assert_eq!(s["answered"], 2, "{s}");
+    assert_eq!(s["audio_received"], 0, "{s}");
+    assert_eq!(s["audio_sent"], 2, "the listener heard our 440 Hz: {s}");
+    assert!(s["mos"]["min"].as_f64().is_some(), "RTP did arrive: {s}");
+}
