@@ -472,3 +472,65 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> LoadArgs {
+        let mut argv = vec!["wakeline", "load", "sip:x@127.0.0.1:5070;transport=tcp"];
+        argv.extend_from_slice(extra);
+        match crate::cli::args::Cli::try_parse_from(argv).unwrap().cmd {
+            crate::cli::args::Cmd::Load(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_expected_tone_is_ours_unless_told() {
+        let a = args(&[]);
+        assert_eq!(expected_tone(&a, &AudioSource::Tone(440.0)), Some(440.0));
+        assert_eq!(expected_tone(&a, &AudioSource::Silence), None);
+        let a = args(&["--expect-tone", "660"]);
+        assert_eq!(expected_tone(&a, &AudioSource::Tone(440.0)), Some(660.0));
+        let a = args(&["--expect-tone", "0"]);
+        assert_eq!(expected_tone(&a, &AudioSource::Tone(440.0)), None);
+    }
+
+    #[test]
+    fn bad_numbers_are_usage_errors() {
+        for bad in [
+            &["--rate", "0"][..],
+            &["--calls", "0"],
+            &["--concurrent", "0"],
+            &["--duration=-1"],
+            &["--setup-timeout", "NaN"],
+        ] {
+            let e = check(&args(bad)).unwrap_err();
+            assert_eq!(e.exit, Exit::Usage, "{bad:?}: {}", e.msg);
+        }
+        assert!(check(&args(&[])).is_ok());
+    }
+
+    #[test]
+    fn a_call_ends_with_its_code_or_its_cause() {
+        let t0 = Instant::now();
+        let mut r = Running::new(t0);
+        r.connected = Some(t0 + Duration::from_millis(12));
+        let (_, _, ok) = r.finish(200, "BYE", CallOutcome::Answered);
+        assert!(ok.answered && ok.failure.is_none());
+        assert!(
+            ok.setup_ms.is_some_and(|ms| (ms - 12.0).abs() < 1e-6),
+            "{ok:?}"
+        );
+        let (_, _, busy) = Running::new(t0).finish(486, "Busy Here", CallOutcome::Busy);
+        assert_eq!(busy.failure.as_deref(), Some("486"));
+        let (_, _, down) = Running::new(t0).finish(0, "connect: refused", CallOutcome::Failed);
+        assert_eq!(down.failure.as_deref(), Some("connect: refused"));
+        let mut late = Running::new(t0);
+        late.gave_up = true;
+        let (_, _, late) = late.finish(487, "Request Terminated", CallOutcome::Cancelled);
+        assert_eq!(late.failure.as_deref(), Some("setup timeout"));
+    }
+}
