@@ -16,7 +16,8 @@ Audio sent: we sent RTP and the far end showed it got it: its RTCP receiver repo
 stream came back (needs calls of about 4 s or more: the first RTCP is due after 1.25-3.75 s);
 or, with --echo, our own tone came back; or, with --peer-summary, the answering `wakeline
 listen --summary FILE --expect-tone HZ` wrote for that Call-ID that it received our RTP (and
-heard our tone when it looked for one). Nothing else counts: an unproven direction is a failure.
+heard our tone when it looked for one; its line, when there is one, decides). Nothing else
+counts: an unproven direction is a failure.
 
 Output: a line on stderr about once a second (calls up, attempted/answered, INVITE->200 p50/p99,
 failures by code, mean MOS); at the end a table on stdout; --summary FILE.json: one JSON object

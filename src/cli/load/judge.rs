@@ -44,13 +44,15 @@ pub fn received(seen: &Seen) -> bool {
     }
 }
 
-/// Our audio reached the far end, and how that is known; `None` when nothing shows it.
+/// Our audio reached the far end, and how that is known; `None` when nothing shows it or
+/// the far end's summary says it did not hear it.
 pub fn sent(seen: &Seen, rules: Rules, peer: Option<&PeerLine>) -> Option<SentBy> {
     if seen.rtp_sent == 0 {
         return None;
     }
-    if peer.is_some_and(PeerLine::heard) {
-        return Some(SentBy::Peer);
+    // The answering side's own word wins: it may have got RTP yet not heard our tone.
+    if let Some(p) = peer {
+        return p.heard().then_some(SentBy::Peer);
     }
     if rules.echo && received(seen) && seen.tone.is_some() {
         return Some(SentBy::Echo);
@@ -158,6 +160,7 @@ mod tests {
             ..heard.clone()
         };
         assert_eq!(sent(&seen, rules, Some(&deaf)), None);
+        assert_eq!(sent(&rtcp, rules, Some(&deaf)), None, "its word beats RTCP");
         let silent = Seen {
             rtp_sent: 0,
             ..rtcp
