@@ -69,6 +69,7 @@ fn apply_config(cli: &mut Cli, matches: &ArgMatches) -> Result<(), cli::run::Fai
             cli::config::merge_media(&mut a.media, &file, codecs_given);
         }
         Cmd::Register(a) => cli::config::merge_account(&mut a.account, &file.account)?,
+        Cmd::Load(a) => cli::config::merge_account(&mut a.account, &file.account)?,
         Cmd::Demo(_) | Cmd::Config(_) => {}
     }
     if let Cmd::Listen(cli::args::ListenArgs { account, .. })
@@ -93,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Call(a) => a.common.sip_trace,
         Cmd::Register(a) => a.common.sip_trace,
         Cmd::Demo(a) => a.common.sip_trace,
+        Cmd::Load(a) => a.common.sip_trace,
         Cmd::Config(_) => false,
     };
     init_logging(sip_trace);
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
             Cmd::Call(a) => cli::run::call(a).await,
             Cmd::Register(a) => cli::run::register(a).await,
             Cmd::Demo(a) => cli::run::demo(a).await,
+            Cmd::Load(a) => cli::load::run(a).await,
             Cmd::Config(a) => Ok(cli::run::config_cmd(&a)),
         }
     });

@@ -110,6 +110,8 @@ fn steady_state_ticks_do_not_allocate() {
         let t0 = Instant::now();
         let mut a = End::new(codec, "10.0.0.1:4000", "10.0.0.2:5000", t0);
         let mut b = End::new(codec, "10.0.0.2:5000", "10.0.0.1:4000", t0);
+        // The tone detector (`wakeline load`) runs on every played frame: it must not allocate.
+        a.p.set_tone_detect(440.0);
         let mut now = t0;
         // Warm up: the jitter buffers start playing, the buffer pools fill.
         for _ in 0..50 {
@@ -127,6 +129,11 @@ fn steady_state_ticks_do_not_allocate() {
         assert!(energy > 0.0, "{codec:?}: audio flowed");
         assert!(a.p.stats().rtp_received >= 140, "{:?}", a.p.stats());
         assert_eq!(n, 0, "{codec:?}: {n} allocations in 100 ticks");
+        let tone = a.p.stats().tone.expect("tone stats");
+        assert!(
+            tone.tone_frames >= 100,
+            "{codec:?}: the 440 Hz was heard: {tone:?}"
+        );
     }
 }
 

@@ -30,6 +30,9 @@ pub enum Cmd {
     /// Register, stay registered for --for seconds (or until Ctrl-C), un-register, exit.
     #[command(after_help = REGISTER_HELP)]
     Register(RegisterArgs),
+    /// Load test: N calls at R calls/s, at most C at once, real media; each call judged.
+    #[command(after_help = super::load::LOAD_HELP)]
+    Load(super::load::LoadArgs),
     /// A real call between two user agents inside this process, on 127.0.0.1, no setup needed.
     Demo(DemoArgs),
     /// The configuration file: print a commented example, or where the default file lives.
@@ -174,6 +177,10 @@ pub struct MediaArgs {
     /// Print the audio devices and exit.
     #[arg(long)]
     pub list_devices: bool,
+    /// Look for a tone at HZ in the far end's audio: the summary says `tone_heard` (in at
+    /// least half of what was played) and `tone_fraction`.
+    #[arg(long, value_name = "HZ")]
+    pub expect_tone: Option<f32>,
     /// Write a JSON quality summary when a call ends (`listen`: one JSON object per line per call).
     #[arg(long, value_name = "FILE.json")]
     pub summary: Option<PathBuf>,

@@ -534,6 +534,7 @@ mod tests {
             latching: None,
             srtp: None,
             srtp_over_plain_sip: false,
+            expect_tone: None,
         }
     }
 

@@ -178,6 +178,14 @@ pub fn report_json(r: &MediaReport) -> Value {
         if let Some(e) = extra.as_object() {
             o.extend(e.clone());
         }
+        if let Some(t) = &s.tone {
+            o.insert("tone_hz".into(), json!(t.hz));
+            o.insert("tone_fraction".into(), json!(round(t.fraction())));
+            o.insert(
+                "tone_heard".into(),
+                json!(t.heard(wakeline::media::codec::PCM_RATE)),
+            );
+        }
     }
     v
 }

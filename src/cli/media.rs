@@ -136,6 +136,7 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
         record: args.record.clone(),
         audio: cfg,
         latching: args.latching.unwrap_or_default(),
+        expect_tone: args.expect_tone.filter(|hz| *hz > 0.0),
         ..MediaOptions::default()
     })
 }

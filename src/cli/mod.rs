@@ -7,6 +7,7 @@ pub mod config;
 pub mod events;
 pub mod exit;
 pub mod instance;
+pub mod load;
 pub mod media;
 pub mod pcap;
 pub mod report;

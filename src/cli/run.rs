@@ -69,7 +69,7 @@ pub fn set_network(n: super::config::NetworkSection) {
 }
 
 /// `--dns`, else `[network] dns`, else empty (the system's servers).
-fn dns_servers(acct: &AccountArgs) -> Vec<std::net::SocketAddr> {
+pub(super) fn dns_servers(acct: &AccountArgs) -> Vec<std::net::SocketAddr> {
     if acct.dns.is_empty() {
         NETWORK.get().map(|n| n.dns_servers()).unwrap_or_default()
     } else {
@@ -118,7 +118,7 @@ fn write_report(
     }
 }
 
-fn config(acct: &AccountArgs) -> Result<Config, Fail> {
+pub(super) fn config(acct: &AccountArgs) -> Result<Config, Fail> {
     let account = account(acct)?;
     let mut config = Config::default();
     if let Some(t) = TRANSPORT.get() {
@@ -151,7 +151,7 @@ fn config(acct: &AccountArgs) -> Result<Config, Fail> {
 }
 
 /// Resolves on SIGINT (`Exit::Interrupted`) or SIGTERM (`Exit::Terminated`).
-async fn stop_signal() -> Exit {
+pub(super) async fn stop_signal() -> Exit {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -176,7 +176,7 @@ async fn stop_signal() -> Exit {
 }
 
 /// Opens `--events` (`-` is stdout).
-fn event_log(common: &super::args::CommonArgs) -> Result<EventLog, Fail> {
+pub(super) fn event_log(common: &super::args::CommonArgs) -> Result<EventLog, Fail> {
     EventLog::open(common.events.as_deref()).map_err(|e| {
         let path = common.events.as_deref().unwrap_or(std::path::Path::new(""));
         Fail::usage(format!("--events {}: {}", path.display(), io_cause(&e)))
@@ -216,6 +216,7 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
         return Ok(ExitCode::SUCCESS);
     }
     super::check::listen_args(&args)?;
+    super::load::raise_fd_limit();
     let mut config = config(&args.account)?;
     config.codecs = media::codecs(&args.media.codecs)?;
     let tls_run = super::srtp::account_is_tls(&args.account) || args.tls_bind.is_some();
@@ -418,17 +419,7 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let mut log = event_log(&args.common)?;
     if has_account {
         ua.register().await?;
-        let target = args
-            .account
-            .proxy
-            .as_ref()
-            .or(args.account.registrar.as_ref());
-        let bound = Registering {
-            registrar: target.map_or("the registrar", String::as_str),
-            within: REGISTER_WAIT,
-            give_up_on_network: true,
-        };
-        if let Err(f) = wait_registered(&mut events, &mut log, bound).await {
+        if let Err(f) = wait_registered_for_call(&args.account, &mut events, &mut log).await {
             ua.shutdown().await?;
             drain(&mut events, &mut log);
             return Err(f.context("call"));
@@ -591,6 +582,21 @@ struct Registering<'a> {
     /// Give up on the first attempt that failed without a SIP answer (refused, unreachable,
     /// timed out) instead of letting the core retry.
     give_up_on_network: bool,
+}
+
+/// Before placing calls: waits for the registration, giving up on the first network failure.
+pub(super) async fn wait_registered_for_call(
+    account: &AccountArgs,
+    events: &mut wakeline::driver::Events,
+    log: &mut EventLog,
+) -> Result<(), Fail> {
+    let target = account.proxy.as_ref().or(account.registrar.as_ref());
+    let bound = Registering {
+        registrar: target.map_or("the registrar", String::as_str),
+        within: REGISTER_WAIT,
+        give_up_on_network: true,
+    };
+    wait_registered(events, log, bound).await
 }
 
 async fn wait_registered(

@@ -41,6 +41,9 @@ pub struct MediaOptions {
     /// With several calls at once: call `n` (its [`CallHandle`] number) records to
     /// `FILE-n.wav` instead of `record`'s `FILE.wav`.
     pub record_per_call: bool,
+    /// Look for a tone at this frequency (Hz) in the far end's audio
+    /// ([`crate::media::pipeline::CallStats::tone`]).
+    pub expect_tone: Option<f32>,
 }
 
 impl MediaOptions {
@@ -69,6 +72,7 @@ impl Default for MediaOptions {
             audio: AudioConfig::default(),
             latching: Default::default(),
             record_per_call: false,
+            expect_tone: None,
         }
     }
 }
@@ -325,6 +329,9 @@ async fn run(
     };
     // Playout follows the playback device: a frame whenever its ring runs below one period.
     pipeline.set_device_period(Duration::from_millis(u64::from(options.audio.period_ms)));
+    if let Some(hz) = options.expect_tone {
+        pipeline.set_tone_detect(hz);
+    }
     let mut record_error = None;
     if let Some(path) = options.record_path(call) {
         match Recorder::open(&path) {

@@ -186,6 +186,9 @@ pub struct CallStats {
     /// Estimated MOS (see [`crate::media::quality`]); `None` while no audio packet has been
     /// received (a MOS of silence would be a comforting lie).
     pub mos: Option<f64>,
+    /// The expected tone in the played audio (`None`: not looked for; see
+    /// [`MediaPipeline::set_tone_detect`]).
+    pub tone: Option<crate::media::tone_detect::ToneStats>,
 }
 
 /// Pipeline counters not kept by the session or the jitter buffer.
@@ -258,6 +261,8 @@ pub struct MediaPipeline {
     /// Telephone events are playing out until then: the audio gap they leave is neither loss
     /// nor concealment, and the packet after it carries no FEC for them.
     dtmf_quiet_until: Option<Instant>,
+    /// Looks for a known tone in the played audio.
+    tone: Option<crate::media::tone_detect::ToneDetector>,
     closed: bool,
     counters: Counters,
     /// `now` and wall clock at construction, and the latest `now` seen.
@@ -388,6 +393,7 @@ impl MediaPipeline {
             muted: false,
             bye_reported: false,
             dtmf_quiet_until: None,
+            tone: None,
             closed: false,
             counters: Counters::default(),
             origin: (now, wall),
@@ -400,6 +406,14 @@ impl MediaPipeline {
     /// Samples that do not fit are dropped.
     pub fn set_record(&mut self, tap: rtrb::Producer<i16>) {
         self.record = Some(tap);
+    }
+
+    /// Looks for a tone at `hz` in every played frame (see [`CallStats::tone`]).
+    pub fn set_tone_detect(&mut self, hz: f32) {
+        self.tone = Some(crate::media::tone_detect::ToneDetector::new(
+            hz,
+            crate::media::codec::PCM_RATE,
+        ));
     }
 
     /// The frame period (ptime).

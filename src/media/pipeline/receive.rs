@@ -134,6 +134,9 @@ impl MediaPipeline {
         pcm[n..frame.max(n)].fill(0);
         let out = &pcm[..frame.max(n)];
         self.meters.1.add(out);
+        if let Some(t) = self.tone.as_mut() {
+            t.add(out);
+        }
         if to_device {
             let (_, rest) = self.playback.push_partial_slice(out);
             c.playback_overflow += rest.len() as u64;

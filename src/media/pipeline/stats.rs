@@ -56,6 +56,7 @@ impl MediaPipeline {
             dtmf_received: c.dtmf_received,
             mos: (c.audio_received > 0)
                 .then(|| quality::mos_from_r(quality::r_factor(imp, loss_percent, delay))),
+            tone: self.tone.map(|t| t.stats()),
         }
     }
 }
