@@ -632,3 +632,59 @@ fn udp_register_timeout_fails_over_to_the_next_target() {
     assert!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")) >= 2);
     drop(silent);
 }
+
+/// `wakeline register --registrar sip:example.test` with Kamailio's password and no
+/// `--transport`: DNS picks the transport. Registers, exits 0, and returns its stderr.
+fn register_picked(dir: &Path, dns: &Dns) -> String {
+    let how = ["--dns", &dns.addr(), "--password", PASSWORD, "--sip-trace"];
+    let (mut ua, events) = register_in(None, dir, &how, "0.3");
+    wait_events(&events, 1, LIMIT, &ua, is("registered"));
+    let status = ua.wait(LIMIT);
+    assert!(status.success(), "register failed\n{}", ua.output());
+    std::fs::read_to_string(&ua.stderr).unwrap_or_default()
+}
+
+/// Whether the REGISTERs went over `via` (`UDP`, `TCP`): the SIP trace shows their Via and
+/// Contact (and the responses echo the Via).
+fn registered_over(stderr: &str, via: &str) -> bool {
+    let contact = format!("transport={}", via.to_ascii_lowercase());
+    let top = format!("Via: SIP/2.0/{via} ");
+    stderr.lines().any(|l| l.starts_with(&top))
+        && stderr
+            .lines()
+            .any(|l| l.starts_with("Contact:") && l.contains(&contact))
+}
+
+/// RFC 3263 §4.1 with no transport anywhere (URI, `--transport`, config): the NAPTR records
+/// offer only `SIP+D2U`, so the UA registers at Kamailio over UDP, though Kamailio takes TCP on
+/// the same port and TCP is our default.
+#[test]
+fn naptr_picks_udp_when_nothing_names_a_transport() {
+    let dir = test_dir("dns-pick-udp");
+    let kam = Kamailio::start(dir.path(), free_port());
+    let mut records = vec![format!(
+        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
+    )];
+    records.extend(srv_proto_to("udp", "kam", kam.port, 10));
+    let dns = Dns::start(dir.path(), &records);
+    let stderr = register_picked(dir.path(), &dns);
+    assert!(registered_over(&stderr, "UDP"), "not over UDP\n{stderr}");
+    assert!(!registered_over(&stderr, "TCP"), "{stderr}");
+    // NAPTR decided: no SRV question for TCP, and each question asked once.
+    assert_eq!(dns.asked(&format!("query[NAPTR] {DOMAIN}")), 1);
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._tcp.{DOMAIN}")), 0);
+}
+
+/// No NAPTR, only `_sip._tcp` SRV records (and Kamailio on UDP and TCP at that port): the SRV
+/// lookups pick TCP; `_sip._udp` was asked and had nothing.
+#[test]
+fn tcp_srv_alone_picks_tcp() {
+    let dir = test_dir("dns-pick-tcp");
+    let kam = Kamailio::start(dir.path(), free_port());
+    let dns = Dns::start(dir.path(), &srv_to("kam", kam.port, 10));
+    let stderr = register_picked(dir.path(), &dns);
+    assert!(registered_over(&stderr, "TCP"), "not over TCP\n{stderr}");
+    assert!(!registered_over(&stderr, "UDP"), "{stderr}");
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
+}

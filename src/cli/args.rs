@@ -136,6 +136,7 @@ pub struct AccountArgs {
     pub dns: Vec<SocketAddr>,
     /// SIP transport for target and registrar URIs that name none: udp, tcp or tls (default
     /// tcp, or `[transport] default`); a URI's ';transport=' wins, and `sips:` is always TLS.
+    /// Without it, a URI naming a bare domain gets the transport its NAPTR/SRV records pick.
     #[arg(long, value_name = "udp|tcp|tls")]
     pub transport: Option<String>,
     #[command(flatten)]

@@ -408,6 +408,7 @@ pub fn merge_answer(
 pub fn apply_transport(config: &mut wakeline::Config, t: &TransportSection) {
     if let Some(d) = t.default.as_deref().and_then(|d| d.parse().ok()) {
         config.default_transport = d;
+        config.transport_by_dns = false;
     }
     if let Some(k) = t.keepalive_interval_s {
         config.keepalive_interval = (k > 0.0).then(|| Duration::from_secs_f64(k));
@@ -617,6 +618,7 @@ mod tests {
         assert_eq!(c.keepalive_interval, None);
         assert_eq!(c.pong_timeout, Duration::from_secs(3));
         assert_eq!(c.default_transport, wakeline::Transport::Udp);
+        assert!(!c.transport_by_dns, "an explicit default beats DNS");
         let e = parse("[transport]\ndefault = \"sctp\"\n", "c.toml").unwrap_err();
         assert!(
             e.msg.contains("[transport].default") && e.msg.contains("unknown SIP transport"),

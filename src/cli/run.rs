@@ -128,6 +128,7 @@ fn config(acct: &AccountArgs) -> Result<Config, Fail> {
         config.default_transport = t
             .parse()
             .map_err(|e| Fail::usage(format!("--transport: {e}")))?;
+        config.transport_by_dns = false;
     }
     if let Some(a) = &account {
         config.local_user = a.user.clone();

@@ -5,7 +5,7 @@ use super::listener::{AcceptBackoff, Admission, CloseReason, InboundGuard, Liste
 use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
-use super::resolve::{Avoid, ConnectHints, Resolver};
+use super::resolve::{self, Avoid, ConnectHints, Lookup, Resolver};
 use super::route;
 use super::tap::Tap;
 use super::tls::{TlsClient, TlsListener};
@@ -387,6 +387,15 @@ impl DriverTask {
                     }
                 }
             }
+            FlowEvent::Picked {
+                flow,
+                transport,
+                lookup,
+            } => {
+                let transport = transport.into();
+                self.core.handle_flow_transport(flow, transport);
+                self.connect_over(flow, transport, lookup);
+            }
             FlowEvent::Tried { flow, slow, spare } => {
                 for addr in slow {
                     self.avoid.add(addr, now);
@@ -722,24 +731,12 @@ impl DriverTask {
                         self.control_connects.insert(flow);
                     }
                     let dest = self.hints.destination(&host, port);
-                    let avoid = self.avoid.list(Instant::now());
-                    match transport {
-                        Transport::Udp => {
-                            self.udp.connect(flow, dest, self.resolver.clone(), avoid)
-                        }
-                        Transport::Tcp | Transport::Tls => {
+                    match self.hints.dns_pick(&dest) {
+                        Some(default) => {
                             let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
-                            let tls = match (transport, &self.tls_client) {
-                                (Transport::Tcp, _) => None,
-                                (_, Ok(client)) => Some(client.clone()),
-                                (_, Err(why)) => {
-                                    let why = why.clone();
-                                    let _ = self.flow_tx.send(FlowEvent::Closed { flow, why });
-                                    continue;
-                                }
-                            };
-                            flow::connect(flow, dest, resolver, avoid, tls, tx);
+                            resolve::spawn_pick(flow, dest, default, resolver, tx);
                         }
+                        None => self.connect_over(flow, transport, Lookup::Resolve(dest)),
                     }
                 }
                 Output::Close { flow } => {
@@ -749,6 +746,27 @@ impl DriverTask {
                     }
                 }
                 Output::Event(ev) => self.handle_event(ev),
+            }
+        }
+    }
+
+    /// Connects `flow` over `transport` to the targets `lookup` finds.
+    fn connect_over(&mut self, flow: FlowId, transport: Transport, lookup: Lookup) {
+        let avoid = self.avoid.list(Instant::now());
+        match transport {
+            Transport::Udp => self.udp.connect(flow, lookup, self.resolver.clone(), avoid),
+            Transport::Tcp | Transport::Tls => {
+                let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
+                let tls = match (transport, &self.tls_client) {
+                    (Transport::Tcp, _) => None,
+                    (_, Ok(client)) => Some(client.clone()),
+                    (_, Err(why)) => {
+                        let why = why.clone();
+                        let _ = self.flow_tx.send(FlowEvent::Closed { flow, why });
+                        return;
+                    }
+                };
+                flow::connect(flow, lookup, resolver, avoid, tls, tx);
             }
         }
     }

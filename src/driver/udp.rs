@@ -3,9 +3,9 @@
 //! "connect" of a UDP flow — resolve the peer and report our address toward it.
 
 use super::flow::FlowEvent;
-use super::resolve::Resolver;
+use super::resolve::{Lookup, Resolver};
 use crate::signaling::core::FlowId;
-use crate::signaling::rfc3263::{Destination, Policy, Target, Transport};
+use crate::signaling::rfc3263::{Policy, Target, Transport};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -88,11 +88,11 @@ impl UdpSip {
     pub(crate) fn connect(
         &mut self,
         flow: FlowId,
-        dest: Destination,
+        lookup: Lookup,
         resolver: Arc<Resolver>,
         avoid: Vec<SocketAddr>,
     ) {
-        let label = dest.host_text();
+        let label = lookup.dest().host_text();
         let socket = match self.ensure(label.parse().ok()) {
             Ok(s) => s,
             Err(e) => {
@@ -109,7 +109,7 @@ impl UdpSip {
                 supported: vec![Transport::Udp],
                 default: Transport::Udp,
             };
-            let result = match resolver.resolve(dest, policy).await {
+            let result = match lookup.targets(&resolver, policy).await {
                 Ok(targets) => {
                     pick(&socket, targets, &avoid).map_err(|e| format!("udp {label}: {e}"))
                 }
@@ -144,7 +144,15 @@ impl UdpSip {
         if let (true, Ok(bound)) = (tap.is_on(), s.local_addr()) {
             tap.datagram(true, local_toward(bound, remote), remote, bytes);
         }
-        if let Err(e) = s.try_send_to(bytes, remote) {
+        let sent = match s.try_send_to(bytes, remote) {
+            // tokio has not seen the socket writable yet (made a moment ago): the kernel
+            // decides, not tokio's readiness cache.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                socket2::SockRef::from(s.as_ref()).send_to(bytes, &remote.into())
+            }
+            other => other,
+        };
+        if let Err(e) = sent {
             tracing::debug!(%remote, "UDP send: {e}");
         }
     }
