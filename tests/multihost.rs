@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// What the calling side sends.
 const CALLER_HZ: f64 = 440.0;
@@ -624,4 +625,91 @@ fn udp_registration_behind_nat_learns_its_public_address_and_is_called() {
     let anchor = k.addr(false);
     check_call(&mut bob, &mut alice, (anchor, anchor), false, &more);
     drop(kam);
+}
+
+/// The STUN port coturn listens on.
+const STUN_PORT: u16 = 3478;
+
+/// coturn as a bare STUN server (`--stun-only`, no TURN, no auth, no TLS) on `host`'s IPv4.
+fn start_coturn(dir: &Path, host: &Host) -> Proc {
+    let mut cmd = host.command("turnserver");
+    cmd.args(["-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls"])
+        .args(["--log-file", "stdout", "--simple-log"])
+        .arg(format!("--listening-ip={}", host.v4))
+        .arg(format!("--listening-port={STUN_PORT}"))
+        .arg(format!(
+            "--pidfile={}",
+            dir.join("turnserver.pid").display()
+        ));
+    let p = Proc::spawn("coturn", cmd, dir);
+    wait_listening_in(&host.ns, true, STUN_PORT, LIMIT);
+    p
+}
+
+/// Alice behind the NAT router (which drops unsolicited UDP) calls a `listen --latching off`
+/// on the public side directly; `stun`: with `--stun` naming coturn on another public host.
+/// Both exit 0 after an answered call. Returns (alice, the listener, the router's address,
+/// their folder); the network and coturn are gone by then (the checks read files).
+fn call_out_of_nat_direct(tag: &str, stun: bool) -> Option<(Ua, Ua, IpAddr, TempDir)> {
+    let (_serial, mut net) = network(2)?;
+    let (router, private) = net.add_nat(1);
+    router.drop_unsolicited_udp();
+    let (s, b, a) = (net.host(0), net.host(1), &private[0]);
+    let dir = test_dir(tag);
+    let d = dir.path().to_path_buf();
+    let coturn = start_coturn(&d, s);
+    let no_latching = ["--latching", "off"].map(String::from);
+    let mut callee = Ua::listen(b, &d, "listener", "0.0.0.0", &no_latching);
+    let target = format!(
+        "sip:tone@{};transport=tcp",
+        hostport(b.addr(false), SIP_PORT)
+    );
+    let extra = match stun {
+        true => vec!["--stun".to_string(), format!("{}:{STUN_PORT}", s.v4)],
+        false => Vec::new(),
+    };
+    let mut caller = Ua::call(a, &d, "caller", &target, &extra);
+    let callee_log = callee.proc.output();
+    caller.exits_ok(&|| format!("{callee_log}\n{}", coturn.output()));
+    callee.exits_ok(&|| coturn.output());
+    caller.assert_answered();
+    callee.assert_answered();
+    Some((caller, callee, router.addr(false), dir))
+}
+
+/// Whether `ua`'s SIP trace has the SDP line `c=IN IP4 ip` exactly.
+fn announced(ua: &Ua, ip: IpAddr) -> bool {
+    let log = strip_ansi(&std::fs::read_to_string(&ua.proc.stderr).unwrap_or_default());
+    let want = format!("c=IN IP4 {ip}");
+    log.lines().any(|l| l.trim() == want)
+}
+
+/// (4) STUN (RFC 8489) with no media anchor: alice behind the NAT calls a wakeline on the
+/// public side directly with `--stun`. Her SDP announces the router's address (the mapping
+/// coturn reported), and audio flows both ways though the listener never follows a source:
+/// its RTP goes to the SDP address, through the NAT mapping alice's own RTP keeps open.
+#[test]
+fn stun_behind_nat_announces_the_mapping_and_audio_flows_both_ways() {
+    let Some((caller, callee, router, _dir)) = call_out_of_nat_direct("mh-stun", true) else {
+        return;
+    };
+    assert!(announced(&caller, router), "{}", caller.proc.output());
+    callee.assert_rtp_to(router);
+    caller.assert_heard(callee.hz);
+    callee.assert_heard(caller.hz);
+}
+
+/// The control: the same call without `--stun` announces alice's private address, which the
+/// listener cannot reach, and she hears nothing (nor does it: without latching, her RTP comes
+/// from the router, not from the address in her SDP).
+#[test]
+fn without_stun_the_private_address_is_announced_and_nothing_comes_back() {
+    let Some((caller, callee, router, _dir)) = call_out_of_nat_direct("mh-nostun", false) else {
+        return;
+    };
+    assert!(!announced(&caller, router), "{}", caller.proc.output());
+    let heard = tone_tally(&read_wav(&caller.record), callee.hz, caller.hz);
+    assert_eq!(heard.tone, 0, "alice heard the listener: {heard:?}");
+    let heard = tone_tally(&read_wav(&callee.record), caller.hz, callee.hz);
+    assert_eq!(heard.tone, 0, "the listener heard alice: {heard:?}");
 }

@@ -239,6 +239,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     if let Some(ip) = args.media.media_ip {
         builder = builder.media_ip(ip);
     }
+    if let Some(server) = &args.media.stun {
+        builder = builder.stun_server(server.clone());
+    }
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
     }
@@ -403,6 +406,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     builder = super::tls::apply(builder, &args.account.tls, None)?;
     if let Some(ip) = args.media.media_ip {
         builder = builder.media_ip(ip);
+    }
+    if let Some(server) = &args.media.stun {
+        builder = builder.stun_server(server.clone());
     }
     if let Some(bind) = args.bind {
         builder = builder

@@ -7,6 +7,7 @@ use super::media::{
 };
 use super::resolve::{self, Avoid, ConnectHints, Lookup, Resolver};
 use super::route;
+use super::stun;
 use super::tap::Tap;
 use super::tls::{TlsClient, TlsListener};
 use super::udp::UdpSip;
@@ -109,6 +110,8 @@ pub(crate) struct DriverTask {
     tls_client: Result<TlsClient, String>,
     /// The TLS listener (`listen --tls-bind`).
     tls_listener: Option<TlsListener>,
+    /// The STUN server for media behind NAT (`super::stun`).
+    stun: Option<String>,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -169,7 +172,14 @@ impl DriverTask {
             failover: None,
             tls_client: Err("TLS: not set up".into()),
             tls_listener: None,
+            stun: None,
         }
+    }
+
+    /// Announce media at the mapping this STUN server reports (`super::stun`).
+    pub(crate) fn with_stun(mut self, server: Option<String>) -> Self {
+        self.stun = server;
+        self
     }
 
     /// The TLS client for `sips:` / `transport=tls` connects, and the TLS listener if any.
@@ -460,7 +470,7 @@ impl DriverTask {
                         (&self.resolver, &self.hints),
                     );
                     let sockets = MediaSockets::reserve(ip.await?).await?;
-                    let addr = sockets.local_rtp()?;
+                    let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
                     // Resolving the target may have taken a while: the core gets the time now.
                     let call = self.core.call(Instant::now(), target, addr)?;
                     self.media.insert(call, sockets);
@@ -483,7 +493,7 @@ impl DriverTask {
                         (&self.resolver, &self.hints),
                     );
                     let sockets = MediaSockets::reserve(ip.await?).await?;
-                    let addr = sockets.local_rtp()?;
+                    let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
                     self.core.answer(Instant::now(), call, addr)?;
                     self.media.insert(call, sockets);
                     Ok(())
@@ -687,7 +697,7 @@ impl DriverTask {
             )
             .await?;
             let sockets = MediaSockets::reserve(ip).await?;
-            let addr = sockets.local_rtp()?;
+            let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
             match self.media_tasks.get(&call) {
                 Some(task) => {
                     let _ = task.ctl.send(MediaCtl::Rebind(sockets));

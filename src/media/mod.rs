@@ -8,5 +8,6 @@ pub mod pipeline;
 pub mod quality;
 mod report;
 pub mod session;
+pub mod stun;
 
 pub use report::{MediaReport, MediaSnapshot};
