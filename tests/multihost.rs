@@ -236,6 +236,37 @@ impl Ua {
         Some(connected - start)
     }
 
+    /// Milliseconds from sending the first INVITE to receiving the first 200, from the SIP
+    /// trace's timestamps (`...THH:MM:SS.ffffffZ  INFO send flow N:`, then the messages of
+    /// that read or write, possibly several).
+    fn invite_to_200_ms(&self) -> Option<f64> {
+        let log = strip_ansi(&std::fs::read_to_string(&self.proc.stderr).unwrap_or_default());
+        let at = |l: &str| -> Option<f64> {
+            let t = l.split_whitespace().next()?.split('T').nth(1)?;
+            let mut p = t.trim_end_matches('Z').split(':');
+            let (h, m, s): (f64, f64, f64) = (
+                p.next()?.parse().ok()?,
+                p.next()?.parse().ok()?,
+                p.next()?.parse().ok()?,
+            );
+            Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
+        };
+        let (mut head, mut sent) = (None, None);
+        for line in log.lines() {
+            if let Some(t) = at(line) {
+                head = Some((t, line.contains(" recv flow ")));
+            } else if let Some((t, recv)) = head {
+                if !recv && sent.is_none() && line.starts_with("INVITE ") {
+                    sent = Some(t);
+                }
+                if recv && line.starts_with("SIP/2.0 200") {
+                    return Some(t - sent?);
+                }
+            }
+        }
+        None
+    }
+
     /// Its recording holds `hz` (and not its own tone).
     fn assert_heard(&self, hz: f64) {
         let heard = assert_tone(&self.record, hz, self.hz, MIN_TONE_SECS);
@@ -263,6 +294,12 @@ fn check_call(
     }
     caller.assert_heard(callee.hz);
     callee.assert_heard(caller.hz);
+    if let Some(ms) = caller.invite_to_200_ms() {
+        eprintln!(
+            "{}: INVITE sent → 200 received {ms:.1} ms",
+            caller.proc.name
+        );
+    }
     if let Some(ms) = caller.setup_ms() {
         eprintln!(
             "{}: call set-up (calling → connected) {ms:.0} ms",
@@ -274,16 +311,20 @@ fn check_call(
 /// (a)/(b): `wakeline listen --bind WILDCARD:P` (`0.0.0.0` or `[::]`) on host A answers
 /// `wakeline call sip:x@A:P` from host B (no `--bind`), over IPv6 if `v6`: tones both ways,
 /// each side's RTP to the other host, and every address in SDP, Contact and Via a host address
-/// (an IPv4 caller of a dual-stack `[::]` listener is not written `::ffff:a.b.c.d`).
-fn direct_call(wildcard: &str, v6: bool) {
+/// (an IPv4 caller of a dual-stack `[::]` listener is not written `::ffff:a.b.c.d`). SIP goes
+/// over `transport` (`tcp`, `udp`).
+fn direct_call(wildcard: &str, v6: bool, transport: &str) {
     let Some((_serial, net)) = network(2) else {
         return;
     };
     let (a, b) = (net.host(0), net.host(1));
-    let dir = test_dir(if v6 { "mh-direct6" } else { "mh-direct4" });
+    let dir = test_dir(&format!("mh-direct{}-{transport}", if v6 { 6 } else { 4 }));
     let d = dir.path();
     let mut callee = Ua::listen(a, d, "listener", wildcard, &[]);
-    let target = format!("sip:tone@{};transport=tcp", hostport(a.addr(v6), SIP_PORT));
+    let target = format!(
+        "sip:tone@{};transport={transport}",
+        hostport(a.addr(v6), SIP_PORT)
+    );
     let mut caller = Ua::call(b, d, "caller", &target, &[]);
     check_call(
         &mut caller,
@@ -297,19 +338,25 @@ fn direct_call(wildcard: &str, v6: bool) {
 /// (a) Two hosts over IPv4.
 #[test]
 fn direct_call_between_two_hosts_ipv4() {
-    direct_call("0.0.0.0", false);
+    direct_call("0.0.0.0", false, "tcp");
+}
+
+/// (a) Two hosts over IPv4, SIP over UDP (RFC 3261 §18).
+#[test]
+fn direct_call_between_two_hosts_ipv4_udp() {
+    direct_call("0.0.0.0", false, "udp");
 }
 
 /// (b) Two hosts over IPv6.
 #[test]
 fn direct_call_between_two_hosts_ipv6() {
-    direct_call("[::]", true);
+    direct_call("[::]", true, "tcp");
 }
 
 /// (a) An IPv4 caller of a dual-stack `listen --bind [::]:P`.
 #[test]
 fn dual_stack_listener_answers_an_ipv4_caller() {
-    direct_call("[::]", false);
+    direct_call("[::]", false, "tcp");
 }
 
 /// `--registrar sip:K:5060;transport=tcp --user USER --password ..` for Kamailio at `kam`.
