@@ -555,6 +555,22 @@ fn registered_after_timeout(
     );
 }
 
+/// dnsmasq: NAPTR `SIP+D2U` only -> `_sip._udp` SRV -> `kam.example.test` (127.0.0.1), `port`.
+fn naptr_udp_to(dir: &Path, port: u16) -> Dns {
+    let mut records = vec![format!(
+        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
+    )];
+    records.extend(srv_proto_to("udp", "kam", port, 10));
+    Dns::start(dir, &records)
+}
+
+/// NAPTR decided UDP: NAPTR and `_sip._udp` SRV were each asked once, `_sip._tcp` never.
+fn assert_naptr_chose_udp(dns: &Dns) {
+    assert_eq!(dns.asked(&format!("query[NAPTR] {DOMAIN}")), 1);
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._tcp.{DOMAIN}")), 0);
+}
+
 /// `wakeline register --transport udp` at `sip:example.test` with Kamailio's password.
 fn register_udp(dir: &Path, dns: &Dns, for_secs: &str) -> (Proc, PathBuf) {
     let how = [
@@ -574,11 +590,7 @@ fn register_udp(dir: &Path, dns: &Dns, for_secs: &str) -> (Proc, PathBuf) {
 fn udp_registrar_found_by_naptr_and_srv() {
     let dir = test_dir("dns-udp");
     let kam = Kamailio::start(dir.path(), free_port());
-    let mut records = vec![format!(
-        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
-    )];
-    records.extend(srv_proto_to("udp", "kam", kam.port, 10));
-    let dns = Dns::start(dir.path(), &records);
+    let dns = naptr_udp_to(dir.path(), kam.port);
     let started = Instant::now();
     let (mut ua, events) = register_udp(dir.path(), &dns, "0.3");
     wait_events(&events, 1, LIMIT, &ua, is("registered"));
@@ -598,9 +610,7 @@ fn udp_registrar_found_by_naptr_and_srv() {
         stderr.contains(&format!("remote: 127.0.0.1:{} }}", kam.port)),
         "{stderr}"
     );
-    assert_eq!(dns.asked(&format!("query[NAPTR] {DOMAIN}")), 1);
-    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
-    assert_eq!(dns.asked(&format!("query[SRV] _sip._tcp.{DOMAIN}")), 0);
+    assert_naptr_chose_udp(&dns);
 }
 
 /// Over UDP with no UDP records (only `_sip._tcp`): the failure names the DNS cause.
@@ -662,18 +672,11 @@ fn registered_over(stderr: &str, via: &str) -> bool {
 fn naptr_picks_udp_when_nothing_names_a_transport() {
     let dir = test_dir("dns-pick-udp");
     let kam = Kamailio::start(dir.path(), free_port());
-    let mut records = vec![format!(
-        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
-    )];
-    records.extend(srv_proto_to("udp", "kam", kam.port, 10));
-    let dns = Dns::start(dir.path(), &records);
+    let dns = naptr_udp_to(dir.path(), kam.port);
     let stderr = register_picked(dir.path(), &dns);
     assert!(registered_over(&stderr, "UDP"), "not over UDP\n{stderr}");
     assert!(!registered_over(&stderr, "TCP"), "{stderr}");
-    // NAPTR decided: no SRV question for TCP, and each question asked once.
-    assert_eq!(dns.asked(&format!("query[NAPTR] {DOMAIN}")), 1);
-    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
-    assert_eq!(dns.asked(&format!("query[SRV] _sip._tcp.{DOMAIN}")), 0);
+    assert_naptr_chose_udp(&dns);
 }
 
 /// No NAPTR, only `_sip._tcp` SRV records (and Kamailio on UDP and TCP at that port): the SRV
