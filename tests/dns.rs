@@ -691,3 +691,35 @@ fn tcp_srv_alone_picks_tcp() {
     assert!(!registered_over(&stderr, "UDP"), "{stderr}");
     assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
 }
+
+/// RFC 3263 §4.3 over UDP without waiting for Timer F: the first `_sip._udp` target is a
+/// closed port, which answers the REGISTER with ICMP port unreachable; the UA fails over at
+/// once (IP_RECVERR on its SIP UDP socket) and registers at Kamailio, the second target.
+#[test]
+fn udp_port_unreachable_fails_over_before_timer_f() {
+    let dir = test_dir("dns-udp-unreachable");
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let dead = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let kam = Kamailio::start(dir.path(), free_port());
+    let mut records = srv_proto_to("udp", "dead", dead, 10).to_vec();
+    records.extend(srv_proto_to("udp", "kam", kam.port, 20));
+    let dns = Dns::start(dir.path(), &records);
+    let started = Instant::now();
+    let (mut ua, events) = register_udp(dir.path(), &dns, "3");
+    wait_events(&events, 1, LIMIT, &ua, is("registered"));
+    let took = started.elapsed();
+    println!(
+        "register -> registered over UDP after ICMP port unreachable on the first target: {} ms",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "not before Timer F: {took:?}"
+    );
+    let status = ua.wait(LIMIT);
+    assert!(status.success(), "register failed\n{}", ua.output());
+    let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
+    let want = format!("REGISTER to 127.0.0.1:{dead} got ICMP port unreachable: failing over");
+    assert!(stderr.contains(&want), "want {want:?}\n{stderr}");
+}

@@ -59,6 +59,9 @@ pub(crate) enum FlowEvent {
         transport: Transport,
         lookup: Lookup,
     },
+    /// The OS reported an ICMP error (port or host unreachable) for a datagram we sent on the
+    /// SIP UDP socket to `remote` (`crate::platform::udp_errors`).
+    Unreachable { remote: SocketAddr, why: String },
     /// Before `Connected` or `Closed` of an outgoing connect: what the target list taught.
     Tried {
         flow: FlowId,

@@ -406,6 +406,10 @@ impl DriverTask {
                 self.core.handle_flow_transport(flow, transport);
                 self.connect_over(flow, transport, lookup);
             }
+            FlowEvent::Unreachable { remote, why } => {
+                tracing::debug!(%remote, "UDP: {why}");
+                self.fail_over(Some(remote), &format!("got {why}"));
+            }
             FlowEvent::Tried { flow, slow, spare } => {
                 for addr in slow {
                     self.avoid.add(addr, now);
@@ -620,9 +624,17 @@ impl DriverTask {
     /// RFC 3263 §4.3: a REGISTER that timed out on a target with others behind it fails over:
     /// the target goes last for a while and the control flow reconnects, resolving afresh.
     fn register_timed_out(&mut self) {
-        let Some((flow, remote)) = self.failover.take() else {
+        self.fail_over(None, "timed out");
+    }
+
+    /// [`Self::register_timed_out`] for a REGISTER whose target (`only`, or whichever) `what`
+    /// (`timed out`, `got ICMP port unreachable`).
+    fn fail_over(&mut self, only: Option<SocketAddr>, what: &str) {
+        let Some((flow, remote)) = self.failover.filter(|(_, r)| only.is_none_or(|o| o == *r))
+        else {
             return;
         };
+        self.failover = None;
         // A TCP/TLS flow has a handle; a UDP flow is only the core's.
         let f = self.flows.remove(&flow);
         if f.is_none() && self.core.udp_remote(flow).is_none() {
@@ -630,7 +642,7 @@ impl DriverTask {
         }
         tracing::warn!(
             ?flow,
-            "REGISTER to {remote} timed out: failing over to the next target"
+            "REGISTER to {remote} {what}: failing over to the next target"
         );
         let now = Instant::now();
         self.avoid.add(remote, now);

@@ -56,6 +56,10 @@ impl UdpSip {
 
     fn adopt(&mut self, s: std::net::UdpSocket) -> io::Result<Arc<UdpSocket>> {
         s.set_nonblocking(true)?;
+        // A target that answers ICMP port unreachable fails over at once, not after Timer F.
+        if let Err(e) = crate::platform::udp_errors::report_udp_errors(&s) {
+            tracing::debug!("SIP UDP socket: no ICMP error reports: {e}");
+        }
         let socket = Arc::new(UdpSocket::from_std(s)?);
         let bound = socket.local_addr()?;
         self.reader = Some(tokio::spawn(read_loop(
@@ -227,9 +231,25 @@ async fn read_loop(
                     return;
                 }
             }
-            // ICMP port unreachable from an earlier send surfaces here on some systems; the
-            // socket itself is fine. Anything persistent stops the loop after a bound.
+            // ICMP port unreachable from an earlier send surfaces here (IP_RECVERR): say which
+            // destination, the socket itself is fine. Anything persistent stops the loop
+            // after a bound.
             Err(e) => {
+                let dead = crate::platform::udp_errors::unreachable_destinations(&*socket);
+                if !dead.is_empty() {
+                    errors = 0;
+                    let why = match e.kind() {
+                        io::ErrorKind::ConnectionRefused => "ICMP port unreachable".to_string(),
+                        _ => format!("ICMP: {e}"),
+                    };
+                    for remote in dead {
+                        let why = why.clone();
+                        if events.send(FlowEvent::Unreachable { remote, why }).is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 errors += 1;
                 tracing::debug!("SIP UDP receive: {e}");
                 if errors > 1000 {
