@@ -7,11 +7,12 @@
 #          the JACK dummy server behind ALSA that paces cpal's real device path on a machine with
 #          no sound card; dnsmasq-base (the binary, no system service) serves SRV/NAPTR records
 #          to the RFC 3263 tests (tests/dns.rs); kamailio-tls-modules for Kamailio over TLS
-#          (tests/tls.rs)
+#          (tests/tls.rs); coturn (its turnserver, run as a bare STUN server) for the STUN test
+#          behind the NAT router (tests/multihost.rs)
 set -euo pipefail
 want=(cmake pkg-config libasound2-dev)
 if [ "${1:-build}" = test ]; then
-  want+=(sip-tester jackd2 libasound2-plugins kamailio baresip iproute2 iptables rtpengine dnsmasq-base kamailio-tls-modules)
+  want+=(sip-tester jackd2 libasound2-plugins kamailio baresip iproute2 iptables rtpengine dnsmasq-base kamailio-tls-modules coturn)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -555,6 +555,22 @@ fn registered_after_timeout(
     );
 }
 
+/// dnsmasq: NAPTR `SIP+D2U` only -> `_sip._udp` SRV -> `kam.example.test` (127.0.0.1), `port`.
+fn naptr_udp_to(dir: &Path, port: u16) -> Dns {
+    let mut records = vec![format!(
+        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
+    )];
+    records.extend(srv_proto_to("udp", "kam", port, 10));
+    Dns::start(dir, &records)
+}
+
+/// NAPTR decided UDP: NAPTR and `_sip._udp` SRV were each asked once, `_sip._tcp` never.
+fn assert_naptr_chose_udp(dns: &Dns) {
+    assert_eq!(dns.asked(&format!("query[NAPTR] {DOMAIN}")), 1);
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._tcp.{DOMAIN}")), 0);
+}
+
 /// `wakeline register --transport udp` at `sip:example.test` with Kamailio's password.
 fn register_udp(dir: &Path, dns: &Dns, for_secs: &str) -> (Proc, PathBuf) {
     let how = [
@@ -574,11 +590,7 @@ fn register_udp(dir: &Path, dns: &Dns, for_secs: &str) -> (Proc, PathBuf) {
 fn udp_registrar_found_by_naptr_and_srv() {
     let dir = test_dir("dns-udp");
     let kam = Kamailio::start(dir.path(), free_port());
-    let mut records = vec![format!(
-        "--naptr-record={DOMAIN},10,10,S,SIP+D2U,,_sip._udp.{DOMAIN}"
-    )];
-    records.extend(srv_proto_to("udp", "kam", kam.port, 10));
-    let dns = Dns::start(dir.path(), &records);
+    let dns = naptr_udp_to(dir.path(), kam.port);
     let started = Instant::now();
     let (mut ua, events) = register_udp(dir.path(), &dns, "0.3");
     wait_events(&events, 1, LIMIT, &ua, is("registered"));
@@ -598,9 +610,7 @@ fn udp_registrar_found_by_naptr_and_srv() {
         stderr.contains(&format!("remote: 127.0.0.1:{} }}", kam.port)),
         "{stderr}"
     );
-    assert_eq!(dns.asked(&format!("query[NAPTR] {DOMAIN}")), 1);
-    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
-    assert_eq!(dns.asked(&format!("query[SRV] _sip._tcp.{DOMAIN}")), 0);
+    assert_naptr_chose_udp(&dns);
 }
 
 /// Over UDP with no UDP records (only `_sip._tcp`): the failure names the DNS cause.
@@ -631,4 +641,85 @@ fn udp_register_timeout_fails_over_to_the_next_target() {
     registered_after_timeout(ua, &events, started, " over UDP", silent_port);
     assert!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")) >= 2);
     drop(silent);
+}
+
+/// `wakeline register --registrar sip:example.test` with Kamailio's password and no
+/// `--transport`: DNS picks the transport. Registers, exits 0, and returns its stderr.
+fn register_picked(dir: &Path, dns: &Dns) -> String {
+    let how = ["--dns", &dns.addr(), "--password", PASSWORD, "--sip-trace"];
+    let (mut ua, events) = register_in(None, dir, &how, "0.3");
+    wait_events(&events, 1, LIMIT, &ua, is("registered"));
+    let status = ua.wait(LIMIT);
+    assert!(status.success(), "register failed\n{}", ua.output());
+    std::fs::read_to_string(&ua.stderr).unwrap_or_default()
+}
+
+/// Whether the REGISTERs went over `via` (`UDP`, `TCP`): the SIP trace shows their Via and
+/// Contact (and the responses echo the Via).
+fn registered_over(stderr: &str, via: &str) -> bool {
+    let contact = format!("transport={}", via.to_ascii_lowercase());
+    let top = format!("Via: SIP/2.0/{via} ");
+    stderr.lines().any(|l| l.starts_with(&top))
+        && stderr
+            .lines()
+            .any(|l| l.starts_with("Contact:") && l.contains(&contact))
+}
+
+/// RFC 3263 §4.1 with no transport anywhere (URI, `--transport`, config): the NAPTR records
+/// offer only `SIP+D2U`, so the UA registers at Kamailio over UDP, though Kamailio takes TCP on
+/// the same port and TCP is our default.
+#[test]
+fn naptr_picks_udp_when_nothing_names_a_transport() {
+    let dir = test_dir("dns-pick-udp");
+    let kam = Kamailio::start(dir.path(), free_port());
+    let dns = naptr_udp_to(dir.path(), kam.port);
+    let stderr = register_picked(dir.path(), &dns);
+    assert!(registered_over(&stderr, "UDP"), "not over UDP\n{stderr}");
+    assert!(!registered_over(&stderr, "TCP"), "{stderr}");
+    assert_naptr_chose_udp(&dns);
+}
+
+/// No NAPTR, only `_sip._tcp` SRV records (and Kamailio on UDP and TCP at that port): the SRV
+/// lookups pick TCP; `_sip._udp` was asked and had nothing.
+#[test]
+fn tcp_srv_alone_picks_tcp() {
+    let dir = test_dir("dns-pick-tcp");
+    let kam = Kamailio::start(dir.path(), free_port());
+    let dns = Dns::start(dir.path(), &srv_to("kam", kam.port, 10));
+    let stderr = register_picked(dir.path(), &dns);
+    assert!(registered_over(&stderr, "TCP"), "not over TCP\n{stderr}");
+    assert!(!registered_over(&stderr, "UDP"), "{stderr}");
+    assert_eq!(dns.asked(&format!("query[SRV] _sip._udp.{DOMAIN}")), 1);
+}
+
+/// RFC 3263 §4.3 over UDP without waiting for Timer F: the first `_sip._udp` target is a
+/// closed port, which answers the REGISTER with ICMP port unreachable; the UA fails over at
+/// once (IP_RECVERR on its SIP UDP socket) and registers at Kamailio, the second target.
+#[test]
+fn udp_port_unreachable_fails_over_before_timer_f() {
+    let dir = test_dir("dns-udp-unreachable");
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let dead = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let kam = Kamailio::start(dir.path(), free_port());
+    let mut records = srv_proto_to("udp", "dead", dead, 10).to_vec();
+    records.extend(srv_proto_to("udp", "kam", kam.port, 20));
+    let dns = Dns::start(dir.path(), &records);
+    let started = Instant::now();
+    let (mut ua, events) = register_udp(dir.path(), &dns, "3");
+    wait_events(&events, 1, LIMIT, &ua, is("registered"));
+    let took = started.elapsed();
+    println!(
+        "register -> registered over UDP after ICMP port unreachable on the first target: {} ms",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "not before Timer F: {took:?}"
+    );
+    let status = ua.wait(LIMIT);
+    assert!(status.success(), "register failed\n{}", ua.output());
+    let stderr = std::fs::read_to_string(&ua.stderr).unwrap_or_default();
+    let want = format!("REGISTER to 127.0.0.1:{dead} got ICMP port unreachable: failing over");
+    assert!(stderr.contains(&want), "want {want:?}\n{stderr}");
 }

@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// What the calling side sends.
 const CALLER_HZ: f64 = 440.0;
@@ -235,6 +236,37 @@ impl Ua {
         Some(connected - start)
     }
 
+    /// Milliseconds from sending the first INVITE to receiving the first 200, from the SIP
+    /// trace's timestamps (`...THH:MM:SS.ffffffZ  INFO send flow N:`, then the messages of
+    /// that read or write, possibly several).
+    fn invite_to_200_ms(&self) -> Option<f64> {
+        let log = strip_ansi(&std::fs::read_to_string(&self.proc.stderr).unwrap_or_default());
+        let at = |l: &str| -> Option<f64> {
+            let t = l.split_whitespace().next()?.split('T').nth(1)?;
+            let mut p = t.trim_end_matches('Z').split(':');
+            let (h, m, s): (f64, f64, f64) = (
+                p.next()?.parse().ok()?,
+                p.next()?.parse().ok()?,
+                p.next()?.parse().ok()?,
+            );
+            Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
+        };
+        let (mut head, mut sent) = (None, None);
+        for line in log.lines() {
+            if let Some(t) = at(line) {
+                head = Some((t, line.contains(" recv flow ")));
+            } else if let Some((t, recv)) = head {
+                if !recv && sent.is_none() && line.starts_with("INVITE ") {
+                    sent = Some(t);
+                }
+                if recv && line.starts_with("SIP/2.0 200") {
+                    return Some(t - sent?);
+                }
+            }
+        }
+        None
+    }
+
     /// Its recording holds `hz` (and not its own tone).
     fn assert_heard(&self, hz: f64) {
         let heard = assert_tone(&self.record, hz, self.hz, MIN_TONE_SECS);
@@ -262,6 +294,12 @@ fn check_call(
     }
     caller.assert_heard(callee.hz);
     callee.assert_heard(caller.hz);
+    if let Some(ms) = caller.invite_to_200_ms() {
+        eprintln!(
+            "{}: INVITE sent → 200 received {ms:.1} ms",
+            caller.proc.name
+        );
+    }
     if let Some(ms) = caller.setup_ms() {
         eprintln!(
             "{}: call set-up (calling → connected) {ms:.0} ms",
@@ -273,16 +311,20 @@ fn check_call(
 /// (a)/(b): `wakeline listen --bind WILDCARD:P` (`0.0.0.0` or `[::]`) on host A answers
 /// `wakeline call sip:x@A:P` from host B (no `--bind`), over IPv6 if `v6`: tones both ways,
 /// each side's RTP to the other host, and every address in SDP, Contact and Via a host address
-/// (an IPv4 caller of a dual-stack `[::]` listener is not written `::ffff:a.b.c.d`).
-fn direct_call(wildcard: &str, v6: bool) {
+/// (an IPv4 caller of a dual-stack `[::]` listener is not written `::ffff:a.b.c.d`). SIP goes
+/// over `transport` (`tcp`, `udp`).
+fn direct_call(wildcard: &str, v6: bool, transport: &str) {
     let Some((_serial, net)) = network(2) else {
         return;
     };
     let (a, b) = (net.host(0), net.host(1));
-    let dir = test_dir(if v6 { "mh-direct6" } else { "mh-direct4" });
+    let dir = test_dir(&format!("mh-direct{}-{transport}", if v6 { 6 } else { 4 }));
     let d = dir.path();
     let mut callee = Ua::listen(a, d, "listener", wildcard, &[]);
-    let target = format!("sip:tone@{};transport=tcp", hostport(a.addr(v6), SIP_PORT));
+    let target = format!(
+        "sip:tone@{};transport={transport}",
+        hostport(a.addr(v6), SIP_PORT)
+    );
     let mut caller = Ua::call(b, d, "caller", &target, &[]);
     check_call(
         &mut caller,
@@ -296,19 +338,25 @@ fn direct_call(wildcard: &str, v6: bool) {
 /// (a) Two hosts over IPv4.
 #[test]
 fn direct_call_between_two_hosts_ipv4() {
-    direct_call("0.0.0.0", false);
+    direct_call("0.0.0.0", false, "tcp");
+}
+
+/// (a) Two hosts over IPv4, SIP over UDP (RFC 3261 §18).
+#[test]
+fn direct_call_between_two_hosts_ipv4_udp() {
+    direct_call("0.0.0.0", false, "udp");
 }
 
 /// (b) Two hosts over IPv6.
 #[test]
 fn direct_call_between_two_hosts_ipv6() {
-    direct_call("[::]", true);
+    direct_call("[::]", true, "tcp");
 }
 
 /// (a) An IPv4 caller of a dual-stack `listen --bind [::]:P`.
 #[test]
 fn dual_stack_listener_answers_an_ipv4_caller() {
-    direct_call("[::]", false);
+    direct_call("[::]", false, "tcp");
 }
 
 /// `--registrar sip:K:5060;transport=tcp --user USER --password ..` for Kamailio at `kam`.
@@ -624,4 +672,91 @@ fn udp_registration_behind_nat_learns_its_public_address_and_is_called() {
     let anchor = k.addr(false);
     check_call(&mut bob, &mut alice, (anchor, anchor), false, &more);
     drop(kam);
+}
+
+/// The STUN port coturn listens on.
+const STUN_PORT: u16 = 3478;
+
+/// coturn as a bare STUN server (`--stun-only`, no TURN, no auth, no TLS) on `host`'s IPv4.
+fn start_coturn(dir: &Path, host: &Host) -> Proc {
+    let mut cmd = host.command("turnserver");
+    cmd.args(["-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls"])
+        .args(["--log-file", "stdout", "--simple-log"])
+        .arg(format!("--listening-ip={}", host.v4))
+        .arg(format!("--listening-port={STUN_PORT}"))
+        .arg(format!(
+            "--pidfile={}",
+            dir.join("turnserver.pid").display()
+        ));
+    let p = Proc::spawn("coturn", cmd, dir);
+    wait_listening_in(&host.ns, true, STUN_PORT, LIMIT);
+    p
+}
+
+/// Alice behind the NAT router (which drops unsolicited UDP) calls a `listen --latching off`
+/// on the public side directly; `stun`: with `--stun` naming coturn on another public host.
+/// Both exit 0 after an answered call. Returns (alice, the listener, the router's address,
+/// their folder); the network and coturn are gone by then (the checks read files).
+fn call_out_of_nat_direct(tag: &str, stun: bool) -> Option<(Ua, Ua, IpAddr, TempDir)> {
+    let (_serial, mut net) = network(2)?;
+    let (router, private) = net.add_nat(1);
+    router.drop_unsolicited_udp();
+    let (s, b, a) = (net.host(0), net.host(1), &private[0]);
+    let dir = test_dir(tag);
+    let d = dir.path().to_path_buf();
+    let coturn = start_coturn(&d, s);
+    let no_latching = ["--latching", "off"].map(String::from);
+    let mut callee = Ua::listen(b, &d, "listener", "0.0.0.0", &no_latching);
+    let target = format!(
+        "sip:tone@{};transport=tcp",
+        hostport(b.addr(false), SIP_PORT)
+    );
+    let extra = match stun {
+        true => vec!["--stun".to_string(), format!("{}:{STUN_PORT}", s.v4)],
+        false => Vec::new(),
+    };
+    let mut caller = Ua::call(a, &d, "caller", &target, &extra);
+    let callee_log = callee.proc.output();
+    caller.exits_ok(&|| format!("{callee_log}\n{}", coturn.output()));
+    callee.exits_ok(&|| coturn.output());
+    caller.assert_answered();
+    callee.assert_answered();
+    Some((caller, callee, router.addr(false), dir))
+}
+
+/// Whether `ua`'s SIP trace has the SDP line `c=IN IP4 ip` exactly.
+fn announced(ua: &Ua, ip: IpAddr) -> bool {
+    let log = strip_ansi(&std::fs::read_to_string(&ua.proc.stderr).unwrap_or_default());
+    let want = format!("c=IN IP4 {ip}");
+    log.lines().any(|l| l.trim() == want)
+}
+
+/// (4) STUN (RFC 8489) with no media anchor: alice behind the NAT calls a wakeline on the
+/// public side directly with `--stun`. Her SDP announces the router's address (the mapping
+/// coturn reported), and audio flows both ways though the listener never follows a source:
+/// its RTP goes to the SDP address, through the NAT mapping alice's own RTP keeps open.
+#[test]
+fn stun_behind_nat_announces_the_mapping_and_audio_flows_both_ways() {
+    let Some((caller, callee, router, _dir)) = call_out_of_nat_direct("mh-stun", true) else {
+        return;
+    };
+    assert!(announced(&caller, router), "{}", caller.proc.output());
+    callee.assert_rtp_to(router);
+    caller.assert_heard(callee.hz);
+    callee.assert_heard(caller.hz);
+}
+
+/// The control: the same call without `--stun` announces alice's private address, which the
+/// listener cannot reach, and she hears nothing (nor does it: without latching, her RTP comes
+/// from the router, not from the address in her SDP).
+#[test]
+fn without_stun_the_private_address_is_announced_and_nothing_comes_back() {
+    let Some((caller, callee, router, _dir)) = call_out_of_nat_direct("mh-nostun", false) else {
+        return;
+    };
+    assert!(!announced(&caller, router), "{}", caller.proc.output());
+    let heard = tone_tally(&read_wav(&caller.record), callee.hz, caller.hz);
+    assert_eq!(heard.tone, 0, "alice heard the listener: {heard:?}");
+    let heard = tone_tally(&read_wav(&callee.record), caller.hz, callee.hz);
+    assert_eq!(heard.tone, 0, "the listener heard alice: {heard:?}");
 }

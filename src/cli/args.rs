@@ -139,6 +139,7 @@ pub struct AccountArgs {
     pub dns: Vec<SocketAddr>,
     /// SIP transport for target and registrar URIs that name none: udp, tcp or tls (default
     /// tcp, or `[transport] default`); a URI's ';transport=' wins, and `sips:` is always TLS.
+    /// Without it, a URI naming a bare domain gets the transport its NAPTR/SRV records pick.
     #[arg(long, value_name = "udp|tcp|tls")]
     pub transport: Option<String>,
     #[command(flatten)]
@@ -198,6 +199,11 @@ pub struct MediaArgs {
     /// call, the local address that reaches the peer (the SIP flow's, or the routed one).
     #[arg(long, value_name = "ADDR", value_parser = parse_media_ip)]
     pub media_ip: Option<IpAddr>,
+    /// Behind NAT with no media anchor: ask this STUN server (RFC 8489; HOST[:PORT], port 3478
+    /// by default) for each call's public RTP address and announce that in SDP. No answer
+    /// within 1.5 s: the local address, with a warning.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub stun: Option<String>,
     /// When media may follow a source other than the peer's SDP address: off, nat (only when
     /// that address is private/unreachable from here; the default) or always. A new source must
     /// first send 5 packets in sequence, and the current one must have been silent for 2 s.

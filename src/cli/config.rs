@@ -46,6 +46,8 @@ pub struct NetworkSection {
     pub media_ip: Option<String>,
     /// DNS servers (`ADDR[:PORT]`) instead of the system's, as `--dns`.
     pub dns: Option<Vec<String>>,
+    /// As `--stun`.
+    pub stun: Option<String>,
 }
 
 impl NetworkSection {
@@ -168,6 +170,7 @@ pub const EXAMPLE: &str = r#"# wakeline configuration (TOML). Command-line flags
 # dns = ["127.0.0.1:5353"]         # DNS servers for SIP names (default: /etc/resolv.conf)
 # media_ip = "192.0.2.10"          # RTP address to bind and announce (default: per call, the
 #                                  # local address that reaches the peer)
+# stun = "stun.example.net:3478"   # learn the NAT's public media address (as --stun)
 [tls]
 # ca = "/etc/wakeline/ca.pem"      # trust these CAs instead of the system's roots (as --ca)
 # cert = "me.pem"                  # our certificate chain and key (as --tls-cert, --tls-key)
@@ -342,7 +345,7 @@ pub fn merge_account(args: &mut AccountArgs, file: &AccountSection) -> Result<()
     Ok(())
 }
 
-/// Fills `--mic`/`--speaker` from `[audio]`, `--media-ip` from `[network]`, `--latching` from
+/// Fills `--mic`/`--speaker` from `[audio]`, `--media-ip` and `--stun` from `[network]`, `--latching` from
 /// `[media]`, and `--codecs` from `[codecs]` unless the flag was given (`codecs_from_flag`).
 pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bool) {
     if args.mic.is_none() {
@@ -358,6 +361,9 @@ pub fn merge_media(args: &mut MediaArgs, file: &FileConfig, codecs_from_flag: bo
             .media_ip
             .as_deref()
             .and_then(|ip| super::args::parse_media_ip(ip).ok());
+    }
+    if args.stun.is_none() {
+        args.stun.clone_from(&file.network.stun);
     }
     if args.latching.is_none() {
         args.latching = file
@@ -408,6 +414,7 @@ pub fn merge_answer(
 pub fn apply_transport(config: &mut wakeline::Config, t: &TransportSection) {
     if let Some(d) = t.default.as_deref().and_then(|d| d.parse().ok()) {
         config.default_transport = d;
+        config.transport_by_dns = false;
     }
     if let Some(k) = t.keepalive_interval_s {
         config.keepalive_interval = (k > 0.0).then(|| Duration::from_secs_f64(k));
@@ -531,6 +538,7 @@ mod tests {
             report: None,
             pcap: None,
             media_ip: None,
+            stun: None,
             latching: None,
             srtp: None,
             srtp_over_plain_sip: false,
@@ -601,6 +609,9 @@ mod tests {
         media.media_ip = "192.0.2.4".parse().ok();
         merge_media(&mut media, &cfg, true);
         assert_eq!(media.media_ip, "192.0.2.4".parse().ok());
+        let cfg = parse("[network]\nstun = \"stun.example.test\"\n", "c").unwrap();
+        merge_media(&mut media, &cfg, true);
+        assert_eq!(media.stun.as_deref(), Some("stun.example.test"));
     }
 
     #[test]
@@ -618,6 +629,7 @@ mod tests {
         assert_eq!(c.keepalive_interval, None);
         assert_eq!(c.pong_timeout, Duration::from_secs(3));
         assert_eq!(c.default_transport, wakeline::Transport::Udp);
+        assert!(!c.transport_by_dns, "an explicit default beats DNS");
         let e = parse("[transport]\ndefault = \"sctp\"\n", "c.toml").unwrap_err();
         assert!(
             e.msg.contains("[transport].default") && e.msg.contains("unknown SIP transport"),

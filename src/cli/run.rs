@@ -128,6 +128,7 @@ pub(super) fn config(acct: &AccountArgs) -> Result<Config, Fail> {
         config.default_transport = t
             .parse()
             .map_err(|e| Fail::usage(format!("--transport: {e}")))?;
+        config.transport_by_dns = false;
     }
     if let Some(a) = &account {
         config.local_user = a.user.clone();
@@ -238,6 +239,9 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     builder = super::tls::apply(builder, &args.account.tls, args.tls_bind)?;
     if let Some(ip) = args.media.media_ip {
         builder = builder.media_ip(ip);
+    }
+    if let Some(server) = &args.media.stun {
+        builder = builder.stun_server(server.clone());
     }
     if let Some(p) = pcap_writer(&args.media)? {
         builder = builder.tap(p);
@@ -403,6 +407,9 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     builder = super::tls::apply(builder, &args.account.tls, None)?;
     if let Some(ip) = args.media.media_ip {
         builder = builder.media_ip(ip);
+    }
+    if let Some(server) = &args.media.stun {
+        builder = builder.stun_server(server.clone());
     }
     if let Some(bind) = args.bind {
         builder = builder

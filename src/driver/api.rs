@@ -31,6 +31,7 @@ pub struct UserAgentBuilder {
     tls: super::tls::TlsOptions,
     tls_listen: Option<SocketAddr>,
     shutdown_grace: Duration,
+    stun: Option<String>,
 }
 
 impl UserAgentBuilder {
@@ -91,6 +92,15 @@ impl UserAgentBuilder {
     /// system's (`/etc/resolv.conf`). An empty list means the system's.
     pub fn dns_servers(mut self, servers: Vec<SocketAddr>) -> Self {
         self.dns_servers = servers;
+        self
+    }
+
+    /// Learn each call's public media address from this STUN server (RFC 8489; `HOST`,
+    /// `HOST:PORT`, `IP`, `[IPv6]:PORT`; port 3478 by default) for NAT without a media anchor:
+    /// before an offer or answer, a Binding from the call's RTP socket, and the SDP announces
+    /// the mapping. No answer within 1.5 s: the local address, with a warning.
+    pub fn stun_server(mut self, server: impl Into<String>) -> Self {
+        self.stun = Some(server.into());
         self
     }
 
@@ -177,6 +187,7 @@ impl UserAgentBuilder {
         .with_listener_limits(self.limits)
         .with_shutdown_grace(self.shutdown_grace)
         .with_dns_servers(&self.dns_servers)
+        .with_stun(self.stun)
         .with_udp(udp)
         .with_tls(tls_client, tls_listener);
         tokio::spawn(task.run());
@@ -253,6 +264,7 @@ impl UserAgent {
             tls: super::tls::TlsOptions::default(),
             tls_listen: None,
             shutdown_grace: super::task::DEFAULT_GRACE,
+            stun: None,
         }
     }
 

@@ -2,10 +2,10 @@
 //! by a channel, so a slow peer never blocks the driver loop. The tasks work over any byte
 //! stream ([`FlowStream`]): a `TcpStream`, or a TLS stream over one (`super::tls`).
 
-use super::resolve::Resolver;
+use super::resolve::{Lookup, Resolver};
 use super::tls::TlsClient;
 use crate::signaling::core::FlowId;
-use crate::signaling::rfc3263::{Destination, Policy, Target, Transport};
+use crate::signaling::rfc3263::{Policy, Target, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +52,16 @@ pub(crate) enum FlowEvent {
     },
     /// The flow is gone (connect failure, EOF, read or write error).
     Closed { flow: FlowId, why: String },
+    /// DNS picked the transport of a URI that names none (RFC 3263 §4.1,
+    /// `super::resolve::spawn_pick`): connect `flow` over it to the targets found.
+    Picked {
+        flow: FlowId,
+        transport: Transport,
+        lookup: Lookup,
+    },
+    /// The OS reported an ICMP error (port or host unreachable) for a datagram we sent on the
+    /// SIP UDP socket to `remote` (`crate::platform::udp_errors`).
+    Unreachable { remote: SocketAddr, why: String },
     /// Before `Connected` or `Closed` of an outgoing connect: what the target list taught.
     Tried {
         flow: FlowId,
@@ -193,13 +203,14 @@ pub(crate) const MAX_CONNECT_TARGETS: usize = 8;
 /// A TLS target never falls back to plaintext.
 pub(crate) fn connect(
     flow: FlowId,
-    dest: Destination,
+    lookup: Lookup,
     resolver: Arc<Resolver>,
     avoid: Vec<SocketAddr>,
     tls: Option<TlsClient>,
     events: mpsc::UnboundedSender<FlowEvent>,
 ) {
     tokio::spawn(async move {
+        let dest = lookup.dest();
         let host = dest.host_text();
         let policy = match tls {
             Some(_) => Policy {
@@ -212,7 +223,7 @@ pub(crate) fn connect(
             true => format!("sips:{host}"),
             false => host.clone(),
         };
-        let mut targets = match resolver.resolve(dest, policy).await {
+        let mut targets = match lookup.targets(&resolver, policy).await {
             Ok(t) => t,
             Err(e) => {
                 let why = e.to_string();

@@ -32,6 +32,7 @@ mod media_rt;
 mod paced_clock;
 mod resolve;
 mod route;
+mod stun;
 mod tap;
 mod task;
 mod tls;

@@ -7,10 +7,13 @@
 //! try, [`QUERY_ATTEMPTS`] tries, and a hard outer bound on top. Nothing is cached here beyond
 //! what hickory keeps within the records' TTL, so every connect resolves afresh.
 
+use super::flow::FlowEvent;
 use crate::signaling::config::Config;
+use crate::signaling::core::FlowId;
 use crate::signaling::message::Uri;
 use crate::signaling::rfc3263::{
     Answer, Destination, LookupError, Naptr, Policy, Query, ResolveError, Rfc3263, Srv, Target,
+    Transport,
 };
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig,
@@ -21,8 +24,9 @@ use hickory_resolver::TokioResolver;
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// How long one DNS try waits for its answer.
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -120,6 +124,89 @@ impl Resolver {
         }
         r.finish()
     }
+}
+
+/// How a connect finds its targets: resolve now, under the policy of the transport the core
+/// asked for, or take those a transport pick ([`Resolver::pick_transport`]) already found.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// Resolve this destination.
+    Resolve(Destination),
+    /// This destination's targets, resolved (all of one transport).
+    Resolved(Destination, Vec<Target>),
+}
+
+impl Lookup {
+    /// The destination looked up.
+    pub(crate) fn dest(&self) -> &Destination {
+        match self {
+            Lookup::Resolve(d) | Lookup::Resolved(d, _) => d,
+        }
+    }
+
+    /// The targets, in the order to try them.
+    pub(crate) async fn targets(
+        self,
+        resolver: &Resolver,
+        policy: Policy,
+    ) -> Result<Vec<Target>, ResolveError> {
+        match self {
+            Lookup::Resolve(d) => resolver.resolve(d, policy).await,
+            Lookup::Resolved(_, t) => Ok(t),
+        }
+    }
+}
+
+impl Resolver {
+    /// RFC 3263 §4.1 for a URI that names no transport: NAPTR (else SRV per transport) over
+    /// UDP and TCP decide, `default` first where DNS says nothing. The transport of the first
+    /// target, and that transport's targets in order.
+    pub(crate) async fn pick_transport(
+        &self,
+        dest: Destination,
+        default: Transport,
+    ) -> Result<(Transport, Vec<Target>), ResolveError> {
+        let name = dest.host_text();
+        let targets = self.resolve(dest, Policy::udp_or_tcp(default)).await?;
+        let picked = targets
+            .first()
+            .map(|t| t.transport)
+            .ok_or(ResolveError::NoRecords(name))?;
+        let targets = targets
+            .into_iter()
+            .filter(|t| t.transport == picked)
+            .collect();
+        Ok((picked, targets))
+    }
+}
+
+/// Picks the transport of `flow`'s connect to `dest` by DNS in the background
+/// ([`Resolver::pick_transport`]); reports [`FlowEvent::Picked`] with the targets found, or
+/// `Closed` with why there are none.
+pub(crate) fn spawn_pick(
+    flow: FlowId,
+    dest: Destination,
+    default: Transport,
+    resolver: Arc<Resolver>,
+    events: mpsc::UnboundedSender<FlowEvent>,
+) {
+    tokio::spawn(async move {
+        let ev = match resolver.pick_transport(dest.clone(), default).await {
+            Ok((transport, targets)) => {
+                tracing::debug!(?flow, %transport, "DNS picked the transport");
+                FlowEvent::Picked {
+                    flow,
+                    transport,
+                    lookup: Lookup::Resolved(dest, targets),
+                }
+            }
+            Err(e) => FlowEvent::Closed {
+                flow,
+                why: e.to_string(),
+            },
+        };
+        let _ = events.send(ev);
+    });
 }
 
 /// A hickory resolver for `servers` (the system's when empty) with our timeouts.
@@ -243,12 +330,20 @@ pub(crate) struct ConnectHints {
     /// The account's control-flow target (proxy, else registrar).
     control: Option<(String, u16)>,
     account_keys: Vec<(String, u16)>,
+    /// The default transport, and whether DNS picks the transport of URIs that name none
+    /// (`Config::transport_by_dns`).
+    default: Option<Transport>,
+    by_dns: bool,
 }
 
 impl ConnectHints {
     /// Hints for the account's registrar and proxy.
     pub(crate) fn new(config: &Config) -> ConnectHints {
-        let mut hints = ConnectHints::default();
+        let mut hints = ConnectHints {
+            default: Some(config.default_transport.into()),
+            by_dns: config.transport_by_dns,
+            ..ConnectHints::default()
+        };
         if let Some(a) = &config.account {
             for uri in [Some(&a.registrar), a.proxy.as_ref()].into_iter().flatten() {
                 let key = hint_key(uri);
@@ -278,6 +373,28 @@ impl ConnectHints {
             .get(&(host.to_string(), port))
             .cloned()
             .unwrap_or_else(|| Destination::host_port(host, port))
+    }
+
+    /// The default transport to start a transport pick with, when DNS picks the transport
+    /// for `dest` (RFC 3263 §4.1); `None`: the core's transport stands.
+    pub(crate) fn dns_pick(&self, dest: &Destination) -> Option<Transport> {
+        let default = self.default.unwrap_or(Transport::Tcp);
+        (self.by_dns && dest.dns_picks_transport()).then_some(default)
+    }
+
+    /// The policy to find `dest`'s first address under (for the media address of a call not
+    /// connected yet): the one its connect will use.
+    pub(crate) fn policy(&self, dest: &Destination) -> Policy {
+        let only = |t| Policy {
+            supported: vec![t],
+            default: t,
+        };
+        match (self.dns_pick(dest), dest.transport) {
+            (Some(d), _) => Policy::udp_or_tcp(d),
+            _ if dest.secure => only(Transport::Tls),
+            (None, Some(t)) => only(t),
+            (None, None) => only(self.default.unwrap_or(Transport::Tcp)),
+        }
     }
 
     /// Whether a connect request is for the account's control flow.

@@ -21,7 +21,6 @@ use super::resolve::{ConnectHints, Resolver};
 use crate::signaling::core::addr::FlowAddrs;
 use crate::signaling::core::{CallHandle, SignalingCore};
 use crate::signaling::message::Uri;
-use crate::signaling::rfc3263::Policy;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -121,8 +120,9 @@ pub(crate) fn routed_source(peer: IpAddr) -> io::Result<IpAddr> {
 /// the same DNS servers the connects use.
 async fn resolve(lookup: (&Resolver, &ConnectHints), host: &str, port: u16) -> io::Result<IpAddr> {
     let (resolver, hints) = lookup;
+    let dest = hints.destination(host, port);
     let targets = resolver
-        .resolve(hints.destination(host, port), Policy::default())
+        .resolve(dest.clone(), hints.policy(&dest))
         .await
         .map_err(|e| io::Error::other(format!("resolving {host}: {e}")))?;
     targets

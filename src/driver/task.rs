@@ -5,8 +5,9 @@ use super::listener::{AcceptBackoff, Admission, CloseReason, InboundGuard, Liste
 use super::media::{
     self as call_media, MediaCtl, MediaNote, MediaOptions, MediaSockets, MediaTask,
 };
-use super::resolve::{Avoid, ConnectHints, Resolver};
+use super::resolve::{self, Avoid, ConnectHints, Lookup, Resolver};
 use super::route;
+use super::stun;
 use super::tap::Tap;
 use super::tls::{TlsClient, TlsListener};
 use super::udp::UdpSip;
@@ -113,6 +114,8 @@ pub(crate) struct DriverTask {
     tls_client: Result<TlsClient, String>,
     /// The TLS listener (`listen --tls-bind`).
     tls_listener: Option<TlsListener>,
+    /// The STUN server for media behind NAT (`super::stun`).
+    stun: Option<String>,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -173,7 +176,14 @@ impl DriverTask {
             failover: None,
             tls_client: Err("TLS: not set up".into()),
             tls_listener: None,
+            stun: None,
         }
+    }
+
+    /// Announce media at the mapping this STUN server reports (`super::stun`).
+    pub(crate) fn with_stun(mut self, server: Option<String>) -> Self {
+        self.stun = server;
+        self
     }
 
     /// The TLS client for `sips:` / `transport=tls` connects, and the TLS listener if any.
@@ -397,6 +407,19 @@ impl DriverTask {
                     }
                 }
             }
+            FlowEvent::Picked {
+                flow,
+                transport,
+                lookup,
+            } => {
+                let transport = transport.into();
+                self.core.handle_flow_transport(flow, transport);
+                self.connect_over(flow, transport, lookup);
+            }
+            FlowEvent::Unreachable { remote, why } => {
+                tracing::debug!(%remote, "UDP: {why}");
+                self.fail_over(Some(remote), &format!("got {why}"));
+            }
             FlowEvent::Tried { flow, slow, spare } => {
                 for addr in slow {
                     self.avoid.add(addr, now);
@@ -464,7 +487,7 @@ impl DriverTask {
                         (&self.resolver, &self.hints),
                     );
                     let sockets = MediaSockets::reserve(ip.await?).await?;
-                    let addr = sockets.local_rtp()?;
+                    let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
                     // Resolving the target may have taken a while: the core gets the time now.
                     let call = self.core.call(Instant::now(), target, addr)?;
                     self.media.insert(call, sockets);
@@ -487,7 +510,7 @@ impl DriverTask {
                         (&self.resolver, &self.hints),
                     );
                     let sockets = MediaSockets::reserve(ip.await?).await?;
-                    let addr = sockets.local_rtp()?;
+                    let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
                     self.core.answer(Instant::now(), call, addr)?;
                     self.media.insert(call, sockets);
                     Ok(())
@@ -605,9 +628,17 @@ impl DriverTask {
     /// RFC 3263 §4.3: a REGISTER that timed out on a target with others behind it fails over:
     /// the target goes last for a while and the control flow reconnects, resolving afresh.
     fn register_timed_out(&mut self) {
-        let Some((flow, remote)) = self.failover.take() else {
+        self.fail_over(None, "timed out");
+    }
+
+    /// [`Self::register_timed_out`] for a REGISTER whose target (`only`, or whichever) `what`
+    /// (`timed out`, `got ICMP port unreachable`).
+    fn fail_over(&mut self, only: Option<SocketAddr>, what: &str) {
+        let Some((flow, remote)) = self.failover.filter(|(_, r)| only.is_none_or(|o| o == *r))
+        else {
             return;
         };
+        self.failover = None;
         // A TCP/TLS flow has a handle; a UDP flow is only the core's.
         let f = self.flows.remove(&flow);
         if f.is_none() && self.core.udp_remote(flow).is_none() {
@@ -615,7 +646,7 @@ impl DriverTask {
         }
         tracing::warn!(
             ?flow,
-            "REGISTER to {remote} timed out: failing over to the next target"
+            "REGISTER to {remote} {what}: failing over to the next target"
         );
         let now = Instant::now();
         self.avoid.add(remote, now);
@@ -682,7 +713,7 @@ impl DriverTask {
             )
             .await?;
             let sockets = MediaSockets::reserve(ip).await?;
-            let addr = sockets.local_rtp()?;
+            let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
             match self.media_tasks.get(&call) {
                 Some(task) => {
                     let _ = task.ctl.send(MediaCtl::Rebind(sockets));
@@ -726,24 +757,12 @@ impl DriverTask {
                         self.control_connects.insert(flow);
                     }
                     let dest = self.hints.destination(&host, port);
-                    let avoid = self.avoid.list(Instant::now());
-                    match transport {
-                        Transport::Udp => {
-                            self.udp.connect(flow, dest, self.resolver.clone(), avoid)
-                        }
-                        Transport::Tcp | Transport::Tls => {
+                    match self.hints.dns_pick(&dest) {
+                        Some(default) => {
                             let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
-                            let tls = match (transport, &self.tls_client) {
-                                (Transport::Tcp, _) => None,
-                                (_, Ok(client)) => Some(client.clone()),
-                                (_, Err(why)) => {
-                                    let why = why.clone();
-                                    let _ = self.flow_tx.send(FlowEvent::Closed { flow, why });
-                                    continue;
-                                }
-                            };
-                            flow::connect(flow, dest, resolver, avoid, tls, tx);
+                            resolve::spawn_pick(flow, dest, default, resolver, tx);
                         }
+                        None => self.connect_over(flow, transport, Lookup::Resolve(dest)),
                     }
                 }
                 Output::Close { flow } => {
@@ -753,6 +772,27 @@ impl DriverTask {
                     }
                 }
                 Output::Event(ev) => self.handle_event(ev),
+            }
+        }
+    }
+
+    /// Connects `flow` over `transport` to the targets `lookup` finds.
+    fn connect_over(&mut self, flow: FlowId, transport: Transport, lookup: Lookup) {
+        let avoid = self.avoid.list(Instant::now());
+        match transport {
+            Transport::Udp => self.udp.connect(flow, lookup, self.resolver.clone(), avoid),
+            Transport::Tcp | Transport::Tls => {
+                let (resolver, tx) = (self.resolver.clone(), self.flow_tx.clone());
+                let tls = match (transport, &self.tls_client) {
+                    (Transport::Tcp, _) => None,
+                    (_, Ok(client)) => Some(client.clone()),
+                    (_, Err(why)) => {
+                        let why = why.clone();
+                        let _ = self.flow_tx.send(FlowEvent::Closed { flow, why });
+                        return;
+                    }
+                };
+                flow::connect(flow, lookup, resolver, avoid, tls, tx);
             }
         }
     }

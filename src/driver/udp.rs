@@ -3,9 +3,9 @@
 //! "connect" of a UDP flow — resolve the peer and report our address toward it.
 
 use super::flow::FlowEvent;
-use super::resolve::Resolver;
+use super::resolve::{Lookup, Resolver};
 use crate::signaling::core::FlowId;
-use crate::signaling::rfc3263::{Destination, Policy, Target, Transport};
+use crate::signaling::rfc3263::{Policy, Target, Transport};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -56,6 +56,10 @@ impl UdpSip {
 
     fn adopt(&mut self, s: std::net::UdpSocket) -> io::Result<Arc<UdpSocket>> {
         s.set_nonblocking(true)?;
+        // A target that answers ICMP port unreachable fails over at once, not after Timer F.
+        if let Err(e) = crate::platform::udp_errors::report_udp_errors(&s) {
+            tracing::debug!("SIP UDP socket: no ICMP error reports: {e}");
+        }
         let socket = Arc::new(UdpSocket::from_std(s)?);
         let bound = socket.local_addr()?;
         self.reader = Some(tokio::spawn(read_loop(
@@ -88,11 +92,11 @@ impl UdpSip {
     pub(crate) fn connect(
         &mut self,
         flow: FlowId,
-        dest: Destination,
+        lookup: Lookup,
         resolver: Arc<Resolver>,
         avoid: Vec<SocketAddr>,
     ) {
-        let label = dest.host_text();
+        let label = lookup.dest().host_text();
         let socket = match self.ensure(label.parse().ok()) {
             Ok(s) => s,
             Err(e) => {
@@ -109,7 +113,7 @@ impl UdpSip {
                 supported: vec![Transport::Udp],
                 default: Transport::Udp,
             };
-            let result = match resolver.resolve(dest, policy).await {
+            let result = match lookup.targets(&resolver, policy).await {
                 Ok(targets) => {
                     pick(&socket, targets, &avoid).map_err(|e| format!("udp {label}: {e}"))
                 }
@@ -144,7 +148,23 @@ impl UdpSip {
         if let (true, Ok(bound)) = (tap.is_on(), s.local_addr()) {
             tap.datagram(true, local_toward(bound, remote), remote, bytes);
         }
-        if let Err(e) = s.try_send_to(bytes, remote) {
+        let raw = || socket2::SockRef::from(s.as_ref()).send_to(bytes, &remote.into());
+        let sent = match s.try_send_to(bytes, remote) {
+            // tokio has not seen the socket writable yet (made a moment ago): the kernel
+            // decides, not tokio's readiness cache.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => raw(),
+            other => other,
+        }
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Err(e); // the buffer is full: dropped (transactions retransmit)
+            }
+            // The pending ICMP error of an earlier datagram, which this call took over from
+            // the reader: report it, then send again.
+            report_unreachable(s, &e, &self.events);
+            raw()
+        });
+        if let Err(e) = sent {
             tracing::debug!(%remote, "UDP send: {e}");
         }
     }
@@ -190,6 +210,27 @@ fn pick(
     Ok((local_toward(bound, remote), remote, usable.len() > 1))
 }
 
+/// After `e` on `socket`: reports the destinations of the datagrams the OS has ICMP errors
+/// for ([`FlowEvent::Unreachable`]); whether there were any.
+fn report_unreachable(
+    socket: &UdpSocket,
+    e: &io::Error,
+    events: &mpsc::UnboundedSender<FlowEvent>,
+) -> bool {
+    let dead = crate::platform::udp_errors::unreachable_destinations(socket);
+    let why = match e.kind() {
+        io::ErrorKind::ConnectionRefused => "ICMP port unreachable".to_string(),
+        _ => format!("ICMP: {e}"),
+    };
+    for remote in &dead {
+        let _ = events.send(FlowEvent::Unreachable {
+            remote: *remote,
+            why: why.clone(),
+        });
+    }
+    !dead.is_empty()
+}
+
 async fn read_loop(
     socket: Arc<UdpSocket>,
     bound: SocketAddr,
@@ -219,9 +260,14 @@ async fn read_loop(
                     return;
                 }
             }
-            // ICMP port unreachable from an earlier send surfaces here on some systems; the
-            // socket itself is fine. Anything persistent stops the loop after a bound.
+            // ICMP port unreachable from an earlier send surfaces here (IP_RECVERR): say which
+            // destination, the socket itself is fine. Anything persistent stops the loop
+            // after a bound.
             Err(e) => {
+                if report_unreachable(&socket, &e, &events) {
+                    errors = 0;
+                    continue;
+                }
                 errors += 1;
                 tracing::debug!("SIP UDP receive: {e}");
                 if errors > 1000 {
@@ -245,6 +291,38 @@ mod tests {
         let any: SocketAddr = "0.0.0.0:5070".parse().unwrap();
         let got = local_toward(any, peer);
         assert_eq!(got, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5070));
+    }
+
+    #[tokio::test]
+    async fn an_icmp_error_met_by_a_send_is_reported_and_the_send_still_goes_out() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let bound = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp = UdpSip::new(Some(bound), tx);
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        let live = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        live.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let tap = super::super::tap::Tap::default();
+        udp.send(dead, b"x", &tap);
+        // The ICMP error comes back at once on loopback; the reader task cannot run meanwhile
+        // (one-thread runtime, blocking sleep), so the next send meets it.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        udp.send(live.local_addr().unwrap(), b"y", &tap);
+        let mut got = [0u8; 4];
+        assert_eq!(
+            live.recv(&mut got).unwrap(),
+            1,
+            "the second datagram went out"
+        );
+        match rx.recv().await {
+            Some(FlowEvent::Unreachable { remote, why }) => {
+                assert_eq!(remote, dead);
+                assert_eq!(why, "ICMP port unreachable");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -9,5 +9,6 @@ pub mod quality;
 mod report;
 pub mod session;
 pub mod tone_detect;
+pub mod stun;
 
 pub use report::{MediaReport, MediaSnapshot};

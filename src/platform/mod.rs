@@ -24,6 +24,7 @@ pub mod keepalive_schedule;
 pub mod lifecycle;
 #[cfg(any(test, feature = "testkit"))]
 pub mod sim;
+pub mod udp_errors;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "linux.rs"]

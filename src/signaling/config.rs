@@ -117,6 +117,11 @@ pub struct Config {
     pub flow_grace: Duration,
     /// The transport for targets and registrars whose URI names none (TCP unless told).
     pub default_transport: super::transport::Transport,
+    /// Whether DNS picks the transport of a target or registrar named by a bare domain (no
+    /// port, no `transport=`): NAPTR, else SRV per transport, decide between UDP and TCP
+    /// (RFC 3263 §4.1), [`Config::default_transport`] first where DNS says nothing. `false`:
+    /// [`Config::default_transport`] always (the CLI clears it for `--transport`).
+    pub transport_by_dns: bool,
     /// SRTP (SDES) policy for offers and answers. `Off` by default: SDES keys travel in the
     /// SDP, so an application turns it on where the signaling is protected (or accepts that
     /// it is not).
@@ -152,6 +157,7 @@ impl Default for Config {
             push_timeout: Duration::from_secs(10),
             flow_grace: Duration::from_secs(32),
             default_transport: Default::default(),
+            transport_by_dns: true,
             srtp: SrtpPolicy::Off,
             srtp_tls: None,
         }

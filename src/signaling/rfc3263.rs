@@ -87,6 +87,26 @@ impl Transport {
     }
 }
 
+impl From<super::transport::Transport> for Transport {
+    fn from(t: super::transport::Transport) -> Transport {
+        match t {
+            super::transport::Transport::Udp => Transport::Udp,
+            super::transport::Transport::Tcp => Transport::Tcp,
+            super::transport::Transport::Tls => Transport::Tls,
+        }
+    }
+}
+
+impl From<Transport> for super::transport::Transport {
+    fn from(t: Transport) -> super::transport::Transport {
+        match t {
+            Transport::Udp => super::transport::Transport::Udp,
+            Transport::Tcp => super::transport::Transport::Tcp,
+            Transport::Tls => super::transport::Transport::Tls,
+        }
+    }
+}
+
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -131,6 +151,16 @@ impl Destination {
         }
     }
 
+    /// Whether DNS picks the transport (RFC 3263 §4.1): a domain name (not `localhost`) with
+    /// no port, no `transport=` and a `sip:` scheme. A numeric host or an explicit port keeps
+    /// the configured default transport (TCP in wakeline), as §4.1 allows.
+    pub fn dns_picks_transport(&self) -> bool {
+        matches!(&self.host, Host::Domain(d) if !d.is_empty() && !is_localhost(d))
+            && self.port.is_none()
+            && self.transport.is_none()
+            && !self.secure
+    }
+
     /// The host as a DNS name or address text (no brackets), for messages and queries.
     pub fn host_text(&self) -> String {
         match &self.host {
@@ -148,6 +178,26 @@ pub struct Policy {
     pub supported: Vec<Transport>,
     /// The transport for URIs that name none when DNS does not choose (TCP in wakeline).
     pub default: Transport,
+}
+
+impl Policy {
+    /// UDP and TCP, `default` first: the policy under which NAPTR/SRV choose the transport of
+    /// a URI that names none ([`Destination::dns_picks_transport`]). TLS stays with `sips:`
+    /// and `transport=tls` URIs.
+    pub fn udp_or_tcp(default: Transport) -> Policy {
+        let other = match default {
+            Transport::Udp => Transport::Tcp,
+            _ => Transport::Udp,
+        };
+        let default = match default {
+            Transport::Tls => Transport::Tcp,
+            t => t,
+        };
+        Policy {
+            supported: vec![default, other],
+            default,
+        }
+    }
 }
 
 impl Default for Policy {
@@ -1005,6 +1055,63 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn dns_picks_the_transport_only_for_a_bare_domain() {
+        let picks = |u: &str| Destination::from_uri(&Uri::parse(u).unwrap()).dns_picks_transport();
+        assert!(picks("sip:example.test"));
+        assert!(picks("sip:bob@pbx.example.test"));
+        assert!(!picks("sip:example.test:5060"), "explicit port");
+        assert!(
+            !picks("sip:example.test;transport=tcp"),
+            "explicit transport"
+        );
+        assert!(!picks("sips:example.test"), "sips is TLS");
+        assert!(!picks("sip:192.0.2.1"), "numeric");
+        assert!(!picks("sip:[2001:db8::1]"), "numeric");
+        assert!(!picks("sip:localhost"), "loopback by name");
+        let p = Policy::udp_or_tcp(Transport::Tls);
+        assert_eq!((p.default, p.supported.len()), (Transport::Tcp, 2));
+    }
+
+    #[test]
+    fn naptr_or_srv_decide_the_transport_under_udp_or_tcp() {
+        // NAPTR offers UDP only: UDP, whatever our default.
+        let mut z = Zone::default()
+            .with(
+                Query::Naptr("example.test".into()),
+                Answer::Naptr(vec![naptr(10, 10, "SIP+D2U", "_sip._udp.example.test")]),
+            )
+            .with(
+                Query::Srv("_sip._udp.example.test".into()),
+                Answer::Srv(vec![srv(1, 1, 5062, "u.example.test")]),
+            )
+            .with(a("u.example.test"), ips(&["192.0.2.2"]));
+        let t = z
+            .resolve("sip:example.test", Policy::udp_or_tcp(Transport::Tcp), 1)
+            .unwrap();
+        assert_eq!(t[0].transport, Transport::Udp);
+        assert!(!z
+            .asked
+            .contains(&Query::Srv("_sip._tcp.example.test".into())));
+        // No NAPTR, only `_sip._tcp` SRV: TCP, even with UDP as the default.
+        let mut z = Zone::default()
+            .with(
+                Query::Srv("_sip._tcp.example.test".into()),
+                Answer::Srv(vec![srv(1, 1, 5063, "t.example.test")]),
+            )
+            .with(a("t.example.test"), ips(&["192.0.2.3"]));
+        let t = z
+            .resolve("sip:example.test", Policy::udp_or_tcp(Transport::Udp), 1)
+            .unwrap();
+        assert_eq!(t, vec![tcp("192.0.2.3:5063")]);
+        // No NAPTR, no SRV: the default transport on the host's address.
+        let mut z = Zone::default().with(a("example.test"), ips(&["192.0.2.4"]));
+        let t = z
+            .resolve("sip:example.test", Policy::udp_or_tcp(Transport::Tcp), 1)
+            .unwrap();
+        assert_eq!(t, vec![tcp("192.0.2.4:5060")]);
     }
 
     #[test]

@@ -289,6 +289,15 @@ impl Host {
         })
     }
 
+    /// On a NAT router: drops UDP from the public side that opens no known flow, as home
+    /// routers do. Without it, a peer's RTP that reaches the router before the private host's
+    /// first packet leaves a conntrack entry of its own, and the private host's flow is then
+    /// mapped to another port than the one STUN reported (Linux masquerade avoids the clash).
+    /// A dropped packet's entry is never confirmed, so the mapping stays the same.
+    pub fn drop_unsolicited_udp(&self) {
+        self.sh("iptables -A INPUT -i eth0 -p udp -m conntrack --ctstate NEW -j DROP");
+    }
+
     /// Its IPv4 or IPv6 address.
     pub fn addr(&self, v6: bool) -> IpAddr {
         if v6 {

@@ -117,6 +117,9 @@ pub enum DropReason {
     SrtpAuth,
     /// SRTP/SRTCP seen before or older than the replay window (RFC 3711 §3.3.2).
     SrtpReplay,
+    /// A STUN message (RFC 7983 demux: first byte 0..=3), e.g. a late answer to our Binding
+    /// (`media::stun`): not RTP, and not garbage either; not counted as dropped.
+    Stun,
 }
 
 /// How the session's packets are protected.
@@ -789,6 +792,13 @@ mod tests {
         );
         assert_eq!(b.stats().dropped_invalid, 2);
         assert_eq!(b.stats().packets_received, 0);
+        // A STUN answer on the RTP socket is told apart, not counted as garbage.
+        let stun = crate::media::stun::binding_request(&[7; 12], true);
+        assert_eq!(
+            b.handle_datagram(t0, addr(A), &stun),
+            Received::Dropped(DropReason::Stun)
+        );
+        assert_eq!(b.stats().dropped_invalid, 2);
     }
 
     #[test]

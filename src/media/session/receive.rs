@@ -32,6 +32,9 @@ impl MediaSession {
         from: SocketAddr,
         bytes: &'a [u8],
     ) -> Received<'a> {
+        if crate::media::stun::is_stun(bytes) {
+            return self.refuse(DropReason::Stun);
+        }
         if bytes.len() < 4 || bytes[0] >> 6 != 2 {
             return self.refuse(DropReason::Invalid);
         }
@@ -105,6 +108,7 @@ impl MediaSession {
             DropReason::Probation => g.probation += 1,
             DropReason::SrtpAuth => g.srtp_auth += 1,
             DropReason::SrtpReplay => g.srtp_replay += 1,
+            DropReason::Stun => {}
         }
         Received::Dropped(why)
     }

@@ -231,6 +231,25 @@ impl SignalingCore {
         Some(flow)
     }
 
+    /// The driver connects `flow` (not up yet) over `transport`, the one DNS picked for a URI
+    /// that names none (RFC 3263 §4.1) in place of the one `Output::Connect` asked for: Via and
+    /// Contact, transaction timers, and for the control flow the REGISTER, follow it.
+    pub fn handle_flow_transport(&mut self, flow: FlowId, transport: Transport) {
+        let Some(f) = self.flows.get_mut(&flow).filter(|f| !f.up) else {
+            return;
+        };
+        f.transport = transport;
+        if self.control.flow == Some(flow) {
+            if let Some(r) = self.control.registration.as_mut() {
+                r.set_transport(transport.param());
+            }
+        }
+        let policy = self.srtp_policy_on(flow);
+        for c in self.calls.values_mut().filter(|c| c.flow == flow) {
+            c.sdp.srtp = policy;
+        }
+    }
+
     /// The flow calls use when there is an account (connected on demand).
     pub(crate) fn control_flow_for_call(&mut self, _now: Instant) -> Result<FlowId, CoreError> {
         self.control_connect().ok_or(CoreError::NoAccount)
@@ -554,7 +573,7 @@ impl SignalingCore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Event;
+    use super::super::{Event, Output, SignalingCore, Transport};
     use crate::platform::sim::{phone_config, Phone};
     use crate::signaling::message::HeaderName;
     use std::time::{Duration, Instant};
@@ -745,5 +764,50 @@ mod tests {
             invite.headers.get(&HeaderName::Contact),
             Some("<sip:alice@203.0.113.7:41000;transport=udp>")
         );
+    }
+
+    #[test]
+    fn a_transport_picked_by_dns_replaces_the_one_asked_for() {
+        let mut config = phone_config();
+        if let Some(a) = config.account.as_mut() {
+            a.registrar = crate::signaling::message::Uri::parse("sip:example.test").unwrap();
+        }
+        let now = origin();
+        let mut core = SignalingCore::new(config);
+        core.register(now).unwrap();
+        let flow = std::iter::from_fn(|| core.poll_output())
+            .find_map(|o| match o {
+                Output::Connect {
+                    flow, transport, ..
+                } => Some((flow, transport)),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(flow.1, Transport::Tcp, "the core asks for its default");
+        core.handle_flow_transport(flow.0, Transport::Udp);
+        let (local, remote) = ("192.0.2.1:40000", "192.0.2.2:5060");
+        core.handle_flow_up(now, flow.0, local.parse().unwrap(), remote.parse().unwrap());
+        let sent = |core: &mut SignalingCore| -> Vec<String> {
+            std::iter::from_fn(|| core.poll_output())
+                .filter_map(|o| match o {
+                    Output::Transmit { bytes, .. } => Some(String::from_utf8_lossy(&bytes).into()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = sent(&mut core);
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].contains("Via: SIP/2.0/UDP 192.0.2.1:40000"),
+            "{}",
+            first[0]
+        );
+        assert!(first[0].contains("transport=udp"), "{}", first[0]);
+        // An unreliable transport: Timer E retransmits the REGISTER.
+        core.handle_timeout(now + Duration::from_millis(600));
+        assert_eq!(sent(&mut core).len(), 1, "retransmitted over UDP");
+        // Once up, the flow keeps its transport.
+        core.handle_flow_transport(flow.0, Transport::Tcp);
+        assert_eq!(core.flow_transport(flow.0), Transport::Udp);
     }
 }

@@ -236,6 +236,12 @@ impl Registration {
         }
     }
 
+    /// The next flow runs over `transport` (DNS picked it, RFC 3263 §4.1): the REGISTER's Via
+    /// and Contact name it.
+    pub fn set_transport(&mut self, transport: &str) {
+        self.cfg.registrar.params.set("transport", Some(transport));
+    }
+
     /// A flow is up with this local address: (re-)register on it at once.
     pub fn handle_flow_up(&mut self, _now: Instant, local: SocketAddr) {
         self.flow_changed(local);
