@@ -11,6 +11,11 @@
 #   cpu/call  utime+stime from /proc/PID/stat before/after a batch, per call (CPU time, not
 #             wall time: the machine may be shared)
 #   setup     INVITE→200 percentiles from sipp's -trace_rtt, and failed calls
+#   memory    RSS while holding minus RSS idle, per held call (VmRSS of /proc/PID/status)
+#   drops     wakeline only, from the `--events` media_report of every held call: captured
+#             frames dropped or missing (capture_dropped + capture_underruns: send slots without
+#             a frame) and played frames concealed (concealed_frames: lost, late or missing
+#             packets), against the frames a call of that duration has (50/s each way at 20 ms)
 #
 # Usage: scripts/compare.sh [--wakeline BIN]... [--no-baresip] [--batches "R:MS ..."] [--calls N]
 #                           [--limit L] [--held C] [--held-s S]
@@ -22,7 +27,8 @@
 #   --limit         most simultaneous calls sipp keeps up (default 200; a wakeline without
 #                   `listen --max-concurrent` answers one call at a time and gets limit 1: sipp
 #                   then waits, and the achieved rate is printed)
-#   --held, --held-s  the wake-up phase: C calls held S seconds (default 20 calls, 10 s)
+#   --held, --held-s  the held phase (wake-ups, CPU, memory, drops): C calls held S seconds
+#                   (default 20 calls, 10 s; --limit does not cap C)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -76,6 +82,7 @@ wait_tcp() { # port pid
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 threads() { awk '/^Threads:/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 ctxt_proc() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 
 # Context switches of process $1 over $2 seconds (perf counts threads that exit, too).
@@ -113,10 +120,34 @@ setup_pcts() {
             printf "%.1f %.1f %.1f %.1f\n", v[i50], v[i90], v[i99], v[NR] }'
 }
 
-measure() { # label pid port limit
-    local label=$1 pid=$2 port=$3 limit=$4 idle t0 c0 c1 ctx mid held=$held
-    [ "$limit" -ge "$held" ] || held=$limit
+# Frames dropped over the held calls' media_report lines in events file $1 (after line $2):
+# prints "calls dropped expected percent".
+held_drops() {
+    tail -n +"$(($2 + 1))" "$1" | python3 -c '
+import json, sys
+calls = dropped = expected = 0
+for line in sys.stdin:
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("event") != "media_report":
+        continue
+    calls += 1
+    dropped += sum(e.get(k) or 0 for k in ("capture_dropped", "capture_underruns", "concealed_frames"))
+    expected += 2 * round((e.get("duration_s") or 0) * 50)
+pct = 100.0 * dropped / expected if expected else 0.0
+print(calls, dropped, expected, "%.3f" % pct)'
+}
+
+measure() { # label pid port limit [events-file]
+    local label=$1 pid=$2 port=$3 limit=$4 events=${5:-} idle t0 c0 c1 ctx mid held=$held
+    local rss0 rss1 ev0=0
+    # A user agent that answers one call at a time holds one.
+    [ "$limit" -gt 1 ] || held=1
     idle=$(threads "$pid")
+    rss0=$(rss_kb "$pid")
+    [ -z "$events" ] || ev0=$(wc -l <"$events")
     # Wake-up phase: $held calls held $held_s s; measured over the middle of the hold.
     run_sipp "$label-held" "$port" "$held" "$held" "$held" "$((held_s * 1000))" >"$work/held.out" &
     local sp=$!
@@ -127,6 +158,7 @@ measure() { # label pid port limit
     c0=$(cpu_ticks "$pid")
     ctx=$(ctxt_over "$pid" "$span")
     c1=$(cpu_ticks "$pid")
+    rss1=$(rss_kb "$pid")
     wait "$sp" || true
     read -r hok hfail _ <"$work/held.out" || { hok=0; hfail=$held; }
     printf '%-22s threads idle %s, holding %s call(s) %s (%s per call); held ok %s failed %s\n' \
@@ -134,6 +166,14 @@ measure() { # label pid port limit
     printf '%-22s wake-ups per held call per second: %s (%s); CPU while holding: %s ms/s per call\n' \
         "$label" "$(echo "scale=1; ${ctx% *} / $held / $span" | bc -l)" "${ctx#* }" \
         "$(echo "scale=2; ($c1 - $c0) * 1000 / $hz / $held / $span" | bc -l)"
+    printf '%-22s memory: RSS idle %s kB, holding %s kB, %s kB per held call\n' \
+        "$label" "$rss0" "$rss1" "$(echo "scale=1; ($rss1 - $rss0) / $held" | bc -l)"
+    if [ -n "$events" ]; then
+        sleep 1 # the last media reports
+        read -r dcalls dropped expected pct < <(held_drops "$events" "$ev0")
+        printf '%-22s frames dropped over %s held call(s): %s of %s (%s %%: captured frames dropped or missing + played frames concealed)\n' \
+            "$label" "$dcalls" "$dropped" "$expected" "$pct"
+    fi
     local b r hold_ms
     for b in $batches; do
         r=${b%%:*}; hold_ms=${b#*:}
@@ -156,11 +196,14 @@ for bin in "${bins[@]}"; do
     if ! "$bin" listen --help 2>/dev/null | grep -q -- --max-concurrent; then
         many=(); lim=1
     fi
+    events="$work/events-$(basename "$bin").jsonl"
+    : >"$events"
     "$bin" listen --bind "127.0.0.1:$port" --answer auto --mic tone:440 --speaker null \
-        "${many[@]}" >"$work/wakeline.log" 2>&1 &
+        --events "$events" "${many[@]}" >"$work/wakeline.log" 2>&1 &
     pid=$!; pids+=("$pid")
     wait_tcp "$port" "$pid"
-    measure "wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")" "$pid" "$port" "$lim"
+    measure "wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")" "$pid" "$port" "$lim" \
+        "$events"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
