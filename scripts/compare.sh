@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison (issue 12 §5): the same SIPp load over TCP (-t t1) against
 # `wakeline listen --answer auto --mic tone:440 --speaker null` and a headless baresip
-# (ausine tone source, aubridge/nil player: paced, no ALSA), both answering with Opus.
+# (ausine tone source, aubridge/nil player: paced, no ALSA), both answering with Opus
+# (--audio speech: both send a generated speech-like WAV instead).
 # sipp echoes each side's RTP back (-rtp_echo), so both encode and decode one stream.
 #
 # Prints, per user agent, from the same run:
@@ -18,7 +19,7 @@
 #             packets), against the frames a call of that duration has (50/s each way at 20 ms)
 #
 # Usage: scripts/compare.sh [--wakeline BIN]... [--no-baresip] [--batches "R:MS ..."] [--calls N]
-#                           [--limit L] [--held C] [--held-s S]
+#                           [--limit L] [--held C] [--held-s S] [--audio tone|speech]
 #   --wakeline BIN  a wakeline binary to measure (repeat to compare builds; default
 #                   target/release/wakeline; `none`: baresip only)
 #   --batches       one batch of --calls calls per RATE:HOLD_MS pair: call attempts per second
@@ -29,6 +30,12 @@
 #                   then waits, and the achieved rate is printed)
 #   --held, --held-s  the held phase (wake-ups, CPU, memory, drops): C calls held S seconds
 #                   (default 20 calls, 10 s; --limit does not cap C)
+#   --audio         what both user agents send: `tone` (440 Hz, default) or `speech` (a generated
+#                   25 s speech-like WAV: voiced harmonics with vibrato, syllables and pauses,
+#                   noise; wakeline --mic FILE (mono), baresip aufile (the same, stereo); keep
+#                   --held-s under 25). Opus codes a steady tone in its cheapest mode, so
+#                   `speech` is the fairer CPU comparison; wakeline's WAV source holds the
+#                   whole file per call, so read memory from a `tone` run.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,6 +47,7 @@ calls=200
 limit=200
 held=20
 held_s=10
+audio=tone
 while [ $# -gt 0 ]; do
     case "$1" in
         --wakeline) bins+=("$2"); shift 2 ;;
@@ -49,6 +57,7 @@ while [ $# -gt 0 ]; do
         --limit) limit="$2"; shift 2 ;;
         --held) held="$2"; shift 2 ;;
         --held-s) held_s="$2"; shift 2 ;;
+        --audio) audio="$2"; shift 2 ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -67,6 +76,34 @@ cleanup() {
 }
 trap cleanup EXIT
 hz=$(getconf CLK_TCK)
+
+# What both sides send: wakeline's --mic and baresip's audio_source.
+case "$audio" in
+    tone) mic=tone:440; ausrc="ausine,440" ;;
+    speech)
+        mic="$work/speech.wav"; ausrc="aufile,$work/speech2.wav"
+        python3 - "$mic" "$work/speech2.wav" <<'PY'
+import array, math, random, sys, wave
+rate, secs = 48000, 25
+rnd = random.Random(5)
+out = array.array("h")
+phase = 0.0
+for i in range(rate * secs):
+    t = i / rate
+    f0 = 140.0 + 20.0 * math.sin(2 * math.pi * 3.0 * t)
+    phase += 2 * math.pi * f0 / rate
+    # Syllables of ~200 ms, a pause every 1.5 s.
+    env = max(0.0, math.sin(2 * math.pi * 2.5 * t)) * (0.0 if t % 1.5 > 1.2 else 1.0)
+    v = sum(a * math.sin(k * phase) for k, a in ((1, 3000), (2, 2000), (3, 1200), (5, 600), (8, 300)))
+    out.append(int(max(-32768, min(32767, env * v + rnd.uniform(-300, 300)))))
+stereo = array.array("h", (s for v in out for s in (v, v)))
+for path, ch, pcm in ((sys.argv[1], 1, out), (sys.argv[2], 2, stereo)):
+    with wave.open(path, "wb") as w:
+        w.setnchannels(ch); w.setsampwidth(2); w.setframerate(rate); w.writeframes(pcm.tobytes())
+PY
+        ;;
+    *) echo "compare.sh: --audio tone|speech" >&2; exit 2 ;;
+esac
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -187,7 +224,7 @@ measure() { # label pid port limit [events-file]
     done
 }
 
-echo "# $(date -u '+%F %T') UTC, $(nproc) cores; CPU figures are CPU time (utime+stime), not wall time"
+echo "# $(date -u '+%F %T') UTC, $(nproc) cores, audio $audio; CPU figures are CPU time (utime+stime), not wall time"
 for bin in "${bins[@]}"; do
     [ "$bin" != none ] || continue
     port=$(free_port)
@@ -198,7 +235,7 @@ for bin in "${bins[@]}"; do
     fi
     events="$work/events-$(basename "$bin").jsonl"
     : >"$events"
-    "$bin" listen --bind "127.0.0.1:$port" --answer auto --mic tone:440 --speaker null \
+    "$bin" listen --bind "127.0.0.1:$port" --answer auto --mic "$mic" --speaker null \
         --events "$events" "${many[@]}" >"$work/wakeline.log" 2>&1 &
     pid=$!; pids+=("$pid")
     wait_tcp "$port" "$pid"
@@ -215,7 +252,7 @@ poll_method		epoll
 sip_listen		127.0.0.1:$port
 sip_trans_def		tcp
 net_interface		127.0.0.1
-audio_source		ausine,440
+audio_source		$ausrc
 audio_player		aubridge,nil
 audio_alert		aubridge,nil
 call_max_calls		1000
@@ -223,6 +260,7 @@ module_path		/usr/lib/baresip/modules
 module			opus.so
 module			g711.so
 module			ausine.so
+module			aufile.so
 module			aubridge.so
 module_app		account.so
 module_app		menu.so
