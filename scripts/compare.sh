@@ -12,7 +12,8 @@
 #   cpu/call  utime+stime from /proc/PID/stat before/after a batch, per call (CPU time, not
 #             wall time: the machine may be shared)
 #   setup     INVITE→200 percentiles from sipp's -trace_rtt, and failed calls
-#   memory    RSS while holding minus RSS idle, per held call (VmRSS of /proc/PID/status)
+#   memory    RSS while holding minus RSS idle, per call held and answered (VmRSS of
+#             /proc/PID/status)
 #   drops     wakeline only, from the `--events` media_report of every held call: captured
 #             frames dropped or missing (capture_dropped + capture_underruns: send slots without
 #             a frame) and played frames concealed (concealed_frames: lost, late or missing
@@ -203,8 +204,11 @@ measure() { # label pid port limit [events-file]
     printf '%-22s wake-ups per held call per second: %s (%s); CPU while holding: %s ms/s per call\n' \
         "$label" "$(echo "scale=1; ${ctx% *} / $held / $span" | bc -l)" "${ctx#* }" \
         "$(echo "scale=2; ($c1 - $c0) * 1000 / $hz / $held / $span" | bc -l)"
-    printf '%-22s memory: RSS idle %s kB, holding %s kB, %s kB per held call\n' \
-        "$label" "$rss0" "$rss1" "$(echo "scale=1; ($rss1 - $rss0) / $held" | bc -l)"
+    # Per call that was answered and held (a user agent that refused some holds fewer).
+    local held_ok=$hok
+    [ "$held_ok" -gt 0 ] || held_ok=1
+    printf '%-22s memory: RSS idle %s kB, holding %s kB, %s kB per held call (%s held)\n' \
+        "$label" "$rss0" "$rss1" "$(echo "scale=1; ($rss1 - $rss0) / $held_ok" | bc -l)" "$hok"
     if [ -n "$events" ]; then
         sleep 1 # the last media reports
         read -r dcalls dropped expected pct < <(held_drops "$events" "$ev0")

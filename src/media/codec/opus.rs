@@ -23,8 +23,9 @@ pub const MAX_BITRATE: i32 = 510_000;
 /// (when FEC is on): from then on libopus codes LBRR (in-band FEC) data for at least this much
 /// loss. Until the first loss report the hint is 0 and no FEC is coded, as libopus advises
 /// (the hint should be the expected loss): on a clean path FEC would only cost bits and CPU
-/// (about half of a held call's encoding, measured by the `opus_settings` bench). The jitter
-/// buffer makes room for FEC the same way, once loss is seen.
+/// (a third to a half of a held call's codec time on a steady tone, measured by the
+/// `opus_settings` bench). The jitter buffer makes room for FEC the same way, once loss is
+/// seen.
 pub const DEFAULT_LOSS_PERC: u8 = 10;
 
 /// The ptimes (ms) we produce: 10, 20, 40 and 60.
