@@ -15,7 +15,11 @@
 //! encoder and a decoder per side, bare libopus for Opus): the pipelines' own cost is the
 //! difference, and neither side gets the cache advantage of one shared codec state. `srtp_cost`: one two-way
 //! call ticked per 20 ms, plain RTP against SDES SRTP (AES_CM_128_HMAC_SHA1_80 and
-//! AEAD_AES_128_GCM) in the same run (issue 9 §4: within 1.10×).
+//! AEAD_AES_128_GCM) in the same run (issue 9 §4: within 1.10×). `opus_settings`: the floor of a
+//! held two-way Opus call, one second of codec work (50 encodes and 50 decodes of 20 ms of a
+//! 440 Hz tone, what scripts/compare.sh plays, and of the speech-like signal) per encoder
+//! setting: ours (VOIP) with and without a packet-loss hint, complexity 5 and 7, and
+//! baresip's (application audio, complexity 10).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -576,8 +580,64 @@ fn codec_states_baseline(
     assert!(ticks == 0 || decoded > 0, "the baseline decoded nothing");
 }
 
+/// One encoder setting of the `opus_settings` group.
+struct OpusSetting {
+    name: &'static str,
+    app: opus::Application,
+    complexity: i32,
+    /// The packet-loss hint; FEC is on when it is `Some`.
+    fec_loss: Option<i32>,
+}
+
+fn opus_settings(c: &mut Criterion) {
+    use opus::Application::{Audio, Voip};
+    let tone: Vec<i16> = (0..FRAME * FRAMES)
+        .map(|i| (16384.0 * (std::f64::consts::TAU * 440.0 * i as f64 / 48_000.0).sin()) as i16)
+        .collect();
+    let speech = speech_like();
+    let settings = [
+        ("voip_c5_fec_loss10", Voip, 5, Some(10)),
+        ("voip_c5_fec_loss0", Voip, 5, Some(0)),
+        ("voip_c7_fec_loss0", Voip, 7, Some(0)),
+        ("voip_c7_fec_loss10", Voip, 7, Some(10)),
+        ("audio_c10_fec_loss0_baresip", Audio, 10, Some(0)),
+    ]
+    .map(|(name, app, complexity, fec_loss)| OpusSetting {
+        name,
+        app,
+        complexity,
+        fec_loss,
+    });
+    let mut g = c.benchmark_group("opus_settings");
+    g.throughput(Throughput::Elements(1));
+    let mut buf = [0u8; MAX_PAYLOAD];
+    let mut out = [0i16; MAX_FRAME_SAMPLES48];
+    for (s, (signal, pcm)) in settings
+        .iter()
+        .flat_map(|s| [("tone", &tone), ("speech", &speech)].map(|x| (s, x)))
+    {
+        let mut e = opus::Encoder::new(48_000, opus::Channels::Mono, s.app).unwrap();
+        e.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+        e.set_complexity(s.complexity).unwrap();
+        e.set_inband_fec(s.fec_loss.is_some()).unwrap();
+        e.set_packet_loss_perc(s.fec_loss.unwrap_or(0)).unwrap();
+        let mut d = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+        // One call-second: 50 frames each way.
+        g.bench_function(format!("{}_{signal}_call_second", s.name), |b| {
+            b.iter(|| {
+                for f in pcm.chunks(FRAME) {
+                    let n = e.encode(black_box(f), &mut buf).unwrap();
+                    black_box(d.decode(&buf[..n], &mut out[..FRAME], false).unwrap());
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    opus_settings,
     codec_bare,
     send_path,
     recv_path,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison (issue 12 §5): the same SIPp load over TCP (-t t1) against
 # `wakeline listen --answer auto --mic tone:440 --speaker null` and a headless baresip
-# (ausine tone source, aubridge/nil player: paced, no ALSA), both answering with Opus.
+# (ausine tone source, aubridge/nil player: paced, no ALSA), both answering with Opus
+# (--audio speech: both send a generated speech-like WAV instead).
 # sipp echoes each side's RTP back (-rtp_echo), so both encode and decode one stream.
 #
 # Prints, per user agent, from the same run:
@@ -11,9 +12,15 @@
 #   cpu/call  utime+stime from /proc/PID/stat before/after a batch, per call (CPU time, not
 #             wall time: the machine may be shared)
 #   setup     INVITE→200 percentiles from sipp's -trace_rtt, and failed calls
+#   memory    RSS while holding minus RSS idle, per call held and answered (VmRSS of
+#             /proc/PID/status)
+#   drops     wakeline only, from the `--events` media_report of every held call: captured
+#             frames dropped or missing (capture_dropped + capture_underruns: send slots without
+#             a frame) and played frames concealed (concealed_frames: lost, late or missing
+#             packets), against the frames a call of that duration has (50/s each way at 20 ms)
 #
 # Usage: scripts/compare.sh [--wakeline BIN]... [--no-baresip] [--batches "R:MS ..."] [--calls N]
-#                           [--limit L] [--held C] [--held-s S]
+#                           [--limit L] [--held C] [--held-s S] [--audio tone|speech]
 #   --wakeline BIN  a wakeline binary to measure (repeat to compare builds; default
 #                   target/release/wakeline; `none`: baresip only)
 #   --batches       one batch of --calls calls per RATE:HOLD_MS pair: call attempts per second
@@ -22,7 +29,14 @@
 #   --limit         most simultaneous calls sipp keeps up (default 200; a wakeline without
 #                   `listen --max-concurrent` answers one call at a time and gets limit 1: sipp
 #                   then waits, and the achieved rate is printed)
-#   --held, --held-s  the wake-up phase: C calls held S seconds (default 20 calls, 10 s)
+#   --held, --held-s  the held phase (wake-ups, CPU, memory, drops): C calls held S seconds
+#                   (default 20 calls, 10 s; --limit does not cap C)
+#   --audio         what both user agents send: `tone` (440 Hz, default) or `speech` (a generated
+#                   25 s speech-like WAV: voiced harmonics with vibrato, syllables and pauses,
+#                   noise; wakeline --mic FILE (mono), baresip aufile (the same, stereo); keep
+#                   --held-s under 25). Opus codes a steady tone in its cheapest mode, so
+#                   `speech` is the fairer CPU comparison; wakeline's WAV source holds the
+#                   whole file per call, so read memory from a `tone` run.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +48,7 @@ calls=200
 limit=200
 held=20
 held_s=10
+audio=tone
 while [ $# -gt 0 ]; do
     case "$1" in
         --wakeline) bins+=("$2"); shift 2 ;;
@@ -43,6 +58,7 @@ while [ $# -gt 0 ]; do
         --limit) limit="$2"; shift 2 ;;
         --held) held="$2"; shift 2 ;;
         --held-s) held_s="$2"; shift 2 ;;
+        --audio) audio="$2"; shift 2 ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -62,6 +78,34 @@ cleanup() {
 trap cleanup EXIT
 hz=$(getconf CLK_TCK)
 
+# What both sides send: wakeline's --mic and baresip's audio_source.
+case "$audio" in
+    tone) mic=tone:440; ausrc="ausine,440" ;;
+    speech)
+        mic="$work/speech.wav"; ausrc="aufile,$work/speech2.wav"
+        python3 - "$mic" "$work/speech2.wav" <<'PY'
+import array, math, random, sys, wave
+rate, secs = 48000, 25
+rnd = random.Random(5)
+out = array.array("h")
+phase = 0.0
+for i in range(rate * secs):
+    t = i / rate
+    f0 = 140.0 + 20.0 * math.sin(2 * math.pi * 3.0 * t)
+    phase += 2 * math.pi * f0 / rate
+    # Syllables of ~200 ms, a pause every 1.5 s.
+    env = max(0.0, math.sin(2 * math.pi * 2.5 * t)) * (0.0 if t % 1.5 > 1.2 else 1.0)
+    v = sum(a * math.sin(k * phase) for k, a in ((1, 3000), (2, 2000), (3, 1200), (5, 600), (8, 300)))
+    out.append(int(max(-32768, min(32767, env * v + rnd.uniform(-300, 300)))))
+stereo = array.array("h", (s for v in out for s in (v, v)))
+for path, ch, pcm in ((sys.argv[1], 1, out), (sys.argv[2], 2, stereo)):
+    with wave.open(path, "wb") as w:
+        w.setnchannels(ch); w.setsampwidth(2); w.setframerate(rate); w.writeframes(pcm.tobytes())
+PY
+        ;;
+    *) echo "compare.sh: --audio tone|speech" >&2; exit 2 ;;
+esac
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_tcp() { # port pid
@@ -76,6 +120,7 @@ wait_tcp() { # port pid
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 threads() { awk '/^Threads:/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 ctxt_proc() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 
 # Context switches of process $1 over $2 seconds (perf counts threads that exit, too).
@@ -113,10 +158,34 @@ setup_pcts() {
             printf "%.1f %.1f %.1f %.1f\n", v[i50], v[i90], v[i99], v[NR] }'
 }
 
-measure() { # label pid port limit
-    local label=$1 pid=$2 port=$3 limit=$4 idle t0 c0 c1 ctx mid held=$held
-    [ "$limit" -ge "$held" ] || held=$limit
+# Frames dropped over the held calls' media_report lines in events file $1 (after line $2):
+# prints "calls dropped expected percent".
+held_drops() {
+    tail -n +"$(($2 + 1))" "$1" | python3 -c '
+import json, sys
+calls = dropped = expected = 0
+for line in sys.stdin:
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("event") != "media_report":
+        continue
+    calls += 1
+    dropped += sum(e.get(k) or 0 for k in ("capture_dropped", "capture_underruns", "concealed_frames"))
+    expected += 2 * round((e.get("duration_s") or 0) * 50)
+pct = 100.0 * dropped / expected if expected else 0.0
+print(calls, dropped, expected, "%.3f" % pct)'
+}
+
+measure() { # label pid port limit [events-file]
+    local label=$1 pid=$2 port=$3 limit=$4 events=${5:-} idle t0 c0 c1 ctx mid held=$held
+    local rss0 rss1 ev0=0
+    # A user agent that answers one call at a time holds one.
+    [ "$limit" -gt 1 ] || held=1
     idle=$(threads "$pid")
+    rss0=$(rss_kb "$pid")
+    [ -z "$events" ] || ev0=$(wc -l <"$events")
     # Wake-up phase: $held calls held $held_s s; measured over the middle of the hold.
     run_sipp "$label-held" "$port" "$held" "$held" "$held" "$((held_s * 1000))" >"$work/held.out" &
     local sp=$!
@@ -127,6 +196,7 @@ measure() { # label pid port limit
     c0=$(cpu_ticks "$pid")
     ctx=$(ctxt_over "$pid" "$span")
     c1=$(cpu_ticks "$pid")
+    rss1=$(rss_kb "$pid")
     wait "$sp" || true
     read -r hok hfail _ <"$work/held.out" || { hok=0; hfail=$held; }
     printf '%-22s threads idle %s, holding %s call(s) %s (%s per call); held ok %s failed %s\n' \
@@ -134,6 +204,17 @@ measure() { # label pid port limit
     printf '%-22s wake-ups per held call per second: %s (%s); CPU while holding: %s ms/s per call\n' \
         "$label" "$(echo "scale=1; ${ctx% *} / $held / $span" | bc -l)" "${ctx#* }" \
         "$(echo "scale=2; ($c1 - $c0) * 1000 / $hz / $held / $span" | bc -l)"
+    # Per call that was answered and held (a user agent that refused some holds fewer).
+    local held_ok=$hok
+    [ "$held_ok" -gt 0 ] || held_ok=1
+    printf '%-22s memory: RSS idle %s kB, holding %s kB, %s kB per held call (%s held)\n' \
+        "$label" "$rss0" "$rss1" "$(echo "scale=1; ($rss1 - $rss0) / $held_ok" | bc -l)" "$hok"
+    if [ -n "$events" ]; then
+        sleep 1 # the last media reports
+        read -r dcalls dropped expected pct < <(held_drops "$events" "$ev0")
+        printf '%-22s frames dropped over %s held call(s): %s of %s (%s %%: captured frames dropped or missing + played frames concealed)\n' \
+            "$label" "$dcalls" "$dropped" "$expected" "$pct"
+    fi
     local b r hold_ms
     for b in $batches; do
         r=${b%%:*}; hold_ms=${b#*:}
@@ -147,7 +228,7 @@ measure() { # label pid port limit
     done
 }
 
-echo "# $(date -u '+%F %T') UTC, $(nproc) cores; CPU figures are CPU time (utime+stime), not wall time"
+echo "# $(date -u '+%F %T') UTC, $(nproc) cores, audio $audio; CPU figures are CPU time (utime+stime), not wall time"
 for bin in "${bins[@]}"; do
     [ "$bin" != none ] || continue
     port=$(free_port)
@@ -156,11 +237,14 @@ for bin in "${bins[@]}"; do
     if ! "$bin" listen --help 2>/dev/null | grep -q -- --max-concurrent; then
         many=(); lim=1
     fi
-    "$bin" listen --bind "127.0.0.1:$port" --answer auto --mic tone:440 --speaker null \
-        "${many[@]}" >"$work/wakeline.log" 2>&1 &
+    events="$work/events-$(basename "$bin").jsonl"
+    : >"$events"
+    "$bin" listen --bind "127.0.0.1:$port" --answer auto --mic "$mic" --speaker null \
+        --events "$events" "${many[@]}" >"$work/wakeline.log" 2>&1 &
     pid=$!; pids+=("$pid")
     wait_tcp "$port" "$pid"
-    measure "wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")" "$pid" "$port" "$lim"
+    measure "wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")" "$pid" "$port" "$lim" \
+        "$events"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
@@ -172,7 +256,7 @@ poll_method		epoll
 sip_listen		127.0.0.1:$port
 sip_trans_def		tcp
 net_interface		127.0.0.1
-audio_source		ausine,440
+audio_source		$ausrc
 audio_player		aubridge,nil
 audio_alert		aubridge,nil
 call_max_calls		1000
@@ -180,6 +264,7 @@ module_path		/usr/lib/baresip/modules
 module			opus.so
 module			g711.so
 module			ausine.so
+module			aufile.so
 module			aubridge.so
 module_app		account.so
 module_app		menu.so

@@ -165,6 +165,8 @@ pub fn report_json(r: &MediaReport) -> Value {
             "concealed_ms": round(s.concealed_ms),
             "concealed_frames": s.concealed_frames,
             "fec_recovered": s.fec_recovered,
+            "capture_dropped": s.capture_dropped,
+            "capture_underruns": s.capture_underruns,
             "jitter_buffer_ms": round(s.jitter_buffer_ms),
             "jitter_buffer_mean_ms": round(s.jitter_buffer_mean_ms),
             "late": s.late,

@@ -349,6 +349,10 @@ async fn run(
     // The paced backends run on this task's clock; the first playout frame is queued before
     // the sink's first tick.
     let mut clock = PacedClock::new(&closing.paced, started);
+    let mut skipped_counted = 0;
+    // Encoder frames per paced period (both 20 ms by default).
+    let clock_frames =
+        (closing.paced.period().as_millis() / pipeline.period().as_millis().max(1)).max(1) as u64;
     pipeline.handle_timeout(started);
     let mut rtcp_mux = negotiated.rtcp_mux;
     let mut remote_rtcp = negotiated.remote_rtcp;
@@ -386,6 +390,12 @@ async fn run(
                 while clock.due(now) {
                     closing.paced.tick();
                     pipeline.handle_timeout(now);
+                }
+                if clock.skipped > skipped_counted && closing.paced.source.is_some() {
+                    // Periods the paced source never produced count as dropped frames.
+                    let frames = (clock.skipped - skipped_counted) * clock_frames;
+                    pipeline.note_capture_lost(frames);
+                    skipped_counted = clock.skipped;
                 }
                 pipeline.handle_timeout(now);
             }

@@ -23,12 +23,20 @@
 //! up to a frame above it. [`JitterBuffer::set_min_delay`] raises (or lowers) the floor during a
 //! call, e.g. to make room for Opus FEC once loss is seen.
 //!
-//! Storage is preallocated: `capacity_frames` slots of [`MAX_PAYLOAD`] bytes each.
+//! Storage is preallocated: `capacity_frames` slots of [`SLOT_BYTES`] bytes each. The first
+//! payload longer than that (up to [`MAX_PAYLOAD`]) re-lays the slots out at [`MAX_PAYLOAD`]
+//! bytes each, once per buffer: a voice stream's packets (tens to a few hundred bytes) never
+//! pay for 1500-byte slots, which with hundreds of calls was most of a call's memory.
 
 use std::time::Instant;
 
 /// Largest payload a slot holds; larger payloads are rejected.
 pub const MAX_PAYLOAD: usize = 1500;
+/// Bytes per slot until a longer payload comes: Opus at up to 120 kbit/s in 20 ms frames,
+/// G.711 up to 30 ms.
+pub const SLOT_BYTES: usize = 304;
+/// Slots kept beyond those the largest delay needs (reordering, a burst after a stall).
+const SPARE_SLOTS: usize = 8;
 /// Length of the transit-statistics window (ms); the spread remembers between one and two windows.
 pub const WINDOW_MS: f64 = 2000.0;
 /// Outside silence gaps, the delay shrinks by at most one frame per this many ms.
@@ -52,17 +60,21 @@ pub struct JitterConfig {
     pub min_delay: u32,
     /// Largest playout delay (ms).
     pub max_delay: u32,
-    /// Number of packet slots (each [`MAX_PAYLOAD`] bytes), allocated once.
+    /// Number of packet slots, allocated once.
     pub capacity_frames: usize,
 }
 
 impl JitterConfig {
     /// Defaults (20–500 ms, 64 slots) for a clock rate and a frame (packet) duration in ms.
+    /// The slots are as many as the largest delay needs, plus a few spare.
     pub fn for_clock(clock_rate: u32, frame_ms: u32) -> Self {
+        let d = JitterConfig::default();
+        let need = (d.max_delay as usize).div_ceil(frame_ms.max(1) as usize);
         JitterConfig {
             clock_rate,
             ts_per_frame: clock_rate / 1000 * frame_ms,
-            ..JitterConfig::default()
+            capacity_frames: (need + SPARE_SLOTS).min(d.capacity_frames),
+            ..d
         }
     }
 }
@@ -199,7 +211,10 @@ pub struct JitterBuffer {
     cfg: JitterConfig,
     frame_ms: f64,
     slots: Vec<Slot>,
+    /// Payload bytes: slot `i` at `i * stride`.
     data: Vec<u8>,
+    /// [`SLOT_BYTES`], or [`MAX_PAYLOAD`] once a longer payload came.
+    stride: usize,
     state: State,
     epoch: Option<Instant>,
     ssrc: Option<u32>,
@@ -236,7 +251,8 @@ impl JitterBuffer {
         JitterBuffer {
             frame_ms,
             slots: vec![Slot::default(); cfg.capacity_frames],
-            data: vec![0; cfg.capacity_frames * MAX_PAYLOAD],
+            data: vec![0; cfg.capacity_frames * SLOT_BYTES],
+            stride: SLOT_BYTES,
             state: State::Idle,
             epoch: None,
             ssrc: None,
@@ -392,8 +408,11 @@ impl JitterBuffer {
             self.last_ts = ts;
             self.last_ts_ext = ts_ext;
         }
+        if payload.len() > self.stride {
+            self.widen();
+        }
         let idx = (seq_ext % self.slots.len() as u64) as usize;
-        let off = idx * MAX_PAYLOAD;
+        let off = idx * self.stride;
         self.data[off..off + payload.len()].copy_from_slice(payload);
         self.slots[idx] = Slot {
             used: true,
@@ -421,8 +440,20 @@ impl JitterBuffer {
             .find(|&idx| self.slots[idx].used && self.slots[idx].seq >= self.next_seq)
     }
 
+    /// Re-lays the slots out at [`MAX_PAYLOAD`] bytes each (once: allocates).
+    fn widen(&mut self) {
+        let mut data = vec![0; self.slots.len() * MAX_PAYLOAD];
+        for (i, slot) in self.slots.iter().enumerate() {
+            let len = usize::from(slot.len);
+            let (from, to) = (i * self.stride, i * MAX_PAYLOAD);
+            data[to..to + len].copy_from_slice(&self.data[from..from + len]);
+        }
+        self.data = data;
+        self.stride = MAX_PAYLOAD;
+    }
+
     fn payload(&self, idx: usize) -> &[u8] {
-        let off = idx * MAX_PAYLOAD;
+        let off = idx * self.stride;
         &self.data[off..off + usize::from(self.slots[idx].len)]
     }
 
@@ -613,6 +644,38 @@ mod tests {
         };
         assert_eq!(JitterBuffer::new(c).config().max_delay, 80);
         assert_eq!(JitterConfig::for_clock(8000, 20).ts_per_frame, 160);
+    }
+
+    #[test]
+    fn slots_fit_the_largest_delay_and_no_more() {
+        for frame_ms in [10, 20, 40, 60] {
+            let c = JitterConfig::for_clock(48_000, frame_ms);
+            let b = JitterBuffer::new(c);
+            assert_eq!(b.config().max_delay, 500, "{frame_ms} ms frames");
+            assert!(c.capacity_frames <= 500usize.div_ceil(frame_ms as usize) + SPARE_SLOTS);
+        }
+    }
+
+    #[test]
+    fn a_long_payload_widens_the_slots_and_keeps_the_stored_ones() {
+        let mut b = jb();
+        let t0 = Instant::now();
+        let mut arrivals = stream(20);
+        // Packet 5 is longer than a slot: the ones stored before it survive the re-layout.
+        arrivals[5].4 = vec![6; 1200];
+        let (outs, pushes) = sim(&mut b, t0, arrivals, 30);
+        assert!(pushes.iter().all(|p| *p == PushOutcome::Accepted));
+        assert_eq!(b.stride, MAX_PAYLOAD);
+        assert_eq!(frames(&outs), (1..=20).collect::<Vec<u8>>());
+        assert!(outs.contains(&Out::Frame(vec![6; 1200])));
+        let too_long = b.push(
+            t0 + Duration::from_secs(1),
+            20,
+            960 * 20,
+            7,
+            &[0; MAX_PAYLOAD + 1],
+        );
+        assert_ne!(too_long, PushOutcome::Accepted);
     }
 
     #[test]

@@ -145,7 +145,8 @@ pub struct AudioConfig {
     /// Period length in milliseconds (device buffer size and pacing step);
     /// 20 ms = 960 frames at 48 kHz.
     pub period_ms: u32,
-    /// Capacity of each ring in 48 kHz samples.
+    /// Capacity of each ring in 48 kHz samples (a paced backend's ring holds at most
+    /// [`paced::MAX_BEHIND`] + 2 periods).
     pub ring_samples: usize,
     /// Loop a WAV source at its end (otherwise silence follows it).
     pub loop_wav: bool,
@@ -296,6 +297,10 @@ pub fn open(
     config: &AudioConfig,
 ) -> Result<(AudioStreams, PacedAudio), AudioError> {
     let ring = config.ring_samples.max(1);
+    // A paced backend and its pipeline take turns each period, so its ring never holds more
+    // than a catch-up burst: no need for a device's headroom (memory per call).
+    let paced_ring =
+        ring.min(config.period_frames(PIPELINE_RATE) * (paced::MAX_BEHIND as usize + 2));
     let mut handle = AudioHandle::new();
     let mut paced = PacedAudio::new(Duration::from_millis(u64::from(config.period_ms.max(1))));
 
@@ -310,7 +315,7 @@ pub fn open(
             (d.ring, d.stats, d.info)
         }
         _ => {
-            let (tx, rx) = RingBuffer::<i16>::new(ring);
+            let (tx, rx) = RingBuffer::<i16>::new(paced_ring);
             let (s, stats, info) = match source {
                 AudioSource::Wav(path) => file::wav_source(path, tx, config)?,
                 AudioSource::Tone(hz) => tone::tone_source(*hz, tx, config),
@@ -332,7 +337,7 @@ pub fn open(
             (d.ring, d.stats, d.info)
         }
         _ => {
-            let (tx, rx) = RingBuffer::<i16>::new(ring);
+            let (tx, rx) = RingBuffer::<i16>::new(paced_ring);
             let (s, stats, info) = match sink {
                 AudioSink::Wav(path) => file::wav_sink(path, rx, config)?,
                 _ => tone::null_sink(rx, config),

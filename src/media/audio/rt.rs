@@ -183,6 +183,16 @@ impl RtCapture {
     ///
     /// A trailing partial frame (fewer samples than channels) is ignored.
     pub fn process_capture<T: Sample>(&mut self, input: &[T]) {
+        if self.channels == 1 && self.resampler.is_passthrough() {
+            // 48 kHz mono (tones, most files): one chunk instead of a ring push per sample.
+            let n = input.len().min(self.ring.slots());
+            if let Ok(chunk) = self.ring.write_chunk_uninit(n) {
+                chunk.fill_from_iter(input.iter().map(|s| i16::from_pcm(s.to_pcm())));
+            }
+            let dropped = (input.len() - n) as u64;
+            self.stats.record(input.len(), dropped, dropped > 0, false);
+            return;
+        }
         let ring = &mut self.ring;
         let mut dropped = 0u64;
         let scale = 1.0 / self.channels as f32;
@@ -233,6 +243,21 @@ impl RtPlayback {
     ///
     /// A trailing partial frame (fewer samples than channels) is silenced.
     pub fn process_playback<T: Sample>(&mut self, output: &mut [T]) {
+        if self.channels == 1 && self.resampler.is_passthrough() {
+            // 48 kHz mono (the null and WAV sinks): one chunk instead of a pop per sample.
+            let n = output.len().min(self.ring.slots());
+            if let Ok(chunk) = self.ring.read_chunk(n) {
+                let (a, b) = chunk.as_slices();
+                for (slot, &s) in output.iter_mut().zip(a.iter().chain(b)) {
+                    *slot = T::from_pcm(f32::from(s));
+                }
+                chunk.commit_all();
+            }
+            output[n..].fill(T::SILENCE);
+            let missing = (output.len() - n) as u64;
+            self.stats.record(output.len(), missing, false, missing > 0);
+            return;
+        }
         let ring = &mut self.ring;
         let mut missing = 0u64;
         let mut frames = 0usize;
@@ -287,6 +312,25 @@ mod tests {
         assert_eq!(got, vec![200, -100, 7]);
         let s = cap.stats().snapshot();
         assert_eq!((s.callbacks, s.frames, s.overruns), (1, 3, 0));
+    }
+
+    #[test]
+    fn mono_48k_moves_whole_chunks_across_the_wrap() {
+        let (p, c) = RingBuffer::new(4);
+        let mut cap = RtCapture::new(p, 48000, 1);
+        let mut play = RtPlayback::new(c, 48000, 1);
+        let mut out = [0i16; 3];
+        cap.process_capture(&[1i16, 2, 3]);
+        play.process_playback(&mut out);
+        assert_eq!(out, [1, 2, 3]);
+        // The next three wrap around the end of the 4-slot ring; a fourth read runs dry.
+        cap.process_capture(&[-0.25f32, 0.5, 1.0]);
+        let mut out = [9i16; 4];
+        play.process_playback(&mut out);
+        assert_eq!(out, [-8192, 16384, 32767, 0]);
+        let s = play.stats().snapshot();
+        assert_eq!((s.frames, s.underruns, s.lost_samples), (7, 1, 1));
+        assert_eq!(cap.stats().snapshot().overruns, 0);
     }
 
     #[test]

@@ -462,6 +462,12 @@ impl MediaPipeline {
         (self.meters.0.take(), self.meters.1.take())
     }
 
+    /// Counts `frames` captured frames that never reached the capture ring (a paced source
+    /// whose clock fell too far behind skipped them) with the frames dropped at capture.
+    pub fn note_capture_lost(&mut self, frames: u64) {
+        self.counters.capture_dropped += frames;
+    }
+
     /// Mutes (sends silence instead of) the captured audio; the input level still shows what the
     /// microphone hears.
     pub fn set_muted(&mut self, muted: bool) {

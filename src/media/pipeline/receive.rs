@@ -48,12 +48,13 @@ impl MediaPipeline {
             }
             Received::Rtcp => {
                 let st = self.session.stats();
-                // Tell the encoder how lossy our stream is, so Opus FEC spends bits to match;
-                // never below the codec's default expectation.
-                let percent = (st.remote_fraction_lost * 100.0).round() as u8;
-                let _ = self.encoder.set_packet_loss_perc(
-                    percent.max(crate::media::codec::opus::DEFAULT_LOSS_PERC),
-                );
+                // Tell the encoder how lossy our stream is, so Opus FEC spends bits to match
+                // (none until the peer reports a loss; any loss counts).
+                let mut percent = (st.remote_fraction_lost * 100.0).ceil().min(100.0) as u8;
+                if st.remote_lost > 0 {
+                    percent = percent.max(1);
+                }
+                let _ = self.encoder.set_packet_loss_perc(percent);
                 if st.remote_bye && !self.bye_reported {
                     self.bye_reported = true;
                     self.events.push_back(MediaEvent::RemoteBye);
