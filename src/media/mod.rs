@@ -8,7 +8,7 @@ pub mod pipeline;
 pub mod quality;
 mod report;
 pub mod session;
-pub mod tone_detect;
 pub mod stun;
+pub mod tone_detect;
 
 pub use report::{MediaReport, MediaSnapshot};

@@ -12,8 +12,9 @@ Audio received: the far end's tone was heard in at least half of what we played 
 --expect-tone, by default our own --mic tone:HZ, which is what `wakeline listen --mic tone:HZ`,
 SIPp -rtp_echo and a tone-playing baresip send); without a known tone, RTP came with a level
 above -60 dBFS.
-Audio sent: we sent RTP and the far end showed it got it: its RTCP receiver report on our
-stream came back (needs calls of about 4 s or more: the first RTCP is due after 1.25-3.75 s);
+Audio sent: we sent RTP and the far end showed it got it: its RTCP carried a report block on
+our stream (needs calls longer than the far end's first report: 1.25-3.75 s for wakeline,
+up to 7.5 s for baresip);
 or, with --echo, our own tone came back; or, with --peer-summary, the answering `wakeline
 listen --summary FILE --expect-tone HZ` wrote for that Call-ID that it received our RTP (and
 heard our tone when it looked for one; its line, when there is one, decides). Nothing else

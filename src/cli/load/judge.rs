@@ -24,7 +24,7 @@ pub struct Seen {
     pub tone: Option<ToneStats>,
     /// The loudest played level of any one-second snapshot.
     pub max_level: f32,
-    /// The far end's RTCP reported on our stream (a round-trip time is known).
+    /// The far end sent an RTCP report block on our stream (it reports only sources it heard).
     pub rtcp_about_us: bool,
 }
 

@@ -60,7 +60,7 @@ impl Running {
         self.seen.rtp_sent = s.rtp_sent;
         self.seen.rtp_received = s.rtp_received;
         self.seen.tone = s.tone;
-        self.seen.rtcp_about_us |= s.rtt_ms.is_some();
+        self.seen.rtcp_about_us |= s.remote_reports > 0;
         self.stats = Some(*s);
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 /// How we know the far end got our audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SentBy {
-    /// Its RTCP receiver report on our stream came back (it answers our sender report).
+    /// Its RTCP carried a report block on our stream (a source it received from).
     Rtcp,
     /// It echoes (`--echo`): our own tone came back.
     Echo,

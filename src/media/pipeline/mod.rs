@@ -149,6 +149,8 @@ pub struct CallStats {
     pub jitter_ms: f64,
     /// Round-trip time from RTCP, ms, once known.
     pub rtt_ms: Option<f64>,
+    /// RTCP report blocks the peer sent about our stream (each one shows our RTP arrived).
+    pub remote_reports: u64,
     /// Frames concealed (lost, late, buffer growth, silence gaps).
     pub concealed_frames: u64,
     /// The same in milliseconds of audio.
@@ -338,6 +340,7 @@ fn accumulate(a: MediaStats, b: MediaStats) -> MediaStats {
         dropped_foreign: a.dropped_foreign + b.dropped_foreign,
         dropped_invalid: a.dropped_invalid + b.dropped_invalid,
         remote_lost: a.remote_lost + b.remote_lost,
+        remote_reports: a.remote_reports + b.remote_reports,
         rtt_ms: b.rtt_ms.or(a.rtt_ms),
         remote_bye: a.remote_bye || b.remote_bye,
         guard: a.guard + b.guard,

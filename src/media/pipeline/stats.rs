@@ -37,6 +37,7 @@ impl MediaPipeline {
             fraction_lost: s.fraction_lost,
             jitter_ms: s.jitter_ms,
             rtt_ms: s.rtt_ms,
+            remote_reports: s.remote_reports,
             concealed_frames: c.concealed,
             concealed_ms: c.concealed as f64 * frame_ms,
             fec_recovered: c.fec_recovered,

@@ -228,6 +228,7 @@ impl MediaSession {
             self.last_sr = Some((rtcp::ntp_middle(ntp), now));
         }
         if let Some(b) = inc.about_us {
+            self.stats.remote_reports += 1;
             self.stats.remote_lost = total_lost_signed(b.total_lost);
             self.stats.remote_fraction_lost = f64::from(b.fraction_lost) / 256.0;
             let rate = f64::from(self.cfg.negotiated.clock_rate.max(1));

@@ -106,6 +106,9 @@ pub struct MediaStats {
     pub guard: RtpGuard,
     /// Cumulative lost the peer reports for our stream.
     pub remote_lost: i64,
+    /// RTCP report blocks the peer sent about our stream: a peer reports only on sources it
+    /// has received from (RFC 3550 §6.4.1), so one is proof that our RTP arrived.
+    pub remote_reports: u64,
     /// Fraction lost the peer reports for our stream, 0.0–1.0.
     pub remote_fraction_lost: f64,
     /// Interarrival jitter the peer reports for our stream, ms.
