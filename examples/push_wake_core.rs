@@ -49,7 +49,7 @@ struct CallKit {
 
 impl CallKit {
     fn report_new_incoming_call(&mut self, call: CallHandle, from: &str) {
-        let uuid = format!("uuid-{}", call.0);
+        let uuid = format!("uuid-{}", call.number());
         println!("  CallKit   reportNewIncomingCall({uuid}, from: {from:?}) -> the phone rings");
         self.calls.insert(call, uuid);
     }

@@ -229,14 +229,14 @@ pub use signaling::sdp::Codec;
 pub mod prelude {
     pub use crate::{
         Account, AudioConfig, AudioSink, AudioSource, BusyPolicy, Call, CallHandle, CallOutcome,
-        CallState, Codec, Config, EncoderConfig, Error, Event, Events, FlowId, MediaOptions,
-        MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport, Transport, UserAgent,
-        UserAgentBuilder,
+        CallState, Codec, Config, CoreError, EncoderConfig, Error, Event, Events, FlowId,
+        MediaOptions, MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport, Transport,
+        UserAgent, UserAgentBuilder,
     };
 }
 
 pub use driver::{Call, UserAgent};
 pub use error::Error;
 pub use signaling::config::{Account, AnswerPolicy, BusyPolicy, Config};
-pub use signaling::core::{CallHandle, CallOutcome, CallState, Event, FlowId};
+pub use signaling::core::{CallHandle, CallOutcome, CallState, CoreError, Event, FlowId};
 pub use signaling::transport::Transport;

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
-use wakeline::signaling::core::CallHandle;
 
 /// How long dropping a [`UserAgent`] waits for its calls to hang up and its binding to go.
 const DROP_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -134,7 +133,7 @@ impl UserAgent {
 
     /// The call with this handle (from an event's `call` field).
     pub fn call_for(&self, id: u64) -> Result<Arc<Call>, WakelineError> {
-        self.wrap(self.ua.call_handle(CallHandle(id)))
+        self.wrap(self.ua.call_by_number(id))
     }
 
     /// A VoIP push (PushKit/FCM) announced the call with this SIP Call-ID: the call exists at
@@ -202,7 +201,7 @@ impl Drop for UserAgent {
 impl Call {
     /// This call's handle (the `call` field of its events).
     pub fn id(&self) -> u64 {
-        self.call.handle().0
+        self.call.handle().number()
     }
 
     /// Sends 180 Ringing (incoming calls).

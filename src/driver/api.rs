@@ -5,7 +5,7 @@ use super::task::{Command, DriverTask};
 use crate::error::Error;
 use crate::platform::RunReport;
 use crate::signaling::config::Config;
-use crate::signaling::core::{CallHandle, CallOutcome, CallState, Event};
+use crate::signaling::core::{CallHandle, CallOutcome, CallState, CoreError, Event};
 use crate::signaling::message::Uri;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -170,6 +170,7 @@ impl UserAgentBuilder {
         .with_dns_servers(&self.dns_servers)
         .with_udp(udp)
         .with_tls(tls_client, tls_listener);
+        let core_id = task.core_id();
         tokio::spawn(task.run());
         Ok((
             UserAgent {
@@ -177,6 +178,7 @@ impl UserAgentBuilder {
                 local_addr,
                 progress,
                 tls_local_addr,
+                core_id,
             },
             Events { rx: ev_rx },
         ))
@@ -191,6 +193,8 @@ pub struct UserAgent {
     local_addr: Option<SocketAddr>,
     progress: Arc<Progress>,
     tls_local_addr: Option<SocketAddr>,
+    /// The id of the driver's core: the only [`CallHandle`]s this user agent acts on.
+    core_id: u32,
 }
 
 /// The application's events, in order.
@@ -285,12 +289,20 @@ impl UserAgent {
         })
     }
 
-    /// The [`Call`] for a handle from an event (e.g. `Event::Incoming`).
+    /// The [`Call`] for a handle from an event (e.g. `Event::Incoming`). A handle from another
+    /// user agent gives a `Call` whose commands fail with [`CoreError::UnknownCall`] (and whose
+    /// awaitables report a failed call at once): it never acts on a call of this one.
     pub fn call_handle(&self, handle: CallHandle) -> Call {
         Call {
             handle,
             ua: self.clone(),
         }
+    }
+
+    /// The [`Call`] numbered `number` in this user agent ([`CallHandle::number`]), for
+    /// bindings and logs that carry the number only.
+    pub fn call_by_number(&self, number: u64) -> Call {
+        self.call_handle(CallHandle::new(self.core_id, number))
     }
 
     /// A VoIP push arrived (PushKit/FCM) for the call with this Call-ID: the call is created at
@@ -342,6 +354,24 @@ impl UserAgent {
 }
 
 impl Call {
+    /// Sends a command for this call, unless its handle is another user agent's.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
+    ) -> Result<T, Error> {
+        self.own()?;
+        self.ua.ask(make).await
+    }
+
+    /// `Ok` when this user agent made the call's handle.
+    fn own(&self) -> Result<(), Error> {
+        if self.handle.core() == self.ua.core_id {
+            Ok(())
+        } else {
+            Err(Error::Core(CoreError::UnknownCall(self.handle)))
+        }
+    }
+
     /// Our handle for this call.
     pub fn handle(&self) -> CallHandle {
         self.handle
@@ -350,20 +380,20 @@ impl Call {
     /// Sends 180 Ringing (incoming calls).
     pub async fn ring(&self) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Ring(h, reply)).await
+        self.ask(|reply| Command::Ring(h, reply)).await
     }
 
     /// Answers an incoming call (200 OK with an SDP answer on a freshly reserved RTP port).
     pub async fn answer(&self) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Answer(h, reply)).await
+        self.ask(|reply| Command::Answer(h, reply)).await
     }
 
     /// Rejects an incoming call with a 3xx-6xx status (see [`Call::reject_with`] for the typed
     /// form).
     pub async fn reject(&self, status: u16) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Reject(h, status, reply)).await
+        self.ask(|reply| Command::Reject(h, status, reply)).await
     }
 
     /// Rejects an incoming call with a status that is valid by construction.
@@ -375,6 +405,9 @@ impl Call {
     /// user agent stopped (`false`). Returns at once when that already happened (a call that
     /// was answered and has ended since gives `true`).
     pub async fn connected(&self) -> bool {
+        if self.own().is_err() {
+            return false;
+        }
         let mut rx = self.ua.progress.watch(self.handle);
         let reached = rx.wait_for(|p| *p != Stage::Setup).await.map(|p| *p);
         matches!(
@@ -386,6 +419,9 @@ impl Call {
     /// Waits until the call has ended and returns how (at once if it already has). A call the
     /// user agent stopped without ending (the driver died) counts as `Failed`.
     pub async fn ended(&self) -> CallOutcome {
+        if self.own().is_err() {
+            return CallOutcome::Failed;
+        }
         let mut rx = self.ua.progress.watch(self.handle);
         let ended = rx.wait_for(|p| matches!(p, Stage::Ended(_))).await;
         match ended.map(|p| *p) {
@@ -397,7 +433,7 @@ impl Call {
     /// Ends the call: CANCEL, reject or BYE, whichever fits its state.
     pub async fn hangup(&self) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Hangup(h, reply)).await
+        self.ask(|reply| Command::Hangup(h, reply)).await
     }
 
     /// Sends DTMF digits (`0-9*#A-D`) as RFC 4733 telephone-events. Needs media to be up.
@@ -405,7 +441,7 @@ impl Call {
     /// [`Error::Media`] when the call has no telephone-event or ends first.
     pub async fn send_dtmf(&self, digits: &str) -> Result<(), Error> {
         let (h, d) = (self.handle, digits.to_string());
-        self.ua.ask(|reply| Command::Dtmf(h, d, reply)).await
+        self.ask(|reply| Command::Dtmf(h, d, reply)).await
     }
 
     /// Sends DTMF digits as SIP INFO requests (`application/dtmf-relay`, one per digit, 200 ms
@@ -418,9 +454,7 @@ impl Call {
             let body = crate::signaling::core::dtmf_relay_body(d).into_bytes();
             let h = self.handle;
             let ct = "application/dtmf-relay".to_string();
-            self.ua
-                .ask(|reply| Command::Info(h, ct, body, reply))
-                .await?;
+            self.ask(|reply| Command::Info(h, ct, body, reply)).await?;
         }
         Ok(())
     }
@@ -428,13 +462,13 @@ impl Call {
     /// Mutes (`true`: the far end hears silence) or unmutes our audio. Needs media to be up.
     pub async fn mute(&self, on: bool) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Mute(h, on, reply)).await
+        self.ask(|reply| Command::Mute(h, on, reply)).await
     }
 
     /// Puts the call on hold (`true`) or resumes it (`false`).
     pub async fn hold(&self, on: bool) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Hold(h, on, reply)).await
+        self.ask(|reply| Command::Hold(h, on, reply)).await
     }
 }
 
@@ -700,7 +734,7 @@ mod tests {
         // After the user agent stops, an unknown call counts as failed instead of hanging.
         alice.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let unknown = alice.call_handle(CallHandle(999));
+        let unknown = alice.call_by_number(999);
         assert_eq!(
             tokio::time::timeout(limit, unknown.ended()).await.unwrap(),
             CallOutcome::Failed

@@ -52,8 +52,8 @@ impl MediaOptions {
         }
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
         let name = match path.extension() {
-            Some(ext) => format!("{stem}-{}.{}", call.0, ext.to_string_lossy()),
-            None => format!("{stem}-{}", call.0),
+            Some(ext) => format!("{stem}-{}.{}", call.number(), ext.to_string_lossy()),
+            None => format!("{stem}-{}", call.number()),
         };
         Some(path.with_file_name(name))
     }

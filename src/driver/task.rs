@@ -183,6 +183,11 @@ impl DriverTask {
         self
     }
 
+    /// The id of the core: every call handle it makes carries it.
+    pub(crate) fn core_id(&self) -> u32 {
+        self.core.id()
+    }
+
     pub(crate) fn with_listener_limits(mut self, limits: ListenerLimits) -> Self {
         self.guard = InboundGuard::new(limits);
         self

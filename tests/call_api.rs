@@ -1,0 +1,101 @@
+//! The per-call API a CallKit app drives (issue 11, item 3), on two in-process user agents over
+//! 127.0.0.1: call handles that only act in the user agent that made them.
+
+use std::time::Duration;
+use wakeline::{
+    AudioSink, AudioSource, CallHandle, Config, CoreError, Error, Event, Events, MediaOptions,
+    UserAgent,
+};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Silent audio both ways (no device needed).
+fn quiet() -> MediaOptions {
+    MediaOptions {
+        source: AudioSource::Silence,
+        sink: AudioSink::Null,
+        ..MediaOptions::default()
+    }
+}
+
+/// A user agent listening on a free port of 127.0.0.1 with `media` as its default.
+async fn listener(media: MediaOptions) -> (UserAgent, Events, String) {
+    let (ua, events) = UserAgent::builder(Config::default())
+        .listen("127.0.0.1:0".parse().unwrap())
+        .media(media)
+        .start()
+        .await
+        .unwrap();
+    let uri = format!("sip:bob@{};transport=tcp", ua.local_addr().unwrap());
+    (ua, events, uri)
+}
+
+/// The next event matching `pred`, within [`LIMIT`].
+async fn wait(events: &mut Events, pred: impl Fn(&Event) -> bool) -> Event {
+    let found = tokio::time::timeout(LIMIT, async {
+        while let Some(e) = events.next().await {
+            if pred(&e) {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(e)) => e,
+        other => panic!("no matching event within {LIMIT:?}: {other:?}"),
+    }
+}
+
+/// The handle of the next incoming call.
+async fn incoming(events: &mut Events) -> CallHandle {
+    match wait(events, |e| matches!(e, Event::Incoming { .. })).await {
+        Event::Incoming { call, .. } => call,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_from_one_user_agent_never_acts_on_another() {
+    let (bob, mut bob_events, uri) = listener(quiet()).await;
+    let (alice, mut alice_events) = UserAgent::builder(Config::default())
+        .media(quiet())
+        .start()
+        .await
+        .unwrap();
+    let call = alice.call(&uri).await.unwrap();
+    let at_bob = incoming(&mut bob_events).await;
+    // Both are each user agent's first call: the same number, different handles.
+    assert_eq!(call.handle().number(), at_bob.number());
+    assert_ne!(call.handle(), at_bob);
+
+    // Bob's handle used on Alice: refused, and Alice's own call #1 is untouched.
+    let foreign = alice.call_handle(at_bob);
+    match foreign.hangup().await {
+        Err(Error::Core(CoreError::UnknownCall(h))) => assert_eq!(h, at_bob),
+        other => panic!("expected an unknown-call error, got {other:?}"),
+    }
+    let err = foreign.answer().await.unwrap_err();
+    assert!(err.to_string().contains("unknown call"), "{err}");
+    assert_eq!(
+        foreign.ended().await,
+        wakeline::CallOutcome::Failed,
+        "a foreign handle's awaitable resolves at once"
+    );
+    assert!(!foreign.connected().await);
+
+    // The right user agent answers; the call connects and ends normally.
+    bob.call_handle(at_bob).answer().await.unwrap();
+    assert!(tokio::time::timeout(LIMIT, call.connected()).await.unwrap());
+    call.hangup().await.unwrap();
+    let ended = wait(&mut alice_events, |e| matches!(e, Event::Ended { .. })).await;
+    assert!(
+        matches!(ended, Event::Ended { call: c, status: 200, .. } if c == call.handle()),
+        "{ended:?}"
+    );
+    // Display stays short for logs; Debug names the user agent too.
+    assert_eq!(at_bob.to_string(), format!("#{}", at_bob.number()));
+    assert!(format!("{at_bob:?}").contains("of core"), "{at_bob:?}");
+    bob.shutdown().await.unwrap();
+    alice.shutdown().await.unwrap();
+}
