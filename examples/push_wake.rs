@@ -158,7 +158,10 @@ fn print_app_event(ev: &Event) {
             reason,
             outcome,
             ..
-        } => println!("app       {call:?} Ended {status} {reason} ({outcome:?})"),
+        } => println!(
+            "app       {call} Ended {} {reason} ({outcome:?})",
+            status.map_or("-".to_string(), |s| s.to_string())
+        ),
         Event::MediaStats { .. } => {}
         other => println!("app       {other:?}"),
     }

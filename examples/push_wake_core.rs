@@ -141,7 +141,8 @@ impl App {
                 outcome,
                 ..
             } => {
-                println!("  wakeline  {call:?} Ended {status} {reason} ({outcome:?})");
+                let status = status.map_or("-".to_string(), |s| s.to_string());
+                println!("  wakeline  {call} Ended {status} {reason} ({outcome:?})");
                 self.connected.retain(|c| c != call);
                 self.ended.push((*call, *outcome));
                 self.callkit.report_ended(*call, *outcome);

@@ -90,7 +90,7 @@ async fn a_handle_from_one_user_agent_never_acts_on_another() {
     call.hangup().await.unwrap();
     let ended = wait(&mut alice_events, |e| matches!(e, Event::Ended { .. })).await;
     assert!(
-        matches!(ended, Event::Ended { call: c, status: 200, .. } if c == call.handle()),
+        matches!(ended, Event::Ended { call: c, status: Some(200), .. } if c == call.handle()),
         "{ended:?}"
     );
     // Display stays short for logs; Debug names the user agent too.

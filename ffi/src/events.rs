@@ -118,8 +118,8 @@ pub enum CallEvent {
     Ended {
         /// The call's handle.
         call: u64,
-        /// The final SIP status (0: none).
-        status: u16,
+        /// The final SIP status (none: no final response was sent or received).
+        status: Option<u16>,
         /// Its reason phrase or the local cause.
         reason: String,
         /// How it ended.

@@ -542,7 +542,7 @@ mod tests {
         live.on_event(&Event::Ended {
             call: CallHandle::testing(2),
             call_id: "c2".into(),
-            status: 200,
+            status: Some(200),
             reason: "BYE".into(),
             outcome: wakeline::CallOutcome::Answered,
         });

@@ -394,7 +394,7 @@ impl Phone {
                     status,
                     outcome,
                     ..
-                } => Some((*call, *status, *outcome)),
+                } => Some((*call, status.unwrap_or(0), *outcome)),
                 _ => None,
             })
             .collect()

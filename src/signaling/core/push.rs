@@ -14,7 +14,7 @@
 //! - **Commands before the INVITE** are remembered: `answer` (CallKit answers early) answers the
 //!   INVITE as soon as it comes; `reject` / `hangup` reject it (603 for `hangup`); `ring` sends
 //!   180 then. `hold` and `update_media` are refused.
-//! - **No INVITE** within `Config::push_timeout`: the pre-created call ends `Missed` (status 0,
+//! - **No INVITE** within `Config::push_timeout`: the pre-created call ends `Missed` (status `None`,
 //!   reason `no INVITE after push`), or `Rejected` if the application had declined it.
 //! - **A late INVITE** (after that) is a normal new incoming call: a new handle and a new
 //!   `Incoming`; the server sent it, the user may still want it.
@@ -75,7 +75,7 @@ impl SignalingCore {
                 self.event(Event::Ended {
                     call: h,
                     call_id,
-                    status: 0,
+                    status: None,
                     reason: "already over".into(),
                     outcome: CallOutcome::Missed,
                 });
@@ -209,7 +209,7 @@ impl SignalingCore {
             self.event(Event::Ended {
                 call: h,
                 call_id: p.call_id,
-                status: 0,
+                status: None,
                 reason: "no INVITE after push".into(),
                 outcome,
             });

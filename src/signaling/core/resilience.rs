@@ -21,9 +21,9 @@
 //! While detached, the application's commands (`ring`, `answer`, `reject`, `hangup`, `hold`,
 //! `update_media`) are queued on the call (at most [`MAX_DEFERRED`]) and applied in order on
 //! the new flow. Deadlines, both `Config::flow_grace` from the loss (ringing) or from the first
-//! queued command (confirmed): a ringing call then ends `Failed` (status 0, its final response
+//! queued command (confirmed): a ringing call then ends `Failed` (status `None`, its final response
 //! recorded as abandoned in the ledger, exactly as when an accepted flow dies); a confirmed call
-//! with queued commands ends `Failed` (status 0, `flow lost`). A confirmed call with nothing
+//! with queued commands ends `Failed` (status `None`, `flow lost`). A confirmed call with nothing
 //! queued waits for the next flow as long as it takes: its media does not need the control flow.
 
 use super::{CallHandle, CallOutcome, CoreError, FlowId, SignalingCore, TxOwner};
@@ -428,7 +428,7 @@ mod tests {
         assert!(s
             .events
             .iter()
-            .any(|e| matches!(e, Event::Ended { status: 0, .. })));
+            .any(|e| matches!(e, Event::Ended { status: None, .. })));
     }
 
     #[test]

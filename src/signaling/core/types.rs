@@ -135,8 +135,9 @@ pub enum Event {
         call: CallHandle,
         /// SIP Call-ID.
         call_id: String,
-        /// The final SIP status sent or received for the INVITE (200 for answered calls).
-        status: u16,
+        /// The final SIP status sent or received for the INVITE (200 for answered calls);
+        /// `None` when there was none (a timeout, a lost flow, a push whose INVITE never came).
+        status: Option<u16>,
         /// Reason text (the reason phrase, `BYE`, `timeout`, ...).
         reason: String,
         /// The outcome.
