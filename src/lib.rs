@@ -216,7 +216,7 @@ pub mod platform;
 pub mod signaling;
 
 // What an application uses, at the root and in the prelude (the original group follows).
-pub use driver::{Events, MediaOptions, RejectCode, UserAgentBuilder};
+pub use driver::{AudioSession, Events, Hold, MediaOptions, RejectCode, UserAgentBuilder};
 pub use media::audio::{AudioConfig, AudioSink, AudioSource};
 pub use media::codec::EncoderConfig;
 pub use media::{MediaReport, MediaSnapshot};
@@ -228,10 +228,10 @@ pub use signaling::sdp::Codec;
 /// `use wakeline::prelude::*;` (the same names are also at the crate root).
 pub mod prelude {
     pub use crate::{
-        Account, AudioConfig, AudioSink, AudioSource, BusyPolicy, Call, CallHandle, CallOutcome,
-        CallState, Codec, Config, CoreError, EncoderConfig, Error, Event, Events, FlowId,
-        MediaOptions, MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport, Transport,
-        UserAgent, UserAgentBuilder,
+        Account, AudioConfig, AudioSession, AudioSink, AudioSource, BusyPolicy, Call, CallHandle,
+        CallOutcome, CallState, Codec, Config, CoreError, EncoderConfig, Error, Event, Events,
+        FlowId, Hold, MediaOptions, MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport,
+        Transport, UserAgent, UserAgentBuilder,
     };
 }
 

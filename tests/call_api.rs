@@ -99,3 +99,43 @@ async fn a_handle_from_one_user_agent_never_acts_on_another() {
     bob.shutdown().await.unwrap();
     alice.shutdown().await.unwrap();
 }
+
+/// Alice calls Bob (who answers): (Bob, his events, his call, Alice, her events, her call).
+async fn connected_call(
+    bob_media: MediaOptions,
+    alice_media: MediaOptions,
+) -> (UserAgent, Events, wakeline::Call, UserAgent, Events, wakeline::Call) {
+    let (bob, mut bob_events, uri) = listener(bob_media).await;
+    let (alice, alice_events) = UserAgent::builder(Config::default())
+        .media(alice_media)
+        .start()
+        .await
+        .unwrap();
+    let call = alice.call(&uri).await.unwrap();
+    let answered = bob.call_handle(incoming(&mut bob_events).await);
+    answered.answer().await.unwrap();
+    assert!(tokio::time::timeout(LIMIT, call.connected()).await.unwrap());
+    (bob, bob_events, answered, alice, alice_events, call)
+}
+
+/// The next `State` of `call` among `events`.
+async fn state_of(events: &mut Events, call: CallHandle, want: wakeline::CallState) {
+    wait(events, |e| {
+        matches!(e, Event::State { call: c, state, .. } if *c == call && *state == want)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_hold_puts_the_call_on_hold_and_back() {
+    use wakeline::{CallState, Hold};
+    let (bob, mut bob_events, at_bob, alice, _alice_events, call) =
+        connected_call(quiet(), quiet()).await;
+    call.hold(Hold::On).await.unwrap();
+    state_of(&mut bob_events, at_bob.handle(), CallState::Held).await;
+    call.hold(Hold::Off).await.unwrap();
+    state_of(&mut bob_events, at_bob.handle(), CallState::Resumed).await;
+    call.hangup().await.unwrap();
+    bob.shutdown().await.unwrap();
+    alice.shutdown().await.unwrap();
+}

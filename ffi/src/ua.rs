@@ -229,7 +229,7 @@ impl Call {
 
     /// Puts the call on hold (`true`) or resumes it (`false`).
     pub fn hold(&self, on: bool) -> Result<(), WakelineError> {
-        block(&self.runtime, self.call.hold(on))
+        block(&self.runtime, self.call.hold(wakeline::Hold::from(on)))
     }
 
     /// Sends DTMF digits (`0-9*#A-D`) as RFC 4733 telephone-events.

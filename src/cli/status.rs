@@ -171,7 +171,7 @@ pub async fn act(call: &wakeline::Call, action: KeyAction, view: &mut StatusView
             r
         }
         KeyAction::ToggleHold => {
-            let r = call.hold(!view.held).await;
+            let r = call.hold(wakeline::Hold::from(!view.held)).await;
             if r.is_ok() {
                 view.held = !view.held;
             }

@@ -1,5 +1,6 @@
 //! The public async API: [`UserAgent`], [`Call`], [`Events`].
 
+use super::call_options::Hold;
 use super::media::MediaOptions;
 use super::task::{Command, DriverTask};
 use crate::error::Error;
@@ -465,9 +466,9 @@ impl Call {
         self.ask(|reply| Command::Mute(h, on, reply)).await
     }
 
-    /// Puts the call on hold (`true`) or resumes it (`false`).
-    pub async fn hold(&self, on: bool) -> Result<(), Error> {
-        let h = self.handle;
+    /// Puts the call on hold ([`Hold::On`]) or resumes it ([`Hold::Off`]) with a re-INVITE.
+    pub async fn hold(&self, hold: Hold) -> Result<(), Error> {
+        let (h, on) = (self.handle, hold.is_on());
         self.ask(|reply| Command::Hold(h, on, reply)).await
     }
 }

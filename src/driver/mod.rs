@@ -24,6 +24,7 @@
 //! ```
 
 mod api;
+mod call_options;
 mod cause;
 mod flow;
 mod listener;
@@ -38,6 +39,7 @@ mod tls;
 mod udp;
 
 pub use api::{Call, Events, RejectCode, UserAgent, UserAgentBuilder};
+pub use call_options::{AudioSession, Hold};
 pub use cause::io_cause;
 pub use listener::ListenerLimits;
 pub use media::MediaOptions;
