@@ -1,5 +1,11 @@
 //! The per-call API a CallKit app drives (issue 11, item 3), on two in-process user agents over
-//! 127.0.0.1: call handles that only act in the user agent that made them.
+//! 127.0.0.1: call handles that only act in the user agent that made them, typed hold, per-call
+//! media options (`call_with`, `answer_with`) checked by the tones each far end records.
+
+mod peers;
+
+use peers::audio::assert_tone;
+use std::path::Path;
 
 use std::time::Duration;
 use wakeline::{
@@ -18,9 +24,23 @@ fn quiet() -> MediaOptions {
     }
 }
 
-/// A user agent listening on a free port of 127.0.0.1 with `media` as its default.
+/// A tone out, and what comes in recorded to `record` (nothing played).
+fn tone(hz: f32, record: Option<&Path>) -> MediaOptions {
+    MediaOptions {
+        source: AudioSource::Tone(hz),
+        record: record.map(Path::to_path_buf),
+        ..quiet()
+    }
+}
+
+/// A user agent listening on a free port of 127.0.0.1 with `media` as its default; it takes
+/// a second call while one is up (call waiting).
 async fn listener(media: MediaOptions) -> (UserAgent, Events, String) {
-    let (ua, events) = UserAgent::builder(Config::default())
+    let config = Config {
+        busy_policy: wakeline::BusyPolicy::Allow,
+        ..Config::default()
+    };
+    let (ua, events) = UserAgent::builder(config)
         .listen("127.0.0.1:0".parse().unwrap())
         .media(media)
         .start()
@@ -104,7 +124,14 @@ async fn a_handle_from_one_user_agent_never_acts_on_another() {
 async fn connected_call(
     bob_media: MediaOptions,
     alice_media: MediaOptions,
-) -> (UserAgent, Events, wakeline::Call, UserAgent, Events, wakeline::Call) {
+) -> (
+    UserAgent,
+    Events,
+    wakeline::Call,
+    UserAgent,
+    Events,
+    wakeline::Call,
+) {
     let (bob, mut bob_events, uri) = listener(bob_media).await;
     let (alice, alice_events) = UserAgent::builder(Config::default())
         .media(alice_media)
@@ -120,9 +147,10 @@ async fn connected_call(
 
 /// The next `State` of `call` among `events`.
 async fn state_of(events: &mut Events, call: CallHandle, want: wakeline::CallState) {
-    wait(events, |e| {
-        matches!(e, Event::State { call: c, state, .. } if *c == call && *state == want)
-    })
+    wait(
+        events,
+        |e| matches!(e, Event::State { call: c, state, .. } if *c == call && *state == want),
+    )
     .await;
 }
 
@@ -138,4 +166,61 @@ async fn typed_hold_puts_the_call_on_hold_and_back() {
     call.hangup().await.unwrap();
     bob.shutdown().await.unwrap();
     alice.shutdown().await.unwrap();
+}
+
+/// Two calls at once between the same two user agents, each with its own media options: Alice
+/// places them with `call_with` (440 Hz and 880 Hz), Bob answers the first with `answer_with`
+/// (600 Hz) and the second with his user agent's default (1000 Hz). Each side records each call,
+/// and every recording holds the tone of that call's far end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_uses_its_own_media_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = |name: &str| dir.path().join(format!("{name}.wav"));
+    let bob_default = MediaOptions {
+        record: Some(wav("bob")),
+        record_per_call: true,
+        ..tone(1000.0, None)
+    };
+    let (bob, mut bob_events, uri) = listener(bob_default).await;
+    let (alice, _alice_events) = UserAgent::builder(Config::default())
+        .media(quiet())
+        .start()
+        .await
+        .unwrap();
+
+    let first = alice
+        .call_with(&uri, tone(440.0, Some(&wav("alice-1"))))
+        .await
+        .unwrap();
+    let at_bob_1 = bob.call_handle(incoming(&mut bob_events).await);
+    at_bob_1
+        .answer_with(tone(600.0, Some(&wav("bob-first"))))
+        .await
+        .unwrap();
+    let second = alice
+        .call_with(&uri, tone(880.0, Some(&wav("alice-2"))))
+        .await
+        .unwrap();
+    let at_bob_2 = bob.call_handle(incoming(&mut bob_events).await);
+    at_bob_2.answer().await.unwrap();
+    for call in [&first, &second] {
+        assert!(tokio::time::timeout(LIMIT, call.connected()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for call in [&first, &second] {
+        call.hangup().await.unwrap();
+        tokio::time::timeout(LIMIT, call.ended()).await.unwrap();
+    }
+    for call in [&at_bob_1, &at_bob_2] {
+        tokio::time::timeout(LIMIT, call.ended()).await.unwrap();
+    }
+    bob.shutdown().await.unwrap();
+    alice.shutdown().await.unwrap();
+
+    // Bob's default options record per call: FILE-n.wav, n = the call's number.
+    let bob_second = wav(&format!("bob-{}", at_bob_2.handle().number()));
+    assert_tone(&wav("bob-first"), 440.0, 600.0, 1.0);
+    assert_tone(&bob_second, 880.0, 1000.0, 1.0);
+    assert_tone(&wav("alice-1"), 600.0, 440.0, 1.0);
+    assert_tone(&wav("alice-2"), 1000.0, 880.0, 1.0);
 }

@@ -278,11 +278,27 @@ impl UserAgent {
         self.ask(Command::Unregister).await
     }
 
-    /// Places a call to `target` (a SIP URI, e.g. `sip:bob@127.0.0.1:5080;transport=tcp`).
+    /// Places a call to `target` (a SIP URI, e.g. `sip:bob@127.0.0.1:5080;transport=tcp`)
+    /// with the user agent's [`MediaOptions`] (see [`UserAgent::call_with`]).
     pub async fn call(&self, target: &str) -> Result<Call, Error> {
+        self.place(target, None).await
+    }
+
+    /// Places a call with its own media options instead of the user agent's (the builder's
+    /// [`media`](UserAgentBuilder::media)), e.g. `audio: AudioSession::Manual` for a call
+    /// CallKit runs, or another source, sink or recording.
+    pub async fn call_with(&self, target: &str, media: MediaOptions) -> Result<Call, Error> {
+        self.place(target, Some(Box::new(media))).await
+    }
+
+    async fn place(&self, target: &str, media: Option<Box<MediaOptions>>) -> Result<Call, Error> {
         let uri = Uri::parse(target)?;
         let handle = self
-            .ask(|reply| Command::Call { target: uri, reply })
+            .ask(|reply| Command::Call {
+                target: uri,
+                media,
+                reply,
+            })
             .await?;
         Ok(Call {
             handle,
@@ -384,10 +400,18 @@ impl Call {
         self.ask(|reply| Command::Ring(h, reply)).await
     }
 
-    /// Answers an incoming call (200 OK with an SDP answer on a freshly reserved RTP port).
+    /// Answers an incoming call (200 OK with an SDP answer on a freshly reserved RTP port)
+    /// with the user agent's [`MediaOptions`] (see [`Call::answer_with`]).
     pub async fn answer(&self) -> Result<(), Error> {
         let h = self.handle;
-        self.ask(|reply| Command::Answer(h, reply)).await
+        self.ask(|reply| Command::Answer(h, None, reply)).await
+    }
+
+    /// Answers with this call's own media options instead of the user agent's, e.g.
+    /// `audio: AudioSession::Manual` when CallKit runs the call's audio session.
+    pub async fn answer_with(&self, media: MediaOptions) -> Result<(), Error> {
+        let (h, media) = (self.handle, Some(Box::new(media)));
+        self.ask(|reply| Command::Answer(h, media, reply)).await
     }
 
     /// Rejects an incoming call with a 3xx-6xx status (see [`Call::reject_with`] for the typed

@@ -31,10 +31,12 @@ pub(crate) enum Command {
     Unregister(Reply<()>),
     Call {
         target: Uri,
+        /// This call's media options (`None`: the user agent's).
+        media: Option<Box<MediaOptions>>,
         reply: Reply<CallHandle>,
     },
     Ring(CallHandle, Reply<()>),
-    Answer(CallHandle, Reply<()>),
+    Answer(CallHandle, Option<Box<MediaOptions>>, Reply<()>),
     Reject(CallHandle, u16, Reply<()>),
     Hangup(CallHandle, Reply<()>),
     Hold(CallHandle, bool, Reply<()>),
@@ -76,6 +78,8 @@ pub(crate) struct DriverTask {
     /// RTP/RTCP sockets reserved per call and announced in SDP, until media starts.
     media: HashMap<CallHandle, MediaSockets>,
     media_options: MediaOptions,
+    /// Per-call media options (`answer_with`, `call_with`) until the call's media starts.
+    call_media: HashMap<CallHandle, MediaOptions>,
     /// Copies of every SIP message and RTP/RTCP datagram, for capture (`--pcap`).
     tap: Tap,
     media_tasks: HashMap<CallHandle, MediaTask>,
@@ -148,6 +152,7 @@ impl DriverTask {
             udp,
             media: HashMap::new(),
             media_options,
+            call_media: HashMap::new(),
             tap,
             media_tasks: HashMap::new(),
             notes_tx,
@@ -445,7 +450,11 @@ impl DriverTask {
             Command::Unregister(reply) => {
                 let _ = reply.send(self.core.unregister(now).map_err(Error::from));
             }
-            Command::Call { target, reply } => {
+            Command::Call {
+                target,
+                media,
+                reply,
+            } => {
                 self.hints.note(&target);
                 let result = async {
                     let ip = route::media_ip(
@@ -460,6 +469,9 @@ impl DriverTask {
                     // Resolving the target may have taken a while: the core gets the time now.
                     let call = self.core.call(Instant::now(), target, addr)?;
                     self.media.insert(call, sockets);
+                    if let Some(options) = media {
+                        self.call_media.insert(call, *options);
+                    }
                     self.live_calls.insert(call);
                     Ok(call)
                 }
@@ -469,7 +481,7 @@ impl DriverTask {
             Command::Ring(call, reply) => {
                 let _ = reply.send(self.core.ring(now, call).map_err(Error::from));
             }
-            Command::Answer(call, reply) => {
+            Command::Answer(call, media, reply) => {
                 let result = async {
                     let ip = route::media_ip(
                         &self.core,
@@ -482,6 +494,9 @@ impl DriverTask {
                     let addr = sockets.local_rtp()?;
                     self.core.answer(Instant::now(), call, addr)?;
                     self.media.insert(call, sockets);
+                    if let Some(options) = media {
+                        self.call_media.insert(call, *options);
+                    }
                     Ok(())
                 }
                 .await;
@@ -784,7 +799,9 @@ impl DriverTask {
                         *call,
                         sockets,
                         media.clone(),
-                        self.media_options.clone(),
+                        self.call_media
+                            .remove(call)
+                            .unwrap_or_else(|| self.media_options.clone()),
                         self.tap.clone(),
                         self.notes_tx.clone(),
                     );
@@ -794,6 +811,7 @@ impl DriverTask {
             Event::Ended { call, .. } => {
                 self.live_calls.remove(call);
                 self.media.remove(call);
+                self.call_media.remove(call);
                 if let Some(task) = self.media_tasks.get(call) {
                     // The report comes first; `Ended` follows it (handle_media_note).
                     let _ = task.ctl.send(MediaCtl::Stop);
