@@ -1,10 +1,11 @@
 //! The per-call API a CallKit app drives (issue 11, item 3), on two in-process user agents over
 //! 127.0.0.1: call handles that only act in the user agent that made them, typed hold, per-call
-//! media options (`call_with`, `answer_with`) checked by the tones each far end records.
+//! media options (`call_with`, `answer_with`) checked by the tones each far end records, and
+//! a call whose audio I/O runs only while the app's audio session is active (CallKit).
 
 mod peers;
 
-use peers::audio::assert_tone;
+use peers::audio::{assert_tone, read_wav, tone_tally, Wav};
 use std::path::Path;
 
 use std::time::Duration;
@@ -223,4 +224,85 @@ async fn each_call_uses_its_own_media_options() {
     assert_tone(&bob_second, 880.0, 1000.0, 1.0);
     assert_tone(&wav("alice-1"), 600.0, 440.0, 1.0);
     assert_tone(&wav("alice-2"), 1000.0, 880.0, 1.0);
+}
+
+/// The part of `wav` from `from` to `to` (seconds from its start).
+fn slice(wav: &Wav, from: f64, to: f64) -> Wav {
+    let at = |t: f64| ((t * f64::from(wav.rate)) as usize).min(wav.samples.len());
+    Wav {
+        samples: wav.samples[at(from)..at(to)].to_vec(),
+        ..*wav
+    }
+}
+
+/// Alice's call runs its audio session by hand (`AudioSession::Manual`, as a CallKit app
+/// does): RTP flows from the answer on, but her tone reaches Bob only while her session is
+/// active — not before the first activation, not after a deactivation, again after a
+/// re-activation. Bob records what he receives; each phase's part of it is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_flows_only_while_the_apps_audio_session_is_active() {
+    use std::time::Instant;
+    use wakeline::AudioSession;
+    const PHASE: Duration = Duration::from_millis(1500);
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("bob.wav");
+    let (bob, mut bob_events, uri) = listener(quiet()).await;
+    let (alice, _alice_events) = UserAgent::builder(Config::default())
+        .media(quiet())
+        .start()
+        .await
+        .unwrap();
+    let manual = MediaOptions {
+        audio_session: AudioSession::Manual,
+        ..tone(440.0, None)
+    };
+    let call = alice.call_with(&uri, manual).await.unwrap();
+    let at_bob = bob.call_handle(incoming(&mut bob_events).await);
+    at_bob
+        .answer_with(tone(1000.0, Some(&heard)))
+        .await
+        .unwrap();
+    // Bob's recording starts with his media, right at his answer.
+    let start = Instant::now();
+    assert!(tokio::time::timeout(LIMIT, call.connected()).await.unwrap());
+    let mut switches = vec![0.0];
+    for step in 0..3 {
+        tokio::time::sleep(PHASE).await;
+        if step % 2 == 0 {
+            call.audio_session_activated().await.unwrap();
+        } else {
+            call.audio_session_deactivated().await.unwrap();
+        }
+        switches.push(start.elapsed().as_secs_f64());
+    }
+    tokio::time::sleep(PHASE).await;
+    switches.push(start.elapsed().as_secs_f64());
+    call.hangup().await.unwrap();
+    tokio::time::timeout(LIMIT, at_bob.ended()).await.unwrap();
+    bob.shutdown().await.unwrap();
+    alice.shutdown().await.unwrap();
+
+    let wav = read_wav(&heard);
+    for (phase, pair) in switches.windows(2).enumerate() {
+        // Skip the switch itself (opening, the jitter buffer), and stop short of the next.
+        let part = slice(&wav, pair[0] + 0.4, pair[1] - 0.1);
+        let t = tone_tally(&part, 440.0, 1000.0);
+        let active = phase % 2 == 1;
+        if active {
+            assert!(
+                t.tone >= 8 && t.purity >= 0.9,
+                "phase {phase} (active, {:.1}-{:.1} s): expected the tone, found {t:?}",
+                pair[0],
+                pair[1]
+            );
+        } else {
+            assert_eq!(
+                (t.loud, t.tone),
+                (0, 0),
+                "phase {phase} (inactive, {:.1}-{:.1} s): expected silence",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
 }

@@ -490,6 +490,24 @@ impl Call {
         self.ask(|reply| Command::Mute(h, on, reply)).await
     }
 
+    /// The app's audio session is active (CallKit's `provider(_:didActivate:)`): the call's
+    /// audio source and sink open now (or as soon as its media starts). Needed only with
+    /// [`AudioSession::Manual`](super::AudioSession::Manual); it may follow a deactivation.
+    pub async fn audio_session_activated(&self) -> Result<(), Error> {
+        let h = self.handle;
+        self.ask(|reply| Command::AudioSession(h, true, reply))
+            .await
+    }
+
+    /// The app's audio session is no longer active (CallKit's `provider(_:didDeactivate:)`,
+    /// e.g. another app's call took it): the call's audio source and sink close while RTP
+    /// keeps flowing (silence out, what arrives decoded and dropped).
+    pub async fn audio_session_deactivated(&self) -> Result<(), Error> {
+        let h = self.handle;
+        self.ask(|reply| Command::AudioSession(h, false, reply))
+            .await
+    }
+
     /// Puts the call on hold ([`Hold::On`]) or resumes it ([`Hold::Off`]) with a re-INVITE.
     pub async fn hold(&self, hold: Hold) -> Result<(), Error> {
         let (h, on) = (self.handle, hold.is_on());

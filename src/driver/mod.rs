@@ -30,6 +30,7 @@ mod flow;
 mod listener;
 mod media;
 mod media_rt;
+mod media_session;
 mod paced_clock;
 mod resolve;
 mod route;

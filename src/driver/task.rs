@@ -43,6 +43,8 @@ pub(crate) enum Command {
     Dtmf(CallHandle, String, Reply<()>),
     Info(CallHandle, String, Vec<u8>, Reply<()>),
     Mute(CallHandle, bool, Reply<()>),
+    /// The app's audio session for the call became active (`true`) or inactive.
+    AudioSession(CallHandle, bool, Reply<()>),
     Push {
         call_id: String,
         from: Option<String>,
@@ -533,6 +535,9 @@ impl DriverTask {
             Command::Mute(call, on, reply) => {
                 let _ = reply.send(self.media_ctl(call, MediaCtl::Mute(on)));
             }
+            Command::AudioSession(call, on, reply) => {
+                let _ = reply.send(self.audio_session(call, on));
+            }
             Command::Push {
                 call_id,
                 from,
@@ -639,6 +644,24 @@ impl DriverTask {
             tokio::spawn(f.close(FLUSH_LIMIT));
         }
         self.core.handle_flow_down(now, flow);
+    }
+
+    /// The app's audio session for `call` is now active (`on`) or not: the running media
+    /// task opens or closes the audio I/O; before media starts, the call starts that way.
+    fn audio_session(&mut self, call: CallHandle, on: bool) -> Result<(), Error> {
+        if self.media_tasks.contains_key(&call) {
+            return self.media_ctl(call, MediaCtl::Session(on));
+        }
+        if !self.live_calls.contains(&call) {
+            return Err(Error::Core(crate::signaling::core::CoreError::NoSuchCall));
+        }
+        let options = self.call_media.entry(call);
+        let options = options.or_insert_with(|| self.media_options.clone());
+        options.audio_session = match on {
+            true => super::AudioSession::Automatic,
+            false => super::AudioSession::Manual,
+        };
+        Ok(())
     }
 
     /// Hands a command to the call's running media task.
