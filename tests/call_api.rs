@@ -306,3 +306,35 @@ async fn audio_flows_only_while_the_apps_audio_session_is_active() {
         }
     }
 }
+
+/// CallKit activates the session of an outgoing call right after its start action, before the
+/// far end answers: the activation is remembered and the audio opens with the media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_before_the_answer_opens_the_audio_with_the_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("bob.wav");
+    let (bob, mut bob_events, uri) = listener(quiet()).await;
+    let (alice, _alice_events) = UserAgent::builder(Config::default())
+        .media(quiet())
+        .start()
+        .await
+        .unwrap();
+    let manual = MediaOptions {
+        audio_session: wakeline::AudioSession::Manual,
+        ..tone(440.0, None)
+    };
+    let call = alice.call_with(&uri, manual).await.unwrap();
+    call.audio_session_activated().await.unwrap();
+    let at_bob = bob.call_handle(incoming(&mut bob_events).await);
+    at_bob
+        .answer_with(tone(1000.0, Some(&heard)))
+        .await
+        .unwrap();
+    assert!(tokio::time::timeout(LIMIT, call.connected()).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    call.hangup().await.unwrap();
+    tokio::time::timeout(LIMIT, at_bob.ended()).await.unwrap();
+    bob.shutdown().await.unwrap();
+    alice.shutdown().await.unwrap();
+    assert_tone(&heard, 440.0, 1000.0, 1.2);
+}

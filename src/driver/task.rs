@@ -82,6 +82,9 @@ pub(crate) struct DriverTask {
     media_options: MediaOptions,
     /// Per-call media options (`answer_with`, `call_with`) until the call's media starts.
     call_media: HashMap<CallHandle, MediaOptions>,
+    /// The app's audio session for calls whose media has not started: it decides how their
+    /// audio starts, whatever their options say.
+    early_session: HashMap<CallHandle, bool>,
     /// Copies of every SIP message and RTP/RTCP datagram, for capture (`--pcap`).
     tap: Tap,
     media_tasks: HashMap<CallHandle, MediaTask>,
@@ -155,6 +158,7 @@ impl DriverTask {
             media: HashMap::new(),
             media_options,
             call_media: HashMap::new(),
+            early_session: HashMap::new(),
             tap,
             media_tasks: HashMap::new(),
             notes_tx,
@@ -655,12 +659,7 @@ impl DriverTask {
         if !self.live_calls.contains(&call) {
             return Err(Error::Core(crate::signaling::core::CoreError::NoSuchCall));
         }
-        let options = self.call_media.entry(call);
-        let options = options.or_insert_with(|| self.media_options.clone());
-        options.audio_session = match on {
-            true => super::AudioSession::Automatic,
-            false => super::AudioSession::Manual,
-        };
+        self.early_session.insert(call, on);
         Ok(())
     }
 
@@ -818,13 +817,19 @@ impl DriverTask {
                 if let Some(task) = self.media_tasks.get(call) {
                     let _ = task.ctl.send(MediaCtl::Update(media.clone()));
                 } else if let Some(sockets) = self.media.remove(call) {
+                    let mut options = (self.call_media.remove(call))
+                        .unwrap_or_else(|| self.media_options.clone());
+                    if let Some(on) = self.early_session.remove(call) {
+                        options.audio_session = match on {
+                            true => super::AudioSession::Automatic,
+                            false => super::AudioSession::Manual,
+                        };
+                    }
                     let task = call_media::spawn(
                         *call,
                         sockets,
                         media.clone(),
-                        self.call_media
-                            .remove(call)
-                            .unwrap_or_else(|| self.media_options.clone()),
+                        options,
                         self.tap.clone(),
                         self.notes_tx.clone(),
                     );
@@ -835,6 +840,7 @@ impl DriverTask {
                 self.live_calls.remove(call);
                 self.media.remove(call);
                 self.call_media.remove(call);
+                self.early_session.remove(call);
                 if let Some(task) = self.media_tasks.get(call) {
                     // The report comes first; `Ended` follows it (handle_media_note).
                     let _ = task.ctl.send(MediaCtl::Stop);
