@@ -156,6 +156,11 @@
 //! same real-time callback code, which only moves samples through lock-free rings; encoding,
 //! jitter buffering (with concealment and Opus FEC) and decoding happen in the media task.
 //! When a call ends its [`MediaReport`](media::MediaReport) arrives just before `Ended`.
+//! Those options are the user agent's default; [`UserAgent::call_with`] and
+//! [`Call::answer_with`] give one call its own. With `audio_session:`
+//! [`AudioSession::Manual`] (CallKit) a call's RTP flows from the answer on but its audio source
+//! and sink open only on [`Call::audio_session_activated`] and close on
+//! [`Call::audio_session_deactivated`].
 //!
 //! On a machine without a sound card, `AudioSource::Default` fails; probe with
 //! [`media::audio::start`] and fall back to a tone or silence, as `examples/softphone.rs` does.
