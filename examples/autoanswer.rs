@@ -65,7 +65,7 @@ pub struct CallSummary {
     /// How it ended.
     pub outcome: CallOutcome,
     /// The final status of the INVITE.
-    pub status: u16,
+    pub status: Option<u16>,
     /// The caller's audio, if media ran.
     pub recording: Option<PathBuf>,
     /// The media report, if media ran.
@@ -221,8 +221,9 @@ async fn on_event(
         } if is_current(call) => {
             let c = current.take()?;
             println!(
-                "autoanswer: call {} ended: {status} {reason} ({outcome:?})",
-                c.n
+                "autoanswer: call {} ended: {} {reason} ({outcome:?})",
+                c.n,
+                status_text(status)
             );
             return Some(CallSummary {
                 n: c.n,
@@ -234,7 +235,10 @@ async fn on_event(
             });
         }
         Event::Ended { status, reason, .. } => {
-            println!("autoanswer: another call ended: {status} {reason}")
+            println!(
+                "autoanswer: another call ended: {} {reason}",
+                status_text(status)
+            )
         }
         _ => {}
     }
@@ -269,6 +273,11 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// A final status for a log line: `200`, or `-` when there was none.
+fn status_text(status: Option<u16>) -> String {
+    status.map_or_else(|| "-".to_string(), |s| s.to_string())
 }
 
 fn usage() -> ! {

@@ -158,7 +158,10 @@ fn print_app_event(ev: &Event) {
             reason,
             outcome,
             ..
-        } => println!("app       {call:?} Ended {status} {reason} ({outcome:?})"),
+        } => println!(
+            "app       {call} Ended {} {reason} ({outcome:?})",
+            status.map_or("-".to_string(), |s| s.to_string())
+        ),
         Event::MediaStats { .. } => {}
         other => println!("app       {other:?}"),
     }
@@ -187,7 +190,7 @@ async fn on_push(app: &UserAgent, events: &mut Events, push: &Push) -> Result<Ca
     // PushKit requires this report before the handler returns.
     println!(
         "CallKit   reportNewIncomingCall(uuid-{}) -> the phone rings",
-        handle.0
+        handle.number()
     );
     // The caller hears ringback once the INVITE is there (180 is sent when it comes).
     call.ring().await.map_err(|e| format!("ring: {e}"))?;
@@ -261,7 +264,10 @@ async fn one_call(
         _ => None,
     })
     .await?;
-    println!("CallKit   reportCall(uuid-{}, connectedAt: now)", handle.0);
+    println!(
+        "CallKit   reportCall(uuid-{}, connectedAt: now)",
+        handle.number()
+    );
     let caller_handle = outgoing.handle();
     next("caller", &mut caller_events, |e| match e {
         Event::State {
@@ -289,7 +295,10 @@ async fn one_call(
         _ => None,
     })
     .await?;
-    println!("CallKit   reportCall(uuid-{}, endedAt: now)", handle.0);
+    println!(
+        "CallKit   reportCall(uuid-{}, endedAt: now)",
+        handle.number()
+    );
     let caller_outcome = next("caller", &mut caller_events, |e| match e {
         Event::Ended { call, outcome, .. } if *call == caller_handle => Some(*outcome),
         _ => None,

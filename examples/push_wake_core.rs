@@ -49,7 +49,7 @@ struct CallKit {
 
 impl CallKit {
     fn report_new_incoming_call(&mut self, call: CallHandle, from: &str) {
-        let uuid = format!("uuid-{}", call.0);
+        let uuid = format!("uuid-{}", call.number());
         println!("  CallKit   reportNewIncomingCall({uuid}, from: {from:?}) -> the phone rings");
         self.calls.insert(call, uuid);
     }
@@ -141,7 +141,8 @@ impl App {
                 outcome,
                 ..
             } => {
-                println!("  wakeline  {call:?} Ended {status} {reason} ({outcome:?})");
+                let status = status.map_or("-".to_string(), |s| s.to_string());
+                println!("  wakeline  {call} Ended {status} {reason} ({outcome:?})");
                 self.connected.retain(|c| c != call);
                 self.ended.push((*call, *outcome));
                 self.callkit.report_ended(*call, *outcome);

@@ -171,7 +171,10 @@ fn print_event(ev: &Event) {
             reason,
             outcome,
             ..
-        } => println!("call ended: {status} {reason} ({outcome:?})"),
+        } => println!(
+            "call ended: {} {reason} ({outcome:?})",
+            status.map_or("-".to_string(), |s| s.to_string())
+        ),
         Event::Registered { expires, .. } => println!("registered for {expires} s"),
         Event::RegistrationFailed { status, reason, .. } => {
             println!("registration failed: {status} {reason}")

@@ -156,6 +156,11 @@
 //! same real-time callback code, which only moves samples through lock-free rings; encoding,
 //! jitter buffering (with concealment and Opus FEC) and decoding happen in the media task.
 //! When a call ends its [`MediaReport`](media::MediaReport) arrives just before `Ended`.
+//! Those options are the user agent's default; [`UserAgent::call_with`] and
+//! [`Call::answer_with`] give one call its own. With `audio_session:`
+//! [`AudioSession::Manual`] (CallKit) a call's RTP flows from the answer on but its audio source
+//! and sink open only on [`Call::audio_session_activated`] and close on
+//! [`Call::audio_session_deactivated`].
 //!
 //! On a machine without a sound card, `AudioSource::Default` fails; probe with
 //! [`media::audio::start`] and fall back to a tone or silence, as `examples/softphone.rs` does.
@@ -217,7 +222,7 @@ pub mod platform;
 pub mod signaling;
 
 // What an application uses, at the root and in the prelude (the original group follows).
-pub use driver::{Events, MediaOptions, RejectCode, UserAgentBuilder};
+pub use driver::{AudioSession, Events, Hold, MediaOptions, RejectCode, UserAgentBuilder};
 pub use media::audio::{AudioConfig, AudioSink, AudioSource};
 pub use media::codec::EncoderConfig;
 pub use media::{MediaReport, MediaSnapshot};
@@ -229,15 +234,15 @@ pub use signaling::sdp::Codec;
 /// `use wakeline::prelude::*;` (the same names are also at the crate root).
 pub mod prelude {
     pub use crate::{
-        Account, AudioConfig, AudioSink, AudioSource, BusyPolicy, Call, CallHandle, CallOutcome,
-        CallState, Codec, Config, EncoderConfig, Error, Event, Events, FlowId, MediaOptions,
-        MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport, Transport, UserAgent,
-        UserAgentBuilder,
+        Account, AudioConfig, AudioSession, AudioSink, AudioSource, BusyPolicy, Call, CallHandle,
+        CallOutcome, CallState, Codec, Config, CoreError, EncoderConfig, Error, Event, Events,
+        FlowId, Hold, MediaOptions, MediaReport, MediaSnapshot, PushConfig, RejectCode, RunReport,
+        Transport, UserAgent, UserAgentBuilder,
     };
 }
 
 pub use driver::{Call, UserAgent};
 pub use error::Error;
 pub use signaling::config::{Account, AnswerPolicy, BusyPolicy, Config};
-pub use signaling::core::{CallHandle, CallOutcome, CallState, Event, FlowId};
+pub use signaling::core::{CallHandle, CallOutcome, CallState, CoreError, Event, FlowId};
 pub use signaling::transport::Transport;

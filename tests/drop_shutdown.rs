@@ -547,7 +547,14 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
                         Op::Answer(..) => call.answer().await,
                         Op::Reject(..) => call.reject(486).await,
                         Op::Hangup(..) => call.hangup().await,
-                        Op::Hold(_, _, on) => call.hold(on).await,
+                        Op::Hold(_, _, on) => {
+                            call.hold(if on {
+                                wakeline::Hold::On
+                            } else {
+                                wakeline::Hold::Off
+                            })
+                            .await
+                        }
                         _ => call.send_dtmf("1").await,
                     }
                 })

@@ -67,7 +67,7 @@ async fn autoanswer_serves_a_wakeline_call() {
     assert_eq!(summaries.len(), 1, "{summaries:?}");
     let s = &summaries[0];
     assert_eq!(s.outcome, CallOutcome::Answered, "{s:?}");
-    assert_eq!(s.status, 200);
+    assert_eq!(s.status, Some(200));
     let report = s.report.as_ref().expect("a media report");
     let stats = report.stats.as_ref().expect("media ran");
     assert!(stats.rtp_received > 25, "{stats:?}");

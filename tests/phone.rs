@@ -431,8 +431,8 @@ proptest! {
         let w = World::new().run(ops);
         if std::env::var("PHONE_STATS").is_ok() {
             let st = w.p.core.ledger_stats();
-            let ans = w.p.ended().iter().filter(|e| e.1 == 200).count();
-            let fails = w.p.ended().iter().filter(|e| e.1 == 0).count();
+            let ans = w.p.ended().iter().filter(|e| e.1 == Some(200)).count();
+            let fails = w.p.ended().iter().filter(|e| e.1.is_none()).count();
             eprintln!("STATS initial={} abandoned={} pushed={} answered={} status0={} registers={} connects={}",
                 st.initial, st.abandoned, w.pushed.borrow().len(), ans, fails, w.p.registers, w.p.connects);
         }

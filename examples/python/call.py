@@ -6,6 +6,9 @@
 
 Plays a tone to the far end, hangs up after --duration seconds of talk, prints every event and
 exits 0 when the call was answered and then ended normally (1 otherwise, 2 on bad arguments).
+With --activate-after S the call runs its audio session the CallKit way: placed with
+call_with(manual_audio_session=True), its tone starts only when audio_session_activated() is
+called, S seconds after the answer (RTP carries silence until then).
 The bindings are looked for in $WAKELINE_BINDINGS, else target/bindings/python of this checkout.
 """
 
@@ -43,25 +46,42 @@ def main():
     p.add_argument("--tone", type=float, default=440.0, help="the tone we send, in Hz")
     p.add_argument("--speaker", default="null", help="the far end's audio: null|FILE.wav")
     p.add_argument("--timeout", type=float, default=30.0, help="give up waiting for an answer")
+    p.add_argument(
+        "--activate-after",
+        type=float,
+        help="manual audio session: activate it this many seconds after the answer",
+    )
     args = p.parse_args()
-    if args.tone <= 0 or args.duration < 0:
-        p.error("--tone must be positive and --duration not negative")
+    if args.tone <= 0 or args.duration < 0 or (args.activate_after or 0) < 0:
+        p.error("--tone must be positive, --duration and --activate-after not negative")
 
     listener = Listener()
     media = wl.MediaConfig(mic=f"tone:{args.tone:g}", speaker=args.speaker)
     ua = wl.UserAgent(wl.UaConfig(media=media), listener)
     try:
-        call = ua.call(args.uri)
+        if args.activate_after is None:
+            call = ua.call(args.uri)
+        else:
+            media.manual_audio_session = True
+            call = ua.call_with(args.uri, media)
     except wl.WakelineError as e:
         print(f"cannot call {args.uri}: {e}", file=sys.stderr)
         return 2
 
+    activate_at = None  # when the manual audio session is due (CallKit's didActivate)
     answered_at = None
     hangup_at = time.monotonic() + args.timeout  # no answer by then: give up
     give_up_at = None  # set when we hang up: the call must end within 10 s of that
     ended = None
     while ended is None:
         now = time.monotonic()
+        if activate_at is not None and now >= activate_at:
+            activate_at = None
+            try:
+                call.audio_session_activated()
+                print("audio session activated", flush=True)
+            except wl.WakelineError as e:  # the call may have ended meanwhile
+                print(f"audio_session_activated: {e}", file=sys.stderr)
         if give_up_at is None and now >= hangup_at:
             if answered_at is None:
                 print(f"no answer within {args.timeout:g} s; hanging up", file=sys.stderr)
@@ -74,6 +94,8 @@ def main():
             print("the call did not end after hanging up", file=sys.stderr)
             break
         wait = (give_up_at if give_up_at is not None else hangup_at) - now
+        if activate_at is not None:
+            wait = min(wait, activate_at - now)
         try:
             event = listener.events.get(timeout=max(wait, 0.01))
         except queue.Empty:
@@ -84,6 +106,8 @@ def main():
         if event.is_state() and event.state == wl.CallState.CONNECTED and answered_at is None:
             answered_at = time.monotonic()
             hangup_at = answered_at + args.duration
+            if args.activate_after is not None:
+                activate_at = answered_at + args.activate_after
         elif event.is_ended():
             ended = event
     ua.shutdown()

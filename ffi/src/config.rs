@@ -4,7 +4,7 @@ use crate::error::WakelineError;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use wakeline::signaling::message::Uri;
-use wakeline::{Account, AudioSink, AudioSource, Config, MediaOptions};
+use wakeline::{Account, AudioSession, AudioSink, AudioSource, Config, MediaOptions};
 
 /// The SIP account to register with (omit it for direct calls only).
 #[derive(Debug, Clone, uniffi::Record)]
@@ -26,7 +26,8 @@ pub struct AccountConfig {
     pub proxy: Option<String>,
 }
 
-/// Where every call's audio comes from and goes to.
+/// Where a call's audio comes from and goes to: every call's (in [`UaConfig`]), or one call's
+/// (`UserAgent::call_with`, `Call::answer_with`).
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct MediaConfig {
     /// `default`, a device name, `FILE.wav` (looped), `tone:HZ` or `silence`.
@@ -38,6 +39,12 @@ pub struct MediaConfig {
     /// Also write what the far end sent to this WAV file (48 kHz mono 16-bit).
     #[uniffi(default)]
     pub record: Option<String>,
+    /// The app runs the call's audio session (CallKit): RTP flows from the answer on, but
+    /// `mic` and `speaker` open only on `Call::audio_session_activated` and close on
+    /// `audio_session_deactivated` (silence goes out meanwhile; what arrives is decoded,
+    /// recorded if asked, and dropped).
+    #[uniffi(default = false)]
+    pub manual_audio_session: bool,
 }
 
 /// How to build a [`UserAgent`](crate::UserAgent).
@@ -86,6 +93,10 @@ impl MediaConfig {
             source,
             sink,
             record: self.record.as_ref().map(PathBuf::from),
+            audio_session: match self.manual_audio_session {
+                true => AudioSession::Manual,
+                false => AudioSession::Automatic,
+            },
             ..MediaOptions::default()
         })
     }
@@ -128,6 +139,7 @@ mod tests {
             mic: mic.into(),
             speaker: speaker.into(),
             record: None,
+            manual_audio_session: false,
         }
     }
 
@@ -140,6 +152,13 @@ mod tests {
         assert_eq!(o.source, AudioSource::Silence);
         assert_eq!(o.sink, AudioSink::Wav("out.wav".into()));
         assert!(media("tone:abc", "null").to_options().is_err());
+        assert_eq!(o.audio_session, AudioSession::Automatic);
+        let manual = MediaConfig {
+            manual_audio_session: true,
+            ..media("tone:440", "null")
+        };
+        let o = manual.to_options().unwrap();
+        assert_eq!(o.audio_session, AudioSession::Manual);
     }
 
     #[test]

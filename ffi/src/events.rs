@@ -118,8 +118,8 @@ pub enum CallEvent {
     Ended {
         /// The call's handle.
         call: u64,
-        /// The final SIP status (0: none).
-        status: u16,
+        /// The final SIP status (none: no final response was sent or received).
+        status: Option<u16>,
         /// Its reason phrase or the local cause.
         reason: String,
         /// How it ended.
@@ -192,34 +192,34 @@ impl CallEvent {
                 to,
                 pushed,
             } => CallEvent::Incoming {
-                call: call.0,
+                call: call.number(),
                 sip_call_id: call_id,
                 from,
                 to,
                 pushed,
             },
             Event::State { call, state: s, .. } => CallEvent::State {
-                call: call.0,
+                call: call.number(),
                 state: state(s),
             },
             Event::Media { call, media, .. } => CallEvent::Media {
-                call: call.0,
+                call: call.number(),
                 codec: format!("{:?}", media.codec),
                 remote_rtp: media.remote_rtp.to_string(),
             },
             Event::Dtmf { call, digit, .. } => CallEvent::Dtmf {
-                call: call.0,
+                call: call.number(),
                 digit: digit.to_string(),
             },
             Event::MediaStats { call, snapshot, .. } => CallEvent::MediaStats {
-                call: call.0,
+                call: call.number(),
                 rtp_sent: snapshot.stats.rtp_sent,
                 rtp_received: snapshot.stats.rtp_received,
                 input_level: snapshot.input_level,
                 output_level: snapshot.output_level,
             },
             Event::MediaReport { call, report, .. } => CallEvent::MediaReport {
-                call: call.0,
+                call: call.number(),
                 rtp_sent: report.stats.as_ref().map_or(0, |s| s.rtp_sent),
                 rtp_received: report.stats.as_ref().map_or(0, |s| s.rtp_received),
                 duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
@@ -232,7 +232,7 @@ impl CallEvent {
                 outcome: o,
                 ..
             } => CallEvent::Ended {
-                call: call.0,
+                call: call.number(),
                 status,
                 reason,
                 outcome: outcome(o),

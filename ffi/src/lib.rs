@@ -17,4 +17,4 @@ mod ua;
 pub use config::{AccountConfig, MediaConfig, UaConfig};
 pub use error::WakelineError;
 pub use events::{CallEvent, CallOutcome, CallState, EventListener};
-pub use ua::{Call, KeepAliveResult, UserAgent};
+pub use ua::{Call, Hold, KeepAliveResult, UserAgent};

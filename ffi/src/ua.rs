@@ -2,14 +2,13 @@
 //! foreign caller until the driver accepts or refuses them, and a thread that hands events to
 //! the foreign listener.
 
-use crate::config::UaConfig;
+use crate::config::{MediaConfig, UaConfig};
 use crate::error::WakelineError;
 use crate::events::{CallEvent, EventListener};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
-use wakeline::signaling::core::CallHandle;
 
 /// How long dropping a [`UserAgent`] waits for its calls to hang up and its binding to go.
 const DROP_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -27,6 +26,15 @@ pub struct UserAgent {
 pub struct Call {
     runtime: Handle,
     call: wakeline::Call,
+}
+
+/// Hold or resume a call ([`Call::hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Hold {
+    /// On hold (a re-INVITE with `a=sendonly`).
+    On,
+    /// Resumed (a re-INVITE with `a=sendrecv`).
+    Off,
 }
 
 /// What one keep-alive run did.
@@ -132,9 +140,17 @@ impl UserAgent {
         self.wrap(call)
     }
 
+    /// Places a call with its own media (instead of the user agent's `UaConfig.media`), e.g.
+    /// with `manual_audio_session` for a call CallKit runs.
+    pub fn call_with(&self, uri: String, media: MediaConfig) -> Result<Arc<Call>, WakelineError> {
+        let media = media.to_options()?;
+        let call = block(self.rt()?, self.ua.call_with(&uri, media))?;
+        self.wrap(call)
+    }
+
     /// The call with this handle (from an event's `call` field).
     pub fn call_for(&self, id: u64) -> Result<Arc<Call>, WakelineError> {
-        self.wrap(self.ua.call_handle(CallHandle(id)))
+        self.wrap(self.ua.call_by_number(id))
     }
 
     /// A VoIP push (PushKit/FCM) announced the call with this SIP Call-ID: the call exists at
@@ -202,7 +218,7 @@ impl Drop for UserAgent {
 impl Call {
     /// This call's handle (the `call` field of its events).
     pub fn id(&self) -> u64 {
-        self.call.handle().0
+        self.call.handle().number()
     }
 
     /// Sends 180 Ringing (incoming calls).
@@ -213,6 +229,25 @@ impl Call {
     /// Answers an incoming call.
     pub fn answer(&self) -> Result<(), WakelineError> {
         block(&self.runtime, self.call.answer())
+    }
+
+    /// Answers with this call's own media (instead of the user agent's `UaConfig.media`), e.g.
+    /// with `manual_audio_session` when CallKit runs the call's audio session.
+    pub fn answer_with(&self, media: MediaConfig) -> Result<(), WakelineError> {
+        let media = media.to_options()?;
+        block(&self.runtime, self.call.answer_with(media))
+    }
+
+    /// The app's audio session is active (CallKit `provider(_:didActivate:)`): the call's mic
+    /// and speaker open now, or as soon as its media starts.
+    pub fn audio_session_activated(&self) -> Result<(), WakelineError> {
+        block(&self.runtime, self.call.audio_session_activated())
+    }
+
+    /// The app's audio session is gone (CallKit `provider(_:didDeactivate:)`): the call's mic
+    /// and speaker close; RTP keeps flowing. A later activation opens them again.
+    pub fn audio_session_deactivated(&self) -> Result<(), WakelineError> {
+        block(&self.runtime, self.call.audio_session_deactivated())
     }
 
     /// Rejects an incoming call with a 3xx-6xx status.
@@ -228,9 +263,13 @@ impl Call {
         block(&self.runtime, self.call.hangup())
     }
 
-    /// Puts the call on hold (`true`) or resumes it (`false`).
-    pub fn hold(&self, on: bool) -> Result<(), WakelineError> {
-        block(&self.runtime, self.call.hold(on))
+    /// Puts the call on hold ([`Hold::On`]) or resumes it ([`Hold::Off`]).
+    pub fn hold(&self, hold: Hold) -> Result<(), WakelineError> {
+        let hold = match hold {
+            Hold::On => wakeline::Hold::On,
+            Hold::Off => wakeline::Hold::Off,
+        };
+        block(&self.runtime, self.call.hold(hold))
     }
 
     /// Sends DTMF digits (`0-9*#A-D`) as RFC 4733 telephone-events.

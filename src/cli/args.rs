@@ -70,7 +70,8 @@ macro_rules! events_help {
   connected|held|resumed|terminating}   media {call_id, codec, payload_type, remote_rtp}
   media_stats {call_id, elapsed_s, codec, rtp_sent, rtp_received, lost, jitter_ms, rtt_ms,
   input_level, output_level, ...} (about 1/s)   dtmf {call_id, digit}
-  media_report {call_id, ... as --summary}   ended {call_id, status, reason, outcome:
+  media_report {call_id, ... as --summary}   ended {call_id, status (null: no final
+  response sent or received), reason, outcome:
   answered|rejected|busy|missed|cancelled|auth_failed|failed}   registered {expires}
   registration_failed {status, reason, retry_in_s (null: no retry of its own)}   unregistered
   flow_up {flow, remote}   flow_down {flow, cause}

@@ -209,6 +209,11 @@ fn guard_json(g: &wakeline::media::session::RtpGuard) -> Value {
     })
 }
 
+/// A call's final status for a log line: `200`, or `-` when there was none.
+pub fn status_text(status: Option<u16>) -> String {
+    status.map_or_else(|| "-".to_string(), |s| s.to_string())
+}
+
 /// Lowercase name of a call state.
 pub fn state_name(s: CallState) -> &'static str {
     match s {

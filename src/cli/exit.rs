@@ -40,11 +40,11 @@ impl Exit {
     }
 
     /// The status for a call that ended this way (`None` for a success).
-    pub fn for_outcome(outcome: CallOutcome, status: u16) -> Option<Exit> {
+    pub fn for_outcome(outcome: CallOutcome, status: Option<u16>) -> Option<Exit> {
         match outcome {
             CallOutcome::Answered => None,
             CallOutcome::AuthFailed => Some(Exit::Auth),
-            CallOutcome::Failed if status == 0 => Some(Exit::Network),
+            CallOutcome::Failed if status.is_none() => Some(Exit::Network),
             _ => Some(Exit::Sip),
         }
     }
@@ -105,14 +105,17 @@ mod tests {
         assert_eq!(Exit::for_status(0), Exit::Network);
         assert_eq!(Exit::for_status(407), Exit::Auth);
         assert_eq!(Exit::for_status(403), Exit::Sip);
-        assert_eq!(Exit::for_outcome(CallOutcome::Answered, 200), None);
+        assert_eq!(Exit::for_outcome(CallOutcome::Answered, Some(200)), None);
         assert_eq!(
-            Exit::for_outcome(CallOutcome::Failed, 0),
+            Exit::for_outcome(CallOutcome::Failed, None),
             Some(Exit::Network)
         );
-        assert_eq!(Exit::for_outcome(CallOutcome::Busy, 486), Some(Exit::Sip));
         assert_eq!(
-            Exit::for_outcome(CallOutcome::AuthFailed, 401),
+            Exit::for_outcome(CallOutcome::Busy, Some(486)),
+            Some(Exit::Sip)
+        );
+        assert_eq!(
+            Exit::for_outcome(CallOutcome::AuthFailed, Some(401)),
             Some(Exit::Auth)
         );
         let bind = Error::Socket {

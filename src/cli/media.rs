@@ -182,7 +182,12 @@ pub fn write_chime(path: &Path) -> Result<std::path::PathBuf, hound::Error> {
 }
 
 /// The summary of one call: its end and its media report.
-pub fn summary(status: u16, reason: &str, outcome: &str, report: Option<&MediaReport>) -> Value {
+pub fn summary(
+    status: Option<u16>,
+    reason: &str,
+    outcome: &str,
+    report: Option<&MediaReport>,
+) -> Value {
     let mut v = match report {
         Some(r) => report_json(r),
         None => json!({}),

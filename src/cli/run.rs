@@ -199,7 +199,8 @@ fn log_event(ev: &Event) {
             outcome,
             ..
         } => tracing::info!(
-            "call {call_id} ended: {status} {reason} ({})",
+            "call {call_id} ended: {} {reason} ({})",
+            super::events::status_text(*status),
             outcome_name(*outcome)
         ),
         Event::Registered { expires, .. } => tracing::info!("registered for {expires} s"),
@@ -552,7 +553,7 @@ pub async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
 /// How a call that ended this way ends the program.
 fn call_result(
     outcome: CallOutcome,
-    status: u16,
+    status: Option<u16>,
     reason: &str,
     stopped: Option<Exit>,
     media_error: Option<String>,
@@ -562,8 +563,8 @@ fn call_result(
     }
     if let Some(exit) = Exit::for_outcome(outcome, status) {
         let msg = match status {
-            0 => format!("call failed: {reason}"),
-            _ => format!("call failed: {status} {reason}"),
+            None => format!("call failed: {reason}"),
+            Some(status) => format!("call failed: {status} {reason}"),
         };
         return Err(Fail::new(exit, msg));
     }
@@ -861,7 +862,8 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
             } => {
                 live.finish();
                 println!(
-                    "demo: call ended: {status} {reason} ({})",
+                    "demo: call ended: {} {reason} ({})",
+                    super::events::status_text(*status),
                     outcome_name(*outcome)
                 );
                 println!("demo: what alice heard is in {}", args.record.display());

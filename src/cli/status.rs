@@ -171,7 +171,7 @@ pub async fn act(call: &wakeline::Call, action: KeyAction, view: &mut StatusView
             r
         }
         KeyAction::ToggleHold => {
-            let r = call.hold(!view.held).await;
+            let r = call.hold(wakeline::Hold::from(!view.held)).await;
             if r.is_ok() {
                 view.held = !view.held;
             }
@@ -519,30 +519,38 @@ mod tests {
     fn keys_follow_the_newest_call_and_fall_back_to_the_one_before() {
         let mut live = Live::with_tty(false);
         let inc = |n| Event::Incoming {
-            call: CallHandle(n),
+            call: CallHandle::testing(n),
             call_id: format!("c{n}"),
             from: "a".into(),
             to: "b".into(),
             pushed: false,
         };
         let state = |n, state| Event::State {
-            call: CallHandle(n),
+            call: CallHandle::testing(n),
             call_id: format!("c{n}"),
             state,
         };
         live.on_event(&inc(1));
         live.on_event(&inc(2));
-        assert_eq!(live.call, Some(CallHandle(2)));
+        assert_eq!(live.call, Some(CallHandle::testing(2)));
         live.on_event(&state(1, wakeline::CallState::Connected));
-        assert_eq!(live.call, Some(CallHandle(2)), "the older call keeps quiet");
+        assert_eq!(
+            live.call,
+            Some(CallHandle::testing(2)),
+            "the older call keeps quiet"
+        );
         live.on_event(&Event::Ended {
-            call: CallHandle(2),
+            call: CallHandle::testing(2),
             call_id: "c2".into(),
-            status: 200,
+            status: Some(200),
             reason: "BYE".into(),
             outcome: wakeline::CallOutcome::Answered,
         });
-        assert_eq!(live.call, Some(CallHandle(1)), "back to the one before");
+        assert_eq!(
+            live.call,
+            Some(CallHandle::testing(1)),
+            "back to the one before"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The public async API: [`UserAgent`], [`Call`], [`Events`].
 
+use super::call_options::Hold;
 use super::media::MediaOptions;
 use super::task::{Command, DriverTask};
 use crate::error::Error;
 use crate::platform::RunReport;
 use crate::signaling::config::Config;
-use crate::signaling::core::{CallHandle, CallOutcome, CallState, Event};
+use crate::signaling::core::{CallHandle, CallOutcome, CallState, CoreError, Event};
 use crate::signaling::message::Uri;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -190,6 +191,7 @@ impl UserAgentBuilder {
         .with_stun(self.stun)
         .with_udp(udp)
         .with_tls(tls_client, tls_listener);
+        let core_id = task.core_id();
         tokio::spawn(task.run());
         Ok((
             UserAgent {
@@ -197,6 +199,7 @@ impl UserAgentBuilder {
                 local_addr,
                 progress,
                 tls_local_addr,
+                core_id,
             },
             Events { rx: ev_rx },
         ))
@@ -214,6 +217,8 @@ pub struct UserAgent {
     local_addr: Option<SocketAddr>,
     progress: Arc<Progress>,
     tls_local_addr: Option<SocketAddr>,
+    /// The id of the driver's core: the only [`CallHandle`]s this user agent acts on.
+    core_id: u32,
 }
 
 /// The application's events, in order.
@@ -298,11 +303,27 @@ impl UserAgent {
         self.ask(Command::Unregister).await
     }
 
-    /// Places a call to `target` (a SIP URI, e.g. `sip:bob@127.0.0.1:5080;transport=tcp`).
+    /// Places a call to `target` (a SIP URI, e.g. `sip:bob@127.0.0.1:5080;transport=tcp`)
+    /// with the user agent's [`MediaOptions`] (see [`UserAgent::call_with`]).
     pub async fn call(&self, target: &str) -> Result<Call, Error> {
+        self.place(target, None).await
+    }
+
+    /// Places a call with its own media options instead of the user agent's (the builder's
+    /// [`media`](UserAgentBuilder::media)), e.g. `audio: AudioSession::Manual` for a call
+    /// CallKit runs, or another source, sink or recording.
+    pub async fn call_with(&self, target: &str, media: MediaOptions) -> Result<Call, Error> {
+        self.place(target, Some(Box::new(media))).await
+    }
+
+    async fn place(&self, target: &str, media: Option<Box<MediaOptions>>) -> Result<Call, Error> {
         let uri = Uri::parse(target)?;
         let handle = self
-            .ask(|reply| Command::Call { target: uri, reply })
+            .ask(|reply| Command::Call {
+                target: uri,
+                media,
+                reply,
+            })
             .await?;
         Ok(Call {
             handle,
@@ -310,12 +331,20 @@ impl UserAgent {
         })
     }
 
-    /// The [`Call`] for a handle from an event (e.g. `Event::Incoming`).
+    /// The [`Call`] for a handle from an event (e.g. `Event::Incoming`). A handle from another
+    /// user agent gives a `Call` whose commands fail with [`CoreError::UnknownCall`] (and whose
+    /// awaitables report a failed call at once): it never acts on a call of this one.
     pub fn call_handle(&self, handle: CallHandle) -> Call {
         Call {
             handle,
             ua: self.clone(),
         }
+    }
+
+    /// The [`Call`] numbered `number` in this user agent ([`CallHandle::number`]), for
+    /// bindings and logs that carry the number only.
+    pub fn call_by_number(&self, number: u64) -> Call {
+        self.call_handle(CallHandle::new(self.core_id, number))
     }
 
     /// A VoIP push arrived (PushKit/FCM) for the call with this Call-ID: the call is created at
@@ -374,6 +403,24 @@ impl UserAgent {
 }
 
 impl Call {
+    /// Sends a command for this call, unless its handle is another user agent's.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
+    ) -> Result<T, Error> {
+        self.own()?;
+        self.ua.ask(make).await
+    }
+
+    /// `Ok` when this user agent made the call's handle.
+    fn own(&self) -> Result<(), Error> {
+        if self.handle.core() == self.ua.core_id {
+            Ok(())
+        } else {
+            Err(Error::Core(CoreError::UnknownCall(self.handle)))
+        }
+    }
+
     /// Our handle for this call.
     pub fn handle(&self) -> CallHandle {
         self.handle
@@ -382,20 +429,28 @@ impl Call {
     /// Sends 180 Ringing (incoming calls).
     pub async fn ring(&self) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Ring(h, reply)).await
+        self.ask(|reply| Command::Ring(h, reply)).await
     }
 
-    /// Answers an incoming call (200 OK with an SDP answer on a freshly reserved RTP port).
+    /// Answers an incoming call (200 OK with an SDP answer on a freshly reserved RTP port)
+    /// with the user agent's [`MediaOptions`] (see [`Call::answer_with`]).
     pub async fn answer(&self) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Answer(h, reply)).await
+        self.ask(|reply| Command::Answer(h, None, reply)).await
+    }
+
+    /// Answers with this call's own media options instead of the user agent's, e.g.
+    /// `audio: AudioSession::Manual` when CallKit runs the call's audio session.
+    pub async fn answer_with(&self, media: MediaOptions) -> Result<(), Error> {
+        let (h, media) = (self.handle, Some(Box::new(media)));
+        self.ask(|reply| Command::Answer(h, media, reply)).await
     }
 
     /// Rejects an incoming call with a 3xx-6xx status (see [`Call::reject_with`] for the typed
     /// form).
     pub async fn reject(&self, status: u16) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Reject(h, status, reply)).await
+        self.ask(|reply| Command::Reject(h, status, reply)).await
     }
 
     /// Rejects an incoming call with a status that is valid by construction.
@@ -407,6 +462,9 @@ impl Call {
     /// user agent stopped (`false`). Returns at once when that already happened (a call that
     /// was answered and has ended since gives `true`).
     pub async fn connected(&self) -> bool {
+        if self.own().is_err() {
+            return false;
+        }
         let mut rx = self.ua.progress.watch(self.handle);
         let reached = rx.wait_for(|p| *p != Stage::Setup).await.map(|p| *p);
         matches!(
@@ -418,6 +476,9 @@ impl Call {
     /// Waits until the call has ended and returns how (at once if it already has). A call the
     /// user agent stopped without ending (the driver died) counts as `Failed`.
     pub async fn ended(&self) -> CallOutcome {
+        if self.own().is_err() {
+            return CallOutcome::Failed;
+        }
         let mut rx = self.ua.progress.watch(self.handle);
         let ended = rx.wait_for(|p| matches!(p, Stage::Ended(_))).await;
         match ended.map(|p| *p) {
@@ -429,7 +490,7 @@ impl Call {
     /// Ends the call: CANCEL, reject or BYE, whichever fits its state.
     pub async fn hangup(&self) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Hangup(h, reply)).await
+        self.ask(|reply| Command::Hangup(h, reply)).await
     }
 
     /// Sends DTMF digits (`0-9*#A-D`) as RFC 4733 telephone-events. Needs media to be up.
@@ -437,7 +498,7 @@ impl Call {
     /// [`Error::Media`] when the call has no telephone-event or ends first.
     pub async fn send_dtmf(&self, digits: &str) -> Result<(), Error> {
         let (h, d) = (self.handle, digits.to_string());
-        self.ua.ask(|reply| Command::Dtmf(h, d, reply)).await
+        self.ask(|reply| Command::Dtmf(h, d, reply)).await
     }
 
     /// Sends DTMF digits as SIP INFO requests (`application/dtmf-relay`, one per digit, 200 ms
@@ -450,9 +511,7 @@ impl Call {
             let body = crate::signaling::core::dtmf_relay_body(d).into_bytes();
             let h = self.handle;
             let ct = "application/dtmf-relay".to_string();
-            self.ua
-                .ask(|reply| Command::Info(h, ct, body, reply))
-                .await?;
+            self.ask(|reply| Command::Info(h, ct, body, reply)).await?;
         }
         Ok(())
     }
@@ -460,13 +519,31 @@ impl Call {
     /// Mutes (`true`: the far end hears silence) or unmutes our audio. Needs media to be up.
     pub async fn mute(&self, on: bool) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Mute(h, on, reply)).await
+        self.ask(|reply| Command::Mute(h, on, reply)).await
     }
 
-    /// Puts the call on hold (`true`) or resumes it (`false`).
-    pub async fn hold(&self, on: bool) -> Result<(), Error> {
+    /// The app's audio session is active (CallKit's `provider(_:didActivate:)`): the call's
+    /// audio source and sink open now (or as soon as its media starts). Needed only with
+    /// [`AudioSession::Manual`](super::AudioSession::Manual); it may follow a deactivation.
+    pub async fn audio_session_activated(&self) -> Result<(), Error> {
         let h = self.handle;
-        self.ua.ask(|reply| Command::Hold(h, on, reply)).await
+        self.ask(|reply| Command::AudioSession(h, true, reply))
+            .await
+    }
+
+    /// The app's audio session is no longer active (CallKit's `provider(_:didDeactivate:)`,
+    /// e.g. another app's call took it): the call's audio source and sink close while RTP
+    /// keeps flowing (silence out, what arrives decoded and dropped).
+    pub async fn audio_session_deactivated(&self) -> Result<(), Error> {
+        let h = self.handle;
+        self.ask(|reply| Command::AudioSession(h, false, reply))
+            .await
+    }
+
+    /// Puts the call on hold ([`Hold::On`]) or resumes it ([`Hold::Off`]) with a re-INVITE.
+    pub async fn hold(&self, hold: Hold) -> Result<(), Error> {
+        let (h, on) = (self.handle, hold.is_on());
+        self.ask(|reply| Command::Hold(h, on, reply)).await
     }
 }
 
@@ -732,7 +809,7 @@ mod tests {
         // After the user agent stops, an unknown call counts as failed instead of hanging.
         alice.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let unknown = alice.call_handle(CallHandle(999));
+        let unknown = alice.call_by_number(999);
         assert_eq!(
             tokio::time::timeout(limit, unknown.ended()).await.unwrap(),
             CallOutcome::Failed

@@ -44,6 +44,9 @@ pub struct MediaOptions {
     /// Look for a tone at this frequency (Hz) in the far end's audio
     /// ([`crate::media::pipeline::CallStats::tone`]).
     pub expect_tone: Option<f32>,
+    /// Who starts the audio I/O: wakeline with the media (default), or the app
+    /// ([`AudioSession::Manual`](super::AudioSession::Manual), for CallKit).
+    pub audio_session: super::AudioSession,
 }
 
 impl MediaOptions {
@@ -55,8 +58,8 @@ impl MediaOptions {
         }
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
         let name = match path.extension() {
-            Some(ext) => format!("{stem}-{}.{}", call.0, ext.to_string_lossy()),
-            None => format!("{stem}-{}", call.0),
+            Some(ext) => format!("{stem}-{}.{}", call.number(), ext.to_string_lossy()),
+            None => format!("{stem}-{}", call.number()),
         };
         Some(path.with_file_name(name))
     }
@@ -73,6 +76,7 @@ impl Default for MediaOptions {
             latching: Default::default(),
             record_per_call: false,
             expect_tone: None,
+            audio_session: super::AudioSession::Automatic,
         }
     }
 }
@@ -125,6 +129,8 @@ pub(crate) enum MediaCtl {
     Dtmf(String, oneshot::Sender<Result<(), crate::Error>>),
     /// Mute (`true`) or unmute our audio.
     Mute(bool),
+    /// The app's audio session became active (`true`: open the audio I/O) or inactive.
+    Session(bool),
     /// The network changed: use these sockets from now on (a re-INVITE announces them).
     Rebind(MediaSockets),
     /// Hang-up: send RTCP BYE and finish.
@@ -166,7 +172,7 @@ pub(crate) fn spawn(
 }
 
 /// Writes the far end's decoded audio to a WAV file, from the pipeline's record tap.
-struct Recorder {
+pub(super) struct Recorder {
     ring: rtrb::Consumer<i16>,
     wav: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
     failed: Option<String>,
@@ -227,7 +233,9 @@ fn report_error(error: String) -> MediaReport {
 
 /// Opens the call's audio: on the runtime when that cannot block (tones, silence, null),
 /// otherwise on the blocking pool.
-async fn open_audio(options: &MediaOptions) -> Result<(audio::AudioStreams, PacedAudio), String> {
+pub(super) async fn open_audio(
+    options: &MediaOptions,
+) -> Result<(audio::AudioStreams, PacedAudio), String> {
     let (source, sink, acfg) = (
         options.source.clone(),
         options.sink.clone(),
@@ -246,10 +254,10 @@ async fn open_audio(options: &MediaOptions) -> Result<(audio::AudioStreams, Pace
 
 /// What a call leaves to close when it ends: devices (their callback threads), the paced
 /// backends (a WAV sink) and the recorder.
-struct Closing {
-    handle: AudioHandle,
-    paced: PacedAudio,
-    recorder: Option<Recorder>,
+pub(super) struct Closing {
+    pub(super) handle: AudioHandle,
+    pub(super) paced: PacedAudio,
+    pub(super) recorder: Option<Recorder>,
 }
 
 impl Closing {
@@ -265,7 +273,7 @@ impl Closing {
 
     /// Closes off the runtime when closing can block (the report waits for files to be
     /// complete; the runtime's worker does not), inline otherwise.
-    async fn close_off_runtime(self) -> Option<String> {
+    pub(super) async fn close_off_runtime(self) -> Option<String> {
         if self.handle.has_devices() || self.paced.finish_blocks() || self.recorder.is_some() {
             match tokio::task::spawn_blocking(move || self.close()).await {
                 Ok(e) => e,
@@ -291,7 +299,9 @@ async fn run(
         Ok(s) => s,
         Err(e) => return report_error(format!("media sockets: {e}")),
     };
-    let (streams, paced) = match open_audio(&options).await {
+    let mut active = options.audio_session == super::AudioSession::Automatic;
+    let (streams, paced) = match open_audio(&super::media_session::backends(&options, active)).await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(?call, "{e}");
@@ -309,8 +319,8 @@ async fn run(
     let crate::media::audio::AudioStreams {
         capture,
         playback,
-        capture_stats,
-        playback_stats,
+        mut capture_stats,
+        mut playback_stats,
         handle: audio_handle,
         ..
     } = streams;
@@ -428,6 +438,17 @@ async fn run(
                     muted = on;
                     pipeline.set_muted(on);
                 }
+                Some(MediaCtl::Session(on)) if on != active => {
+                    let stats = (&mut capture_stats, &mut playback_stats);
+                    let switched = super::media_session::switch(
+                        &options, on, &mut pipeline, &mut closing, &mut clock, stats,
+                    );
+                    match switched.await {
+                        Ok(()) => active = on,
+                        Err(e) => tracing::warn!(?call, "audio session: {e}"),
+                    }
+                }
+                Some(MediaCtl::Session(_)) => {}
                 Some(MediaCtl::Stop) | None => {
                     pipeline.bye(Instant::now());
                     stopping = true;

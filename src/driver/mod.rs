@@ -24,11 +24,13 @@
 //! ```
 
 mod api;
+mod call_options;
 mod cause;
 mod flow;
 mod listener;
 mod media;
 mod media_rt;
+mod media_session;
 mod paced_clock;
 mod resolve;
 mod route;
@@ -39,6 +41,7 @@ mod tls;
 mod udp;
 
 pub use api::{Call, Events, RejectCode, UserAgent, UserAgentBuilder};
+pub use call_options::{AudioSession, Hold};
 pub use cause::io_cause;
 pub use listener::ListenerLimits;
 pub use media::MediaOptions;

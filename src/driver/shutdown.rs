@@ -195,7 +195,7 @@ fn gave_up_ended(call: CallHandle, call_id: String, grace: Duration) -> Event {
     Event::Ended {
         call,
         call_id,
-        status: 0,
+        status: None,
         reason: format!("shut down: not ended within {grace:?} of our hangup"),
         outcome: CallOutcome::Failed,
     }
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_call_ended_on_giving_up_is_not_ended_again() {
-        let (a, b) = (CallHandle(1), CallHandle(2));
+        let (a, b) = (CallHandle::testing(1), CallHandle::testing(2));
         let s = Shutdown {
             cause: Cause::HandlesDropped,
             deadline: Instant::now(),
@@ -223,14 +223,17 @@ mod tests {
 
     #[test]
     fn the_end_on_giving_up_says_why() {
-        match gave_up_ended(CallHandle(7), "id".into(), Duration::from_secs(2)) {
+        match gave_up_ended(CallHandle::testing(7), "id".into(), Duration::from_secs(2)) {
             Event::Ended {
                 call,
                 reason,
                 outcome,
                 ..
             } => {
-                assert_eq!((call, outcome), (CallHandle(7), CallOutcome::Failed));
+                assert_eq!(
+                    (call, outcome),
+                    (CallHandle::testing(7), CallOutcome::Failed)
+                );
                 assert!(
                     reason.contains("shut down") && reason.contains("2s"),
                     "{reason}"

@@ -37,16 +37,20 @@ pub(crate) enum Command {
     Unregister(Reply<()>),
     Call {
         target: Uri,
+        /// This call's media options (`None`: the user agent's).
+        media: Option<Box<MediaOptions>>,
         reply: Reply<CallHandle>,
     },
     Ring(CallHandle, Reply<()>),
-    Answer(CallHandle, Reply<()>),
+    Answer(CallHandle, Option<Box<MediaOptions>>, Reply<()>),
     Reject(CallHandle, u16, Reply<()>),
     Hangup(CallHandle, Reply<()>),
     Hold(CallHandle, bool, Reply<()>),
     Dtmf(CallHandle, String, Reply<()>),
     Info(CallHandle, String, Vec<u8>, Reply<()>),
     Mute(CallHandle, bool, Reply<()>),
+    /// The app's audio session for the call became active (`true`) or inactive.
+    AudioSession(CallHandle, bool, Reply<()>),
     Push {
         call_id: String,
         from: Option<String>,
@@ -79,6 +83,11 @@ pub(crate) struct DriverTask {
     /// RTP/RTCP sockets reserved per call and announced in SDP, until media starts.
     media: HashMap<CallHandle, MediaSockets>,
     media_options: MediaOptions,
+    /// Per-call media options (`answer_with`, `call_with`) until the call's media starts.
+    call_media: HashMap<CallHandle, MediaOptions>,
+    /// The app's audio session for calls whose media has not started: it decides how their
+    /// audio starts, whatever their options say.
+    early_session: HashMap<CallHandle, bool>,
     /// Copies of every SIP message and RTP/RTCP datagram, for capture (`--pcap`).
     tap: Tap,
     media_tasks: HashMap<CallHandle, MediaTask>,
@@ -155,6 +164,8 @@ impl DriverTask {
             udp,
             media: HashMap::new(),
             media_options,
+            call_media: HashMap::new(),
+            early_session: HashMap::new(),
             tap,
             media_tasks: HashMap::new(),
             notes_tx,
@@ -201,6 +212,11 @@ impl DriverTask {
     pub(crate) fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
+    }
+
+    /// The id of the core: every call handle it makes carries it.
+    pub(crate) fn core_id(&self) -> u32 {
+        self.core.id()
     }
 
     pub(crate) fn with_listener_limits(mut self, limits: ListenerLimits) -> Self {
@@ -476,7 +492,11 @@ impl DriverTask {
             Command::Call { reply, .. } if self.shutting_down.is_some() => {
                 let _ = reply.send(Err(Error::Stopped));
             }
-            Command::Call { target, reply } => {
+            Command::Call {
+                target,
+                media,
+                reply,
+            } => {
                 self.hints.note(&target);
                 let result = async {
                     let ip = route::media_ip(
@@ -491,6 +511,9 @@ impl DriverTask {
                     // Resolving the target may have taken a while: the core gets the time now.
                     let call = self.core.call(Instant::now(), target, addr)?;
                     self.media.insert(call, sockets);
+                    if let Some(options) = media {
+                        self.call_media.insert(call, *options);
+                    }
                     self.live_calls.insert(call);
                     Ok(call)
                 }
@@ -500,7 +523,7 @@ impl DriverTask {
             Command::Ring(call, reply) => {
                 let _ = reply.send(self.core.ring(now, call).map_err(Error::from));
             }
-            Command::Answer(call, reply) => {
+            Command::Answer(call, media, reply) => {
                 let result = async {
                     let ip = route::media_ip(
                         &self.core,
@@ -513,6 +536,9 @@ impl DriverTask {
                     let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
                     self.core.answer(Instant::now(), call, addr)?;
                     self.media.insert(call, sockets);
+                    if let Some(options) = media {
+                        self.call_media.insert(call, *options);
+                    }
                     Ok(())
                 }
                 .await;
@@ -551,6 +577,9 @@ impl DriverTask {
             }
             Command::Push { reply, .. } if self.shutting_down.is_some() => {
                 let _ = reply.send(Err(Error::Stopped));
+            }
+            Command::AudioSession(call, on, reply) => {
+                let _ = reply.send(self.audio_session(call, on));
             }
             Command::Push {
                 call_id,
@@ -654,6 +683,19 @@ impl DriverTask {
             tokio::spawn(f.close(FLUSH_LIMIT));
         }
         self.core.handle_flow_down(now, flow);
+    }
+
+    /// The app's audio session for `call` is now active (`on`) or not: the running media
+    /// task opens or closes the audio I/O; before media starts, the call starts that way.
+    fn audio_session(&mut self, call: CallHandle, on: bool) -> Result<(), Error> {
+        if self.media_tasks.contains_key(&call) {
+            return self.media_ctl(call, MediaCtl::Session(on));
+        }
+        if !self.live_calls.contains(&call) {
+            return Err(Error::Core(crate::signaling::core::CoreError::NoSuchCall));
+        }
+        self.early_session.insert(call, on);
+        Ok(())
     }
 
     /// Hands a command to the call's running media task.
@@ -823,11 +865,19 @@ impl DriverTask {
                 if let Some(task) = self.media_tasks.get(call) {
                     let _ = task.ctl.send(MediaCtl::Update(media.clone()));
                 } else if let Some(sockets) = self.media.remove(call) {
+                    let mut options = (self.call_media.remove(call))
+                        .unwrap_or_else(|| self.media_options.clone());
+                    if let Some(on) = self.early_session.remove(call) {
+                        options.audio_session = match on {
+                            true => super::AudioSession::Automatic,
+                            false => super::AudioSession::Manual,
+                        };
+                    }
                     let task = call_media::spawn(
                         *call,
                         sockets,
                         media.clone(),
-                        self.media_options.clone(),
+                        options,
                         self.tap.clone(),
                         self.notes_tx.clone(),
                     );
@@ -837,6 +887,8 @@ impl DriverTask {
             Event::Ended { call, .. } => {
                 self.live_calls.remove(call);
                 self.media.remove(call);
+                self.call_media.remove(call);
+                self.early_session.remove(call);
                 if let Some(task) = self.media_tasks.get(call) {
                     // The report comes first; `Ended` follows it (handle_media_note).
                     let _ = task.ctl.send(MediaCtl::Stop);

@@ -111,6 +111,8 @@ pub struct SignalingCore {
     pub(crate) server_tx: HashMap<TxKey, ServerTx>,
     pub(crate) calls: BTreeMap<CallHandle, Call>,
     next_call: u64,
+    /// This core's id, in each of its [`CallHandle`]s (unique in the process).
+    id: u32,
     /// Dialog id → call.
     pub(crate) dialogs: HashMap<DialogId, CallHandle>,
     /// UAC Call-ID → call (2xx responses that match no transaction: forks, retransmissions).
@@ -128,6 +130,12 @@ pub struct SignalingCore {
     pub(crate) flow_cause: String,
 }
 
+/// A process-wide unique id for a new core (0 is never given: detached test handles use it).
+fn next_core_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl SignalingCore {
     /// A core with this configuration. Nothing happens until the first `handle_*` call.
     pub fn new(config: Config) -> Self {
@@ -141,6 +149,7 @@ impl SignalingCore {
             server_tx: HashMap::new(),
             calls: BTreeMap::new(),
             next_call: 1,
+            id: next_core_id(),
             dialogs: HashMap::new(),
             uac_calls: HashMap::new(),
             merge_index: HashMap::new(),
@@ -150,6 +159,11 @@ impl SignalingCore {
             udp_stats: UdpStats::default(),
             flow_cause: "flow lost".into(),
         }
+    }
+
+    /// This core's id, unique in the process; every [`CallHandle`] it makes carries it.
+    pub fn id(&self) -> u32 {
+        self.id
     }
 
     /// The configuration.
@@ -203,7 +217,7 @@ impl SignalingCore {
     }
 
     pub(crate) fn new_call_handle(&mut self) -> CallHandle {
-        let h = CallHandle(self.next_call);
+        let h = CallHandle::new(self.id, self.next_call);
         self.next_call += 1;
         h
     }

@@ -65,13 +65,18 @@ impl Running {
     }
 
     /// The result, but for `audio_sent` (decided once the peer's summary is read).
-    fn finish(self, status: u16, reason: &str, outcome: CallOutcome) -> (String, Seen, CallResult) {
+    fn finish(
+        self,
+        status: Option<u16>,
+        reason: &str,
+        outcome: CallOutcome,
+    ) -> (String, Seen, CallResult) {
         let answered = outcome == CallOutcome::Answered;
         let failure = (!answered).then(|| match status {
             _ if self.gave_up => "setup timeout".to_string(),
-            0 => reason.to_string(),
-            s if (200..300).contains(&s) => format!("{s} then {reason}"),
-            s => s.to_string(),
+            None => reason.to_string(),
+            Some(s) if (200..300).contains(&s) => format!("{s} then {reason}"),
+            Some(s) => s.to_string(),
         });
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let s = self.stats.filter(|_| answered);
@@ -359,7 +364,7 @@ impl Run {
         }
         for h in lost {
             if let Some(r) = self.running.remove(&h) {
-                let done = r.finish(0, "no end after hang-up", CallOutcome::Failed);
+                let done = r.finish(None, "no end after hang-up", CallOutcome::Failed);
                 self.live.ended(&done.2);
                 self.done.push(done);
             }
@@ -518,19 +523,19 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Running::new(t0);
         r.connected = Some(t0 + Duration::from_millis(12));
-        let (_, _, ok) = r.finish(200, "BYE", CallOutcome::Answered);
+        let (_, _, ok) = r.finish(Some(200), "BYE", CallOutcome::Answered);
         assert!(ok.answered && ok.failure.is_none());
         assert!(
             ok.setup_ms.is_some_and(|ms| (ms - 12.0).abs() < 1e-6),
             "{ok:?}"
         );
-        let (_, _, busy) = Running::new(t0).finish(486, "Busy Here", CallOutcome::Busy);
+        let (_, _, busy) = Running::new(t0).finish(Some(486), "Busy Here", CallOutcome::Busy);
         assert_eq!(busy.failure.as_deref(), Some("486"));
-        let (_, _, down) = Running::new(t0).finish(0, "connect: refused", CallOutcome::Failed);
+        let (_, _, down) = Running::new(t0).finish(None, "connect: refused", CallOutcome::Failed);
         assert_eq!(down.failure.as_deref(), Some("connect: refused"));
         let mut late = Running::new(t0);
         late.gave_up = true;
-        let (_, _, late) = late.finish(487, "Request Terminated", CallOutcome::Cancelled);
+        let (_, _, late) = late.finish(Some(487), "Request Terminated", CallOutcome::Cancelled);
         assert_eq!(late.failure.as_deref(), Some("setup timeout"));
     }
 }

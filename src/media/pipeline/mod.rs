@@ -419,6 +419,19 @@ impl MediaPipeline {
         ));
     }
 
+    /// Connects the pipeline to other audio backends mid-call (an audio session that starts or
+    /// stops) and returns the ring ends it used until now. RTP and codec state carry on.
+    pub fn replace_audio(
+        &mut self,
+        capture: rtrb::Consumer<i16>,
+        playback: rtrb::Producer<i16>,
+    ) -> (rtrb::Consumer<i16>, rtrb::Producer<i16>) {
+        (
+            std::mem::replace(&mut self.capture, capture),
+            std::mem::replace(&mut self.playback, playback),
+        )
+    }
+
     /// The frame period (ptime).
     pub fn period(&self) -> Duration {
         self.period

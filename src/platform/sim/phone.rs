@@ -437,7 +437,7 @@ impl Phone {
     }
 
     /// `Ended` events as (handle, status, outcome).
-    pub fn ended(&self) -> Vec<(CallHandle, u16, CallOutcome)> {
+    pub fn ended(&self) -> Vec<(CallHandle, Option<u16>, CallOutcome)> {
         self.events
             .iter()
             .filter_map(|e| match e {

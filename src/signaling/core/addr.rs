@@ -103,6 +103,6 @@ mod tests {
         let flow = core.handle_flow_accepted(Instant::now(), local, remote);
         assert_eq!(core.flow_addrs(flow), Some(FlowAddrs { local, remote }));
         assert_eq!(core.control_flow_addrs(), None);
-        assert_eq!(core.call_flow_addrs(CallHandle(99)), None);
+        assert_eq!(core.call_flow_addrs(CallHandle::testing(99)), None);
     }
 }

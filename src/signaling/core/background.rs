@@ -301,6 +301,6 @@ mod tests {
         assert!(p.ended().is_empty());
         p.core.hangup(p.now, h).unwrap();
         p.pump();
-        assert_eq!(p.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(p.ended(), vec![(h, Some(200), CallOutcome::Answered)]);
     }
 }

@@ -212,7 +212,7 @@ impl SignalingCore {
                 self.event(Event::Ended {
                     call: h,
                     call_id: key.call_id,
-                    status: 400,
+                    status: Some(400),
                     reason: "Bad Request".into(),
                     outcome: CallOutcome::Failed,
                 });

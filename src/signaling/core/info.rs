@@ -70,7 +70,7 @@ mod tests {
             .collect();
         assert_eq!(got, vec!['#']);
         assert!(matches!(
-            p.a.send_info(p.now, CallHandle(99), "x/y", b""),
+            p.a.send_info(p.now, CallHandle::testing(99), "x/y", b""),
             Err(CoreError::NoSuchCall)
         ));
     }

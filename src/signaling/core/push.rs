@@ -14,7 +14,7 @@
 //! - **Commands before the INVITE** are remembered: `answer` (CallKit answers early) answers the
 //!   INVITE as soon as it comes; `reject` / `hangup` reject it (603 for `hangup`); `ring` sends
 //!   180 then. `hold` and `update_media` are refused.
-//! - **No INVITE** within `Config::push_timeout`: the pre-created call ends `Missed` (status 0,
+//! - **No INVITE** within `Config::push_timeout`: the pre-created call ends `Missed` (status `None`,
 //!   reason `no INVITE after push`), or `Rejected` if the application had declined it.
 //! - **A late INVITE** (after that) is a normal new incoming call: a new handle and a new
 //!   `Incoming`; the server sent it, the user may still want it.
@@ -75,7 +75,7 @@ impl SignalingCore {
                 self.event(Event::Ended {
                     call: h,
                     call_id,
-                    status: 0,
+                    status: None,
                     reason: "already over".into(),
                     outcome: CallOutcome::Missed,
                 });
@@ -209,7 +209,7 @@ impl SignalingCore {
             self.event(Event::Ended {
                 call: h,
                 call_id: p.call_id,
-                status: 0,
+                status: None,
                 reason: "no INVITE after push".into(),
                 outcome,
             });
@@ -306,7 +306,7 @@ mod tests {
         assert!(q.ended().is_empty());
         q.core.hangup(q.now, h).unwrap();
         q.pump();
-        assert_eq!(q.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(q.ended(), vec![(h, Some(200), CallOutcome::Answered)]);
         assert_eq!(q.core.ledger_open(), 0);
         // The first phone: the held INVITE comes after the wake's reconnect, a normal call.
         p.advance(Duration::from_millis(60));
@@ -337,7 +337,10 @@ mod tests {
         assert_ne!(h3, h);
         assert_eq!(
             p.ended(),
-            vec![(h, 486, CallOutcome::Busy), (h3, 0, CallOutcome::Missed)]
+            vec![
+                (h, Some(486), CallOutcome::Busy),
+                (h3, None, CallOutcome::Missed)
+            ]
         );
     }
 
@@ -351,7 +354,7 @@ mod tests {
         p.advance(Duration::from_millis(9_900));
         assert!(p.ended().is_empty());
         p.advance(Duration::from_millis(200));
-        assert_eq!(p.ended(), vec![(h, 0, CallOutcome::Missed)]);
+        assert_eq!(p.ended(), vec![(h, None, CallOutcome::Missed)]);
         assert_eq!(
             p.core.answer(p.now, h, "127.0.0.1:4000".parse().unwrap()),
             Err(super::CoreError::NoSuchCall)
@@ -375,7 +378,7 @@ mod tests {
         assert!(p.ended().is_empty());
         p.server_invite(&peer(3));
         assert_eq!(p.statuses("p3"), vec![100, 603]);
-        assert_eq!(p.ended(), vec![(h, 603, CallOutcome::Rejected)]);
+        assert_eq!(p.ended(), vec![(h, Some(603), CallOutcome::Rejected)]);
         assert_eq!(incoming_count(&p), 1);
         assert_eq!(p.core.ledger_open(), 0);
     }

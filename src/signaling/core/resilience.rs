@@ -21,9 +21,9 @@
 //! While detached, the application's commands (`ring`, `answer`, `reject`, `hangup`, `hold`,
 //! `update_media`) are queued on the call (at most [`MAX_DEFERRED`]) and applied in order on
 //! the new flow. Deadlines, both `Config::flow_grace` from the loss (ringing) or from the first
-//! queued command (confirmed): a ringing call then ends `Failed` (status 0, its final response
+//! queued command (confirmed): a ringing call then ends `Failed` (status `None`, its final response
 //! recorded as abandoned in the ledger, exactly as when an accepted flow dies); a confirmed call
-//! with queued commands ends `Failed` (status 0, `flow lost`). A confirmed call with nothing
+//! with queued commands ends `Failed` (status `None`, `flow lost`). A confirmed call with nothing
 //! queued waits for the next flow as long as it takes: its media does not need the control flow.
 
 use super::{CallHandle, CallOutcome, CoreError, FlowId, SignalingCore, TxOwner};
@@ -321,7 +321,7 @@ mod tests {
             .find(|(_, b)| b.starts_with(b"BYE "))
             .map(|(f, _)| *f);
         assert_eq!(bye_flow, Some(new), "BYE on the new control flow");
-        assert_eq!(p.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(p.ended(), vec![(h, Some(200), CallOutcome::Answered)]);
         assert_eq!(p.core.ledger_open(), 0);
     }
 
@@ -345,7 +345,7 @@ mod tests {
             .next_back()
             .unwrap();
         p.deliver(&peer(1).bye(Some(&tag), 2, "z9hG4bKbye"));
-        assert_eq!(p.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(p.ended(), vec![(h, Some(200), CallOutcome::Answered)]);
         assert_eq!(p.statuses("c1").last(), Some(&200));
     }
 
@@ -393,7 +393,7 @@ mod tests {
         p.advance(Duration::from_secs(31));
         assert!(p.ended().is_empty());
         p.advance(Duration::from_secs(2));
-        assert_eq!(p.ended(), vec![(h, 0, CallOutcome::Failed)]);
+        assert_eq!(p.ended(), vec![(h, None, CallOutcome::Failed)]);
         let st = p.core.ledger_stats();
         assert_eq!((st.abandoned, st.open, st.double_finals), (1, 0, 0));
     }
@@ -406,7 +406,7 @@ mod tests {
         p.drop_flow();
         p.core.hold(p.now, h, true).unwrap();
         p.advance(Duration::from_secs(40));
-        assert_eq!(p.ended(), vec![(h, 0, CallOutcome::Failed)]);
+        assert_eq!(p.ended(), vec![(h, None, CallOutcome::Failed)]);
         // A confirmed call with nothing queued waits however long it takes.
         let mut q = Phone::new(phone_config(), origin());
         let h2 = connected(&mut q);
@@ -428,7 +428,7 @@ mod tests {
         assert!(s
             .events
             .iter()
-            .any(|e| matches!(e, Event::Ended { status: 0, .. })));
+            .any(|e| matches!(e, Event::Ended { status: None, .. })));
     }
 
     #[test]
@@ -451,7 +451,7 @@ mod tests {
             .filter(|(_, b)| b.starts_with(b"BYE "))
             .count();
         assert_eq!(byes, 2, "sent again on the new flow");
-        assert_eq!(p.ended(), vec![(h, 200, CallOutcome::Answered)]);
+        assert_eq!(p.ended(), vec![(h, Some(200), CallOutcome::Answered)]);
         assert_eq!(p.core.transaction_count(), 0);
     }
 

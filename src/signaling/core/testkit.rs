@@ -362,7 +362,7 @@ pub fn ended_of(events: &[Event]) -> Vec<(u16, super::CallOutcome)> {
         .filter_map(|e| match e {
             Event::Ended {
                 status, outcome, ..
-            } => Some((*status, *outcome)),
+            } => Some((status.unwrap_or(0), *outcome)),
             _ => None,
         })
         .collect()

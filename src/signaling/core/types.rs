@@ -8,9 +8,51 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowId(pub u64);
 
-/// Identifies one call (one INVITE dialog attempt) for the application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallHandle(pub u64);
+/// Identifies one call (one INVITE dialog attempt) for the application: opaque, and unique per
+/// user agent (it carries the id of the core that made it, so a handle from one user agent
+/// never names a call of another). Prints as `#N` (`{:?}`: `CallHandle(#N of core C)`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle {
+    /// The [`SignalingCore::id`](super::SignalingCore::id) of the core that made it.
+    core: u32,
+    /// The call's number within that core: 1, 2, ...
+    number: u64,
+}
+
+impl CallHandle {
+    pub(crate) fn new(core: u32, number: u64) -> Self {
+        CallHandle { core, number }
+    }
+
+    /// The call's number within its user agent (1 for the first call, then 2, ...): for logs,
+    /// file names and bindings that carry a plain number.
+    pub fn number(self) -> u64 {
+        self.number
+    }
+
+    /// The id of the core (user agent) that made this handle.
+    pub fn core(self) -> u32 {
+        self.core
+    }
+
+    /// A handle of no real core (id 0) for tests that build events by hand.
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn testing(number: u64) -> Self {
+        CallHandle { core: 0, number }
+    }
+}
+
+impl std::fmt::Display for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.number)
+    }
+}
+
+impl std::fmt::Debug for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallHandle(#{} of core {})", self.number, self.core)
+    }
+}
 
 /// The life of a call as the application sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +135,9 @@ pub enum Event {
         call: CallHandle,
         /// SIP Call-ID.
         call_id: String,
-        /// The final SIP status sent or received for the INVITE (200 for answered calls).
-        status: u16,
+        /// The final SIP status sent or received for the INVITE (200 for answered calls);
+        /// `None` when there was none (a timeout, a lost flow, a push whose INVITE never came).
+        status: Option<u16>,
         /// Reason text (the reason phrase, `BYE`, `timeout`, ...).
         reason: String,
         /// The outcome.
@@ -204,6 +247,9 @@ pub enum CoreError {
     /// No such call (or it already ended).
     #[error("no such call")]
     NoSuchCall,
+    /// The handle was made by another user agent (core): it names no call of this one.
+    #[error("unknown call {0}: its handle belongs to another user agent")]
+    UnknownCall(CallHandle),
     /// The call is not in a state where this command makes sense.
     #[error("invalid in call state: {0}")]
     InvalidState(&'static str),

@@ -14,7 +14,7 @@
 //!   the ACK comes, even on TCP (a proxy on the path may use UDP); if no ACK arrives within
 //!   64·T1 the call sends BYE and ends `Failed` (status 408).
 //! - When a flow other than the control flow dies, its calls end at once: an unanswered
-//!   incoming call ends `Failed` with status 0 (its final response is recorded as abandoned in
+//!   incoming call ends `Failed` with status `None` (its final response is recorded as abandoned in
 //!   the ledger; we do not open a new connection to the Via address), an answered one ends
 //!   `Answered`, reason `flow lost`.
 //! - When the control flow dies, ringing incoming calls and confirmed calls survive (see
@@ -354,7 +354,8 @@ impl SignalingCore {
         self.event(Event::Ended {
             call: h,
             call_id,
-            status,
+            // 0 here: no final response was sent or received.
+            status: (status != 0).then_some(status),
             reason: reason.to_string(),
             outcome,
         });
