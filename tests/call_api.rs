@@ -176,9 +176,12 @@ async fn state_of(events: &mut Events, call: CallHandle, want: wakeline::CallSta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_hold_puts_the_call_on_hold_and_back() {
     use wakeline::{CallState, Hold};
-    let (bob, mut bob_events, at_bob, alice, _alice_events, call) = connected_call(quiet()).await;
+    let (bob, mut bob_events, at_bob, alice, mut alice_events, call) =
+        connected_call(quiet()).await;
     call.hold(Hold::On).await.unwrap();
     state_of(&mut bob_events, at_bob.handle(), CallState::Held).await;
+    // Our re-INVITE is done when its 200 reaches us (until then a second one is refused).
+    state_of(&mut alice_events, call.handle(), CallState::Held).await;
     call.hold(Hold::Off).await.unwrap();
     state_of(&mut bob_events, at_bob.handle(), CallState::Resumed).await;
     call.hangup().await.unwrap();
@@ -283,7 +286,7 @@ fn stretches(wav: &Wav, hz: f64, other: f64, min_blocks: usize) -> String {
 /// re-activation. Bob records what he receives: silence, tone, silence, tone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_flows_only_while_the_apps_audio_session_is_active() {
-    const PHASE: Duration = Duration::from_millis(1500);
+    const PHASE: Duration = Duration::from_millis(2000);
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("bob.wav");
     let (bob, mut bob_events, uri) = listener(quiet()).await;
@@ -309,7 +312,7 @@ async fn audio_flows_only_while_the_apps_audio_session_is_active() {
     bob.shutdown().await.unwrap();
     alice.shutdown().await.unwrap();
 
-    // Each phase lasts 1.5 s: at least 0.5 s of each must be clearly there, in this order.
+    // Each phase lasts 2 s: at least 0.5 s of each must be clearly there, in this order.
     let wav = read_wav(&heard);
     assert_eq!(
         stretches(&wav, 440.0, 1000.0, 5),
