@@ -8,6 +8,19 @@
 //! Group `call_cycle`: whole calls through the sans-IO core with no sockets.
 //! `uas` is one `SignalingCore` answering a scripted peer (INVITE → 100/180/200 → ACK → BYE →
 //! 200), the cost the issue names; `pair` is two cores calling each other (both sides' work).
+//!
+//! Group `timers`: `poll_timeout` and `handle_timeout` (at an instant when nothing is due, the
+//! driver's common wake-up) of one core holding 1, 100 or 1000 live calls (ringing, each with
+//! its INVITE server transaction and ring timeout), in the same run with the deadline queues
+//! (`queue`) and with the scan of every table they replaced (`scan`, via `set_scan_timers`).
+//! `touch_poll` first feeds one in-dialog request to one call, then polls: the queue's
+//! re-arming cost included.
+//!
+//! Group `keepalive`: the core's part of one RFC 5626 CRLF keep-alive round on a registered
+//! control flow (the simulated phone of `core::phonekit`): the timer fires (`handle_timeout`),
+//! the ping is taken (`poll_output`), the pong is fed (`handle_received` of `\r\n`) and the
+//! next deadline read (`poll_timeout`). Issue 12 asks for < 20 µs per ping for the whole
+//! process; `scripts/idle_wakeups.sh --keepalive 0.02` measures that side.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::net::SocketAddr;
@@ -168,5 +181,105 @@ fn call_cycle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, call_cycle);
+/// A core with `n` ringing incoming calls on one accepted flow; returns it with the flow and
+/// a clock origin.
+fn core_with_calls(n: usize) -> (SignalingCore, FlowId, Instant) {
+    let origin = Instant::now();
+    let mut core = SignalingCore::new(Config {
+        busy_policy: wakeline::BusyPolicy::Allow,
+        ..Config::default()
+    });
+    let local: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+    let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let flow = core.handle_flow_accepted(origin, local, remote);
+    for i in 0..n {
+        core.handle_received(origin, flow, &timer_request("INVITE", i, 1));
+        while let Some(out) = core.poll_output() {
+            if let Output::Event(Event::Incoming { call, .. }) = out {
+                core.ring(origin, call).expect("ring");
+            }
+        }
+    }
+    while core.poll_output().is_some() {}
+    assert_eq!(core.call_count(), n, "every INVITE is a live call");
+    (core, flow, origin)
+}
+
+/// A request of call `i` with CSeq `cseq` (INVITE, or an in-dialog-looking OPTIONS).
+fn timer_request(method: &str, i: usize, cseq: u32) -> Vec<u8> {
+    format!(
+        "{method} sip:wakeline@127.0.0.1:5070;transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bK-t{i}-{cseq}\r\n\
+         From: <sip:peer@127.0.0.1:40000>;tag=p{i}\r\n\
+         To: <sip:wakeline@127.0.0.1:5070>\r\n\
+         Call-ID: timers-{i}@bench\r\nCSeq: {cseq} {method}\r\n\
+         Contact: <sip:peer@127.0.0.1:40000;transport=tcp>\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn timers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("timers");
+    for n in [1usize, 100, 1000] {
+        for (mode, scan) in [("scan", true), ("queue", false)] {
+            let (mut core, flow, origin) = core_with_calls(n);
+            core.set_scan_timers(scan);
+            let next = core.poll_timeout().expect("ring timeouts are armed");
+            assert!(next > origin);
+            group.bench_function(format!("poll_timeout/{mode}/{n}"), |b| {
+                b.iter(|| black_box(core.poll_timeout()))
+            });
+            group.bench_function(format!("handle_timeout/{mode}/{n}"), |b| {
+                b.iter(|| core.handle_timeout(black_box(origin)))
+            });
+            let mut cseq = 1u32;
+            group.bench_function(format!("touch_poll/{mode}/{n}"), |b| {
+                b.iter(|| {
+                    cseq += 1;
+                    let req = timer_request("OPTIONS", n / 2, cseq);
+                    core.handle_received(origin, flow, &req);
+                    while let Some(out) = core.poll_output() {
+                        drop(black_box(out));
+                    }
+                    black_box(core.poll_timeout())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn keepalive(c: &mut Criterion) {
+    use wakeline::signaling::core::phonekit::{phone_config, Phone};
+    let interval = Duration::from_millis(20);
+    let mut config = phone_config();
+    config.keepalive_interval = Some(interval);
+    // No refresh within the bench's virtual hours: only the keep-alive runs.
+    config.register_expires = 1_000_000_000;
+    let p = Phone::new(config, Instant::now());
+    assert!(p.registered(), "the phone registers");
+    let flow = p.server_flow.expect("a control flow");
+    let mut core = p.core;
+    let mut group = c.benchmark_group("keepalive");
+    group.bench_function("ping_pong_round", |b| {
+        b.iter(|| {
+            let at = core.poll_timeout().expect("the keep-alive timer");
+            core.handle_timeout(at);
+            let mut pinged = false;
+            while let Some(out) = core.poll_output() {
+                pinged |= matches!(&out, Output::Transmit { bytes, .. } if bytes == b"\r\n\r\n");
+            }
+            assert!(pinged, "a ping at every keep-alive deadline");
+            core.handle_received(at, flow, b"\r\n");
+            while let Some(out) = core.poll_output() {
+                drop(black_box(out));
+            }
+            black_box(core.poll_timeout())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, call_cycle, timers, keepalive);
 criterion_main!(benches);
