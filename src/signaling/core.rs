@@ -155,7 +155,7 @@ impl SignalingCore {
             outputs: VecDeque::new(),
             client_tx: Timed::new(HashMap::new(), client_timeout),
             server_tx: Timed::new(HashMap::new(), server_timeout),
-            calls: Timed::new(BTreeMap::new(), Call::poll_timeout),
+            calls: Timed::new(BTreeMap::new(), Call::poll_timeout).with_tally(Call::is_busy),
             next_call: 1,
             dialogs: HashMap::new(),
             uac_calls: HashMap::new(),
@@ -282,6 +282,22 @@ impl SignalingCore {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// How many calls other than `h` count for the busy policy (ringing or up), in
+    /// O(touched) rather than a scan of every call, lingering ones included.
+    pub(crate) fn busy_calls_except(&self, h: CallHandle) -> usize {
+        let (busy, counted) = self.calls.tally(&h);
+        let n = busy - usize::from(counted);
+        #[cfg(test)]
+        assert_eq!(
+            n,
+            self.calls
+                .values()
+                .filter(|c| c.handle != h && c.is_busy())
+                .count()
+        );
+        n
     }
 
     /// The due keys of `table` at `now`: from its deadline queue, or by a scan in tests that

@@ -16,7 +16,7 @@
 //! signature. Sans-IO as the rest of the core: no clock is read here.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::{Mutex, MutexGuard};
@@ -114,6 +114,8 @@ struct Queue<K> {
     dirty: Vec<K>,
     /// Every entry may have changed (`all_mut`): re-arm the whole table.
     all_dirty: bool,
+    /// The keys whose entry the table's tally counts (see [`Timed::with_tally`]).
+    counted: HashSet<K>,
 }
 
 impl<K: Clone + Eq + Hash> Queue<K> {
@@ -124,6 +126,18 @@ impl<K: Clone + Eq + Hash> Queue<K> {
             next_seq: 0,
             dirty: Vec::new(),
             all_dirty: false,
+            counted: HashSet::new(),
+        }
+    }
+
+    /// Notes whether the entry of `key` counts in the tally.
+    fn count(&mut self, key: &K, counts: bool) {
+        if counts {
+            if !self.counted.contains(key) {
+                self.counted.insert(key.clone());
+            }
+        } else {
+            self.counted.remove(key);
         }
     }
 
@@ -177,6 +191,8 @@ impl<K: Clone + Eq + Hash> Queue<K> {
 pub(crate) struct Timed<M: Table> {
     map: M,
     deadline: fn(&M::V) -> Option<Instant>,
+    /// Which entries the tally counts (none by default).
+    tally: fn(&M::V) -> bool,
     queue: Mutex<Queue<M::K>>,
 }
 
@@ -193,8 +209,23 @@ impl<M: Table> Timed<M> {
         Timed {
             map,
             deadline,
+            tally: |_| false,
             queue: Mutex::new(Queue::new()),
         }
+    }
+
+    /// Also keeps a count of the entries for which `tally` is true, kept up to date the way
+    /// the deadlines are ([`Timed::tally`] is O(touched), not O(n)).
+    pub(crate) fn with_tally(mut self, tally: fn(&M::V) -> bool) -> Self {
+        self.tally = tally;
+        self
+    }
+
+    /// How many entries the tally counts, and whether it counts the entry of `k`.
+    pub(crate) fn tally(&self, k: &M::K) -> (usize, bool) {
+        let mut q = self.q();
+        self.flush(&mut q);
+        (q.counted.len(), q.counted.contains(k))
     }
 
     /// The queue (a panic elsewhere cannot leave it half-updated in a way that matters: every
@@ -251,14 +282,19 @@ impl<M: Table> Timed<M> {
             q.dirty.clear();
             q.armed.clear();
             q.heap.clear();
-            let deadline = self.deadline;
-            self.map.visit(|k, v| q.arm(k.clone(), deadline(v)));
+            q.counted.clear();
+            let (deadline, tally) = (self.deadline, self.tally);
+            self.map.visit(|k, v| {
+                q.count(k, tally(v));
+                q.arm(k.clone(), deadline(v));
+            });
             return;
         }
         let mut dirty = std::mem::take(&mut q.dirty);
         for k in dirty.drain(..) {
-            let at = self.map.entry_ref(&k).and_then(self.deadline);
-            q.arm(k, at);
+            let v = self.map.entry_ref(&k);
+            q.count(&k, v.is_some_and(self.tally));
+            q.arm(k, v.and_then(self.deadline));
         }
         q.dirty = dirty; // keep the allocation
         q.compact();
@@ -417,13 +453,29 @@ mod tests {
         assert_eq!(t.due(t0 + 2 * S), vec![1, 2]);
     }
 
+    #[test]
+    fn tally_counts_the_entries_that_match() {
+        let t0 = origin();
+        let mut t = table().with_tally(|v| v.is_some());
+        t.insert(1, Some(t0));
+        t.insert(2, None);
+        t.insert(3, Some(t0));
+        assert_eq!(t.tally(&1), (2, true));
+        assert_eq!(t.tally(&2), (2, false));
+        *t.get_mut(&1).unwrap() = None;
+        t.remove(&3);
+        assert_eq!(t.tally(&3), (0, false));
+        *t.all_mut().get_mut(&2).unwrap() = Some(t0);
+        assert_eq!(t.tally(&2), (1, true));
+    }
+
     /// Random operations: the queue always agrees with a scan of the table.
     #[test]
     fn queue_matches_a_scan_under_random_operations() {
         use rand::{rngs::StdRng, Rng, SeedableRng};
         let t0 = origin();
         let mut rng = StdRng::seed_from_u64(12);
-        let mut t = table();
+        let mut t = table().with_tally(|v| v.is_some());
         let mut now = t0;
         for _ in 0..20_000 {
             let k = rng.random_range(0..50u32);
@@ -451,6 +503,8 @@ mod tests {
                 _ => {}
             }
             assert_eq!(t.next_deadline(), t.scan_deadline());
+            let armed = t.values().filter(|v| v.is_some()).count();
+            assert_eq!(t.tally(&0).0, armed);
         }
     }
 }
