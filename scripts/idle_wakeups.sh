@@ -46,6 +46,11 @@ hz=$(getconf CLK_TCK)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Bytes the user agent sent to Kamailio's port: once registered, only 4-byte CRLFCRLF pings.
+sent_bytes() {
+    ss -tinH state established "( dport = :$1 )" | grep -o 'bytes_sent:[0-9]*' | cut -d: -f2 |
+        awk '{n += $1} END {print n + 0}'
+}
 # Per thread: "name switches" (voluntary + involuntary).
 switches() {
     for t in /proc/"$1"/task/*; do
@@ -84,9 +89,11 @@ sleep 2 # let the registration's own traffic settle
 
 before=$(switches "$pid")
 cpu0=$(cpu_ticks "$pid")
+b0=$(sent_bytes "$port")
 sleep "$secs"
 after=$(switches "$pid")
 cpu1=$(cpu_ticks "$pid")
+b1=$(sent_bytes "$port")
 if [ $use_strace -eq 1 ]; then
     # A second window of the same length: ptrace stops are context switches themselves.
     strace -f -c -p "$pid" -o "$work/strace.txt" 2>/dev/null &
@@ -95,10 +102,7 @@ if [ $use_strace -eq 1 ]; then
     kill -TERM "$spid" 2>/dev/null || true
     wait "$spid" 2>/dev/null || true
 fi
-pings=""
-if [ -n "$keepalive" ]; then
-    pings=$(python3 -c "print(int($secs / $keepalive))")
-fi
+pings=$(( (b1 - b0) / 4 ))
 
 total=$(join -a2 <(echo "$before") <(echo "$after") | awk 'NF==3 {n += $3 - $2} NF==2 {n += $2} END {print n}')
 echo "wakeline idle and registered (TCP to Kamailio, keep-alive ${keepalive:-default 30} s) for ${secs} s:"
@@ -108,8 +112,9 @@ echo "  context switches (wake-ups) : $total"
 join -a2 <(echo "$before") <(echo "$after") | awk 'NF==3 && $3 > $2 {printf "    %-24s %d\n", $1, $3 - $2} NF==2 && $2 > 0 {printf "    %-24s %d (new)\n", $1, $2}'
 cpu_ms=$(( (cpu1 - cpu0) * 1000 / hz ))
 echo "  CPU (utime+stime)           : ${cpu_ms} ms"
-if [ -n "$pings" ] && [ "$pings" -gt 0 ]; then
-    echo "  CPU per keep-alive ping     : $(python3 -c "print(f'{($cpu1 - $cpu0) * 1e6 / $hz / $pings:.1f}')") us (~$pings pings; ${hz} Hz ticks)"
+echo "  keep-alive pings sent       : $pings ($((b1 - b0)) bytes to the registrar)"
+if [ "$pings" -gt 0 ]; then
+    echo "  CPU per keep-alive ping     : $(python3 -c "print(f'{($cpu1 - $cpu0) * 1e6 / $hz / $pings:.1f}')") us (${hz} Hz ticks)"
     echo "  wake-ups per ping           : $(python3 -c "print(f'{$total / $pings:.2f}')")"
 fi
 if [ $use_strace -eq 1 ] && [ -s "$work/strace.txt" ]; then

@@ -205,6 +205,7 @@ impl DriverTask {
 
     pub(crate) async fn run(mut self) {
         let mut stopped_by = None;
+        let mut timer = crate::platform::wake_timer::WakeTimer::new();
         loop {
             self.drain_outputs();
             if let Some((deadline, _)) = &self.shutting_down {
@@ -265,7 +266,7 @@ impl DriverTask {
                         None => break,
                     }
                 }
-                _ = sleep_until(deadline) => {
+                _ = timer.sleep_until(deadline) => {
                     let now = Instant::now();
                     self.core.handle_timeout(now);
                     let core = &self.core;
