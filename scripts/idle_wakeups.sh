@@ -6,12 +6,14 @@
 # `strace -f -c` counted over the same window. Only the keep-alive (CRLF ping every 30 s by
 # default) and the registration refresh may wake an idle user agent.
 #
-# Usage: scripts/idle_wakeups.sh [--wakeline BIN] [--seconds S] [--keepalive S] [--strace]
+# Usage: scripts/idle_wakeups.sh [--wakeline BIN] [--seconds S] [--keepalive S] [--strace] [--floor]
 #   --wakeline BIN  the binary (default target/release/wakeline)
 #   --seconds S     the idle window (default 120)
 #   --keepalive S   CRLF keep-alive interval in seconds (default: wakeline's, 30 s); a short one
 #                   (e.g. 0.05) measures the CPU per ping: CPU delta / pings
 #   --strace        then count syscalls with strace -f -c over a second window as long
+#   --floor         then the same round by a minimal C event loop (scripts/keepalive_floor.c,
+#                   built with cc): the CPU per ping this machine's kernel alone costs
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,13 +21,15 @@ bin="$here/../target/release/wakeline"
 secs=120
 keepalive=""
 use_strace=0
+floor=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --wakeline) bin="$2"; shift 2 ;;
         --seconds) secs="$2"; shift 2 ;;
         --keepalive) keepalive="$2"; shift 2 ;;
         --strace) use_strace=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --floor) floor=1; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "idle_wakeups.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -122,4 +126,12 @@ if [ $use_strace -eq 1 ] && [ -s "$work/strace.txt" ]; then
     awk '$NF ~ /^(epoll_wait|epoll_pwait|futex|timerfd_settime|read|recvfrom|write|sendto|writev|sched_yield|clock_nanosleep|nanosleep)$/ {
             calls = ($4 ~ /^[0-9]+$/) ? $4 : $5; printf "    %-20s %s\n", $NF, calls; n++ }
          END { if (!n) print "    (no epoll_wait, futex, read or write returned)" }' "$work/strace.txt"
+fi
+if [ $floor -eq 1 ]; then
+    if cc -O2 -o "$work/floor" "$here/keepalive_floor.c"; then
+        echo "  floor (scripts/keepalive_floor.c, same registrar):"
+        echo "    $("$work/floor" "$port" 1000)"
+    else
+        echo "  floor: cc failed" >&2
+    fi
 fi
