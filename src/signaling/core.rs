@@ -252,9 +252,10 @@ impl SignalingCore {
         .into_iter()
         .flatten()
         .min();
-        // Every unit test of the core checks the queues against a scan.
-        #[cfg(test)]
-        assert_eq!(next, self.poll_timeout_by_scan(), "deadline queue != scan");
+        // Every test build (unit tests, and the integration tests' testkit in debug) checks
+        // the queues against a scan.
+        #[cfg(any(test, feature = "testkit"))]
+        debug_assert_eq!(next, self.poll_timeout_by_scan(), "deadline queue != scan");
         next
     }
 
@@ -289,8 +290,8 @@ impl SignalingCore {
     pub(crate) fn busy_calls_except(&self, h: CallHandle) -> usize {
         let (busy, counted) = self.calls.tally(&h);
         let n = busy - usize::from(counted);
-        #[cfg(test)]
-        assert_eq!(
+        #[cfg(any(test, feature = "testkit"))]
+        debug_assert_eq!(
             n,
             self.calls
                 .values()
