@@ -17,7 +17,7 @@
 //! re-arming cost included.
 //!
 //! Group `keepalive`: the core's part of one RFC 5626 CRLF keep-alive round on a registered
-//! control flow (the simulated phone of `core::phonekit`): the timer fires (`handle_timeout`),
+//! control flow (a registrar played by hand): the timer fires (`handle_timeout`),
 //! the ping is taken (`poll_output`), the pong is fed (`handle_received` of `\r\n`) and the
 //! next deadline read (`poll_timeout`). Issue 12 asks for < 20 µs per ping for the whole
 //! process; `scripts/idle_wakeups.sh --keepalive 0.02` measures that side.
@@ -250,17 +250,70 @@ fn timers(c: &mut Criterion) {
     group.finish();
 }
 
+/// A core registered over TCP at a registrar played here by hand (REGISTER → 200 with the
+/// Contact and `expires` echoed); returns it with its control flow.
+fn registered_core(origin: Instant, keepalive: Duration) -> (SignalingCore, FlowId) {
+    use wakeline::signaling::config::Account;
+    use wakeline::signaling::message::{HeaderName, Response, Uri};
+    let mut core = SignalingCore::new(Config {
+        account: Some(Account {
+            registrar: Uri::parse("sip:127.0.0.1:5060;transport=tcp").expect("uri"),
+            user: "alice".into(),
+            domain: "127.0.0.1".into(),
+            password: None,
+            auth_user: None,
+            proxy: None,
+        }),
+        keepalive_interval: Some(keepalive),
+        // No refresh within the bench's virtual hours: only the keep-alive runs.
+        register_expires: 1_000_000_000,
+        ..Config::default()
+    });
+    core.register(origin).expect("register");
+    let mut flow = None;
+    let mut registered = false;
+    for _ in 0..10 {
+        let mut replies = Vec::new();
+        while let Some(out) = core.poll_output() {
+            match out {
+                Output::Connect { flow: f, .. } => flow = Some(f),
+                Output::Transmit { bytes, .. } => {
+                    let Ok(Message::Request(req)) = Message::parse(&bytes) else {
+                        continue;
+                    };
+                    let mut ok = Response::for_request(&req, 200);
+                    if let Some(mut to) = req.headers.to() {
+                        to.params.set("tag", Some("reg"));
+                        ok.headers.set(HeaderName::To, to.to_string());
+                    }
+                    let contact = req.headers.get(&HeaderName::Contact).unwrap_or_default();
+                    let expires = req.headers.expires().unwrap_or(600);
+                    ok.headers
+                        .push(HeaderName::Contact, format!("{contact};expires={expires}"));
+                    replies.push(Message::Response(ok).to_bytes());
+                }
+                Output::Event(Event::Registered { .. }) => registered = true,
+                _ => {}
+            }
+        }
+        let f = flow.expect("a connect for the control flow");
+        if replies.is_empty() && !registered {
+            let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+            let remote: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+            core.handle_flow_up(origin, f, local, remote);
+        }
+        for r in replies {
+            core.handle_received(origin, f, &r);
+        }
+        if registered {
+            return (core, f);
+        }
+    }
+    panic!("not registered");
+}
+
 fn keepalive(c: &mut Criterion) {
-    use wakeline::signaling::core::phonekit::{phone_config, Phone};
-    let interval = Duration::from_millis(20);
-    let mut config = phone_config();
-    config.keepalive_interval = Some(interval);
-    // No refresh within the bench's virtual hours: only the keep-alive runs.
-    config.register_expires = 1_000_000_000;
-    let p = Phone::new(config, Instant::now());
-    assert!(p.registered(), "the phone registers");
-    let flow = p.server_flow.expect("a control flow");
-    let mut core = p.core;
+    let (mut core, flow) = registered_core(Instant::now(), Duration::from_millis(20));
     let mut group = c.benchmark_group("keepalive");
     group.bench_function("ping_pong_round", |b| {
         b.iter(|| {
