@@ -8,6 +8,19 @@
 //! Group `call_cycle`: whole calls through the sans-IO core with no sockets.
 //! `uas` is one `SignalingCore` answering a scripted peer (INVITE → 100/180/200 → ACK → BYE →
 //! 200), the cost the issue names; `pair` is two cores calling each other (both sides' work).
+//!
+//! Group `timers`: `poll_timeout` and `handle_timeout` (at an instant when nothing is due, the
+//! driver's common wake-up) of one core holding 1, 100 or 1000 live calls (ringing, each with
+//! its INVITE server transaction and ring timeout), in the same run with the deadline queues
+//! (`queue`) and with the scan of every table they replaced (`scan`, via `set_scan_timers`).
+//! `touch_poll` first feeds one in-dialog request to one call, then polls: the queue's
+//! re-arming cost included.
+//!
+//! Group `keepalive`: the core's part of one RFC 5626 CRLF keep-alive round on a registered
+//! control flow (a registrar played by hand): the timer fires (`handle_timeout`),
+//! the ping is taken (`poll_output`), the pong is fed (`handle_received` of `\r\n`) and the
+//! next deadline read (`poll_timeout`). Issue 12 asks for < 20 µs per ping for the whole
+//! process; `scripts/idle_wakeups.sh --keepalive 0.02` measures that side.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::net::SocketAddr;
@@ -168,5 +181,158 @@ fn call_cycle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, call_cycle);
+/// A core with `n` ringing incoming calls on one accepted flow; returns it with the flow and
+/// a clock origin.
+fn core_with_calls(n: usize) -> (SignalingCore, FlowId, Instant) {
+    let origin = Instant::now();
+    let mut core = SignalingCore::new(Config {
+        busy_policy: wakeline::BusyPolicy::Allow,
+        ..Config::default()
+    });
+    let local: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+    let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let flow = core.handle_flow_accepted(origin, local, remote);
+    for i in 0..n {
+        core.handle_received(origin, flow, &timer_request("INVITE", i, 1));
+        while let Some(out) = core.poll_output() {
+            if let Output::Event(Event::Incoming { call, .. }) = out {
+                core.ring(origin, call).expect("ring");
+            }
+        }
+    }
+    while core.poll_output().is_some() {}
+    assert_eq!(core.call_count(), n, "every INVITE is a live call");
+    (core, flow, origin)
+}
+
+/// A request of call `i` with CSeq `cseq` (INVITE, or an in-dialog-looking OPTIONS).
+fn timer_request(method: &str, i: usize, cseq: u32) -> Vec<u8> {
+    format!(
+        "{method} sip:wakeline@127.0.0.1:5070;transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bK-t{i}-{cseq}\r\n\
+         From: <sip:peer@127.0.0.1:40000>;tag=p{i}\r\n\
+         To: <sip:wakeline@127.0.0.1:5070>\r\n\
+         Call-ID: timers-{i}@bench\r\nCSeq: {cseq} {method}\r\n\
+         Contact: <sip:peer@127.0.0.1:40000;transport=tcp>\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn timers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("timers");
+    for n in [1usize, 100, 1000] {
+        for (mode, scan) in [("scan", true), ("queue", false)] {
+            let (mut core, flow, origin) = core_with_calls(n);
+            core.set_scan_timers(scan);
+            let next = core.poll_timeout().expect("ring timeouts are armed");
+            assert!(next > origin);
+            group.bench_function(format!("poll_timeout/{mode}/{n}"), |b| {
+                b.iter(|| black_box(core.poll_timeout()))
+            });
+            group.bench_function(format!("handle_timeout/{mode}/{n}"), |b| {
+                b.iter(|| core.handle_timeout(black_box(origin)))
+            });
+            let mut cseq = 1u32;
+            group.bench_function(format!("touch_poll/{mode}/{n}"), |b| {
+                b.iter(|| {
+                    cseq += 1;
+                    let req = timer_request("OPTIONS", n / 2, cseq);
+                    core.handle_received(origin, flow, &req);
+                    while let Some(out) = core.poll_output() {
+                        drop(black_box(out));
+                    }
+                    black_box(core.poll_timeout())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// A core registered over TCP at a registrar played here by hand (REGISTER → 200 with the
+/// Contact and `expires` echoed); returns it with its control flow.
+fn registered_core(origin: Instant, keepalive: Duration) -> (SignalingCore, FlowId) {
+    use wakeline::signaling::config::Account;
+    use wakeline::signaling::message::{HeaderName, Response, Uri};
+    let mut core = SignalingCore::new(Config {
+        account: Some(Account {
+            registrar: Uri::parse("sip:127.0.0.1:5060;transport=tcp").expect("uri"),
+            user: "alice".into(),
+            domain: "127.0.0.1".into(),
+            password: None,
+            auth_user: None,
+            proxy: None,
+        }),
+        keepalive_interval: Some(keepalive),
+        // No refresh within the bench's virtual hours: only the keep-alive runs.
+        register_expires: 1_000_000_000,
+        ..Config::default()
+    });
+    core.register(origin).expect("register");
+    let mut flow = None;
+    let mut registered = false;
+    for _ in 0..10 {
+        let mut replies = Vec::new();
+        while let Some(out) = core.poll_output() {
+            match out {
+                Output::Connect { flow: f, .. } => flow = Some(f),
+                Output::Transmit { bytes, .. } => {
+                    let Ok(Message::Request(req)) = Message::parse(&bytes) else {
+                        continue;
+                    };
+                    let mut ok = Response::for_request(&req, 200);
+                    if let Some(mut to) = req.headers.to() {
+                        to.params.set("tag", Some("reg"));
+                        ok.headers.set(HeaderName::To, to.to_string());
+                    }
+                    let contact = req.headers.get(&HeaderName::Contact).unwrap_or_default();
+                    let expires = req.headers.expires().unwrap_or(600);
+                    ok.headers
+                        .push(HeaderName::Contact, format!("{contact};expires={expires}"));
+                    replies.push(Message::Response(ok).to_bytes());
+                }
+                Output::Event(Event::Registered { .. }) => registered = true,
+                _ => {}
+            }
+        }
+        let f = flow.expect("a connect for the control flow");
+        if replies.is_empty() && !registered {
+            let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+            let remote: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+            core.handle_flow_up(origin, f, local, remote);
+        }
+        for r in replies {
+            core.handle_received(origin, f, &r);
+        }
+        if registered {
+            return (core, f);
+        }
+    }
+    panic!("not registered");
+}
+
+fn keepalive(c: &mut Criterion) {
+    let (mut core, flow) = registered_core(Instant::now(), Duration::from_millis(20));
+    let mut group = c.benchmark_group("keepalive");
+    group.bench_function("ping_pong_round", |b| {
+        b.iter(|| {
+            let at = core.poll_timeout().expect("the keep-alive timer");
+            core.handle_timeout(at);
+            let mut pinged = false;
+            while let Some(out) = core.poll_output() {
+                pinged |= matches!(&out, Output::Transmit { bytes, .. } if bytes == b"\r\n\r\n");
+            }
+            assert!(pinged, "a ping at every keep-alive deadline");
+            core.handle_received(at, flow, b"\r\n");
+            while let Some(out) = core.poll_output() {
+                drop(black_box(out));
+            }
+            black_box(core.poll_timeout())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, call_cycle, timers, keepalive);
 criterion_main!(benches);

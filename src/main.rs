@@ -105,8 +105,10 @@ fn main() -> ExitCode {
     if let Cmd::Config(a) = &cli.cmd {
         return cli::run::config_cmd(a);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for signaling and the CLI (the driver is one task; media has its own
+    // workers, `driver/media_rt.rs`): no hand-offs between workers, so an idle keep-alive
+    // round or a call set-up wakes one thread, not two (issue 12 §3).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

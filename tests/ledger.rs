@@ -270,6 +270,7 @@ impl World {
             }
         }
         self.s.collect();
+        queue_agrees(&self.s.core);
     }
 
     fn settle(&mut self) {
@@ -346,6 +347,16 @@ impl World {
         prop_assert_eq!(self.s.core.call_count(), 0, "calls left after settling");
         Ok(())
     }
+}
+
+/// The core's deadline queues give the same next deadline as a scan of every transaction,
+/// flow and call (the way it was computed before the queues).
+fn queue_agrees(core: &wakeline::signaling::core::SignalingCore) {
+    assert_eq!(
+        core.poll_timeout(),
+        core.poll_timeout_by_scan(),
+        "deadline queue and scan disagree"
+    );
 }
 
 fn config(busy_allow: bool) -> Config {
@@ -503,6 +514,8 @@ proptest! {
                 }
             }
             p.drive();
+            queue_agrees(&p.a);
+            queue_agrees(&p.b);
         }
         // Settle: heal the link, hang up everything, let every timer run.
         p.connected = true;

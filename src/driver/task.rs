@@ -240,6 +240,7 @@ impl DriverTask {
     }
 
     pub(crate) async fn run(mut self) {
+        let mut timer = crate::platform::wake_timer::WakeTimer::new();
         loop {
             self.drain_outputs();
             if self.shutdown_done(Instant::now()) {
@@ -296,7 +297,7 @@ impl DriverTask {
                         None => self.begin_shutdown(Instant::now(), Cause::HandlesDropped, None),
                     }
                 }
-                _ = sleep_until(deadline) => {
+                _ = timer.sleep_until(deadline) => {
                     let now = Instant::now();
                     self.core.handle_timeout(now);
                     let core = &self.core;

@@ -25,6 +25,7 @@ pub mod lifecycle;
 #[cfg(any(test, feature = "testkit"))]
 pub mod sim;
 pub mod udp_errors;
+pub(crate) mod wake_timer;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "linux.rs"]

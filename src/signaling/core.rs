@@ -32,6 +32,7 @@ pub use background::KeepAliveReport;
 pub(crate) use control::control_transport;
 mod background;
 mod commands;
+mod deadlines;
 mod flowuse;
 mod inbound;
 mod info;
@@ -63,6 +64,7 @@ use super::invite::ledger::Ledger;
 use super::invite::{Call, MergeKey};
 use super::message::new_branch;
 use super::transaction::TxKey;
+use deadlines::Timed;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -98,18 +100,27 @@ pub(crate) struct Flow {
     pub(crate) up: bool,
 }
 
+/// The stall deadline of a flow's framer.
+fn flow_timeout(f: &Flow) -> Option<Instant> {
+    f.framer.poll_timeout()
+}
+
 /// The signaling user agent, sans-IO.
 ///
 /// Feed it with the `handle_*` methods, then drain [`SignalingCore::poll_output`] and sleep
 /// until [`SignalingCore::poll_timeout`].
 pub struct SignalingCore {
     pub(crate) config: Config,
-    pub(crate) flows: BTreeMap<FlowId, Flow>,
+    /// Flows, with the framers' stall timers in a deadline queue (`core/deadlines.rs`).
+    pub(crate) flows: Timed<BTreeMap<FlowId, Flow>>,
     next_flow: u64,
     pub(crate) outputs: VecDeque<Output>,
-    pub(crate) client_tx: HashMap<TxKey, ClientTx>,
-    pub(crate) server_tx: HashMap<TxKey, ServerTx>,
-    pub(crate) calls: BTreeMap<CallHandle, Call>,
+    /// Client transactions, with their Timer A, B, D, E, F, K in a deadline queue.
+    pub(crate) client_tx: Timed<HashMap<TxKey, ClientTx>>,
+    /// Server transactions, with their Timer G, H, I, J in a deadline queue.
+    pub(crate) server_tx: Timed<HashMap<TxKey, ServerTx>>,
+    /// Calls, with their deadlines (ring timeout, 2xx retransmission, linger…) in a queue.
+    pub(crate) calls: Timed<BTreeMap<CallHandle, Call>>,
     next_call: u64,
     /// This core's id, in each of its [`CallHandle`]s (unique in the process).
     id: u32,
@@ -128,6 +139,10 @@ pub struct SignalingCore {
     /// Why the last flow went down (`flow lost: EOF`, `connect 192.0.2.1:5060: timed out`):
     /// the reason of the calls and registration attempts that loss ends.
     pub(crate) flow_cause: String,
+    /// Tests and the before/after bench: find deadlines by scanning every table, as before
+    /// the deadline queues.
+    #[cfg(any(test, feature = "testkit"))]
+    scan_timers: bool,
 }
 
 /// A process-wide unique id for a new core (0 is never given: detached test handles use it).
@@ -142,12 +157,12 @@ impl SignalingCore {
         let control = control::Control::new(&config);
         SignalingCore {
             config,
-            flows: BTreeMap::new(),
+            flows: Timed::new(BTreeMap::new(), flow_timeout),
             next_flow: 1,
             outputs: VecDeque::new(),
-            client_tx: HashMap::new(),
-            server_tx: HashMap::new(),
-            calls: BTreeMap::new(),
+            client_tx: Timed::new(HashMap::new(), client_timeout),
+            server_tx: Timed::new(HashMap::new(), server_timeout),
+            calls: Timed::new(BTreeMap::new(), Call::poll_timeout).with_tally(Call::is_busy),
             next_call: 1,
             id: next_core_id(),
             dialogs: HashMap::new(),
@@ -158,6 +173,8 @@ impl SignalingCore {
             pushed: BTreeMap::new(),
             udp_stats: UdpStats::default(),
             flow_cause: "flow lost".into(),
+            #[cfg(any(test, feature = "testkit"))]
+            scan_timers: false,
         }
     }
 
@@ -228,19 +245,84 @@ impl SignalingCore {
     }
 
     /// The earliest deadline; call `handle_timeout` then.
+    ///
+    /// O(log n) in the live transactions, flows and calls (each table keeps a deadline queue,
+    /// `core/deadlines.rs`); the control flow's and pushed calls' timers are few and read
+    /// directly.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let tx = self
-            .client_tx
-            .values()
-            .filter_map(client_timeout)
-            .chain(self.server_tx.values().filter_map(server_timeout));
-        let flows = self.flows.values().filter_map(|f| f.framer.poll_timeout());
-        let calls = self.calls.values().filter_map(Call::poll_timeout);
-        tx.chain(flows)
-            .chain(calls)
-            .chain(self.control.poll_timeout())
-            .chain(self.push_timeout())
-            .min()
+        #[cfg(any(test, feature = "testkit"))]
+        if self.scan_timers {
+            return self.poll_timeout_by_scan();
+        }
+        let next = [
+            self.client_tx.next_deadline(),
+            self.server_tx.next_deadline(),
+            self.flows.next_deadline(),
+            self.calls.next_deadline(),
+            self.control.poll_timeout(),
+            self.push_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // Every test build (unit tests, and the integration tests' testkit in debug) checks
+        // the queues against a scan.
+        #[cfg(any(test, feature = "testkit"))]
+        debug_assert_eq!(next, self.poll_timeout_by_scan(), "deadline queue != scan");
+        next
+    }
+
+    /// Tests and benches: `true` makes [`SignalingCore::poll_timeout`] and
+    /// [`SignalingCore::handle_timeout`] scan every table as they did before the deadline
+    /// queues (the reference the queues must match, and the "before" of the bench).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn set_scan_timers(&mut self, on: bool) {
+        self.scan_timers = on;
+    }
+
+    /// The earliest deadline by a scan of every table (see [`SignalingCore::set_scan_timers`]).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn poll_timeout_by_scan(&self) -> Option<Instant> {
+        [
+            self.client_tx.scan_deadline(),
+            self.server_tx.scan_deadline(),
+            self.flows.scan_deadline(),
+            self.calls.scan_deadline(),
+            self.control.poll_timeout(),
+            self.push_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// How many calls other than `h` count for the busy policy (ringing or up), in
+    /// O(touched) rather than a scan of every call, lingering ones included.
+    pub(crate) fn busy_calls_except(&self, h: CallHandle) -> usize {
+        let (busy, counted) = self.calls.tally(&h);
+        let n = busy - usize::from(counted);
+        #[cfg(any(test, feature = "testkit"))]
+        debug_assert_eq!(
+            n,
+            self.calls
+                .values()
+                .filter(|c| c.handle != h && c.is_busy())
+                .count()
+        );
+        n
+    }
+
+    /// The due keys of `table` at `now`: from its deadline queue, or by a scan in tests that
+    /// ask for it.
+    pub(crate) fn due<M: deadlines::Table>(&self, table: &Timed<M>, now: Instant) -> Vec<M::K> {
+        #[cfg(any(test, feature = "testkit"))]
+        if self.scan_timers {
+            table.forget();
+            return table.scan_due(now);
+        }
+        table.due(now)
     }
 
     // ---- helpers shared by the invite machines -------------------------------------------

@@ -245,7 +245,7 @@ impl SignalingCore {
             }
         }
         let policy = self.srtp_policy_on(flow);
-        for c in self.calls.values_mut().filter(|c| c.flow == flow) {
+        for c in self.calls.all_mut().values_mut().filter(|c| c.flow == flow) {
             c.sdp.srtp = policy;
         }
     }

@@ -1,7 +1,7 @@
 //! What arrives at the core: flows that come and go, bytes, requests, responses and timeouts.
 
-use super::{client_timeout, server_timeout, ClientKind, ServerKind, ServerTx};
 use super::{raw400, CallHandle, CallOutcome, Event, FlowId, FlowKind, Output, SignalingCore};
+use super::{ClientKind, ServerKind, ServerTx};
 use crate::signaling::dialog::Dialog;
 use crate::signaling::framing::Frame;
 use crate::signaling::invite::ledger::EntryKind;
@@ -375,14 +375,8 @@ impl SignalingCore {
 
     /// Call when `now >= poll_timeout()`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Transactions.
-        let due: Vec<TxKey> = self
-            .client_tx
-            .iter()
-            .filter(|(_, t)| client_timeout(t).is_some_and(|at| at <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
+        // Transactions, then framers, from their deadline queues (`core/deadlines.rs`).
+        for key in self.due(&self.client_tx, now) {
             if let Some(t) = self.client_tx.get_mut(&key) {
                 match &mut t.tx {
                     ClientKind::Invite(tx) => tx.handle_timeout(now),
@@ -391,13 +385,7 @@ impl SignalingCore {
             }
             self.drain_client(now, &key);
         }
-        let due: Vec<TxKey> = self
-            .server_tx
-            .iter()
-            .filter(|(_, t)| server_timeout(t).is_some_and(|at| at <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
+        for key in self.due(&self.server_tx, now) {
             if let Some(t) = self.server_tx.get_mut(&key) {
                 match &mut t.tx {
                     ServerKind::Invite(tx) => tx.handle_timeout(now),
@@ -406,26 +394,21 @@ impl SignalingCore {
             }
             self.drain_server(now, &key);
         }
-        // Framers.
-        let stalled: Vec<FlowId> = self
-            .flows
-            .iter_mut()
-            .filter(|(_, f)| f.framer.poll_timeout().is_some_and(|at| at <= now))
-            .filter_map(|(id, f)| f.framer.handle_timeout(now).map(|_| *id))
-            .collect();
+        let mut stalled = Vec::new();
+        for id in self.due(&self.flows, now) {
+            if let Some(f) = self.flows.get_mut(&id) {
+                if f.framer.handle_timeout(now).is_some() {
+                    stalled.push(id);
+                }
+            }
+        }
         for flow in stalled {
             tracing::warn!(?flow, "stalled partial message, closing the flow");
             self.outputs.push_back(Output::Close { flow });
             self.handle_flow_closed(now, flow, "stalled partial message");
         }
         // Calls.
-        let due: Vec<CallHandle> = self
-            .calls
-            .values()
-            .filter(|c| c.poll_timeout().is_some_and(|at| at <= now))
-            .map(|c| c.handle)
-            .collect();
-        for h in due {
+        for h in self.due(&self.calls, now) {
             self.call_timeout(now, h);
         }
         self.control_timeout(now);

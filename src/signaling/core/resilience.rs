@@ -190,7 +190,7 @@ impl SignalingCore {
             .map(|c| c.handle)
             .collect();
         let flows = &self.flows;
-        for t in self.server_tx.values_mut() {
+        for t in self.server_tx.all_mut().values_mut() {
             if !flows.contains_key(&t.flow) {
                 t.flow = flow;
             }

@@ -104,8 +104,7 @@ impl SignalingCore {
             BusyPolicy::Allow => None,
         };
         if let Some((calls, code)) = limit {
-            let others = self.calls.values().filter(|c| c.handle != h && c.is_busy());
-            if others.count() >= calls {
+            if self.busy_calls_except(h) >= calls {
                 self.uas_reject_now(now, h, code, |_| {});
                 return;
             }
