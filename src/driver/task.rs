@@ -751,18 +751,14 @@ impl DriverTask {
                 let result = match done.media {
                     _ if stopped => Err(Error::Stopped),
                     Err(e) => Err(e.into()),
-                    Ok((sockets, addr)) => self
-                        .core
-                        .call(Instant::now(), target, addr)
-                        .map_err(Error::from)
-                        .map(|call| {
-                            self.media.insert(call, sockets);
-                            if let Some(options) = media {
-                                self.call_media.insert(call, *options);
-                            }
+                    Ok((sockets, addr)) => match self.core.call(Instant::now(), target, addr) {
+                        Ok(call) => {
+                            self.keep_media(call, sockets, media);
                             self.live_calls.insert(call);
-                            call
-                        }),
+                            Ok(call)
+                        }
+                        Err(e) => Err(e.into()),
+                    },
                 };
                 let _ = reply.send(result);
             }
@@ -774,15 +770,23 @@ impl DriverTask {
                         .core
                         .answer(Instant::now(), call, addr)
                         .map_err(Error::from)
-                        .map(|()| {
-                            self.media.insert(call, sockets);
-                            if let Some(options) = media {
-                                self.call_media.insert(call, *options);
-                            }
-                        }),
+                        .map(|()| self.keep_media(call, sockets, media)),
                 };
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// Keeps a call's sockets and its own media options until its media starts.
+    fn keep_media(
+        &mut self,
+        call: CallHandle,
+        sockets: MediaSockets,
+        options: Option<Box<MediaOptions>>,
+    ) {
+        self.media.insert(call, sockets);
+        if let Some(options) = options {
+            self.call_media.insert(call, *options);
         }
     }
 

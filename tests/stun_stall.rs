@@ -1,0 +1,161 @@
+//! A silent STUN server stalls only the call it is asked for (issue 8 follow-up): the media
+//! preparation (address, sockets, STUN) runs off the driver loop, so while Alice's call to Bob
+//! waits out `stun::GIVE_UP`, an incoming call from Carol is seen, rung and rejected at once,
+//! and Alice's call still connects afterwards on her local address.
+//!
+//! STUN is skipped for loopback media, so the three user agents run in a network namespace of
+//! their own with a TEST-NET address (`peers/netns.rs`; needs root, else the test skips).
+
+#[path = "peers/netns.rs"]
+mod netns;
+
+use netns::Net;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+use wakeline::media::stun::GIVE_UP;
+use wakeline::{
+    AudioSink, AudioSource, CallHandle, CallOutcome, Config, Event, Events, MediaOptions, UserAgent,
+};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// How soon the independent action must be done: well before the STUN give-up.
+const PROMPT: Duration = Duration::from_millis(600);
+
+/// A user agent listening on `ip` (TCP and UDP, free port), silent media on `ip`, taking a
+/// second call while one is being set up; with `stun`, the STUN server it asks.
+async fn agent(ip: IpAddr, stun: Option<SocketAddr>) -> (UserAgent, Events, String) {
+    let config = Config {
+        busy_policy: wakeline::BusyPolicy::Allow,
+        ..Config::default()
+    };
+    let media = MediaOptions {
+        source: AudioSource::Silence,
+        sink: AudioSink::Null,
+        ..MediaOptions::default()
+    };
+    let mut builder = UserAgent::builder(config)
+        .listen(SocketAddr::new(ip, 0))
+        .media_ip(ip)
+        .media(media);
+    if let Some(server) = stun {
+        builder = builder.stun_server(server.to_string());
+    }
+    let (ua, events) = builder.start().await.expect("user agent starts");
+    let addr = ua.local_addr().expect("listening");
+    let uri = format!("sip:u@{addr};transport=tcp");
+    (ua, events, uri)
+}
+
+/// The next event matching `pred` within `limit`.
+async fn wait(events: &mut Events, limit: Duration, pred: impl Fn(&Event) -> bool) -> Event {
+    let found = tokio::time::timeout(limit, async {
+        while let Some(e) = events.next().await {
+            if pred(&e) {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(e)) => e,
+        other => panic!("no matching event within {limit:?}: {other:?}"),
+    }
+}
+
+/// The handle of the next incoming call.
+async fn incoming(events: &mut Events, limit: Duration) -> CallHandle {
+    match wait(events, limit, |e| matches!(e, Event::Incoming { .. })).await {
+        Event::Incoming { call, .. } => call,
+        _ => unreachable!(),
+    }
+}
+
+async fn scenario(ip: IpAddr) {
+    // Bound and never read: every Binding goes unanswered (no ICMP either).
+    let silent = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind the silent server");
+    let stun = silent.local_addr().expect("its address");
+    let (alice, mut alice_events, alice_uri) = agent(ip, Some(stun)).await;
+    let (bob, mut bob_events, bob_uri) = agent(ip, None).await;
+    let (carol, _carol_events, _) = agent(ip, None).await;
+
+    let started = Instant::now();
+    let stalled = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let call = alice.call(&bob_uri).await;
+            (call, started.elapsed())
+        })
+    };
+    // The call's STUN is under way (nothing reaches Bob); meanwhile Carol calls Alice.
+    let from_carol = carol.call(&alice_uri).await.expect("Carol calls");
+    let at_alice = incoming(&mut alice_events, PROMPT).await;
+    let at_alice = alice.call_handle(at_alice);
+    at_alice.ring().await.expect("Alice rings");
+    at_alice.reject(486).await.expect("Alice rejects");
+    let outcome = tokio::time::timeout(PROMPT, from_carol.ended())
+        .await
+        .expect("Carol hears the rejection at once");
+    assert!(
+        matches!(outcome, CallOutcome::Busy),
+        "Carol's call: {outcome:?}"
+    );
+    let independent = started.elapsed();
+    assert!(
+        independent < PROMPT,
+        "Carol's call took {independent:?} while Alice's STUN was pending"
+    );
+    assert!(
+        !stalled.is_finished(),
+        "Alice's call was placed before STUN gave up ({:?})",
+        started.elapsed()
+    );
+
+    // The stalled call goes on after the give-up, announcing the local address.
+    let (call, took) = tokio::time::timeout(LIMIT, stalled)
+        .await
+        .expect("Alice's call is placed")
+        .expect("the task ran");
+    let call = call.expect("Alice's call");
+    assert!(
+        took >= GIVE_UP - Duration::from_millis(100),
+        "Alice's call was placed after {took:?}, before STUN could give up: was it asked?"
+    );
+    eprintln!("Carol's call rejected after {independent:?}; Alice's call placed after {took:?}");
+    let at_bob = incoming(&mut bob_events, LIMIT).await;
+    bob.call_handle(at_bob).answer().await.expect("Bob answers");
+    let up = tokio::time::timeout(LIMIT, call.connected())
+        .await
+        .expect("connected in time");
+    assert!(up, "Alice's call connects after the STUN give-up");
+    match wait(&mut alice_events, LIMIT, |e| {
+        matches!(e, Event::Media { .. })
+    })
+    .await
+    {
+        Event::Media { media, .. } => assert_eq!(media.local_rtp.ip(), ip, "{media:?}"),
+        _ => unreachable!(),
+    }
+    call.hangup().await.expect("Alice hangs up");
+    for ua in [alice, bob, carol] {
+        ua.shutdown().await.expect("shutdown");
+    }
+    drop(silent);
+}
+
+#[test]
+fn a_silent_stun_server_stalls_only_its_own_call() {
+    let Some(net) = Net::create(1) else {
+        return;
+    };
+    let ip: IpAddr = net.host(0).v4.into();
+    net.host(0).run(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(scenario(ip));
+    });
+}
