@@ -1,7 +1,8 @@
 //! A silent STUN server stalls only the call it is asked for (issue 8 follow-up): the media
 //! preparation (address, sockets, STUN) runs off the driver loop, so while Alice's call to Bob
 //! waits out `stun::GIVE_UP`, an incoming call from Carol is seen, rung and rejected at once,
-//! and Alice's call still connects afterwards on her local address.
+//! and Alice's call still connects afterwards on her local address; a call cancelled while
+//! its answer waits for STUN is not answered.
 //!
 //! STUN is skipped for loopback media, so the three user agents run in a network namespace of
 //! their own with a TEST-NET address (`peers/netns.rs`; needs root, else the test skips).
@@ -144,8 +145,45 @@ async fn scenario(ip: IpAddr) {
     drop(silent);
 }
 
-#[test]
-fn a_silent_stun_server_stalls_only_its_own_call() {
+/// Carol cancels while Alice's answer waits for STUN: the CANCEL is handled at once, and the
+/// answer, once its media is ready, fails (the call is gone) instead of answering.
+async fn cancelled_while_answering(ip: IpAddr) {
+    let silent = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind the silent server");
+    let stun = silent.local_addr().expect("its address");
+    let (alice, mut alice_events, alice_uri) = agent(ip, Some(stun)).await;
+    let (carol, _carol_events, _) = agent(ip, None).await;
+
+    let from_carol = carol.call(&alice_uri).await.expect("Carol calls");
+    let at_alice = alice.call_handle(incoming(&mut alice_events, LIMIT).await);
+    let started = Instant::now();
+    let answering = tokio::spawn(async move { at_alice.answer().await });
+    from_carol.hangup().await.expect("Carol cancels");
+    let outcome = tokio::time::timeout(PROMPT, from_carol.ended())
+        .await
+        .expect("the CANCEL is handled while the answer waits for STUN");
+    assert!(
+        matches!(outcome, CallOutcome::Cancelled),
+        "Carol's call: {outcome:?}"
+    );
+    let cancelled = started.elapsed();
+    assert!(!answering.is_finished(), "the answer did not wait for STUN");
+    let answered = tokio::time::timeout(LIMIT, answering)
+        .await
+        .expect("the answer returns")
+        .expect("the task ran");
+    eprintln!(
+        "cancelled after {cancelled:?}; the answer returned {answered:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(answered.is_err(), "answered a cancelled call: {answered:?}");
+    for ua in [alice, carol] {
+        ua.shutdown().await.expect("shutdown");
+    }
+    drop(silent);
+}
+
+/// Runs `scenario` on a runtime inside a one-host network (skips without root).
+fn in_namespace<F: std::future::Future<Output = ()> + 'static>(scenario: fn(IpAddr) -> F) {
     let Some(net) = Net::create(1) else {
         return;
     };
@@ -158,4 +196,14 @@ fn a_silent_stun_server_stalls_only_its_own_call() {
             .expect("runtime");
         rt.block_on(scenario(ip));
     });
+}
+
+#[test]
+fn a_silent_stun_server_stalls_only_its_own_call() {
+    in_namespace(scenario);
+}
+
+#[test]
+fn a_call_cancelled_while_its_answer_waits_for_stun_is_not_answered() {
+    in_namespace(cancelled_while_answering);
 }
