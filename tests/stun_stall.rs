@@ -2,7 +2,7 @@
 //! preparation (address, sockets, STUN) runs off the driver loop, so while Alice's call to Bob
 //! waits out `stun::GIVE_UP`, an incoming call from Carol is seen, rung and rejected at once,
 //! and Alice's call still connects afterwards on her local address; a call cancelled while
-//! its answer waits for STUN is not answered.
+//! its answer waits for STUN is not answered; the same holds for a network change (rebind).
 //!
 //! STUN is skipped for loopback media, so the three user agents run in a network namespace of
 //! their own with a TEST-NET address (`peers/netns.rs`; needs root, else the test skips).
@@ -138,6 +138,35 @@ async fn scenario(ip: IpAddr) {
         Event::Media { media, .. } => assert_eq!(media.local_rtp.ip(), ip, "{media:?}"),
         _ => unreachable!(),
     }
+
+    // A network change re-binds the call, STUN again (the re-INVITE waits for it); Carol's
+    // next call is still seen and rejected at once meanwhile.
+    let changed = Instant::now();
+    let moving = {
+        let alice = alice.clone();
+        tokio::spawn(async move { (alice.network_changed().await, changed.elapsed()) })
+    };
+    let again = carol.call(&alice_uri).await.expect("Carol calls again");
+    let at_alice = alice.call_handle(incoming(&mut alice_events, PROMPT).await);
+    at_alice.reject(486).await.expect("Alice rejects");
+    let outcome = tokio::time::timeout(PROMPT, again.ended())
+        .await
+        .expect("Carol hears the rejection at once");
+    assert!(matches!(outcome, CallOutcome::Busy), "{outcome:?}");
+    let independent = changed.elapsed();
+    assert!(!moving.is_finished(), "the rebind did not wait for STUN");
+    let (moved, took) = tokio::time::timeout(LIMIT, moving)
+        .await
+        .expect("the network change completes")
+        .expect("the task ran");
+    moved.expect("the network change");
+    eprintln!("network change: Carol rejected after {independent:?}, rebind done after {took:?}");
+    assert!(took >= GIVE_UP - Duration::from_millis(100), "{took:?}");
+    assert!(
+        call.connected().await,
+        "the call survives the network change"
+    );
+
     call.hangup().await.expect("Alice hangs up");
     for ua in [alice, bob, carol] {
         ua.shutdown().await.expect("shutdown");

@@ -1,4 +1,5 @@
-//! A call's media preparation, off the driver loop: the media address (maybe DNS,
+//! A call's media preparation (call, answer, rebind after a network change), off the driver
+//! loop: the media address (maybe DNS,
 //! `route.rs`), the RTP/RTCP sockets, and the STUN mapping (`stun.rs`, up to `stun::GIVE_UP`
 //! when the server is silent). Done inline, it stopped the whole loop — no SIP read or written,
 //! no timer fired, no other call's command — for as long as it took (issue 8 follow-up).
@@ -33,6 +34,13 @@ pub(super) enum Purpose {
     Answer {
         call: CallHandle,
         media: Option<Box<MediaOptions>>,
+        reply: Reply<()>,
+    },
+    /// A network change: `call`'s new media and re-INVITE, then the `rest`, one after the
+    /// other; `reply` after the last (`UserAgent::network_changed`).
+    Rebind {
+        call: CallHandle,
+        rest: Vec<CallHandle>,
         reply: Reply<()>,
     },
 }

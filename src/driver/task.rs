@@ -613,8 +613,8 @@ impl DriverTask {
                 }
             }
             Command::NetworkChanged(reply) => {
-                let result = self.network_changed(now).await;
-                let _ = reply.send(result);
+                let calls = self.core.handle_network_changed(now);
+                self.rebind_next(calls, reply);
             }
             Command::Shutdown(reply) => self.begin_shutdown(now, Cause::Asked, Some(reply)),
         }
@@ -774,6 +774,19 @@ impl DriverTask {
                 };
                 let _ = reply.send(result);
             }
+            Purpose::Rebind { call, rest, reply } => {
+                let result = match done.media {
+                    _ if stopped => Err(Error::Stopped),
+                    Err(e) => Err(e.into()),
+                    Ok((sockets, addr)) => self.rebind(call, sockets, addr),
+                };
+                match result {
+                    Ok(()) => self.rebind_next(rest, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
         }
     }
 
@@ -790,23 +803,44 @@ impl DriverTask {
         }
     }
 
-    /// New network: the core opens a new control flow and re-registers; each connected call
-    /// gets fresh media sockets and a re-INVITE announcing them.
-    async fn network_changed(&mut self, now: Instant) -> Result<(), Error> {
-        for call in self.core.handle_network_changed(now) {
-            // Still inline: the re-INVITEs go out together, after every call's new sockets.
-            let plan = route::media_plan(&self.core, self.media_ip, Some(call), None, &self.hints);
-            let (sockets, addr) =
-                prepare::media(plan, &self.resolver, self.stun.as_deref()).await?;
-            match self.media_tasks.get(&call) {
-                Some(task) => {
-                    let _ = task.ctl.send(MediaCtl::Rebind(sockets));
-                }
-                None => {
-                    self.media.insert(call, sockets);
-                }
+    /// New network: the core opens a new control flow and re-registers (`Command::NetworkChanged`);
+    /// each connected call, one after the other, gets fresh media sockets (prepared off the
+    /// loop) and a re-INVITE announcing them. The reply comes after the last call, or with
+    /// the first failure (the calls after it keep their media, as before).
+    fn rebind_next(&mut self, mut calls: Vec<CallHandle>, reply: Reply<()>) {
+        if calls.is_empty() {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let call = calls.remove(0);
+        let plan = route::media_plan(&self.core, self.media_ip, Some(call), None, &self.hints);
+        let rest = calls;
+        self.prepare(plan, Purpose::Rebind { call, rest, reply });
+    }
+
+    /// A call's new media after a network change: the re-INVITE, and the sockets to its media
+    /// task (or kept until it starts). A call that ended while they were prepared is skipped.
+    fn rebind(
+        &mut self,
+        call: CallHandle,
+        sockets: MediaSockets,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        use crate::signaling::core::CoreError;
+        match self.core.update_media(Instant::now(), call, addr) {
+            Err(CoreError::NoSuchCall) => {
+                tracing::debug!(?call, "ended before its new media was ready");
+                return Ok(());
             }
-            self.core.update_media(now, call, addr)?;
+            other => other?,
+        }
+        match self.media_tasks.get(&call) {
+            Some(task) => {
+                let _ = task.ctl.send(MediaCtl::Rebind(sockets));
+            }
+            None => {
+                self.media.insert(call, sockets);
+            }
         }
         Ok(())
     }
