@@ -128,7 +128,7 @@ pub(crate) struct DriverTask {
     tls_listener: Option<TlsListener>,
     /// The STUN server for media behind NAT (`super::stun`).
     stun: Option<String>,
-    /// Call and answer media prepared off the loop (`prepare.rs`) come back here.
+    /// Media prepared off the loop for calls, answers and rebinds (`prepare.rs`) comes back here.
     prep_tx: mpsc::UnboundedSender<Prepared>,
     prep_rx: mpsc::UnboundedReceiver<Prepared>,
 }
