@@ -21,6 +21,7 @@ use super::resolve::{ConnectHints, Resolver};
 use crate::signaling::core::addr::FlowAddrs;
 use crate::signaling::core::{CallHandle, SignalingCore};
 use crate::signaling::message::Uri;
+use crate::signaling::rfc3263::{Destination, Policy};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -117,12 +118,16 @@ pub(crate) fn routed_source(peer: IpAddr) -> io::Result<IpAddr> {
 }
 
 /// The first address `host` resolves to the RFC 3263 way (the one a connect tries first), with
-/// the same DNS servers the connects use.
-async fn resolve(lookup: (&Resolver, &ConnectHints), host: &str, port: u16) -> io::Result<IpAddr> {
-    let (resolver, hints) = lookup;
-    let dest = hints.destination(host, port);
+/// the same DNS servers the connects use; `lookup` is its destination and policy.
+async fn resolve(
+    resolver: &Resolver,
+    lookup: Option<(Destination, Policy)>,
+    host: &str,
+) -> io::Result<IpAddr> {
+    let (dest, policy) =
+        lookup.ok_or_else(|| io::Error::other(format!("resolving {host}: nothing planned")))?;
     let targets = resolver
-        .resolve(dest.clone(), hints.policy(&dest))
+        .resolve(dest, policy)
         .await
         .map_err(|e| io::Error::other(format!("resolving {host}: {e}")))?;
     targets
@@ -137,7 +142,9 @@ fn loopback_mismatch(ip: IpAddr, peer: Option<IpAddr>) -> bool {
 }
 
 /// The media address for a call: `call` is an existing call (answer, network change), or
-/// `None` with the `target` of a new call.
+/// `None` with the `target` of a new call. (The driver runs the two halves apart:
+/// [`media_plan`] on its loop, [`MediaPlan::ip`] on a task, `driver/prepare.rs`.)
+#[cfg(test)]
 pub(crate) async fn media_ip(
     core: &SignalingCore,
     explicit: Option<IpAddr>,
@@ -145,6 +152,31 @@ pub(crate) async fn media_ip(
     target: Option<&Uri>,
     lookup: (&Resolver, &ConnectHints),
 ) -> io::Result<IpAddr> {
+    media_plan(core, explicit, call, target, lookup.1)
+        .ip(lookup.0)
+        .await
+}
+
+/// What [`media_ip`] decided from the core alone, before any DNS: it owns its inputs, so a
+/// task of its own can finish it (`driver/prepare.rs`) while the driver loop goes on.
+#[derive(Debug)]
+pub(crate) struct MediaPlan {
+    call: Option<CallHandle>,
+    choice: Choice,
+    hop: Option<(String, u16)>,
+    /// For [`Choice::Resolve`]: what to resolve, the way a connect would.
+    lookup: Option<(Destination, Policy)>,
+}
+
+/// The first half of [`media_ip`]: reads the core and the connect hints (`&self` of the
+/// driver), does no I/O.
+pub(crate) fn media_plan(
+    core: &SignalingCore,
+    explicit: Option<IpAddr>,
+    call: Option<CallHandle>,
+    target: Option<&Uri>,
+    hints: &ConnectHints,
+) -> MediaPlan {
     let flow = match call {
         Some(c) => core.call_flow_addrs(c),
         None if core.config().account.is_some() => core.control_flow_addrs(),
@@ -161,39 +193,66 @@ pub(crate) async fn media_ip(
         .listen
         .map(|l| l.ip())
         .filter(|ip| !ip.is_unspecified());
-    let (ip, peer) = match choose(explicit, flow, offer, hop.clone(), listen) {
-        Choice::Use { ip, peer } => (ip, peer),
-        Choice::RouteTo(peer) => (routed_source(peer)?, Some(peer)),
-        Choice::OfferFamily { offer, flow } => match routed_source(offer) {
-            Ok(ip) => (ip, Some(offer)),
-            Err(e) => {
-                tracing::debug!(
-                    ?call,
-                    "the offer's {offer} is out of reach ({e}): media on the flow's address"
-                );
-                (flow.local.ip(), Some(flow.remote.ip()))
-            }
-        },
+    let choice = choose(explicit, flow, offer, hop.clone(), listen);
+    let lookup = match &choice {
         Choice::Resolve(host, port) => {
-            let peer = resolve(lookup, &host, port).await?;
-            (routed_source(peer)?, Some(peer))
+            let dest = hints.destination(host, *port);
+            let policy = hints.policy(&dest);
+            Some((dest, policy))
         }
-        Choice::DefaultRoute => (default_source(), None),
+        _ => None,
     };
-    if ip.is_unspecified() || ip.is_multicast() {
-        return Err(io::Error::other(format!(
-            "{ip} cannot be announced as a media address"
-        )));
+    MediaPlan {
+        call,
+        choice,
+        hop,
+        lookup,
     }
-    if loopback_mismatch(ip, peer) {
-        tracing::warn!(
-            ?call,
-            "announcing loopback media address {ip} to a peer at {}: it cannot reach us",
-            peer.map_or_else(String::new, |p| p.to_string())
-        );
+}
+
+impl MediaPlan {
+    /// The second half of [`media_ip`]: DNS (with `resolver`) and routing as planned.
+    pub(crate) async fn ip(self, resolver: &Resolver) -> io::Result<IpAddr> {
+        let MediaPlan {
+            call,
+            choice,
+            hop,
+            lookup,
+        } = self;
+        let (ip, peer) = match choice {
+            Choice::Use { ip, peer } => (ip, peer),
+            Choice::RouteTo(peer) => (routed_source(peer)?, Some(peer)),
+            Choice::OfferFamily { offer, flow } => match routed_source(offer) {
+                Ok(ip) => (ip, Some(offer)),
+                Err(e) => {
+                    tracing::debug!(
+                        ?call,
+                        "the offer's {offer} is out of reach ({e}): media on the flow's address"
+                    );
+                    (flow.local.ip(), Some(flow.remote.ip()))
+                }
+            },
+            Choice::Resolve(host, _) => {
+                let peer = resolve(resolver, lookup, &host).await?;
+                (routed_source(peer)?, Some(peer))
+            }
+            Choice::DefaultRoute => (default_source(), None),
+        };
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(io::Error::other(format!(
+                "{ip} cannot be announced as a media address"
+            )));
+        }
+        if loopback_mismatch(ip, peer) {
+            tracing::warn!(
+                ?call,
+                "announcing loopback media address {ip} to a peer at {}: it cannot reach us",
+                peer.map_or_else(String::new, |p| p.to_string())
+            );
+        }
+        tracing::debug!(?call, %ip, ?peer, ?hop, "media address");
+        Ok(ip)
     }
-    tracing::debug!(?call, %ip, ?peer, ?hop, "media address");
-    Ok(ip)
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use super::media::{
 };
 use super::resolve::{self, Avoid, ConnectHints, Lookup, Resolver};
 use super::route;
-use super::stun;
 use super::tap::Tap;
 use super::tls::{TlsClient, TlsListener};
 use super::udp::UdpSip;
@@ -29,6 +28,10 @@ type Reply<T> = oneshot::Sender<Result<T, Error>>;
 mod shutdown;
 pub(crate) use shutdown::DEFAULT_GRACE;
 use shutdown::{Cause, Shutdown};
+
+#[path = "prepare.rs"]
+mod prepare;
+use prepare::{Prepared, Purpose};
 
 /// Application commands, carried from the API handles to the driver task.
 #[derive(Debug)]
@@ -125,6 +128,9 @@ pub(crate) struct DriverTask {
     tls_listener: Option<TlsListener>,
     /// The STUN server for media behind NAT (`super::stun`).
     stun: Option<String>,
+    /// Media prepared off the loop for calls, answers and rebinds (`prepare.rs`) comes back here.
+    prep_tx: mpsc::UnboundedSender<Prepared>,
+    prep_rx: mpsc::UnboundedReceiver<Prepared>,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -152,6 +158,7 @@ impl DriverTask {
         let udp = UdpSip::new(None, flow_tx.clone());
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let hints = ConnectHints::new(&config);
+        let (prep_tx, prep_rx) = mpsc::unbounded_channel();
         DriverTask {
             core: SignalingCore::new(config),
             listener,
@@ -188,6 +195,8 @@ impl DriverTask {
             tls_client: Err("TLS: not set up".into()),
             tls_listener: None,
             stun: None,
+            prep_tx,
+            prep_rx,
         }
     }
 
@@ -283,6 +292,11 @@ impl DriverTask {
                                 tracing::warn!("{line}");
                             }
                         }
+                    }
+                }
+                done = self.prep_rx.recv() => {
+                    if let Some(done) = done {
+                        self.media_prepared(done);
                     }
                 }
                 note = self.notes_rx.recv() => {
@@ -499,51 +513,24 @@ impl DriverTask {
                 reply,
             } => {
                 self.hints.note(&target);
-                let result = async {
-                    let ip = route::media_ip(
-                        &self.core,
-                        self.media_ip,
-                        None,
-                        Some(&target),
-                        (&self.resolver, &self.hints),
-                    );
-                    let sockets = MediaSockets::reserve(ip.await?).await?;
-                    let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
-                    // Resolving the target may have taken a while: the core gets the time now.
-                    let call = self.core.call(Instant::now(), target, addr)?;
-                    self.media.insert(call, sockets);
-                    if let Some(options) = media {
-                        self.call_media.insert(call, *options);
-                    }
-                    self.live_calls.insert(call);
-                    Ok(call)
-                }
-                .await;
-                let _ = reply.send(result);
+                let plan =
+                    route::media_plan(&self.core, self.media_ip, None, Some(&target), &self.hints);
+                self.prepare(
+                    plan,
+                    Purpose::Call {
+                        target,
+                        media,
+                        reply,
+                    },
+                );
             }
             Command::Ring(call, reply) => {
                 let _ = reply.send(self.core.ring(now, call).map_err(Error::from));
             }
             Command::Answer(call, media, reply) => {
-                let result = async {
-                    let ip = route::media_ip(
-                        &self.core,
-                        self.media_ip,
-                        Some(call),
-                        None,
-                        (&self.resolver, &self.hints),
-                    );
-                    let sockets = MediaSockets::reserve(ip.await?).await?;
-                    let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
-                    self.core.answer(Instant::now(), call, addr)?;
-                    self.media.insert(call, sockets);
-                    if let Some(options) = media {
-                        self.call_media.insert(call, *options);
-                    }
-                    Ok(())
-                }
-                .await;
-                let _ = reply.send(result);
+                let plan =
+                    route::media_plan(&self.core, self.media_ip, Some(call), None, &self.hints);
+                self.prepare(plan, Purpose::Answer { call, media, reply });
             }
             Command::Reject(call, status, reply) => {
                 let _ = reply.send(self.core.reject(now, call, status).map_err(Error::from));
@@ -626,8 +613,8 @@ impl DriverTask {
                 }
             }
             Command::NetworkChanged(reply) => {
-                let result = self.network_changed(now).await;
-                let _ = reply.send(result);
+                let calls = self.core.handle_network_changed(now);
+                self.rebind_next(calls, reply);
             }
             Command::Shutdown(reply) => self.begin_shutdown(now, Cause::Asked, Some(reply)),
         }
@@ -743,29 +730,117 @@ impl DriverTask {
         }
     }
 
-    /// New network: the core opens a new control flow and re-registers; each connected call
-    /// gets fresh media sockets and a re-INVITE announcing them.
-    async fn network_changed(&mut self, now: Instant) -> Result<(), Error> {
-        for call in self.core.handle_network_changed(now) {
-            let ip = route::media_ip(
-                &self.core,
-                self.media_ip,
-                Some(call),
-                None,
-                (&self.resolver, &self.hints),
-            )
-            .await?;
-            let sockets = MediaSockets::reserve(ip).await?;
-            let addr = stun::announced(&sockets, self.stun.as_deref()).await?;
-            match self.media_tasks.get(&call) {
-                Some(task) => {
-                    let _ = task.ctl.send(MediaCtl::Rebind(sockets));
-                }
-                None => {
-                    self.media.insert(call, sockets);
+    /// Prepares a call's or an answer's media off the loop (`prepare.rs`).
+    fn prepare(&self, plan: route::MediaPlan, purpose: Purpose) {
+        let (resolver, stun) = (self.resolver.clone(), self.stun.clone());
+        prepare::spawn(plan, resolver, stun, purpose, self.prep_tx.clone());
+    }
+
+    /// Media prepared off the loop: the core makes the call or the answer now (at the time it
+    /// really happens), and the waiting API call hears the outcome. Shutdown started meanwhile:
+    /// `Stopped`, the core is not asked; a call ended meanwhile: the core's error, the sockets
+    /// are dropped.
+    fn media_prepared(&mut self, done: Prepared) {
+        let stopped = self.shutting_down.is_some();
+        match done.purpose {
+            Purpose::Call {
+                target,
+                media,
+                reply,
+            } => {
+                let result = match done.media {
+                    _ if stopped => Err(Error::Stopped),
+                    Err(e) => Err(e.into()),
+                    Ok((sockets, addr)) => match self.core.call(Instant::now(), target, addr) {
+                        Ok(call) => {
+                            self.keep_media(call, sockets, media);
+                            self.live_calls.insert(call);
+                            Ok(call)
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                };
+                let _ = reply.send(result);
+            }
+            Purpose::Answer { call, media, reply } => {
+                let result = match done.media {
+                    _ if stopped => Err(Error::Stopped),
+                    Err(e) => Err(e.into()),
+                    Ok((sockets, addr)) => self
+                        .core
+                        .answer(Instant::now(), call, addr)
+                        .map_err(Error::from)
+                        .map(|()| self.keep_media(call, sockets, media)),
+                };
+                let _ = reply.send(result);
+            }
+            Purpose::Rebind { call, rest, reply } => {
+                let result = match done.media {
+                    _ if stopped => Err(Error::Stopped),
+                    Err(e) => Err(e.into()),
+                    Ok((sockets, addr)) => self.rebind(call, sockets, addr),
+                };
+                match result {
+                    Ok(()) => self.rebind_next(rest, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
             }
-            self.core.update_media(now, call, addr)?;
+        }
+    }
+
+    /// Keeps a call's sockets and its own media options until its media starts.
+    fn keep_media(
+        &mut self,
+        call: CallHandle,
+        sockets: MediaSockets,
+        options: Option<Box<MediaOptions>>,
+    ) {
+        self.media.insert(call, sockets);
+        if let Some(options) = options {
+            self.call_media.insert(call, *options);
+        }
+    }
+
+    /// New network: the core opens a new control flow and re-registers (`Command::NetworkChanged`);
+    /// each connected call, one after the other, gets fresh media sockets (prepared off the
+    /// loop) and a re-INVITE announcing them. The reply comes after the last call, or with
+    /// the first failure (the calls after it keep their media, as before).
+    fn rebind_next(&mut self, mut calls: Vec<CallHandle>, reply: Reply<()>) {
+        if calls.is_empty() {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let call = calls.remove(0);
+        let plan = route::media_plan(&self.core, self.media_ip, Some(call), None, &self.hints);
+        let rest = calls;
+        self.prepare(plan, Purpose::Rebind { call, rest, reply });
+    }
+
+    /// A call's new media after a network change: the re-INVITE, and the sockets to its media
+    /// task (or kept until it starts). A call that ended while they were prepared is skipped.
+    fn rebind(
+        &mut self,
+        call: CallHandle,
+        sockets: MediaSockets,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        use crate::signaling::core::CoreError;
+        match self.core.update_media(Instant::now(), call, addr) {
+            Err(CoreError::NoSuchCall) => {
+                tracing::debug!(?call, "ended before its new media was ready");
+                return Ok(());
+            }
+            other => other?,
+        }
+        match self.media_tasks.get(&call) {
+            Some(task) => {
+                let _ = task.ctl.send(MediaCtl::Rebind(sockets));
+            }
+            None => {
+                self.media.insert(call, sockets);
+            }
         }
         Ok(())
     }
