@@ -80,19 +80,7 @@ fn manual_tone() -> MediaOptions {
 
 /// The next event matching `pred`, within [`LIMIT`].
 async fn wait(events: &mut Events, pred: impl Fn(&Event) -> bool) -> Event {
-    let found = tokio::time::timeout(LIMIT, async {
-        while let Some(e) = events.next().await {
-            if pred(&e) {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(e)) => e,
-        other => panic!("no matching event within {LIMIT:?}: {other:?}"),
-    }
+    peers::events::next_matching(events, LIMIT, pred).await
 }
 
 /// The handle of the next incoming call.

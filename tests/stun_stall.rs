@@ -7,6 +7,8 @@
 //! STUN is skipped for loopback media, so the three user agents run in a network namespace of
 //! their own with a TEST-NET address (`peers/netns.rs`; needs root, else the test skips).
 
+#[path = "peers/events.rs"]
+mod events;
 #[path = "peers/netns.rs"]
 mod netns;
 
@@ -51,19 +53,7 @@ async fn agent(ip: IpAddr, stun: Option<SocketAddr>) -> (UserAgent, Events, Stri
 
 /// The next event matching `pred` within `limit`.
 async fn wait(events: &mut Events, limit: Duration, pred: impl Fn(&Event) -> bool) -> Event {
-    let found = tokio::time::timeout(limit, async {
-        while let Some(e) = events.next().await {
-            if pred(&e) {
-                return Some(e);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(e)) => e,
-        other => panic!("no matching event within {limit:?}: {other:?}"),
-    }
+    events::next_matching(events, limit, pred).await
 }
 
 /// The handle of the next incoming call.

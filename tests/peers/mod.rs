@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod baresip;
+pub mod events;
 pub mod inproc;
 pub mod kamailio;
 pub mod rawsip;
