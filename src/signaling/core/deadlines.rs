@@ -34,51 +34,35 @@ pub(crate) trait Table {
     fn visit(&self, f: impl FnMut(&Self::K, &Self::V));
 }
 
-impl<K: Clone + Eq + Hash, V> Table for HashMap<K, V> {
-    type K = K;
-    type V = V;
-    fn entry_ref(&self, k: &K) -> Option<&V> {
-        self.get(k)
-    }
-    fn entry_mut(&mut self, k: &K) -> Option<&mut V> {
-        self.get_mut(k)
-    }
-    fn put(&mut self, k: K, v: V) -> Option<V> {
-        self.insert(k, v)
-    }
-    fn take(&mut self, k: &K) -> Option<V> {
-        self.remove(k)
-    }
-    fn keep(&mut self, f: impl FnMut(&K, &mut V) -> bool) {
-        self.retain(f)
-    }
-    fn visit(&self, mut f: impl FnMut(&K, &V)) {
-        self.iter().for_each(|(k, v)| f(k, v))
-    }
+/// The two map types the core keeps its timed tables in answer [`Table`] with the same methods.
+macro_rules! map_table {
+    ($map:ident, $($bound:path),+) => {
+        impl<K: Clone $(+ $bound)+, V> Table for $map<K, V> {
+            type K = K;
+            type V = V;
+            fn entry_ref(&self, k: &K) -> Option<&V> {
+                self.get(k)
+            }
+            fn entry_mut(&mut self, k: &K) -> Option<&mut V> {
+                self.get_mut(k)
+            }
+            fn put(&mut self, k: K, v: V) -> Option<V> {
+                self.insert(k, v)
+            }
+            fn take(&mut self, k: &K) -> Option<V> {
+                self.remove(k)
+            }
+            fn keep(&mut self, f: impl FnMut(&K, &mut V) -> bool) {
+                self.retain(f)
+            }
+            fn visit(&self, mut f: impl FnMut(&K, &V)) {
+                self.iter().for_each(|(k, v)| f(k, v))
+            }
+        }
+    };
 }
-
-impl<K: Clone + Eq + Hash + Ord, V> Table for BTreeMap<K, V> {
-    type K = K;
-    type V = V;
-    fn entry_ref(&self, k: &K) -> Option<&V> {
-        self.get(k)
-    }
-    fn entry_mut(&mut self, k: &K) -> Option<&mut V> {
-        self.get_mut(k)
-    }
-    fn put(&mut self, k: K, v: V) -> Option<V> {
-        self.insert(k, v)
-    }
-    fn take(&mut self, k: &K) -> Option<V> {
-        self.remove(k)
-    }
-    fn keep(&mut self, f: impl FnMut(&K, &mut V) -> bool) {
-        self.retain(f)
-    }
-    fn visit(&self, mut f: impl FnMut(&K, &V)) {
-        self.iter().for_each(|(k, v)| f(k, v))
-    }
-}
+map_table!(HashMap, Eq, Hash);
+map_table!(BTreeMap, Eq, Hash, Ord);
 
 /// One armed timer in the heap: earliest `at` first, then the order it was armed in.
 struct Entry<K> {
