@@ -22,12 +22,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// Runs `wakeline load URI` with `extra` flags and `--summary`; returns the exit code, the
 /// summary and the process (for its output).
-fn load(dir: &Path, uri: &str, extra: &[&str]) -> (Option<i32>, Value, Proc) {
+fn load(dir: &Path, uri: &str, extra: &str) -> (Option<i32>, Value, Proc) {
     let summary = dir.join("load.json");
     let mut cmd = wakeline();
     cmd.env("RUST_LOG", "info");
     cmd.args(["load", uri])
-        .args(extra)
+        .args(extra.split_whitespace())
         .arg("--summary")
         .arg(&summary);
     let mut p = Proc::spawn("load", cmd, dir);
@@ -89,24 +89,10 @@ fn load_against_wakeline_listen() {
     let (code, s, p) = load(
         d,
         &uri,
-        &[
-            "--rate",
-            "20",
-            "--calls",
-            "20",
-            "--concurrent",
-            "10",
-            "--duration",
-            "2",
-            "--mic",
-            "tone:440",
-            "--expect-tone",
-            "660",
-            "--peer-summary",
-            &peer,
-            "--report",
-            &svg,
-        ],
+        &format!(
+            "--rate 20 --calls 20 --concurrent 10 --duration 2 --mic tone:440 \
+             --expect-tone 660 --peer-summary {peer} --report {svg}"
+        ),
     );
     assert_eq!(code, Some(0), "{s}\n{}", p.output());
     assert_eq!(s["attempted"], 20, "{s}");
@@ -150,19 +136,7 @@ fn load_against_sipp_rtp_echo() {
     let (code, s, p) = load(
         d,
         &uri,
-        &[
-            "--rate",
-            "10",
-            "--calls",
-            "6",
-            "--concurrent",
-            "3",
-            "--duration",
-            "2",
-            "--mic",
-            "tone:440",
-            "--echo",
-        ],
+        "--rate 10 --calls 6 --concurrent 3 --duration 2 --mic tone:440 --echo",
     );
     assert_eq!(code, Some(0), "{s}\n{}\n{}", p.output(), uas.output());
     assert_eq!(s["answered"], 6, "{s}");
@@ -188,17 +162,7 @@ fn load_without_far_end_audio_fails() {
     let (code, s, p) = load(
         d,
         &uri,
-        &[
-            "--rate",
-            "10",
-            "--calls",
-            "2",
-            "--concurrent",
-            "2",
-            "--duration",
-            "1",
-            "--echo",
-        ],
+        "--rate 10 --calls 2 --concurrent 2 --duration 1 --echo",
     );
     assert_eq!(code, Some(1), "{s}\n{}", p.output());
     assert_eq!(s["answered"], 2, "{s}");
@@ -238,20 +202,7 @@ fn load_against_baresip() {
     let (code, s, p) = load(
         d,
         &uri,
-        &[
-            "--rate",
-            "10",
-            "--calls",
-            "3",
-            "--concurrent",
-            "3",
-            "--duration",
-            "10",
-            "--mic",
-            "tone:440",
-            "--expect-tone",
-            "660",
-        ],
+        "--rate 10 --calls 3 --concurrent 3 --duration 10 --mic tone:440 --expect-tone 660",
     );
     assert_eq!(code, Some(0), "{s}\n{}\n{}", p.output(), bob.output());
     assert_eq!(s["answered"], 3, "{s}");
@@ -270,20 +221,7 @@ fn load_against_a_rejecting_listener_fails_by_code() {
     let port = free_port();
     let _listen = listener(d, port, "reject:486", &d.join("peer.jsonl"));
     let uri = format!("sip:load@127.0.0.1:{port};transport=tcp");
-    let (code, s, p) = load(
-        d,
-        &uri,
-        &[
-            "--rate",
-            "20",
-            "--calls",
-            "5",
-            "--concurrent",
-            "5",
-            "--duration",
-            "1",
-        ],
-    );
+    let (code, s, p) = load(d, &uri, "--rate 20 --calls 5 --concurrent 5 --duration 1");
     assert_eq!(code, Some(1), "{s}\n{}", p.output());
     assert_eq!(s["attempted"], 5, "{s}");
     assert_eq!(s["answered"], 0, "{s}");
@@ -312,22 +250,10 @@ fn load_with_the_wrong_tone_fails() {
     let (code, s, p) = load(
         d,
         &uri,
-        &[
-            "--rate",
-            "10",
-            "--calls",
-            "2",
-            "--concurrent",
-            "2",
-            "--duration",
-            "1",
-            "--mic",
-            "tone:440",
-            "--expect-tone",
-            "1000",
-            "--peer-summary",
-            &peer,
-        ],
+        &format!(
+            "--rate 10 --calls 2 --concurrent 2 --duration 1 --mic tone:440 \
+             --expect-tone 1000 --peer-summary {peer}"
+        ),
     );
     assert_eq!(code, Some(1), "{s}\n{}", p.output());
     assert_eq!(s["answered"], 2, "{s}");
