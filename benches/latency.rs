@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::Rng;
 use wakeline::media::codec::{make_decoder, EncoderConfig, MAX_FRAME_SAMPLES48};
 use wakeline::media::pipeline::{CallStats, MediaPipeline, PipelineConfig};
-use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
+use wakeline::signaling::sdp::{Codec, Negotiated};
 
 /// Samples per second in the rings.
 const RATE: f64 = 48_000.0;
@@ -71,23 +71,7 @@ const THRESHOLD: i16 = 4_000;
 const OPUS_LOOKAHEAD_MS: f64 = 6.5;
 
 fn negotiated(codec: Codec, me: SocketAddr, peer: SocketAddr) -> Negotiated {
-    Negotiated {
-        local_rtp: me,
-        codec,
-        payload_type: codec.default_payload_type(),
-        clock_rate: codec.clock_rate(),
-        telephone_event: None,
-        remote_rtp: peer,
-        remote_rtcp: peer,
-        rtcp_mux: true,
-        direction: Direction::SendRecv,
-        ptime: 20,
-        opus_fec: true,
-        opus_max_average_bitrate: None,
-        opus_max_playback_rate: None,
-        opus_stereo: false,
-        srtp: None,
-    }
+    Negotiated::sendrecv(codec, me, peer)
 }
 
 fn sleep_until(t: Instant) -> Duration {

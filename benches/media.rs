@@ -33,7 +33,7 @@ use wakeline::media::codec::{
 };
 use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
 use wakeline::media::session::{MediaSession, Received, SessionConfig};
-use wakeline::signaling::sdp::{Codec, Direction, MasterKey, Negotiated, SrtpKeys, SrtpSuite};
+use wakeline::signaling::sdp::{Codec, MasterKey, Negotiated, SrtpKeys, SrtpSuite};
 
 const FRAME: usize = 960;
 const FRAMES: usize = 50;
@@ -65,21 +65,8 @@ fn speech_like() -> Vec<i16> {
 fn negotiated(codec: Codec) -> Negotiated {
     let addr = "127.0.0.1:4000".parse().unwrap();
     Negotiated {
-        local_rtp: addr,
-        codec,
-        payload_type: codec.default_payload_type(),
-        clock_rate: codec.clock_rate(),
-        telephone_event: None,
-        remote_rtp: addr,
-        remote_rtcp: addr,
-        rtcp_mux: true,
-        direction: Direction::SendRecv,
-        ptime: 20,
         opus_fec: false,
-        opus_max_average_bitrate: None,
-        opus_max_playback_rate: None,
-        opus_stereo: false,
-        srtp: None,
+        ..Negotiated::sendrecv(codec, addr, addr)
     }
 }
 

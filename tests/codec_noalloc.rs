@@ -5,7 +5,7 @@
 use wakeline::media::codec::{
     make_decoder, make_encoder, EncoderConfig, MAX_FRAME_SAMPLES48, MAX_PAYLOAD,
 };
-use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
+use wakeline::signaling::sdp::{Codec, Negotiated};
 
 mod alloc_count;
 use alloc_count::allocations;
@@ -15,23 +15,7 @@ static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 fn negotiated(codec: Codec) -> Negotiated {
     let addr = "127.0.0.1:4000".parse().unwrap();
-    Negotiated {
-        local_rtp: addr,
-        codec,
-        payload_type: codec.default_payload_type(),
-        clock_rate: codec.clock_rate(),
-        telephone_event: None,
-        remote_rtp: addr,
-        remote_rtcp: addr,
-        rtcp_mux: true,
-        direction: Direction::SendRecv,
-        ptime: 20,
-        opus_fec: true,
-        opus_max_average_bitrate: None,
-        opus_max_playback_rate: None,
-        opus_stereo: false,
-        srtp: None,
-    }
+    Negotiated::sendrecv(codec, addr, addr)
 }
 
 #[test]

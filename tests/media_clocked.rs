@@ -11,7 +11,7 @@ use wakeline::media::audio::rt::RtStats;
 use wakeline::media::audio::{self, AudioConfig, AudioSink, AudioSource, PacedAudio};
 use wakeline::media::codec::EncoderConfig;
 use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
-use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
+use wakeline::signaling::sdp::{Codec, Negotiated};
 
 const PERIOD: Duration = Duration::from_millis(20);
 
@@ -36,23 +36,7 @@ impl End {
         .unwrap();
         assert!(paced.is_complete() && !streams.handle.has_devices());
         let cfg = PipelineConfig {
-            negotiated: Negotiated {
-                local_rtp: me,
-                codec: Codec::Opus,
-                payload_type: 111,
-                clock_rate: 48_000,
-                telephone_event: None,
-                remote_rtp: peer,
-                remote_rtcp: peer,
-                rtcp_mux: true,
-                direction: Direction::SendRecv,
-                ptime: 20,
-                opus_fec: true,
-                opus_max_average_bitrate: None,
-                opus_max_playback_rate: None,
-                opus_stereo: false,
-                srtp: None,
-            },
+            negotiated: Negotiated::sendrecv(Codec::Opus, me, peer),
             encoder: EncoderConfig::default(),
             latching: Default::default(),
             cname: "clocked@example.com".into(),

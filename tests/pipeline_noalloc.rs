@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wakeline::media::codec::EncoderConfig;
 use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
-use wakeline::signaling::sdp::{Codec, Direction, Negotiated};
+use wakeline::signaling::sdp::{Codec, Negotiated};
 
 mod alloc_count;
 use alloc_count::allocations;
@@ -17,21 +17,8 @@ static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 fn negotiated(codec: Codec, local: SocketAddr, remote: SocketAddr) -> Negotiated {
     Negotiated {
-        local_rtp: local,
-        codec,
-        payload_type: codec.default_payload_type(),
-        clock_rate: codec.clock_rate(),
         telephone_event: Some(101),
-        remote_rtp: remote,
-        remote_rtcp: remote,
-        rtcp_mux: true,
-        direction: Direction::SendRecv,
-        ptime: 20,
-        opus_fec: true,
-        opus_max_average_bitrate: None,
-        opus_max_playback_rate: None,
-        opus_stereo: false,
-        srtp: None,
+        ..Negotiated::sendrecv(codec, local, remote)
     }
 }
 

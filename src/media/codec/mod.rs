@@ -189,7 +189,7 @@ pub fn make_decoder(n: &Negotiated) -> Result<Box<dyn Decoder>, CodecError> {
 /// Signal helpers shared by the codec tests.
 #[cfg(test)]
 pub(crate) mod test_util {
-    use crate::signaling::sdp::{Codec, Direction, Negotiated};
+    use crate::signaling::sdp::{Codec, Negotiated};
 
     /// Relative power of `freq` in `x` (Goertzel), normalised by the length.
     pub fn goertzel(x: &[i16], rate: f64, freq: f64) -> f64 {
@@ -244,21 +244,9 @@ pub(crate) mod test_util {
     pub fn negotiated(codec: Codec) -> Negotiated {
         let addr = "127.0.0.1:4000".parse().unwrap();
         Negotiated {
-            local_rtp: addr,
-            codec,
-            payload_type: codec.default_payload_type(),
-            clock_rate: codec.clock_rate(),
             telephone_event: Some(101),
-            remote_rtp: addr,
-            remote_rtcp: addr,
-            rtcp_mux: true,
-            direction: Direction::SendRecv,
-            ptime: 20,
             opus_fec: false,
-            opus_max_average_bitrate: None,
-            opus_max_playback_rate: None,
-            opus_stereo: false,
-            srtp: None,
+            ..Negotiated::sendrecv(codec, addr, addr)
         }
     }
 }

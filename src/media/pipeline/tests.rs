@@ -13,25 +13,9 @@ fn addr(s: &str) -> SocketAddr {
 
 fn negotiated(codec: Codec, local: SocketAddr, remote: SocketAddr, dir: Direction) -> Negotiated {
     Negotiated {
-        local_rtp: local,
-        codec,
-        payload_type: if codec == Codec::Opus {
-            111
-        } else {
-            codec.default_payload_type()
-        },
-        clock_rate: codec.clock_rate(),
         telephone_event: Some(101),
-        remote_rtp: remote,
-        remote_rtcp: remote,
-        rtcp_mux: true,
         direction: dir,
-        ptime: 20,
-        opus_fec: true,
-        opus_max_average_bitrate: None,
-        opus_max_playback_rate: None,
-        opus_stereo: false,
-        srtp: None,
+        ..Negotiated::sendrecv(codec, local, remote)
     }
 }
 

@@ -279,5 +279,31 @@ pub struct Negotiated {
     pub srtp: Option<SrtpKeys>,
 }
 
+impl Negotiated {
+    /// A two-way stream of `codec` from `local_rtp` to `remote` (RTP and RTCP muxed) with the
+    /// codec's default payload type and clock rate, 20 ms packets, Opus in-band FEC, no
+    /// telephone-event and plain RTP: a starting point for driving a media pipeline or a codec
+    /// without offer/answer (tests, benches); change fields with struct update syntax.
+    pub fn sendrecv(codec: Codec, local_rtp: SocketAddr, remote: SocketAddr) -> Self {
+        Negotiated {
+            local_rtp,
+            codec,
+            payload_type: codec.default_payload_type(),
+            clock_rate: codec.clock_rate(),
+            telephone_event: None,
+            remote_rtp: remote,
+            remote_rtcp: remote,
+            rtcp_mux: true,
+            direction: Direction::SendRecv,
+            ptime: 20,
+            opus_fec: true,
+            opus_max_average_bitrate: None,
+            opus_max_playback_rate: None,
+            opus_stereo: false,
+            srtp: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod sdes_tests;
