@@ -916,17 +916,14 @@ impl DriverTask {
     }
 
     fn handle_event(&mut self, ev: Event) {
+        // Read (and clear) with the failure it belongs to, even when shutdown swallows it.
+        let timed_out =
+            matches!(ev, Event::RegistrationFailed { .. }) && self.core.take_register_timeout();
         if self.shutting_down.as_ref().is_some_and(|s| s.swallows(&ev)) {
             return;
         }
-        if let Event::RegistrationFailed {
-            status: 0, reason, ..
-        } = &ev
-        {
-            // The registration's "timeout": its REGISTER got no answer (Timer F).
-            if reason == "timeout" {
-                self.register_timed_out();
-            }
+        if timed_out {
+            self.register_timed_out();
         }
         match &ev {
             Event::Incoming { call, call_id, .. } => {

@@ -448,6 +448,13 @@ impl SignalingCore {
         }
     }
 
+    /// Whether the registration failure the core just reported was an unanswered REGISTER
+    /// (Timer F), the case in which the driver fails over to the next target. Reading it
+    /// clears it.
+    pub(crate) fn take_register_timeout(&mut self) -> bool {
+        (self.control.registration.as_mut()).is_some_and(|r| r.take_timed_out())
+    }
+
     pub(crate) fn control_response(&mut self, now: Instant, resp: Result<Response, u16>) {
         let Some(r) = self.control.registration.as_mut() else {
             return;

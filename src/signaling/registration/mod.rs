@@ -140,6 +140,9 @@ pub struct Registration {
     cseq: u32,
     /// CSeq of the outstanding REGISTER.
     in_flight: Option<u32>,
+    /// The last failure was an unanswered REGISTER (Timer F): the driver fails over to the
+    /// next resolved target (RFC 3263 §4.3) when it sees it ([`Registration::take_timed_out`]).
+    timed_out: bool,
     local: Option<SocketAddr>,
     /// The public address learned over UDP (RFC 3581), when not `local`.
     public: Option<SocketAddr>,
@@ -180,6 +183,7 @@ impl Registration {
             from_tag,
             cseq,
             in_flight: None,
+            timed_out: false,
             local: None,
             public: None,
             rewrites: 0,
@@ -346,11 +350,17 @@ impl Registration {
         if self.in_flight.take().is_none() {
             return;
         }
+        self.timed_out = why == FailReason::Timeout;
         let reason = match why {
             FailReason::Timeout => "timeout",
             FailReason::Transport => "transport failure",
         };
         self.on_failure(now, 0, reason);
+    }
+
+    /// Whether the failure just reported was a REGISTER timeout; reading it clears it.
+    pub(crate) fn take_timed_out(&mut self) -> bool {
+        std::mem::take(&mut self.timed_out)
     }
 
     /// Drives the refresh and retry timers; call at (or after) [`Registration::poll_timeout`].

@@ -369,6 +369,27 @@ fn backoff_is_monotone_capped_and_reset_by_success() {
     ));
 }
 
+/// Only an unanswered REGISTER marks the failure for DNS failover, and reading the mark clears it.
+#[test]
+fn a_register_timeout_is_marked_for_failover_once() {
+    let t0 = origin();
+    let mut reg = Registration::new(config());
+    reg.handle_flow_up(t0, local(5070));
+    reg.start(t0);
+    let _ = one_request(&mut reg);
+    reg.handle_request_failed(t0, FailReason::Timeout);
+    assert!(reg.take_timed_out());
+    assert!(!reg.take_timed_out(), "read once");
+    let at = reg.poll_timeout().unwrap();
+    reg.handle_timeout(at);
+    let _ = one_request(&mut reg);
+    reg.handle_request_failed(at, FailReason::Transport);
+    assert!(
+        !reg.take_timed_out(),
+        "a transport failure is not a timeout"
+    );
+}
+
 #[test]
 fn backoff_delay_function() {
     let (b, m) = (Duration::from_secs(1), Duration::from_secs(30));
