@@ -3,13 +3,17 @@
 //! The source reads the whole file before starting (any rate, any channel
 //! count, integer or float samples) and hands one period of device frames
 //! per tick to the shared [`RtCapture`], which mixes and resamples exactly as
-//! for a sound card. The sink pulls one period per tick from the shared
+//! for a sound card. Calls playing the same unchanged file share one decoded
+//! copy ([`load_shared`]): a load test with hundreds of calls holds the file
+//! once, not once per call. The sink pulls one period per tick from the shared
 //! [`RtPlayback`] and appends it to a 16-bit mono 48 kHz WAV file.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 
 use rtrb::{Consumer, Producer};
 
@@ -17,25 +21,20 @@ use super::paced::{PacedSink, PacedSource};
 use super::rt::{RtCapture, RtPlayback, RtStats, PIPELINE_RATE};
 use super::{capture_core, playback_core, AudioConfig, AudioError, StreamInfo};
 
-/// A WAV file loaded into memory, played one period per tick.
+/// A decoded WAV file: interleaved samples, full scale ±1.0, whole frames only.
 #[derive(Debug)]
-pub struct WavSource {
-    /// Interleaved samples, full scale ±1.0.
-    samples: Vec<f32>,
+pub struct WavData {
+    samples: Box<[f32]>,
     channels: usize,
     rate: u32,
-    pos: usize,
-    looped: bool,
-    period_samples: usize,
-    silence: Vec<f32>,
 }
 
-impl WavSource {
-    /// Load `path`; each tick delivers `config.period_ms` of audio.
-    pub fn open(path: &Path, config: &AudioConfig) -> Result<Self, AudioError> {
+impl WavData {
+    /// Decodes `path` (any rate, any channel count, integer or float samples).
+    pub fn load(path: &Path) -> Result<Self, AudioError> {
         let mut reader = hound::WavReader::open(path)?;
         let spec = reader.spec();
-        let samples: Vec<f32> = match spec.sample_format {
+        let mut samples: Vec<f32> = match spec.sample_format {
             hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>()?,
             hound::SampleFormat::Int => {
                 let scale =
@@ -47,13 +46,62 @@ impl WavSource {
             }
         };
         let channels = usize::from(spec.channels.max(1));
-        let mut samples = samples;
         samples.truncate(samples.len() - samples.len() % channels);
-        let period_samples = config.period_frames(spec.sample_rate) * channels;
-        Ok(WavSource {
-            samples,
+        Ok(WavData {
+            samples: samples.into_boxed_slice(),
             channels,
             rate: spec.sample_rate,
+        })
+    }
+}
+
+/// What identifies a file's content for the cache: path, length and modification time.
+type FileKey = (PathBuf, u64, Option<SystemTime>);
+
+/// Files decoded for calls still playing them.
+static SHARED: Mutex<Option<HashMap<FileKey, Weak<WavData>>>> = Mutex::new(None);
+
+/// `path` decoded, shared with every call that plays the same unchanged file: the copy lives
+/// while a call holds it and is decoded again once none does (or when the file changed).
+pub fn load_shared(path: &Path) -> Result<Arc<WavData>, AudioError> {
+    let meta = std::fs::metadata(path)?;
+    let key: FileKey = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    let lock = || SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(data) = lock()
+        .as_ref()
+        .and_then(|m| m.get(&key))
+        .and_then(Weak::upgrade)
+    {
+        return Ok(data);
+    }
+    // Decoded without the lock: another call may decode the same file meanwhile, and the
+    // last one stored wins; both copies are correct.
+    let data = Arc::new(WavData::load(path)?);
+    let mut guard = lock();
+    let map = guard.get_or_insert_with(HashMap::new);
+    map.retain(|_, w| w.strong_count() > 0);
+    map.insert(key, Arc::downgrade(&data));
+    Ok(data)
+}
+
+/// A WAV file loaded into memory, played one period per tick.
+#[derive(Debug)]
+pub struct WavSource {
+    data: Arc<WavData>,
+    pos: usize,
+    looped: bool,
+    period_samples: usize,
+    silence: Vec<f32>,
+}
+
+impl WavSource {
+    /// Load `path` (or share the copy other calls already hold); each tick delivers
+    /// `config.period_ms` of audio.
+    pub fn open(path: &Path, config: &AudioConfig) -> Result<Self, AudioError> {
+        let data = load_shared(path)?;
+        let period_samples = config.period_frames(data.rate) * data.channels;
+        Ok(WavSource {
+            data,
             pos: 0,
             looped: config.loop_wav,
             period_samples,
@@ -63,42 +111,43 @@ impl WavSource {
 
     /// The file's sample rate in Hz.
     pub fn rate(&self) -> u32 {
-        self.rate
+        self.data.rate
     }
 
     /// The file's channel count.
     pub fn channels(&self) -> u16 {
-        self.channels as u16
+        self.data.channels as u16
     }
 
     /// True once a non-looping source has delivered the whole file.
     pub fn is_finished(&self) -> bool {
-        !self.looped && self.pos >= self.samples.len()
+        !self.looped && self.pos >= self.data.samples.len()
     }
 
     /// Deliver one period to `rt` (the file, wrapping when looped; silence
     /// after its end otherwise).
     pub fn tick(&mut self, rt: &mut RtCapture) {
         let mut need = self.period_samples;
+        let (samples, channels) = (&self.data.samples, self.data.channels);
         // At most two slices when looping: the file's tail, then its head
         // (repeated only if the file is shorter than a period).
         while need > 0 {
-            if self.pos >= self.samples.len() {
-                if self.looped && !self.samples.is_empty() {
+            if self.pos >= samples.len() {
+                if self.looped && !samples.is_empty() {
                     self.pos = 0;
                 } else {
                     rt.process_capture(&self.silence[..need]);
                     return;
                 }
             }
-            let end = (self.pos + need).min(self.samples.len());
+            let end = (self.pos + need).min(samples.len());
             // Whole frames only, so channels never shift between slices.
-            let end = end - (end - self.pos) % self.channels;
+            let end = end - (end - self.pos) % channels;
             if end == self.pos {
                 // Unreachable with whole-frame files and periods; be safe.
                 return;
             }
-            rt.process_capture(&self.samples[self.pos..end]);
+            rt.process_capture(&samples[self.pos..end]);
             need -= end - self.pos;
             self.pos = end;
         }
@@ -256,6 +305,25 @@ mod tests {
         assert!(!src.is_finished());
         // 50 periods of 20 ms → one second at 48 kHz.
         assert!(c.slots().abs_diff(48000) <= 2, "{}", c.slots());
+    }
+
+    #[test]
+    fn calls_share_one_copy_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.wav");
+        write_wav(&path, 48000, 1, 4800);
+        let a = WavSource::open(&path, &AudioConfig::default()).unwrap();
+        let b = WavSource::open(&path, &AudioConfig::default()).unwrap();
+        assert!(Arc::ptr_eq(&a.data, &b.data));
+        // A different file at the same path (another length) is decoded anew.
+        write_wav(&path, 48000, 1, 9600);
+        let c = WavSource::open(&path, &AudioConfig::default()).unwrap();
+        assert!(!Arc::ptr_eq(&a.data, &c.data));
+        assert_eq!(c.data.samples.len(), 9600);
+        // Once no call holds a copy, it is freed (the cache keeps only a weak reference).
+        let weak = Arc::downgrade(&c.data);
+        drop(c);
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]
