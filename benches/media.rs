@@ -19,7 +19,8 @@
 //! held two-way Opus call, one second of codec work (50 encodes and 50 decodes of 20 ms of a
 //! 440 Hz tone, what scripts/compare.sh plays, and of the speech-like signal) per encoder
 //! setting: ours (VOIP) with and without a packet-loss hint, complexity 5 and 7, and
-//! baresip's (application audio, complexity 10).
+//! baresip's (application audio, complexity 10). `codec_state`: creating a call's Opus
+//! encoder and decoder fresh against reusing pooled states.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -622,8 +623,36 @@ fn opus_settings(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a call's set-up pays for its Opus pair: libopus states created fresh (allocation and
+/// `opus_select_arch`) against states reused from the pool (`codec::pool`: reset, then
+/// configured).
+fn codec_state(c: &mut Criterion) {
+    let n = negotiated(Codec::Opus);
+    let cfg = EncoderConfig::default();
+    let mut g = c.benchmark_group("codec_state");
+    g.bench_function("opus_pair_fresh", |b| {
+        b.iter(|| {
+            let mut e =
+                opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+            e.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
+            e.set_complexity(cfg.complexity).unwrap();
+            e.set_inband_fec(true).unwrap();
+            e.set_packet_loss_perc(0).unwrap();
+            e.set_dtx(false).unwrap();
+            e.set_max_bandwidth(opus::Bandwidth::Fullband).unwrap();
+            let d = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+            black_box((e, d))
+        })
+    });
+    g.bench_function("opus_pair_pooled", |b| {
+        b.iter(|| black_box((make_encoder(&n, &cfg).unwrap(), make_decoder(&n).unwrap())))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    codec_state,
     opus_settings,
     codec_bare,
     send_path,

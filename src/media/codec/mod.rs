@@ -16,6 +16,7 @@
 pub mod dtmf;
 pub mod g711;
 pub mod opus;
+pub mod pool;
 
 
 use crate::signaling::sdp::{Codec, Negotiated};

@@ -10,8 +10,9 @@
 //! `maxplaybackrate` (limits the coded bandwidth: ≤ 8000 narrowband, ≤ 12000 mediumband,
 //! ≤ 16000 wideband, ≤ 24000 super-wideband, else fullband).
 
-use ::opus::{Application, Bandwidth, Bitrate, Channels};
+use ::opus::{Bandwidth, Bitrate};
 
+use super::pool::{self, Pooled};
 use super::{CodecError, Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES48, SAMPLES_PER_MS};
 use crate::signaling::sdp::{Codec, Negotiated};
 
@@ -90,7 +91,7 @@ fn clamp_bitrate(bps: i32, cap: Option<i32>) -> i32 {
 
 /// 48 kHz mono Opus encoder.
 pub struct OpusEncoder {
-    inner: ::opus::Encoder,
+    inner: Pooled<::opus::Encoder>,
     params: OpusParams,
     /// The peer has reported loss: the hint stays at least [`DEFAULT_LOSS_PERC`].
     loss_seen: bool,
@@ -102,7 +103,7 @@ impl OpusEncoder {
         if !ptime_supported(p.ptime) {
             return Err(CodecError::Ptime(p.ptime));
         }
-        let mut inner = ::opus::Encoder::new(48_000, Channels::Mono, Application::Voip)?;
+        let mut inner = pool::encoder()?;
         inner.set_bitrate(Bitrate::Bits(p.bitrate))?;
         inner.set_complexity(p.complexity)?;
         inner.set_inband_fec(p.fec)?;
@@ -185,7 +186,7 @@ impl Encoder for OpusEncoder {
 
 /// 48 kHz mono Opus decoder with libopus PLC and in-band FEC.
 pub struct OpusDecoder {
-    inner: ::opus::Decoder,
+    inner: Pooled<::opus::Decoder>,
     /// Samples in the last decoded frame: the length of the next concealed frame.
     frame: usize,
 }
@@ -197,7 +198,7 @@ impl OpusDecoder {
             return Err(CodecError::Ptime(ptime));
         }
         Ok(Self {
-            inner: ::opus::Decoder::new(48_000, Channels::Mono)?,
+            inner: pool::decoder()?,
             frame: ptime as usize * SAMPLES_PER_MS,
         })
     }
