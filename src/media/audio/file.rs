@@ -58,29 +58,49 @@ impl WavData {
 /// What identifies a file's content for the cache: path, length and modification time.
 type FileKey = (PathBuf, u64, Option<SystemTime>);
 
-/// Files decoded for calls still playing them.
-static SHARED: Mutex<Option<HashMap<FileKey, Weak<WavData>>>> = Mutex::new(None);
+/// Files decoded for calls still playing them (weak), and the file loaded last (strong: a
+/// tester's `--mic FILE` stays decoded between calls, so a call that starts after the
+/// previous one ended does not decode it again).
+#[derive(Default)]
+struct Shared {
+    playing: HashMap<FileKey, Weak<WavData>>,
+    last: Option<(FileKey, Arc<WavData>)>,
+}
 
-/// `path` decoded, shared with every call that plays the same unchanged file: the copy lives
-/// while a call holds it and is decoded again once none does (or when the file changed).
+static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
+
+/// `path` decoded, shared with every call that plays the same unchanged file. The copy lives
+/// while a call holds it or while it is the file loaded last; a changed file (another length
+/// or modification time) is decoded again.
 pub fn load_shared(path: &Path) -> Result<Arc<WavData>, AudioError> {
+    load_via(&SHARED, path)
+}
+
+fn load_via(cache: &Mutex<Option<Shared>>, path: &Path) -> Result<Arc<WavData>, AudioError> {
     let meta = std::fs::metadata(path)?;
     let key: FileKey = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    let lock = || SHARED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(data) = lock()
-        .as_ref()
-        .and_then(|m| m.get(&key))
-        .and_then(Weak::upgrade)
+    let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
     {
-        return Ok(data);
+        let mut guard = lock();
+        let shared = guard.get_or_insert_with(Shared::default);
+        if let Some((k, data)) = &shared.last {
+            if *k == key {
+                return Ok(data.clone());
+            }
+        }
+        if let Some(data) = shared.playing.get(&key).and_then(Weak::upgrade) {
+            shared.last = Some((key, data.clone()));
+            return Ok(data);
+        }
     }
     // Decoded without the lock: another call may decode the same file meanwhile, and the
     // last one stored wins; both copies are correct.
     let data = Arc::new(WavData::load(path)?);
     let mut guard = lock();
-    let map = guard.get_or_insert_with(HashMap::new);
-    map.retain(|_, w| w.strong_count() > 0);
-    map.insert(key, Arc::downgrade(&data));
+    let shared = guard.get_or_insert_with(Shared::default);
+    shared.playing.retain(|_, w| w.strong_count() > 0);
+    shared.playing.insert(key.clone(), Arc::downgrade(&data));
+    shared.last = Some((key, data.clone()));
     Ok(data)
 }
 
@@ -312,18 +332,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.wav");
         write_wav(&path, 48000, 1, 4800);
-        let a = WavSource::open(&path, &AudioConfig::default()).unwrap();
-        let b = WavSource::open(&path, &AudioConfig::default()).unwrap();
-        assert!(Arc::ptr_eq(&a.data, &b.data));
+        // A cache of the test's own: other tests load other files into the process's.
+        let cache = Mutex::new(None);
+        let a = load_via(&cache, &path).unwrap();
+        let b = load_via(&cache, &path).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
         // A different file at the same path (another length) is decoded anew.
         write_wav(&path, 48000, 1, 9600);
-        let c = WavSource::open(&path, &AudioConfig::default()).unwrap();
-        assert!(!Arc::ptr_eq(&a.data, &c.data));
-        assert_eq!(c.data.samples.len(), 9600);
-        // Once no call holds a copy, it is freed (the cache keeps only a weak reference).
-        let weak = Arc::downgrade(&c.data);
-        drop(c);
-        assert!(weak.upgrade().is_none());
+        let c = load_via(&cache, &path).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.samples.len(), 9600);
+        // The file loaded last stays decoded for the next call; an older copy is freed once
+        // no call holds it.
+        let (old, last) = (Arc::downgrade(&a), Arc::downgrade(&c));
+        drop((a, b, c));
+        assert!(old.upgrade().is_none());
+        assert!(last.upgrade().is_some());
     }
 
     #[test]
