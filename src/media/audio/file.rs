@@ -77,7 +77,8 @@ pub fn load_shared(path: &Path) -> Result<Arc<WavData>, AudioError> {
 }
 
 fn load_via(cache: &Mutex<Option<Shared>>, path: &Path) -> Result<Arc<WavData>, AudioError> {
-    let meta = std::fs::metadata(path)?;
+    // A missing or unreadable file is a WAV error, as when hound opens it.
+    let meta = std::fs::metadata(path).map_err(hound::Error::IoError)?;
     let key: FileKey = (path.to_path_buf(), meta.len(), meta.modified().ok());
     let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
     {

@@ -18,7 +18,6 @@ pub mod g711;
 pub mod opus;
 pub mod pool;
 
-
 use crate::signaling::sdp::{Codec, Negotiated};
 
 /// The sample rate of the pipeline's PCM, in Hz.
