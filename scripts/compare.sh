@@ -17,7 +17,10 @@
 #   drops     wakeline only, from the `--events` media_report of every held call: captured
 #             frames dropped or missing (capture_dropped + capture_underruns: send slots without
 #             a frame) and played frames concealed (concealed_frames: lost, late or missing
-#             packets), against the frames a call of that duration has (50/s each way at 20 ms)
+#             packets), against the frames a call of that duration has (50/s each way at 20 ms);
+#             for each batch with media, each direction's share: captured-dropped (our side
+#             could not keep up) and concealed (the far end's packets missing or late, and
+#             frames the jitter buffer inserts to grow)
 #
 # Usage: scripts/compare.sh [--wakeline BIN]... [--no-baresip] [--batches "R:MS ..."] [--calls N]
 #                           [--limit L] [--held C] [--held-s S] [--audio tone|speech]
@@ -158,12 +161,13 @@ setup_pcts() {
             printf "%.1f %.1f %.1f %.1f\n", v[i50], v[i90], v[i99], v[NR] }'
 }
 
-# Frames dropped over the held calls' media_report lines in events file $1 (after line $2):
-# prints "calls dropped expected percent".
+# Frames dropped over the media_report lines in events file $1 (after line $2): prints
+# "calls dropped expected percent captured_percent concealed_percent" (captured: frames we
+# dropped or had none for; concealed: frames played without the far end's packet).
 held_drops() {
     tail -n +"$(($2 + 1))" "$1" | python3 -c '
 import json, sys
-calls = dropped = expected = 0
+calls = dropped = expected = captured = 0
 for line in sys.stdin:
     try:
         e = json.loads(line)
@@ -172,10 +176,12 @@ for line in sys.stdin:
     if e.get("event") != "media_report":
         continue
     calls += 1
-    dropped += sum(e.get(k) or 0 for k in ("capture_dropped", "capture_underruns", "concealed_frames"))
+    ours = sum(e.get(k) or 0 for k in ("capture_dropped", "capture_underruns"))
+    captured += ours
+    dropped += ours + (e.get("concealed_frames") or 0)
     expected += 2 * round((e.get("duration_s") or 0) * 50)
-pct = 100.0 * dropped / expected if expected else 0.0
-print(calls, dropped, expected, "%.3f" % pct)'
+pct = lambda n: "%.3f" % (100.0 * n / expected if expected else 0.0)
+print(calls, dropped, expected, pct(dropped), pct(2 * captured), pct(2 * (dropped - captured)))'
 }
 
 measure() { # label pid port limit [events-file]
@@ -211,20 +217,29 @@ measure() { # label pid port limit [events-file]
         "$label" "$rss0" "$rss1" "$(echo "scale=1; ($rss1 - $rss0) / $held_ok" | bc -l)" "$hok"
     if [ -n "$events" ]; then
         sleep 1 # the last media reports
-        read -r dcalls dropped expected pct < <(held_drops "$events" "$ev0")
+        read -r dcalls dropped expected pct _ < <(held_drops "$events" "$ev0")
         printf '%-22s frames dropped over %s held call(s): %s of %s (%s %%: captured frames dropped or missing + played frames concealed)\n' \
             "$label" "$dcalls" "$dropped" "$expected" "$pct"
     fi
-    local b r hold_ms
+    local b r hold_ms frames
     for b in $batches; do
         r=${b%%:*}; hold_ms=${b#*:}
+        [ -z "$events" ] || ev0=$(wc -l <"$events")
         t0=$(cpu_ticks "$pid")
         read -r ok failed secs < <(run_sipp "$label-r$r-$hold_ms" "$port" "$calls" "$r" "$limit" "$hold_ms")
         t1=$(cpu_ticks "$pid")
         read -r p50 p90 p99 max < <(setup_pcts "$label-r$r-$hold_ms")
-        printf '%-22s rate %s/s (achieved %s/s, limit %s, hold %s ms): %s calls, %s failed, cpu/call %s ms, INVITE->200 p50 %s p90 %s p99 %s max %s ms\n' \
+        frames=""
+        if [ -n "$events" ] && [ "$hold_ms" -gt 0 ]; then
+            sleep 1 # the last media reports
+            read -r _ _ _ _ cap con < <(held_drops "$events" "$ev0")
+            # Each direction's own share: captured frames dropped (our side is overloaded),
+            # played frames concealed (the far end's packets missing or late).
+            frames=", frames captured-dropped $cap %, concealed $con %"
+        fi
+        printf '%-22s rate %s/s (achieved %s/s, limit %s, hold %s ms): %s calls, %s failed, cpu/call %s ms, INVITE->200 p50 %s p90 %s p99 %s max %s ms%s\n' \
             "$label" "$r" "$(echo "scale=2; $calls / $secs" | bc -l)" "$limit" "$hold_ms" "$calls" \
-            "$failed" "$(echo "scale=2; ($t1 - $t0) * 1000 / $hz / $calls" | bc -l)" "$p50" "$p90" "$p99" "$max"
+            "$failed" "$(echo "scale=2; ($t1 - $t0) * 1000 / $hz / $calls" | bc -l)" "$p50" "$p90" "$p99" "$max" "$frames"
     done
 }
 
