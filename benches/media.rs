@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::Throughput;
+use wakeline::media::codec::opus::OpusParams;
 use wakeline::media::codec::{
     make_decoder, make_encoder, EncoderConfig, MAX_FRAME_SAMPLES48, MAX_PAYLOAD,
 };
@@ -629,17 +630,13 @@ fn opus_settings(c: &mut Criterion) {
 fn codec_state(c: &mut Criterion) {
     let n = negotiated(Codec::Opus);
     let cfg = EncoderConfig::default();
+    let params = OpusParams::from_negotiated(&n, &cfg, 20);
     let mut g = c.benchmark_group("codec_state");
     g.bench_function("opus_pair_fresh", |b| {
         b.iter(|| {
             let mut e =
                 opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-            e.set_bitrate(opus::Bitrate::Bits(32_000)).unwrap();
-            e.set_complexity(cfg.complexity).unwrap();
-            e.set_inband_fec(true).unwrap();
-            e.set_packet_loss_perc(0).unwrap();
-            e.set_dtx(false).unwrap();
-            e.set_max_bandwidth(opus::Bandwidth::Fullband).unwrap();
+            params.apply(&mut e).unwrap();
             let d = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
             black_box((e, d))
         })

@@ -73,6 +73,19 @@ impl OpusParams {
     }
 }
 
+impl OpusParams {
+    /// Sets every parameter on a libopus encoder, new or reused from the pool (a reset keeps
+    /// the previous call's settings), with no packet-loss hint yet.
+    pub fn apply(&self, e: &mut ::opus::Encoder) -> Result<(), ::opus::Error> {
+        e.set_bitrate(Bitrate::Bits(self.bitrate))?;
+        e.set_complexity(self.complexity)?;
+        e.set_inband_fec(self.fec)?;
+        e.set_packet_loss_perc(0)?;
+        e.set_dtx(self.dtx)?;
+        e.set_max_bandwidth(self.max_bandwidth)
+    }
+}
+
 /// The widest band a receiver playing at `rate` Hz can use (RFC 7587 §7.1 maxplaybackrate).
 pub fn bandwidth_for(rate: u32) -> Bandwidth {
     match rate {
@@ -104,12 +117,7 @@ impl OpusEncoder {
             return Err(CodecError::Ptime(p.ptime));
         }
         let mut inner = pool::encoder()?;
-        inner.set_bitrate(Bitrate::Bits(p.bitrate))?;
-        inner.set_complexity(p.complexity)?;
-        inner.set_inband_fec(p.fec)?;
-        inner.set_packet_loss_perc(0)?;
-        inner.set_dtx(p.dtx)?;
-        inner.set_max_bandwidth(p.max_bandwidth)?;
+        p.apply(&mut inner)?;
         Ok(Self {
             inner,
             params: *p,

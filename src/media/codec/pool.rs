@@ -104,17 +104,10 @@ pub fn decoder() -> Result<Pooled<::opus::Decoder>, ::opus::Error> {
     Pooled::take(|| ::opus::Decoder::new(48_000, Channels::Mono))
 }
 
-/// Idle encoders and decoders in the pools (for tests and benches).
-pub fn idle() -> (usize, usize) {
-    (
-        ENCODERS.lock().unwrap_or_else(|p| p.into_inner()).len(),
-        DECODERS.lock().unwrap_or_else(|p| p.into_inner()).len(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::codec::opus::OpusParams;
 
     // Other codec tests take and give pooled states concurrently, so these checks hold
     // whichever state a test gets.
@@ -125,13 +118,17 @@ mod tests {
             .collect();
         // Every parameter `OpusEncoder::new` sets, so a state another test configured
         // differently codes the same.
+        let params = OpusParams {
+            bitrate: 32_000,
+            bitrate_cap: None,
+            complexity: 7,
+            dtx: false,
+            fec: true,
+            ptime: 20,
+            max_bandwidth: ::opus::Bandwidth::Fullband,
+        };
         let code = |e: &mut ::opus::Encoder| -> Vec<Vec<u8>> {
-            e.set_bitrate(::opus::Bitrate::Bits(32_000)).unwrap();
-            e.set_complexity(7).unwrap();
-            e.set_inband_fec(true).unwrap();
-            e.set_packet_loss_perc(0).unwrap();
-            e.set_dtx(false).unwrap();
-            e.set_max_bandwidth(::opus::Bandwidth::Fullband).unwrap();
+            params.apply(e).unwrap();
             let mut out = [0u8; 1500];
             tone.chunks(960)
                 .map(|f| {
@@ -156,6 +153,6 @@ mod tests {
     fn a_full_pool_frees_what_it_cannot_keep() {
         let many: Vec<_> = (0..KEEP + 5).map(|_| decoder().unwrap()).collect();
         drop(many);
-        assert!(idle().1 <= KEEP);
+        assert!(DECODERS.lock().unwrap().len() <= KEEP);
     }
 }
