@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::SystemTime;
 
 use rtrb::{Consumer, Producer};
@@ -67,7 +67,7 @@ struct Shared {
     last: Option<(FileKey, Arc<WavData>)>,
 }
 
-static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
+static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(Mutex::default);
 
 /// `path` decoded, shared with every call that plays the same unchanged file. The copy lives
 /// while a call holds it or while it is the file loaded last; a changed file (another length
@@ -76,19 +76,14 @@ pub fn load_shared(path: &Path) -> Result<Arc<WavData>, AudioError> {
     load_via(&SHARED, path)
 }
 
-fn load_via(cache: &Mutex<Option<Shared>>, path: &Path) -> Result<Arc<WavData>, AudioError> {
+fn load_via(cache: &Mutex<Shared>, path: &Path) -> Result<Arc<WavData>, AudioError> {
     // A missing or unreadable file is a WAV error, as when hound opens it.
     let meta = std::fs::metadata(path).map_err(hound::Error::IoError)?;
     let key: FileKey = (path.to_path_buf(), meta.len(), meta.modified().ok());
     let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
     {
-        let mut guard = lock();
-        let shared = guard.get_or_insert_with(Shared::default);
-        if let Some((k, data)) = &shared.last {
-            if *k == key {
-                return Ok(data.clone());
-            }
-        }
+        // The file loaded last is among `playing` too, kept alive by `last`.
+        let mut shared = lock();
         if let Some(data) = shared.playing.get(&key).and_then(Weak::upgrade) {
             shared.last = Some((key, data.clone()));
             return Ok(data);
@@ -97,8 +92,7 @@ fn load_via(cache: &Mutex<Option<Shared>>, path: &Path) -> Result<Arc<WavData>, 
     // Decoded without the lock: another call may decode the same file meanwhile, and the
     // last one stored wins; both copies are correct.
     let data = Arc::new(WavData::load(path)?);
-    let mut guard = lock();
-    let shared = guard.get_or_insert_with(Shared::default);
+    let mut shared = lock();
     shared.playing.retain(|_, w| w.strong_count() > 0);
     shared.playing.insert(key.clone(), Arc::downgrade(&data));
     shared.last = Some((key, data.clone()));
@@ -334,7 +328,7 @@ mod tests {
         let path = dir.path().join("in.wav");
         write_wav(&path, 48000, 1, 4800);
         // A cache of the test's own: other tests load other files into the process's.
-        let cache = Mutex::new(None);
+        let cache = Mutex::default();
         let a = load_via(&cache, &path).unwrap();
         let b = load_via(&cache, &path).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
