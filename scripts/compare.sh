@@ -164,7 +164,7 @@ setup_pcts() {
 # Frames dropped over the media_report lines in events file $1 (after line $2): prints
 # "calls dropped expected percent captured_percent concealed_percent" (captured: frames we
 # dropped or had none for; concealed: frames played without the far end's packet).
-held_drops() {
+frame_drops() {
     tail -n +"$(($2 + 1))" "$1" | python3 -c '
 import json, sys
 calls = dropped = expected = captured = 0
@@ -217,7 +217,7 @@ measure() { # label pid port limit [events-file]
         "$label" "$rss0" "$rss1" "$(echo "scale=1; ($rss1 - $rss0) / $held_ok" | bc -l)" "$hok"
     if [ -n "$events" ]; then
         sleep 1 # the last media reports
-        read -r dcalls dropped expected pct _ < <(held_drops "$events" "$ev0")
+        read -r dcalls dropped expected pct _ < <(frame_drops "$events" "$ev0")
         printf '%-22s frames dropped over %s held call(s): %s of %s (%s %%: captured frames dropped or missing + played frames concealed)\n' \
             "$label" "$dcalls" "$dropped" "$expected" "$pct"
     fi
@@ -232,7 +232,7 @@ measure() { # label pid port limit [events-file]
         frames=""
         if [ -n "$events" ] && [ "$hold_ms" -gt 0 ]; then
             sleep 1 # the last media reports
-            read -r _ _ _ _ cap con < <(held_drops "$events" "$ev0")
+            read -r _ _ _ _ cap con < <(frame_drops "$events" "$ev0")
             # Each direction's own share: captured frames dropped (our side is overloaded),
             # played frames concealed (the far end's packets missing or late).
             frames=", frames captured-dropped $cap %, concealed $con %"
