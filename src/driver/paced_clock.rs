@@ -3,6 +3,10 @@
 //!
 //! Every call ticks on one process-wide grid of period boundaries, so the ticks of many calls
 //! fall due together and the runtime wakes once for all of them rather than once per call.
+//! A clock's first tick is the first grid point a whole period after it starts: like a
+//! capture device, a paced source has a period of audio only once a period has passed (a
+//! tone generated at the instant of the answer would be audio from the future, and a call
+//! hung up within a period would encode and send a frame no device could have captured).
 //! A task that falls behind runs the periods it owes back to back, at most
 //! [`MAX_BEHIND`] + 1 at a time; beyond that it skips to the next grid point (the pipeline
 //! conceals the gap, as it would for a stalled sound card).
@@ -40,7 +44,8 @@ pub(crate) struct PacedClock {
 }
 
 impl PacedClock {
-    /// The clock of `paced`, first ticking at the grid point at or after `now`.
+    /// The clock of `paced`, first ticking at the first grid point at or after `now` + one
+    /// period.
     pub fn new(paced: &PacedAudio, now: Instant) -> Self {
         let origin = *GRID.get_or_init(|| now);
         Self::with_origin(paced, origin, now)
@@ -49,7 +54,7 @@ impl PacedClock {
     fn with_origin(paced: &PacedAudio, origin: Instant, now: Instant) -> Self {
         let period = paced.period();
         PacedClock {
-            next: (!paced.is_empty()).then(|| on_grid(origin, period, now)),
+            next: (!paced.is_empty()).then(|| on_grid(origin, period, now + period)),
             complete: paced.is_complete(),
             period,
             origin,
@@ -103,21 +108,23 @@ mod tests {
     fn ticks_on_the_shared_grid() {
         let t0 = Instant::now();
         let p = paced("tone:440", "null");
-        // Two calls started 7 ms and 13 ms after the origin tick together at 20 ms.
+        // Two calls started 7 ms and 13 ms after the origin tick together at 40 ms: the
+        // first grid point a whole period after each start.
         let a = PacedClock::with_origin(&p, t0, t0 + Duration::from_millis(7));
         let b = PacedClock::with_origin(&p, t0, t0 + Duration::from_millis(13));
-        assert_eq!(a.next, Some(t0 + P));
+        assert_eq!(a.next, Some(t0 + 2 * P));
         assert_eq!(a.next, b.next);
         assert!(a.complete);
-        // Exactly on a grid point: that point.
+        // Started exactly on a grid point: the next one, a period later.
         let c = PacedClock::with_origin(&p, t0, t0 + 2 * P);
-        assert_eq!(c.next, Some(t0 + 2 * P));
+        assert_eq!(c.next, Some(t0 + 3 * P));
     }
 
     #[test]
     fn one_tick_per_period_when_on_time() {
         let t0 = Instant::now();
-        let mut c = PacedClock::with_origin(&paced("silence", "null"), t0, t0);
+        // Started a period before t0: the first tick is at t0.
+        let mut c = PacedClock::with_origin(&paced("silence", "null"), t0, t0 - P);
         assert!(!c.due(t0 - Duration::from_millis(1)));
         assert!(c.due(t0));
         assert!(!c.due(t0 + Duration::from_millis(19)));
@@ -129,7 +136,7 @@ mod tests {
     #[test]
     fn catches_up_a_little_then_skips() {
         let t0 = Instant::now();
-        let mut c = PacedClock::with_origin(&paced("tone:300", "null"), t0, t0);
+        let mut c = PacedClock::with_origin(&paced("tone:300", "null"), t0, t0 - P);
         // 3 periods late: the 4 owed ticks run back to back.
         let late = t0 + 3 * P + Duration::from_millis(5);
         let mut n = 0;
