@@ -117,7 +117,7 @@ impl OpusEncoder {
             return Err(CodecError::Ptime(p.ptime));
         }
         let mut inner = pool::encoder()?;
-        p.apply(&mut inner)?;
+        p.apply(inner.configure())?;
         Ok(Self {
             inner,
             params: *p,
@@ -132,7 +132,7 @@ impl OpusEncoder {
 
     /// The encoder's look-ahead (algorithmic delay) in 48 kHz samples.
     pub fn lookahead(&mut self) -> Result<usize, CodecError> {
-        Ok(self.inner.get_lookahead()?.max(0) as usize)
+        Ok(self.inner.configure().get_lookahead()?.max(0) as usize)
     }
 }
 

@@ -50,8 +50,14 @@ impl Poolable for ::opus::Decoder {
 }
 
 /// A state on loan from its pool; dropping it resets it and gives it back (or frees it when
-/// the pool is full or the reset fails).
-pub struct Pooled<T: Poolable>(ManuallyDrop<T>);
+/// the pool is full or the reset fails). A state that never coded (only
+/// [`configure`](Self::configure)d: a call that ended before its first frame) has no history
+/// to clear and goes back without the reset.
+pub struct Pooled<T: Poolable> {
+    state: ManuallyDrop<T>,
+    /// Mutably used other than through `configure`: it may hold coding history.
+    coded: bool,
+}
 
 impl<T: Poolable> Pooled<T> {
     /// A reset state from the pool, or `fresh()` when the pool is empty.
@@ -62,29 +68,40 @@ impl<T: Poolable> Pooled<T> {
             Some(s) => s,
             None => fresh()?,
         };
-        Ok(Self(ManuallyDrop::new(state)))
+        Ok(Self {
+            state: ManuallyDrop::new(state),
+            coded: false,
+        })
+    }
+
+    /// The state, to set or read parameters only (nothing that codes audio): it does not
+    /// count as used, so a state that only ever went through here skips the reset.
+    pub fn configure(&mut self) -> &mut T {
+        &mut self.state
     }
 }
 
 impl<T: Poolable> Deref for Pooled<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.0
+        &self.state
     }
 }
 
 impl<T: Poolable> DerefMut for Pooled<T> {
+    /// The state for coding: from here on it is reset when it goes back.
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
+        self.coded = true;
+        &mut self.state
     }
 }
 
 #[allow(unsafe_code)]
 impl<T: Poolable> Drop for Pooled<T> {
     fn drop(&mut self) {
-        // SAFETY: `drop` runs once and nothing touches `self.0` after this `take`.
-        let mut state = unsafe { ManuallyDrop::take(&mut self.0) };
-        if state.reset().is_err() {
+        // SAFETY: `drop` runs once and nothing touches `self.state` after this `take`.
+        let mut state = unsafe { ManuallyDrop::take(&mut self.state) };
+        if self.coded && state.reset().is_err() {
             return; // freed
         }
         let mut pool = T::pool().lock().unwrap_or_else(|p| p.into_inner());
@@ -147,6 +164,35 @@ mod tests {
         drop(first);
         let mut second = encoder().unwrap();
         assert_eq!(code(&mut second), expected);
+    }
+
+    /// A state that counts its resets, in a pool of its own.
+    struct Counted(u32);
+    static COUNTED: Mutex<Vec<Counted>> = Mutex::new(Vec::new());
+    impl Poolable for Counted {
+        fn pool() -> &'static Mutex<Vec<Self>> {
+            &COUNTED
+        }
+        fn reset(&mut self) -> Result<(), ::opus::Error> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn only_a_state_that_coded_is_reset() {
+        let mut s = Pooled::take(|| Ok(Counted(0))).unwrap();
+        s.configure();
+        drop(s);
+        let mut s = Pooled::take(|| Ok(Counted(99))).unwrap();
+        assert_eq!(
+            s.0, 0,
+            "the configured-only state came back without a reset"
+        );
+        let _coding: &mut Counted = &mut s;
+        drop(s);
+        let s = Pooled::take(|| Ok(Counted(99))).unwrap();
+        assert_eq!(s.0, 1, "the state that coded was reset once");
     }
 
     #[test]
