@@ -81,33 +81,48 @@ impl Default for MediaOptions {
     }
 }
 
-/// The RTP socket and the RTCP socket (port + 1) reserved for one call.
+/// The RTP socket and the RTCP socket (port + 1) reserved for one call: non-blocking sockets
+/// not registered with any reactor yet. The media task registers them once, with the reactor
+/// of the media worker it runs on ([`MediaSockets::register`]).
 #[derive(Debug)]
 pub(crate) struct MediaSockets {
+    rtp: std::net::UdpSocket,
+    rtcp: std::net::UdpSocket,
+    /// The RTP socket's address, read once when it was bound.
+    local: SocketAddr,
+}
+
+/// A call's media sockets registered with the reactor of the runtime its task runs on.
+#[derive(Debug)]
+pub(crate) struct MediaIo {
     pub rtp: UdpSocket,
     pub rtcp: UdpSocket,
 }
 
 impl MediaSockets {
-    /// Binds an even RTP port and the odd port above it (RFC 3550 §11) on `ip`.
-    pub(crate) async fn reserve(ip: IpAddr) -> std::io::Result<MediaSockets> {
+    /// Binds an even RTP port and the odd port above it (RFC 3550 §11) on `ip`. The kernel
+    /// picks a free port: an even one gets its neighbour above for RTCP, an odd one becomes
+    /// the RTCP port of the even one below. Tries again (32 times at most) while the
+    /// neighbour is taken.
+    pub(crate) fn reserve(ip: IpAddr) -> std::io::Result<MediaSockets> {
         let mut last = None;
         for _ in 0..32 {
-            let rtp = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-            let port = rtp.local_addr()?.port();
-            if port % 2 == 1 || port == u16::MAX {
-                continue;
-            }
-            match UdpSocket::bind(SocketAddr::new(ip, port + 1)).await {
-                Ok(rtcp) => {
-                    // DSCP EF / voice service type on both; best effort.
-                    for s in [&rtp, &rtcp] {
-                        if let Err(e) = crate::platform::tag_media_socket(s) {
-                            tracing::debug!("tagging a media socket: {e}");
-                        }
-                    }
-                    return Ok(MediaSockets { rtp, rtcp });
+            let first = bind_media(SocketAddr::new(ip, 0))?;
+            let local = first.local_addr()?;
+            let port = local.port();
+            let pair = match port % 2 {
+                0 if port < u16::MAX => {
+                    bind_media(SocketAddr::new(ip, port + 1)).map(|rtcp| (first, rtcp, local))
                 }
+                1 if port > 1 => bind_media(SocketAddr::new(ip, port - 1)).map(|rtp| {
+                    let mut at = local;
+                    at.set_port(port - 1);
+                    (rtp, first, at)
+                }),
+                _ => continue,
+            };
+            match pair {
+                Ok((rtp, rtcp, local)) => return Ok(MediaSockets { rtp, rtcp, local }),
                 Err(e) => last = Some(e),
             }
         }
@@ -115,9 +130,45 @@ impl MediaSockets {
     }
 
     /// The RTP address to announce in SDP.
-    pub(crate) fn local_rtp(&self) -> std::io::Result<SocketAddr> {
-        self.rtp.local_addr()
+    pub(crate) fn local_rtp(&self) -> SocketAddr {
+        self.local
     }
+
+    /// The sockets registered with the current runtime's reactor (call from the task that
+    /// uses them).
+    pub(crate) fn register(self) -> std::io::Result<MediaIo> {
+        Ok(MediaIo {
+            rtp: UdpSocket::from_std(self.rtp)?,
+            rtcp: UdpSocket::from_std(self.rtcp)?,
+        })
+    }
+
+    /// Back from [`register`](Self::register)ed sockets (after a STUN binding on them).
+    pub(crate) fn unregister(io: MediaIo, local: SocketAddr) -> std::io::Result<MediaSockets> {
+        Ok(MediaSockets {
+            rtp: io.rtp.into_std()?,
+            rtcp: io.rtcp.into_std()?,
+            local,
+        })
+    }
+}
+
+/// One non-blocking UDP socket bound to `addr`, tagged with the voice service class (best
+/// effort) before the bind.
+fn bind_media(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ty = Type::DGRAM.nonblocking();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let ty = Type::DGRAM;
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(Protocol::UDP))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    socket.set_nonblocking(true)?;
+    if let Err(e) = crate::platform::tag_media_socket_of(&socket, addr.is_ipv6()) {
+        tracing::debug!("tagging a media socket: {e}");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Commands to a running media task.
@@ -294,8 +345,8 @@ async fn run(
     mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
     notes: &mpsc::UnboundedSender<MediaNote>,
 ) -> MediaReport {
-    // The sockets were bound on the signaling runtime; this task runs on the media workers.
-    let mut sockets = match sockets.rehome() {
+    // Registered once, with the reactor of the media worker this task runs on.
+    let mut sockets = match sockets.register() {
         Ok(s) => s,
         Err(e) => return report_error(format!("media sockets: {e}")),
     };
@@ -430,7 +481,7 @@ async fn run(
                         }
                     }
                 }
-                Some(MediaCtl::Rebind(new)) => match new.rehome() {
+                Some(MediaCtl::Rebind(new)) => match new.register() {
                     Ok(new) => sockets = new,
                     Err(e) => tracing::warn!(?call, "media rebind: {e}"),
                 },
@@ -524,5 +575,38 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_pairs_are_even_and_odd_neighbours_with_their_address_known() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // Enough pairs that the kernel hands out odd ports too (the other branch).
+        let pairs: Vec<_> = (0..64)
+            .map(|_| MediaSockets::reserve(ip).unwrap())
+            .collect();
+        for p in &pairs {
+            let rtp = p.rtp.local_addr().unwrap();
+            let rtcp = p.rtcp.local_addr().unwrap();
+            assert_eq!(p.local_rtp(), rtp);
+            assert_eq!(rtp.port() % 2, 0, "{rtp}");
+            assert_eq!(rtcp, SocketAddr::new(ip, rtp.port() + 1));
+        }
+    }
+
+    #[tokio::test]
+    async fn registered_sockets_carry_datagrams() {
+        let pair = MediaSockets::reserve("127.0.0.1".parse().unwrap()).unwrap();
+        let to = pair.local_rtp();
+        let io = pair.register().unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        peer.send_to(b"rtp", to).await.unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = io.rtp.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"rtp"[..], peer.local_addr().unwrap()));
     }
 }

@@ -1,13 +1,12 @@
 //! The media workers: one tokio runtime, apart from the signaling one, with a fixed set of
 //! worker threads (one per core) that runs every call's media task. Call set-up never queues
 //! behind the media ticks of hundreds of calls on the same workers; the kernel shares the CPU
-//! between the signaling threads and the media workers instead. A call's UDP sockets move to
-//! the media runtime's reactor when its task starts ([`MediaSockets::rehome`]).
+//! between the signaling threads and the media workers instead. A call's UDP sockets are
+//! registered with the media runtime's reactor when its task starts
+//! ([`MediaSockets::register`](super::media::MediaSockets::register)), and with no other.
 
-use super::media::MediaSockets;
 use std::future::Future;
 use std::sync::OnceLock;
-use tokio::net::UdpSocket;
 use tokio::runtime::{Builder, Runtime};
 
 /// The media runtime, built on first use; `None` when it could not be built (the caller's
@@ -38,32 +37,20 @@ where
     }
 }
 
-impl MediaSockets {
-    /// The same sockets registered with the reactor of the runtime this runs on (call from
-    /// within the media task).
-    pub(crate) fn rehome(self) -> std::io::Result<MediaSockets> {
-        Ok(MediaSockets {
-            rtp: UdpSocket::from_std(self.rtp.into_std()?)?,
-            rtcp: UdpSocket::from_std(self.rtcp.into_std()?)?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::media::MediaSockets;
     use super::*;
 
     #[tokio::test(flavor = "current_thread")]
     async fn media_tasks_run_on_the_media_workers_with_their_sockets() {
-        let sockets = MediaSockets::reserve("127.0.0.1".parse().unwrap())
-            .await
-            .unwrap();
+        let sockets = MediaSockets::reserve("127.0.0.1".parse().unwrap()).unwrap();
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = sockets.local_rtp().unwrap();
+        let to = sockets.local_rtp();
         let (tx, rx) = tokio::sync::oneshot::channel();
         spawn(async move {
             let name = std::thread::current().name().map(str::to_owned);
-            let s = sockets.rehome().unwrap();
+            let s = sockets.register().unwrap();
             let mut buf = [0u8; 16];
             let got = s
                 .rtp

@@ -8,6 +8,10 @@
 //! that owns everything else, and gets [`Prepared`] back on a channel its `select!` polls;
 //! only then does it call the core (`task.rs`, `media_prepared`), so the core sees the call or
 //! the answer at the time it is really made, and a call ended meanwhile fails there.
+//!
+//! A preparation that cannot wait on the network — no DNS in the plan, no STUN to ask — is
+//! done in place ([`now`]): a few non-blocking system calls (the route lookup, two binds),
+//! cheaper than a task and a trip through the channel for every call.
 
 use super::super::media::{MediaOptions, MediaSockets};
 use super::super::resolve::Resolver;
@@ -59,9 +63,24 @@ pub(super) async fn media(
     stun: Option<&str>,
 ) -> io::Result<(MediaSockets, SocketAddr)> {
     let ip = plan.ip(resolver).await?;
-    let sockets = MediaSockets::reserve(ip).await?;
-    let addr = stun::announced(&sockets, stun).await?;
-    Ok((sockets, addr))
+    let sockets = MediaSockets::reserve(ip)?;
+    stun::announced(sockets, stun).await
+}
+
+/// [`media`] at once when nothing in it waits on the network (no STUN server configured, no
+/// DNS in the plan); otherwise the plan back, for [`spawn`].
+pub(super) fn now(
+    plan: MediaPlan,
+    stun: Option<&str>,
+) -> Result<io::Result<(MediaSockets, SocketAddr)>, MediaPlan> {
+    if stun.is_some() {
+        return Err(plan);
+    }
+    Ok(plan.ip_now()?.and_then(|ip| {
+        let sockets = MediaSockets::reserve(ip)?;
+        let addr = sockets.local_rtp();
+        Ok((sockets, addr))
+    }))
 }
 
 /// Prepares on a task of its own; the result comes back on `done`. If the loop is gone by
@@ -108,7 +127,7 @@ mod tests {
         let done = rx.recv().await.unwrap();
         assert!(matches!(done.purpose, Purpose::Call { target: t, .. } if t == target));
         let (sockets, addr) = done.media.unwrap();
-        assert_eq!(addr, sockets.local_rtp().unwrap());
+        assert_eq!(addr, sockets.local_rtp());
         assert_eq!(addr.ip(), local);
         assert_eq!(addr.port() % 2, 0);
     }

@@ -212,12 +212,26 @@ pub(crate) fn media_plan(
 
 impl MediaPlan {
     /// The second half of [`media_ip`]: DNS (with `resolver`) and routing as planned.
-    pub(crate) async fn ip(self, resolver: &Resolver) -> io::Result<IpAddr> {
+    pub(crate) async fn ip(mut self, resolver: &Resolver) -> io::Result<IpAddr> {
+        let resolved = match &self.choice {
+            Choice::Resolve(host, _) => Some(resolve(resolver, self.lookup.take(), host).await?),
+            _ => None,
+        };
+        self.routed(resolved)
+    }
+
+    /// [`ip`](Self::ip) at once when the plan needs no DNS; otherwise the plan back.
+    pub(crate) fn ip_now(self) -> Result<io::Result<IpAddr>, MediaPlan> {
+        match self.choice {
+            Choice::Resolve(..) => Err(self),
+            _ => Ok(self.routed(None)),
+        }
+    }
+
+    /// Routing as planned, with the peer's address `resolved` for [`Choice::Resolve`].
+    fn routed(self, resolved: Option<IpAddr>) -> io::Result<IpAddr> {
         let MediaPlan {
-            call,
-            choice,
-            hop,
-            lookup,
+            call, choice, hop, ..
         } = self;
         let (ip, peer) = match choice {
             Choice::Use { ip, peer } => (ip, peer),
@@ -233,7 +247,8 @@ impl MediaPlan {
                 }
             },
             Choice::Resolve(host, _) => {
-                let peer = resolve(resolver, lookup, &host).await?;
+                let peer =
+                    resolved.ok_or_else(|| io::Error::other(format!("{host} was not resolved")))?;
                 (routed_source(peer)?, Some(peer))
             }
             Choice::DefaultRoute => (default_source(), None),

@@ -14,27 +14,27 @@ use tokio::net::UdpSocket;
 const LOOKUP_LIMIT: Duration = Duration::from_secs(1);
 
 /// The RTP address to announce for `sockets`: the NAT's mapping that `server` reports, or the
-/// local address (loopback media, no server of the socket's family, no answer).
+/// local address (loopback media, no server of the socket's family, no answer). The sockets
+/// come back as they were, unregistered.
 pub(crate) async fn announced(
-    sockets: &MediaSockets,
+    sockets: MediaSockets,
     server: Option<&str>,
-) -> std::io::Result<SocketAddr> {
-    let local = sockets.local_rtp()?;
+) -> std::io::Result<(MediaSockets, SocketAddr)> {
+    let local = sockets.local_rtp();
     let Some(server) = server.filter(|_| !local.ip().is_loopback()) else {
-        return Ok(local);
+        return Ok((sockets, local));
     };
     let target = match lookup(server, local.ip()).await {
         Ok(t) => t,
         Err(why) => {
             tracing::warn!("STUN {server}: {why}; announcing the local {local}");
-            return Ok(local);
+            return Ok((sockets, local));
         }
     };
-    let (rtp, rtcp) = tokio::join!(
-        binding(&sockets.rtp, target),
-        binding(&sockets.rtcp, target)
-    );
-    match rtp {
+    let io = sockets.register()?;
+    let (rtp, rtcp) = tokio::join!(binding(&io.rtp, target), binding(&io.rtcp, target));
+    let sockets = MediaSockets::unregister(io, local)?;
+    let announced = match rtp {
         Ok(mapped) => {
             match rtcp {
                 Ok(r)
@@ -45,13 +45,14 @@ pub(crate) async fn announced(
                 ),
             }
             tracing::info!(%local, %mapped, "STUN {target}: media announced at the mapping");
-            Ok(mapped)
+            mapped
         }
         Err(why) => {
             tracing::warn!("STUN {target}: {why}; announcing the local {local}");
-            Ok(local)
+            local
         }
-    }
+    };
+    Ok((sockets, announced))
 }
 
 /// The server's address, of `family`'s IP version: `HOST`, `HOST:PORT`, `IP`, `[IPv6]:PORT`.

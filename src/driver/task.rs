@@ -730,8 +730,17 @@ impl DriverTask {
         }
     }
 
-    /// Prepares a call's or an answer's media off the loop (`prepare.rs`).
-    fn prepare(&self, plan: route::MediaPlan, purpose: Purpose) {
+    /// Prepares a call's or an answer's media (`prepare.rs`): in place when nothing in it
+    /// waits on the network, off the loop otherwise. A rebind always goes off the loop (it
+    /// goes on with the next call from `media_prepared`).
+    fn prepare(&mut self, plan: route::MediaPlan, purpose: Purpose) {
+        let plan = match purpose {
+            Purpose::Rebind { .. } => plan,
+            _ => match prepare::now(plan, self.stun.as_deref()) {
+                Ok(media) => return self.media_prepared(Prepared { purpose, media }),
+                Err(plan) => plan,
+            },
+        };
         let (resolver, stun) = (self.resolver.clone(), self.stun.clone());
         prepare::spawn(plan, resolver, stun, purpose, self.prep_tx.clone());
     }

@@ -62,17 +62,17 @@ pub(super) fn tag_control(sock: SockRef<'_>, opts: &ControlSocketOptions) -> io:
 }
 
 /// `NET_SERVICE_TYPE_VO`, and DSCP EF for networks that honour the TOS byte.
-pub(super) fn tag_media(sock: SockRef<'_>) -> io::Result<()> {
+pub(super) fn tag_media(sock: SockRef<'_>, ipv6: bool) -> io::Result<()> {
     set_net_service_type(&sock, NET_SERVICE_TYPE_VO)?;
     // Best effort: the stack may override it from the service type. (socket2 offers
     // IPV6_TCLASS on macOS only; on iOS an IPv6 socket relies on the service type alone.)
-    let _ = match sock.local_addr()?.as_socket() {
-        #[cfg(target_os = "macos")]
-        Some(std::net::SocketAddr::V6(_)) => sock.set_tclass_v6(TOS_EF),
-        #[cfg(not(target_os = "macos"))]
-        Some(std::net::SocketAddr::V6(_)) => Ok(()),
-        _ => sock.set_tos_v4(TOS_EF),
-    };
+    if !ipv6 {
+        let _ = sock.set_tos_v4(TOS_EF);
+    }
+    #[cfg(target_os = "macos")]
+    if ipv6 {
+        let _ = sock.set_tclass_v6(TOS_EF);
+    }
     Ok(())
 }
 

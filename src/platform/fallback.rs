@@ -11,6 +11,6 @@ pub(super) fn tag_control(sock: SockRef<'_>, _opts: &ControlSocketOptions) -> io
 }
 
 /// Nothing: media sockets stay untagged.
-pub(super) fn tag_media(_sock: SockRef<'_>) -> io::Result<()> {
+pub(super) fn tag_media(_sock: SockRef<'_>, _ipv6: bool) -> io::Result<()> {
     Ok(())
 }

@@ -19,9 +19,13 @@ pub(super) fn tag_control(sock: SockRef<'_>, opts: &ControlSocketOptions) -> io:
     Ok(())
 }
 
-/// DSCP EF on an RTP/RTCP socket.
-pub(super) fn tag_media(sock: SockRef<'_>) -> io::Result<()> {
-    set_dscp(&sock, TOS_EF)
+/// DSCP EF on an RTP/RTCP socket of the family `ipv6` says.
+pub(super) fn tag_media(sock: SockRef<'_>, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        sock.set_tclass_v6(TOS_EF)
+    } else {
+        sock.set_tos_v4(TOS_EF)
+    }
 }
 
 #[cfg(test)]

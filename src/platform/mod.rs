@@ -105,7 +105,18 @@ pub fn tag_control_socket<S: AsSocket>(sock: &S, opts: &ControlSocketOptions) ->
 
 /// Tags an RTP or RTCP socket (UDP) with the voice service class for this OS.
 pub fn tag_media_socket<S: AsSocket>(sock: &S) -> io::Result<()> {
-    imp::tag_media(socket2::SockRef::from(sock))
+    let sock = socket2::SockRef::from(sock);
+    let ipv6 = matches!(
+        sock.local_addr()?.as_socket(),
+        Some(std::net::SocketAddr::V6(_))
+    );
+    imp::tag_media(sock, ipv6)
+}
+
+/// [`tag_media_socket`] for a socket whose family the caller knows (`ipv6`), maybe not bound
+/// yet: no system call to ask the socket.
+pub(crate) fn tag_media_socket_of<S: AsSocket>(sock: &S, ipv6: bool) -> io::Result<()> {
+    imp::tag_media(socket2::SockRef::from(sock), ipv6)
 }
 
 /// Sets the TOS byte (IPv4) or traffic class (IPv6), by the socket's own family.
