@@ -108,8 +108,11 @@ fn main() -> ExitCode {
     // One thread for signaling and the CLI (the driver is one task; media has its own
     // workers, `driver/media_rt.rs`): no hand-offs between workers, so an idle keep-alive
     // round or a call set-up wakes one thread, not two (issue 12 §3).
+    // Log and event lines are written when this thread goes idle (`cli/out.rs`).
+    cli::out::gather_on_this_thread();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(cli::out::flush)
         .build()
     {
         Ok(rt) => rt,
@@ -128,6 +131,9 @@ fn main() -> ExitCode {
             Cmd::Config(a) => Ok(cli::run::config_cmd(&a)),
         }
     });
+    // What is gathered goes out now, and lines from here on (the runtime's drop, the error
+    // below) directly.
+    cli::out::stop_gathering();
     match result {
         Ok(code) => code,
         Err(f) => {

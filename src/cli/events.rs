@@ -7,10 +7,11 @@ use std::path::Path;
 use wakeline::media::MediaReport;
 use wakeline::{CallOutcome, CallState, Event};
 
-/// Appends events to a file (or stdout for `-`), flushing each line (scripts tail it while we
-/// run).
+/// Appends events to a file (or stdout for `-`). Lines written on the runtime's thread are
+/// written when it goes idle (`out.rs`): scripts that tail the file see each one as soon as
+/// the work that made it is done.
 pub struct EventLog {
-    out: Option<Box<dyn Write + Send>>,
+    out: Option<super::out::BatchedFile>,
 }
 
 impl EventLog {
@@ -24,16 +25,17 @@ impl EventLog {
             )),
             None => None,
         };
-        Ok(EventLog { out })
+        Ok(EventLog {
+            out: out.map(|o| super::out::batched(o, "--events")),
+        })
     }
 
     /// Writes one event.
     pub fn write(&mut self, ev: &Event) {
-        if let Some(f) = &mut self.out {
-            let line = format!("{}\n", to_json(ev));
-            if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.flush()) {
-                tracing::warn!("--events: {e}");
-            }
+        if let Some(f) = &self.out {
+            let mut line = to_json(ev).to_string();
+            line.push('\n');
+            f.push(line.as_bytes());
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod exit;
 pub mod instance;
 pub mod load;
 pub mod media;
+pub mod out;
 pub mod pcap;
 pub mod report;
 pub mod run;

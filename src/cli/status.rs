@@ -311,6 +311,8 @@ impl Live {
             .chars()
             .take(width.saturating_sub(1))
             .collect();
+        // Gathered log lines first, so the line drawn stays under them.
+        super::out::flush();
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K{line}");
         let _ = err.flush();
@@ -416,31 +418,41 @@ fn install_panic_hook() {
     });
 }
 
-/// The log writer: clears the status line before a log line, and ends lines with `\r\n`
-/// (raw mode does not return the carriage on `\n`).
+/// The log writer: gathers a line written on the runtime's thread until it parks
+/// (`out.rs`); otherwise writes it at once with [`write_log`].
 pub struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut err = std::io::stderr().lock();
-        if DRAWING.swap(false, Ordering::Relaxed) {
-            err.write_all(b"\r\x1b[2K")?;
-        }
-        if crossterm::terminal::is_raw_mode_enabled().unwrap_or(false) {
-            for (i, part) in buf.split(|b| *b == b'\n').enumerate() {
-                if i > 0 {
-                    err.write_all(b"\r\n")?;
-                }
-                err.write_all(part)?;
-            }
-        } else {
-            err.write_all(buf)?;
+        match super::out::gather_log(buf) {
+            Some(due) if due.is_empty() => {}
+            Some(due) => write_log(&due),
+            None => write_log(buf),
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+/// Writes log lines to stderr: clears the status line first, and ends lines with `\r\n`
+/// in raw mode (which does not return the carriage on `\n`).
+pub fn write_log(buf: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    if DRAWING.swap(false, Ordering::Relaxed) {
+        let _ = err.write_all(b"\r\x1b[2K");
+    }
+    if crossterm::terminal::is_raw_mode_enabled().unwrap_or(false) {
+        for (i, part) in buf.split(|b| *b == b'\n').enumerate() {
+            if i > 0 {
+                let _ = err.write_all(b"\r\n");
+            }
+            let _ = err.write_all(part);
+        }
+    } else {
+        let _ = err.write_all(buf);
     }
 }
 

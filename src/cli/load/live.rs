@@ -68,6 +68,8 @@ impl Line {
 
     /// Prints the line on stderr.
     pub fn print(&self, elapsed: Duration, v: &View) {
+        // After the log lines gathered so far (`cli/out.rs`).
+        crate::cli::out::flush();
         eprintln!("{}", self.render(elapsed, v));
     }
 }

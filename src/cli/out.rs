@@ -1,0 +1,183 @@
+//! Output gathered while the runtime works and written when it goes idle.
+//!
+//! Log lines (stderr) and `--events` lines written on the runtime's thread are kept in a
+//! buffer and written together just before the thread parks (tokio's `on_thread_park` calls
+//! [`flush`]): a call set-up that logs three lines and records six events costs a few
+//! `write`s, not nine, and nothing waits for them. A line is on its way at the latest when the
+//! thread next has nothing to do, or at once when a buffer passes [`LIMIT`]; `main` flushes
+//! once more before it exits. Other threads (media workers, blocking tasks) write directly.
+
+use std::cell::Cell;
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+/// A buffer past this many bytes is written at once.
+pub const LIMIT: usize = 64 * 1024;
+
+thread_local! {
+    static GATHER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// From now on, lines written on this thread are gathered until [`flush`].
+pub fn gather_on_this_thread() {
+    GATHER.with(|g| g.set(true));
+}
+
+/// Writes what is gathered and stops gathering on this thread.
+pub fn stop_gathering() {
+    flush();
+    GATHER.with(|g| g.set(false));
+}
+
+/// Whether lines written on this thread are gathered.
+pub fn gathering() -> bool {
+    GATHER.with(Cell::get)
+}
+
+/// A file (or stdout) and the bytes not yet written to it.
+pub struct Batched {
+    out: Box<dyn Write + Send>,
+    pending: Vec<u8>,
+    what: &'static str,
+}
+
+impl Batched {
+    /// Appends `bytes`; writes everything at once when this thread does not gather or the
+    /// buffer is past [`LIMIT`].
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        if !gathering() || self.pending.len() > LIMIT {
+            self.write_out();
+        }
+    }
+
+    fn write_out(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let done = self
+            .out
+            .write_all(&self.pending)
+            .and_then(|()| self.out.flush());
+        self.pending.clear();
+        if let Err(e) = done {
+            tracing::warn!("{}: {e}", self.what);
+        }
+    }
+}
+
+/// The open batched files, flushed by [`flush`].
+static FILES: Mutex<Vec<Weak<Mutex<Batched>>>> = Mutex::new(Vec::new());
+/// Log lines waiting for stderr.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// A batched `out`, written by [`flush`] (and when dropped, see [`BatchedFile`]); `what`
+/// names it in a write error.
+pub fn batched(out: Box<dyn Write + Send>, what: &'static str) -> BatchedFile {
+    let file = Arc::new(Mutex::new(Batched {
+        out,
+        pending: Vec::new(),
+        what,
+    }));
+    lock(&FILES).push(Arc::downgrade(&file));
+    BatchedFile(file)
+}
+
+/// A batched file; dropping it writes what is pending.
+pub struct BatchedFile(Arc<Mutex<Batched>>);
+
+impl BatchedFile {
+    /// Appends `bytes` (see [`Batched::push`]).
+    pub fn push(&self, bytes: &[u8]) {
+        lock(&self.0).push(bytes);
+    }
+}
+
+impl Drop for BatchedFile {
+    fn drop(&mut self) {
+        lock(&self.0).write_out();
+    }
+}
+
+/// Keeps a log line for stderr; `None` when this thread does not gather (the caller writes
+/// it). Past [`LIMIT`], the lines are handed back to be written at once.
+pub fn gather_log(line: &[u8]) -> Option<Vec<u8>> {
+    if !gathering() {
+        return None;
+    }
+    let mut logs = lock(&LOGS);
+    logs.extend_from_slice(line);
+    if logs.len() > LIMIT {
+        return Some(std::mem::take(&mut *logs));
+    }
+    Some(Vec::new())
+}
+
+/// Writes every gathered log line and event line now: the runtime's park hook, and `main`
+/// before it exits.
+pub fn flush() {
+    let logs = std::mem::take(&mut *lock(&LOGS));
+    if !logs.is_empty() {
+        super::status::write_log(&logs);
+    }
+    let files: Vec<_> = {
+        let mut all = lock(&FILES);
+        all.retain(|f| f.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    for f in files {
+        lock(&f).write_out();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Write` into a shared vector, to see what reached the "file".
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn gathered_lines_wait_for_the_flush_others_go_at_once() {
+        let seen = Shared::default();
+        let file = batched(Box::new(seen.clone()), "test");
+        // A thread that does not gather writes through.
+        std::thread::scope(|s| {
+            s.spawn(|| file.push(b"direct\n"));
+        });
+        assert_eq!(&*lock(&seen.0), b"direct\n");
+        gather_on_this_thread();
+        file.push(b"one\n");
+        file.push(b"two\n");
+        assert_eq!(
+            &*lock(&seen.0),
+            b"direct\n",
+            "nothing written before the flush"
+        );
+        flush();
+        assert_eq!(&*lock(&seen.0), b"direct\none\ntwo\n");
+        // Past the limit: written at once.
+        let big = vec![b'x'; LIMIT + 1];
+        file.push(&big);
+        assert_eq!(lock(&seen.0).len(), "direct\none\ntwo\n".len() + LIMIT + 1);
+        // Dropped with lines pending: they are written.
+        file.push(b"last\n");
+        drop(file);
+        assert!(lock(&seen.0).ends_with(b"last\n"));
+        stop_gathering();
+    }
+}
