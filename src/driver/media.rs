@@ -449,7 +449,11 @@ async fn run(
                 let now = Instant::now();
                 // Each period owed: the devices' turn, then the pipeline's (bounded catch-up).
                 while clock.due(now) {
-                    closing.paced.tick();
+                    if clock.source_ready() {
+                        closing.paced.tick();
+                    } else {
+                        closing.paced.tick_sink();
+                    }
                     pipeline.handle_timeout(now);
                 }
                 if clock.skipped > skipped_counted && closing.paced.source.is_some() {

@@ -3,10 +3,11 @@
 //!
 //! Every call ticks on one process-wide grid of period boundaries, so the ticks of many calls
 //! fall due together and the runtime wakes once for all of them rather than once per call.
-//! A clock's first tick is the first grid point a whole period after it starts: like a
-//! capture device, a paced source has a period of audio only once a period has passed (a
-//! tone generated at the instant of the answer would be audio from the future, and a call
-//! hung up within a period would encode and send a frame no device could have captured).
+//! The first tick is the sink's alone: like a playback device, a paced sink starts taking
+//! audio at once, but like a capture device, a paced source has a whole period of audio only
+//! a period after it starts (a tone generated at the instant of the answer would be audio
+//! from the future, and a call hung up within a period would encode and send a frame no
+//! device could have captured).
 //! A task that falls behind runs the periods it owes back to back, at most
 //! [`MAX_BEHIND`] + 1 at a time; beyond that it skips to the next grid point (the pipeline
 //! conceals the gap, as it would for a stalled sound card).
@@ -41,11 +42,12 @@ pub(crate) struct PacedClock {
     burst: u32,
     /// Periods skipped after falling too far behind.
     pub skipped: u64,
+    /// No tick has run yet.
+    first: bool,
 }
 
 impl PacedClock {
-    /// The clock of `paced`, first ticking at the first grid point at or after `now` + one
-    /// period.
+    /// The clock of `paced`, first ticking at the grid point at or after `now`.
     pub fn new(paced: &PacedAudio, now: Instant) -> Self {
         let origin = *GRID.get_or_init(|| now);
         Self::with_origin(paced, origin, now)
@@ -54,13 +56,21 @@ impl PacedClock {
     fn with_origin(paced: &PacedAudio, origin: Instant, now: Instant) -> Self {
         let period = paced.period();
         PacedClock {
-            next: (!paced.is_empty()).then(|| on_grid(origin, period, now + period)),
+            next: (!paced.is_empty()).then(|| on_grid(origin, period, now)),
             complete: paced.is_complete(),
             period,
             origin,
             burst: 0,
             skipped: 0,
+            first: true,
         }
+    }
+
+    /// Whether the tick about to run (after [`due`](Self::due) said so) has a period of
+    /// captured audio for the source: not the first one, which comes less than a period
+    /// after the start.
+    pub fn source_ready(&mut self) -> bool {
+        !std::mem::take(&mut self.first)
     }
 
     /// True when a tick is due at `now`; the caller ticks once and asks again. After
@@ -108,23 +118,21 @@ mod tests {
     fn ticks_on_the_shared_grid() {
         let t0 = Instant::now();
         let p = paced("tone:440", "null");
-        // Two calls started 7 ms and 13 ms after the origin tick together at 40 ms: the
-        // first grid point a whole period after each start.
+        // Two calls started 7 ms and 13 ms after the origin tick together at 20 ms.
         let a = PacedClock::with_origin(&p, t0, t0 + Duration::from_millis(7));
         let b = PacedClock::with_origin(&p, t0, t0 + Duration::from_millis(13));
-        assert_eq!(a.next, Some(t0 + 2 * P));
+        assert_eq!(a.next, Some(t0 + P));
         assert_eq!(a.next, b.next);
         assert!(a.complete);
-        // Started exactly on a grid point: the next one, a period later.
+        // Exactly on a grid point: that point.
         let c = PacedClock::with_origin(&p, t0, t0 + 2 * P);
-        assert_eq!(c.next, Some(t0 + 3 * P));
+        assert_eq!(c.next, Some(t0 + 2 * P));
     }
 
     #[test]
     fn one_tick_per_period_when_on_time() {
         let t0 = Instant::now();
-        // Started a period before t0: the first tick is at t0.
-        let mut c = PacedClock::with_origin(&paced("silence", "null"), t0, t0 - P);
+        let mut c = PacedClock::with_origin(&paced("silence", "null"), t0, t0);
         assert!(!c.due(t0 - Duration::from_millis(1)));
         assert!(c.due(t0));
         assert!(!c.due(t0 + Duration::from_millis(19)));
@@ -134,9 +142,24 @@ mod tests {
     }
 
     #[test]
+    fn the_source_sits_out_the_first_tick() {
+        let t0 = Instant::now();
+        let mut c = PacedClock::with_origin(&paced("tone:440", "null"), t0, t0);
+        assert!(c.due(t0));
+        assert!(
+            !c.source_ready(),
+            "less than a period captured at the first tick"
+        );
+        assert!(c.due(t0 + P));
+        assert!(c.source_ready());
+        assert!(c.due(t0 + 2 * P));
+        assert!(c.source_ready());
+    }
+
+    #[test]
     fn catches_up_a_little_then_skips() {
         let t0 = Instant::now();
-        let mut c = PacedClock::with_origin(&paced("tone:300", "null"), t0, t0 - P);
+        let mut c = PacedClock::with_origin(&paced("tone:300", "null"), t0, t0);
         // 3 periods late: the 4 owed ticks run back to back.
         let late = t0 + 3 * P + Duration::from_millis(5);
         let mut n = 0;

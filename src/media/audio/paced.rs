@@ -118,10 +118,15 @@ impl PacedAudio {
 
     /// One period: the sink takes its audio, then the source delivers.
     pub fn tick(&mut self) {
-        if let Some(s) = self.sink.as_mut() {
+        self.tick_sink();
+        if let Some(s) = self.source.as_mut() {
             s.tick();
         }
-        if let Some(s) = self.source.as_mut() {
+    }
+
+    /// One period for the sink alone (the first tick, before the source has a period).
+    pub fn tick_sink(&mut self) {
+        if let Some(s) = self.sink.as_mut() {
             s.tick();
         }
     }
