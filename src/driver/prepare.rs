@@ -68,15 +68,15 @@ pub(super) async fn media(
 }
 
 /// [`media`] at once when nothing in it waits on the network (no STUN server configured, no
-/// DNS in the plan); otherwise the plan back, for [`spawn`].
+/// DNS in the plan); `None` when something does (then [`spawn`]).
 pub(super) fn now(
-    plan: MediaPlan,
+    plan: &MediaPlan,
     stun: Option<&str>,
-) -> Result<io::Result<(MediaSockets, SocketAddr)>, MediaPlan> {
+) -> Option<io::Result<(MediaSockets, SocketAddr)>> {
     if stun.is_some() {
-        return Err(plan);
+        return None;
     }
-    Ok(plan.ip_now()?.and_then(|ip| {
+    Some(plan.ip_now()?.and_then(|ip| {
         let sockets = MediaSockets::reserve(ip)?;
         let addr = sockets.local_rtp();
         Ok((sockets, addr))
@@ -130,5 +130,23 @@ mod tests {
         assert_eq!(addr, sockets.local_rtp());
         assert_eq!(addr.ip(), local);
         assert_eq!(addr.port() % 2, 0);
+    }
+
+    #[test]
+    fn without_dns_or_stun_the_media_is_prepared_in_place() {
+        let config = Config::default();
+        let core = SignalingCore::new(config.clone());
+        let hints = super::super::super::resolve::ConnectHints::new(&config);
+        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let target = Uri::parse("sip:bob@127.0.0.1:5099").unwrap();
+        let known = route::media_plan(&core, Some(local), None, Some(&target), &hints);
+        let (sockets, addr) = now(&known, None).unwrap().unwrap();
+        assert_eq!((addr, addr.port() % 2), (sockets.local_rtp(), 0));
+        assert_eq!(addr.ip(), local);
+        // A STUN server to ask, or a name to resolve: not in place.
+        assert!(now(&known, Some("192.0.2.1:3478")).is_none());
+        let named = Uri::parse("sip:bob@pbx.example.invalid:5099").unwrap();
+        let lookup = route::media_plan(&core, None, None, Some(&named), &hints);
+        assert!(now(&lookup, None).is_none());
     }
 }

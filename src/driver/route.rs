@@ -220,24 +220,24 @@ impl MediaPlan {
         self.routed(resolved)
     }
 
-    /// [`ip`](Self::ip) at once when the plan needs no DNS; otherwise the plan back.
-    pub(crate) fn ip_now(self) -> Result<io::Result<IpAddr>, MediaPlan> {
+    /// [`ip`](Self::ip) at once when the plan needs no DNS (`None` when it does).
+    pub(crate) fn ip_now(&self) -> Option<io::Result<IpAddr>> {
         match self.choice {
-            Choice::Resolve(..) => Err(self),
-            _ => Ok(self.routed(None)),
+            Choice::Resolve(..) => None,
+            _ => Some(self.routed(None)),
         }
     }
 
     /// Routing as planned, with the peer's address `resolved` for [`Choice::Resolve`].
-    fn routed(self, resolved: Option<IpAddr>) -> io::Result<IpAddr> {
+    fn routed(&self, resolved: Option<IpAddr>) -> io::Result<IpAddr> {
         let MediaPlan {
             call, choice, hop, ..
         } = self;
         let (ip, peer) = match choice {
-            Choice::Use { ip, peer } => (ip, peer),
-            Choice::RouteTo(peer) => (routed_source(peer)?, Some(peer)),
-            Choice::OfferFamily { offer, flow } => match routed_source(offer) {
-                Ok(ip) => (ip, Some(offer)),
+            Choice::Use { ip, peer } => (*ip, *peer),
+            Choice::RouteTo(peer) => (routed_source(*peer)?, Some(*peer)),
+            Choice::OfferFamily { offer, flow } => match routed_source(*offer) {
+                Ok(ip) => (ip, Some(*offer)),
                 Err(e) => {
                     tracing::debug!(
                         ?call,

@@ -734,13 +734,11 @@ impl DriverTask {
     /// waits on the network, off the loop otherwise. A rebind always goes off the loop (it
     /// goes on with the next call from `media_prepared`).
     fn prepare(&mut self, plan: route::MediaPlan, purpose: Purpose) {
-        let plan = match purpose {
-            Purpose::Rebind { .. } => plan,
-            _ => match prepare::now(plan, self.stun.as_deref()) {
-                Ok(media) => return self.media_prepared(Prepared { purpose, media }),
-                Err(plan) => plan,
-            },
-        };
+        if !matches!(purpose, Purpose::Rebind { .. }) {
+            if let Some(media) = prepare::now(&plan, self.stun.as_deref()) {
+                return self.media_prepared(Prepared { purpose, media });
+            }
+        }
         let (resolver, stun) = (self.resolver.clone(), self.stun.clone());
         prepare::spawn(plan, resolver, stun, purpose, self.prep_tx.clone());
     }
