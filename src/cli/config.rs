@@ -529,20 +529,8 @@ mod tests {
     /// Media flags as if only `--codecs` had been given.
     fn media_args(codecs: &str) -> MediaArgs {
         MediaArgs {
-            mic: None,
-            speaker: None,
-            record: None,
             codecs: codecs.into(),
-            list_devices: false,
-            summary: None,
-            report: None,
-            pcap: None,
-            media_ip: None,
-            stun: None,
-            latching: None,
-            srtp: None,
-            srtp_over_plain_sip: false,
-            expect_tone: None,
+            ..MediaArgs::default()
         }
     }
 

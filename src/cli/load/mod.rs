@@ -129,17 +129,23 @@ fn check(args: &LoadArgs) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The media flags of `load`, as `call` and `listen` take them.
+fn media_args(args: &LoadArgs) -> MediaArgs {
+    MediaArgs {
+        mic: Some(args.mic.clone()),
+        speaker: Some(args.speaker.clone()),
+        codecs: args.codecs.clone(),
+        opus_complexity: args.opus_complexity,
+        media_ip: args.media_ip,
+        ..MediaArgs::default()
+    }
+}
+
 /// `wakeline load`
 pub async fn run(args: LoadArgs) -> Result<ExitCode, Fail> {
     check(&args)?;
     raise_fd_limit();
-    let media_args = MediaArgs {
-        mic: Some(args.mic.clone()),
-        speaker: Some(args.speaker.clone()),
-        codecs: args.codecs.clone(),
-        media_ip: args.media_ip,
-        ..MediaArgs::default()
-    };
+    let media_args = media_args(&args);
     let mut config = super::run::config(&args.account)?;
     config.codecs = super::media::codecs(&args.codecs)?;
     let tls = super::srtp::uri_is_tls(&args.uri) || super::srtp::account_is_tls(&args.account);
@@ -490,6 +496,24 @@ mod tests {
             crate::cli::args::Cmd::Load(a) => a,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn opus_complexity_reaches_the_encoder_settings() {
+        let set =
+            crate::cli::media::encoder_config(&media_args(&args(&["--opus-complexity", "3"])));
+        assert_eq!(set.complexity, 3);
+        let unset = crate::cli::media::encoder_config(&media_args(&args(&[])));
+        assert_eq!(unset, wakeline::media::codec::EncoderConfig::default());
+        let listen = ["wakeline", "listen", "--opus-complexity", "10"];
+        match crate::cli::args::Cli::try_parse_from(listen).unwrap().cmd {
+            crate::cli::args::Cmd::Listen(a) => {
+                assert_eq!(crate::cli::media::encoder_config(&a.media).complexity, 10)
+            }
+            other => panic!("{other:?}"),
+        }
+        let too_high = ["wakeline", "listen", "--opus-complexity", "11"];
+        assert!(crate::cli::args::Cli::try_parse_from(too_high).is_err());
     }
 
     #[test]
