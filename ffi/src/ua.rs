@@ -6,7 +6,7 @@ use crate::config::{MediaConfig, UaConfig};
 use crate::error::WakelineError;
 use crate::events::{CallEvent, EventListener};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
 
@@ -19,6 +19,9 @@ pub struct UserAgent {
     /// `None` only while dropping.
     runtime: Option<Runtime>,
     ua: wakeline::UserAgent,
+    /// The events thread: its id, and a message when it has delivered the last event and let
+    /// go of the listener (see [`UserAgent::shutdown`]).
+    delivered: (std::thread::ThreadId, Mutex<mpsc::Receiver<()>>),
 }
 
 /// One call of a [`UserAgent`].
@@ -69,6 +72,16 @@ impl UserAgent {
             .ok_or(WakelineError::Stopped)
     }
 
+    /// Waits (at most [`DROP_SHUTDOWN`]) until the events thread has delivered the last event
+    /// and let go of the listener; returns at once on that thread itself, or when it is done.
+    fn wait_delivered(&self) {
+        let (events_thread, delivered) = &self.delivered;
+        if std::thread::current().id() != *events_thread {
+            let delivered = delivered.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = delivered.recv_timeout(DROP_SHUTDOWN);
+        }
+    }
+
     fn wrap(&self, call: wakeline::Call) -> Result<Arc<Call>, WakelineError> {
         Ok(Arc::new(Call {
             runtime: self.rt()?.clone(),
@@ -102,7 +115,8 @@ impl UserAgent {
         }
         let (ua, mut events) = block(runtime.handle(), builder.start())?;
         let handle = runtime.handle().clone();
-        std::thread::Builder::new()
+        let (done, delivered) = mpsc::channel();
+        let thread = std::thread::Builder::new()
             .name("wakeline-events".into())
             .spawn(move || {
                 // Outside the runtime, so the listener may call back in (which blocks).
@@ -111,10 +125,14 @@ impl UserAgent {
                         listener.on_event(event);
                     }
                 }
+                // Letting go of a foreign listener calls into the foreign side too.
+                drop(listener);
+                let _ = done.send(());
             })?;
         Ok(Arc::new(UserAgent {
             runtime: Some(runtime),
             ua,
+            delivered: (thread.thread().id(), Mutex::new(delivered)),
         }))
     }
 
@@ -190,10 +208,16 @@ impl UserAgent {
         block(self.rt()?, self.ua.network_changed())
     }
 
-    /// Hangs up every call, removes the registration and stops; the listener then gets the
-    /// remaining events (`MediaReport`, `Ended`, `Unregistered`) and no more.
+    /// Hangs up every call, removes the registration and stops; the listener gets the
+    /// remaining events (`MediaReport`, `Ended`, `Unregistered`) before this returns, and no
+    /// more after (waiting at most 5 s for it; called from the listener itself, it cannot
+    /// wait for its own thread and returns once the user agent has stopped). A foreign
+    /// runtime may then exit: no thread of ours calls into it again (Python ends a thread
+    /// that enters it while it finalizes, which aborted the process).
     pub fn shutdown(&self) -> Result<(), WakelineError> {
-        block(self.rt()?, self.ua.shutdown())
+        block(self.rt()?, self.ua.shutdown())?;
+        self.wait_delivered();
+        Ok(())
     }
 }
 
@@ -210,6 +234,7 @@ impl Drop for UserAgent {
         let ua = self.ua.clone();
         let stop = async move { tokio::time::timeout(DROP_SHUTDOWN, ua.shutdown()).await };
         let _ = runtime.block_on(stop);
+        self.wait_delivered();
         runtime.shutdown_timeout(Duration::from_secs(1));
     }
 }
@@ -280,5 +305,72 @@ impl Call {
     /// Mutes (`true`) or unmutes our audio.
     pub fn mute(&self, on: bool) -> Result<(), WakelineError> {
         block(&self.runtime, self.call.mute(on))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MediaConfig;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Counts events; says when it is dropped (the foreign side's listener freed).
+    struct Listener {
+        events: Arc<AtomicUsize>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl EventListener for Listener {
+        fn on_event(&self, _event: CallEvent) {
+            // A foreign listener is slow: the events thread is still busy when shutdown's
+            // driver part is over.
+            std::thread::sleep(Duration::from_millis(50));
+            self.events.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for Listener {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn after_shutdown_no_thread_of_ours_calls_the_listener_again() {
+        let (events, dropped) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let config = UaConfig {
+            listen: Some("127.0.0.1:0".into()),
+            media_ip: None,
+            local_user: "u".into(),
+            account: None,
+            media: MediaConfig {
+                mic: "silence".into(),
+                speaker: "null".into(),
+                record: None,
+                manual_audio_session: false,
+            },
+        };
+        let listener = Listener {
+            events: events.clone(),
+            dropped: dropped.clone(),
+        };
+        let ua = UserAgent::new(config, Box::new(listener)).unwrap();
+        // A connection to the listener gives the events thread a flow_up and a flow_down.
+        let addr = ua.local_addr().unwrap();
+        drop(std::net::TcpStream::connect(addr).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        ua.shutdown().unwrap();
+        let seen = events.load(Ordering::SeqCst);
+        assert!(seen >= 1, "{seen} events");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the events thread still holds the listener after shutdown returned"
+        );
+        // Again: `Stopped` at once, nothing more delivered.
+        assert!(matches!(ua.shutdown(), Err(WakelineError::Stopped)));
+        assert_eq!(events.load(Ordering::SeqCst), seen);
     }
 }
