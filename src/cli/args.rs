@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use wakeline::media::codec::EncoderConfig;
 use wakeline::AnswerPolicy;
 
 /// wakeline: a SIP user agent (TCP control flow, RTP/UDP audio).
@@ -158,15 +159,26 @@ pub struct CommonArgs {
     pub sip_trace: bool,
 }
 
-/// The help of `--opus-complexity` (`call`, `listen` and `load`).
-macro_rules! opus_complexity_help {
-    () => {
-        "Opus encoder complexity, 0 (least CPU) to 10 (best quality per bit). Default 7: the \
-         lowest at which libopus tells music and tones from speech and codes them in its \
-         cheaper CELT mode; 5 costs ≈ 14 % less CPU on speech and ≈ 3× more on tones"
-    };
+/// Encoder flags of `call`, `listen` and `load`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EncoderArgs {
+    /// Opus encoder complexity, 0 (least CPU) to 10 (best quality per bit). Default 7: the
+    /// lowest at which libopus tells music and tones from speech and codes them in its cheaper
+    /// CELT mode; 5 costs ≈ 14 % less CPU on speech and ≈ 3× more on tones.
+    #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(i32).range(0..=10))]
+    pub opus_complexity: Option<i32>,
 }
-pub(crate) use opus_complexity_help;
+
+impl EncoderArgs {
+    /// The encoder settings asked for, the library's defaults otherwise.
+    pub fn config(&self) -> EncoderConfig {
+        let default = EncoderConfig::default();
+        EncoderConfig {
+            complexity: self.opus_complexity.unwrap_or(default.complexity),
+            ..default
+        }
+    }
+}
 
 /// Audio and media options of `call` and `listen`.
 #[derive(Debug, Args, Clone, Default)]
@@ -186,9 +198,8 @@ pub struct MediaArgs {
     /// Codec preference order; also restricts what we offer and accept.
     #[arg(long, value_name = "LIST", default_value = "opus,pcmu,pcma")]
     pub codecs: String,
-    /// Opus encoder complexity (see the help text).
-    #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(i32).range(0..=10), help = opus_complexity_help!())]
-    pub opus_complexity: Option<i32>,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
     /// Print the audio devices and exit.
     #[arg(long)]
     pub list_devices: bool,

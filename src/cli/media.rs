@@ -8,7 +8,6 @@ use std::io::Write;
 use std::path::Path;
 use wakeline::driver::MediaOptions;
 use wakeline::media::audio::{self, AudioConfig, AudioSink, AudioSource};
-use wakeline::media::codec::EncoderConfig;
 use wakeline::media::MediaReport;
 use wakeline::signaling::sdp::Codec;
 
@@ -138,18 +137,9 @@ pub fn options(args: &MediaArgs) -> Result<MediaOptions, Fail> {
         audio: cfg,
         latching: args.latching.unwrap_or_default(),
         expect_tone: args.expect_tone.filter(|hz| *hz > 0.0),
-        encoder: encoder_config(args),
+        encoder: args.encoder.config(),
         ..MediaOptions::default()
     })
-}
-
-/// The encoder settings `args` ask for (`--opus-complexity`), the library's defaults otherwise.
-pub fn encoder_config(args: &MediaArgs) -> EncoderConfig {
-    let default = EncoderConfig::default();
-    EncoderConfig {
-        complexity: args.opus_complexity.unwrap_or(default.complexity),
-        ..default
-    }
 }
 
 /// Opens `source` once and closes it: `Err` with the reason when it cannot capture.

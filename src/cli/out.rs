@@ -35,7 +35,7 @@ pub fn gathering() -> bool {
 }
 
 /// A file (or stdout) and the bytes not yet written to it.
-pub struct Batched {
+struct Batched {
     out: Box<dyn Write + Send>,
     pending: Vec<u8>,
     what: &'static str,
@@ -44,7 +44,7 @@ pub struct Batched {
 impl Batched {
     /// Appends `bytes`; writes everything at once when this thread does not gather or the
     /// buffer is past [`LIMIT`].
-    pub fn push(&mut self, bytes: &[u8]) {
+    fn push(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
         if !gathering() || self.pending.len() > LIMIT {
             self.write_out();
@@ -87,7 +87,8 @@ pub fn batched(out: Box<dyn Write + Send>, what: &'static str) -> BatchedFile {
 pub struct BatchedFile(Arc<Mutex<Batched>>);
 
 impl BatchedFile {
-    /// Appends `bytes` (see [`Batched::push`]).
+    /// Appends `bytes`; written at once when this thread does not gather or the pending
+    /// bytes pass [`LIMIT`], else by the next [`flush`].
     pub fn push(&self, bytes: &[u8]) {
         lock(&self.0).push(bytes);
     }
@@ -99,18 +100,21 @@ impl Drop for BatchedFile {
     }
 }
 
-/// Keeps a log line for stderr; `None` when this thread does not gather (the caller writes
-/// it). Past [`LIMIT`], the lines are handed back to be written at once.
-pub fn gather_log(line: &[u8]) -> Option<Vec<u8>> {
+/// Keeps a log line for stderr (written at once with the others past [`LIMIT`]); `false`
+/// when this thread does not gather and the caller writes it.
+pub fn gather_log(line: &[u8]) -> bool {
     if !gathering() {
-        return None;
+        return false;
     }
-    let mut logs = lock(&LOGS);
-    logs.extend_from_slice(line);
-    if logs.len() > LIMIT {
-        return Some(std::mem::take(&mut *logs));
+    let due = {
+        let mut logs = lock(&LOGS);
+        logs.extend_from_slice(line);
+        (logs.len() > LIMIT).then(|| std::mem::take(&mut *logs))
+    };
+    if let Some(due) = due {
+        super::status::write_log(&due);
     }
-    Some(Vec::new())
+    true
 }
 
 /// Writes every gathered log line and event line now: the runtime's park hook, and `main`

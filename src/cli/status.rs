@@ -424,10 +424,8 @@ pub struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match super::out::gather_log(buf) {
-            Some(due) if due.is_empty() => {}
-            Some(due) => write_log(&due),
-            None => write_log(buf),
+        if !super::out::gather_log(buf) {
+            write_log(buf);
         }
         Ok(buf.len())
     }

@@ -1,6 +1,6 @@
 //! Linux and Android socket tagging via `socket2`.
 
-use super::{set_dscp, ControlSocketOptions, TOS_EF};
+use super::{set_dscp, set_dscp_of, ControlSocketOptions, TOS_EF};
 use socket2::{SockRef, TcpKeepalive};
 use std::io;
 
@@ -21,11 +21,7 @@ pub(super) fn tag_control(sock: SockRef<'_>, opts: &ControlSocketOptions) -> io:
 
 /// DSCP EF on an RTP/RTCP socket of the family `ipv6` says.
 pub(super) fn tag_media(sock: SockRef<'_>, ipv6: bool) -> io::Result<()> {
-    if ipv6 {
-        sock.set_tclass_v6(TOS_EF)
-    } else {
-        sock.set_tos_v4(TOS_EF)
-    }
+    set_dscp_of(&sock, TOS_EF, ipv6)
 }
 
 #[cfg(test)]

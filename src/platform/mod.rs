@@ -106,10 +106,7 @@ pub fn tag_control_socket<S: AsSocket>(sock: &S, opts: &ControlSocketOptions) ->
 /// Tags an RTP or RTCP socket (UDP) with the voice service class for this OS.
 pub fn tag_media_socket<S: AsSocket>(sock: &S) -> io::Result<()> {
     let sock = socket2::SockRef::from(sock);
-    let ipv6 = matches!(
-        sock.local_addr()?.as_socket(),
-        Some(std::net::SocketAddr::V6(_))
-    );
+    let ipv6 = is_ipv6(&sock)?;
     imp::tag_media(sock, ipv6)
 }
 
@@ -122,10 +119,25 @@ pub(crate) fn tag_media_socket_of<S: AsSocket>(sock: &S, ipv6: bool) -> io::Resu
 /// Sets the TOS byte (IPv4) or traffic class (IPv6), by the socket's own family.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn set_dscp(sock: &socket2::SockRef<'_>, tos: u32) -> io::Result<()> {
-    match sock.local_addr()?.as_socket() {
-        Some(std::net::SocketAddr::V6(_)) => sock.set_tclass_v6(tos),
-        _ => sock.set_tos_v4(tos),
+    set_dscp_of(sock, tos, is_ipv6(sock)?)
+}
+
+/// [`set_dscp`] for a socket of the family `ipv6` says (maybe not bound yet).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_dscp_of(sock: &socket2::SockRef<'_>, tos: u32, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        sock.set_tclass_v6(tos)
+    } else {
+        sock.set_tos_v4(tos)
     }
+}
+
+/// Whether the socket is bound to an IPv6 address.
+fn is_ipv6(sock: &socket2::SockRef<'_>) -> io::Result<bool> {
+    Ok(matches!(
+        sock.local_addr()?.as_socket(),
+        Some(std::net::SocketAddr::V6(_))
+    ))
 }
 
 /// The OS-level facility that wakes a suspended app to run the keep-alive handler (iOS's

@@ -62,9 +62,8 @@ pub struct LoadArgs {
     /// Codec preference order; also restricts what we offer.
     #[arg(long, value_name = "LIST", default_value = "opus,pcmu,pcma")]
     pub codecs: String,
-    /// Opus encoder complexity (see the help text).
-    #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(i32).range(0..=10), help = crate::cli::args::opus_complexity_help!())]
-    pub opus_complexity: Option<i32>,
+    #[command(flatten)]
+    pub encoder: crate::cli::args::EncoderArgs,
     /// The tone the far end plays (Hz); default: our --mic tone:HZ. `0`: none, judge the far
     /// end's audio by its level.
     #[arg(long, value_name = "HZ")]

@@ -135,7 +135,7 @@ fn media_args(args: &LoadArgs) -> MediaArgs {
         mic: Some(args.mic.clone()),
         speaker: Some(args.speaker.clone()),
         codecs: args.codecs.clone(),
-        opus_complexity: args.opus_complexity,
+        encoder: args.encoder.clone(),
         media_ip: args.media_ip,
         ..MediaArgs::default()
     }
@@ -500,16 +500,15 @@ mod tests {
 
     #[test]
     fn opus_complexity_reaches_the_encoder_settings() {
-        let set =
-            crate::cli::media::encoder_config(&media_args(&args(&["--opus-complexity", "3"])));
+        let set = media_args(&args(&["--opus-complexity", "3"]))
+            .encoder
+            .config();
         assert_eq!(set.complexity, 3);
-        let unset = crate::cli::media::encoder_config(&media_args(&args(&[])));
+        let unset = media_args(&args(&[])).encoder.config();
         assert_eq!(unset, wakeline::media::codec::EncoderConfig::default());
         let listen = ["wakeline", "listen", "--opus-complexity", "10"];
         match crate::cli::args::Cli::try_parse_from(listen).unwrap().cmd {
-            crate::cli::args::Cmd::Listen(a) => {
-                assert_eq!(crate::cli::media::encoder_config(&a.media).complexity, 10)
-            }
+            crate::cli::args::Cmd::Listen(a) => assert_eq!(a.media.encoder.config().complexity, 10),
             other => panic!("{other:?}"),
         }
         let too_high = ["wakeline", "listen", "--opus-complexity", "11"];

@@ -71,9 +71,7 @@ impl OpusParams {
                 .map_or(Bandwidth::Fullband, bandwidth_for),
         }
     }
-}
 
-impl OpusParams {
     /// Sets every parameter on a libopus encoder, new or reused from the pool (a reset keeps
     /// the previous call's settings), with no packet-loss hint yet.
     pub fn apply(&self, e: &mut ::opus::Encoder) -> Result<(), ::opus::Error> {
