@@ -1,38 +1,94 @@
-//! The media workers: one tokio runtime, apart from the signaling one, with a fixed set of
-//! worker threads (one per core) that runs every call's media task. Call set-up never queues
-//! behind the media ticks of hundreds of calls on the same workers; the kernel shares the CPU
-//! between the signaling threads and the media workers instead. A call's UDP sockets are
-//! registered with the media runtime's reactor when its task starts
-//! ([`MediaSockets::register`](super::media::MediaSockets::register)), and with no other.
+//! The media workers: a fixed set of threads (one per core), each running its own
+//! single-threaded tokio runtime, that run every call's media task. A call goes to the worker
+//! with the fewest calls and stays there: its task, timers and sockets live on that one
+//! thread, so starting or stopping a call wakes that worker and no other (a shared
+//! work-stealing pool also woke an idle sibling to look for work on every such hand-over).
+//! Call set-up never queues behind the media ticks of hundreds of calls on the signaling
+//! thread; the kernel shares the CPU between the signaling thread and the media workers
+//! instead. A call's UDP sockets are registered with its worker's reactor when its task
+//! starts ([`MediaSockets::register`](super::media::MediaSockets::register)), and with no
+//! other.
 
 use std::future::Future;
-use std::sync::OnceLock;
-use tokio::runtime::{Builder, Runtime};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::runtime::{Builder, Handle};
 
-/// The media runtime, built on first use; `None` when it could not be built (the caller's
-/// runtime then runs media, as before).
-fn runtime() -> Option<&'static Runtime> {
-    static RT: OnceLock<Option<Runtime>> = OnceLock::new();
-    RT.get_or_init(|| {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("wakeline-media")
-            .enable_all()
-            .build()
-            .inspect_err(|e| tracing::warn!("media workers: {e}; media runs with signaling"))
-            .ok()
-    })
-    .as_ref()
+/// One media worker: its runtime's handle and how many call tasks it runs now.
+struct Worker {
+    handle: Handle,
+    calls: Arc<AtomicUsize>,
 }
 
-/// Runs `task` on the media workers (or on the current runtime when there are none).
+/// Starts one worker thread driving a single-threaded runtime until the process ends.
+fn start_worker() -> std::io::Result<Worker> {
+    let rt = Builder::new_current_thread()
+        .thread_name("wakeline-media")
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("wakeline-media".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok(Worker {
+        handle,
+        calls: Arc::new(AtomicUsize::new(0)),
+    })
+}
+
+/// The media workers, started on first use; empty when none could be started (the caller's
+/// runtime then runs media, as before).
+fn workers() -> &'static [Worker] {
+    static WORKERS: OnceLock<Vec<Worker>> = OnceLock::new();
+    WORKERS.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut started = Vec::with_capacity(n);
+        for _ in 0..n {
+            match start_worker() {
+                Ok(w) => started.push(w),
+                Err(e) => {
+                    tracing::warn!("media worker: {e}; {} started", started.len());
+                    break;
+                }
+            }
+        }
+        started
+    })
+}
+
+/// Counts a task out of its worker when it ends (or is dropped).
+struct Leaving(Arc<AtomicUsize>);
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The index of the smallest count (the first of equals), `None` for none.
+fn least_loaded(counts: impl Iterator<Item = usize>) -> Option<usize> {
+    counts
+        .enumerate()
+        .min_by_key(|&(i, n)| (n, i))
+        .map(|(i, _)| i)
+}
+
+/// Runs `task` on the media worker with the fewest tasks (or on the current runtime when
+/// there are no workers).
 pub(crate) fn spawn<F>(task: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    match runtime() {
-        Some(rt) => drop(rt.spawn(task)),
+    let all = workers();
+    match least_loaded(all.iter().map(|w| w.calls.load(Ordering::Relaxed))).map(|i| &all[i]) {
+        Some(w) => {
+            w.calls.fetch_add(1, Ordering::Relaxed);
+            let leaving = Leaving(Arc::clone(&w.calls));
+            drop(w.handle.spawn(async move {
+                let _leaving = leaving;
+                task.await;
+            }));
+        }
         None => drop(tokio::spawn(task)),
     }
 }
@@ -41,6 +97,24 @@ where
 mod tests {
     use super::super::media::MediaSockets;
     use super::*;
+
+    #[test]
+    fn a_call_goes_to_the_worker_with_fewest_calls() {
+        assert_eq!(least_loaded([3, 1, 2].into_iter()), Some(1));
+        assert_eq!(
+            least_loaded([2, 0, 0].into_iter()),
+            Some(1),
+            "first of equals"
+        );
+        assert_eq!(least_loaded(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn a_task_leaving_its_worker_is_counted_out() {
+        let calls = Arc::new(AtomicUsize::new(2));
+        drop(Leaving(Arc::clone(&calls)));
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn media_tasks_run_on_the_media_workers_with_their_sockets() {
