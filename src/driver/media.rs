@@ -195,8 +195,9 @@ pub(crate) enum MediaNote {
     Dtmf(CallHandle, char),
     /// The periodic snapshot.
     Stats(CallHandle, Box<MediaSnapshot>),
-    /// The task finished.
-    Done(CallHandle, Box<MediaReport>),
+    /// The task finished, with its last snapshot (taken as it stopped; sent with the report
+    /// so that a hang-up wakes the driver once).
+    Done(CallHandle, Box<MediaReport>, Option<Box<MediaSnapshot>>),
 }
 
 /// The driver's handle on a running media task.
@@ -216,10 +217,22 @@ pub(crate) fn spawn(
 ) -> MediaTask {
     let (ctl, rx) = mpsc::unbounded_channel();
     super::media_rt::spawn(async move {
-        let report = run(call, sockets, negotiated, options, tap, rx, &notes).await;
-        let _ = notes.send(MediaNote::Done(call, Box::new(report)));
+        let mut notes = Notes {
+            tx: notes,
+            last: None,
+        };
+        let report = run(call, sockets, negotiated, options, tap, rx, &mut notes).await;
+        let _ = notes
+            .tx
+            .send(MediaNote::Done(call, Box::new(report), notes.last));
     });
     MediaTask { ctl }
+}
+
+/// Where a media task's notes go; its last snapshot waits to go with the report.
+struct Notes {
+    tx: mpsc::UnboundedSender<MediaNote>,
+    last: Option<Box<MediaSnapshot>>,
 }
 
 /// Writes the far end's decoded audio to a WAV file, from the pipeline's record tap.
@@ -343,7 +356,7 @@ async fn run(
     options: MediaOptions,
     tap: Tap,
     mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
-    notes: &mpsc::UnboundedSender<MediaNote>,
+    notes: &mut Notes,
 ) -> MediaReport {
     // Registered once, with the reactor of the media worker this task runs on.
     let mut sockets = match sockets.register() {
@@ -525,7 +538,7 @@ async fn run(
         while let Some(ev) = pipeline.poll_event() {
             match ev {
                 MediaEvent::Dtmf(d) => {
-                    let _ = notes.send(MediaNote::Dtmf(call, d));
+                    let _ = notes.tx.send(MediaNote::Dtmf(call, d));
                 }
                 other => tracing::debug!(?call, "media: {other:?}"),
             }
@@ -546,7 +559,11 @@ async fn run(
                 elapsed: now.saturating_duration_since(started),
                 muted,
             };
-            let _ = notes.send(MediaNote::Stats(call, Box::new(snapshot)));
+            if stopping {
+                notes.last = Some(Box::new(snapshot));
+            } else {
+                let _ = notes.tx.send(MediaNote::Stats(call, Box::new(snapshot)));
+            }
         }
         if !dtmf_waiting.is_empty() && !pipeline.dtmf_busy() {
             // The last digit's final packets are out.

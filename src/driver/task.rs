@@ -11,6 +11,7 @@ use super::tap::Tap;
 use super::tls::{TlsClient, TlsListener};
 use super::udp::UdpSip;
 use crate::error::Error;
+use crate::media::MediaSnapshot;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
 use crate::signaling::config::Config;
 use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore, Transport};
@@ -998,6 +999,16 @@ impl DriverTask {
         let _ = self.events.send(ev);
     }
 
+    /// Tells the app a call's media snapshot.
+    fn media_stats(&self, call: CallHandle, snapshot: Box<MediaSnapshot>) {
+        let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
+        let _ = self.events.send(Event::MediaStats {
+            call,
+            call_id,
+            snapshot,
+        });
+    }
+
     fn handle_media_note(&mut self, note: MediaNote) {
         match note {
             MediaNote::Dtmf(call, digit) => {
@@ -1008,16 +1019,12 @@ impl DriverTask {
                     digit,
                 });
             }
-            MediaNote::Stats(call, snapshot) => {
-                let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
-                let _ = self.events.send(Event::MediaStats {
-                    call,
-                    call_id,
-                    snapshot,
-                });
-            }
-            MediaNote::Done(call, report) => {
+            MediaNote::Stats(call, snapshot) => self.media_stats(call, snapshot),
+            MediaNote::Done(call, report, last) => {
                 self.media_tasks.remove(&call);
+                if let Some(snapshot) = last {
+                    self.media_stats(call, snapshot);
+                }
                 if let Some(e) = &report.error {
                     tracing::warn!(?call, "media did not run: {e}");
                 }
