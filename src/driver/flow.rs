@@ -124,6 +124,23 @@ pub(crate) fn tag(stream: &TcpStream) {
     }
 }
 
+/// Most bytes one write gathers from messages queued together.
+const GATHER_LIMIT: usize = 64 * 1024;
+
+/// `first` and the messages queued behind it (up to [`GATHER_LIMIT`] bytes), in order, as one
+/// write: on a proxy's flow, which carries every call, the responses to a burst of requests
+/// leave in one segment instead of one each.
+fn gather(first: Vec<u8>, rx: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> Vec<u8> {
+    let mut bytes = first;
+    while bytes.len() < GATHER_LIMIT {
+        match rx.try_recv() {
+            Ok(more) => bytes.extend_from_slice(&more),
+            Err(_) => break,
+        }
+    }
+    bytes
+}
+
 /// Spawns the reader and writer tasks of a flow (its TCP socket already [`tag`]ged).
 pub(crate) fn spawn(
     flow: FlowId,
@@ -135,7 +152,8 @@ pub(crate) fn spawn(
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let wev = events.clone();
     let writer = tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
+        while let Some(first) = rx.recv().await {
+            let bytes = gather(first, &mut rx);
             if let Err(e) = wr.write_all(&bytes).await {
                 let _ = wev.send(FlowEvent::Closed {
                     flow,
@@ -375,6 +393,23 @@ mod tests {
             transport: Transport::Tcp,
             addr: addr.parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn queued_messages_leave_in_one_write_up_to_the_limit() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tx.send(b"200".to_vec()).unwrap();
+        tx.send(b"BYE".to_vec()).unwrap();
+        assert_eq!(gather(b"100".to_vec(), &mut rx), b"100200BYE");
+        assert!(rx.try_recv().is_err(), "all taken");
+        tx.send(vec![1; 10]).unwrap();
+        let big = gather(vec![0; GATHER_LIMIT], &mut rx);
+        assert_eq!(big.len(), GATHER_LIMIT, "a full write gathers no more");
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            vec![1; 10],
+            "left for the next write"
+        );
     }
 
     #[test]
