@@ -217,9 +217,9 @@ measure() { # label pid port limit [events-file]
         "$label" "$rss0" "$rss1" "$(echo "scale=1; ($rss1 - $rss0) / $held_ok" | bc -l)" "$hok"
     if [ -n "$events" ]; then
         sleep 1 # the last media reports
-        read -r dcalls dropped expected pct _ < <(frame_drops "$events" "$ev0")
-        printf '%-22s frames dropped over %s held call(s): %s of %s (%s %%: captured frames dropped or missing + played frames concealed)\n' \
-            "$label" "$dcalls" "$dropped" "$expected" "$pct"
+        read -r dcalls dropped expected pct cap con < <(frame_drops "$events" "$ev0")
+        printf '%-22s frames dropped over %s held call(s): %s of %s (%s %%: captured frames dropped or missing + played frames concealed; each direction: captured-dropped %s %%, concealed %s %%)\n' \
+            "$label" "$dcalls" "$dropped" "$expected" "$pct" "$cap" "$con"
     fi
     local b r hold_ms frames
     for b in $batches; do
