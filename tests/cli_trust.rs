@@ -398,11 +398,26 @@ fn media_stats_cover_the_whole_call() {
         .filter(|e| e["event"] == "media_stats")
         .filter_map(|e| e["elapsed_s"].as_f64())
         .collect();
-    let report_s = ev
+    let media_report = ev
         .iter()
         .find(|e| e["event"] == "media_report")
-        .and_then(|e| e["duration_s"].as_f64())
         .expect("a media report");
+    let report_s = media_report["duration_s"].as_f64().expect("duration_s");
+    // The figures scripts/compare.sh and testers read from it.
+    for key in [
+        "concealed_frames",
+        "capture_dropped",
+        "capture_underruns",
+        "rtp_received",
+    ] {
+        assert!(media_report[key].is_u64(), "{key} in {media_report}");
+    }
+    assert!(
+        media_report["rtp_guard"]["foreign"].is_u64(),
+        "{media_report}"
+    );
+    let named = media_report["call_id"].is_string() && media_report["ts"].is_string();
+    assert!(named, "{media_report}");
     assert!(elapsed.first().is_some_and(|&t| t < 0.6), "{elapsed:?}");
     assert!(
         elapsed.last().is_some_and(|&t| t > report_s - 0.1),

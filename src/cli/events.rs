@@ -1,5 +1,6 @@
 //! `--events FILE`: one JSON object per line for every application event.
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -12,6 +13,8 @@ use wakeline::{CallOutcome, CallState, Event};
 /// the work that made it is done.
 pub struct EventLog {
     out: Option<super::out::BatchedFile>,
+    /// The line being serialized (kept: its capacity is reused).
+    line: Vec<u8>,
 }
 
 impl EventLog {
@@ -27,15 +30,18 @@ impl EventLog {
         };
         Ok(EventLog {
             out: out.map(|o| super::out::batched(o, "--events")),
+            line: Vec::new(),
         })
     }
 
     /// Writes one event.
     pub fn write(&mut self, ev: &Event) {
         if let Some(f) = &self.out {
-            let mut line = to_json(ev).to_string();
-            line.push('\n');
-            f.push(line.as_bytes());
+            self.line.clear();
+            if write_json(ev, &mut self.line).is_ok() {
+                self.line.push(b'\n');
+                f.push(&self.line);
+            }
         }
     }
 }
@@ -50,9 +56,30 @@ pub fn now_rfc3339_ms() -> String {
         .unwrap_or_default()
 }
 
-/// The JSON form of an event.
-pub fn to_json(ev: &Event) -> Value {
-    let mut v = match ev {
+/// One line of the events file: the event's name, its own fields, and the time it was written.
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    event: &'a str,
+    #[serde(flatten)]
+    body: T,
+    ts: String,
+}
+
+/// Serializes one [`Line`] to `out`.
+fn emit<T: Serialize>(
+    out: &mut Vec<u8>,
+    event: &str,
+    body: T,
+    ts: String,
+) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &Line { event, body, ts })
+}
+
+/// Writes the JSON form of an event (one object, no newline) to `out`. The events a call
+/// makes are serialized straight from their fields; the rare ones go through a JSON value.
+pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let ts = now_rfc3339_ms();
+    match ev {
         Event::Incoming {
             call_id,
             from,
@@ -60,155 +87,332 @@ pub fn to_json(ev: &Event) -> Value {
             pushed,
             ..
         } => {
-            json!({"event": "incoming", "call_id": call_id, "from": from, "to": to, "pushed": pushed})
+            #[derive(Serialize)]
+            struct Incoming<'a> {
+                call_id: &'a str,
+                from: &'a str,
+                to: &'a str,
+                pushed: bool,
+            }
+            let body = Incoming {
+                call_id,
+                from,
+                to,
+                pushed: *pushed,
+            };
+            emit(out, "incoming", body, ts)
         }
         Event::State { call_id, state, .. } => {
-            json!({"event": "state", "call_id": call_id, "state": state_name(*state)})
+            #[derive(Serialize)]
+            struct State<'a> {
+                call_id: &'a str,
+                state: &'static str,
+            }
+            let body = State {
+                call_id,
+                state: state_name(*state),
+            };
+            emit(out, "state", body, ts)
         }
-        Event::Media { call_id, media, .. } => json!({
-            "event": "media", "call_id": call_id, "codec": format!("{:?}", media.codec).to_lowercase(),
-            "payload_type": media.payload_type, "remote_rtp": media.remote_rtp.to_string(),
-            "srtp": media.srtp.as_ref().map(|k| k.suite.report_name()),
-        }),
+        Event::Media { call_id, media, .. } => {
+            #[derive(Serialize)]
+            struct Media<'a> {
+                call_id: &'a str,
+                codec: String,
+                payload_type: u8,
+                remote_rtp: std::net::SocketAddr,
+                srtp: Option<&'static str>,
+            }
+            let body = Media {
+                call_id,
+                codec: format!("{:?}", media.codec).to_lowercase(),
+                payload_type: media.payload_type,
+                remote_rtp: media.remote_rtp,
+                srtp: media.srtp.as_ref().map(|k| k.suite.report_name()),
+            };
+            emit(out, "media", body, ts)
+        }
         Event::Ended {
             call_id,
             status,
             reason,
             outcome,
             ..
-        } => json!({
-            "event": "ended", "call_id": call_id, "status": status, "reason": reason,
-            "outcome": outcome_name(*outcome),
-        }),
+        } => {
+            #[derive(Serialize)]
+            struct Ended<'a> {
+                call_id: &'a str,
+                status: Option<u16>,
+                reason: &'a str,
+                outcome: &'static str,
+            }
+            let body = Ended {
+                call_id,
+                status: *status,
+                reason,
+                outcome: outcome_name(*outcome),
+            };
+            emit(out, "ended", body, ts)
+        }
+        Event::FlowUp { flow, remote } => {
+            #[derive(Serialize)]
+            struct FlowUp {
+                flow: u64,
+                remote: std::net::SocketAddr,
+            }
+            let body = FlowUp {
+                flow: flow.0,
+                remote: *remote,
+            };
+            emit(out, "flow_up", body, ts)
+        }
+        Event::FlowDown { flow, cause } => {
+            #[derive(Serialize)]
+            struct FlowDown<'a> {
+                flow: u64,
+                cause: &'a str,
+            }
+            let body = FlowDown {
+                flow: flow.0,
+                cause,
+            };
+            emit(out, "flow_down", body, ts)
+        }
+        Event::MediaStats {
+            call_id, snapshot, ..
+        } => {
+            #[derive(Serialize)]
+            struct Stats<'a> {
+                call_id: &'a str,
+                elapsed_s: f64,
+                codec: String,
+                rtp_sent: u64,
+                rtp_received: u64,
+                lost: i64,
+                jitter_ms: f64,
+                rtt_ms: Option<f64>,
+                concealed_ms: f64,
+                jitter_buffer_ms: f64,
+                rtp_guard: GuardJson,
+                input_level: f32,
+                output_level: f32,
+                input_peak: f32,
+                output_peak: f32,
+                muted: bool,
+            }
+            let s = &snapshot.stats;
+            let body = Stats {
+                call_id,
+                elapsed_s: snapshot.elapsed.as_secs_f64(),
+                codec: s.codec.to_ascii_lowercase(),
+                rtp_sent: s.rtp_sent,
+                rtp_received: s.rtp_received,
+                lost: s.lost,
+                jitter_ms: s.jitter_ms,
+                rtt_ms: s.rtt_ms,
+                concealed_ms: s.concealed_ms,
+                jitter_buffer_ms: s.jitter_buffer_ms,
+                rtp_guard: GuardJson::from(&s.rtp_guard),
+                input_level: snapshot.input_level,
+                output_level: snapshot.output_level,
+                input_peak: snapshot.input_peak,
+                output_peak: snapshot.output_peak,
+                muted: snapshot.muted,
+            };
+            emit(out, "media_stats", body, ts)
+        }
+        Event::MediaReport {
+            call_id, report, ..
+        } => {
+            #[derive(Serialize)]
+            struct Report<'a> {
+                call_id: &'a str,
+                #[serde(flatten)]
+                report: ReportJson,
+            }
+            let body = Report {
+                call_id,
+                report: ReportJson::from(&**report),
+            };
+            emit(out, "media_report", body, ts)
+        }
+        rare => {
+            let (event, body) = rare_json(rare);
+            emit(out, event, body, ts)
+        }
+    }
+}
+
+/// The name and fields of an event a call does not make (registration, DTMF, the rest).
+fn rare_json(ev: &Event) -> (&'static str, Value) {
+    match ev {
         Event::Registered {
             expires,
             public_addr,
         } => match public_addr {
-            Some(a) => {
-                json!({"event": "registered", "expires": expires, "public_addr": a.to_string()})
-            }
-            None => json!({"event": "registered", "expires": expires}),
+            Some(a) => (
+                "registered",
+                json!({"expires": expires, "public_addr": a.to_string()}),
+            ),
+            None => ("registered", json!({"expires": expires})),
         },
         Event::RegistrationFailed {
             status,
             reason,
             retry_in,
-        } => json!({
-            "event": "registration_failed", "status": status, "reason": reason,
-            "retry_in_s": retry_in.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
-        }),
-        Event::Unregistered => json!({"event": "unregistered"}),
-        Event::FlowUp { flow, remote } => {
-            json!({"event": "flow_up", "flow": flow.0, "remote": remote.to_string()})
-        }
-        Event::FlowDown { flow, cause } => {
-            json!({"event": "flow_down", "flow": flow.0, "cause": cause})
-        }
-        Event::Dtmf { call_id, digit, .. } => {
-            json!({"event": "dtmf", "call_id": call_id, "digit": digit.to_string()})
-        }
-        Event::MediaStats {
-            call_id, snapshot, ..
-        } => {
-            let s = &snapshot.stats;
+        } => (
+            "registration_failed",
             json!({
-                "event": "media_stats", "call_id": call_id,
-                "elapsed_s": snapshot.elapsed.as_secs_f64(),
-                "codec": s.codec.to_ascii_lowercase(),
-                "rtp_sent": s.rtp_sent, "rtp_received": s.rtp_received, "lost": s.lost,
-                "jitter_ms": s.jitter_ms, "rtt_ms": s.rtt_ms, "concealed_ms": s.concealed_ms,
-                "jitter_buffer_ms": s.jitter_buffer_ms, "rtp_guard": guard_json(&s.rtp_guard),
-                "input_level": snapshot.input_level, "output_level": snapshot.output_level,
-                "input_peak": snapshot.input_peak, "output_peak": snapshot.output_peak,
-                "muted": snapshot.muted,
-            })
-        }
-        Event::MediaReport {
-            call_id, report, ..
-        } => {
-            let mut v = report_json(report);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("event".into(), json!("media_report"));
-                o.insert("call_id".into(), json!(call_id));
-            }
-            v
-        }
-        other => json!({"event": "other", "debug": format!("{other:?}")}),
-    };
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("ts".into(), Value::String(now_rfc3339_ms()));
+                "status": status, "reason": reason,
+                "retry_in_s": retry_in.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+            }),
+        ),
+        Event::Unregistered => ("unregistered", json!({})),
+        Event::Dtmf { call_id, digit, .. } => (
+            "dtmf",
+            json!({"call_id": call_id, "digit": digit.to_string()}),
+        ),
+        other => ("other", json!({"debug": format!("{other:?}")})),
     }
-    v
 }
 
-/// The quality numbers of a call's media, as the `--summary` file and the `media_report` event
-/// show them.
-pub fn report_json(r: &MediaReport) -> Value {
-    let round = |x: f64| (x * 100.0).round() / 100.0;
-    let mut v = json!({
-        "duration_s": round(r.duration.as_secs_f64()),
-        "underruns": r.playback.underruns,
-        "overruns": r.capture.overruns,
-        "media_error": r.error,
-        "srtp": r.srtp.map(|s| s.report_name()),
-    });
-    if let (Some(s), Some(o)) = (&r.stats, v.as_object_mut()) {
-        let extra = json!({
-            "codec": s.codec.to_ascii_lowercase(),
-            "rtp_sent": s.rtp_sent,
-            "rtp_received": s.rtp_received,
-            "bytes_sent": s.bytes_sent,
-            "bytes_received": s.bytes_received,
-            "lost": s.lost,
-            "fraction_lost": round(s.fraction_lost),
-            "remote_lost": s.remote_lost,
-            "jitter_ms": round(s.jitter_ms),
-            "rtt_ms": s.rtt_ms.map(round),
-            "concealed_ms": round(s.concealed_ms),
-            "concealed_frames": s.concealed_frames,
-            "fec_recovered": s.fec_recovered,
-            "capture_dropped": s.capture_dropped,
-            "capture_underruns": s.capture_underruns,
-            "jitter_buffer_ms": round(s.jitter_buffer_ms),
-            "jitter_buffer_mean_ms": round(s.jitter_buffer_mean_ms),
-            "late": s.late,
-            "duplicates": s.duplicates,
-            "dropped_foreign": s.dropped_foreign,
-            "rtp_guard": guard_json(&s.rtp_guard),
-            "dtmf_sent": s.dtmf_sent,
-            "dtmf_received": s.dtmf_received,
-            "mos": s.mos.map(round),
-        });
-        if let Some(e) = extra.as_object() {
-            o.extend(e.clone());
-        }
-        if let Some(t) = &s.tone {
-            o.insert("tone_hz".into(), json!(t.hz));
-            o.insert("tone_fraction".into(), json!(round(t.fraction())));
-            o.insert(
-                "tone_heard".into(),
-                json!(t.heard(wakeline::media::codec::PCM_RATE)),
-            );
+/// Two decimals, as the reports show them.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The quality numbers of a call's media, as the `--summary` file and the `media_report`
+/// event show them.
+#[derive(Serialize)]
+struct ReportJson {
+    duration_s: f64,
+    underruns: u64,
+    overruns: u64,
+    media_error: Option<String>,
+    srtp: Option<&'static str>,
+    #[serde(flatten)]
+    stats: Option<StatsJson>,
+}
+
+/// The RTP statistics part of [`ReportJson`] (absent when media never ran).
+#[derive(Serialize)]
+struct StatsJson {
+    codec: String,
+    rtp_sent: u64,
+    rtp_received: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    lost: i64,
+    fraction_lost: f64,
+    remote_lost: i64,
+    jitter_ms: f64,
+    rtt_ms: Option<f64>,
+    concealed_ms: f64,
+    concealed_frames: u64,
+    fec_recovered: u64,
+    capture_dropped: u64,
+    capture_underruns: u64,
+    jitter_buffer_ms: f64,
+    jitter_buffer_mean_ms: f64,
+    late: u64,
+    duplicates: u64,
+    dropped_foreign: u64,
+    rtp_guard: GuardJson,
+    dtmf_sent: u64,
+    dtmf_received: u64,
+    mos: Option<f64>,
+    #[serde(flatten)]
+    tone: Option<ToneJson>,
+}
+
+/// Whether the far end's known tone was heard (only with `--expect-tone`).
+#[derive(Serialize)]
+struct ToneJson {
+    tone_hz: f32,
+    tone_fraction: f64,
+    tone_heard: bool,
+}
+
+impl From<&MediaReport> for ReportJson {
+    fn from(r: &MediaReport) -> Self {
+        ReportJson {
+            duration_s: round2(r.duration.as_secs_f64()),
+            underruns: r.playback.underruns,
+            overruns: r.capture.overruns,
+            media_error: r.error.clone(),
+            srtp: r.srtp.map(|s| s.report_name()),
+            stats: r.stats.as_ref().map(|s| StatsJson {
+                codec: s.codec.to_ascii_lowercase(),
+                rtp_sent: s.rtp_sent,
+                rtp_received: s.rtp_received,
+                bytes_sent: s.bytes_sent,
+                bytes_received: s.bytes_received,
+                lost: s.lost,
+                fraction_lost: round2(s.fraction_lost),
+                remote_lost: s.remote_lost,
+                jitter_ms: round2(s.jitter_ms),
+                rtt_ms: s.rtt_ms.map(round2),
+                concealed_ms: round2(s.concealed_ms),
+                concealed_frames: s.concealed_frames,
+                fec_recovered: s.fec_recovered,
+                capture_dropped: s.capture_dropped,
+                capture_underruns: s.capture_underruns,
+                jitter_buffer_ms: round2(s.jitter_buffer_ms),
+                jitter_buffer_mean_ms: round2(s.jitter_buffer_mean_ms),
+                late: s.late,
+                duplicates: s.duplicates,
+                dropped_foreign: s.dropped_foreign,
+                rtp_guard: GuardJson::from(&s.rtp_guard),
+                dtmf_sent: s.dtmf_sent,
+                dtmf_received: s.dtmf_received,
+                mos: s.mos.map(round2),
+                tone: s.tone.as_ref().map(|t| ToneJson {
+                    tone_hz: t.hz,
+                    tone_fraction: round2(t.fraction()),
+                    tone_heard: t.heard(wakeline::media::codec::PCM_RATE),
+                }),
+            }),
         }
     }
-    v
+}
+
+/// The quality numbers of a call's media as a JSON value (for the `--summary` file).
+pub fn report_json(r: &MediaReport) -> Value {
+    serde_json::to_value(ReportJson::from(r)).unwrap_or(Value::Null)
 }
 
 /// The RTP source guard's counters, as JSON.
-fn guard_json(g: &wakeline::media::session::RtpGuard) -> Value {
-    json!({
-        "foreign": g.foreign,
-        "malformed": g.malformed,
-        "unknown_pt": g.unknown_pt,
-        "duplicates": g.duplicates,
-        "too_late": g.too_late,
-        "flood": g.flood,
-        "probation": g.probation,
-        "ssrc_changes": g.ssrc_changes,
-        "latches": g.latches,
-        "srtp_auth_failed": g.srtp_auth,
-        "srtp_replayed": g.srtp_replay,
-    })
+#[derive(Serialize)]
+struct GuardJson {
+    foreign: u64,
+    malformed: u64,
+    unknown_pt: u64,
+    duplicates: u64,
+    too_late: u64,
+    flood: u64,
+    probation: u64,
+    ssrc_changes: u64,
+    latches: u64,
+    srtp_auth_failed: u64,
+    srtp_replayed: u64,
+}
+
+impl From<&wakeline::media::session::RtpGuard> for GuardJson {
+    fn from(g: &wakeline::media::session::RtpGuard) -> Self {
+        GuardJson {
+            foreign: g.foreign,
+            malformed: g.malformed,
+            unknown_pt: g.unknown_pt,
+            duplicates: g.duplicates,
+            too_late: g.too_late,
+            flood: g.flood,
+            probation: g.probation,
+            ssrc_changes: g.ssrc_changes,
+            latches: g.latches,
+            srtp_auth_failed: g.srtp_auth,
+            srtp_replayed: g.srtp_replay,
+        }
+    }
 }
 
 /// A call's final status for a log line: `200`, or `-` when there was none.
@@ -239,5 +443,61 @@ pub fn outcome_name(o: CallOutcome) -> &'static str {
         CallOutcome::Cancelled => "cancelled",
         CallOutcome::AuthFailed => "auth_failed",
         _ => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn line(ev: &Event) -> Value {
+        let mut out = Vec::new();
+        write_json(ev, &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn a_frequent_event_carries_its_name_fields_and_time() {
+        let v = line(&Event::FlowDown {
+            flow: wakeline::FlowId(7),
+            cause: "EOF".into(),
+        });
+        assert_eq!(v["event"], "flow_down");
+        assert_eq!(v["flow"], 7);
+        assert_eq!(v["cause"], "EOF");
+        assert!(v["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+    }
+
+    #[test]
+    fn a_rare_event_goes_through_a_value_with_the_same_frame() {
+        let v = line(&Event::Registered {
+            expires: 600,
+            public_addr: None,
+        });
+        assert_eq!(v["event"], "registered");
+        assert_eq!(v["expires"], 600);
+        assert!(v.get("public_addr").is_none());
+        assert!(v["ts"].is_string());
+    }
+
+    #[test]
+    fn a_report_without_media_has_no_rtp_figures() {
+        let report = MediaReport {
+            stats: None,
+            capture: Default::default(),
+            playback: Default::default(),
+            duration: Duration::from_millis(1234),
+            error: Some("media sockets: no".into()),
+            srtp: None,
+        };
+        let v = report_json(&report);
+        assert_eq!(v["duration_s"], 1.23);
+        assert_eq!(v["media_error"], "media sockets: no");
+        assert!(v["srtp"].is_null());
+        assert!(
+            v.get("rtp_sent").is_none() && v.get("tone_hz").is_none(),
+            "{v}"
+        );
     }
 }
