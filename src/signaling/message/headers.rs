@@ -1,6 +1,7 @@
 //! An ordered list of header fields with typed accessors.
 
 use super::{CSeq, HeaderName, NameAddr, Via};
+use std::sync::OnceLock;
 
 /// One header field: canonical name, value exactly as received (unfolded, trimmed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,17 +14,54 @@ pub struct Header {
 
 /// All header fields of a message, in order. Unknown headers are kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<Header>);
+pub struct Headers {
+    fields: Vec<Header>,
+    parsed: Parsed,
+}
+
+/// The fields every layer reads (top Via, From, To), parsed at their first read and kept until
+/// the list changes: a request passes the checks, the transaction, the ledger and the dialog,
+/// which would otherwise parse each of them again.
+#[derive(Clone, Default)]
+struct Parsed {
+    top_via: OnceLock<Option<Via>>,
+    from: OnceLock<Option<NameAddr>>,
+    to: OnceLock<Option<NameAddr>>,
+}
+
+/// A cache of the fields: two lists are equal when their fields are.
+impl PartialEq for Parsed {
+    fn eq(&self, _: &Parsed) -> bool {
+        true
+    }
+}
+
+impl Eq for Parsed {}
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
 
 impl Headers {
     /// An empty list with room for `n` fields.
     pub fn with_capacity(n: usize) -> Self {
-        Headers(Vec::with_capacity(n))
+        Headers {
+            fields: Vec::with_capacity(n),
+            parsed: Parsed::default(),
+        }
+    }
+
+    /// The fields, to change: what was parsed from them is dropped.
+    fn fields_mut(&mut self) -> &mut Vec<Header> {
+        self.parsed = Parsed::default();
+        &mut self.fields
     }
 
     /// Appends a header field.
     pub fn push(&mut self, name: HeaderName, value: impl Into<String>) {
-        self.0.push(Header {
+        self.fields_mut().push(Header {
             name,
             value: value.into(),
         });
@@ -31,7 +69,7 @@ impl Headers {
 
     /// Inserts a header field before all others (e.g. a new top Via).
     pub fn push_front(&mut self, name: HeaderName, value: impl Into<String>) {
-        self.0.insert(
+        self.fields_mut().insert(
             0,
             Header {
                 name,
@@ -43,11 +81,12 @@ impl Headers {
     /// Replaces every field of that name by one with `value` (at the first one's place).
     pub fn set(&mut self, name: HeaderName, value: impl Into<String>) {
         let value = value.into();
-        match self.0.iter().position(|h| h.name == name) {
+        let fields = self.fields_mut();
+        match fields.iter().position(|h| h.name == name) {
             Some(i) => {
-                self.0[i].value = value;
+                fields[i].value = value;
                 let mut j = 0;
-                self.0.retain(|h| {
+                fields.retain(|h| {
                     let keep = h.name != name || j == i;
                     j += 1;
                     keep
@@ -59,12 +98,12 @@ impl Headers {
 
     /// Removes every field of that name.
     pub fn remove(&mut self, name: &HeaderName) {
-        self.0.retain(|h| &h.name != name);
+        self.fields_mut().retain(|h| &h.name != name);
     }
 
     /// The first value of that name.
     pub fn get(&self, name: &HeaderName) -> Option<&str> {
-        self.0
+        self.fields
             .iter()
             .find(|h| &h.name == name)
             .map(|h| h.value.as_str())
@@ -72,7 +111,7 @@ impl Headers {
 
     /// Every value of that name, in order.
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
+        self.fields
             .iter()
             .filter(move |h| &h.name == name)
             .map(|h| h.value.as_str())
@@ -89,10 +128,10 @@ impl Headers {
     /// `rport` was asked for) and fills a valueless `rport` with the source port. Responses copy
     /// the Via, so they say where they went. Returns false when there is no readable top Via.
     pub fn stamp_received(&mut self, source: std::net::SocketAddr) -> bool {
-        let Some(i) = self.0.iter().position(|h| h.name == HeaderName::Via) else {
+        let Some(i) = self.fields.iter().position(|h| h.name == HeaderName::Via) else {
             return false;
         };
-        let elements: Vec<String> = super::typed::split_list(&self.0[i].value)
+        let elements: Vec<String> = super::typed::split_list(&self.fields[i].value)
             .map(str::to_string)
             .collect();
         let Some(mut via) = elements.first().and_then(|v| Via::parse(v).ok()) else {
@@ -111,23 +150,23 @@ impl Headers {
             value.push_str(", ");
             value.push_str(rest);
         }
-        self.0[i].value = value;
+        self.fields_mut()[i].value = value;
         true
     }
 
     /// All fields in order.
     pub fn iter(&self) -> impl Iterator<Item = &Header> {
-        self.0.iter()
+        self.fields.iter()
     }
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.fields.len()
     }
 
     /// True when there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.fields.is_empty()
     }
 
     /// The Call-ID.
@@ -143,21 +182,34 @@ impl Headers {
 
     /// The topmost Via, parsed (the first element of the first Via field).
     pub fn top_via(&self) -> Option<Via> {
-        self.list(&HeaderName::Via)
-            .next()
-            .and_then(|v| Via::parse(v).ok())
+        self.parsed
+            .top_via
+            .get_or_init(|| {
+                self.list(&HeaderName::Via)
+                    .next()
+                    .and_then(|v| Via::parse(v).ok())
+            })
+            .clone()
     }
 
     /// The From header, parsed.
     pub fn from(&self) -> Option<NameAddr> {
-        self.get(&HeaderName::From)
-            .and_then(|v| NameAddr::parse(v).ok())
+        self.parsed
+            .from
+            .get_or_init(|| self.name_addr(&HeaderName::From))
+            .clone()
     }
 
     /// The To header, parsed.
     pub fn to(&self) -> Option<NameAddr> {
-        self.get(&HeaderName::To)
-            .and_then(|v| NameAddr::parse(v).ok())
+        self.parsed
+            .to
+            .get_or_init(|| self.name_addr(&HeaderName::To))
+            .clone()
+    }
+
+    fn name_addr(&self, name: &HeaderName) -> Option<NameAddr> {
+        self.get(name).and_then(|v| NameAddr::parse(v).ok())
     }
 
     /// Every Contact element, parsed (a `*` Contact is not a NameAddr and is skipped).
@@ -207,6 +259,39 @@ impl Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_is_seen_by_the_next_read_of_a_parsed_field() {
+        let mut h = Headers::default();
+        h.push(HeaderName::From, "<sip:a@example.com>;tag=1");
+        h.push(HeaderName::Via, "SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1");
+        assert_eq!(h.from().unwrap().tag(), Some("1"));
+        assert_eq!(h.top_via().unwrap().branch(), Some("z9hG4bK1"));
+        assert!(h.to().is_none());
+        let before = h.clone();
+        h.set(HeaderName::From, "<sip:a@example.com>;tag=2");
+        h.push_front(HeaderName::Via, "SIP/2.0/TCP 192.0.2.2;branch=z9hG4bK2");
+        h.push(HeaderName::To, "<sip:b@example.com>");
+        assert_eq!(h.from().unwrap().tag(), Some("2"));
+        assert_eq!(h.top_via().unwrap().branch(), Some("z9hG4bK2"));
+        assert!(h.to().is_some());
+        h.remove(&HeaderName::From);
+        assert!(h.from().is_none());
+        assert_eq!(
+            before.from().unwrap().tag(),
+            Some("1"),
+            "a clone keeps its own"
+        );
+        let mut read = before.clone();
+        assert!(read.top_via().is_some());
+        assert_eq!(
+            read,
+            before.clone(),
+            "what was read does not change equality"
+        );
+        read.stamp_received("198.51.100.7:5060".parse().unwrap());
+        assert!(read.top_via().unwrap().received().is_some());
+    }
 
     #[test]
     fn stamp_received_fills_rport_and_received_on_the_top_via_only() {
