@@ -19,14 +19,18 @@ pub struct Headers {
     parsed: Parsed,
 }
 
-/// The fields every layer reads (top Via, From, To), parsed at their first read and kept until
-/// the list changes: a request passes the checks, the transaction, the ledger and the dialog,
-/// which would otherwise parse each of them again.
+/// The fields every layer reads (top Via, From, To), parsed together at the first read of one
+/// of them and kept until the list changes: a request passes the checks, the transaction, the
+/// ledger and the dialog, which would otherwise parse each of them again. Boxed, so that a
+/// message is no larger for it.
 #[derive(Clone, Default)]
-struct Parsed {
-    top_via: OnceLock<Option<Via>>,
-    from: OnceLock<Option<NameAddr>>,
-    to: OnceLock<Option<NameAddr>>,
+struct Parsed(OnceLock<Box<ParsedFields>>);
+
+#[derive(Clone)]
+struct ParsedFields {
+    top_via: Option<Via>,
+    from: Option<NameAddr>,
+    to: Option<NameAddr>,
 }
 
 /// A cache of the fields: two lists are equal when their fields are.
@@ -182,34 +186,31 @@ impl Headers {
 
     /// The topmost Via, parsed (the first element of the first Via field).
     pub fn top_via(&self) -> Option<Via> {
-        self.parsed
-            .top_via
-            .get_or_init(|| {
-                self.list(&HeaderName::Via)
-                    .next()
-                    .and_then(|v| Via::parse(v).ok())
-            })
-            .clone()
+        self.parsed().top_via.clone()
     }
 
     /// The From header, parsed.
     pub fn from(&self) -> Option<NameAddr> {
-        self.parsed
-            .from
-            .get_or_init(|| self.name_addr(&HeaderName::From))
-            .clone()
+        self.parsed().from.clone()
     }
 
     /// The To header, parsed.
     pub fn to(&self) -> Option<NameAddr> {
-        self.parsed
-            .to
-            .get_or_init(|| self.name_addr(&HeaderName::To))
-            .clone()
+        self.parsed().to.clone()
     }
 
-    fn name_addr(&self, name: &HeaderName) -> Option<NameAddr> {
-        self.get(name).and_then(|v| NameAddr::parse(v).ok())
+    fn parsed(&self) -> &ParsedFields {
+        self.parsed.0.get_or_init(|| {
+            let name_addr = |name| self.get(name).and_then(|v| NameAddr::parse(v).ok());
+            Box::new(ParsedFields {
+                top_via: self
+                    .list(&HeaderName::Via)
+                    .next()
+                    .and_then(|v| Via::parse(v).ok()),
+                from: name_addr(&HeaderName::From),
+                to: name_addr(&HeaderName::To),
+            })
+        })
     }
 
     /// Every Contact element, parsed (a `*` Contact is not a NameAddr and is skipped).
