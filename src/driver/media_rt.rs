@@ -73,6 +73,20 @@ fn least_loaded(counts: impl Iterator<Item = usize>) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
+/// `task`, counted out of its worker when it ends. The task is boxed: an async block keeps a
+/// future it captured and then awaits twice (as the capture and as the awaited value), which
+/// doubled the memory of every media task.
+fn counted<F>(task: F, leaving: Leaving) -> impl Future<Output = ()> + Send + 'static
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let task = Box::pin(task);
+    async move {
+        let _leaving = leaving;
+        task.await;
+    }
+}
+
 /// Runs `task` on the media worker with the fewest tasks (or on the current runtime when
 /// there are no workers).
 pub(crate) fn spawn<F>(task: F)
@@ -84,10 +98,7 @@ where
         Some(w) => {
             w.calls.fetch_add(1, Ordering::Relaxed);
             let leaving = Leaving(Arc::clone(&w.calls));
-            drop(w.handle.spawn(async move {
-                let _leaving = leaving;
-                task.await;
-            }));
+            drop(w.handle.spawn(counted(task, leaving)));
         }
         None => drop(tokio::spawn(task)),
     }
@@ -114,6 +125,24 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(2));
         drop(Leaving(Arc::clone(&calls)));
         assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_counted_task_is_not_kept_twice() {
+        let big = [7u8; 4096];
+        let task = async move {
+            std::hint::black_box(&big);
+        };
+        let size = std::mem::size_of_val(&task);
+        let calls = Arc::new(AtomicUsize::new(1));
+        let wrapped = counted(task, Leaving(Arc::clone(&calls)));
+        assert!(size >= 4096);
+        assert!(
+            std::mem::size_of_val(&wrapped) < 128,
+            "the task is boxed, not inline"
+        );
+        drop(wrapped);
+        assert_eq!(calls.load(Ordering::Relaxed), 0, "counted out when dropped");
     }
 
     #[tokio::test(flavor = "current_thread")]
