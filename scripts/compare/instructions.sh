@@ -17,7 +17,8 @@ bin=$(realpath "$1")
 calls=${2:-100}
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/wl-instr.XXXXXX)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=
+trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

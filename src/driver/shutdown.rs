@@ -167,7 +167,7 @@ impl DriverTask {
             );
         }
         for call in open {
-            let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
+            let call_id = self.call_id_of(call);
             // Through the usual path: the media task stops and its report goes first.
             self.handle_event(gave_up_ended(call, call_id, grace));
             if let Some(s) = &mut self.shutting_down {

@@ -999,12 +999,16 @@ impl DriverTask {
         let _ = self.events.send(ev);
     }
 
+    /// The SIP Call-ID of `call` (empty once the call is forgotten).
+    fn call_id_of(&self, call: CallHandle) -> String {
+        self.call_ids.get(&call).cloned().unwrap_or_default()
+    }
+
     /// Tells the app a call's media snapshot.
     fn media_stats(&self, call: CallHandle, snapshot: Box<MediaSnapshot>) {
-        let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
         let _ = self.events.send(Event::MediaStats {
             call,
-            call_id,
+            call_id: self.call_id_of(call),
             snapshot,
         });
     }
@@ -1012,10 +1016,9 @@ impl DriverTask {
     fn handle_media_note(&mut self, note: MediaNote) {
         match note {
             MediaNote::Dtmf(call, digit) => {
-                let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
                 let _ = self.events.send(Event::Dtmf {
                     call,
-                    call_id,
+                    call_id: self.call_id_of(call),
                     digit,
                 });
             }
@@ -1028,10 +1031,9 @@ impl DriverTask {
                 if let Some(e) = &report.error {
                     tracing::warn!(?call, "media did not run: {e}");
                 }
-                let call_id = self.call_ids.get(&call).cloned().unwrap_or_default();
                 let _ = self.events.send(Event::MediaReport {
                     call,
-                    call_id,
+                    call_id: self.call_id_of(call),
                     report,
                 });
                 if let Some(ended) = self.pending_ended.remove(&call) {
