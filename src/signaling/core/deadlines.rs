@@ -114,6 +114,14 @@ impl<K: Clone + Eq + Hash> Queue<K> {
         }
     }
 
+    /// Marks `key` touched; a key touched again right after itself (a state machine driven
+    /// through several calls in a row) is listed once.
+    fn touch(&mut self, key: &K) {
+        if self.dirty.last() != Some(key) {
+            self.dirty.push(key.clone());
+        }
+    }
+
     /// Notes whether the entry of `key` counts in the tally.
     fn count(&mut self, key: &K, counts: bool) {
         if counts {
@@ -177,6 +185,8 @@ pub(crate) struct Timed<M: Table> {
     deadline: fn(&M::V) -> Option<Instant>,
     /// Which entries the tally counts (none by default).
     tally: fn(&M::V) -> bool,
+    /// Whether [`Timed::with_tally`] gave a tally (without one, flushing skips the count).
+    tallied: bool,
     queue: Mutex<Queue<M::K>>,
 }
 
@@ -194,6 +204,7 @@ impl<M: Table> Timed<M> {
             map,
             deadline,
             tally: |_| false,
+            tallied: false,
             queue: Mutex::new(Queue::new()),
         }
     }
@@ -202,6 +213,7 @@ impl<M: Table> Timed<M> {
     /// the deadlines are ([`Timed::tally`] is O(touched), not O(n)).
     pub(crate) fn with_tally(mut self, tally: fn(&M::V) -> bool) -> Self {
         self.tally = tally;
+        self.tallied = true;
         self
     }
 
@@ -226,20 +238,20 @@ impl<M: Table> Timed<M> {
     pub(crate) fn get_mut(&mut self, k: &M::K) -> Option<&mut M::V> {
         let q = self.queue.get_mut().unwrap_or_else(|e| e.into_inner());
         let v = self.map.entry_mut(k)?;
-        q.dirty.push(k.clone());
+        q.touch(k);
         Some(v)
     }
 
     /// Inserts or replaces the entry of `k`.
     pub(crate) fn insert(&mut self, k: M::K, v: M::V) -> Option<M::V> {
-        self.q_mut().dirty.push(k.clone());
+        self.q_mut().touch(&k);
         self.map.put(k, v)
     }
 
     /// Removes the entry of `k` (its timer is cancelled).
     pub(crate) fn remove(&mut self, k: &M::K) -> Option<M::V> {
         let v = self.map.take(k)?;
-        self.q_mut().dirty.push(k.clone());
+        self.q_mut().touch(k);
         Some(v)
     }
 
@@ -267,9 +279,11 @@ impl<M: Table> Timed<M> {
             q.armed.clear();
             q.heap.clear();
             q.counted.clear();
-            let (deadline, tally) = (self.deadline, self.tally);
+            let (deadline, tally, tallied) = (self.deadline, self.tally, self.tallied);
             self.map.visit(|k, v| {
-                q.count(k, tally(v));
+                if tallied {
+                    q.count(k, tally(v));
+                }
                 q.arm(k.clone(), deadline(v));
             });
             return;
@@ -277,7 +291,9 @@ impl<M: Table> Timed<M> {
         let mut dirty = std::mem::take(&mut q.dirty);
         for k in dirty.drain(..) {
             let v = self.map.entry_ref(&k);
-            q.count(&k, v.is_some_and(self.tally));
+            if self.tallied {
+                q.count(&k, v.is_some_and(self.tally));
+            }
             q.arm(k, v.and_then(self.deadline));
         }
         q.dirty = dirty; // keep the allocation
