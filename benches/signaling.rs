@@ -282,7 +282,7 @@ fn registered_core(origin: Instant, keepalive: Duration) -> (SignalingCore, Flow
                         continue;
                     };
                     let mut ok = Response::for_request(&req, 200);
-                    if let Some(mut to) = req.headers.to() {
+                    if let Some(mut to) = req.headers.to().cloned() {
                         to.params.set("tag", Some("reg"));
                         ok.headers.set(HeaderName::To, to.to_string());
                     }

@@ -50,7 +50,8 @@ pub struct Dialog {
 }
 
 /// A NameAddr without its `tag` parameter.
-fn without_tag(mut na: NameAddr) -> NameAddr {
+fn without_tag(na: &NameAddr) -> NameAddr {
+    let mut na = na.clone();
     na.params.0.retain(|(n, _)| !n.eq_ignore_ascii_case("tag"));
     na
 }

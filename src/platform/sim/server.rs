@@ -41,7 +41,7 @@ impl Phone {
             return;
         }
         let mut r = Response::for_request(&req, 200);
-        if let Some(mut to) = req.headers.to() {
+        if let Some(mut to) = req.headers.to().cloned() {
             if to.tag().is_none() {
                 to.params.set("tag", Some("srv"));
                 r.headers.set(HeaderName::To, to.to_string());

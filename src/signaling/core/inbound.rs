@@ -9,6 +9,7 @@ use crate::signaling::invite::{ledger_key, Phase};
 use crate::signaling::message::{Message, Method, Request, Response};
 use crate::signaling::transaction::{ServerInvite, ServerNonInvite, TxKey};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 impl SignalingCore {
@@ -247,6 +248,8 @@ impl SignalingCore {
             self.drain_server(now, &key);
             return;
         }
+        // Shared by the server transaction and, for an INVITE, the call.
+        let req = Arc::new(req);
         if req.method == Method::Invite {
             if let Some(lk) = ledger_key(&req) {
                 if req
@@ -260,7 +263,12 @@ impl SignalingCore {
                     return;
                 }
             }
-            let tx = ServerInvite::new(req.clone(), now, self.config.timers, self.reliable(flow));
+            let tx = ServerInvite::new(
+                Arc::clone(&req),
+                now,
+                self.config.timers,
+                self.reliable(flow),
+            );
             self.server_tx.insert(
                 key.clone(),
                 ServerTx {
@@ -269,8 +277,12 @@ impl SignalingCore {
                 },
             );
         } else {
-            let tx =
-                ServerNonInvite::new(req.clone(), now, self.config.timers, self.reliable(flow));
+            let tx = ServerNonInvite::new(
+                Arc::clone(&req),
+                now,
+                self.config.timers,
+                self.reliable(flow),
+            );
             self.server_tx.insert(
                 key.clone(),
                 ServerTx {
@@ -283,7 +295,7 @@ impl SignalingCore {
         let has_to_tag = req.headers.to().is_some_and(|t| t.tag().is_some());
         match req.method {
             Method::Cancel => self.uas_cancel(now, &key, &req),
-            _ if has_to_tag => self.in_dialog_request(now, &key, req),
+            _ if has_to_tag => self.in_dialog_request(now, &key, &req),
             Method::Invite => self.uas_invite(now, flow, &key, req),
             Method::Options => self.respond(now, &key, &req, 200, None),
             Method::Bye => self.respond(now, &key, &req, 481, None),
@@ -292,7 +304,7 @@ impl SignalingCore {
         }
     }
 
-    fn in_dialog_request(&mut self, now: Instant, key: &TxKey, req: Request) {
+    fn in_dialog_request(&mut self, now: Instant, key: &TxKey, req: &Request) {
         let call = Dialog::id_of_request(&req)
             .and_then(|id| self.dialogs.get(&id).copied())
             .filter(|h| self.calls.get(h).is_some_and(|c| c.phase != Phase::Ended));

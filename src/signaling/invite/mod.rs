@@ -129,7 +129,7 @@ pub(crate) struct Call {
     /// The flow the call's signaling uses.
     pub flow: FlowId,
     /// The INVITE we sent or received (the last one sent, for a UAC that re-sent with credentials).
-    pub invite: Option<Request>,
+    pub invite: Option<std::sync::Arc<Request>>,
     /// The INVITE's transaction key.
     pub invite_key: Option<TxKey>,
     /// Ledger key of an incoming initial INVITE.
@@ -291,11 +291,11 @@ pub(crate) fn response(
     let mut r = Response::for_request(request, status);
     if status > 100 {
         if let Some(tag) = to_tag {
-            if let Some(mut to) = request.headers.to() {
-                if to.tag().is_none() {
-                    to.params.set("tag", Some(tag));
-                    r.headers.set(HeaderName::To, to.to_string());
-                }
+            // The To header as received, with our tag appended: a tag is a header parameter
+            // whether or not the URI is in angle brackets (§20), so no re-serialization.
+            let untagged = request.headers.to().is_some_and(|to| to.tag().is_none());
+            if let (true, Some(raw)) = (untagged, request.headers.get(&HeaderName::To)) {
+                r.headers.set(HeaderName::To, format!("{raw};tag={tag}"));
             }
         }
     }

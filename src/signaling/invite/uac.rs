@@ -195,7 +195,7 @@ impl SignalingCore {
             return;
         };
         let first = c.invite.is_none();
-        c.invite = Some(req.clone());
+        c.invite = Some(std::sync::Arc::new(req.clone()));
         c.phase = Phase::Calling;
         let key = self.send_request(now, flow, req, TxOwner::Invite(h));
         if let Some(c) = self.calls.get_mut(&h) {
@@ -611,7 +611,7 @@ mod tests {
     /// A response from the fake callee to `req`, with To tag `tag` and (for 2xx INVITE) SDP.
     fn reply(req: &Request, status: u16, tag: &str) -> String {
         let mut r = Response::for_request(req, status);
-        if let Some(mut to) = req.headers.to() {
+        if let Some(mut to) = req.headers.to().cloned() {
             to.params.set("tag", Some(tag));
             r.headers.set(HeaderName::To, to.to_string());
         }

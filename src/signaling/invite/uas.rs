@@ -23,6 +23,7 @@ use crate::signaling::message::{reason_phrase, HeaderName, Method, Request, Resp
 use crate::signaling::sdp::{self, Direction, SdpError, SessionDescription};
 use crate::signaling::transaction::TxKey;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The offer of a request, or why it cannot be taken as the status to answer. A request
@@ -42,7 +43,13 @@ fn offer_status(req: &Request) -> Result<Option<SessionDescription>, u16> {
 
 impl SignalingCore {
     /// An INVITE without To tag: a new call (or its immediate rejection).
-    pub(crate) fn uas_invite(&mut self, now: Instant, flow: FlowId, key: &TxKey, req: Request) {
+    pub(crate) fn uas_invite(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        key: &TxKey,
+        req: Arc<Request>,
+    ) {
         let call_id = req.headers.call_id().unwrap_or_default().to_string();
         // A call announced by a push takes this INVITE (`core/push.rs`).
         let bound = self.take_pushed(&call_id);
@@ -56,7 +63,7 @@ impl SignalingCore {
         }
         let mut call = Call::new(h, Role::Uas, call_id.clone(), flow, Phase::Incoming);
         call.sdp.srtp = self.srtp_policy_on(flow);
-        call.invite = Some(req.clone());
+        call.invite = Some(Arc::clone(&req));
         call.invite_key = Some(key.clone());
         call.ledger = lk.clone();
         self.calls.insert(h, call);
@@ -470,7 +477,7 @@ impl SignalingCore {
     }
 
     /// A re-INVITE from the peer (either role): hold / resume / refresh.
-    pub(crate) fn uas_reinvite(&mut self, now: Instant, h: CallHandle, key: &TxKey, req: Request) {
+    pub(crate) fn uas_reinvite(&mut self, now: Instant, h: CallHandle, key: &TxKey, req: &Request) {
         let Some(lk) = ledger_key(&req) else {
             self.respond(now, key, &req, 400, Some(h));
             return;

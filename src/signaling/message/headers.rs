@@ -185,18 +185,18 @@ impl Headers {
     }
 
     /// The topmost Via, parsed (the first element of the first Via field).
-    pub fn top_via(&self) -> Option<Via> {
-        self.parsed().top_via.clone()
+    pub fn top_via(&self) -> Option<&Via> {
+        self.parsed().top_via.as_ref()
     }
 
     /// The From header, parsed.
-    pub fn from(&self) -> Option<NameAddr> {
-        self.parsed().from.clone()
+    pub fn from(&self) -> Option<&NameAddr> {
+        self.parsed().from.as_ref()
     }
 
     /// The To header, parsed.
-    pub fn to(&self) -> Option<NameAddr> {
-        self.parsed().to.clone()
+    pub fn to(&self) -> Option<&NameAddr> {
+        self.parsed().to.as_ref()
     }
 
     fn parsed(&self) -> &ParsedFields {

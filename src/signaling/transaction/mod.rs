@@ -43,8 +43,8 @@ pub enum TxEvent {
     /// for a client INVITE — the ACK of a non-2xx final response).
     SendRequest(Request),
     /// Send this response on the transaction's flow (a server transaction's response or its
-    /// retransmission).
-    SendResponse(Response),
+    /// retransmission). Shared with the transaction, which keeps it to re-send.
+    SendResponse(std::sync::Arc<Response>),
     /// Client: a response the transaction user must see (1xx, 2xx, first 3xx-6xx).
     Response(Response),
     /// Server INVITE: the ACK for our non-2xx final response arrived (the TU needs nothing more).
@@ -220,7 +220,9 @@ mod pair_tests {
                         TxEvent::SendResponse(r) if r.status == 486 && drop_486 > 0 => {
                             drop_486 -= 1;
                         }
-                        TxEvent::SendResponse(r) => client.handle_response(r, now),
+                        TxEvent::SendResponse(r) => {
+                            client.handle_response(std::sync::Arc::unwrap_or_clone(r), now)
+                        }
                         TxEvent::AckReceived | TxEvent::Terminated => {}
                         other => panic!("server: unexpected {other:?}"),
                     }

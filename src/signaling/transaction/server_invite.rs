@@ -7,6 +7,7 @@
 use super::outbox::Outbox;
 use super::{Timer, TimerConfig, Timers, TxEvent};
 use crate::signaling::message::{Method, Request, Response};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// States of §17.2.1 (Figure 7) plus RFC 6026 Accepted.
@@ -27,7 +28,8 @@ pub enum ServerInviteState {
 /// The INVITE server transaction.
 #[derive(Debug)]
 pub struct ServerInvite {
-    invite: Request,
+    /// Shared with the call that the INVITE starts (no copy of its headers and body).
+    invite: Arc<Request>,
     state: ServerInviteState,
     cfg: TimerConfig,
     reliable: bool,
@@ -35,7 +37,7 @@ pub struct ServerInvite {
     /// The current Timer G interval (doubles, capped by T2).
     timer_g: Duration,
     /// The last response sent, re-sent for a retransmitted INVITE.
-    last: Response,
+    last: Arc<Response>,
     final_status: Option<u16>,
     out: Outbox,
 }
@@ -43,8 +45,14 @@ pub struct ServerInvite {
 impl ServerInvite {
     /// Creates the transaction for a received INVITE. The first event is
     /// `SendResponse(100 Trying)` (sent at once, not after 200 ms).
-    pub fn new(invite: Request, _now: Instant, cfg: TimerConfig, reliable: bool) -> Self {
-        let trying = Response::for_request(&invite, 100);
+    pub fn new(
+        invite: impl Into<Arc<Request>>,
+        _now: Instant,
+        cfg: TimerConfig,
+        reliable: bool,
+    ) -> Self {
+        let invite = invite.into();
+        let trying = Arc::new(Response::for_request(&invite, 100));
         let mut tx = ServerInvite {
             invite,
             state: ServerInviteState::Proceeding,
@@ -52,7 +60,7 @@ impl ServerInvite {
             reliable,
             timers: Timers::default(),
             timer_g: cfg.t1,
-            last: trying.clone(),
+            last: Arc::clone(&trying),
             final_status: None,
             out: Outbox::default(),
         };
@@ -172,8 +180,8 @@ impl ServerInvite {
     }
 
     fn send(&mut self, response: Response) {
-        self.out.push(TxEvent::SendResponse(response.clone()));
-        self.last = response;
+        self.last = Arc::new(response);
+        self.out.push(TxEvent::SendResponse(Arc::clone(&self.last)));
     }
 
     fn terminate(&mut self) {
@@ -212,7 +220,9 @@ mod tests {
         tx.handle_request(invite(), t0);
         assert_eq!(
             drain(|| tx.poll_event()),
-            vec![TxEvent::SendResponse(Response::for_request(&invite(), 100))]
+            vec![TxEvent::SendResponse(
+                (Response::for_request(&invite(), 100)).into()
+            )]
         );
         let ringing = response_to(&invite(), 180, Some("callee"));
         tx.send_response(ringing.clone(), t0);
@@ -220,8 +230,8 @@ mod tests {
         assert_eq!(
             drain(|| tx.poll_event()),
             vec![
-                TxEvent::SendResponse(ringing.clone()),
-                TxEvent::SendResponse(ringing)
+                TxEvent::SendResponse((ringing.clone()).into()),
+                TxEvent::SendResponse((ringing).into())
             ]
         );
         assert_eq!(tx.state(), ServerInviteState::Proceeding);
@@ -235,7 +245,7 @@ mod tests {
         assert_eq!(tx.final_status(), Some(486));
         assert_eq!(
             drain(|| tx.poll_event()),
-            vec![TxEvent::SendResponse(busy.clone())]
+            vec![TxEvent::SendResponse((busy.clone()).into())]
         );
         let mut sends = Vec::new();
         let mut others = Vec::new();
@@ -244,7 +254,7 @@ mod tests {
             for ev in drain(|| tx.poll_event()) {
                 match ev {
                     TxEvent::SendResponse(r) => {
-                        assert_eq!(r, busy);
+                        assert_eq!(*r, busy);
                         sends.push(at - t0)
                     }
                     other => others.push(other),
@@ -276,8 +286,8 @@ mod tests {
         assert_eq!(
             drain(|| tx.poll_event()),
             vec![
-                TxEvent::SendResponse(busy.clone()),
-                TxEvent::SendResponse(busy),
+                TxEvent::SendResponse((busy.clone()).into()),
+                TxEvent::SendResponse((busy).into()),
                 TxEvent::AckReceived
             ]
         );
@@ -296,7 +306,7 @@ mod tests {
         assert_eq!(
             drain(|| tx.poll_event()),
             vec![
-                TxEvent::SendResponse(response_to(&invite(), 404, Some("c"))),
+                TxEvent::SendResponse(response_to(&invite(), 404, Some("c")).into()),
                 TxEvent::AckReceived,
                 TxEvent::Terminated
             ]
@@ -317,7 +327,10 @@ mod tests {
         tx.send_response(ok.clone(), t0 + Duration::from_millis(500));
         assert_eq!(
             drain(|| tx.poll_event()),
-            vec![TxEvent::SendResponse(ok.clone()), TxEvent::SendResponse(ok)]
+            vec![
+                TxEvent::SendResponse((ok.clone()).into()),
+                TxEvent::SendResponse((ok).into())
+            ]
         );
         assert_eq!(tx.final_status(), Some(200));
         assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(32)));

@@ -3,6 +3,7 @@
 use super::outbox::Outbox;
 use super::{Timer, TimerConfig, Timers, TxEvent};
 use crate::signaling::message::{Request, Response};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// States of §17.2.2 (Figure 8).
@@ -21,21 +22,26 @@ pub enum ServerNonInviteState {
 /// The non-INVITE server transaction.
 #[derive(Debug)]
 pub struct ServerNonInvite {
-    request: Request,
+    request: Arc<Request>,
     state: ServerNonInviteState,
     cfg: TimerConfig,
     reliable: bool,
     timers: Timers,
     /// The last response sent, re-sent for a retransmitted request.
-    last: Option<Response>,
+    last: Option<Arc<Response>>,
     out: Outbox,
 }
 
 impl ServerNonInvite {
     /// Creates the transaction for a received request. Nothing is sent until the TU responds.
-    pub fn new(request: Request, _now: Instant, cfg: TimerConfig, reliable: bool) -> Self {
+    pub fn new(
+        request: impl Into<Arc<Request>>,
+        _now: Instant,
+        cfg: TimerConfig,
+        reliable: bool,
+    ) -> Self {
         ServerNonInvite {
-            request,
+            request: request.into(),
             state: ServerNonInviteState::Trying,
             cfg,
             reliable,
@@ -54,7 +60,8 @@ impl ServerNonInvite {
         match self.state {
             ServerNonInviteState::Trying | ServerNonInviteState::Proceeding => {
                 let provisional = response.is_provisional();
-                self.out.push(TxEvent::SendResponse(response.clone()));
+                let response = Arc::new(response);
+                self.out.push(TxEvent::SendResponse(Arc::clone(&response)));
                 self.last = Some(response);
                 if provisional {
                     self.state = ServerNonInviteState::Proceeding;
@@ -159,10 +166,10 @@ mod tests {
         assert_eq!(
             drain(|| tx.poll_event()),
             vec![
-                TxEvent::SendResponse(trying.clone()),
-                TxEvent::SendResponse(trying),
-                TxEvent::SendResponse(ok.clone()),
-                TxEvent::SendResponse(ok)
+                TxEvent::SendResponse((trying.clone()).into()),
+                TxEvent::SendResponse((trying).into()),
+                TxEvent::SendResponse((ok.clone()).into()),
+                TxEvent::SendResponse((ok).into())
             ]
         );
         assert_eq!(tx.state(), ServerNonInviteState::Completed);
@@ -180,7 +187,7 @@ mod tests {
         assert_eq!(
             drain(|| tx.poll_event()),
             vec![
-                TxEvent::SendResponse(response_to(&req, 481, Some("x"))),
+                TxEvent::SendResponse((response_to(&req, 481, Some("x"))).into()),
                 TxEvent::Terminated
             ]
         );
