@@ -503,6 +503,41 @@ mod tests {
     }
 
     #[test]
+    fn the_tag_is_a_header_parameter_whatever_the_form_of_to() {
+        // Without angle brackets, parameters after the URI belong to the header (§20.10).
+        let text = "INVITE sip:bob@192.0.2.4 SIP/2.0\r\n\
+            Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKabc\r\n\
+            From: <sip:alice@example.com>;tag=aaa\r\n\
+            t: sip:bob@example.com;x=1\r\n\
+            Call-ID: call-1\r\n\
+            CSeq: 7 INVITE\r\n\
+            Content-Length: 0\r\n\r\n";
+        let Ok(Message::Request(r)) = Message::parse(text.as_bytes()) else {
+            panic!("the INVITE parses");
+        };
+        let ok = response(&r, 180, Some("ttt"), "wl");
+        let to = ok.headers.to().unwrap();
+        assert_eq!(to.tag(), Some("ttt"));
+        assert_eq!(to.params.get("x"), Some(Some("1")));
+        assert_eq!(to.uri.user.as_deref(), Some("bob"));
+        assert_eq!(
+            to.uri.params.get("tag"),
+            None,
+            "the tag did not go into the URI"
+        );
+        // A To that already has a tag is left as it is.
+        let tagged = response(&ok_request_with_to_tag(&r), 200, Some("zzz"), "wl");
+        assert_eq!(tagged.headers.to().unwrap().tag(), Some("old"));
+    }
+
+    fn ok_request_with_to_tag(r: &Request) -> Request {
+        let mut r = r.clone();
+        r.headers
+            .set(HeaderName::To, "<sip:bob@example.com>;tag=old");
+        r
+    }
+
+    #[test]
     fn require_check_and_ledger_key() {
         let r = req("Require: 100rel, outbound\r\n");
         assert_eq!(unsupported(&r), vec!["100rel".to_string()]);
