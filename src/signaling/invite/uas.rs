@@ -271,9 +271,9 @@ impl SignalingCore {
         let Some(c) = self.calls.get_mut(&h) else {
             return Err(CoreError::NoSuchCall);
         };
-        let (answer, negotiated) = match c.offer.clone() {
+        let (answer, negotiated) = match &c.offer {
             Some(offer) => {
-                match sdp::answer_offer(&offer, &mut c.sdp, media, &codecs, Direction::SendRecv) {
+                match sdp::answer_offer(offer, &mut c.sdp, media, &codecs, Direction::SendRecv) {
                     Ok((a, n)) => (a, Some(n)),
                     Err(_) => {
                         self.uas_reject_now(now, h, 488, |_| {});
