@@ -3,13 +3,14 @@
 //! The message path is: find the empty line that ends the head; parse the start line ourselves;
 //! normalise the header section into canonical text (folded lines joined, LF-only and mixed line
 //! endings accepted, whitespace before the colon dropped, compact names expanded, values trimmed);
-//! hand that text to rsip's request tokenizer behind a fixed start line (so rsip never sees an
-//! IPv6 or `tel:` Request-URI) and copy the header list it splits into our [`Headers`]; finally
-//! check the body against a present Content-Length.
+//! hand that text to rsip's header tokenizer field by field and copy the fields it splits into
+//! our [`Headers`]; finally check the body against a present Content-Length.
 //!
-//! rsip is called at its tokenizer layer (`rsip::message::request::Tokenizer`, public but
-//! `doc(hidden)` in rsip 0.4): the header list borrows from our buffer, so we skip rsip's
-//! throw-away `Header` strings and its failed status-line attempt, which would double the cost.
+//! rsip is called at its tokenizer layer (`rsip::headers::header::Tokenizer`, public but
+//! `doc(hidden)` in rsip 0.4): the tokens borrow from our buffer, so we skip rsip's throw-away
+//! `Header` strings. Its request tokenizer is not used: it would parse a start line we parse
+//! ourselves (rsip rejects IPv6 and `tel:` Request-URIs) and build an error, with a formatted
+//! copy of the input, for each alternative it probes.
 
 use super::{
     CSeq, HeaderName, Headers, Host, Message, Method, NameAddr, Params, Request, Response, Scheme,
@@ -54,10 +55,6 @@ pub enum ParseError {
     #[error("header section rejected: {0}")]
     Rsip(String),
 }
-
-/// The start line rsip sees in front of our normalised header section. The user part matters:
-/// without one, rsip formats an error holding the whole header section while probing for it.
-const RSIP_START_LINE: &str = "OPTIONS sip:w@wakeline.invalid SIP/2.0\r\n";
 
 /// At most this many characters of offending input are copied into an error.
 const ERROR_SNIPPET: usize = 120;
@@ -242,8 +239,7 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 /// Normalises the header section (everything between the start line and the empty line) and
 /// returns the header fields as rsip splits them.
 fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
-    let mut norm = String::with_capacity(RSIP_START_LINE.len() + section.len() + 4);
-    norm.push_str(RSIP_START_LINE);
+    let mut norm = String::with_capacity(section.len());
     let mut fields = 0;
     for raw in lines(section) {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -284,20 +280,20 @@ fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
     if fields == 0 {
         return Ok(Headers::default());
     }
-    norm.push_str("\r\n\r\n");
 
-    // rsip's own request tokenizer splits the canonical text; its header list borrows from
-    // `norm`, so the only copies are the Strings we keep.
-    let (_, tokens) = rsip::message::request::Tokenizer::tokenize(norm.as_bytes())
-        .map_err(|e| ParseError::Rsip(snippet(&e.to_string())))?;
-    if tokens.headers.len() != fields {
-        return Err(ParseError::Rsip(format!(
-            "{fields} header fields in, {} out",
-            tokens.headers.len()
-        )));
-    }
+    // rsip's header tokenizer splits the canonical lines one field at a time (the last one ends
+    // the text); its tokens borrow from `norm`, so the only copies are the Strings we keep.
     let mut headers = Headers::with_capacity(fields);
-    for token in tokens.headers {
+    let mut rest = norm.as_bytes();
+    while !rest.is_empty() {
+        let (after, token) = rsip::headers::header::Tokenizer::tokenize(rest)
+            .map_err(|e| ParseError::Rsip(snippet(&e.to_string())))?;
+        if after.len() >= rest.len() {
+            return Err(ParseError::Rsip(
+                "the header tokenizer made no progress".into(),
+            ));
+        }
+        rest = after;
         let (Ok(name), Ok(value)) = (
             std::str::from_utf8(token.name),
             std::str::from_utf8(token.value),
@@ -305,6 +301,12 @@ fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
             return Err(ParseError::NotUtf8);
         };
         headers.push(HeaderName::parse(name), value);
+    }
+    if headers.len() != fields {
+        return Err(ParseError::Rsip(format!(
+            "{fields} header fields in, {} out",
+            headers.len()
+        )));
     }
     Ok(headers)
 }
