@@ -271,9 +271,8 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     let mut stopped = None;
     let mut live = Live::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut samples: HashMap<wakeline::CallHandle, Vec<Sample>> = HashMap::new();
+    let mut kept = ReportInputs::new(args.media.report.is_some());
     let mut reports = 0u64;
-    let mut media_reports = HashMap::new();
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
@@ -283,16 +282,12 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                 log_event(&ev);
                 log.write(&ev);
                 live.on_event(&ev);
-                note_samples(&mut samples, &ev);
                 summaries.note(&ev);
-                if let Event::MediaReport { call, report, .. } = &ev {
-                    media_reports.insert(*call, report.clone());
-                }
-                if let (Some(path), Event::Ended { call, call_id, .. }) = (&args.media.report, &ev) {
-                    reports += 1;
-                    let s = samples.remove(call).unwrap_or_default();
-                    let media = media_reports.remove(call);
-                    write_report(&report::numbered(path, reports), &format!("wakeline call {call_id}"), &s, media.as_deref());
+                if let Some((call_id, s, media)) = kept.note(&ev) {
+                    if let Some(path) = &args.media.report {
+                        reports += 1;
+                        write_report(&report::numbered(path, reports), &format!("wakeline call {call_id}"), &s, media.as_deref());
+                    }
                 }
                 match &ev {
                     Event::Incoming { call, .. } => {
@@ -364,6 +359,51 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
     match stopped {
         Some(why) => Err(Fail::new(why, "listen interrupted")),
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// What `listen --report` draws for each call (its `MediaStats` samples and `MediaReport`),
+/// kept from the call's first sample to its end and only when a report was asked for: a
+/// listener serves calls without end, so nothing of a call may stay once it has ended.
+struct ReportInputs {
+    keep: bool,
+    samples: HashMap<wakeline::CallHandle, Vec<Sample>>,
+    media: HashMap<wakeline::CallHandle, Box<wakeline::MediaReport>>,
+}
+
+impl ReportInputs {
+    fn new(keep: bool) -> Self {
+        ReportInputs {
+            keep,
+            samples: HashMap::new(),
+            media: HashMap::new(),
+        }
+    }
+
+    /// Notes `ev`; at a call's `Ended`, gives back its Call-ID and what was kept of it.
+    #[allow(clippy::type_complexity)]
+    fn note(
+        &mut self,
+        ev: &Event,
+    ) -> Option<(String, Vec<Sample>, Option<Box<wakeline::MediaReport>>)> {
+        match ev {
+            Event::MediaReport { call, report, .. } if self.keep => {
+                self.media.insert(*call, report.clone());
+            }
+            Event::MediaStats { .. } if self.keep => note_samples(&mut self.samples, ev),
+            Event::Ended { call, call_id, .. } => {
+                let samples = self.samples.remove(call).unwrap_or_default();
+                return Some((call_id.clone(), samples, self.media.remove(call)));
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// How many calls have something kept.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.samples.len().max(self.media.len())
     }
 }
 
@@ -888,5 +928,55 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, Fail> {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(Fail::usage("demo: the call was not answered"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wakeline::{CallHandle, CallOutcome, MediaReport};
+
+    fn report(n: u64) -> Event {
+        Event::MediaReport {
+            call: CallHandle::testing(n),
+            call_id: format!("c{n}"),
+            report: Box::new(MediaReport {
+                stats: None,
+                capture: Default::default(),
+                playback: Default::default(),
+                duration: Duration::from_secs(1),
+                error: None,
+                srtp: None,
+            }),
+        }
+    }
+
+    fn ended(n: u64) -> Event {
+        Event::Ended {
+            call: CallHandle::testing(n),
+            call_id: format!("c{n}"),
+            status: Some(200),
+            reason: "BYE".into(),
+            outcome: CallOutcome::Answered,
+        }
+    }
+
+    #[test]
+    fn nothing_of_an_ended_call_stays_whether_or_not_a_report_was_asked_for() {
+        let mut without = ReportInputs::new(false);
+        let mut with = ReportInputs::new(true);
+        for n in 1..=100 {
+            assert!(without.note(&report(n)).is_none());
+            assert!(with.note(&report(n)).is_none());
+        }
+        assert_eq!(without.held(), 0, "without --report nothing is kept");
+        assert_eq!(with.held(), 100);
+        for n in 1..=100 {
+            let (call_id, _, media) = with.note(&ended(n)).unwrap();
+            assert_eq!(call_id, format!("c{n}"));
+            assert!(media.is_some(), "the report goes to the call's drawing");
+            assert!(without.note(&ended(n)).unwrap().2.is_none());
+        }
+        assert_eq!(with.held(), 0, "an ended call leaves nothing behind");
     }
 }
