@@ -305,11 +305,11 @@ impl SignalingCore {
     }
 
     fn in_dialog_request(&mut self, now: Instant, key: &TxKey, req: &Request) {
-        let call = Dialog::id_of_request(&req)
+        let call = Dialog::id_of_request(req)
             .and_then(|id| self.dialogs.get(&id).copied())
             .filter(|h| self.calls.get(h).is_some_and(|c| c.phase != Phase::Ended));
         let Some(h) = call else {
-            self.respond(now, key, &req, 481, None);
+            self.respond(now, key, req, 481, None);
             return;
         };
         if let Some(flow) = self.server_tx.get(key).map(|t| t.flow) {
@@ -322,11 +322,11 @@ impl SignalingCore {
             .and_then(|c| c.dialog.as_mut())
             .is_some_and(|d| d.check_remote_cseq(seq));
         if !in_order {
-            self.respond(now, key, &req, 500, Some(h));
+            self.respond(now, key, req, 500, Some(h));
             return;
         }
         match req.method {
-            Method::Bye => self.uas_bye(now, h, key, &req),
+            Method::Bye => self.uas_bye(now, h, key, req),
             Method::Invite => self.uas_reinvite(now, h, key, req),
             Method::Info => {
                 // DTMF as SIP INFO (application/dtmf-relay): the same event as RFC 4733 digits.
@@ -340,11 +340,11 @@ impl SignalingCore {
                         digit,
                     });
                 }
-                self.respond(now, key, &req, 200, Some(h))
+                self.respond(now, key, req, 200, Some(h))
             }
-            Method::Options => self.respond(now, key, &req, 200, Some(h)),
-            Method::Other(_) => self.respond(now, key, &req, 501, Some(h)),
-            _ => self.respond(now, key, &req, 405, Some(h)),
+            Method::Options => self.respond(now, key, req, 200, Some(h)),
+            Method::Other(_) => self.respond(now, key, req, 501, Some(h)),
+            _ => self.respond(now, key, req, 405, Some(h)),
         }
     }
 

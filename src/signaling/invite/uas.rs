@@ -478,8 +478,8 @@ impl SignalingCore {
 
     /// A re-INVITE from the peer (either role): hold / resume / refresh.
     pub(crate) fn uas_reinvite(&mut self, now: Instant, h: CallHandle, key: &TxKey, req: &Request) {
-        let Some(lk) = ledger_key(&req) else {
-            self.respond(now, key, &req, 400, Some(h));
+        let Some(lk) = ledger_key(req) else {
+            self.respond(now, key, req, 400, Some(h));
             return;
         };
         self.ledger.open(lk.clone(), EntryKind::ReInvite);
@@ -492,7 +492,7 @@ impl SignalingCore {
             return;
         };
         if c.our_reinvite.is_some() || c.their_reinvite.is_some() || c.phase != Phase::Connected {
-            self.reinvite_final(now, h, &t, 491, Some(&req));
+            self.reinvite_final(now, h, &t, 491, Some(req));
             return;
         }
         if let Some(d) = c.dialog.as_mut() {
@@ -503,19 +503,19 @@ impl SignalingCore {
             // No offer: answer with our current description (see the module docs).
             let body = c.local_sdp.as_ref().map(|s| s.to_string().into_bytes());
             c.their_reinvite = Some(t.clone());
-            self.reinvite_ok(now, h, &t, &req, body);
+            self.reinvite_ok(now, h, &t, req, body);
             return;
         }
-        let offer = match offer_status(&req) {
+        let offer = match offer_status(req) {
             Ok(Some(o)) => o,
             Ok(None) => return, // no body: handled above
             Err(status) => {
-                self.reinvite_final(now, h, &t, status, Some(&req));
+                self.reinvite_final(now, h, &t, status, Some(req));
                 return;
             }
         };
         let Some(media) = media else {
-            self.reinvite_final(now, h, &t, 488, Some(&req));
+            self.reinvite_final(now, h, &t, 488, Some(req));
             return;
         };
         let want = if c.held {
@@ -534,7 +534,7 @@ impl SignalingCore {
                 let was_held = c.peer_held;
                 c.peer_held = peer_holds;
                 let call_id = c.call_id.clone();
-                self.reinvite_ok(now, h, &t, &req, Some(answer.to_string().into_bytes()));
+                self.reinvite_ok(now, h, &t, req, Some(answer.to_string().into_bytes()));
                 self.event(Event::Media {
                     call: h,
                     call_id,
@@ -546,8 +546,8 @@ impl SignalingCore {
                     self.report(h, CallState::Resumed);
                 }
             }
-            Err(SdpError::NoCommonCodec) => self.reinvite_final(now, h, &t, 488, Some(&req)),
-            Err(_) => self.reinvite_final(now, h, &t, 400, Some(&req)),
+            Err(SdpError::NoCommonCodec) => self.reinvite_final(now, h, &t, 488, Some(req)),
+            Err(_) => self.reinvite_final(now, h, &t, 400, Some(req)),
         }
     }
 
