@@ -393,9 +393,11 @@ async fn run(
         paced,
         recorder: None,
     };
+    // Boxed: the task's future is allocated and moved whole when it is spawned, and the
+    // pipeline would be most of it.
     let mut pipeline = match MediaPipeline::new(cfg, capture, playback, started, SystemTime::now())
     {
-        Ok(p) => p,
+        Ok(p) => Box::new(p),
         Err(e) => {
             closing.close_off_runtime().await;
             return report_error(format!("media: {e}"));
