@@ -120,7 +120,9 @@ pub struct SignalingCore {
     /// Server transactions, with their Timer G, H, I, J in a deadline queue.
     pub(crate) server_tx: Timed<HashMap<TxKey, ServerTx>>,
     /// Calls, with their deadlines (ring timeout, 2xx retransmission, linger…) in a queue.
-    pub(crate) calls: Timed<BTreeMap<CallHandle, Call>>,
+    /// Boxed: ended calls linger by the thousand at high call rates, and the map's nodes move
+    /// their values as it grows and shrinks.
+    pub(crate) calls: Timed<BTreeMap<CallHandle, Box<Call>>>,
     next_call: u64,
     /// This core's id, in each of its [`CallHandle`]s (unique in the process).
     id: u32,
@@ -151,6 +153,18 @@ fn next_core_id() -> u32 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// [`Call::poll_timeout`] for the boxed calls of the call table (its value type).
+#[allow(clippy::borrowed_box)]
+fn boxed_call_timeout(c: &Box<Call>) -> Option<Instant> {
+    c.poll_timeout()
+}
+
+/// [`Call::is_busy`] for the boxed calls of the call table.
+#[allow(clippy::borrowed_box)]
+fn boxed_call_busy(c: &Box<Call>) -> bool {
+    c.is_busy()
+}
+
 impl SignalingCore {
     /// A core with this configuration. Nothing happens until the first `handle_*` call.
     pub fn new(config: Config) -> Self {
@@ -162,7 +176,7 @@ impl SignalingCore {
             outputs: VecDeque::new(),
             client_tx: Timed::new(HashMap::new(), client_timeout),
             server_tx: Timed::new(HashMap::new(), server_timeout),
-            calls: Timed::new(BTreeMap::new(), Call::poll_timeout).with_tally(Call::is_busy),
+            calls: Timed::new(BTreeMap::new(), boxed_call_timeout).with_tally(boxed_call_busy),
             next_call: 1,
             id: next_core_id(),
             dialogs: HashMap::new(),

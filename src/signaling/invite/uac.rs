@@ -56,7 +56,7 @@ impl SignalingCore {
         call.target = Some(target);
         call.local_media = Some(media);
         self.uac_calls.insert(call.call_id.clone(), h);
-        self.calls.insert(h, call);
+        self.calls.insert(h, Box::new(call));
         if self.flows.get(&flow).is_some_and(|f| f.up) {
             self.uac_send_invite(now, h);
         }

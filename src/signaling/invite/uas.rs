@@ -66,7 +66,7 @@ impl SignalingCore {
         call.invite = Some(Arc::clone(&req));
         call.invite_key = Some(key.clone());
         call.ledger = lk.clone();
-        self.calls.insert(h, call);
+        self.calls.insert(h, Box::new(call));
 
         let unsup = unsupported(&req);
         if !unsup.is_empty() {
