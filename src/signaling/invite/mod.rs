@@ -347,6 +347,15 @@ impl SignalingCore {
         c.phase = Phase::Ended;
         c.deadline = None;
         c.linger_until = Some(now + LINGER);
+        // A lingering call only absorbs late messages: what only a live call needs goes now
+        // (thousands of calls linger at high call rates). A UAC keeps its INVITE, to ACK and
+        // BYE a 2xx that comes too late.
+        c.offer = None;
+        c.local_sdp = None;
+        c.sdp.forget_last();
+        if c.role == Role::Uas {
+            c.invite = None;
+        }
         let call_id = c.call_id.clone();
         if let Some(k) = c.ledger.clone() {
             self.ledger.ended(&k, now);

@@ -843,6 +843,19 @@ mod tests {
         s.feed(&p.bye(ok.to_tag.as_deref(), 2, "z9hG4bKbye1"));
         assert_eq!(statuses(&s).last(), Some(&200));
         assert_eq!(s.ended(), vec![(200, CallOutcome::Answered)]);
+        // The ended call lingers with its dialog, without the INVITE and the descriptions.
+        let c = s.core.calls.get(&h).unwrap();
+        assert!(c.linger_until.is_some() && c.dialog.is_some());
+        assert!(c.invite.is_none() && c.offer.is_none() && c.local_sdp.is_none());
+        // Late requests in the ended dialog get 481 (over TCP the BYE's transaction is gone).
+        s.feed(&p.bye(ok.to_tag.as_deref(), 2, "z9hG4bKbye1"));
+        assert_eq!(statuses(&s).last(), Some(&481));
+        let mut re = p.clone();
+        re.cseq = 3;
+        re.branch = "z9hG4bKre1".into();
+        s.feed(&re.invite(Some(&offer), "", ok.to_tag.as_deref()));
+        assert_eq!(statuses(&s).last(), Some(&481));
+        assert_eq!(s.ended().len(), 1, "nothing ends twice");
 
         // No ACK: BYE after 64·T1 and Failed.
         let p2 = peer(2);

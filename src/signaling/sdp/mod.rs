@@ -198,6 +198,11 @@ pub struct SdpSession {
 }
 
 impl SdpSession {
+    /// Drops the copy of the last description (the call has ended: no description follows).
+    pub(crate) fn forget_last(&mut self) {
+        self.last = None;
+    }
+
     /// A new call's o= state; the first description carries `version`. SRTP is off until
     /// [`with_srtp`](Self::with_srtp) or [`SdpSession::srtp`] says otherwise.
     pub fn new(username: impl Into<String>, id: u64, version: u64) -> Self {
