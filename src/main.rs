@@ -121,7 +121,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async {
+    // The command runs as a spawned task, not as `block_on`'s own future: when that future
+    // is woken the runtime checks the reactor once more (an `epoll_wait` with no timeout)
+    // before it polls it, on every wake-up; a task is polled with the others.
+    let command = async move {
         match cli.cmd {
             Cmd::Listen(a) => cli::run::listen(a).await,
             Cmd::Call(a) => cli::run::call(a).await,
@@ -129,6 +132,16 @@ fn main() -> ExitCode {
             Cmd::Demo(a) => cli::run::demo(a).await,
             Cmd::Load(a) => cli::load::run(a).await,
             Cmd::Config(a) => Ok(cli::run::config_cmd(&a)),
+        }
+    };
+    let result = rt.block_on(async {
+        match tokio::spawn(command).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(cli::exit::Fail::new(
+                cli::exit::Exit::Interrupted,
+                format!("stopped: {e}"),
+            )),
         }
     });
     // What is gathered goes out now, and lines from here on (the runtime's drop, the error
