@@ -48,12 +48,26 @@ impl EventLog {
 
 /// The wall clock as RFC 3339 with milliseconds (UTC).
 pub fn now_rfc3339_ms() -> String {
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::now_utc()
-        .format(&fmt)
-        .unwrap_or_default()
+    rfc3339_ms(time::OffsetDateTime::now_utc())
+}
+
+/// `at` as RFC 3339 with milliseconds (UTC). The text up to the seconds is formatted once per
+/// second and kept (per thread): every event line carries a time stamp.
+fn rfc3339_ms(at: time::OffsetDateTime) -> String {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let second = at.unix_timestamp();
+    SECOND.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if kept.0 != second {
+            kept.1 = at.format(&fmt).unwrap_or_default();
+            kept.0 = second;
+        }
+        format!("{}.{:03}Z", kept.1, at.millisecond())
+    })
 }
 
 /// One line of the events file: the event's name, its own fields, and the time it was written.
@@ -499,5 +513,17 @@ mod tests {
             v.get("rtp_sent").is_none() && v.get("tone_hz").is_none(),
             "{v}"
         );
+    }
+
+    #[test]
+    fn time_stamps_keep_the_second_and_change_with_it() {
+        let at = time::macros::datetime!(2026-12-07 03:04:05.678 UTC);
+        assert_eq!(rfc3339_ms(at), "2026-12-07T03:04:05.678Z");
+        let later = time::macros::datetime!(2026-12-07 03:04:05.9 UTC);
+        assert_eq!(rfc3339_ms(later), "2026-12-07T03:04:05.900Z");
+        let next = time::macros::datetime!(2026-12-07 03:04:06.001 UTC);
+        assert_eq!(rfc3339_ms(next), "2026-12-07T03:04:06.001Z");
+        let before = time::macros::datetime!(1999-12-31 23:59:59.999 UTC);
+        assert_eq!(rfc3339_ms(before), "1999-12-31T23:59:59.999Z");
     }
 }

@@ -151,8 +151,15 @@ pub(super) fn config(acct: &AccountArgs) -> Result<Config, Fail> {
     Ok(config)
 }
 
-/// Resolves on SIGINT (`Exit::Interrupted`) or SIGTERM (`Exit::Terminated`).
-pub(super) async fn stop_signal() -> Exit {
+/// Resolves on SIGINT (`Exit::Interrupted`) or SIGTERM (`Exit::Terminated`). The signals are
+/// awaited by a task of their own: a command's loop polls this on every event, and a finished-
+/// or-not check of a task is cheaper than polling both signal streams again.
+pub(super) fn stop_signal() -> impl std::future::Future<Output = Exit> {
+    let waiting = tokio::spawn(wait_for_stop_signal());
+    async move { waiting.await.unwrap_or(Exit::Interrupted) }
+}
+
+async fn wait_for_stop_signal() -> Exit {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
