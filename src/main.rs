@@ -135,19 +135,18 @@ fn main() -> ExitCode {
             Cmd::Config(a) => Ok(cli::run::config_cmd(&a)),
         }
     };
-    let result = rt.block_on(async {
-        match tokio::spawn(command).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(cli::exit::Fail::new(
-                cli::exit::Exit::Interrupted,
-                format!("stopped: {e}"),
-            )),
-        }
-    });
-    // What is gathered goes out now, and lines from here on (the runtime's drop, the error
-    // below) directly.
+    let joined = rt.block_on(async { tokio::spawn(command).await });
+    // What is gathered goes out now (before a panic goes on unwinding, too), and lines from
+    // here on (the runtime's drop, the error below) directly.
     cli::out::stop_gathering();
+    let result = match joined {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(cli::exit::Fail::new(
+            cli::exit::Exit::Interrupted,
+            format!("stopped: {e}"),
+        )),
+    };
     match result {
         Ok(code) => code,
         Err(f) => {
