@@ -4,6 +4,9 @@
 # (ausine tone source, aubridge/nil player: paced, no ALSA), both answering with Opus
 # (--audio speech: both send a generated speech-like WAV instead).
 # sipp echoes each side's RTP back (-rtp_echo), so both encode and decode one stream.
+# All user agents run side by side; the held phases come one after the other, then the
+# batches alternate between the user agents (round 1: each one's first batch, ...), and the
+# last lines give each wakeline's CPU per call against baresip's, round by round.
 #
 # Prints, per user agent, from the same run:
 #   threads   OS threads idle and while holding calls (per held call)
@@ -184,8 +187,8 @@ pct = lambda n: "%.3f" % (100.0 * n / expected if expected else 0.0)
 print(calls, dropped, expected, pct(dropped), pct(2 * captured), pct(2 * (dropped - captured)))'
 }
 
-measure() { # label pid port limit [events-file]
-    local label=$1 pid=$2 port=$3 limit=$4 events=${5:-} idle t0 c0 c1 ctx mid held=$held
+measure_held() { # label pid port limit [events-file]
+    local label=$1 pid=$2 port=$3 limit=$4 events=${5:-} idle c0 c1 ctx mid held=$held
     local rss0 rss1 ev0=0
     # A user agent that answers one call at a time holds one.
     [ "$limit" -gt 1 ] || held=1
@@ -221,29 +224,37 @@ measure() { # label pid port limit [events-file]
         printf '%-22s frames dropped over %s held call(s): %s of %s (%s %%: captured frames dropped or missing + played frames concealed; each direction: captured-dropped %s %%, concealed %s %%)\n' \
             "$label" "$dcalls" "$dropped" "$expected" "$pct" "$cap" "$con"
     fi
-    local b r hold_ms frames
-    for b in $batches; do
-        r=${b%%:*}; hold_ms=${b#*:}
-        [ -z "$events" ] || ev0=$(wc -l <"$events")
-        t0=$(cpu_ticks "$pid")
-        read -r ok failed secs < <(run_sipp "$label-r$r-$hold_ms" "$port" "$calls" "$r" "$limit" "$hold_ms")
-        t1=$(cpu_ticks "$pid")
-        read -r p50 p90 p99 max < <(setup_pcts "$label-r$r-$hold_ms")
-        frames=""
-        if [ -n "$events" ] && [ "$hold_ms" -gt 0 ]; then
-            sleep 1 # the last media reports
-            read -r _ _ _ _ cap con < <(frame_drops "$events" "$ev0")
-            # Each direction's own share: captured frames dropped (our side is overloaded),
-            # played frames concealed (the far end's packets missing or late).
-            frames=", frames captured-dropped $cap %, concealed $con %"
-        fi
-        printf '%-22s rate %s/s (achieved %s/s, limit %s, hold %s ms): %s calls, %s failed, cpu/call %s ms, INVITE->200 p50 %s p90 %s p99 %s max %s ms%s\n' \
-            "$label" "$r" "$(echo "scale=2; $calls / $secs" | bc -l)" "$limit" "$hold_ms" "$calls" \
-            "$failed" "$(echo "scale=2; ($t1 - $t0) * 1000 / $hz / $calls" | bc -l)" "$p50" "$p90" "$p99" "$max" "$frames"
-    done
+}
+
+measure_batch() { # label pid port limit RATE:HOLD_MS [events-file]
+    local label=$1 pid=$2 port=$3 limit=$4 b=$5 events=${6:-} t0 t1 r hold_ms frames ev0=0
+    local ok failed secs p50 p90 p99 max cap con
+    r=${b%%:*}; hold_ms=${b#*:}
+    [ -z "$events" ] || ev0=$(wc -l <"$events")
+    t0=$(cpu_ticks "$pid")
+    read -r ok failed secs < <(run_sipp "$label-r$r-$hold_ms" "$port" "$calls" "$r" "$limit" "$hold_ms")
+    t1=$(cpu_ticks "$pid")
+    read -r p50 p90 p99 max < <(setup_pcts "$label-r$r-$hold_ms")
+    frames=""
+    if [ -n "$events" ] && [ "$hold_ms" -gt 0 ]; then
+        sleep 1 # the last media reports
+        read -r _ _ _ _ cap con < <(frame_drops "$events" "$ev0")
+        # Each direction's own share: captured frames dropped (our side is overloaded),
+        # played frames concealed (the far end's packets missing or late).
+        frames=", frames captured-dropped $cap %, concealed $con %"
+    fi
+    printf '%-22s rate %s/s (achieved %s/s, limit %s, hold %s ms): %s calls, %s failed, cpu/call %s ms, INVITE->200 p50 %s p90 %s p99 %s max %s ms%s\n' \
+        "$label" "$r" "$(echo "scale=2; $calls / $secs" | bc -l)" "$limit" "$hold_ms" "$calls" \
+        "$failed" "$(echo "scale=2; ($t1 - $t0) * 1000 / $hz / $calls" | bc -l)" "$p50" "$p90" "$p99" "$max" "$frames"
+    last_cpu=$(echo "scale=4; ($t1 - $t0) * 1000 / $hz / $calls" | bc -l)
 }
 
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores, audio $audio; CPU figures are CPU time (utime+stime), not wall time"
+# Every user agent is started first and runs side by side with the others (idle, they cost
+# nothing measurable); each one's held phase comes in turn, and then the batches alternate
+# between them (batch 1 of each, batch 2 of each, ...): on a shared machine whose speed drifts
+# over minutes, the figures of one batch round are taken under the same conditions.
+labels=(); uas_pid=(); uas_port=(); uas_lim=(); uas_events=()
 for bin in "${bins[@]}"; do
     [ "$bin" != none ] || continue
     port=$(free_port)
@@ -252,15 +263,14 @@ for bin in "${bins[@]}"; do
     if ! "$bin" listen --help 2>/dev/null | grep -q -- --max-concurrent; then
         many=(); lim=1
     fi
-    events="$work/events-$(basename "$bin").jsonl"
+    events="$work/events-${#labels[@]}-$(basename "$bin").jsonl"
     : >"$events"
     "$bin" listen --bind "127.0.0.1:$port" --answer auto --mic "$mic" --speaker null \
-        --events "$events" "${many[@]}" >"$work/wakeline.log" 2>&1 &
+        --events "$events" "${many[@]}" >"$work/wakeline-${#labels[@]}.log" 2>&1 &
     pid=$!; pids+=("$pid")
     wait_tcp "$port" "$pid"
-    measure "wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")" "$pid" "$port" "$lim" \
-        "$events"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    labels+=("wakeline:$(basename "$(dirname "$bin")")/$(basename "$bin")")
+    uas_pid+=("$pid"); uas_port+=("$port"); uas_lim+=("$lim"); uas_events+=("$events")
 done
 
 if [ $baresip -eq 1 ]; then
@@ -290,5 +300,37 @@ CFG
     baresip -f "$home" </dev/null >"$work/baresip.log" 2>&1 &
     pid=$!; pids+=("$pid")
     wait_tcp "$port" "$pid"
-    measure "baresip" "$pid" "$port" "$limit"
+    labels+=("baresip")
+    uas_pid+=("$pid"); uas_port+=("$port"); uas_lim+=("$limit"); uas_events+=("")
 fi
+
+n=${#labels[@]}
+for i in $(seq 0 $((n - 1))); do
+    measure_held "${labels[$i]}" "${uas_pid[$i]}" "${uas_port[$i]}" "${uas_lim[$i]}" \
+        "${uas_events[$i]}" >>"$work/out-$i"
+done
+round=0
+ratios=""
+for b in $batches; do
+    round=$((round + 1))
+    cpus=()
+    for i in $(seq 0 $((n - 1))); do
+        measure_batch "${labels[$i]}" "${uas_pid[$i]}" "${uas_port[$i]}" "${uas_lim[$i]}" "$b" \
+            "${uas_events[$i]}" >>"$work/out-$i"
+        cpus+=("$last_cpu")
+    done
+    # CPU per call against baresip's in the same round.
+    if [ $baresip -eq 1 ] && [ "$n" -gt 1 ]; then
+        base=${cpus[$((n - 1))]}
+        line="round $round ($b):"
+        for i in $(seq 0 $((n - 2))); do
+            line="$line ${labels[$i]} $(printf '%.2f' "${cpus[$i]}")/$(printf '%.2f' "$base") ms ="
+            line="$line $(echo "scale=3; ${cpus[$i]} / $base" | bc -l | sed 's/^\./0./')x;"
+        done
+        ratios="$ratios$line"$'\n'
+    fi
+done
+for i in $(seq 0 $((n - 1))); do
+    cat "$work/out-$i"
+done
+[ -z "$ratios" ] || printf 'cpu/call against baresip, batch round by batch round:\n%s' "$ratios"
