@@ -108,12 +108,11 @@ fn main() -> ExitCode {
     // One thread for signaling and the CLI (the driver is one task; media has its own
     // workers, `driver/media_rt.rs`): no hand-offs between workers, so an idle keep-alive
     // round or a call set-up wakes one thread, not two (issue 12 §3).
-    // Log and event lines are written by a thread of their own (`cli/out.rs`).
+    // Log and event lines are written when this thread goes idle (`cli/out.rs`).
     cli::out::gather_on_this_thread();
-    cli::out::start_writer();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(cli::out::nudge)
+        .on_thread_park(cli::out::flush)
         .build()
     {
         Ok(rt) => rt,
