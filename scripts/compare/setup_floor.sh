@@ -47,6 +47,7 @@ measure() { # name command... -> prints ms of CPU per call
     local name=$1 port
     shift
     port=$(free_port)
+    # The command is a function that execs the user agent: $! is its pid.
     "$@" "$port" >"$work/$name.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 250); do
@@ -65,9 +66,9 @@ measure() { # name command... -> prints ms of CPU per call
     awk -F, -v c="$calls" '/task-clock/ {printf "%.3f", $1 / c}' "$work/perf"
 }
 
-wakeline() { "$bin" listen --bind "127.0.0.1:$1" --answer auto --mic tone:440 --speaker null \
+wakeline() { exec "$bin" listen --bind "127.0.0.1:$1" --answer auto --mic tone:440 --speaker null \
     --events "$work/events.jsonl" --max-concurrent 100000; }
-floor() { "$work/setup_floor" "$1"; }
+floor() { exec "$work/setup_floor" "$1"; }
 
 echo "# $(date -u '+%F %T') UTC, $(nproc) cores; $calls calls at $rate/s per batch; ms of CPU per call"
 for r in $(seq 1 "$rounds"); do
