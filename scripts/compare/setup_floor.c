@@ -95,14 +95,15 @@ static int udp(int port) {
     return s;
 }
 
-// Copies the header line starting with `name` (e.g. "Via:") from `msg` into `out`.
+// Copies the header line found by `name` (e.g. "\nVia:", from the newline before it) from
+// `msg` into `out`, without that newline and with its CRLF; empty when it is not there.
 static int header(const char *msg, const char *name, char *out, size_t cap) {
+    out[0] = 0;
     const char *p = strstr(msg, name);
-    if (!p) return 0;
-    const char *e = strstr(p, "\r\n");
-    size_t n = (size_t)(e - p) + 2;
-    if (n >= cap) return 0;
-    memcpy(out, p, n); out[n] = 0;
+    const char *e = p ? strstr(p, "\r\n") : NULL;
+    if (!e || (size_t)(e - p) + 1 >= cap) return 0;
+    size_t n = (size_t)(e - p) + 1;  // from after the newline, through the CRLF
+    memcpy(out, p + 1, n); out[n] = 0;
     return (int)n;
 }
 
@@ -114,10 +115,10 @@ static void respond(int fd, const char *msg, const char *status, const char *ext
     char tagged[600];
     // To with our tag (the header ends in CRLF: put the tag before it).
     size_t tl = strlen(to);
-    if (tl >= 2 && !strstr(to, "tag=")) { to[tl - 2] = 0; snprintf(tagged, sizeof tagged, "%s;tag=floor\r\n", to + 1); }
-    else snprintf(tagged, sizeof tagged, "%s", to + 1);
+    if (tl >= 2 && !strstr(to, "tag=")) { to[tl - 2] = 0; snprintf(tagged, sizeof tagged, "%s;tag=floor\r\n", to); }
+    else snprintf(tagged, sizeof tagged, "%s", to);
     int n = snprintf(out, sizeof out, "SIP/2.0 %s\r\n%s%s%s%s%s%sContent-Length: %zu\r\n\r\n%s", status,
-                     via + 1, from + 1, tagged, cid + 1, cseq + 1, extra, strlen(body), body);
+                     via, from, tagged, cid, cseq, extra, strlen(body), body);
     if (send(fd, out, (size_t)n, MSG_NOSIGNAL) < 0) perror("send");
 }
 
@@ -136,6 +137,7 @@ static void handle(int fd, const char *msg) {
             rtcp = udp(port + 1);
             if (rtcp < 0) close(rtp);
         }
+        if (rtcp < 0) { respond(fd, msg, "503 Service Unavailable", "", ""); return; }
         const char *m = strstr(msg, "\nm=audio ");
         int peer = m ? atoi(m + 9) : 6000;
         struct sockaddr_in a; socklen_t al = sizeof a;
