@@ -6,7 +6,8 @@
 //! `Event::Ended` was emitted. An entry for a re-INVITE closes on its one final response.
 //! A second final or a second `Ended` is a bug: it trips a `debug_assert!` and is counted.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use crate::signaling::core::fasthash::FastSet;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The ledger key: Call-ID, CSeq number, top Via branch of the INVITE.
@@ -73,7 +74,7 @@ pub struct LedgerStats {
 pub struct Ledger {
     open: BTreeMap<LedgerKey, Entry>,
     closed: VecDeque<(Instant, LedgerKey)>,
-    closed_keys: HashSet<LedgerKey>,
+    closed_keys: FastSet<LedgerKey>,
     stats: LedgerStats,
 }
 
