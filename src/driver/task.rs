@@ -940,7 +940,12 @@ impl DriverTask {
                 self.refuse_incoming(Instant::now(), &ev);
             }
             Event::State { call, call_id, .. } => {
-                self.call_ids.insert(*call, call_id.clone());
+                // Every state change repeats the Call-ID: copy it only when it is new.
+                match self.call_ids.get_mut(call) {
+                    Some(known) if known == call_id => {}
+                    Some(known) => known.clone_from(call_id),
+                    None => drop(self.call_ids.insert(*call, call_id.clone())),
+                }
             }
             Event::Media { call, media, .. } => {
                 if let Some(task) = self.media_tasks.get(call) {

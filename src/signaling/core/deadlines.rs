@@ -322,6 +322,9 @@ impl<M: Table> Timed<M> {
     /// The earliest deadline of any entry.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let mut q = self.q();
+        if let (Some(at), true, false) = (q.earliest, q.dirty.is_empty(), q.all_dirty) {
+            return at; // nothing touched since the last read
+        }
         self.flush(&mut q);
         q.peek()
     }
@@ -433,6 +436,49 @@ mod tests {
         assert_eq!(t.next_deadline(), Some(t0 + 5 * S));
         assert_eq!(t.next_deadline(), t.scan_deadline());
         assert_eq!(t.due(t0 + 19 * S), (5..10).collect::<Vec<_>>());
+    }
+
+    /// The earliest deadline is cached between reads: every kind of write must drop it.
+    #[test]
+    fn cached_earliest_deadline_follows_every_kind_of_write() {
+        let t0 = origin();
+        let mut t = table();
+        t.insert(1, Some(t0 + 5 * S));
+        assert_eq!(t.next_deadline(), Some(t0 + 5 * S));
+        assert_eq!(
+            t.next_deadline(),
+            Some(t0 + 5 * S),
+            "read again from the cache"
+        );
+        t.insert(2, Some(t0 + 2 * S));
+        assert_eq!(t.next_deadline(), Some(t0 + 2 * S), "insert");
+        *t.get_mut(&2).unwrap() = Some(t0 + 7 * S);
+        assert_eq!(t.next_deadline(), Some(t0 + 5 * S), "get_mut, later");
+        *t.get_mut(&2).unwrap() = Some(t0 + S);
+        assert_eq!(t.next_deadline(), Some(t0 + S), "get_mut, earlier");
+        t.remove(&2);
+        assert_eq!(t.next_deadline(), Some(t0 + 5 * S), "remove");
+        t.retain(|_, v| {
+            *v = Some(t0 + 3 * S);
+            true
+        });
+        assert_eq!(
+            t.next_deadline(),
+            Some(t0 + 3 * S),
+            "retain changing entries"
+        );
+        for v in t.all_mut().values_mut() {
+            *v = Some(t0 + S);
+        }
+        assert_eq!(t.next_deadline(), Some(t0 + S), "all_mut");
+        assert_eq!(t.due(t0 + S), vec![1]);
+        *t.get_mut(&1).unwrap() = None;
+        assert_eq!(t.next_deadline(), None, "due, then handled");
+        t.insert(3, Some(t0 + 4 * S));
+        assert_eq!(t.next_deadline(), Some(t0 + 4 * S));
+        t.retain(|_, _| false);
+        assert_eq!(t.next_deadline(), None, "retain removing entries");
+        assert_eq!(t.next_deadline(), t.scan_deadline());
     }
 
     #[test]

@@ -50,12 +50,6 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, FastState>;
 /// A `HashSet` with [`FastState`].
 pub type FastSet<K> = std::collections::HashSet<K, FastState>;
 
-/// An empty [`FastMap`] with room for `n` entries (tables that fill up in the first calls
-/// reserve once instead of rehashing as they grow).
-pub fn map_with_capacity<K, V>(n: usize) -> FastMap<K, V> {
-    FastMap::with_capacity_and_hasher(n, FastState::default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

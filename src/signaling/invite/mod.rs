@@ -552,6 +552,6 @@ mod tests {
         let r = req("Require: 100rel, outbound\r\n");
         assert_eq!(unsupported(&r), vec!["100rel".to_string()]);
         let k = ledger_key(&r).unwrap();
-        assert_eq!((k.cseq, k.branch.as_str()), (7, "z9hG4bKabc"));
+        assert_eq!((k.cseq, &*k.branch), (7, "z9hG4bKabc"));
     }
 }
