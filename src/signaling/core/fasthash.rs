@@ -32,7 +32,7 @@ impl Default for FastState {
     /// A hasher state with the process seed and a per-map seed (std's per-thread keys step on
     /// every `RandomState::new`, so two maps do not share a hash order).
     fn default() -> Self {
-        let per_map = std::hash::RandomState::new().hash_one(0x6d61_70u64);
+        let per_map = std::hash::RandomState::new().hash_one(0x006d_6170_u64);
         FastState(SeedableRandomState::with_seed(per_map, shared_seed()))
     }
 }
