@@ -10,7 +10,9 @@
 //! (its own `poll_timeout`: Timer A…K of a transaction, the framer's stall timer, a call's
 //! deadlines). A re-armed or cancelled timer leaves its old heap entry behind; the entry is
 //! dropped when it reaches the top (lazy deletion: it no longer matches the key's armed
-//! sequence number), and the heap is rebuilt when stale entries outnumber live ones.
+//! sequence number), and the heap is rebuilt when stale entries outnumber live ones. The
+//! earliest live deadline is cached between reads: a read with nothing touched since the last
+//! one costs a lock and a compare, and any arm, re-arm, disarm or pop drops the cache.
 //! Reading is done through `&self` (the queue sits in an uncontended `Mutex`: the core is
 //! held across the driver's awaits, so it must stay `Sync`), and `poll_timeout` keeps its
 //! signature. Sans-IO as the rest of the core: no clock is read here.
