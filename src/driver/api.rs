@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 // For the per-call awaitables and the `Stream` of events.
-use std::collections::HashMap;
+use crate::signaling::core::fasthash::FastMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -591,7 +591,7 @@ enum Stage {
 #[derive(Debug)]
 struct Progress {
     /// `None` once the driver has stopped: every call not ended by then counts as failed.
-    calls: Mutex<Option<HashMap<CallHandle, watch::Sender<Stage>>>>,
+    calls: Mutex<Option<FastMap<CallHandle, watch::Sender<Stage>>>>,
     /// `true` once the driver's last event has been passed on.
     forwarded: watch::Sender<bool>,
 }
@@ -603,7 +603,7 @@ const FORWARD_LIMIT: Duration = Duration::from_secs(2);
 impl Default for Progress {
     fn default() -> Self {
         Progress {
-            calls: Mutex::new(Some(HashMap::new())),
+            calls: Mutex::new(Some(FastMap::default())),
             forwarded: watch::channel(false).0,
         }
     }
@@ -642,7 +642,7 @@ impl Progress {
 
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut Option<HashMap<CallHandle, watch::Sender<Stage>>>) -> T,
+        f: impl FnOnce(&mut Option<FastMap<CallHandle, watch::Sender<Stage>>>) -> T,
     ) -> T {
         let mut guard = match self.calls.lock() {
             Ok(g) => g,
@@ -679,7 +679,7 @@ impl Progress {
 
     fn stop(&self) {
         self.with(|calls| {
-            for tx in calls.take().into_iter().flat_map(HashMap::into_values) {
+            for tx in calls.take().into_iter().flat_map(FastMap::into_values) {
                 tx.send_if_modified(|s| {
                     let open = !matches!(s, Stage::Ended(_));
                     if open {

@@ -14,9 +14,9 @@ use crate::error::Error;
 use crate::media::MediaSnapshot;
 use crate::platform::{KeepAliveRun, RunAction, RunId, RunReport, RunTiming};
 use crate::signaling::config::Config;
+use crate::signaling::core::fasthash::{FastMap, FastSet};
 use crate::signaling::core::{CallHandle, Event, FlowId, Output, SignalingCore, Transport};
 use crate::signaling::message::Uri;
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,26 +81,26 @@ pub(crate) struct DriverTask {
     events: mpsc::UnboundedSender<Event>,
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
     flow_rx: mpsc::UnboundedReceiver<FlowEvent>,
-    flows: HashMap<FlowId, FlowHandle>,
+    flows: FastMap<FlowId, FlowHandle>,
     /// The SIP UDP socket (`super::udp`).
     udp: UdpSip,
     /// RTP/RTCP sockets reserved per call and announced in SDP, until media starts.
-    media: HashMap<CallHandle, MediaSockets>,
+    media: FastMap<CallHandle, MediaSockets>,
     media_options: MediaOptions,
     /// Per-call media options (`answer_with`, `call_with`) until the call's media starts.
-    call_media: HashMap<CallHandle, MediaOptions>,
+    call_media: FastMap<CallHandle, MediaOptions>,
     /// The app's audio session for calls whose media has not started: it decides how their
     /// audio starts, whatever their options say.
-    early_session: HashMap<CallHandle, bool>,
+    early_session: FastMap<CallHandle, bool>,
     /// Copies of every SIP message and RTP/RTCP datagram, for capture (`--pcap`).
     tap: Tap,
-    media_tasks: HashMap<CallHandle, MediaTask>,
+    media_tasks: FastMap<CallHandle, MediaTask>,
     notes_tx: mpsc::UnboundedSender<MediaNote>,
     notes_rx: mpsc::UnboundedReceiver<MediaNote>,
     /// `Ended` events held back until the call's media report is out.
-    pending_ended: HashMap<CallHandle, Event>,
-    call_ids: HashMap<CallHandle, String>,
-    live_calls: HashSet<CallHandle>,
+    pending_ended: FastMap<CallHandle, Event>,
+    call_ids: FastMap<CallHandle, String>,
+    live_calls: FastSet<CallHandle>,
     /// Drop is shutdown: set once `shutdown` is asked for or every handle is gone.
     shutting_down: Option<Shutdown>,
     /// How long shutdown waits for its BYEs, CANCELs and un-REGISTER (`shutdown.rs`).
@@ -116,11 +116,11 @@ pub(crate) struct DriverTask {
     resolver: Arc<Resolver>,
     hints: ConnectHints,
     /// Control-flow connects in progress (a REGISTER timeout on them may fail over).
-    control_connects: HashSet<FlowId>,
+    control_connects: FastSet<FlowId>,
     /// Targets that timed out lately, tried last (RFC 3263 §4.3 failover).
     avoid: Avoid,
     /// Connects that left other targets untried.
-    spare: HashSet<FlowId>,
+    spare: FastSet<FlowId>,
     /// The control flow and its target, while another target could take over.
     failover: Option<(FlowId, SocketAddr)>,
     /// TLS connects use this client (or fail with why there is none); `super::tls`.
@@ -168,19 +168,19 @@ impl DriverTask {
             events,
             flow_tx,
             flow_rx,
-            flows: HashMap::new(),
+            flows: FastMap::default(),
             udp,
-            media: HashMap::new(),
+            media: FastMap::default(),
             media_options,
-            call_media: HashMap::new(),
-            early_session: HashMap::new(),
+            call_media: FastMap::default(),
+            early_session: FastMap::default(),
             tap,
-            media_tasks: HashMap::new(),
+            media_tasks: FastMap::default(),
             notes_tx,
             notes_rx,
-            pending_ended: HashMap::new(),
-            call_ids: HashMap::new(),
-            live_calls: HashSet::new(),
+            pending_ended: FastMap::default(),
+            call_ids: FastMap::default(),
+            live_calls: FastSet::default(),
             shutting_down: None,
             shutdown_grace: DEFAULT_GRACE,
             keepalive_run: None,
@@ -189,9 +189,9 @@ impl DriverTask {
             accept_backoff: AcceptBackoff::default(),
             resolver: Arc::new(Resolver::new(&[])),
             hints,
-            control_connects: HashSet::new(),
+            control_connects: FastSet::default(),
             avoid: Avoid::default(),
-            spare: HashSet::new(),
+            spare: FastSet::default(),
             failover: None,
             tls_client: Err("TLS: not set up".into()),
             tls_listener: None,
@@ -940,7 +940,12 @@ impl DriverTask {
                 self.refuse_incoming(Instant::now(), &ev);
             }
             Event::State { call, call_id, .. } => {
-                self.call_ids.insert(*call, call_id.clone());
+                // Every state change repeats the Call-ID: copy it only when it is new.
+                match self.call_ids.get_mut(call) {
+                    Some(known) if known == call_id => {}
+                    Some(known) => known.clone_from(call_id),
+                    None => drop(self.call_ids.insert(*call, call_id.clone())),
+                }
             }
             Event::Media { call, media, .. } => {
                 if let Some(task) = self.media_tasks.get(call) {

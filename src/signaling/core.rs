@@ -33,6 +33,7 @@ pub(crate) use control::control_transport;
 mod background;
 mod commands;
 mod deadlines;
+pub(crate) mod fasthash;
 mod flowuse;
 mod inbound;
 mod info;
@@ -65,7 +66,8 @@ use super::invite::{Call, MergeKey};
 use super::message::new_branch;
 use super::transaction::TxKey;
 use deadlines::Timed;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use fasthash::FastMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -116,9 +118,9 @@ pub struct SignalingCore {
     next_flow: u64,
     pub(crate) outputs: VecDeque<Output>,
     /// Client transactions, with their Timer A, B, D, E, F, K in a deadline queue.
-    pub(crate) client_tx: Timed<HashMap<TxKey, ClientTx>>,
+    pub(crate) client_tx: Timed<FastMap<TxKey, ClientTx>>,
     /// Server transactions, with their Timer G, H, I, J in a deadline queue.
-    pub(crate) server_tx: Timed<HashMap<TxKey, ServerTx>>,
+    pub(crate) server_tx: Timed<FastMap<TxKey, ServerTx>>,
     /// Calls, with their deadlines (ring timeout, 2xx retransmission, linger…) in a queue.
     /// Boxed: ended calls linger by the thousand at high call rates, and the map's nodes move
     /// their values as it grows and shrinks.
@@ -127,11 +129,11 @@ pub struct SignalingCore {
     /// This core's id, in each of its [`CallHandle`]s (unique in the process).
     id: u32,
     /// Dialog id → call.
-    pub(crate) dialogs: HashMap<DialogId, CallHandle>,
+    pub(crate) dialogs: FastMap<DialogId, CallHandle>,
     /// UAC Call-ID → call (2xx responses that match no transaction: forks, retransmissions).
-    pub(crate) uac_calls: HashMap<String, CallHandle>,
+    pub(crate) uac_calls: FastMap<String, CallHandle>,
     /// First INVITE per (Call-ID, From tag, CSeq) → its branch and call (merged requests).
-    pub(crate) merge_index: HashMap<MergeKey, (String, CallHandle)>,
+    pub(crate) merge_index: FastMap<MergeKey, (String, CallHandle)>,
     pub(crate) ledger: Ledger,
     pub(crate) control: control::Control,
     /// Calls announced by a push whose INVITE has not come yet.
@@ -174,14 +176,14 @@ impl SignalingCore {
             flows: Timed::new(BTreeMap::new(), flow_timeout),
             next_flow: 1,
             outputs: VecDeque::new(),
-            client_tx: Timed::new(HashMap::new(), client_timeout),
-            server_tx: Timed::new(HashMap::new(), server_timeout),
+            client_tx: Timed::new(FastMap::default(), client_timeout),
+            server_tx: Timed::new(FastMap::default(), server_timeout),
             calls: Timed::new(BTreeMap::new(), boxed_call_timeout).with_tally(boxed_call_busy),
             next_call: 1,
             id: next_core_id(),
-            dialogs: HashMap::new(),
-            uac_calls: HashMap::new(),
-            merge_index: HashMap::new(),
+            dialogs: FastMap::default(),
+            uac_calls: FastMap::default(),
+            merge_index: FastMap::default(),
             ledger: Ledger::new(),
             control,
             pushed: BTreeMap::new(),

@@ -7,16 +7,18 @@
 //! ([`Dialog::check_remote_cseq`]).
 
 use super::message::{CSeq, HeaderName, Method, NameAddr, Params, Request, Response, Uri};
+use std::sync::Arc;
 
-/// The dialog identifier (RFC 3261 §12): Call-ID, local tag, remote tag.
+/// The dialog identifier (RFC 3261 §12): Call-ID, local tag, remote tag. Shared strings: the
+/// id is cloned into the core's dialog index, and a clone of an `Arc<str>` is a count.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DialogId {
     /// Call-ID.
-    pub call_id: String,
+    pub call_id: Arc<str>,
     /// Our tag (From tag as UAC, To tag as UAS).
-    pub local_tag: String,
+    pub local_tag: Arc<str>,
     /// The peer's tag.
-    pub remote_tag: String,
+    pub remote_tag: Arc<str>,
 }
 
 /// Early (created by a 1xx with a To tag) or confirmed (by a 2xx).
@@ -70,9 +72,9 @@ impl Dialog {
     pub fn uac(request: &Request, response: &Response) -> Option<Dialog> {
         let from = request.headers.from()?;
         let to = response.headers.to()?;
-        let remote_tag = to.tag()?.to_string();
-        let local_tag = from.tag()?.to_string();
-        let call_id = request.headers.call_id()?.to_string();
+        let remote_tag = Arc::from(to.tag()?);
+        let local_tag = Arc::from(from.tag()?);
+        let call_id = Arc::from(request.headers.call_id()?);
         let local_seq = request.headers.cseq()?.seq;
         let mut route_set = response.headers.record_routes();
         route_set.reverse();
@@ -108,8 +110,8 @@ impl Dialog {
     pub fn uas(request: &Request, local_tag: &str, state: DialogState) -> Option<Dialog> {
         let from = request.headers.from()?;
         let to = request.headers.to()?;
-        let remote_tag = from.tag().unwrap_or_default().to_string();
-        let call_id = request.headers.call_id()?.to_string();
+        let remote_tag = Arc::from(from.tag().unwrap_or_default());
+        let call_id = Arc::from(request.headers.call_id()?);
         let remote_seq = request.headers.cseq()?.seq;
         let remote_target = request
             .headers
@@ -121,7 +123,7 @@ impl Dialog {
         Some(Dialog {
             id: DialogId {
                 call_id,
-                local_tag: local_tag.to_string(),
+                local_tag: Arc::from(local_tag),
                 remote_tag,
             },
             state,
@@ -137,14 +139,9 @@ impl Dialog {
     /// The dialog id a received in-dialog request belongs to (To tag is ours, From tag theirs).
     pub fn id_of_request(request: &Request) -> Option<DialogId> {
         Some(DialogId {
-            call_id: request.headers.call_id()?.to_string(),
-            local_tag: request.headers.to()?.tag()?.to_string(),
-            remote_tag: request
-                .headers
-                .from()?
-                .tag()
-                .unwrap_or_default()
-                .to_string(),
+            call_id: Arc::from(request.headers.call_id()?),
+            local_tag: Arc::from(request.headers.to()?.tag()?),
+            remote_tag: Arc::from(request.headers.from()?.tag().unwrap_or_default()),
         })
     }
 
@@ -196,7 +193,7 @@ impl Dialog {
         };
         req.headers.push(HeaderName::To, remote.to_string());
         req.headers
-            .push(HeaderName::CallId, self.id.call_id.clone());
+            .push(HeaderName::CallId, self.id.call_id.to_string());
         req.headers
             .push(HeaderName::CSeq, CSeq { seq, method }.to_string());
         req
@@ -271,8 +268,8 @@ mod tests {
     fn uac_dialog_reverses_record_route_and_acks_with_invite_cseq() {
         let req = invite();
         let mut d = Dialog::uac(&req, &ok(&req)).unwrap();
-        assert_eq!(d.id.local_tag, "aaa");
-        assert_eq!(d.id.remote_tag, "bbb");
+        assert_eq!(&*d.id.local_tag, "aaa");
+        assert_eq!(&*d.id.remote_tag, "bbb");
         assert_eq!(d.state, DialogState::Confirmed);
         assert_eq!(
             d.route_set[0].uri.host,
@@ -300,7 +297,7 @@ mod tests {
     fn uas_dialog_keeps_record_route_order_and_checks_cseq() {
         let req = invite();
         let mut d = Dialog::uas(&req, "ttt", DialogState::Early).unwrap();
-        assert_eq!(d.id.remote_tag, "aaa");
+        assert_eq!(&*d.id.remote_tag, "aaa");
         assert_eq!(
             d.route_set[0].uri.host,
             Host::Domain("p1.example.com".into())

@@ -10,14 +10,17 @@
 //! (its own `poll_timeout`: Timer A…K of a transaction, the framer's stall timer, a call's
 //! deadlines). A re-armed or cancelled timer leaves its old heap entry behind; the entry is
 //! dropped when it reaches the top (lazy deletion: it no longer matches the key's armed
-//! sequence number), and the heap is rebuilt when stale entries outnumber live ones.
+//! sequence number), and the heap is rebuilt when stale entries outnumber live ones. The
+//! earliest live deadline is cached between reads: a read with nothing touched since the last
+//! one costs a lock and a compare, and any arm, re-arm, disarm or pop drops the cache.
 //! Reading is done through `&self` (the queue sits in an uncontended `Mutex`: the core is
 //! held across the driver's awaits, so it must stay `Sync`), and `poll_timeout` keeps its
 //! signature. Sans-IO as the rest of the core: no clock is read here.
 
+use super::fasthash::{FastMap, FastSet};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::hash::Hash;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::{BuildHasher, Hash};
 use std::ops::Deref;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -36,8 +39,8 @@ pub(crate) trait Table {
 
 /// The two map types the core keeps its timed tables in answer [`Table`] with the same methods.
 macro_rules! map_table {
-    ($map:ident, $($bound:path),+) => {
-        impl<K: Clone $(+ $bound)+, V> Table for $map<K, V> {
+    ($map:ident $(<$s:ident: $sb:path>)?, $($bound:path),+) => {
+        impl<K: Clone $(+ $bound)+, V $(, $s: $sb)?> Table for $map<K, V $(, $s)?> {
             type K = K;
             type V = V;
             fn entry_ref(&self, k: &K) -> Option<&V> {
@@ -61,7 +64,7 @@ macro_rules! map_table {
         }
     };
 }
-map_table!(HashMap, Eq, Hash);
+map_table!(HashMap<S: BuildHasher>, Eq, Hash);
 map_table!(BTreeMap, Eq, Hash, Ord);
 
 /// One armed timer in the heap: earliest `at` first, then the order it was armed in.
@@ -93,24 +96,29 @@ impl<K> Ord for Entry<K> {
 struct Queue<K> {
     heap: BinaryHeap<Entry<K>>,
     /// Key → (its deadline, the sequence number of its live heap entry).
-    armed: HashMap<K, (Instant, u64)>,
+    armed: FastMap<K, (Instant, u64)>,
+    /// The earliest live deadline as last found by [`Queue::peek`], while no deadline has
+    /// been armed, re-armed, disarmed or popped since (`None`: look again). Every write to
+    /// `armed` or `heap` other than dropping stale entries clears it.
+    earliest: Option<Option<Instant>>,
     next_seq: u64,
     dirty: Vec<K>,
     /// Every entry may have changed (`all_mut`): re-arm the whole table.
     all_dirty: bool,
     /// The keys whose entry the table's tally counts (see [`Timed::with_tally`]).
-    counted: HashSet<K>,
+    counted: FastSet<K>,
 }
 
 impl<K: Clone + Eq + Hash> Queue<K> {
     fn new() -> Self {
         Queue {
             heap: BinaryHeap::new(),
-            armed: HashMap::new(),
+            armed: FastMap::default(),
+            earliest: None,
             next_seq: 0,
             dirty: Vec::new(),
             all_dirty: false,
-            counted: HashSet::new(),
+            counted: FastSet::default(),
         }
     }
 
@@ -136,15 +144,19 @@ impl<K: Clone + Eq + Hash> Queue<K> {
     /// Sets (or with `None` cancels) the deadline of `key`.
     fn arm(&mut self, key: K, at: Option<Instant>) {
         let Some(at) = at else {
-            self.armed.remove(&key);
+            if self.armed.remove(&key).is_some() {
+                self.earliest = None;
+            }
             return;
         };
-        if self.armed.get(&key).is_some_and(|&(t, _)| t == at) {
-            return;
-        }
         let seq = self.next_seq;
+        match self.armed.get_mut(&key) {
+            Some(&mut (t, _)) if t == at => return,
+            Some(slot) => *slot = (at, seq),
+            None => drop(self.armed.insert(key.clone(), (at, seq))),
+        }
         self.next_seq += 1;
-        self.armed.insert(key.clone(), (at, seq));
+        self.earliest = None;
         self.heap.push(Entry { at, seq, key });
     }
 
@@ -152,15 +164,23 @@ impl<K: Clone + Eq + Hash> Queue<K> {
         self.armed.get(&e.key).is_some_and(|&(_, s)| s == e.seq)
     }
 
-    /// Drops stale entries from the top; the earliest live deadline.
+    /// Drops stale entries from the top; the earliest live deadline (cached until the next
+    /// change, see `earliest`).
     fn peek(&mut self) -> Option<Instant> {
-        while let Some(top) = self.heap.peek() {
+        if let Some(at) = self.earliest {
+            return at;
+        }
+        let at = loop {
+            let Some(top) = self.heap.peek() else {
+                break None;
+            };
             if self.live(top) {
-                return Some(top.at);
+                break Some(top.at);
             }
             self.heap.pop();
-        }
-        None
+        };
+        self.earliest = Some(at);
+        at
     }
 
     /// Rebuilds the heap from the armed keys when stale entries outnumber live ones.
@@ -278,6 +298,7 @@ impl<M: Table> Timed<M> {
             q.dirty.clear();
             q.armed.clear();
             q.heap.clear();
+            q.earliest = None;
             q.counted.clear();
             let (deadline, tally, tallied) = (self.deadline, self.tally, self.tallied);
             self.map.visit(|k, v| {
@@ -303,6 +324,9 @@ impl<M: Table> Timed<M> {
     /// The earliest deadline of any entry.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let mut q = self.q();
+        if let (Some(at), true, false) = (q.earliest, q.dirty.is_empty(), q.all_dirty) {
+            return at; // nothing touched since the last read
+        }
         self.flush(&mut q);
         q.peek()
     }
@@ -316,6 +340,7 @@ impl<M: Table> Timed<M> {
         while q.peek().is_some_and(|at| at <= now) {
             if let Some(e) = q.heap.pop() {
                 q.armed.remove(&e.key);
+                q.earliest = None;
                 out.push(e.key);
             }
         }
@@ -413,6 +438,49 @@ mod tests {
         assert_eq!(t.next_deadline(), Some(t0 + 5 * S));
         assert_eq!(t.next_deadline(), t.scan_deadline());
         assert_eq!(t.due(t0 + 19 * S), (5..10).collect::<Vec<_>>());
+    }
+
+    /// The earliest deadline is cached between reads: every kind of write must drop it.
+    #[test]
+    fn cached_earliest_deadline_follows_every_kind_of_write() {
+        let t0 = origin();
+        let mut t = table();
+        t.insert(1, Some(t0 + 5 * S));
+        assert_eq!(t.next_deadline(), Some(t0 + 5 * S));
+        assert_eq!(
+            t.next_deadline(),
+            Some(t0 + 5 * S),
+            "read again from the cache"
+        );
+        t.insert(2, Some(t0 + 2 * S));
+        assert_eq!(t.next_deadline(), Some(t0 + 2 * S), "insert");
+        *t.get_mut(&2).unwrap() = Some(t0 + 7 * S);
+        assert_eq!(t.next_deadline(), Some(t0 + 5 * S), "get_mut, later");
+        *t.get_mut(&2).unwrap() = Some(t0 + S);
+        assert_eq!(t.next_deadline(), Some(t0 + S), "get_mut, earlier");
+        t.remove(&2);
+        assert_eq!(t.next_deadline(), Some(t0 + 5 * S), "remove");
+        t.retain(|_, v| {
+            *v = Some(t0 + 3 * S);
+            true
+        });
+        assert_eq!(
+            t.next_deadline(),
+            Some(t0 + 3 * S),
+            "retain changing entries"
+        );
+        for v in t.all_mut().values_mut() {
+            *v = Some(t0 + S);
+        }
+        assert_eq!(t.next_deadline(), Some(t0 + S), "all_mut");
+        assert_eq!(t.due(t0 + S), vec![1]);
+        *t.get_mut(&1).unwrap() = None;
+        assert_eq!(t.next_deadline(), None, "due, then handled");
+        t.insert(3, Some(t0 + 4 * S));
+        assert_eq!(t.next_deadline(), Some(t0 + 4 * S));
+        t.retain(|_, _| false);
+        assert_eq!(t.next_deadline(), None, "retain removing entries");
+        assert_eq!(t.next_deadline(), t.scan_deadline());
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl SignalingCore {
                 self.ledger.ended(&key, now);
                 self.event(Event::Ended {
                     call: h,
-                    call_id: key.call_id,
+                    call_id: key.call_id.to_string(),
                     status: Some(400),
                     reason: "Bad Request".into(),
                     outcome: CallOutcome::Failed,

@@ -5,6 +5,7 @@
 
 use crate::signaling::invite::ledger::LedgerKey;
 use crate::signaling::message::HeaderName;
+use std::sync::Arc;
 
 /// A 400 built by hand.
 pub(crate) struct Bad {
@@ -101,9 +102,9 @@ pub(crate) fn build(raw: &[u8], server: &str) -> Option<Bad> {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .map(|seq| LedgerKey {
-                    call_id: call_id.clone(),
+                    call_id: Arc::from(call_id.as_str()),
                     cseq: seq,
-                    branch,
+                    branch: Arc::from(branch),
                 })
         }
         _ => None,
@@ -132,10 +133,7 @@ mod tests {
         assert!(text.contains("To: <sip:b@b>;tag="));
         assert!(text.contains("Via: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bKx\r\n"));
         let k = bad.invite.unwrap();
-        assert_eq!(
-            (k.call_id.as_str(), k.cseq, k.branch.as_str()),
-            ("cid", 3, "z9hG4bKx")
-        );
+        assert_eq!((&*k.call_id, k.cseq, &*k.branch), ("cid", 3, "z9hG4bKx"));
     }
 
     #[test]

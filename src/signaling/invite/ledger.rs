@@ -6,18 +6,21 @@
 //! `Event::Ended` was emitted. An entry for a re-INVITE closes on its one final response.
 //! A second final or a second `Ended` is a bug: it trips a `debug_assert!` and is counted.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use crate::signaling::core::fasthash::FastSet;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The ledger key: Call-ID, CSeq number, top Via branch of the INVITE.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LedgerKey {
-    /// Call-ID.
-    pub call_id: String,
+    /// Call-ID (shared, like the branch: the key is cloned into the call, the transaction and
+    /// the closed-key index, and a clone of an `Arc<str>` is a count, not a copy).
+    pub call_id: Arc<str>,
     /// CSeq number.
     pub cseq: u32,
     /// Top Via branch.
-    pub branch: String,
+    pub branch: Arc<str>,
 }
 
 /// Initial INVITE (must end) or re-INVITE (must only be answered).
@@ -73,7 +76,7 @@ pub struct LedgerStats {
 pub struct Ledger {
     open: BTreeMap<LedgerKey, Entry>,
     closed: VecDeque<(Instant, LedgerKey)>,
-    closed_keys: HashSet<LedgerKey>,
+    closed_keys: FastSet<LedgerKey>,
     stats: LedgerStats,
 }
 
@@ -174,9 +177,13 @@ impl Ledger {
             EntryKind::ReInvite => e.finals == 1,
         };
         if done {
-            self.open.remove(key);
-            self.closed.push_back((now, key.clone()));
+            // The open entry's own key moves to the closed index: one clone, not two.
+            let key = self
+                .open
+                .remove_entry(key)
+                .map_or_else(|| key.clone(), |(k, _)| k);
             self.closed_keys.insert(key.clone());
+            self.closed.push_back((now, key));
             self.stats.closed += 1;
         }
         self.expire(now);
@@ -217,7 +224,7 @@ mod tests {
         LedgerKey {
             call_id: "c".into(),
             cseq: n,
-            branch: format!("z9hG4bK{n}"),
+            branch: format!("z9hG4bK{n}").into(),
         }
     }
 

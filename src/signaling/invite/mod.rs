@@ -31,6 +31,7 @@ use super::sdp::{SdpSession, SessionDescription};
 use super::transaction::TxKey;
 use ledger::LedgerKey;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Methods we implement (the Allow header).
@@ -320,9 +321,9 @@ pub(crate) fn unsupported(request: &Request) -> Vec<String> {
 /// The ledger key of an INVITE (Call-ID, CSeq number, top Via branch).
 pub(crate) fn ledger_key(request: &Request) -> Option<LedgerKey> {
     Some(LedgerKey {
-        call_id: request.headers.call_id()?.to_string(),
+        call_id: Arc::from(request.headers.call_id()?),
         cseq: request.headers.cseq()?.seq,
-        branch: request.headers.top_via()?.branch()?.to_string(),
+        branch: Arc::from(request.headers.top_via()?.branch()?),
     })
 }
 
@@ -551,6 +552,6 @@ mod tests {
         let r = req("Require: 100rel, outbound\r\n");
         assert_eq!(unsupported(&r), vec!["100rel".to_string()]);
         let k = ledger_key(&r).unwrap();
-        assert_eq!((k.cseq, k.branch.as_str()), (7, "z9hG4bKabc"));
+        assert_eq!((k.cseq, &*k.branch), (7, "z9hG4bKabc"));
     }
 }

@@ -35,6 +35,7 @@ pub use server_non_invite::{ServerNonInvite, ServerNonInviteState};
 pub use timers::{Timer, TimerConfig, Timers};
 
 use super::message::{Method, Request, Response};
+use std::sync::Arc;
 
 /// What a transaction asks its owner to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +68,9 @@ pub enum TxEvent {
 /// without the magic cookie is not implemented either (such branches are used as they are).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TxKey {
-    /// Top Via branch (must start with `z9hG4bK`).
-    pub branch: String,
+    /// Top Via branch (must start with `z9hG4bK`). Shared: the key is cloned into the deadline
+    /// queue and the per-call indexes, and a clone of an `Arc<str>` is a count, not a copy.
+    pub branch: Arc<str>,
     /// The method the transaction was created for (ACK and CANCEL keep their own except as noted).
     pub method: Method,
 }
@@ -84,7 +86,7 @@ impl TxKey {
     /// but ACK, which never creates a transaction).
     pub fn for_request(request: &Request) -> Option<TxKey> {
         let via = request.headers.top_via()?;
-        let branch = via.branch()?.to_string();
+        let branch = Arc::from(via.branch()?);
         let method = match &request.method {
             Method::Ack => Method::Invite,
             m => m.clone(),
@@ -97,7 +99,7 @@ impl TxKey {
     /// top Via has no branch or the CSeq does not parse.
     pub fn for_response(response: &Response) -> Option<TxKey> {
         let via = response.headers.top_via()?;
-        let branch = via.branch()?.to_string();
+        let branch = Arc::from(via.branch()?);
         let method = response.headers.cseq()?.method;
         Some(TxKey { branch, method })
     }
@@ -110,7 +112,7 @@ impl TxKey {
             return None;
         }
         let via = cancel.headers.top_via()?;
-        let branch = via.branch()?.to_string();
+        let branch = Arc::from(via.branch()?);
         Some(TxKey {
             branch,
             method: Method::Invite,
@@ -129,7 +131,7 @@ mod tests {
     fn keys_follow_17_1_3_and_17_2_3() {
         let inv = invite();
         let key = TxKey::for_request(&inv).unwrap();
-        assert_eq!(key.branch, "z9hG4bKtop1");
+        assert_eq!(&*key.branch, "z9hG4bKtop1");
         assert_eq!(key.method, Method::Invite);
         // The ACK of a non-2xx (same branch) maps to the INVITE transaction.
         assert_eq!(TxKey::for_request(&ack_for(&inv)), Some(key.clone()));
