@@ -48,51 +48,74 @@ impl EventLog {
 
 /// The wall clock as RFC 3339 with milliseconds (UTC).
 pub fn now_rfc3339_ms() -> String {
-    rfc3339_ms(time::OffsetDateTime::now_utc())
+    let mut out = Vec::with_capacity(24);
+    super::clock::push_now_ms(&mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// `at` as RFC 3339 with milliseconds (UTC). The text up to the seconds is formatted once per
-/// second and kept (per thread): every event line carries a time stamp.
-fn rfc3339_ms(at: time::OffsetDateTime) -> String {
-    use std::cell::RefCell;
-    thread_local! {
-        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+/// Starts a line: `{"event":"<event>"` (the names are plain words: nothing to escape).
+fn head(out: &mut Vec<u8>, event: &str) {
+    out.extend_from_slice(b"{\"event\":\"");
+    out.extend_from_slice(event.as_bytes());
+    out.push(b'"');
+}
+
+/// Appends the members of `body` (which serializes as a JSON object) to the open object in
+/// `out`, each after a comma.
+fn members<T: Serialize + ?Sized>(out: &mut Vec<u8>, body: &T) -> serde_json::Result<()> {
+    let open = out.len();
+    serde_json::to_writer(&mut *out, body)?;
+    if out.len() - open <= 2 {
+        // `{}`: no members.
+        out.truncate(open);
+    } else {
+        // `{"a":1}` becomes `,"a":1`.
+        out[open] = b',';
+        out.pop();
     }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-    let second = at.unix_timestamp();
-    SECOND.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        if kept.0 != second {
-            kept.1 = at.format(&fmt).unwrap_or_default();
-            kept.0 = second;
+    Ok(())
+}
+
+/// Ends a line: the time it was written, `,"ts":"..."}`.
+fn tail(out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"ts\":\"");
+    super::clock::push_now_ms(out);
+    out.extend_from_slice(b"\"}");
+}
+
+/// Serializes one line to `out`: the event's name, the members of `body`, the time.
+fn emit<T: Serialize + ?Sized>(out: &mut Vec<u8>, event: &str, body: &T) -> serde_json::Result<()> {
+    head(out, event);
+    members(out, body)?;
+    tail(out);
+    Ok(())
+}
+
+/// A string serialized in ASCII lowercase (copied only when it has capitals).
+struct Lower<'a>(&'a str);
+
+impl Serialize for Lower<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.bytes().any(|b| b.is_ascii_uppercase()) {
+            s.serialize_str(&self.0.to_ascii_lowercase())
+        } else {
+            s.serialize_str(self.0)
         }
-        format!("{}.{:03}Z", kept.1, at.millisecond())
-    })
+    }
 }
 
-/// One line of the events file: the event's name, its own fields, and the time it was written.
-#[derive(Serialize)]
-struct Line<'a, T: Serialize> {
-    event: &'a str,
-    #[serde(flatten)]
-    body: T,
-    ts: String,
-}
-
-/// Serializes one [`Line`] to `out`.
-fn emit<T: Serialize>(
-    out: &mut Vec<u8>,
-    event: &str,
-    body: T,
-    ts: String,
-) -> serde_json::Result<()> {
-    serde_json::to_writer(out, &Line { event, body, ts })
+/// A codec's name in the `media` event: its `Debug` name in lowercase.
+fn codec_name(c: wakeline::Codec) -> &'static str {
+    match c {
+        wakeline::Codec::Opus => "opus",
+        wakeline::Codec::Pcmu => "pcmu",
+        wakeline::Codec::Pcma => "pcma",
+    }
 }
 
 /// Writes the JSON form of an event (one object, no newline) to `out`. The events a call
 /// makes are serialized straight from their fields; the rare ones go through a JSON value.
 pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    let ts = now_rfc3339_ms();
     match ev {
         Event::Incoming {
             call_id,
@@ -114,7 +137,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
                 to,
                 pushed: *pushed,
             };
-            emit(out, "incoming", body, ts)
+            emit(out, "incoming", &body)
         }
         Event::State { call_id, state, .. } => {
             #[derive(Serialize)]
@@ -126,25 +149,25 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
                 call_id,
                 state: state_name(*state),
             };
-            emit(out, "state", body, ts)
+            emit(out, "state", &body)
         }
         Event::Media { call_id, media, .. } => {
             #[derive(Serialize)]
             struct Media<'a> {
                 call_id: &'a str,
-                codec: String,
+                codec: &'static str,
                 payload_type: u8,
                 remote_rtp: std::net::SocketAddr,
                 srtp: Option<&'static str>,
             }
             let body = Media {
                 call_id,
-                codec: format!("{:?}", media.codec).to_lowercase(),
+                codec: codec_name(media.codec),
                 payload_type: media.payload_type,
                 remote_rtp: media.remote_rtp,
                 srtp: media.srtp.as_ref().map(|k| k.suite.report_name()),
             };
-            emit(out, "media", body, ts)
+            emit(out, "media", &body)
         }
         Event::Ended {
             call_id,
@@ -166,7 +189,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
                 reason,
                 outcome: outcome_name(*outcome),
             };
-            emit(out, "ended", body, ts)
+            emit(out, "ended", &body)
         }
         Event::FlowUp { flow, remote } => {
             #[derive(Serialize)]
@@ -178,7 +201,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
                 flow: flow.0,
                 remote: *remote,
             };
-            emit(out, "flow_up", body, ts)
+            emit(out, "flow_up", &body)
         }
         Event::FlowDown { flow, cause } => {
             #[derive(Serialize)]
@@ -190,7 +213,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
                 flow: flow.0,
                 cause,
             };
-            emit(out, "flow_down", body, ts)
+            emit(out, "flow_down", &body)
         }
         Event::MediaStats {
             call_id, snapshot, ..
@@ -199,7 +222,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             struct Stats<'a> {
                 call_id: &'a str,
                 elapsed_s: f64,
-                codec: String,
+                codec: Lower<'a>,
                 rtp_sent: u64,
                 rtp_received: u64,
                 lost: i64,
@@ -218,7 +241,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             let body = Stats {
                 call_id,
                 elapsed_s: snapshot.elapsed.as_secs_f64(),
-                codec: s.codec.to_ascii_lowercase(),
+                codec: Lower(s.codec),
                 rtp_sent: s.rtp_sent,
                 rtp_received: s.rtp_received,
                 lost: s.lost,
@@ -233,26 +256,24 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
                 output_peak: snapshot.output_peak,
                 muted: snapshot.muted,
             };
-            emit(out, "media_stats", body, ts)
+            emit(out, "media_stats", &body)
         }
         Event::MediaReport {
             call_id, report, ..
         } => {
             #[derive(Serialize)]
-            struct Report<'a> {
+            struct CallId<'a> {
                 call_id: &'a str,
-                #[serde(flatten)]
-                report: ReportJson,
             }
-            let body = Report {
-                call_id,
-                report: ReportJson::from(&**report),
-            };
-            emit(out, "media_report", body, ts)
+            head(out, "media_report");
+            members(out, &CallId { call_id })?;
+            members(out, &ReportJson::from(&**report))?;
+            tail(out);
+            Ok(())
         }
         rare => {
             let (event, body) = rare_json(rare);
-            emit(out, event, body, ts)
+            emit(out, event, &body)
         }
     }
 }
@@ -296,22 +317,20 @@ fn round2(x: f64) -> f64 {
 }
 
 /// The quality numbers of a call's media, as the `--summary` file and the `media_report`
-/// event show them.
-#[derive(Serialize)]
-struct ReportJson {
+/// event show them: the RTP figures follow the first five only when media ran, and the tone
+/// figures follow those only with `--expect-tone` (see its [`Serialize`]).
+struct ReportJson<'a> {
     duration_s: f64,
     underruns: u64,
     overruns: u64,
-    media_error: Option<String>,
+    media_error: Option<&'a str>,
     srtp: Option<&'static str>,
-    #[serde(flatten)]
-    stats: Option<StatsJson>,
+    stats: Option<StatsJson<'a>>,
 }
 
 /// The RTP statistics part of [`ReportJson`] (absent when media never ran).
-#[derive(Serialize)]
-struct StatsJson {
-    codec: String,
+struct StatsJson<'a> {
+    codec: Lower<'a>,
     rtp_sent: u64,
     rtp_received: u64,
     bytes_sent: u64,
@@ -335,28 +354,75 @@ struct StatsJson {
     dtmf_sent: u64,
     dtmf_received: u64,
     mos: Option<f64>,
-    #[serde(flatten)]
     tone: Option<ToneJson>,
 }
 
 /// Whether the far end's known tone was heard (only with `--expect-tone`).
-#[derive(Serialize)]
 struct ToneJson {
     tone_hz: f32,
     tone_fraction: f64,
     tone_heard: bool,
 }
 
-impl From<&MediaReport> for ReportJson {
-    fn from(r: &MediaReport) -> Self {
+/// One flat object: the figures of [`StatsJson`] and [`ToneJson`] are members of the report's
+/// own object, not nested (written out here rather than with `#[serde(flatten)]`, which goes
+/// through a map serializer at several times the cost).
+impl Serialize for ReportJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let tone = self.stats.as_ref().and_then(|st| st.tone.as_ref());
+        let len = 5 + self.stats.as_ref().map_or(0, |_| 24) + tone.map_or(0, |_| 3);
+        let mut m = s.serialize_struct("ReportJson", len)?;
+        m.serialize_field("duration_s", &self.duration_s)?;
+        m.serialize_field("underruns", &self.underruns)?;
+        m.serialize_field("overruns", &self.overruns)?;
+        m.serialize_field("media_error", &self.media_error)?;
+        m.serialize_field("srtp", &self.srtp)?;
+        if let Some(st) = &self.stats {
+            m.serialize_field("codec", &st.codec)?;
+            m.serialize_field("rtp_sent", &st.rtp_sent)?;
+            m.serialize_field("rtp_received", &st.rtp_received)?;
+            m.serialize_field("bytes_sent", &st.bytes_sent)?;
+            m.serialize_field("bytes_received", &st.bytes_received)?;
+            m.serialize_field("lost", &st.lost)?;
+            m.serialize_field("fraction_lost", &st.fraction_lost)?;
+            m.serialize_field("remote_lost", &st.remote_lost)?;
+            m.serialize_field("jitter_ms", &st.jitter_ms)?;
+            m.serialize_field("rtt_ms", &st.rtt_ms)?;
+            m.serialize_field("concealed_ms", &st.concealed_ms)?;
+            m.serialize_field("concealed_frames", &st.concealed_frames)?;
+            m.serialize_field("fec_recovered", &st.fec_recovered)?;
+            m.serialize_field("capture_dropped", &st.capture_dropped)?;
+            m.serialize_field("capture_underruns", &st.capture_underruns)?;
+            m.serialize_field("jitter_buffer_ms", &st.jitter_buffer_ms)?;
+            m.serialize_field("jitter_buffer_mean_ms", &st.jitter_buffer_mean_ms)?;
+            m.serialize_field("late", &st.late)?;
+            m.serialize_field("duplicates", &st.duplicates)?;
+            m.serialize_field("dropped_foreign", &st.dropped_foreign)?;
+            m.serialize_field("rtp_guard", &st.rtp_guard)?;
+            m.serialize_field("dtmf_sent", &st.dtmf_sent)?;
+            m.serialize_field("dtmf_received", &st.dtmf_received)?;
+            m.serialize_field("mos", &st.mos)?;
+        }
+        if let Some(t) = tone {
+            m.serialize_field("tone_hz", &t.tone_hz)?;
+            m.serialize_field("tone_fraction", &t.tone_fraction)?;
+            m.serialize_field("tone_heard", &t.tone_heard)?;
+        }
+        m.end()
+    }
+}
+
+impl<'a> From<&'a MediaReport> for ReportJson<'a> {
+    fn from(r: &'a MediaReport) -> Self {
         ReportJson {
             duration_s: round2(r.duration.as_secs_f64()),
             underruns: r.playback.underruns,
             overruns: r.capture.overruns,
-            media_error: r.error.clone(),
+            media_error: r.error.as_deref(),
             srtp: r.srtp.map(|s| s.report_name()),
             stats: r.stats.as_ref().map(|s| StatsJson {
-                codec: s.codec.to_ascii_lowercase(),
+                codec: Lower(s.codec),
                 rtp_sent: s.rtp_sent,
                 rtp_received: s.rtp_received,
                 bytes_sent: s.bytes_sent,
@@ -434,6 +500,18 @@ pub fn status_text(status: Option<u16>) -> String {
     status.map_or_else(|| "-".to_string(), |s| s.to_string())
 }
 
+/// A call's final status for a log line as [`status_text`] writes it, without the `String`.
+pub struct StatusShown(pub Option<u16>);
+
+impl std::fmt::Display for StatusShown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(s) => write!(f, "{s}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// Lowercase name of a call state.
 pub fn state_name(s: CallState) -> &'static str {
     match s {
@@ -461,69 +539,5 @@ pub fn outcome_name(o: CallOutcome) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn line(ev: &Event) -> Value {
-        let mut out = Vec::new();
-        write_json(ev, &mut out).unwrap();
-        serde_json::from_slice(&out).unwrap()
-    }
-
-    #[test]
-    fn a_frequent_event_carries_its_name_fields_and_time() {
-        let v = line(&Event::FlowDown {
-            flow: wakeline::FlowId(7),
-            cause: "EOF".into(),
-        });
-        assert_eq!(v["event"], "flow_down");
-        assert_eq!(v["flow"], 7);
-        assert_eq!(v["cause"], "EOF");
-        assert!(v["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
-    }
-
-    #[test]
-    fn a_rare_event_goes_through_a_value_with_the_same_frame() {
-        let v = line(&Event::Registered {
-            expires: 600,
-            public_addr: None,
-        });
-        assert_eq!(v["event"], "registered");
-        assert_eq!(v["expires"], 600);
-        assert!(v.get("public_addr").is_none());
-        assert!(v["ts"].is_string());
-    }
-
-    #[test]
-    fn a_report_without_media_has_no_rtp_figures() {
-        let report = MediaReport {
-            stats: None,
-            capture: Default::default(),
-            playback: Default::default(),
-            duration: Duration::from_millis(1234),
-            error: Some("media sockets: no".into()),
-            srtp: None,
-        };
-        let v = report_json(&report);
-        assert_eq!(v["duration_s"], 1.23);
-        assert_eq!(v["media_error"], "media sockets: no");
-        assert!(v["srtp"].is_null());
-        assert!(
-            v.get("rtp_sent").is_none() && v.get("tone_hz").is_none(),
-            "{v}"
-        );
-    }
-
-    #[test]
-    fn time_stamps_keep_the_second_and_change_with_it() {
-        let at = time::macros::datetime!(2026-12-07 03:04:05.678 UTC);
-        assert_eq!(rfc3339_ms(at), "2026-12-07T03:04:05.678Z");
-        let later = time::macros::datetime!(2026-12-07 03:04:05.9 UTC);
-        assert_eq!(rfc3339_ms(later), "2026-12-07T03:04:05.900Z");
-        let next = time::macros::datetime!(2026-12-07 03:04:06.001 UTC);
-        assert_eq!(rfc3339_ms(next), "2026-12-07T03:04:06.001Z");
-        let before = time::macros::datetime!(1999-12-31 23:59:59.999 UTC);
-        assert_eq!(rfc3339_ms(before), "1999-12-31T23:59:59.999Z");
-    }
-}
+#[path = "events_tests.rs"]
+mod tests;

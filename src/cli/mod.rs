@@ -3,11 +3,13 @@
 
 pub mod args;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod events;
 pub mod exit;
 pub mod instance;
 pub mod load;
+pub mod logline;
 pub mod media;
 pub mod out;
 pub mod pcap;
