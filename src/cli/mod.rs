@@ -11,6 +11,7 @@ pub mod instance;
 pub mod load;
 pub mod logline;
 pub mod media;
+pub mod members;
 pub mod out;
 pub mod pcap;
 pub mod report;

@@ -1,0 +1,170 @@
+//! The members of a JSON object written one by one, to an `--events` line or into a JSON
+//! value (the `--summary` file's report): one list of members serves both.
+//!
+//! A line is written as serde_json would write it, for less: each value goes through
+//! serde_json (the same escaping and number formatting), but the names are written as they
+//! are, already quoted ([`member!`] makes `,"name":` at compile time), where a serializer
+//! would escape every name of every line and keep a state machine between members.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Where members go: an event line ([`Line`]) or a JSON object ([`ValueMembers`]).
+pub trait Members {
+    /// Adds `value` under a name, given as it is written after another member: `,"name":`
+    /// ([`member!`] writes it from the name).
+    fn member<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T);
+
+    /// Adds an object under a name (given as for [`member`](Self::member)); `fill` adds its
+    /// members.
+    fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self));
+}
+
+/// `member!(m, "name", &value)`: adds a member to `m` ([`Members`]); the name must need no
+/// escaping (a plain word).
+macro_rules! member {
+    ($m:expr, $name:literal, $value:expr) => {
+        $m.member(concat!(",\"", $name, "\":"), $value)
+    };
+}
+pub(crate) use member;
+
+/// `object!(m, "name", |m| ...)`: adds an object member to `m` ([`Members::object`]).
+macro_rules! object {
+    ($m:expr, $name:literal, $fill:expr) => {
+        $m.object(concat!(",\"", $name, "\":"), $fill)
+    };
+}
+pub(crate) use object;
+
+/// The bare name in a key as [`member!`] makes it (`,"name":`).
+fn name(key: &'static str) -> &'static str {
+    key.strip_prefix(",\"")
+        .and_then(|k| k.strip_suffix("\":"))
+        .unwrap_or(key)
+}
+
+/// One `--events` line being written: `{"event":"<name>"`, the members, then [`Line::end`]
+/// adds the time and closes it.
+pub struct Line<'a> {
+    out: &'a mut Vec<u8>,
+    failed: Option<serde_json::Error>,
+}
+
+impl<'a> Line<'a> {
+    /// Starts the line of event `event` (a plain word: nothing to escape) at the end of `out`.
+    pub fn start(out: &'a mut Vec<u8>, event: &str) -> Self {
+        out.extend_from_slice(b"{\"event\":\"");
+        out.extend_from_slice(event.as_bytes());
+        out.push(b'"');
+        Line { out, failed: None }
+    }
+
+    /// The time the line was written, `,"ts":"..."}`; or the first error a value gave.
+    pub fn end(self) -> serde_json::Result<()> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        self.out.extend_from_slice(b",\"ts\":\"");
+        super::clock::push_now_ms(self.out);
+        self.out.extend_from_slice(b"\"}");
+        Ok(())
+    }
+
+    /// Adds the members of `body`, which serializes as a JSON object (for the rare events,
+    /// which go through a JSON value).
+    pub fn splice<T: Serialize + ?Sized>(&mut self, body: &T) {
+        let open = self.out.len();
+        if let Err(e) = serde_json::to_writer(&mut *self.out, body) {
+            self.failed.get_or_insert(e);
+            return;
+        }
+        if self.out.len() - open <= 2 {
+            // `{}`: no members.
+            self.out.truncate(open);
+        } else {
+            // `{"a":1}` becomes `,"a":1`.
+            self.out[open] = b',';
+            self.out.pop();
+        }
+    }
+}
+
+impl Members for Line<'_> {
+    fn member<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
+        self.out.extend_from_slice(key.as_bytes());
+        if let Err(e) = serde_json::to_writer(&mut *self.out, value) {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self)) {
+        self.out.extend_from_slice(key.as_bytes());
+        let open = self.out.len();
+        fill(self);
+        if self.out.len() == open {
+            self.out.push(b'{');
+        } else {
+            // The first member's comma opens the object.
+            self.out[open] = b'{';
+        }
+        self.out.push(b'}');
+    }
+}
+
+/// Members gathered into a JSON object, each value as `serde_json::to_value` makes it.
+#[derive(Default)]
+pub struct ValueMembers(pub Map<String, Value>);
+
+impl Members for ValueMembers {
+    fn member<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
+        let value = serde_json::to_value(value).unwrap_or(Value::Null);
+        self.0.insert(name(key).to_owned(), value);
+    }
+
+    fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self)) {
+        let mut inner = ValueMembers::default();
+        fill(&mut inner);
+        self.0.insert(name(key).to_owned(), Value::Object(inner.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill<M: Members>(m: &mut M) {
+        member!(m, "text", "a \"b\"\n");
+        member!(m, "n", &7u64);
+        member!(m, "x", &0.1f64);
+        member!(m, "none", &None::<f64>);
+        object!(m, "inner", |m| {
+            member!(m, "one", &1u8);
+            member!(m, "two", &-2i64);
+        });
+        object!(m, "empty", |_| {});
+    }
+
+    #[test]
+    fn a_line_reads_as_serde_json_writes_the_same_members() {
+        let mut out = Vec::new();
+        let mut line = Line::start(&mut out, "test");
+        fill(&mut line);
+        line.splice(&serde_json::json!({"last": true}));
+        line.splice(&serde_json::json!({}));
+        line.end().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (body, _) = text.rsplit_once(",\"ts\":").unwrap();
+        assert_eq!(
+            body,
+            r#"{"event":"test","text":"a \"b\"\n","n":7,"x":0.1,"none":null,"inner":{"one":1,"two":-2},"empty":{},"last":true"#
+        );
+        let mut value = ValueMembers::default();
+        fill(&mut value);
+        value.0.insert("last".into(), Value::Bool(true));
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        for (k, v) in &value.0 {
+            assert_eq!(&parsed[k], v, "{k}");
+        }
+    }
+}
