@@ -1,6 +1,6 @@
 //! `--events FILE`: one JSON object per line for every application event.
 
-use super::members::{member, object, Line, Members, ValueMembers};
+use super::members::{member, object, text, Line, Members, ValueMembers};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
@@ -89,22 +89,22 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             ..
         } => {
             let mut m = Line::start(out, "incoming");
-            member!(m, "call_id", call_id);
-            member!(m, "from", from);
-            member!(m, "to", to);
+            text!(m, "call_id", call_id);
+            text!(m, "from", from);
+            text!(m, "to", to);
             member!(m, "pushed", pushed);
             m.end()
         }
         Event::State { call_id, state, .. } => {
             let mut m = Line::start(out, "state");
-            member!(m, "call_id", call_id);
-            member!(m, "state", state_name(*state));
+            text!(m, "call_id", call_id);
+            text!(m, "state", state_name(*state));
             m.end()
         }
         Event::Media { call_id, media, .. } => {
             let mut m = Line::start(out, "media");
-            member!(m, "call_id", call_id);
-            member!(m, "codec", codec_name(media.codec));
+            text!(m, "call_id", call_id);
+            text!(m, "codec", codec_name(media.codec));
             member!(m, "payload_type", &media.payload_type);
             member!(m, "remote_rtp", &media.remote_rtp);
             member!(
@@ -122,10 +122,10 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             ..
         } => {
             let mut m = Line::start(out, "ended");
-            member!(m, "call_id", call_id);
+            text!(m, "call_id", call_id);
             member!(m, "status", status);
-            member!(m, "reason", reason);
-            member!(m, "outcome", outcome_name(*outcome));
+            text!(m, "reason", reason);
+            text!(m, "outcome", outcome_name(*outcome));
             m.end()
         }
         Event::FlowUp { flow, remote } => {
@@ -137,7 +137,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
         Event::FlowDown { flow, cause } => {
             let mut m = Line::start(out, "flow_down");
             member!(m, "flow", &flow.0);
-            member!(m, "cause", cause);
+            text!(m, "cause", cause);
             m.end()
         }
         Event::MediaStats {
@@ -145,7 +145,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
         } => {
             let s = &snapshot.stats;
             let mut m = Line::start(out, "media_stats");
-            member!(m, "call_id", call_id);
+            text!(m, "call_id", call_id);
             member!(m, "elapsed_s", &snapshot.elapsed.as_secs_f64());
             member!(m, "codec", &Lower(s.codec));
             member!(m, "rtp_sent", &s.rtp_sent);
@@ -167,7 +167,7 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             call_id, report, ..
         } => {
             let mut m = Line::start(out, "media_report");
-            member!(m, "call_id", call_id);
+            text!(m, "call_id", call_id);
             report_members(&mut m, report);
             m.end()
         }
@@ -287,18 +287,6 @@ fn guard_members<M: Members>(m: &mut M, g: &wakeline::media::session::RtpGuard) 
 /// A call's final status for a log line: `200`, or `-` when there was none.
 pub fn status_text(status: Option<u16>) -> String {
     status.map_or_else(|| "-".to_string(), |s| s.to_string())
-}
-
-/// A call's final status for a log line as [`status_text`] writes it, without the `String`.
-pub struct StatusShown(pub Option<u16>);
-
-impl std::fmt::Display for StatusShown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(s) => write!(f, "{s}"),
-            None => f.write_str("-"),
-        }
-    }
 }
 
 /// Lowercase name of a call state.

@@ -306,11 +306,3 @@ fn the_report_value_has_the_tone_only_when_measured() {
     assert_eq!(v["tone_hz"], 440.0);
     assert_eq!(v.as_object().map(|o| o.len()), Some(32));
 }
-
-#[test]
-fn a_status_shows_as_its_text() {
-    for s in [Some(200), Some(487), None] {
-        assert_eq!(StatusShown(s).to_string(), status_text(s));
-    }
-    assert_eq!(StatusShown(None).to_string(), "-");
-}

@@ -25,35 +25,45 @@ pub fn set_ansi(on: bool) {
     ANSI.store(on, Ordering::Relaxed);
 }
 
-/// Writes `message` as an INFO line to the log (through [`super::status::LogWriter`], as the
-/// formatter writes its lines), time-stamped now.
-pub fn info(message: fmt::Arguments<'_>) {
+/// Writes an INFO line to the log (through [`super::status::LogWriter`], as the formatter
+/// writes its lines), time-stamped now: its message is `parts` one after the other.
+pub fn info(parts: &[&str]) {
     let ansi = ANSI.load(Ordering::Relaxed);
     LINE.with(|line| match line.try_borrow_mut() {
         Ok(mut line) => {
             line.clear();
-            info_line(&mut line, ansi, LogClock::push_now, message);
+            info_line(&mut line, ansi, LogClock::push_now, parts);
             write(&line);
         }
         Err(_) => {
             let mut line = Vec::new();
-            info_line(&mut line, ansi, LogClock::push_now, message);
+            info_line(&mut line, ansi, LogClock::push_now, parts);
             write(&line);
         }
     });
+}
+
+/// `n` in decimal, written into `buf`.
+pub fn decimal(n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut at = buf.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("?")
 }
 
 fn write(line: &[u8]) {
     let _ = std::io::Write::write_all(&mut super::status::LogWriter, line);
 }
 
-/// Appends the INFO line of `message` to `out`: `time` writes the time stamp.
-fn info_line(
-    out: &mut Vec<u8>,
-    ansi: bool,
-    time: impl FnOnce(&mut Vec<u8>),
-    message: fmt::Arguments<'_>,
-) {
+/// Appends the INFO line of the message `parts` to `out`: `time` writes the time stamp.
+fn info_line(out: &mut Vec<u8>, ansi: bool, time: impl FnOnce(&mut Vec<u8>), parts: &[&str]) {
     if ansi {
         // The time dimmed, the level in green.
         out.extend_from_slice(b"\x1b[2m");
@@ -63,39 +73,50 @@ fn info_line(
         time(out);
         out.extend_from_slice(b"  INFO ");
     }
-    let _ = Escaping(out).write_fmt(message);
+    for part in parts {
+        push_escaped(out, part);
+    }
     out.push(b'\n');
 }
 
-/// Appends text with the control characters a terminal could act on written out, as the
-/// formatter does with a message (`\x1b` for ESC, `\u{9b}` for a C1 control, ...).
-struct Escaping<'a>(&'a mut Vec<u8>);
+/// Whether `s` is printable ASCII only (nothing to escape); every byte is looked at, which
+/// the compiler turns into a few wide comparisons.
+fn printable_ascii(s: &str) -> bool {
+    !s.bytes()
+        .fold(false, |odd, b| odd | !(0x20..0x7f).contains(&b))
+}
 
-impl fmt::Write for Escaping<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        // 0xc2 leads the UTF-8 of U+0080..=U+00BF, the C1 controls among them.
-        if !s
-            .bytes()
-            .any(|b| matches!(b, 0x07 | 0x08 | 0x0c | 0x1b | 0x7f | 0xc2))
-        {
-            self.0.extend_from_slice(s.as_bytes());
-            return Ok(());
-        }
-        for ch in s.chars() {
-            match ch {
-                '\x1b' => self.0.extend_from_slice(b"\\x1b"),
-                '\x07' => self.0.extend_from_slice(b"\\x07"),
-                '\x08' => self.0.extend_from_slice(b"\\x08"),
-                '\x0c' => self.0.extend_from_slice(b"\\x0c"),
-                '\x7f' => self.0.extend_from_slice(b"\\x7f"),
-                '\u{80}'..='\u{9f}' => write!(self, "\\u{{{:x}}}", ch as u32)?,
-                ch => {
-                    let mut utf8 = [0; 4];
-                    self.0
-                        .extend_from_slice(ch.encode_utf8(&mut utf8).as_bytes());
-                }
+/// Appends `s` with the control characters a terminal could act on written out, as the
+/// formatter does with a message (`\x1b` for ESC, `\u{9b}` for a C1 control, ...).
+fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    if printable_ascii(s) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    for ch in s.chars() {
+        match ch {
+            '\x1b' => out.extend_from_slice(b"\\x1b"),
+            '\x07' => out.extend_from_slice(b"\\x07"),
+            '\x08' => out.extend_from_slice(b"\\x08"),
+            '\x0c' => out.extend_from_slice(b"\\x0c"),
+            '\x7f' => out.extend_from_slice(b"\\x7f"),
+            '\u{80}'..='\u{9f}' => {
+                let _ = write!(Bytes(out), "\\u{{{:x}}}", ch as u32);
+            }
+            ch => {
+                let mut utf8 = [0; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut utf8).as_bytes());
             }
         }
+    }
+}
+
+/// `fmt::Write` into bytes.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
 }
@@ -146,7 +167,7 @@ mod tests {
             &mut ours,
             ansi,
             |out| out.extend_from_slice(AT.as_bytes()),
-            format_args!("incoming call {call_id} from {from}"),
+            &["incoming call ", call_id, " from ", from],
         );
         (theirs, String::from_utf8(ours).unwrap())
     }
@@ -163,6 +184,17 @@ mod tests {
             plain,
             format!("{AT}  INFO incoming call 1-31054@127.0.0.1 from {from}\n")
         );
+    }
+
+    #[test]
+    fn numbers_in_decimal() {
+        let mut buf = [0; 5];
+        assert_eq!(decimal(0, &mut buf), "0");
+        assert_eq!(decimal(200, &mut buf), "200");
+        assert_eq!(decimal(u16::MAX, &mut buf), "65535");
+        assert!(printable_ascii("call 1-2@h: connected ~"));
+        assert!(!printable_ascii("tab\there"));
+        assert!(!printable_ascii("é"));
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub trait Members {
     /// ([`member!`] writes it from the name).
     fn member<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T);
 
+    /// Adds a string under a name, as [`member`](Self::member) would ([`text!`]).
+    fn text(&mut self, key: &'static str, value: &str);
+
     /// Adds an object under a name (given as for [`member`](Self::member)); `fill` adds its
     /// members.
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self));
@@ -29,6 +32,14 @@ macro_rules! member {
 }
 pub(crate) use member;
 
+/// `text!(m, "name", value)`: adds a string member to `m` ([`Members::text`]).
+macro_rules! text {
+    ($m:expr, $name:literal, $value:expr) => {
+        $m.text(concat!(",\"", $name, "\":"), $value)
+    };
+}
+pub(crate) use text;
+
 /// `object!(m, "name", |m| ...)`: adds an object member to `m` ([`Members::object`]).
 macro_rules! object {
     ($m:expr, $name:literal, $fill:expr) => {
@@ -42,6 +53,14 @@ fn name(key: &'static str) -> &'static str {
     key.strip_prefix(",\"")
         .and_then(|k| k.strip_suffix("\":"))
         .unwrap_or(key)
+}
+
+/// Whether serde_json escapes anything in `s` (a control character, `"`, `\\`); every byte is
+/// looked at, which the compiler turns into a few wide comparisons.
+fn needs_escape(s: &str) -> bool {
+    s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 /// One `--events` line being written: `{"event":"<name>"`, the members, then [`Line::end`]
@@ -91,10 +110,24 @@ impl<'a> Line<'a> {
 }
 
 impl Members for Line<'_> {
+    // Inlined: the name, a constant, is then copied without a call.
+    #[inline(always)]
     fn member<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
         self.out.extend_from_slice(key.as_bytes());
         if let Err(e) = serde_json::to_writer(&mut *self.out, value) {
             self.failed.get_or_insert(e);
+        }
+    }
+
+    #[inline(always)]
+    fn text(&mut self, key: &'static str, value: &str) {
+        if !needs_escape(value) {
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.push(b'"');
+            self.out.extend_from_slice(value.as_bytes());
+            self.out.push(b'"');
+        } else {
+            self.member(key, value);
         }
     }
 
@@ -122,6 +155,11 @@ impl Members for ValueMembers {
         self.0.insert(name(key).to_owned(), value);
     }
 
+    fn text(&mut self, key: &'static str, value: &str) {
+        self.0
+            .insert(name(key).to_owned(), Value::String(value.to_owned()));
+    }
+
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self)) {
         let mut inner = ValueMembers::default();
         fill(&mut inner);
@@ -135,6 +173,8 @@ mod tests {
 
     fn fill<M: Members>(m: &mut M) {
         member!(m, "text", "a \"b\"\n");
+        text!(m, "plain", "sip:é@h;tag=1");
+        text!(m, "escaped", "\\ \"q\" \t\u{1}");
         member!(m, "n", &7u64);
         member!(m, "x", &0.1f64);
         member!(m, "none", &None::<f64>);
@@ -143,6 +183,26 @@ mod tests {
             member!(m, "two", &-2i64);
         });
         object!(m, "empty", |_| {});
+    }
+
+    #[test]
+    fn only_what_serde_json_escapes_needs_escaping() {
+        for s in [
+            "",
+            "plain é 日本 \u{7f} \u{9b}",
+            "\"",
+            "\\",
+            "\n",
+            "\u{1f}",
+            "a\tb",
+        ] {
+            let plain = format!("\"{s}\"");
+            assert_eq!(
+                !needs_escape(s),
+                serde_json::to_string(s).unwrap() == plain,
+                "{s:?}"
+            );
+        }
     }
 
     #[test]
@@ -157,7 +217,7 @@ mod tests {
         let (body, _) = text.rsplit_once(",\"ts\":").unwrap();
         assert_eq!(
             body,
-            r#"{"event":"test","text":"a \"b\"\n","n":7,"x":0.1,"none":null,"inner":{"one":1,"two":-2},"empty":{},"last":true"#
+            r#"{"event":"test","text":"a \"b\"\n","plain":"sip:é@h;tag=1","escaped":"\\ \"q\" \t\u0001","n":7,"x":0.1,"none":null,"inner":{"one":1,"two":-2},"empty":{},"last":true"#
         );
         let mut value = ValueMembers::default();
         fill(&mut value);

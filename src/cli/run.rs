@@ -198,12 +198,12 @@ fn log_event(ev: &Event) {
     match ev {
         Event::Incoming { call_id, from, .. } => {
             if info_on() {
-                super::logline::info(format_args!("incoming call {call_id} from {from}"))
+                super::logline::info(&["incoming call ", call_id, " from ", from])
             }
         }
         Event::State { call_id, state, .. } => {
             if info_on() {
-                super::logline::info(format_args!("call {call_id}: {}", state_name(*state)))
+                super::logline::info(&["call ", call_id, ": ", state_name(*state)])
             }
         }
         Event::Ended {
@@ -214,11 +214,20 @@ fn log_event(ev: &Event) {
             ..
         } => {
             if info_on() {
-                super::logline::info(format_args!(
-                    "call {call_id} ended: {} {reason} ({})",
-                    super::events::StatusShown(*status),
-                    outcome_name(*outcome)
-                ))
+                // `200`, or `-` when there was none (`events::status_text`).
+                let mut digits = [0; 5];
+                let status = status.map_or("-", |s| super::logline::decimal(s, &mut digits));
+                super::logline::info(&[
+                    "call ",
+                    call_id,
+                    " ended: ",
+                    status,
+                    " ",
+                    reason,
+                    " (",
+                    outcome_name(*outcome),
+                    ")",
+                ])
             }
         }
         Event::Registered { expires, .. } => tracing::info!("registered for {expires} s"),
