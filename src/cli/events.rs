@@ -1,6 +1,6 @@
 //! `--events FILE`: one JSON object per line for every application event.
 
-use super::members::{member, object, text, Line, Members, ValueMembers};
+use super::members::{count, member, object, text, Line, Members, ValueMembers};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
@@ -130,13 +130,13 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
         }
         Event::FlowUp { flow, remote } => {
             let mut m = Line::start(out, "flow_up");
-            member!(m, "flow", &flow.0);
+            count!(m, "flow", flow.0);
             member!(m, "remote", remote);
             m.end()
         }
         Event::FlowDown { flow, cause } => {
             let mut m = Line::start(out, "flow_down");
-            member!(m, "flow", &flow.0);
+            count!(m, "flow", flow.0);
             text!(m, "cause", cause);
             m.end()
         }
@@ -148,8 +148,8 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             text!(m, "call_id", call_id);
             member!(m, "elapsed_s", &snapshot.elapsed.as_secs_f64());
             member!(m, "codec", &Lower(s.codec));
-            member!(m, "rtp_sent", &s.rtp_sent);
-            member!(m, "rtp_received", &s.rtp_received);
+            count!(m, "rtp_sent", s.rtp_sent);
+            count!(m, "rtp_received", s.rtp_received);
             member!(m, "lost", &s.lost);
             member!(m, "jitter_ms", &s.jitter_ms);
             member!(m, "rtt_ms", &s.rtt_ms);
@@ -223,36 +223,36 @@ fn round2(x: f64) -> f64 {
 /// figures follow those only with `--expect-tone`.
 fn report_members<M: Members>(m: &mut M, r: &MediaReport) {
     member!(m, "duration_s", &round2(r.duration.as_secs_f64()));
-    member!(m, "underruns", &r.playback.underruns);
-    member!(m, "overruns", &r.capture.overruns);
+    count!(m, "underruns", r.playback.underruns);
+    count!(m, "overruns", r.capture.overruns);
     member!(m, "media_error", &r.error);
     member!(m, "srtp", &r.srtp.map(|s| s.report_name()));
     let Some(s) = &r.stats else {
         return;
     };
     member!(m, "codec", &Lower(s.codec));
-    member!(m, "rtp_sent", &s.rtp_sent);
-    member!(m, "rtp_received", &s.rtp_received);
-    member!(m, "bytes_sent", &s.bytes_sent);
-    member!(m, "bytes_received", &s.bytes_received);
+    count!(m, "rtp_sent", s.rtp_sent);
+    count!(m, "rtp_received", s.rtp_received);
+    count!(m, "bytes_sent", s.bytes_sent);
+    count!(m, "bytes_received", s.bytes_received);
     member!(m, "lost", &s.lost);
     member!(m, "fraction_lost", &round2(s.fraction_lost));
     member!(m, "remote_lost", &s.remote_lost);
     member!(m, "jitter_ms", &round2(s.jitter_ms));
     member!(m, "rtt_ms", &s.rtt_ms.map(round2));
     member!(m, "concealed_ms", &round2(s.concealed_ms));
-    member!(m, "concealed_frames", &s.concealed_frames);
-    member!(m, "fec_recovered", &s.fec_recovered);
-    member!(m, "capture_dropped", &s.capture_dropped);
-    member!(m, "capture_underruns", &s.capture_underruns);
+    count!(m, "concealed_frames", s.concealed_frames);
+    count!(m, "fec_recovered", s.fec_recovered);
+    count!(m, "capture_dropped", s.capture_dropped);
+    count!(m, "capture_underruns", s.capture_underruns);
     member!(m, "jitter_buffer_ms", &round2(s.jitter_buffer_ms));
     member!(m, "jitter_buffer_mean_ms", &round2(s.jitter_buffer_mean_ms));
-    member!(m, "late", &s.late);
-    member!(m, "duplicates", &s.duplicates);
-    member!(m, "dropped_foreign", &s.dropped_foreign);
+    count!(m, "late", s.late);
+    count!(m, "duplicates", s.duplicates);
+    count!(m, "dropped_foreign", s.dropped_foreign);
     object!(m, "rtp_guard", |m| guard_members(m, &s.rtp_guard));
-    member!(m, "dtmf_sent", &s.dtmf_sent);
-    member!(m, "dtmf_received", &s.dtmf_received);
+    count!(m, "dtmf_sent", s.dtmf_sent);
+    count!(m, "dtmf_received", s.dtmf_received);
     member!(m, "mos", &s.mos.map(round2));
     if let Some(t) = &s.tone {
         // Whether the far end's known tone was heard (only with `--expect-tone`).
@@ -271,17 +271,17 @@ pub fn report_json(r: &MediaReport) -> Value {
 
 /// The RTP source guard's counters.
 fn guard_members<M: Members>(m: &mut M, g: &wakeline::media::session::RtpGuard) {
-    member!(m, "foreign", &g.foreign);
-    member!(m, "malformed", &g.malformed);
-    member!(m, "unknown_pt", &g.unknown_pt);
-    member!(m, "duplicates", &g.duplicates);
-    member!(m, "too_late", &g.too_late);
-    member!(m, "flood", &g.flood);
-    member!(m, "probation", &g.probation);
-    member!(m, "ssrc_changes", &g.ssrc_changes);
-    member!(m, "latches", &g.latches);
-    member!(m, "srtp_auth_failed", &g.srtp_auth);
-    member!(m, "srtp_replayed", &g.srtp_replay);
+    count!(m, "foreign", g.foreign);
+    count!(m, "malformed", g.malformed);
+    count!(m, "unknown_pt", g.unknown_pt);
+    count!(m, "duplicates", g.duplicates);
+    count!(m, "too_late", g.too_late);
+    count!(m, "flood", g.flood);
+    count!(m, "probation", g.probation);
+    count!(m, "ssrc_changes", g.ssrc_changes);
+    count!(m, "latches", g.latches);
+    count!(m, "srtp_auth_failed", g.srtp_auth);
+    count!(m, "srtp_replayed", g.srtp_replay);
 }
 
 /// A call's final status for a log line: `200`, or `-` when there was none.

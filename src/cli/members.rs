@@ -18,6 +18,9 @@ pub trait Members {
     /// Adds a string under a name, as [`member`](Self::member) would ([`text!`]).
     fn text(&mut self, key: &'static str, value: &str);
 
+    /// Adds a number under a name, as [`member`](Self::member) would ([`count!`]).
+    fn count(&mut self, key: &'static str, value: u64);
+
     /// Adds an object under a name (given as for [`member`](Self::member)); `fill` adds its
     /// members.
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self));
@@ -39,6 +42,14 @@ macro_rules! text {
     };
 }
 pub(crate) use text;
+
+/// `count!(m, "name", value)`: adds a `u64` member to `m` ([`Members::count`]).
+macro_rules! count {
+    ($m:expr, $name:literal, $value:expr) => {
+        $m.count(concat!(",\"", $name, "\":"), $value)
+    };
+}
+pub(crate) use count;
 
 /// `object!(m, "name", |m| ...)`: adds an object member to `m` ([`Members::object`]).
 macro_rules! object {
@@ -131,6 +142,17 @@ impl Members for Line<'_> {
         }
     }
 
+    #[inline(always)]
+    fn count(&mut self, key: &'static str, value: u64) {
+        if value < 10 {
+            // Most counters of a short call are 0.
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.push(b'0' + value as u8);
+        } else {
+            self.member(key, &value);
+        }
+    }
+
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self)) {
         self.out.extend_from_slice(key.as_bytes());
         let open = self.out.len();
@@ -160,6 +182,10 @@ impl Members for ValueMembers {
             .insert(name(key).to_owned(), Value::String(value.to_owned()));
     }
 
+    fn count(&mut self, key: &'static str, value: u64) {
+        self.0.insert(name(key).to_owned(), Value::from(value));
+    }
+
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self)) {
         let mut inner = ValueMembers::default();
         fill(&mut inner);
@@ -176,6 +202,10 @@ mod tests {
         text!(m, "plain", "sip:é@h;tag=1");
         text!(m, "escaped", "\\ \"q\" \t\u{1}");
         member!(m, "n", &7u64);
+        count!(m, "zero", 0);
+        count!(m, "nine", 9);
+        count!(m, "ten", 10);
+        count!(m, "big", u64::MAX);
         member!(m, "x", &0.1f64);
         member!(m, "none", &None::<f64>);
         object!(m, "inner", |m| {
@@ -217,7 +247,7 @@ mod tests {
         let (body, _) = text.rsplit_once(",\"ts\":").unwrap();
         assert_eq!(
             body,
-            r#"{"event":"test","text":"a \"b\"\n","plain":"sip:é@h;tag=1","escaped":"\\ \"q\" \t\u0001","n":7,"x":0.1,"none":null,"inner":{"one":1,"two":-2},"empty":{},"last":true"#
+            r#"{"event":"test","text":"a \"b\"\n","plain":"sip:é@h;tag=1","escaped":"\\ \"q\" \t\u0001","n":7,"zero":0,"nine":9,"ten":10,"big":18446744073709551615,"x":0.1,"none":null,"inner":{"one":1,"two":-2},"empty":{},"last":true"#
         );
         let mut value = ValueMembers::default();
         fill(&mut value);
