@@ -1,6 +1,6 @@
 //! `--events FILE`: one JSON object per line for every application event.
 
-use super::members::{count, member, object, text, Line, Members, ValueMembers};
+use super::members::{count, member, object, real, text, Line, Members, ValueMembers};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
@@ -146,15 +146,15 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             let s = &snapshot.stats;
             let mut m = Line::start(out, "media_stats");
             text!(m, "call_id", call_id);
-            member!(m, "elapsed_s", &snapshot.elapsed.as_secs_f64());
+            real!(m, "elapsed_s", snapshot.elapsed.as_secs_f64());
             member!(m, "codec", &Lower(s.codec));
             count!(m, "rtp_sent", s.rtp_sent);
             count!(m, "rtp_received", s.rtp_received);
             member!(m, "lost", &s.lost);
-            member!(m, "jitter_ms", &s.jitter_ms);
+            real!(m, "jitter_ms", s.jitter_ms);
             member!(m, "rtt_ms", &s.rtt_ms);
-            member!(m, "concealed_ms", &s.concealed_ms);
-            member!(m, "jitter_buffer_ms", &s.jitter_buffer_ms);
+            real!(m, "concealed_ms", s.concealed_ms);
+            real!(m, "jitter_buffer_ms", s.jitter_buffer_ms);
             object!(m, "rtp_guard", |m| guard_members(m, &s.rtp_guard));
             member!(m, "input_level", &snapshot.input_level);
             member!(m, "output_level", &snapshot.output_level);
@@ -222,7 +222,7 @@ fn round2(x: f64) -> f64 {
 /// event show them: the RTP figures follow the first five only when media ran, and the tone
 /// figures follow those only with `--expect-tone`.
 fn report_members<M: Members>(m: &mut M, r: &MediaReport) {
-    member!(m, "duration_s", &round2(r.duration.as_secs_f64()));
+    real!(m, "duration_s", round2(r.duration.as_secs_f64()));
     count!(m, "underruns", r.playback.underruns);
     count!(m, "overruns", r.capture.overruns);
     member!(m, "media_error", &r.error);
@@ -236,17 +236,17 @@ fn report_members<M: Members>(m: &mut M, r: &MediaReport) {
     count!(m, "bytes_sent", s.bytes_sent);
     count!(m, "bytes_received", s.bytes_received);
     member!(m, "lost", &s.lost);
-    member!(m, "fraction_lost", &round2(s.fraction_lost));
+    real!(m, "fraction_lost", round2(s.fraction_lost));
     member!(m, "remote_lost", &s.remote_lost);
-    member!(m, "jitter_ms", &round2(s.jitter_ms));
+    real!(m, "jitter_ms", round2(s.jitter_ms));
     member!(m, "rtt_ms", &s.rtt_ms.map(round2));
-    member!(m, "concealed_ms", &round2(s.concealed_ms));
+    real!(m, "concealed_ms", round2(s.concealed_ms));
     count!(m, "concealed_frames", s.concealed_frames);
     count!(m, "fec_recovered", s.fec_recovered);
     count!(m, "capture_dropped", s.capture_dropped);
     count!(m, "capture_underruns", s.capture_underruns);
-    member!(m, "jitter_buffer_ms", &round2(s.jitter_buffer_ms));
-    member!(m, "jitter_buffer_mean_ms", &round2(s.jitter_buffer_mean_ms));
+    real!(m, "jitter_buffer_ms", round2(s.jitter_buffer_ms));
+    real!(m, "jitter_buffer_mean_ms", round2(s.jitter_buffer_mean_ms));
     count!(m, "late", s.late);
     count!(m, "duplicates", s.duplicates);
     count!(m, "dropped_foreign", s.dropped_foreign);

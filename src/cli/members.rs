@@ -21,6 +21,9 @@ pub trait Members {
     /// Adds a number under a name, as [`member`](Self::member) would ([`count!`]).
     fn count(&mut self, key: &'static str, value: u64);
 
+    /// Adds an `f64` under a name, as [`member`](Self::member) would ([`real!`]).
+    fn real(&mut self, key: &'static str, value: f64);
+
     /// Adds an object under a name (given as for [`member`](Self::member)); `fill` adds its
     /// members.
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self));
@@ -50,6 +53,14 @@ macro_rules! count {
     };
 }
 pub(crate) use count;
+
+/// `real!(m, "name", value)`: adds an `f64` member to `m` ([`Members::real`]).
+macro_rules! real {
+    ($m:expr, $name:literal, $value:expr) => {
+        $m.real(concat!(",\"", $name, "\":"), $value)
+    };
+}
+pub(crate) use real;
 
 /// `object!(m, "name", |m| ...)`: adds an object member to `m` ([`Members::object`]).
 macro_rules! object {
@@ -153,6 +164,17 @@ impl Members for Line<'_> {
         }
     }
 
+    #[inline(always)]
+    fn real(&mut self, key: &'static str, value: f64) {
+        if value == 0.0 && value.is_sign_positive() {
+            // Many figures of a short call are 0, which serde_json writes so.
+            self.out.extend_from_slice(key.as_bytes());
+            self.out.extend_from_slice(b"0.0");
+        } else {
+            self.member(key, &value);
+        }
+    }
+
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self)) {
         self.out.extend_from_slice(key.as_bytes());
         let open = self.out.len();
@@ -186,6 +208,10 @@ impl Members for ValueMembers {
         self.0.insert(name(key).to_owned(), Value::from(value));
     }
 
+    fn real(&mut self, key: &'static str, value: f64) {
+        self.member(key, &value);
+    }
+
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self)) {
         let mut inner = ValueMembers::default();
         fill(&mut inner);
@@ -206,6 +232,10 @@ mod tests {
         count!(m, "nine", 9);
         count!(m, "ten", 10);
         count!(m, "big", u64::MAX);
+        real!(m, "zero_f", 0.0);
+        real!(m, "minus_zero", -0.0);
+        real!(m, "nan", f64::NAN);
+        real!(m, "third", 1.0 / 3.0);
         member!(m, "x", &0.1f64);
         member!(m, "none", &None::<f64>);
         object!(m, "inner", |m| {
@@ -247,7 +277,7 @@ mod tests {
         let (body, _) = text.rsplit_once(",\"ts\":").unwrap();
         assert_eq!(
             body,
-            r#"{"event":"test","text":"a \"b\"\n","plain":"sip:é@h;tag=1","escaped":"\\ \"q\" \t\u0001","n":7,"zero":0,"nine":9,"ten":10,"big":18446744073709551615,"x":0.1,"none":null,"inner":{"one":1,"two":-2},"empty":{},"last":true"#
+            r#"{"event":"test","text":"a \"b\"\n","plain":"sip:é@h;tag=1","escaped":"\\ \"q\" \t\u0001","n":7,"zero":0,"nine":9,"ten":10,"big":18446744073709551615,"zero_f":0.0,"minus_zero":-0.0,"nan":null,"third":0.3333333333333333,"x":0.1,"none":null,"inner":{"one":1,"two":-2},"empty":{},"last":true"#
         );
         let mut value = ValueMembers::default();
         fill(&mut value);
