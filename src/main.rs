@@ -17,15 +17,39 @@ fn init_logging(sip_trace: bool) {
     } else if let Ok(d) = "wakeline::sip_trace=off".parse() {
         filter = filter.add_directive(d);
     }
+    let ansi = colour_wanted(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
+    cli::logline::set_ansi(ansi);
+    tracing_subscriber::util::SubscriberInitExt::init(log_subscriber(
+        filter,
+        ansi,
+        cli::clock::LogClock,
+        || cli::status::LogWriter,
+    ));
+}
+
+/// The log's formatter: `2026-12-07T05:06:57.305527Z  INFO message`, colour when `ansi`.
+/// `cli::logline` makes the lines of every call itself, the same text (its tests hold the two
+/// together through this function).
+fn log_subscriber<T, W>(
+    filter: EnvFilter,
+    ansi: bool,
+    timer: T,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    T: tracing_subscriber::fmt::time::FormatTime + Send + Sync + 'static,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour_wanted(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            std::env::var_os("NO_COLOR"),
-        ))
-        .with_writer(|| cli::status::LogWriter)
+        .with_ansi(ansi)
+        .with_timer(timer)
+        .with_writer(writer)
         .with_target(false)
-        .init();
+        .finish()
 }
 
 /// ANSI colour only on a terminal, and never when `NO_COLOR` is set to anything non-empty

@@ -1,5 +1,6 @@
 //! `--events FILE`: one JSON object per line for every application event.
 
+use super::members::{count, member, object, real, text, Line, Members, ValueMembers};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
@@ -48,51 +49,37 @@ impl EventLog {
 
 /// The wall clock as RFC 3339 with milliseconds (UTC).
 pub fn now_rfc3339_ms() -> String {
-    rfc3339_ms(time::OffsetDateTime::now_utc())
+    let mut out = Vec::with_capacity(24);
+    super::clock::push_now_ms(&mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// `at` as RFC 3339 with milliseconds (UTC). The text up to the seconds is formatted once per
-/// second and kept (per thread): every event line carries a time stamp.
-fn rfc3339_ms(at: time::OffsetDateTime) -> String {
-    use std::cell::RefCell;
-    thread_local! {
-        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
-    }
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-    let second = at.unix_timestamp();
-    SECOND.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        if kept.0 != second {
-            kept.1 = at.format(&fmt).unwrap_or_default();
-            kept.0 = second;
+/// A string serialized in ASCII lowercase (copied only when it has capitals).
+struct Lower<'a>(&'a str);
+
+impl Serialize for Lower<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.bytes().any(|b| b.is_ascii_uppercase()) {
+            s.serialize_str(&self.0.to_ascii_lowercase())
+        } else {
+            s.serialize_str(self.0)
         }
-        format!("{}.{:03}Z", kept.1, at.millisecond())
-    })
+    }
 }
 
-/// One line of the events file: the event's name, its own fields, and the time it was written.
-#[derive(Serialize)]
-struct Line<'a, T: Serialize> {
-    event: &'a str,
-    #[serde(flatten)]
-    body: T,
-    ts: String,
+/// A codec's name in the `media` event: its `Debug` name in lowercase.
+fn codec_name(c: wakeline::Codec) -> &'static str {
+    match c {
+        wakeline::Codec::Opus => "opus",
+        wakeline::Codec::Pcmu => "pcmu",
+        wakeline::Codec::Pcma => "pcma",
+    }
 }
 
-/// Serializes one [`Line`] to `out`.
-fn emit<T: Serialize>(
-    out: &mut Vec<u8>,
-    event: &str,
-    body: T,
-    ts: String,
-) -> serde_json::Result<()> {
-    serde_json::to_writer(out, &Line { event, body, ts })
-}
-
-/// Writes the JSON form of an event (one object, no newline) to `out`. The events a call
-/// makes are serialized straight from their fields; the rare ones go through a JSON value.
+/// Writes the JSON form of an event (one object, no newline) to `out`: `{"event":"<name>"`,
+/// its fields, `"ts"` last. The events a call makes are written member by member
+/// (`members.rs`); the rare ones go through a JSON value.
 pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
-    let ts = now_rfc3339_ms();
     match ev {
         Event::Incoming {
             call_id,
@@ -101,50 +88,31 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             pushed,
             ..
         } => {
-            #[derive(Serialize)]
-            struct Incoming<'a> {
-                call_id: &'a str,
-                from: &'a str,
-                to: &'a str,
-                pushed: bool,
-            }
-            let body = Incoming {
-                call_id,
-                from,
-                to,
-                pushed: *pushed,
-            };
-            emit(out, "incoming", body, ts)
+            let mut m = Line::start(out, "incoming");
+            text!(m, "call_id", call_id);
+            text!(m, "from", from);
+            text!(m, "to", to);
+            member!(m, "pushed", pushed);
+            m.end()
         }
         Event::State { call_id, state, .. } => {
-            #[derive(Serialize)]
-            struct State<'a> {
-                call_id: &'a str,
-                state: &'static str,
-            }
-            let body = State {
-                call_id,
-                state: state_name(*state),
-            };
-            emit(out, "state", body, ts)
+            let mut m = Line::start(out, "state");
+            text!(m, "call_id", call_id);
+            text!(m, "state", state_name(*state));
+            m.end()
         }
         Event::Media { call_id, media, .. } => {
-            #[derive(Serialize)]
-            struct Media<'a> {
-                call_id: &'a str,
-                codec: String,
-                payload_type: u8,
-                remote_rtp: std::net::SocketAddr,
-                srtp: Option<&'static str>,
-            }
-            let body = Media {
-                call_id,
-                codec: format!("{:?}", media.codec).to_lowercase(),
-                payload_type: media.payload_type,
-                remote_rtp: media.remote_rtp,
-                srtp: media.srtp.as_ref().map(|k| k.suite.report_name()),
-            };
-            emit(out, "media", body, ts)
+            let mut m = Line::start(out, "media");
+            text!(m, "call_id", call_id);
+            text!(m, "codec", codec_name(media.codec));
+            member!(m, "payload_type", &media.payload_type);
+            member!(m, "remote_rtp", &media.remote_rtp);
+            member!(
+                m,
+                "srtp",
+                &media.srtp.as_ref().map(|k| k.suite.report_name())
+            );
+            m.end()
         }
         Event::Ended {
             call_id,
@@ -153,106 +121,61 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             outcome,
             ..
         } => {
-            #[derive(Serialize)]
-            struct Ended<'a> {
-                call_id: &'a str,
-                status: Option<u16>,
-                reason: &'a str,
-                outcome: &'static str,
-            }
-            let body = Ended {
-                call_id,
-                status: *status,
-                reason,
-                outcome: outcome_name(*outcome),
-            };
-            emit(out, "ended", body, ts)
+            let mut m = Line::start(out, "ended");
+            text!(m, "call_id", call_id);
+            member!(m, "status", status);
+            text!(m, "reason", reason);
+            text!(m, "outcome", outcome_name(*outcome));
+            m.end()
         }
         Event::FlowUp { flow, remote } => {
-            #[derive(Serialize)]
-            struct FlowUp {
-                flow: u64,
-                remote: std::net::SocketAddr,
-            }
-            let body = FlowUp {
-                flow: flow.0,
-                remote: *remote,
-            };
-            emit(out, "flow_up", body, ts)
+            let mut m = Line::start(out, "flow_up");
+            count!(m, "flow", flow.0);
+            member!(m, "remote", remote);
+            m.end()
         }
         Event::FlowDown { flow, cause } => {
-            #[derive(Serialize)]
-            struct FlowDown<'a> {
-                flow: u64,
-                cause: &'a str,
-            }
-            let body = FlowDown {
-                flow: flow.0,
-                cause,
-            };
-            emit(out, "flow_down", body, ts)
+            let mut m = Line::start(out, "flow_down");
+            count!(m, "flow", flow.0);
+            text!(m, "cause", cause);
+            m.end()
         }
         Event::MediaStats {
             call_id, snapshot, ..
         } => {
-            #[derive(Serialize)]
-            struct Stats<'a> {
-                call_id: &'a str,
-                elapsed_s: f64,
-                codec: String,
-                rtp_sent: u64,
-                rtp_received: u64,
-                lost: i64,
-                jitter_ms: f64,
-                rtt_ms: Option<f64>,
-                concealed_ms: f64,
-                jitter_buffer_ms: f64,
-                rtp_guard: GuardJson,
-                input_level: f32,
-                output_level: f32,
-                input_peak: f32,
-                output_peak: f32,
-                muted: bool,
-            }
             let s = &snapshot.stats;
-            let body = Stats {
-                call_id,
-                elapsed_s: snapshot.elapsed.as_secs_f64(),
-                codec: s.codec.to_ascii_lowercase(),
-                rtp_sent: s.rtp_sent,
-                rtp_received: s.rtp_received,
-                lost: s.lost,
-                jitter_ms: s.jitter_ms,
-                rtt_ms: s.rtt_ms,
-                concealed_ms: s.concealed_ms,
-                jitter_buffer_ms: s.jitter_buffer_ms,
-                rtp_guard: GuardJson::from(&s.rtp_guard),
-                input_level: snapshot.input_level,
-                output_level: snapshot.output_level,
-                input_peak: snapshot.input_peak,
-                output_peak: snapshot.output_peak,
-                muted: snapshot.muted,
-            };
-            emit(out, "media_stats", body, ts)
+            let mut m = Line::start(out, "media_stats");
+            text!(m, "call_id", call_id);
+            real!(m, "elapsed_s", snapshot.elapsed.as_secs_f64());
+            member!(m, "codec", &Lower(s.codec));
+            count!(m, "rtp_sent", s.rtp_sent);
+            count!(m, "rtp_received", s.rtp_received);
+            member!(m, "lost", &s.lost);
+            real!(m, "jitter_ms", s.jitter_ms);
+            member!(m, "rtt_ms", &s.rtt_ms);
+            real!(m, "concealed_ms", s.concealed_ms);
+            real!(m, "jitter_buffer_ms", s.jitter_buffer_ms);
+            object!(m, "rtp_guard", |m| guard_members(m, &s.rtp_guard));
+            member!(m, "input_level", &snapshot.input_level);
+            member!(m, "output_level", &snapshot.output_level);
+            member!(m, "input_peak", &snapshot.input_peak);
+            member!(m, "output_peak", &snapshot.output_peak);
+            member!(m, "muted", &snapshot.muted);
+            m.end()
         }
         Event::MediaReport {
             call_id, report, ..
         } => {
-            #[derive(Serialize)]
-            struct Report<'a> {
-                call_id: &'a str,
-                #[serde(flatten)]
-                report: ReportJson,
-            }
-            let body = Report {
-                call_id,
-                report: ReportJson::from(&**report),
-            };
-            emit(out, "media_report", body, ts)
+            let mut m = Line::start(out, "media_report");
+            text!(m, "call_id", call_id);
+            report_members(&mut m, report);
+            m.end()
         }
         rare => {
             let (event, body) = rare_json(rare);
-            emit(out, event, body, ts)
+            let mut m = Line::start(out, event);
+            m.splice(&body);
+            m.end()
         }
     }
 }
@@ -296,137 +219,69 @@ fn round2(x: f64) -> f64 {
 }
 
 /// The quality numbers of a call's media, as the `--summary` file and the `media_report`
-/// event show them.
-#[derive(Serialize)]
-struct ReportJson {
-    duration_s: f64,
-    underruns: u64,
-    overruns: u64,
-    media_error: Option<String>,
-    srtp: Option<&'static str>,
-    #[serde(flatten)]
-    stats: Option<StatsJson>,
-}
-
-/// The RTP statistics part of [`ReportJson`] (absent when media never ran).
-#[derive(Serialize)]
-struct StatsJson {
-    codec: String,
-    rtp_sent: u64,
-    rtp_received: u64,
-    bytes_sent: u64,
-    bytes_received: u64,
-    lost: i64,
-    fraction_lost: f64,
-    remote_lost: i64,
-    jitter_ms: f64,
-    rtt_ms: Option<f64>,
-    concealed_ms: f64,
-    concealed_frames: u64,
-    fec_recovered: u64,
-    capture_dropped: u64,
-    capture_underruns: u64,
-    jitter_buffer_ms: f64,
-    jitter_buffer_mean_ms: f64,
-    late: u64,
-    duplicates: u64,
-    dropped_foreign: u64,
-    rtp_guard: GuardJson,
-    dtmf_sent: u64,
-    dtmf_received: u64,
-    mos: Option<f64>,
-    #[serde(flatten)]
-    tone: Option<ToneJson>,
-}
-
-/// Whether the far end's known tone was heard (only with `--expect-tone`).
-#[derive(Serialize)]
-struct ToneJson {
-    tone_hz: f32,
-    tone_fraction: f64,
-    tone_heard: bool,
-}
-
-impl From<&MediaReport> for ReportJson {
-    fn from(r: &MediaReport) -> Self {
-        ReportJson {
-            duration_s: round2(r.duration.as_secs_f64()),
-            underruns: r.playback.underruns,
-            overruns: r.capture.overruns,
-            media_error: r.error.clone(),
-            srtp: r.srtp.map(|s| s.report_name()),
-            stats: r.stats.as_ref().map(|s| StatsJson {
-                codec: s.codec.to_ascii_lowercase(),
-                rtp_sent: s.rtp_sent,
-                rtp_received: s.rtp_received,
-                bytes_sent: s.bytes_sent,
-                bytes_received: s.bytes_received,
-                lost: s.lost,
-                fraction_lost: round2(s.fraction_lost),
-                remote_lost: s.remote_lost,
-                jitter_ms: round2(s.jitter_ms),
-                rtt_ms: s.rtt_ms.map(round2),
-                concealed_ms: round2(s.concealed_ms),
-                concealed_frames: s.concealed_frames,
-                fec_recovered: s.fec_recovered,
-                capture_dropped: s.capture_dropped,
-                capture_underruns: s.capture_underruns,
-                jitter_buffer_ms: round2(s.jitter_buffer_ms),
-                jitter_buffer_mean_ms: round2(s.jitter_buffer_mean_ms),
-                late: s.late,
-                duplicates: s.duplicates,
-                dropped_foreign: s.dropped_foreign,
-                rtp_guard: GuardJson::from(&s.rtp_guard),
-                dtmf_sent: s.dtmf_sent,
-                dtmf_received: s.dtmf_received,
-                mos: s.mos.map(round2),
-                tone: s.tone.as_ref().map(|t| ToneJson {
-                    tone_hz: t.hz,
-                    tone_fraction: round2(t.fraction()),
-                    tone_heard: t.heard(wakeline::media::codec::PCM_RATE),
-                }),
-            }),
-        }
+/// event show them: the RTP figures follow the first five only when media ran, and the tone
+/// figures follow those only with `--expect-tone`.
+fn report_members<M: Members>(m: &mut M, r: &MediaReport) {
+    real!(m, "duration_s", round2(r.duration.as_secs_f64()));
+    count!(m, "underruns", r.playback.underruns);
+    count!(m, "overruns", r.capture.overruns);
+    member!(m, "media_error", &r.error);
+    member!(m, "srtp", &r.srtp.map(|s| s.report_name()));
+    let Some(s) = &r.stats else {
+        return;
+    };
+    member!(m, "codec", &Lower(s.codec));
+    count!(m, "rtp_sent", s.rtp_sent);
+    count!(m, "rtp_received", s.rtp_received);
+    count!(m, "bytes_sent", s.bytes_sent);
+    count!(m, "bytes_received", s.bytes_received);
+    member!(m, "lost", &s.lost);
+    real!(m, "fraction_lost", round2(s.fraction_lost));
+    member!(m, "remote_lost", &s.remote_lost);
+    real!(m, "jitter_ms", round2(s.jitter_ms));
+    member!(m, "rtt_ms", &s.rtt_ms.map(round2));
+    real!(m, "concealed_ms", round2(s.concealed_ms));
+    count!(m, "concealed_frames", s.concealed_frames);
+    count!(m, "fec_recovered", s.fec_recovered);
+    count!(m, "capture_dropped", s.capture_dropped);
+    count!(m, "capture_underruns", s.capture_underruns);
+    real!(m, "jitter_buffer_ms", round2(s.jitter_buffer_ms));
+    real!(m, "jitter_buffer_mean_ms", round2(s.jitter_buffer_mean_ms));
+    count!(m, "late", s.late);
+    count!(m, "duplicates", s.duplicates);
+    count!(m, "dropped_foreign", s.dropped_foreign);
+    object!(m, "rtp_guard", |m| guard_members(m, &s.rtp_guard));
+    count!(m, "dtmf_sent", s.dtmf_sent);
+    count!(m, "dtmf_received", s.dtmf_received);
+    member!(m, "mos", &s.mos.map(round2));
+    if let Some(t) = &s.tone {
+        // Whether the far end's known tone was heard (only with `--expect-tone`).
+        member!(m, "tone_hz", &t.hz);
+        member!(m, "tone_fraction", &round2(t.fraction()));
+        member!(m, "tone_heard", &t.heard(wakeline::media::codec::PCM_RATE));
     }
 }
 
 /// The quality numbers of a call's media as a JSON value (for the `--summary` file).
 pub fn report_json(r: &MediaReport) -> Value {
-    serde_json::to_value(ReportJson::from(r)).unwrap_or(Value::Null)
+    let mut m = ValueMembers::default();
+    report_members(&mut m, r);
+    Value::Object(m.0)
 }
 
-/// The RTP source guard's counters, as JSON.
-#[derive(Serialize)]
-struct GuardJson {
-    foreign: u64,
-    malformed: u64,
-    unknown_pt: u64,
-    duplicates: u64,
-    too_late: u64,
-    flood: u64,
-    probation: u64,
-    ssrc_changes: u64,
-    latches: u64,
-    srtp_auth_failed: u64,
-    srtp_replayed: u64,
-}
-
-impl From<&wakeline::media::session::RtpGuard> for GuardJson {
-    fn from(g: &wakeline::media::session::RtpGuard) -> Self {
-        GuardJson {
-            foreign: g.foreign,
-            malformed: g.malformed,
-            unknown_pt: g.unknown_pt,
-            duplicates: g.duplicates,
-            too_late: g.too_late,
-            flood: g.flood,
-            probation: g.probation,
-            ssrc_changes: g.ssrc_changes,
-            latches: g.latches,
-            srtp_auth_failed: g.srtp_auth,
-            srtp_replayed: g.srtp_replay,
-        }
-    }
+/// The RTP source guard's counters.
+fn guard_members<M: Members>(m: &mut M, g: &wakeline::media::session::RtpGuard) {
+    count!(m, "foreign", g.foreign);
+    count!(m, "malformed", g.malformed);
+    count!(m, "unknown_pt", g.unknown_pt);
+    count!(m, "duplicates", g.duplicates);
+    count!(m, "too_late", g.too_late);
+    count!(m, "flood", g.flood);
+    count!(m, "probation", g.probation);
+    count!(m, "ssrc_changes", g.ssrc_changes);
+    count!(m, "latches", g.latches);
+    count!(m, "srtp_auth_failed", g.srtp_auth);
+    count!(m, "srtp_replayed", g.srtp_replay);
 }
 
 /// A call's final status for a log line: `200`, or `-` when there was none.
@@ -461,69 +316,5 @@ pub fn outcome_name(o: CallOutcome) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn line(ev: &Event) -> Value {
-        let mut out = Vec::new();
-        write_json(ev, &mut out).unwrap();
-        serde_json::from_slice(&out).unwrap()
-    }
-
-    #[test]
-    fn a_frequent_event_carries_its_name_fields_and_time() {
-        let v = line(&Event::FlowDown {
-            flow: wakeline::FlowId(7),
-            cause: "EOF".into(),
-        });
-        assert_eq!(v["event"], "flow_down");
-        assert_eq!(v["flow"], 7);
-        assert_eq!(v["cause"], "EOF");
-        assert!(v["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
-    }
-
-    #[test]
-    fn a_rare_event_goes_through_a_value_with_the_same_frame() {
-        let v = line(&Event::Registered {
-            expires: 600,
-            public_addr: None,
-        });
-        assert_eq!(v["event"], "registered");
-        assert_eq!(v["expires"], 600);
-        assert!(v.get("public_addr").is_none());
-        assert!(v["ts"].is_string());
-    }
-
-    #[test]
-    fn a_report_without_media_has_no_rtp_figures() {
-        let report = MediaReport {
-            stats: None,
-            capture: Default::default(),
-            playback: Default::default(),
-            duration: Duration::from_millis(1234),
-            error: Some("media sockets: no".into()),
-            srtp: None,
-        };
-        let v = report_json(&report);
-        assert_eq!(v["duration_s"], 1.23);
-        assert_eq!(v["media_error"], "media sockets: no");
-        assert!(v["srtp"].is_null());
-        assert!(
-            v.get("rtp_sent").is_none() && v.get("tone_hz").is_none(),
-            "{v}"
-        );
-    }
-
-    #[test]
-    fn time_stamps_keep_the_second_and_change_with_it() {
-        let at = time::macros::datetime!(2026-12-07 03:04:05.678 UTC);
-        assert_eq!(rfc3339_ms(at), "2026-12-07T03:04:05.678Z");
-        let later = time::macros::datetime!(2026-12-07 03:04:05.9 UTC);
-        assert_eq!(rfc3339_ms(later), "2026-12-07T03:04:05.900Z");
-        let next = time::macros::datetime!(2026-12-07 03:04:06.001 UTC);
-        assert_eq!(rfc3339_ms(next), "2026-12-07T03:04:06.001Z");
-        let before = time::macros::datetime!(1999-12-31 23:59:59.999 UTC);
-        assert_eq!(rfc3339_ms(before), "1999-12-31T23:59:59.999Z");
-    }
-}
+#[path = "events_tests.rs"]
+mod tests;

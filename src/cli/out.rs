@@ -9,6 +9,7 @@
 
 use std::cell::Cell;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 /// A buffer past this many bytes is written at once.
@@ -48,6 +49,8 @@ impl Batched {
         self.pending.extend_from_slice(bytes);
         if !gathering() || self.pending.len() > LIMIT {
             self.write_out();
+        } else {
+            PENDING.store(true, Ordering::Release);
         }
     }
 
@@ -70,6 +73,9 @@ impl Batched {
 static FILES: Mutex<Vec<Weak<Mutex<Batched>>>> = Mutex::new(Vec::new());
 /// Log lines waiting for stderr.
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Whether a line was gathered since the last [`flush`] (set after the line is in its
+/// buffer): the runtime parks many times with nothing to write.
+static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// A batched `out`, written by [`flush`] (and when dropped, see [`BatchedFile`]); `what`
 /// names it in a write error.
@@ -111,6 +117,7 @@ pub fn gather_log(line: &[u8]) -> bool {
         logs.extend_from_slice(line);
         (logs.len() > LIMIT).then(|| std::mem::take(&mut *logs))
     };
+    PENDING.store(true, Ordering::Release);
     if let Some(due) = due {
         super::status::write_log(&due);
     }
@@ -120,16 +127,21 @@ pub fn gather_log(line: &[u8]) -> bool {
 /// Writes every gathered log line and event line now: the runtime's park hook, and `main`
 /// before it exits.
 pub fn flush() {
-    let logs = std::mem::take(&mut *lock(&LOGS));
-    if !logs.is_empty() {
-        super::status::write_log(&logs);
+    if !PENDING.swap(false, Ordering::AcqRel) {
+        return;
     }
-    let files: Vec<_> = {
-        let mut all = lock(&FILES);
-        all.retain(|f| f.strong_count() > 0);
-        all.iter().filter_map(Weak::upgrade).collect()
-    };
-    for f in files {
+    {
+        // Written under the lock, which only a gathering thread takes: the buffer keeps its
+        // capacity.
+        let mut logs = lock(&LOGS);
+        if !logs.is_empty() {
+            super::status::write_log(&logs);
+            logs.clear();
+        }
+    }
+    let mut all = lock(&FILES);
+    all.retain(|f| f.strong_count() > 0);
+    for f in all.iter().filter_map(Weak::upgrade) {
         lock(&f).write_out();
     }
 }
