@@ -203,7 +203,21 @@ pub(crate) enum MediaNote {
 /// The driver's handle on a running media task.
 #[derive(Debug)]
 pub(crate) struct MediaTask {
-    pub ctl: mpsc::UnboundedSender<MediaCtl>,
+    pub ctl: CtlSender,
+}
+
+/// The sending end of a media task's commands. Commands are few (a `Stop` per call, and a
+/// re-INVITE's update, a digit, a mute now and then), so each goes boxed: the channel's
+/// blocks (32 slots each, the first allocated with the channel) hold pointers, not whole
+/// commands, which made the channel most of a call's set-up allocation.
+#[derive(Debug, Clone)]
+pub(crate) struct CtlSender(mpsc::UnboundedSender<Box<MediaCtl>>);
+
+impl CtlSender {
+    /// Hands `ctl` to the task; gives it back when the task has ended.
+    pub(crate) fn send(&self, ctl: MediaCtl) -> Result<(), Box<MediaCtl>> {
+        self.0.send(Box::new(ctl)).map_err(|e| e.0)
+    }
 }
 
 /// Starts the media task of `call`.
@@ -221,12 +235,17 @@ pub(crate) fn spawn(
             tx: notes,
             last: None,
         };
-        let report = run(call, sockets, negotiated, options, tap, rx, &mut notes).await;
+        // The task's state is boxed here, on the media worker at its first poll: it is
+        // allocated and freed on that one thread, and what crosses threads at the spawn is
+        // only the arguments.
+        let report = Box::pin(run(call, sockets, negotiated, options, tap, rx, &mut notes)).await;
         let _ = notes
             .tx
             .send(MediaNote::Done(call, Box::new(report), notes.last));
     });
-    MediaTask { ctl }
+    MediaTask {
+        ctl: CtlSender(ctl),
+    }
 }
 
 /// Where a media task's notes go; its last snapshot waits to go with the report.
@@ -295,6 +314,18 @@ fn report_error(error: String) -> MediaReport {
     }
 }
 
+/// Opens the call's audio now when that cannot block (tones, silence, null); `None` when it
+/// must be opened off the runtime ([`open_audio`]).
+fn open_audio_inline(
+    options: &MediaOptions,
+) -> Option<Result<(audio::AudioStreams, PacedAudio), String>> {
+    if audio::open_blocks(&options.source, &options.sink) {
+        return None;
+    }
+    let opened = audio::open(&options.source, &options.sink, &options.audio);
+    Some(opened.map_err(|e| format!("audio: {e}")))
+}
+
 /// Opens the call's audio: on the runtime when that cannot block (tones, silence, null),
 /// otherwise on the blocking pool.
 pub(super) async fn open_audio(
@@ -316,6 +347,9 @@ pub(super) async fn open_audio(
     opened.map_err(|e| format!("audio: {e}"))
 }
 
+/// [`Closing::close_off_runtime`] under way.
+type ClosingOff = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
 /// What a call leaves to close when it ends: devices (their callback threads), the paced
 /// backends (a WAV sink) and the recorder.
 pub(super) struct Closing {
@@ -335,10 +369,26 @@ impl Closing {
         self.recorder.and_then(Recorder::finish)
     }
 
+    /// True when closing can block (devices, files).
+    fn close_blocks(&self) -> bool {
+        self.handle.has_devices() || self.paced.finish_blocks() || self.recorder.is_some()
+    }
+
+    /// Closes now when that cannot block (`Ok`, what [`close`](Self::close) says); otherwise
+    /// hands back the boxed [`close_off_runtime`](Self::close_off_runtime) to await (the
+    /// task keeps a pointer, not the closing's state, while it waits).
+    fn close_inline(self) -> Result<Option<String>, ClosingOff> {
+        if self.close_blocks() {
+            Err(Box::pin(self.close_off_runtime()))
+        } else {
+            Ok(self.close())
+        }
+    }
+
     /// Closes off the runtime when closing can block (the report waits for files to be
     /// complete; the runtime's worker does not), inline otherwise.
     pub(super) async fn close_off_runtime(self) -> Option<String> {
-        if self.handle.has_devices() || self.paced.finish_blocks() || self.recorder.is_some() {
+        if self.close_blocks() {
             match tokio::task::spawn_blocking(move || self.close()).await {
                 Ok(e) => e,
                 Err(e) => Some(format!("closing audio: {e}")),
@@ -355,7 +405,7 @@ async fn run(
     negotiated: Negotiated,
     options: MediaOptions,
     tap: Tap,
-    mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
+    mut ctl: mpsc::UnboundedReceiver<Box<MediaCtl>>,
     notes: &mut Notes,
 ) -> MediaReport {
     // Registered once, with the reactor of the media worker this task runs on.
@@ -364,8 +414,15 @@ async fn run(
         Err(e) => return report_error(format!("media sockets: {e}")),
     };
     let mut active = options.audio_session == super::AudioSession::Automatic;
-    let (streams, paced) = match open_audio(&super::media_session::backends(&options, active)).await
-    {
+    let opened = {
+        let backends = super::media_session::backends(&options, active);
+        match open_audio_inline(&backends) {
+            Some(opened) => opened,
+            // Boxed: the task keeps a pointer, not the opening's state, while it waits.
+            None => Box::pin(open_audio(&backends)).await,
+        }
+    };
+    let (streams, paced) = match opened {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(?call, "{e}");
@@ -394,12 +451,15 @@ async fn run(
         recorder: None,
     };
     // Boxed: the task's future is allocated and moved whole when it is spawned, and the
-    // pipeline would be most of it.
-    let mut pipeline = match MediaPipeline::new(cfg, capture, playback, started, SystemTime::now())
-    {
-        Ok(p) => Box::new(p),
+    // pipeline would be most of it (boxed before the match: a scrutinee holding the pipeline
+    // would stay in the task's state across the error arm's await).
+    let made = MediaPipeline::new(cfg, capture, playback, started, SystemTime::now());
+    let mut pipeline = match made.map(Box::new) {
+        Ok(p) => p,
         Err(e) => {
-            closing.close_off_runtime().await;
+            if let Err(off) = closing.close_inline() {
+                off.await;
+            }
             return report_error(format!("media: {e}"));
         }
     };
@@ -481,7 +541,7 @@ async fn run(
                 }
                 pipeline.handle_timeout(now);
             }
-            c = ctl.recv() => match c {
+            c = ctl.recv() => match c.map(|c| *c) {
                 Some(MediaCtl::Update(n)) => {
                     rtcp_mux = n.rtcp_mux;
                     remote_rtcp = n.remote_rtcp;
@@ -512,9 +572,10 @@ async fn run(
                 }
                 Some(MediaCtl::Session(on)) if on != active => {
                     let stats = (&mut capture_stats, &mut playback_stats);
-                    let switched = super::media_session::switch(
+                    // Boxed: rare, and the task need not be as large as its state.
+                    let switched = Box::pin(super::media_session::switch(
                         &options, on, &mut pipeline, &mut closing, &mut clock, stats,
-                    );
+                    ));
                     match switched.await {
                         Ok(()) => active = on,
                         Err(e) => tracing::warn!(?call, "audio session: {e}"),
@@ -585,7 +646,11 @@ async fn run(
     }
     let duration = started.elapsed();
     let stats = pipeline.stats();
-    record_error = record_error.or(closing.close_off_runtime().await);
+    let closed = match closing.close_inline() {
+        Ok(closed) => closed,
+        Err(off) => off.await,
+    };
+    record_error = record_error.or(closed);
     MediaReport {
         stats: Some(stats),
         capture: capture_stats.snapshot(),
@@ -681,5 +746,42 @@ mod tests {
         }
         assert_eq!(got[..2], [b"one".to_vec(), b"two".to_vec()]);
         assert_eq!(got[2], vec![7u8; DATAGRAM], "a longer one is truncated");
+    }
+
+    #[test]
+    fn a_command_to_an_ended_task_comes_back() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctl = CtlSender(tx);
+        assert!(ctl.send(MediaCtl::Mute(true)).is_ok());
+        drop(rx);
+        let back = ctl.send(MediaCtl::Stop).map_err(|c| *c);
+        assert!(matches!(back, Err(MediaCtl::Stop)));
+    }
+
+    #[test]
+    fn the_media_task_state_stays_small() {
+        // The task's state is allocated for every call: the pipeline is boxed, and so are
+        // the rare waits (audio opened or closed off the runtime, an audio-session switch).
+        let sockets = MediaSockets::reserve("127.0.0.1".parse().unwrap()).unwrap();
+        let n = Negotiated::sendrecv(
+            crate::signaling::sdp::Codec::Opus,
+            "127.0.0.1:4000".parse().unwrap(),
+            "127.0.0.1:5000".parse().unwrap(),
+        );
+        let (tx, _) = mpsc::unbounded_channel();
+        let mut notes = Notes { tx, last: None };
+        let (_, rx) = mpsc::unbounded_channel();
+        let call = CallHandle::new(0, 1);
+        let task = run(
+            call,
+            sockets,
+            n,
+            MediaOptions::default(),
+            Tap::default(),
+            rx,
+            &mut notes,
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 4096, "{size} bytes");
     }
 }
