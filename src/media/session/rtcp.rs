@@ -376,7 +376,7 @@ mod tests {
             last_sender_report: 0xdead_beef,
             delay: 0x0002_8000,
         };
-        let b = compound(7, None, &[rr.clone()], "me@host", false).unwrap();
+        let b = compound(7, None, std::slice::from_ref(&rr), "me@host", false).unwrap();
         let inc = parse(&b, 42).unwrap();
         assert_eq!(inc.about_us, Some(rr));
         assert!(inc.sender_report.is_none() && !inc.bye);
