@@ -303,6 +303,21 @@ impl Recorder {
     }
 }
 
+/// An RTCP CNAME: 12 random characters of `[a-z0-9]` and `@wakeline` (RFC 7022: random,
+/// per call), drawn from one random 64-bit number rather than one draw per character.
+fn random_cname() -> String {
+    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    const SUFFIX: &str = "@wakeline";
+    let mut bits: u64 = rand::random();
+    let mut cname = String::with_capacity(12 + SUFFIX.len());
+    for _ in 0..12 {
+        cname.push(char::from(ALPHABET[(bits % 36) as usize]));
+        bits /= 36;
+    }
+    cname.push_str(SUFFIX);
+    cname
+}
+
 fn report_error(error: String) -> MediaReport {
     MediaReport {
         stats: None,
@@ -434,7 +449,7 @@ async fn run(
         negotiated: negotiated.clone(),
         encoder: options.encoder,
         latching: options.latching,
-        cname: format!("{}@wakeline", crate::signaling::message::random_token(12)),
+        cname: random_cname(),
         seed: rand::random(),
     };
     let crate::media::audio::AudioStreams {
@@ -746,6 +761,17 @@ mod tests {
         }
         assert_eq!(got[..2], [b"one".to_vec(), b"two".to_vec()]);
         assert_eq!(got[2], vec![7u8; DATAGRAM], "a longer one is truncated");
+    }
+
+    #[test]
+    fn cnames_are_random_tokens_at_wakeline() {
+        let a = random_cname();
+        let (token, host) = a.split_at(12);
+        assert_eq!(host, "@wakeline");
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert_ne!(a, random_cname());
     }
 
     #[test]

@@ -168,6 +168,7 @@ pub struct MediaSession {
     ts: u32,
     clock: NtpClock,
     origin: Instant,
+    /// The RTP packet being written ([`MAX_PACKET`], allocated with the first one).
     buf: Vec<u8>,
     /// Where RTP/RTCP go and whose packets count.
     policy: SourcePolicy,
@@ -211,7 +212,8 @@ impl MediaSession {
             ts: rng.random(),
             clock: NtpClock::new(now, wall),
             origin: now,
-            buf: vec![0; MAX_PACKET],
+            // Allocated with the first RTP packet sent.
+            buf: Vec::new(),
             policy: SourcePolicy::new(
                 cfg.latching,
                 now,
@@ -344,6 +346,9 @@ impl MediaSession {
             ssrc: self.ssrc,
             ..Header::default()
         };
+        if self.buf.is_empty() {
+            self.buf = vec![0; MAX_PACKET];
+        }
         let h = header.marshal_size();
         header
             .marshal_to(&mut self.buf[..h])
