@@ -22,6 +22,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+#[path = "media_recv.rs"]
+mod recv;
+use recv::recv_one;
+
 /// How calls get their audio.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaOptions {
@@ -676,29 +680,6 @@ async fn run(
     }
 }
 
-/// Largest datagram a media socket reads whole (longer ones are truncated).
-const DATAGRAM: usize = 2048;
-
-thread_local! {
-    /// The datagram buffer of the calls on this thread: a call reads into it and hands the
-    /// datagram to its pipeline before the next one reads (no buffer per call).
-    static DATAGRAM_BUF: std::cell::RefCell<[u8; DATAGRAM]> =
-        const { std::cell::RefCell::new([0; DATAGRAM]) };
-}
-
-/// Reads one datagram from `socket` (after it said it was readable) and hands it to `f`;
-/// nothing when it had none after all.
-fn recv_one(socket: &UdpSocket, f: impl FnOnce(SocketAddr, &[u8])) -> std::io::Result<()> {
-    DATAGRAM_BUF.with_borrow_mut(|buf| match socket.try_recv_from(buf) {
-        Ok((n, from)) => {
-            f(from, &buf[..n]);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-        Err(e) => Err(e),
-    })
-}
-
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -736,31 +717,6 @@ mod tests {
         let mut buf = [0u8; 8];
         let (n, from) = io.rtp.recv_from(&mut buf).await.unwrap();
         assert_eq!((&buf[..n], from), (&b"rtp"[..], peer.local_addr().unwrap()));
-    }
-
-    #[tokio::test]
-    async fn a_readable_socket_hands_over_one_datagram_at_a_time() {
-        let pair = MediaSockets::reserve("127.0.0.1".parse().unwrap()).unwrap();
-        let to = pair.local_rtp();
-        let io = pair.register().unwrap();
-        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut got = Vec::new();
-        recv_one(&io.rtp, |_, b| got.push(b.to_vec())).unwrap();
-        assert!(got.is_empty(), "nothing yet: no datagram, no error");
-        let long = vec![7u8; DATAGRAM + 10];
-        for d in [&b"one"[..], &b"two"[..], &long[..]] {
-            peer.send_to(d, to).await.unwrap();
-        }
-        while got.len() < 3 {
-            io.rtp.readable().await.unwrap();
-            recv_one(&io.rtp, |from, b| {
-                assert_eq!(from, peer.local_addr().unwrap());
-                got.push(b.to_vec());
-            })
-            .unwrap();
-        }
-        assert_eq!(got[..2], [b"one".to_vec(), b"two".to_vec()]);
-        assert_eq!(got[2], vec![7u8; DATAGRAM], "a longer one is truncated");
     }
 
     #[test]
