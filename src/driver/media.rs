@@ -22,6 +22,10 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+#[path = "media_recv.rs"]
+mod recv;
+use recv::recv_one;
+
 /// How calls get their audio.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaOptions {
@@ -203,7 +207,21 @@ pub(crate) enum MediaNote {
 /// The driver's handle on a running media task.
 #[derive(Debug)]
 pub(crate) struct MediaTask {
-    pub ctl: mpsc::UnboundedSender<MediaCtl>,
+    pub ctl: CtlSender,
+}
+
+/// The sending end of a media task's commands. Commands are few (a `Stop` per call, and a
+/// re-INVITE's update, a digit, a mute now and then), so each goes boxed: the channel's
+/// blocks (32 slots each, the first allocated with the channel) hold pointers, not whole
+/// commands, which made the channel most of a call's set-up allocation.
+#[derive(Debug, Clone)]
+pub(crate) struct CtlSender(mpsc::UnboundedSender<Box<MediaCtl>>);
+
+impl CtlSender {
+    /// Hands `ctl` to the task; gives it back when the task has ended.
+    pub(crate) fn send(&self, ctl: MediaCtl) -> Result<(), Box<MediaCtl>> {
+        self.0.send(Box::new(ctl)).map_err(|e| e.0)
+    }
 }
 
 /// Starts the media task of `call`.
@@ -221,12 +239,17 @@ pub(crate) fn spawn(
             tx: notes,
             last: None,
         };
-        let report = run(call, sockets, negotiated, options, tap, rx, &mut notes).await;
+        // The task's state is boxed here, on the media worker at its first poll: it is
+        // allocated and freed on that one thread, and what crosses threads at the spawn is
+        // only the arguments.
+        let report = Box::pin(run(call, sockets, negotiated, options, tap, rx, &mut notes)).await;
         let _ = notes
             .tx
             .send(MediaNote::Done(call, Box::new(report), notes.last));
     });
-    MediaTask { ctl }
+    MediaTask {
+        ctl: CtlSender(ctl),
+    }
 }
 
 /// Where a media task's notes go; its last snapshot waits to go with the report.
@@ -284,6 +307,21 @@ impl Recorder {
     }
 }
 
+/// An RTCP CNAME: 12 random characters of `[a-z0-9]` and `@wakeline` (RFC 7022: random,
+/// per call), drawn from one random 64-bit number rather than one draw per character.
+fn random_cname() -> String {
+    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    const SUFFIX: &str = "@wakeline";
+    let mut bits: u64 = rand::random();
+    let mut cname = String::with_capacity(12 + SUFFIX.len());
+    for _ in 0..12 {
+        cname.push(char::from(ALPHABET[(bits % 36) as usize]));
+        bits /= 36;
+    }
+    cname.push_str(SUFFIX);
+    cname
+}
+
 fn report_error(error: String) -> MediaReport {
     MediaReport {
         stats: None,
@@ -293,6 +331,18 @@ fn report_error(error: String) -> MediaReport {
         error: Some(error),
         srtp: None,
     }
+}
+
+/// Opens the call's audio now when that cannot block (tones, silence, null); `None` when it
+/// must be opened off the runtime ([`open_audio`]).
+fn open_audio_inline(
+    options: &MediaOptions,
+) -> Option<Result<(audio::AudioStreams, PacedAudio), String>> {
+    if audio::open_blocks(&options.source, &options.sink) {
+        return None;
+    }
+    let opened = audio::open(&options.source, &options.sink, &options.audio);
+    Some(opened.map_err(|e| format!("audio: {e}")))
 }
 
 /// Opens the call's audio: on the runtime when that cannot block (tones, silence, null),
@@ -316,6 +366,9 @@ pub(super) async fn open_audio(
     opened.map_err(|e| format!("audio: {e}"))
 }
 
+/// [`Closing::close_off_runtime`] under way.
+type ClosingOff = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
 /// What a call leaves to close when it ends: devices (their callback threads), the paced
 /// backends (a WAV sink) and the recorder.
 pub(super) struct Closing {
@@ -335,10 +388,26 @@ impl Closing {
         self.recorder.and_then(Recorder::finish)
     }
 
+    /// True when closing can block (devices, files).
+    fn close_blocks(&self) -> bool {
+        self.handle.has_devices() || self.paced.finish_blocks() || self.recorder.is_some()
+    }
+
+    /// Closes now when that cannot block (`Ok`, what [`close`](Self::close) says); otherwise
+    /// hands back the boxed [`close_off_runtime`](Self::close_off_runtime) to await (the
+    /// task keeps a pointer, not the closing's state, while it waits).
+    fn close_inline(self) -> Result<Option<String>, ClosingOff> {
+        if self.close_blocks() {
+            Err(Box::pin(self.close_off_runtime()))
+        } else {
+            Ok(self.close())
+        }
+    }
+
     /// Closes off the runtime when closing can block (the report waits for files to be
     /// complete; the runtime's worker does not), inline otherwise.
     pub(super) async fn close_off_runtime(self) -> Option<String> {
-        if self.handle.has_devices() || self.paced.finish_blocks() || self.recorder.is_some() {
+        if self.close_blocks() {
             match tokio::task::spawn_blocking(move || self.close()).await {
                 Ok(e) => e,
                 Err(e) => Some(format!("closing audio: {e}")),
@@ -355,7 +424,7 @@ async fn run(
     negotiated: Negotiated,
     options: MediaOptions,
     tap: Tap,
-    mut ctl: mpsc::UnboundedReceiver<MediaCtl>,
+    mut ctl: mpsc::UnboundedReceiver<Box<MediaCtl>>,
     notes: &mut Notes,
 ) -> MediaReport {
     // Registered once, with the reactor of the media worker this task runs on.
@@ -364,8 +433,15 @@ async fn run(
         Err(e) => return report_error(format!("media sockets: {e}")),
     };
     let mut active = options.audio_session == super::AudioSession::Automatic;
-    let (streams, paced) = match open_audio(&super::media_session::backends(&options, active)).await
-    {
+    let opened = {
+        let backends = super::media_session::backends(&options, active);
+        match open_audio_inline(&backends) {
+            Some(opened) => opened,
+            // Boxed: the task keeps a pointer, not the opening's state, while it waits.
+            None => Box::pin(open_audio(&backends)).await,
+        }
+    };
+    let (streams, paced) = match opened {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(?call, "{e}");
@@ -377,7 +453,7 @@ async fn run(
         negotiated: negotiated.clone(),
         encoder: options.encoder,
         latching: options.latching,
-        cname: format!("{}@wakeline", crate::signaling::message::random_token(12)),
+        cname: random_cname(),
         seed: rand::random(),
     };
     let crate::media::audio::AudioStreams {
@@ -394,12 +470,15 @@ async fn run(
         recorder: None,
     };
     // Boxed: the task's future is allocated and moved whole when it is spawned, and the
-    // pipeline would be most of it.
-    let mut pipeline = match MediaPipeline::new(cfg, capture, playback, started, SystemTime::now())
-    {
-        Ok(p) => Box::new(p),
+    // pipeline would be most of it (boxed before the match: a scrutinee holding the pipeline
+    // would stay in the task's state across the error arm's await).
+    let made = MediaPipeline::new(cfg, capture, playback, started, SystemTime::now());
+    let mut pipeline = match made.map(Box::new) {
+        Ok(p) => p,
         Err(e) => {
-            closing.close_off_runtime().await;
+            if let Err(off) = closing.close_inline() {
+                off.await;
+            }
             return report_error(format!("media: {e}"));
         }
     };
@@ -432,8 +511,6 @@ async fn run(
     pipeline.handle_timeout(started);
     let mut rtcp_mux = negotiated.rtcp_mux;
     let mut remote_rtcp = negotiated.remote_rtcp;
-    let mut rtp_buf = vec![0u8; 2048];
-    let mut rtcp_buf = vec![0u8; 2048];
     let mut stopping = false;
     let mut muted = false;
     let mut next_snapshot = started + FIRST_SNAPSHOT;
@@ -446,20 +523,24 @@ async fn run(
         };
         let deadline = due.map(|t| clock.next.map_or(t, |c| c.min(t)).min(next_snapshot));
         tokio::select! {
-            r = sockets.rtp.recv_from(&mut rtp_buf) => match r {
-                Ok((n, from)) => {
-                    tap.udp(false, &sockets.rtp, from, &rtp_buf[..n]);
-                    pipeline.handle_datagram(Instant::now(), from, &rtp_buf[..n])
+            r = sockets.rtp.readable() => {
+                let got = r.and_then(|()| recv_one(&sockets.rtp, |from, bytes| {
+                    tap.udp(false, &sockets.rtp, from, bytes);
+                    pipeline.handle_datagram(Instant::now(), from, bytes)
+                }));
+                if let Err(e) = got {
+                    tracing::debug!(?call, "rtp recv: {e}");
                 }
-                Err(e) => tracing::debug!(?call, "rtp recv: {e}"),
-            },
-            r = sockets.rtcp.recv_from(&mut rtcp_buf) => match r {
-                Ok((n, from)) => {
-                    tap.udp(false, &sockets.rtcp, from, &rtcp_buf[..n]);
-                    pipeline.handle_datagram(Instant::now(), from, &rtcp_buf[..n])
+            }
+            r = sockets.rtcp.readable() => {
+                let got = r.and_then(|()| recv_one(&sockets.rtcp, |from, bytes| {
+                    tap.udp(false, &sockets.rtcp, from, bytes);
+                    pipeline.handle_datagram(Instant::now(), from, bytes)
+                }));
+                if let Err(e) = got {
+                    tracing::debug!(?call, "rtcp recv: {e}");
                 }
-                Err(e) => tracing::debug!(?call, "rtcp recv: {e}"),
-            },
+            }
             _ = sleep_until(deadline) => {
                 let now = Instant::now();
                 // Each period owed: the devices' turn, then the pipeline's (bounded catch-up).
@@ -479,7 +560,7 @@ async fn run(
                 }
                 pipeline.handle_timeout(now);
             }
-            c = ctl.recv() => match c {
+            c = ctl.recv() => match c.map(|c| *c) {
                 Some(MediaCtl::Update(n)) => {
                     rtcp_mux = n.rtcp_mux;
                     remote_rtcp = n.remote_rtcp;
@@ -510,9 +591,10 @@ async fn run(
                 }
                 Some(MediaCtl::Session(on)) if on != active => {
                     let stats = (&mut capture_stats, &mut playback_stats);
-                    let switched = super::media_session::switch(
+                    // Boxed: rare, and the task need not be as large as its state.
+                    let switched = Box::pin(super::media_session::switch(
                         &options, on, &mut pipeline, &mut closing, &mut clock, stats,
-                    );
+                    ));
                     match switched.await {
                         Ok(()) => active = on,
                         Err(e) => tracing::warn!(?call, "audio session: {e}"),
@@ -583,7 +665,11 @@ async fn run(
     }
     let duration = started.elapsed();
     let stats = pipeline.stats();
-    record_error = record_error.or(closing.close_off_runtime().await);
+    let closed = match closing.close_inline() {
+        Ok(closed) => closed,
+        Err(off) => off.await,
+    };
+    record_error = record_error.or(closed);
     MediaReport {
         stats: Some(stats),
         capture: capture_stats.snapshot(),
@@ -631,5 +717,53 @@ mod tests {
         let mut buf = [0u8; 8];
         let (n, from) = io.rtp.recv_from(&mut buf).await.unwrap();
         assert_eq!((&buf[..n], from), (&b"rtp"[..], peer.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn cnames_are_random_tokens_at_wakeline() {
+        let a = random_cname();
+        let (token, host) = a.split_at(12);
+        assert_eq!(host, "@wakeline");
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert_ne!(a, random_cname());
+    }
+
+    #[test]
+    fn a_command_to_an_ended_task_comes_back() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctl = CtlSender(tx);
+        assert!(ctl.send(MediaCtl::Mute(true)).is_ok());
+        drop(rx);
+        let back = ctl.send(MediaCtl::Stop).map_err(|c| *c);
+        assert!(matches!(back, Err(MediaCtl::Stop)));
+    }
+
+    #[test]
+    fn the_media_task_state_stays_small() {
+        // The task's state is allocated for every call: the pipeline is boxed, and so are
+        // the rare waits (audio opened or closed off the runtime, an audio-session switch).
+        let sockets = MediaSockets::reserve("127.0.0.1".parse().unwrap()).unwrap();
+        let n = Negotiated::sendrecv(
+            crate::signaling::sdp::Codec::Opus,
+            "127.0.0.1:4000".parse().unwrap(),
+            "127.0.0.1:5000".parse().unwrap(),
+        );
+        let (tx, _) = mpsc::unbounded_channel();
+        let mut notes = Notes { tx, last: None };
+        let (_, rx) = mpsc::unbounded_channel();
+        let call = CallHandle::new(0, 1);
+        let task = run(
+            call,
+            sockets,
+            n,
+            MediaOptions::default(),
+            Tap::default(),
+            rx,
+            &mut notes,
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 4096, "{size} bytes");
     }
 }

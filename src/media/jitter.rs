@@ -23,7 +23,8 @@
 //! up to a frame above it. [`JitterBuffer::set_min_delay`] raises (or lowers) the floor during a
 //! call, e.g. to make room for Opus FEC once loss is seen.
 //!
-//! Storage is preallocated: `capacity_frames` slots of [`SLOT_BYTES`] bytes each. The first
+//! Storage is allocated once, at the first packet: `capacity_frames` slots of [`SLOT_BYTES`]
+//! bytes each (a call that receives no RTP never allocates it). The first
 //! payload longer than that (up to [`MAX_PAYLOAD`]) re-lays the slots out at [`MAX_PAYLOAD`]
 //! bytes each, once per buffer: a voice stream's packets (tens to a few hundred bytes) never
 //! pay for 1500-byte slots, which with hundreds of calls was most of a call's memory.
@@ -211,7 +212,7 @@ pub struct JitterBuffer {
     cfg: JitterConfig,
     frame_ms: f64,
     slots: Vec<Slot>,
-    /// Payload bytes: slot `i` at `i * stride`.
+    /// Payload bytes: slot `i` at `i * stride` (allocated at the first packet).
     data: Vec<u8>,
     /// [`SLOT_BYTES`], or [`MAX_PAYLOAD`] once a longer payload came.
     stride: usize,
@@ -237,7 +238,8 @@ pub struct JitterBuffer {
 }
 
 impl JitterBuffer {
-    /// Allocates all slots up front. `capacity_frames` is raised to at least 4 and
+    /// Allocates the slot table (their payload storage comes with the first packet).
+    /// `capacity_frames` is raised to at least 4 and
     /// `ts_per_frame`/`clock_rate` to at least 1; `max_delay` is lowered so that the delay fits
     /// in the slots with 4 to spare, and `min_delay` to `max_delay`.
     pub fn new(mut cfg: JitterConfig) -> Self {
@@ -251,7 +253,7 @@ impl JitterBuffer {
         JitterBuffer {
             frame_ms,
             slots: vec![Slot::default(); cfg.capacity_frames],
-            data: vec![0; cfg.capacity_frames * SLOT_BYTES],
+            data: Vec::new(),
             stride: SLOT_BYTES,
             state: State::Idle,
             epoch: None,
@@ -408,7 +410,13 @@ impl JitterBuffer {
             self.last_ts = ts;
             self.last_ts_ext = ts_ext;
         }
-        if payload.len() > self.stride {
+        if self.data.is_empty() {
+            // The first packet: a stream that never comes never pays for its storage.
+            if payload.len() > self.stride {
+                self.stride = MAX_PAYLOAD;
+            }
+            self.data = vec![0; self.slots.len() * self.stride];
+        } else if payload.len() > self.stride {
             self.widen();
         }
         let idx = (seq_ext % self.slots.len() as u64) as usize;
@@ -676,6 +684,30 @@ mod tests {
             &[0; MAX_PAYLOAD + 1],
         );
         assert_ne!(too_long, PushOutcome::Accepted);
+    }
+
+    #[test]
+    fn storage_comes_with_the_first_packet_at_its_size() {
+        let t0 = Instant::now();
+        let mut b = jb();
+        assert!(b.data.is_empty(), "no packet, no storage");
+        assert_eq!(b.pop(t0), Playout::Buffering);
+        assert!(b.data.is_empty());
+        b.reset();
+        assert!(b.data.is_empty());
+        assert_eq!(b.push(t0, 1, 960, 7, &[1; 100]), PushOutcome::Accepted);
+        assert_eq!(b.data.len(), b.slots.len() * SLOT_BYTES);
+        // A first packet longer than a slot lays the slots out wide at once.
+        let mut w = jb();
+        let mut arrivals = stream(5);
+        arrivals[0].4 = vec![2; 1200];
+        let (outs, pushes) = sim(&mut w, t0, arrivals, 10);
+        assert!(pushes.iter().all(|p| *p == PushOutcome::Accepted));
+        assert_eq!(w.stride, MAX_PAYLOAD);
+        assert_eq!(w.data.len(), w.slots.len() * MAX_PAYLOAD);
+        let first = outs.iter().find(|o| matches!(o, Out::Frame(_)));
+        assert_eq!(first, Some(&Out::Frame(vec![2; 1200])));
+        assert_eq!(frames(&outs)[1..], [2, 3, 4, 5]);
     }
 
     #[test]

@@ -24,10 +24,10 @@ pub const MAX_BEHIND: u32 = 5;
 
 /// A source that fills the capture ring by one period per tick.
 pub enum PacedSource {
-    /// A sine tone.
-    Tone(ToneGenerator, Vec<f32>, RtCapture),
-    /// Digital silence.
-    Silence(Vec<f32>, RtCapture),
+    /// A sine tone, a period of this many samples at a time.
+    Tone(ToneGenerator, usize, RtCapture),
+    /// Digital silence, a period of this many samples at a time.
+    Silence(usize, RtCapture),
     /// A WAV file held in memory.
     Wav(WavSource, RtCapture),
 }
@@ -36,11 +36,10 @@ impl PacedSource {
     /// Delivers one period into the capture ring. Real-time safe.
     pub fn tick(&mut self) {
         match self {
-            PacedSource::Tone(gen, buf, rt) => {
-                gen.fill(buf);
-                rt.process_capture(buf);
+            PacedSource::Tone(gen, period, rt) => {
+                rt.process_generated(*period, || gen.next_sample())
             }
-            PacedSource::Silence(buf, rt) => rt.process_capture(buf),
+            PacedSource::Silence(period, rt) => rt.process_generated(*period, || 0.0f32),
             PacedSource::Wav(src, rt) => src.tick(rt),
         }
     }
@@ -48,8 +47,8 @@ impl PacedSource {
 
 /// A sink that drains the playback ring by one period per tick.
 pub enum PacedSink {
-    /// Discards the audio (still counted).
-    Null(Vec<i16>, RtPlayback),
+    /// Discards the audio (still counted), a period of this many samples at a time.
+    Null(usize, RtPlayback),
     /// Appends it to a WAV file.
     Wav(WavSink, RtPlayback),
 }
@@ -59,7 +58,7 @@ impl PacedSink {
     /// WAV sink, which writes into a buffered file.
     pub fn tick(&mut self) {
         match self {
-            PacedSink::Null(buf, rt) => rt.process_playback(buf),
+            PacedSink::Null(period, rt) => rt.discard_playback(*period),
             PacedSink::Wav(sink, rt) => sink.tick(rt),
         }
     }
@@ -264,11 +263,11 @@ mod tests {
         assert!(paced.is_empty());
         paced.source = Some(PacedSource::Tone(
             ToneGenerator::new(440.0, PIPELINE_RATE, 0.5),
-            vec![0.0; 960],
+            960,
             RtCapture::new(cap_tx, PIPELINE_RATE, 1),
         ));
         paced.sink = Some(PacedSink::Null(
-            vec![0; 960],
+            960,
             RtPlayback::new(play_rx, PIPELINE_RATE, 1),
         ));
         assert!(paced.is_complete() && !paced.finish_blocks());

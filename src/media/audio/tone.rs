@@ -3,8 +3,9 @@
 //! Each is a [`PacedSource`] / [`PacedSink`] ticked once per period by its
 //! owner and feeds the same
 //! [`RtCapture`](super::rt::RtCapture) / [`RtPlayback`](super::rt::RtPlayback)
-//! code as a device, one period at a time, with buffers allocated before the
-//! thread starts.
+//! code as a device, one period at a time, with no buffer: the sources hand
+//! their samples to the capture ring one by one, the null sink drains the
+//! playback ring without converting the samples it throws away.
 
 use std::sync::Arc;
 
@@ -60,18 +61,25 @@ impl ToneGenerator {
     /// Fill `out` with the next samples of the tone.
     pub fn fill(&mut self, out: &mut [f32]) {
         for s in out {
-            *s = self.amplitude * self.im as f32;
-            let re = self.re * self.step_re - self.im * self.step_im;
-            self.im = self.im * self.step_re + self.re * self.step_im;
-            self.re = re;
-            self.count += 1;
-            if self.count == RENORM_EVERY {
-                self.count = 0;
-                let len = (self.re * self.re + self.im * self.im).sqrt();
-                self.re /= len;
-                self.im /= len;
-            }
+            *s = self.next_sample();
         }
+    }
+
+    /// The next sample of the tone.
+    #[inline]
+    pub fn next_sample(&mut self) -> f32 {
+        let s = self.amplitude * self.im as f32;
+        let re = self.re * self.step_re - self.im * self.step_im;
+        self.im = self.im * self.step_re + self.re * self.step_im;
+        self.re = re;
+        self.count += 1;
+        if self.count == RENORM_EVERY {
+            self.count = 0;
+            let len = (self.re * self.re + self.im * self.im).sqrt();
+            self.re /= len;
+            self.im /= len;
+        }
+        s
     }
 }
 
@@ -94,9 +102,8 @@ pub fn tone_source(
     let rt = capture_core(ring, PIPELINE_RATE, 1);
     let stats = rt.stats();
     let gen = ToneGenerator::new(hz, PIPELINE_RATE, TONE_AMPLITUDE);
-    let buf = vec![0.0f32; config.period_frames(PIPELINE_RATE)];
     (
-        PacedSource::Tone(gen, buf, rt),
+        PacedSource::Tone(gen, config.period_frames(PIPELINE_RATE), rt),
         stats,
         info(format!("tone:{hz}")),
     )
@@ -109,8 +116,12 @@ pub fn silence_source(
 ) -> (PacedSource, Arc<RtStats>, StreamInfo) {
     let rt = capture_core(ring, PIPELINE_RATE, 1);
     let stats = rt.stats();
-    let buf = vec![0.0f32; config.period_frames(PIPELINE_RATE)];
-    (PacedSource::Silence(buf, rt), stats, info("silence".into()))
+    let period = config.period_frames(PIPELINE_RATE);
+    (
+        PacedSource::Silence(period, rt),
+        stats,
+        info("silence".into()),
+    )
 }
 
 /// A paced 48 kHz sink that drains `ring` and discards the audio (underruns
@@ -121,10 +132,13 @@ pub fn null_sink(
 ) -> (PacedSink, Arc<RtStats>, StreamInfo) {
     let rt = playback_core(ring, PIPELINE_RATE, 1);
     let stats = rt.stats();
-    let buf = vec![0i16; config.period_frames(PIPELINE_RATE)];
     let mut i = info("null".into());
     i.sample_format = "i16".into();
-    (PacedSink::Null(buf, rt), stats, i)
+    (
+        PacedSink::Null(config.period_frames(PIPELINE_RATE), rt),
+        stats,
+        i,
+    )
 }
 
 #[cfg(test)]

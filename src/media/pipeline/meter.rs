@@ -28,6 +28,11 @@ impl Meter {
         self.samples += x.len() as u64;
     }
 
+    /// Adds `n` samples of digital silence (the same as [`add`](Self::add) on `n` zeros).
+    pub(super) fn add_silence(&mut self, n: usize) {
+        self.samples += n as u64;
+    }
+
     /// The level since the last reading; starts a new interval.
     pub(super) fn take(&mut self) -> Level {
         let level = if self.samples == 0 {
@@ -61,5 +66,16 @@ mod tests {
         let want = (0.25f64 / 50.0).sqrt() as f32;
         assert!((l.rms - want).abs() < 1e-4, "{l:?} vs {want}");
         assert_eq!(m.take(), Level::default(), "a new interval starts empty");
+    }
+
+    #[test]
+    fn silence_counts_as_zeros() {
+        let (mut a, mut b) = (Meter::default(), Meter::default());
+        for m in [&mut a, &mut b] {
+            m.add(&[16384; 960]);
+        }
+        a.add(&[0; 960]);
+        b.add_silence(960);
+        assert_eq!(a.take(), b.take());
     }
 }

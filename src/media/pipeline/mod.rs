@@ -38,9 +38,11 @@
 //! after a lost one has usually arrived when the lost one is due and its FEC data can rebuild
 //! it ([`Decoder::decode_fec`]); until then (and for other codecs) the decoder conceals.
 //!
-//! **Steady state does not allocate**: the frame, payload and PCM buffers are allocated in
-//! [`MediaPipeline::new`], RTP datagrams reuse recycled buffers, and the transmit queue has a
-//! fixed capacity for one tick's packets. (RTCP compounds, every few seconds, are built by the
+//! **Steady state does not allocate**: the frame, payload and PCM buffers are allocated once,
+//! at their first use (the first frame sent, the first frame decoded or concealed: a call that
+//! ends before any audio flows never allocates them), RTP datagrams reuse recycled buffers (a
+//! pool filled at the first packet), and the transmit queue has a fixed capacity for one
+//! tick's packets. (RTCP compounds, every few seconds, are built by the
 //! session and do allocate.)
 
 use std::collections::VecDeque;
@@ -226,13 +228,14 @@ pub struct MediaPipeline {
     capture: rtrb::Consumer<i16>,
     playback: rtrb::Producer<i16>,
     record: Option<rtrb::Producer<i16>>,
-    /// One captured frame.
+    /// One captured frame ([`MAX_FRAME_SAMPLES48`], empty until the first frame to send).
     frame: Vec<i16>,
-    /// One encoded payload.
+    /// One encoded payload ([`MAX_PAYLOAD`], empty until the first frame to send).
     payload: Vec<u8>,
-    /// Decoded PCM of one tick.
+    /// Decoded PCM of one tick ([`MAX_FRAME_SAMPLES48`], empty until the first frame to
+    /// decode or conceal: silence needs none).
     pcm: Vec<i16>,
-    /// RTP datagrams to send, and spare buffers.
+    /// RTP datagrams to send, and spare buffers ([`POOL`] of them from the first packet).
     out: VecDeque<Transmit>,
     pool: Vec<Vec<u8>>,
     dtmf_tx: DtmfSender,
@@ -376,11 +379,12 @@ impl MediaPipeline {
             capture,
             playback,
             record: None,
-            frame: vec![0; MAX_FRAME_SAMPLES48],
-            payload: vec![0; MAX_PAYLOAD],
-            pcm: vec![0; MAX_FRAME_SAMPLES48],
+            // Allocated on first use (a call that never sends or decodes never pays for them).
+            frame: Vec::new(),
+            payload: Vec::new(),
+            pcm: Vec::new(),
             out: VecDeque::with_capacity(POOL),
-            pool: (0..POOL).map(|_| Vec::with_capacity(MAX_PAYLOAD)).collect(),
+            pool: Vec::new(),
             dtmf_tx: set.dtmf_tx,
             dtmf_rx: DtmfReceiver::new(),
             events: VecDeque::with_capacity(16),
@@ -507,7 +511,9 @@ impl MediaPipeline {
 
     /// Gives a sent datagram's buffer back for reuse (keeps the send path allocation-free).
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
-        if self.pool.len() < POOL {
+        // Until the first RTP packet fills the pool (an RTCP report may come first) a buffer
+        // is not worth keeping.
+        if self.pool.capacity() != 0 && self.pool.len() < POOL {
             buf.clear();
             self.pool.push(buf);
         }

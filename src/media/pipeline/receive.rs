@@ -95,10 +95,32 @@ impl MediaPipeline {
         }
         let frame = self.encoder.frame_samples48();
         let in_dtmf = self.dtmf_quiet_until.is_some_and(|t| now < t);
+        let popped = self.jitter.pop(now);
+        let silent = match popped {
+            Playout::Buffering => true,
+            Playout::Missing { .. } => in_dtmf,
+            Playout::Frame(_) => false,
+        };
+        if silent && self.tone.is_none() {
+            // Nothing to decode (the buffer primes, or the gap a telephone event leaves): a
+            // frame of silence, with no PCM buffer to fill or scan.
+            self.meters.1.add_silence(frame);
+            if to_device {
+                let rest = push_silence(&mut self.playback, frame);
+                self.counters.playback_overflow += rest as u64;
+            }
+            if let Some(tap) = self.record.as_mut() {
+                push_silence(tap, frame);
+            }
+            return;
+        }
+        if self.pcm.len() < frame {
+            self.pcm = vec![0; MAX_FRAME_SAMPLES48.max(frame)];
+        }
         let pcm = &mut self.pcm[..];
         let dec = &mut self.decoder;
         let c = &mut self.counters;
-        let n = match self.jitter.pop(now) {
+        let n = match popped {
             // The gap a telephone event leaves in the audio: silence, not loss.
             Playout::Missing { .. } if in_dtmf => 0,
             Playout::Frame(p) => match dec.decode(p, pcm) {
@@ -146,4 +168,13 @@ impl MediaPipeline {
             let _ = tap.push_partial_slice(out);
         }
     }
+}
+
+/// Pushes `n` samples of silence into `ring` (as many as fit); returns how many did not fit.
+fn push_silence(ring: &mut rtrb::Producer<i16>, n: usize) -> usize {
+    let fit = n.min(ring.slots());
+    if let Ok(chunk) = ring.write_chunk_uninit(fit) {
+        chunk.fill_from_iter(std::iter::repeat(0));
+    }
+    n - fit
 }

@@ -45,10 +45,15 @@ impl MediaPipeline {
             }
             self.counters.capture_dropped += (backlog - MAX_CAPTURE_BACKLOG) as u64;
         }
-        let have_frame = self
-            .capture
-            .pop_entire_slice(&mut self.frame[..frame])
-            .is_ok();
+        let have_frame = self.capture.slots() >= frame && {
+            if self.frame.len() < frame {
+                self.frame = vec![0; MAX_FRAME_SAMPLES48.max(frame)];
+                self.payload = vec![0; MAX_PAYLOAD];
+            }
+            self.capture
+                .pop_entire_slice(&mut self.frame[..frame])
+                .is_ok()
+        };
         if have_frame {
             self.meters.0.add(&self.frame[..frame]);
             if self.muted {
@@ -120,6 +125,10 @@ impl MediaPipeline {
 
 /// Copies an outgoing RTP packet into a pooled buffer and queues it.
 fn queue(out: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, dest: SocketAddr, bytes: &[u8]) {
+    if pool.capacity() == 0 {
+        // The first packet: the spare buffers a burst of catch-up ticks will need.
+        *pool = (0..POOL).map(|_| Vec::with_capacity(MAX_PAYLOAD)).collect();
+    }
     let mut buf = pool.pop().unwrap_or_default();
     buf.clear();
     buf.extend_from_slice(bytes);

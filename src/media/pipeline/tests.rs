@@ -695,3 +695,48 @@ fn bye_sends_rtcp_bye_and_stops() {
     a.p.handle_tick(t);
     assert!(a.drain().is_empty());
 }
+
+#[test]
+fn a_call_without_audio_plays_silence_and_allocates_no_frame_buffers() {
+    let t0 = Instant::now();
+    let (mut a, _b) = pair(Codec::Opus, t0);
+    // The device needs a frame at once; nothing was received, nothing captured.
+    a.p.handle_timeout(t0);
+    let mut played = Vec::new();
+    while let Ok(s) = a.play.pop() {
+        played.push(s);
+    }
+    assert_eq!(played, vec![0; 960], "one frame of silence to the device");
+    let mut recorded = 0;
+    while let Ok(s) = a.rec.pop() {
+        assert_eq!(s, 0);
+        recorded += 1;
+    }
+    assert_eq!(recorded, 960, "and to the record tap");
+    assert_eq!(
+        a.p.meters.1.take(),
+        Level::default(),
+        "silence counted, no level"
+    );
+    assert!(
+        a.p.frame.is_empty() && a.p.payload.is_empty() && a.p.pcm.is_empty(),
+        "no frame was captured or decoded"
+    );
+    a.p.bye(t0);
+    let out = a.drain();
+    assert_eq!(out.len(), 1, "the RTCP BYE");
+    assert_eq!(a.p.pool.capacity(), 0, "no RTP sent, no buffer pool");
+    // Once audio flows the buffers exist, and are kept.
+    let (mut a, mut b) = pair(Codec::Opus, t0);
+    run(
+        &mut a,
+        &mut b,
+        t0,
+        200,
+        &mut Link::new(1, 0.0, 0.0),
+        &mut Link::new(2, 0.0, 0.0),
+    );
+    assert_eq!(a.p.frame.len(), MAX_FRAME_SAMPLES48);
+    assert_eq!(a.p.pcm.len(), MAX_FRAME_SAMPLES48);
+    assert_eq!(a.p.pool.capacity(), POOL);
+}

@@ -168,6 +168,7 @@ pub struct MediaSession {
     ts: u32,
     clock: NtpClock,
     origin: Instant,
+    /// The RTP packet being written ([`MAX_PACKET`], allocated with the first one).
     buf: Vec<u8>,
     /// Where RTP/RTCP go and whose packets count.
     policy: SourcePolicy,
@@ -211,7 +212,8 @@ impl MediaSession {
             ts: rng.random(),
             clock: NtpClock::new(now, wall),
             origin: now,
-            buf: vec![0; MAX_PACKET],
+            // Allocated with the first RTP packet sent.
+            buf: Vec::new(),
             policy: SourcePolicy::new(
                 cfg.latching,
                 now,
@@ -344,6 +346,9 @@ impl MediaSession {
             ssrc: self.ssrc,
             ..Header::default()
         };
+        if self.buf.is_empty() {
+            self.buf = vec![0; MAX_PACKET];
+        }
         let h = header.marshal_size();
         header
             .marshal_to(&mut self.buf[..h])
@@ -418,20 +423,21 @@ impl MediaSession {
                 octet_count: self.stats.bytes_sent as u32,
             }
         });
-        let mut reports = Vec::new();
+        let mut report = None;
         if let Some(src) = self.source.as_mut().filter(|s| s.received_since_report) {
             let (lsr, dlsr) = match self.last_sr {
                 Some((lsr, at)) => (lsr, rtcp::to_ntp_short(now.saturating_duration_since(at))),
                 None => (0, 0),
             };
-            reports.push(src.report(lsr, dlsr));
+            report = Some(src.report(lsr, dlsr));
             self.stats.fraction_lost = f64::from(src.fraction_lost) / 256.0;
         }
         self.sent_since_report = false;
-        // Building our own well-formed packet cannot fail short of a crate bug; skip it then.
-        if let Ok(bytes) = rtcp::compound(self.ssrc, sender, reports, &self.cfg.cname, bye) {
+        // Only a CNAME too long for SDES (a configuration error) stops the report.
+        let cname = &self.cfg.cname;
+        if let Some(bytes) = rtcp::compound(self.ssrc, sender, report.as_slice(), cname, bye) {
             let contents = match &mut self.protection {
-                Protection::Plain => Some(bytes.to_vec()),
+                Protection::Plain => Some(bytes),
                 Protection::Srtp(srtp) => srtp.protect_rtcp(&bytes).ok().map(|b| b.to_vec()),
                 Protection::Broken => None,
             };

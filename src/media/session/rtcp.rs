@@ -3,14 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::rtcp::packet::Packet;
-use ::rtcp::receiver_report::ReceiverReport;
 use ::rtcp::reception_report::ReceptionReport;
-use ::rtcp::sender_report::SenderReport;
-use ::rtcp::source_description::{
-    SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
-};
-use bytes::Bytes;
 
 /// RFC 3550 §6.2: minimum report interval.
 pub const RTCP_MIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -74,6 +67,7 @@ pub(crate) fn randomised(base: Duration, unit: f64) -> Duration {
 }
 
 /// What we know about our sending side for an SR.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct SenderInfo {
     pub ntp_time: u64,
     pub rtp_time: u32,
@@ -81,52 +75,80 @@ pub(crate) struct SenderInfo {
     pub octet_count: u32,
 }
 
-/// Builds SR (when `sender` is given) or RR, then SDES CNAME, then BYE when `bye`.
+/// Report blocks one SR or RR can carry (its 5-bit count).
+const MAX_REPORTS: usize = 31;
+/// Longest SDES item text (its 8-bit length).
+const MAX_SDES_TEXT: usize = 255;
+
+/// Builds SR (when `sender` is given) or RR, then SDES CNAME, then BYE when `bye`, written
+/// straight into one buffer (RFC 3550 §6.4, §6.5, §6.6; the same octets as the `rtcp` crate
+/// wrote, without its packet objects and copies). `None` when it cannot be built: more than
+/// 31 report blocks, a CNAME over 255 octets, or a cumulative loss the crate refused.
 pub(crate) fn compound(
     ssrc: u32,
     sender: Option<SenderInfo>,
-    reports: Vec<ReceptionReport>,
+    reports: &[ReceptionReport],
     cname: &str,
     bye: bool,
-) -> Result<Bytes, ::rtcp::Error> {
-    let mut pkts: Vec<Box<dyn Packet + Send + Sync>> = Vec::with_capacity(3);
-    match sender {
-        Some(s) => pkts.push(Box::new(SenderReport {
-            ssrc,
-            ntp_time: s.ntp_time,
-            rtp_time: s.rtp_time,
-            packet_count: s.packet_count,
-            octet_count: s.octet_count,
-            reports,
-            profile_extensions: Bytes::new(),
-        })),
-        None => pkts.push(Box::new(ReceiverReport {
-            ssrc,
-            reports,
-            profile_extensions: Bytes::new(),
-        })),
+) -> Option<Vec<u8>> {
+    // The `rtcp` crate refused a loss of 2^25 or more (and kept the low 24 bits below that).
+    if reports.len() > MAX_REPORTS
+        || cname.len() > MAX_SDES_TEXT
+        || reports.iter().any(|r| r.total_lost >= 1 << 25)
+    {
+        return None;
     }
-    pkts.push(Box::new(SourceDescription {
-        chunks: vec![SourceDescriptionChunk {
-            source: ssrc,
-            items: vec![SourceDescriptionItem {
-                sdes_type: SdesType::SdesCname,
-                text: Bytes::copy_from_slice(cname.as_bytes()),
-            }],
-        }],
-    }));
-    let compound = ::rtcp::packet::marshal(&pkts)?;
-    if !bye {
-        return Ok(compound);
-    }
-    // RFC 3550 §6.6: a BYE with no reason is exactly the header and the SSRC. The rtcp crate
-    // always writes a reason-length octet and pads, which analysers flag as malformed, so the
-    // BYE is written here.
-    let mut out = Vec::with_capacity(compound.len() + 8);
-    out.extend_from_slice(&compound);
-    out.extend_from_slice(&[0x81, 203, 0, 1]);
+    let report_len = 8 + if sender.is_some() { 20 } else { 0 } + 24 * reports.len();
+    // SDES chunk: SSRC, CNAME item (type, length, text), a null octet, padding to 32 bits.
+    let raw_chunk = 4 + 2 + cname.len() + 1;
+    let chunk_len = raw_chunk.next_multiple_of(4);
+    let sdes_len = 4 + chunk_len;
+    let mut out = Vec::with_capacity(report_len + sdes_len + if bye { 8 } else { 0 });
+    let header = |out: &mut Vec<u8>, count: usize, pt: u8, len: usize| {
+        out.push(0x80 | count as u8);
+        out.push(pt);
+        out.extend_from_slice(&((len / 4 - 1) as u16).to_be_bytes());
+    };
+    let pt = if sender.is_some() { 200 } else { 201 };
+    header(&mut out, reports.len(), pt, report_len);
     out.extend_from_slice(&ssrc.to_be_bytes());
-    Ok(Bytes::from(out))
+    if let Some(s) = sender {
+        out.extend_from_slice(&s.ntp_time.to_be_bytes());
+        for v in [s.rtp_time, s.packet_count, s.octet_count] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    for r in reports {
+        out.extend_from_slice(&r.ssrc.to_be_bytes());
+        out.push(r.fraction_lost);
+        out.extend_from_slice(&r.total_lost.to_be_bytes()[1..]);
+        for v in [
+            r.last_sequence_number,
+            r.jitter,
+            r.last_sender_report,
+            r.delay,
+        ] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+    header(&mut out, 1, 202, sdes_len);
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    out.extend_from_slice(&[1, cname.len() as u8]);
+    out.extend_from_slice(cname.as_bytes());
+    out.resize(report_len + sdes_len, 0);
+    if chunk_len > raw_chunk {
+        // As the `rtcp` crate pads: the last padding octet holds the padding's length.
+        if let Some(last) = out.last_mut() {
+            *last = (chunk_len - raw_chunk) as u8;
+        }
+    }
+    if bye {
+        // RFC 3550 §6.6: a BYE with no reason is exactly the header and the SSRC (the `rtcp`
+        // crate always wrote a reason-length octet and padding, which analysers flag).
+        out.extend_from_slice(&[0x81, 203, 0, 1]);
+        out.extend_from_slice(&ssrc.to_be_bytes());
+    }
+    Some(out)
 }
 
 /// What a received compound packet told us.
@@ -244,7 +266,7 @@ mod tests {
             packet_count: 2,
             octet_count: 3,
         };
-        let b = compound(7, Some(sender), vec![rr], "me@host", true).unwrap();
+        let b = compound(7, Some(sender), &[rr], "me@host", true).unwrap();
         let inc = parse(&b, 42).unwrap();
         assert_eq!(inc.sender_report, Some((7, 0x1234_5678_9abc_def0)));
         assert_eq!(inc.about_us.map(|r| r.total_lost), Some(9));
@@ -252,9 +274,95 @@ mod tests {
         assert!(parse(&b, 43).unwrap().about_us.is_none());
         // RFC 3550 §6.6: a reason-less BYE is the header and the SSRC, no length octet, no padding.
         assert_eq!(&b[b.len() - 8..], &[0x81, 203, 0, 1, 0, 0, 0, 7]);
-        let without = compound(7, None, vec![], "me@host", false).unwrap();
-        let with_bye = compound(7, None, vec![], "me@host", true).unwrap();
+        let without = compound(7, None, &[], "me@host", false).unwrap();
+        let with_bye = compound(7, None, &[], "me@host", true).unwrap();
         assert_eq!(with_bye.len(), without.len() + 8);
+    }
+
+    /// What the `rtcp` crate writes for the same compound (the format the hand-written one
+    /// keeps), BYE left out.
+    fn by_the_crate(
+        ssrc: u32,
+        sender: Option<SenderInfo>,
+        reports: Vec<ReceptionReport>,
+        cname: &str,
+    ) -> Option<Vec<u8>> {
+        use ::rtcp::packet::Packet;
+        use ::rtcp::source_description::{
+            SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
+        };
+        use bytes::Bytes;
+        let first: Box<dyn Packet + Send + Sync> = match sender {
+            Some(s) => Box::new(::rtcp::sender_report::SenderReport {
+                ssrc,
+                ntp_time: s.ntp_time,
+                rtp_time: s.rtp_time,
+                packet_count: s.packet_count,
+                octet_count: s.octet_count,
+                reports,
+                profile_extensions: Bytes::new(),
+            }),
+            None => Box::new(::rtcp::receiver_report::ReceiverReport {
+                ssrc,
+                reports,
+                profile_extensions: Bytes::new(),
+            }),
+        };
+        let sdes = Box::new(SourceDescription {
+            chunks: vec![SourceDescriptionChunk {
+                source: ssrc,
+                items: vec![SourceDescriptionItem {
+                    sdes_type: SdesType::SdesCname,
+                    text: Bytes::copy_from_slice(cname.as_bytes()),
+                }],
+            }],
+        });
+        ::rtcp::packet::marshal(&[first, sdes])
+            .ok()
+            .map(|b| b.to_vec())
+    }
+
+    #[test]
+    fn compounds_are_the_octets_the_rtcp_crate_wrote() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3550);
+        for case in 0..2000 {
+            let ssrc = rng.random();
+            let sender = rng.random_bool(0.5).then(|| SenderInfo {
+                ntp_time: rng.random(),
+                rtp_time: rng.random(),
+                packet_count: rng.random(),
+                octet_count: rng.random(),
+            });
+            let reports: Vec<ReceptionReport> = (0..rng.random_range(0..3))
+                .map(|_| ReceptionReport {
+                    ssrc: rng.random(),
+                    fraction_lost: rng.random(),
+                    total_lost: match rng.random_range(0..4) {
+                        0 => rng.random_range(0..1 << 24),
+                        1 => rng.random_range(1 << 24..1 << 25),
+                        2 => rng.random_range(1 << 25..=u32::MAX),
+                        _ => rng.random_range(0..100),
+                    },
+                    last_sequence_number: rng.random(),
+                    jitter: rng.random(),
+                    last_sender_report: rng.random(),
+                    delay: rng.random(),
+                })
+                .collect();
+            let cname: String = (0..rng.random_range(0..270)).map(|_| 'a').collect();
+            let theirs = by_the_crate(ssrc, sender, reports.clone(), &cname);
+            let ours = compound(ssrc, sender, &reports, &cname, false);
+            assert_eq!(ours, theirs, "case {case}");
+            let with_bye = compound(ssrc, sender, &reports, &cname, true);
+            if let (Some(a), Some(b)) = (&ours, &with_bye) {
+                assert_eq!(b[..a.len()], a[..], "case {case}");
+                assert_eq!(b.len(), a.len() + 8);
+            }
+        }
+        let many = vec![ReceptionReport::default(); 32];
+        assert_eq!(compound(1, None, &many, "x", false), None);
+        assert_eq!(by_the_crate(1, None, many, "x"), None);
     }
 
     #[test]
@@ -268,7 +376,7 @@ mod tests {
             last_sender_report: 0xdead_beef,
             delay: 0x0002_8000,
         };
-        let b = compound(7, None, vec![rr.clone()], "me@host", false).unwrap();
+        let b = compound(7, None, std::slice::from_ref(&rr), "me@host", false).unwrap();
         let inc = parse(&b, 42).unwrap();
         assert_eq!(inc.about_us, Some(rr));
         assert!(inc.sender_report.is_none() && !inc.bye);
@@ -276,7 +384,7 @@ mod tests {
 
     #[test]
     fn lengths_that_lie_are_errors_not_panics() {
-        let b = compound(7, None, vec![], "me@host", true).unwrap().to_vec();
+        let b = compound(7, None, &[], "me@host", true).unwrap();
         assert!(parse(&b[..b.len() - 1], 1).is_err(), "truncated BYE");
         assert!(parse(&[], 1).is_err());
         assert!(parse(&[0x80, 201, 0], 1).is_err(), "short header");
