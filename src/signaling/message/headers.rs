@@ -57,6 +57,14 @@ impl Headers {
         }
     }
 
+    /// A list of these fields, in this order.
+    pub(super) fn from_fields(fields: Vec<Header>) -> Self {
+        Headers {
+            fields,
+            parsed: Parsed::default(),
+        }
+    }
+
     /// The fields, to change: what was parsed from them is dropped.
     fn fields_mut(&mut self) -> &mut Vec<Header> {
         self.parsed = Parsed::default();

@@ -1,10 +1,9 @@
 //! SIP messages: our own types over rsip.
 //!
-//! rsip 0.4 is used to split the header section, but it rejects or mangles several things a real
-//! user agent receives (folded lines, `Via :`, compact names, LF-only line endings, IPv6 hosts,
-//! `received=` with IPv6, reason phrases). This module normalises the input before rsip sees it and
-//! parses the start line, URIs and the typed header values itself, so the rest of wakeline never
-//! sees an rsip type and rsip can be patched around or replaced here alone.
+//! rsip 0.4 rejects or mangles several things a real user agent receives (folded lines, `Via :`,
+//! compact names, LF-only line endings, IPv6 hosts, `received=` with IPv6, reason phrases), so
+//! this module parses the start line, the header section, URIs and the typed header values
+//! itself; the rest of wakeline never sees an rsip type.
 //!
 //! Building is done by our own serializer ([`Request::to_bytes`], [`Response::to_bytes`]), which
 //! always writes a correct `Content-Length`.
@@ -13,10 +12,13 @@ mod header;
 mod headers;
 mod method;
 mod parse;
+#[cfg(test)]
+mod parse_tests;
 #[doc(hidden)]
 pub mod testdata;
 mod typed;
 mod uri;
+mod values;
 
 pub use header::HeaderName;
 pub use headers::{Header, Headers};
