@@ -233,7 +233,7 @@ fn parse_status_line(line: &str) -> Result<(u16, String), ParseError> {
 /// header fields: one `String` per field, no intermediate text.
 fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
     let bytes = section.as_bytes();
-    let mut fields: Vec<Header> = Vec::with_capacity(memchr::memchr_iter(b'\n', bytes).count() + 1);
+    let mut fields: Vec<Header> = Vec::with_capacity(if bytes.is_empty() { 0 } else { 16 });
     let mut start = 0;
     while start < bytes.len() {
         let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
@@ -241,7 +241,8 @@ fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
         let raw = section.get(start..end).unwrap_or_default();
         start = end + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let Some(&first) = line.as_bytes().first() else {
+        let line_bytes = line.as_bytes();
+        let Some(&first) = line_bytes.first() else {
             continue;
         };
         if first == b' ' || first == b'\t' {
@@ -258,14 +259,21 @@ fn parse_header_section(section: &str) -> Result<Headers, ParseError> {
             }
             continue;
         }
-        let colon = memchr::memchr(b':', line.as_bytes())
-            .ok_or_else(|| ParseError::HeaderLine(snippet(line)))?;
-        let name = line[..colon].trim_end_matches([' ', '\t']);
-        if !is_token(name) {
+        // The name is a token, then optional SP/HT, then the colon.
+        let name_len = line_bytes
+            .iter()
+            .position(|&b| !is_token_byte(b))
+            .unwrap_or(line_bytes.len());
+        let colon = name_len
+            + line_bytes[name_len..]
+                .iter()
+                .position(|&b| b != b' ' && b != b'\t')
+                .unwrap_or(line_bytes.len() - name_len);
+        if name_len == 0 || line_bytes.get(colon) != Some(&b':') {
             return Err(ParseError::HeaderLine(snippet(line)));
         }
         fields.push(Header {
-            name: HeaderName::parse(name),
+            name: HeaderName::parse(&line[..name_len]),
             value: trim(&line[colon + 1..]).to_string(),
         });
     }

@@ -31,20 +31,24 @@ impl<'a> Iterator for SplitUnquoted<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let text = self.rest?;
-        let (mut in_quote, mut escaped) = (false, false);
-        for (i, &b) in text.as_bytes().iter().enumerate() {
-            if escaped {
-                escaped = false;
-                continue;
+        let bytes = text.as_bytes();
+        // Straight to the next separator or quote; byte by byte only inside quotes.
+        let mut i = 0;
+        while let Some(at) = memchr::memchr2(self.sep, b'"', &bytes[i..]) {
+            i += at;
+            if bytes[i] == self.sep {
+                self.rest = Some(&text[i + 1..]);
+                return Some(&text[..i]);
             }
-            match b {
-                b'\\' if in_quote => escaped = true,
-                b'"' => in_quote = !in_quote,
-                _ if b == self.sep && !in_quote => {
-                    self.rest = Some(&text[i + 1..]);
-                    return Some(&text[..i]);
-                }
-                _ => {}
+            // A quoted string: skip to its closing quote (`\` escapes one byte; what it
+            // escapes is ASCII in anything we accept, and a multi-byte char holds no quote).
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            if i >= bytes.len() {
+                break;
             }
         }
         self.rest = None;
@@ -83,26 +87,29 @@ pub(super) fn parse_params(text: &str) -> Result<Params, &'static str> {
 /// A dotted-quad IPv4 address exactly as `Ipv4Addr::from_str` reads one (four decimal parts of
 /// one to three digits, no leading zero, each at most 255), without its generic parser.
 pub(super) fn ipv4(text: &str) -> Option<Ipv4Addr> {
+    let bytes = text.as_bytes();
     let mut octets = [0u8; 4];
-    let mut parts = text.as_bytes().split(|&b| b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut n = 0u16;
-        for &b in part {
-            if !b.is_ascii_digit() {
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if bytes.get(i) != Some(&b'.') {
                 return None;
             }
-            n = n * 10 + u16::from(b - b'0');
+            i += 1;
+        }
+        let start = i;
+        let mut n = 0u16;
+        while i < bytes.len() && bytes[i].is_ascii_digit() && i - start < 3 {
+            n = n * 10 + u16::from(bytes[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || (digits > 1 && bytes[start] == b'0') {
+            return None;
         }
         *octet = u8::try_from(n).ok()?;
     }
-    match parts.next() {
-        None => Some(Ipv4Addr::from(octets)),
-        Some(_) => None,
-    }
+    (i == bytes.len()).then(|| Ipv4Addr::from(octets))
 }
 
 /// A port: one or more digits, at most 65535.
