@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use super::{Direction, SdpError};
 
 /// An `a=` line: `a=name` or `a=name:value` (RFC 4566 §5.13).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attribute {
     /// The attribute name, e.g. `rtpmap`.
     pub name: String,
@@ -43,18 +43,69 @@ impl Attribute {
     }
 }
 
+impl Attribute {
+    /// Writes the line(s) (what `Display` prints).
+    pub(super) fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        f.write_str("a=")?;
+        f.write_str(&self.name)?;
+        if let Some(v) = &self.value {
+            f.write_str(":")?;
+            f.write_str(v)?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Attribute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.value {
-            Some(v) => write!(f, "a={}:{}", self.name, v),
-            None => write!(f, "a={}", self.name),
+        self.write_to(f)
+    }
+}
+
+/// Writes `n` in decimal (what `{n}` writes, without the formatting machinery).
+pub(super) fn write_number(f: &mut impl fmt::Write, n: u64) -> fmt::Result {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
+    }
+    // ASCII digits only.
+    f.write_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+}
+
+/// `n` in decimal, as `n.to_string()` gives it.
+pub(super) fn decimal(n: u64) -> String {
+    let mut out = String::with_capacity(20);
+    // Writing into a String cannot fail.
+    let _ = write_number(&mut out, n);
+    out
+}
+
+/// Writes an address as `Display` does (IPv4 in dotted quad, IPv6 by the standard library).
+pub(super) fn write_address(f: &mut impl fmt::Write, address: IpAddr) -> fmt::Result {
+    match address {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    f.write_str(".")?;
+                }
+                write_number(f, u64::from(octet))?;
+            }
+            Ok(())
+        }
+        IpAddr::V6(_) => write!(f, "{address}"),
     }
 }
 
 /// A `c=` line (RFC 4566 §5.7): `IN IP4 <addr>` or `IN IP6 <addr>`; a multicast `/ttl` suffix is
 /// dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Connection {
     /// The connection address.
     pub address: IpAddr,
@@ -89,9 +140,19 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Writes the line(s) (what `Display` prints).
+    pub(super) fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        f.write_str("c=IN ")?;
+        f.write_str(addr_type(self.address))?;
+        f.write_str(" ")?;
+        write_address(f, self.address)
+    }
+}
+
 impl fmt::Display for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c=IN {} {}", addr_type(self.address), self.address)
+        self.write_to(f)
     }
 }
 
@@ -105,7 +166,7 @@ pub(super) fn addr_type(addr: IpAddr) -> &'static str {
 
 /// The `o=` line (RFC 4566 §5.2). Ids and versions are kept as text: peers send numbers wider
 /// than 64 bits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// `<username>` (`-` when none).
     pub username: String,
@@ -121,32 +182,57 @@ pub struct Origin {
 
 impl Origin {
     fn parse(text: &str) -> Result<Self, SdpError> {
-        let f: Vec<&str> = text.split_ascii_whitespace().collect();
-        match f.as_slice() {
-            [user, id, version, net, kind, addr] if net.eq_ignore_ascii_case("IN") => Ok(Self {
-                username: (*user).to_owned(),
-                session_id: (*id).to_owned(),
-                session_version: (*version).to_owned(),
-                address_type: (*kind).to_owned(),
-                address: (*addr).to_owned(),
-            }),
+        let mut f = text.split_ascii_whitespace();
+        match [
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+        ] {
+            [Some(user), Some(id), Some(version), Some(net), Some(kind), Some(addr), None]
+                if net.eq_ignore_ascii_case("IN") =>
+            {
+                Ok(Self {
+                    username: user.to_owned(),
+                    session_id: id.to_owned(),
+                    session_version: version.to_owned(),
+                    address_type: kind.to_owned(),
+                    address: addr.to_owned(),
+                })
+            }
             _ => Err(malformed("o", text)),
         }
     }
 }
 
+impl Origin {
+    /// Writes the line(s) (what `Display` prints).
+    pub(super) fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        for (before, field) in [
+            ("o=", &self.username),
+            (" ", &self.session_id),
+            (" ", &self.session_version),
+            (" IN ", &self.address_type),
+            (" ", &self.address),
+        ] {
+            f.write_str(before)?;
+            f.write_str(field)?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "o={} {} {} IN {} {}",
-            self.username, self.session_id, self.session_version, self.address_type, self.address
-        )
+        self.write_to(f)
     }
 }
 
 /// One `m=` section (RFC 4566 §5.14) with its own lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MediaDescription {
     /// `audio`, `video`, `application`, ...
     pub media: String,
@@ -167,7 +253,7 @@ pub struct MediaDescription {
 }
 
 /// An `a=rtpmap` value (RFC 4566 §6).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RtpMap {
     /// The encoding name, as written.
     pub encoding: String,
@@ -223,31 +309,44 @@ impl MediaDescription {
 
     /// The value of `a=<name>:<pt> <value>` for one payload type (rtpmap, fmtp).
     fn per_format(&self, name: &str, pt: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .filter(|a| a.name.eq_ignore_ascii_case(name))
-            .filter_map(|a| a.value.as_deref())
-            .find_map(|v| {
-                let (p, rest) = v.split_once(' ').unwrap_or((v, ""));
-                (p == pt).then(|| rest.trim())
-            })
+        if pt.as_bytes().contains(&b' ') {
+            // The payload type ends at the first space: one with a space never matches.
+            return None;
+        }
+        self.attributes.iter().find_map(|a| {
+            let v = a.value.as_deref()?;
+            // `<pt> <rest>`: the payload type first, the name only when it matches.
+            let rest = v.strip_prefix(pt)?;
+            let rest = match rest.as_bytes().first() {
+                None => "",
+                Some(b' ') => &rest[1..],
+                Some(_) => return None,
+            };
+            a.name.eq_ignore_ascii_case(name).then(|| rest.trim())
+        })
     }
 
     /// The `a=rtpmap` of a payload type, if present and well formed.
     pub fn rtpmap(&self, pt: &str) -> Option<RtpMap> {
-        let v = self.per_format("rtpmap", pt)?;
-        let mut parts = v.split('/');
-        let encoding = parts.next()?.trim().to_owned();
-        let clock_rate = parts.next()?.trim().parse().ok()?;
-        let channels = match parts.next() {
-            Some(c) => Some(c.trim().parse().ok()?),
-            None => None,
-        };
+        let (encoding, clock_rate, channels) = self.rtpmap_parts(pt)?;
         Some(RtpMap {
-            encoding,
+            encoding: encoding.to_owned(),
             clock_rate,
             channels,
         })
+    }
+
+    /// The `a=rtpmap` of a payload type as (encoding, clock rate, channels), borrowed.
+    pub(super) fn rtpmap_parts(&self, pt: &str) -> Option<(&str, u32, Option<u32>)> {
+        let v = self.per_format("rtpmap", pt)?;
+        let mut parts = v.split('/');
+        let encoding = parts.next()?.trim();
+        let clock_rate = number(parts.next()?)?;
+        let channels = match parts.next() {
+            Some(c) => Some(number(c)?),
+            None => None,
+        };
+        Some((encoding, clock_rate, channels))
     }
 
     /// The `a=fmtp` parameters of a payload type (`key=value` pairs split on `;`).
@@ -304,28 +403,61 @@ impl MediaDescription {
     }
 }
 
-impl fmt::Display for MediaDescription {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "m={} {}", self.media, self.port)?;
+impl MediaDescription {
+    /// Writes the line(s) (what `Display` prints).
+    pub(super) fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        f.write_str("m=")?;
+        f.write_str(&self.media)?;
+        f.write_str(" ")?;
+        write_number(f, u64::from(self.port))?;
         if let Some(n) = self.port_count {
-            write!(f, "/{n}")?;
+            f.write_str("/")?;
+            write_number(f, u64::from(n))?;
         }
-        write!(f, " {} {}\r\n", self.protocol, self.formats.join(" "))?;
+        f.write_str(" ")?;
+        f.write_str(&self.protocol)?;
+        f.write_str(" ")?;
+        for (i, format) in self.formats.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(format)?;
+        }
+        f.write_str("\r\n")?;
         write_lines(f, &self.other, &['i'])?;
         if let Some(c) = &self.connection {
-            write!(f, "{c}\r\n")?;
+            c.write_to(f)?;
+            f.write_str("\r\n")?;
         }
         write_lines(f, &self.other, &['b', 'k'])?;
         write_unlisted(f, &self.other, &['i', 'b', 'k'])?;
         for a in &self.attributes {
-            write!(f, "{a}\r\n")?;
+            a.write_to(f)?;
+            f.write_str("\r\n")?;
         }
         Ok(())
     }
 }
 
+impl fmt::Display for MediaDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+/// `text.trim().parse::<u32>()`, plain digits read directly.
+fn number(text: &str) -> Option<u32> {
+    let digits = text.trim();
+    match digits.as_bytes() {
+        bytes if !bytes.is_empty() && bytes.len() <= 9 && bytes.iter().all(u8::is_ascii_digit) => {
+            Some(bytes.iter().fold(0, |n, &b| n * 10 + u32::from(b - b'0')))
+        }
+        _ => digits.parse().ok(),
+    }
+}
+
 /// A whole SDP body (RFC 4566 §5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionDescription {
     /// `o=`.
     pub origin: Origin,
@@ -465,14 +597,13 @@ impl SessionDescription {
 }
 
 /// Writes the `other` lines whose type is in `kinds`, in the order of `kinds`.
-fn write_lines(
-    f: &mut fmt::Formatter<'_>,
-    other: &[(char, String)],
-    kinds: &[char],
-) -> fmt::Result {
+fn write_lines(f: &mut impl fmt::Write, other: &[(char, String)], kinds: &[char]) -> fmt::Result {
+    if other.is_empty() {
+        return Ok(());
+    }
     for k in kinds {
         for (kind, v) in other.iter().filter(|(kind, _)| kind == k) {
-            write!(f, "{kind}={v}\r\n")?;
+            write_line(f, *kind, v)?;
         }
     }
     Ok(())
@@ -480,40 +611,70 @@ fn write_lines(
 
 /// Writes the `other` lines whose type is not in `known`.
 fn write_unlisted(
-    f: &mut fmt::Formatter<'_>,
+    f: &mut impl fmt::Write,
     other: &[(char, String)],
     known: &[char],
 ) -> fmt::Result {
     for (kind, v) in other.iter().filter(|(k, _)| !known.contains(k)) {
-        write!(f, "{kind}={v}\r\n")?;
+        write_line(f, *kind, v)?;
     }
     Ok(())
 }
 
-impl fmt::Display for SessionDescription {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v=0\r\n{}\r\ns={}\r\n", self.origin, self.session_name)?;
+/// Writes `<kind>=<value>` and CRLF.
+fn write_line(f: &mut impl fmt::Write, kind: char, value: &str) -> fmt::Result {
+    let mut buf = [0u8; 4];
+    f.write_str(kind.encode_utf8(&mut buf))?;
+    f.write_str("=")?;
+    f.write_str(value)?;
+    f.write_str("\r\n")
+}
+
+impl SessionDescription {
+    /// Writes the description (what `Display` prints).
+    pub(super) fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        f.write_str("v=0\r\n")?;
+        self.origin.write_to(f)?;
+        f.write_str("\r\ns=")?;
+        f.write_str(&self.session_name)?;
+        f.write_str("\r\n")?;
         write_lines(f, &self.other, &['i', 'u', 'e', 'p'])?;
         if let Some(c) = &self.connection {
-            write!(f, "{c}\r\n")?;
+            c.write_to(f)?;
+            f.write_str("\r\n")?;
         }
         write_lines(f, &self.other, &['b'])?;
         if self.timing.is_empty() {
             f.write_str("t=0 0\r\n")?;
         }
         for (start, stop) in &self.timing {
-            write!(f, "t={start} {stop}\r\n")?;
+            f.write_str("t=")?;
+            write_number(f, *start)?;
+            f.write_str(" ")?;
+            write_number(f, *stop)?;
+            f.write_str("\r\n")?;
         }
         write_lines(f, &self.other, &['r', 'z', 'k'])?;
         let known = ['i', 'u', 'e', 'p', 'b', 'r', 'z', 'k'];
         write_unlisted(f, &self.other, &known)?;
         for a in &self.attributes {
-            write!(f, "{a}\r\n")?;
+            a.write_to(f)?;
+            f.write_str("\r\n")?;
         }
         for m in &self.media {
-            write!(f, "{m}")?;
+            m.write_to(f)?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for SessionDescription {
+    /// Printed into one buffer first: the target (usually a fresh `String` from `to_string`)
+    /// then grows once, not once per doubling.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::with_capacity(512);
+        self.write_to(&mut out)?;
+        f.write_str(&out)
     }
 }
 
