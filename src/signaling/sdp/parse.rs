@@ -36,9 +36,9 @@ impl Attribute {
     }
 
     fn parse(text: &str) -> Self {
-        match text.split_once(':') {
-            Some((name, value)) => Self::value(name.trim(), value.trim()),
-            None => Self::flag(text.trim()),
+        match memchr::memchr(b':', text.as_bytes()).map(|i| (&text[..i], &text[i + 1..])) {
+            Some((name, value)) => Self::value(trim(name), trim(value)),
+            None => Self::flag(trim(text)),
         }
     }
 }
@@ -289,7 +289,7 @@ impl MediaDescription {
             protocol: protocol.to_owned(),
             formats,
             connection: None,
-            attributes: Vec::new(),
+            attributes: Vec::with_capacity(8),
             other: Vec::new(),
         })
     }
@@ -322,7 +322,7 @@ impl MediaDescription {
                 Some(b' ') => &rest[1..],
                 Some(_) => return None,
             };
-            a.name.eq_ignore_ascii_case(name).then(|| rest.trim())
+            a.name.eq_ignore_ascii_case(name).then(|| trim(rest))
         })
     }
 
@@ -340,7 +340,7 @@ impl MediaDescription {
     pub(super) fn rtpmap_parts(&self, pt: &str) -> Option<(&str, u32, Option<u32>)> {
         let v = self.per_format("rtpmap", pt)?;
         let mut parts = v.split('/');
-        let encoding = parts.next()?.trim();
+        let encoding = trim(parts.next()?);
         let clock_rate = number(parts.next()?)?;
         let channels = match parts.next() {
             Some(c) => Some(number(c)?),
@@ -445,9 +445,46 @@ impl fmt::Display for MediaDescription {
     }
 }
 
+/// `text.trim()`, returning at once when there is nothing to trim (the usual case).
+fn trim(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        // Visible ASCII at both ends: no whitespace to remove.
+        (Some(&first), Some(&last))
+            if (0x21..0x80).contains(&first) && (0x21..0x80).contains(&last) =>
+        {
+            text
+        }
+        _ => text.trim(),
+    }
+}
+
+/// The lines of `text` (LF or CRLF ends) that are not blank.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || loop {
+        let t = rest?;
+        // `\n` is ASCII: both sides are char boundaries.
+        let line = match memchr::memchr(b'\n', t.as_bytes()) {
+            Some(i) => {
+                rest = Some(&t[i + 1..]);
+                &t[..i]
+            }
+            None => {
+                rest = None;
+                t
+            }
+        };
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if !trim(line).is_empty() {
+            return Some(line);
+        }
+    })
+}
+
 /// `text.trim().parse::<u32>()`, plain digits read directly.
 fn number(text: &str) -> Option<u32> {
-    let digits = text.trim();
+    let digits = trim(text);
     match digits.as_bytes() {
         bytes if !bytes.is_empty() && bytes.len() <= 9 && bytes.iter().all(u8::is_ascii_digit) => {
             Some(bytes.iter().fold(0, |n, &b| n * 10 + u32::from(b - b'0')))
@@ -508,10 +545,7 @@ impl SessionDescription {
     /// Parses SDP text (CRLF or LF line ends). Needs `v=0`, `o=`, `s=`, a well-formed `m=` for
     /// every section and a `c=` (media or session level) for every audio stream in use.
     pub fn parse(text: &str) -> Result<Self, SdpError> {
-        let mut lines = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .filter(|l| !l.trim().is_empty());
+        let mut lines = lines(text);
         match lines.next() {
             Some(l) if l.trim_end() == "v=0" => {}
             Some(l) => return Err(malformed("v", l)),
