@@ -145,21 +145,29 @@ pub(super) fn parse_hostport(text: &str) -> Result<(Host, Option<u16>), &'static
         };
         (Host::V6(v6), port)
     } else {
-        let (host, port) = match split_at_byte(text, b':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (text, None),
-        };
-        if host.is_empty() {
+        // One pass over the host: its characters checked, the port's `:` found, and whether
+        // it can be an IPv4 address (digits and dots) noted.
+        let bytes = text.as_bytes();
+        let mut end = 0;
+        let mut dotted = true;
+        while end < bytes.len() {
+            match bytes[end] {
+                b':' => break,
+                b'0'..=b'9' | b'.' => {}
+                b if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' => dotted = false,
+                _ => {
+                    return Err("bad character in host");
+                }
+            }
+            end += 1;
+        }
+        if end == 0 {
             return Err("empty host");
         }
-        if !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-        {
-            return Err("bad character in host");
-        }
+        let host = &text[..end];
+        let port = (end < text.len()).then(|| &text[end + 1..]);
         // No `:` and no brackets: not IPv6.
-        let host = match ipv4(host) {
+        let host = match dotted.then(|| ipv4(host)).flatten() {
             Some(v4) => Host::V4(v4),
             None => Host::Domain(host.to_string()),
         };
