@@ -63,9 +63,25 @@ pub(super) fn snippet(text: &str) -> String {
     }
 }
 
-/// RFC 3261 `token` characters.
+/// RFC 3261 `token` characters, as a table.
+const TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// An RFC 3261 `token` character.
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN_BYTES[usize::from(b)]
 }
 
 pub(super) fn is_token(s: &str) -> bool {
@@ -98,9 +114,20 @@ pub(super) fn trim_end(s: &str) -> &str {
     }
 }
 
-/// `str::trim`, the same way.
+/// `str::trim`, the same way; spaces at the start (one after a colon, usually) are skipped
+/// first, and text with visible ASCII at both ends is returned as it is.
 pub(super) fn trim(s: &str) -> &str {
-    trim_end(trim_start(s))
+    let spaces = s.bytes().take_while(|&b| b == b' ').count();
+    // Spaces are ASCII: a char boundary.
+    let s = s.get(spaces..).unwrap_or_default();
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(&first), Some(&last))
+            if (0x21..0x80).contains(&first) && (0x21..0x80).contains(&last) =>
+        {
+            s
+        }
+        _ => trim_end(trim_start(s)),
+    }
 }
 
 /// The first line of `head` that is empty ends it: returns (head length without the empty line,
