@@ -95,6 +95,12 @@ fn is_ascii_ws(b: u8) -> bool {
 
 /// `str::trim_start`, with a byte loop for the ASCII whitespace that is all we ever see.
 pub(super) fn trim_start(s: &str) -> &str {
+    if s.as_bytes()
+        .first()
+        .is_some_and(|b| (0x21..0x80).contains(b))
+    {
+        return s;
+    }
     let i = s.bytes().take_while(|&b| is_ascii_ws(b)).count();
     // `i` counts ASCII bytes, so it is a char boundary.
     let rest = s.get(i..).unwrap_or_default();
@@ -106,6 +112,12 @@ pub(super) fn trim_start(s: &str) -> &str {
 
 /// `str::trim_end`, with a byte loop for the ASCII whitespace that is all we ever see.
 pub(super) fn trim_end(s: &str) -> &str {
+    if s.as_bytes()
+        .last()
+        .is_some_and(|b| (0x21..0x80).contains(b))
+    {
+        return s;
+    }
     let i = s.bytes().rev().take_while(|&b| is_ascii_ws(b)).count();
     let rest = s.get(..s.len() - i).unwrap_or_default();
     match rest.as_bytes().last() {
