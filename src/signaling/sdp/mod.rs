@@ -236,7 +236,7 @@ impl SdpSession {
         } else {
             self.username.clone()
         };
-        desc.origin.session_id = self.id.to_string();
+        desc.origin.session_id = parse::decimal(self.id);
         desc.origin.session_version = String::new();
         let fingerprint = {
             use std::hash::{Hash, Hasher};
@@ -248,7 +248,7 @@ impl SdpSession {
             self.version = self.version.wrapping_add(1);
         }
         self.last = Some(fingerprint);
-        desc.origin.session_version = self.version.to_string();
+        desc.origin.session_version = parse::decimal(self.version);
     }
 }
 

@@ -305,15 +305,26 @@ fn negotiated(
             None => SocketAddr::new(conn.address, peer.port.saturating_add(1)),
         }
     };
-    let fmtp = if choice.codec == Codec::Opus {
-        peer.fmtp(&decimal(u64::from(choice.payload_type)))
-    } else {
-        Vec::new()
-    };
+    // The Opus fmtp parameters we read, the first of each name, in one pass.
+    let keys = [
+        "useinbandfec",
+        "maxaveragebitrate",
+        "maxplaybackrate",
+        "stereo",
+    ];
+    let mut values: [Option<&str>; 4] = [None; 4];
+    if choice.codec == Codec::Opus {
+        let pt = decimal(u64::from(choice.payload_type));
+        for (key, value) in peer.fmtp_pairs(&pt) {
+            if let Some(i) = keys.iter().position(|k| key.eq_ignore_ascii_case(k)) {
+                values[i] = values[i].or(Some(value));
+            }
+        }
+    }
     let param = |k: &str| {
-        fmtp.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
+        keys.iter()
+            .position(|key| *key == k)
+            .and_then(|i| values[i])
     };
     Negotiated {
         local_rtp,

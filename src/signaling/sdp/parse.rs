@@ -339,31 +339,41 @@ impl MediaDescription {
     /// The `a=rtpmap` of a payload type as (encoding, clock rate, channels), borrowed.
     pub(super) fn rtpmap_parts(&self, pt: &str) -> Option<(&str, u32, Option<u32>)> {
         let v = self.per_format("rtpmap", pt)?;
-        let mut parts = v.split('/');
-        let encoding = trim(parts.next()?);
-        let clock_rate = number(parts.next()?)?;
-        let channels = match parts.next() {
-            Some(c) => Some(number(c)?),
-            None => None,
+        // `<encoding>/<clock rate>[/<channels>]`; anything after a third `/` is ignored.
+        let (encoding, rest) = v.split_at(memchr::memchr(b'/', v.as_bytes())?);
+        let rest = &rest[1..];
+        let (clock_rate, channels) = match memchr::memchr(b'/', rest.as_bytes()) {
+            Some(i) => {
+                let c = &rest[i + 1..];
+                let c = &c[..memchr::memchr(b'/', c.as_bytes()).unwrap_or(c.len())];
+                (number(&rest[..i])?, Some(number(c)?))
+            }
+            None => (number(rest)?, None),
         };
-        Some((encoding, clock_rate, channels))
+        Some((trim(encoding), clock_rate, channels))
     }
 
     /// The `a=fmtp` parameters of a payload type (`key=value` pairs split on `;`).
     pub fn fmtp(&self, pt: &str) -> Vec<(String, String)> {
-        let Some(v) = self.per_format("fmtp", pt) else {
-            return Vec::new();
-        };
-        v.split(';')
+        self.fmtp_pairs(pt)
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+            .collect()
+    }
+
+    /// The `a=fmtp` parameters of a payload type, borrowed: names as written (compare them
+    /// case-insensitively), values trimmed.
+    pub(super) fn fmtp_pairs(&self, pt: &str) -> impl Iterator<Item = (&str, &str)> {
+        self.per_format("fmtp", pt)
+            .unwrap_or_default()
+            .split(';')
             .filter_map(|p| {
-                let p = p.trim();
+                let p = trim(p);
                 if p.is_empty() {
                     return None;
                 }
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                Some((trim(k), trim(v)))
             })
-            .collect()
     }
 
     /// The direction attribute at media level, if any.
