@@ -59,10 +59,11 @@ impl<'a> Iterator for SplitUnquoted<'a> {
 /// Parses `name[=value]` items separated by `;` (the text after the first `;`), whitespace
 /// around names, `=` and values tolerated; an empty item (`;;`) is skipped.
 pub(super) fn parse_params(text: &str) -> Result<Params, &'static str> {
-    let mut params = Params::default();
     if text.is_empty() {
-        return Ok(params);
+        return Ok(Params::default());
     }
+    // Four: what the first push would grow an empty list to anyway.
+    let mut params = Params(Vec::with_capacity(4));
     let items = SplitUnquoted {
         rest: Some(text),
         sep: b';',
