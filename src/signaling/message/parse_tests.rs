@@ -579,4 +579,16 @@ proptest! {
         let _ = NameAddr::parse(&value);
         let _ = CSeq::parse(&value);
     }
+
+    #[test]
+    fn own_ipv4_reader_agrees_with_the_standard_one(text in "[0-9.]{0,18}|[0-9]{1,4}(\\.[0-9]{1,4}){3}") {
+        prop_assert_eq!(super::values::ipv4(&text), text.parse::<Ipv4Addr>().ok());
+    }
+
+    #[test]
+    fn fast_trims_agree_with_str_trims(text in "[ \t\r\n\u{0b}\u{0c}a\u{a0}\u{3000}é;=]{0,12}") {
+        prop_assert_eq!(super::parse::trim(&text), text.trim());
+        prop_assert_eq!(super::parse::trim_start(&text), text.trim_start());
+        prop_assert_eq!(super::parse::trim_end(&text), text.trim_end());
+    }
 }

@@ -939,6 +939,12 @@ m=audio 7080 RTP/AVP 0\r\n";
 
     proptest! {
         #[test]
+        fn payload_type_is_the_canonical_number_below_128(fmt in "[0-9+a ]{0,4}") {
+            let old = fmt.parse::<u8>().ok().filter(|pt| *pt < 128 && pt.to_string() == fmt);
+            prop_assert_eq!(payload_type(&fmt), old);
+        }
+
+        #[test]
         fn random_text_never_panics(text in "(?s).{0,400}", bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = SessionDescription::parse(&text);
             if let Ok(sd) = SessionDescription::parse_bytes(&bytes) {

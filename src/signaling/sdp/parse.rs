@@ -732,6 +732,37 @@ impl std::str::FromStr for SessionDescription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn rtpmap_reads_what_a_split_on_slashes_reads(
+            value in "[0-9]( ([a-zA-Z0-9/ +.-]{0,24}|[a-z]{1,4} ?/ ?[0-9+]{0,6}(/[0-9 ]{0,3})?(/x)?))?",
+            pt in "[0-9] ?",
+        ) {
+            let m = MediaDescription::parse("audio 4000 RTP/AVP 0").unwrap();
+            let m = MediaDescription {
+                attributes: vec![Attribute::value("rtpmap", value.clone())],
+                ..m
+            };
+            // The reading before the byte-level one.
+            let old = (|| {
+                let (p, rest) = value.split_once(' ').unwrap_or((&value, ""));
+                if p != pt {
+                    return None;
+                }
+                let mut parts = rest.trim().split('/');
+                let encoding = parts.next()?.trim().to_owned();
+                let clock_rate = parts.next()?.trim().parse().ok()?;
+                let channels = match parts.next() {
+                    Some(c) => Some(c.trim().parse().ok()?),
+                    None => None,
+                };
+                Some(RtpMap { encoding, clock_rate, channels })
+            })();
+            prop_assert_eq!(m.rtpmap(&pt), old);
+        }
+    }
 
     const LINPHONE: &str = "v=0\r\n\
 o=alice 3724 1286 IN IP4 192.0.2.10\r\n\
