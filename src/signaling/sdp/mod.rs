@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 pub mod crypto;
 pub mod negotiate;
 pub mod parse;
+mod print;
 
 pub use crypto::{MasterKey, SrtpKeys, SrtpPolicy, SrtpSuite};
 
@@ -236,7 +237,7 @@ impl SdpSession {
         } else {
             self.username.clone()
         };
-        desc.origin.session_id = parse::decimal(self.id);
+        desc.origin.session_id = print::decimal(self.id);
         desc.origin.session_version = String::new();
         let fingerprint = {
             use std::hash::{Hash, Hasher};
@@ -248,7 +249,7 @@ impl SdpSession {
             self.version = self.version.wrapping_add(1);
         }
         self.last = Some(fingerprint);
-        desc.origin.session_version = parse::decimal(self.version);
+        desc.origin.session_version = print::decimal(self.version);
     }
 }
 

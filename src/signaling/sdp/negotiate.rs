@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 
 use super::crypto::{crypto_lines, is_secure_profile, CryptoLine};
 use super::parse::{
-    addr_type, decimal, write_address, Attribute, Connection, MediaDescription, Origin,
-    SessionDescription,
+    addr_type, Attribute, Connection, MediaDescription, Origin, SessionDescription,
 };
+use super::print::{decimal, write_address};
 use super::{Codec, Direction, Negotiated, SdpError, SdpSession, SrtpKeys, SrtpPolicy};
 
 /// telephone-event/48000 payload type in our offers.
