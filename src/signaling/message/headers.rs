@@ -19,7 +19,7 @@ pub struct Headers {
     parsed: Parsed,
 }
 
-/// The fields every layer reads (top Via, From, To), parsed together at the first read of one
+/// The fields every layer reads (top Via, From, To, CSeq), parsed together at the first read of one
 /// of them and kept until the list changes: a request passes the checks, the transaction, the
 /// ledger and the dialog, which would otherwise parse each of them again. Boxed: a message
 /// grows by 16 bytes, not by the size of the parsed forms.
@@ -31,6 +31,7 @@ struct ParsedFields {
     top_via: Option<Via>,
     from: Option<NameAddr>,
     to: Option<NameAddr>,
+    cseq: Option<CSeq>,
 }
 
 /// A cache of the fields: two lists are equal when their fields are.
@@ -53,6 +54,14 @@ impl Headers {
     pub fn with_capacity(n: usize) -> Self {
         Headers {
             fields: Vec::with_capacity(n),
+            parsed: Parsed::default(),
+        }
+    }
+
+    /// A list of these fields, in this order.
+    pub(super) fn from_fields(fields: Vec<Header>) -> Self {
+        Headers {
+            fields,
             parsed: Parsed::default(),
         }
     }
@@ -180,8 +189,7 @@ impl Headers {
 
     /// The CSeq, parsed.
     pub fn cseq(&self) -> Option<CSeq> {
-        self.get(&HeaderName::CSeq)
-            .and_then(|v| CSeq::parse(v).ok())
+        self.parsed().cseq.clone()
     }
 
     /// The topmost Via, parsed (the first element of the first Via field).
@@ -209,6 +217,9 @@ impl Headers {
                     .and_then(|v| Via::parse(v).ok()),
                 from: name_addr(&HeaderName::From),
                 to: name_addr(&HeaderName::To),
+                cseq: self
+                    .get(&HeaderName::CSeq)
+                    .and_then(|v| CSeq::parse(v).ok()),
             })
         })
     }

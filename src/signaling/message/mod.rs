@@ -1,10 +1,9 @@
 //! SIP messages: our own types over rsip.
 //!
-//! rsip 0.4 is used to split the header section, but it rejects or mangles several things a real
-//! user agent receives (folded lines, `Via :`, compact names, LF-only line endings, IPv6 hosts,
-//! `received=` with IPv6, reason phrases). This module normalises the input before rsip sees it and
-//! parses the start line, URIs and the typed header values itself, so the rest of wakeline never
-//! sees an rsip type and rsip can be patched around or replaced here alone.
+//! rsip 0.4 rejects or mangles several things a real user agent receives (folded lines, `Via :`,
+//! compact names, LF-only line endings, IPv6 hosts, `received=` with IPv6, reason phrases), so
+//! this module parses the start line, the header section, URIs and the typed header values
+//! itself; the rest of wakeline never sees an rsip type.
 //!
 //! Building is done by our own serializer ([`Request::to_bytes`], [`Response::to_bytes`]), which
 //! always writes a correct `Content-Length`.
@@ -13,10 +12,13 @@ mod header;
 mod headers;
 mod method;
 mod parse;
+#[cfg(test)]
+mod parse_tests;
 #[doc(hidden)]
 pub mod testdata;
 mod typed;
 mod uri;
+mod values;
 
 pub use header::HeaderName;
 pub use headers::{Header, Headers};
@@ -107,7 +109,7 @@ impl Request {
     /// one at the end, always with the body's real length), empty line, body.
     pub fn to_bytes(&self) -> Vec<u8> {
         let start = format!("{} {} {}\r\n", self.method, self.uri, SIP_VERSION);
-        serialize(start, &self.headers, &self.body)
+        serialize(start.into_bytes(), &self.headers, &self.body)
     }
 }
 
@@ -115,7 +117,8 @@ impl Response {
     /// A response to `request` as RFC 3261 §8.2.6.2 says: Via (all, in order), From, To, Call-ID
     /// and CSeq copied; the reason phrase is the standard one for `status`.
     pub fn for_request(request: &Request, status: u16) -> Self {
-        let mut headers = Headers::default();
+        // Room for what the caller usually adds (Contact, Content-Type, ...).
+        let mut fields = Vec::with_capacity(request.headers.len().min(8) + 4);
         for h in request.headers.iter() {
             if matches!(
                 h.name,
@@ -125,21 +128,35 @@ impl Response {
                     | HeaderName::CallId
                     | HeaderName::CSeq
             ) {
-                headers.push(h.name.clone(), h.value.clone());
+                fields.push(h.clone());
             }
         }
         Response {
             status,
             reason: reason_phrase(status).to_string(),
-            headers,
+            headers: Headers::from_fields(fields),
             body: Vec::new(),
         }
     }
 
     /// Serialises the response, writing a correct Content-Length.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let start = format!("{} {} {}\r\n", SIP_VERSION, self.status, self.reason);
-        serialize(start, &self.headers, &self.body)
+        let mut out = Vec::with_capacity(32);
+        out.extend_from_slice(b"SIP/2.0 ");
+        let s = self.status;
+        if (100..1000).contains(&s) {
+            out.extend_from_slice(&[
+                b'0' + (s / 100) as u8,
+                b'0' + (s / 10 % 10) as u8,
+                b'0' + (s % 10) as u8,
+            ]);
+        } else {
+            out.extend_from_slice(s.to_string().as_bytes());
+        }
+        out.push(b' ');
+        out.extend_from_slice(self.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        serialize(out, &self.headers, &self.body)
     }
 
     /// True for 1xx.
@@ -153,16 +170,21 @@ impl Response {
     }
 }
 
-fn serialize(start: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(start.len() + 64 * headers.len() + body.len() + 24);
-    out.extend_from_slice(start.as_bytes());
-    let length = format!("Content-Length: {}\r\n", body.len());
+/// Appends the header fields, the empty line and the body to `out`, which holds the start line.
+fn serialize(mut out: Vec<u8>, headers: &Headers, body: &[u8]) -> Vec<u8> {
+    let mut size = body.len() + 24 + 2;
+    for h in headers.iter() {
+        size += h.name.as_str().len() + 4 + h.value.len();
+    }
+    out.reserve_exact(size);
+    let mut length = [0u8; 40];
+    let length = content_length_line(&mut length, body.len());
     let mut length_written = false;
     for h in headers.iter() {
         if h.name == HeaderName::ContentLength {
             // The first Content-Length keeps its place with the real length; others are dropped.
             if !length_written {
-                out.extend_from_slice(length.as_bytes());
+                out.extend_from_slice(length);
                 length_written = true;
             }
             continue;
@@ -173,11 +195,33 @@ fn serialize(start: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     if !length_written {
-        out.extend_from_slice(length.as_bytes());
+        out.extend_from_slice(length);
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
+}
+
+/// `Content-Length: <n>\r\n` written into `buf`.
+fn content_length_line(buf: &mut [u8; 40], n: usize) -> &[u8] {
+    const NAME: &[u8] = b"Content-Length: ";
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = &digits[at..];
+    let end = NAME.len() + digits.len() + 2;
+    buf[..NAME.len()].copy_from_slice(NAME);
+    buf[NAME.len()..end - 2].copy_from_slice(digits);
+    buf[end - 2..end].copy_from_slice(b"\r\n");
+    &buf[..end]
 }
 
 /// The standard reason phrase for a status code (RFC 3261 §21 and friends).

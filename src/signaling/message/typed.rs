@@ -83,7 +83,7 @@ pub struct NameAddr {
 impl CSeq {
     /// Parses `4711 INVITE`.
     pub fn parse(value: &str) -> Result<CSeq, super::ParseError> {
-        super::parse::parse_cseq(value)
+        super::values::parse_cseq(value)
     }
 }
 
@@ -96,7 +96,7 @@ impl fmt::Display for CSeq {
 impl Via {
     /// Parses one Via element (not a comma list).
     pub fn parse(value: &str) -> Result<Via, super::ParseError> {
-        super::parse::parse_via(value)
+        super::values::parse_via(value)
     }
 
     /// The `branch` parameter.
@@ -132,7 +132,7 @@ impl NameAddr {
     /// Parses `"Alice" <sip:alice@example.com>;tag=1928` or a bare `sip:alice@example.com;tag=1`
     /// (where, per RFC 3261 §20, the parameters belong to the header, not the URI).
     pub fn parse(value: &str) -> Result<NameAddr, super::ParseError> {
-        super::parse::parse_name_addr(value)
+        super::values::parse_name_addr(value)
     }
 
     /// A name-addr for a URI with no display name or parameters.
@@ -160,28 +160,55 @@ impl fmt::Display for NameAddr {
     }
 }
 
-/// Splits a header value at top-level commas (not inside quotes or `<...>`), trimming each part.
-pub(crate) fn split_list(value: &str) -> impl Iterator<Item = &str> {
-    let bytes = value.as_bytes();
-    let mut parts = Vec::new();
-    let (mut start, mut in_quote, mut in_angle, mut escaped) = (0, false, false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' if in_quote => escaped = true,
-            b'"' => in_quote = !in_quote,
-            b'<' if !in_quote => in_angle = true,
-            b'>' if !in_quote => in_angle = false,
-            b',' if !in_quote && !in_angle => {
-                parts.push(value[start..i].trim());
-                start = i + 1;
+/// Splits a header value at top-level commas (not inside quotes or `<...>`), trimming each part
+/// and skipping empty ones.
+pub(crate) fn split_list(value: &str) -> SplitList<'_> {
+    SplitList { rest: Some(value) }
+}
+
+/// The iterator of [`split_list`]: each element is found when it is asked for, so reading the
+/// first (the top Via) does not scan the rest.
+pub(crate) struct SplitList<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> SplitList<'a> {
+    /// The next element, possibly empty.
+    fn next_part(&mut self) -> Option<&'a str> {
+        let value = self.rest?;
+        let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
+        for (i, &b) in value.as_bytes().iter().enumerate() {
+            if escaped {
+                escaped = false;
+                continue;
             }
-            _ => {}
+            match b {
+                b'\\' if in_quote => escaped = true,
+                b'"' => in_quote = !in_quote,
+                b'<' if !in_quote => in_angle = true,
+                b'>' if !in_quote => in_angle = false,
+                b',' if !in_quote && !in_angle => {
+                    // `,` is ASCII: both sides are char boundaries.
+                    self.rest = Some(&value[i + 1..]);
+                    return Some(super::parse::trim(&value[..i]));
+                }
+                _ => {}
+            }
+        }
+        self.rest = None;
+        Some(super::parse::trim(value))
+    }
+}
+
+impl<'a> Iterator for SplitList<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let part = self.next_part()?;
+            if !part.is_empty() {
+                return Some(part);
+            }
         }
     }
-    parts.push(value[start..].trim());
-    parts.into_iter().filter(|p| !p.is_empty())
 }

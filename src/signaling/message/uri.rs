@@ -59,7 +59,7 @@ pub struct UriError {
 impl Uri {
     /// Parses a URI (`sip:`, `sips:`, `tel:`). Schemes are case-insensitive.
     pub fn parse(text: &str) -> Result<Uri, UriError> {
-        super::parse::parse_uri(text)
+        super::values::parse_uri(text)
     }
 
     /// `sip:host:port` with no user or parameters.
@@ -91,10 +91,12 @@ impl Host {
             .strip_prefix('[')
             .and_then(|t| t.strip_suffix(']'))
             .unwrap_or(text);
-        if let Ok(v6) = inner.parse::<Ipv6Addr>() {
-            return Host::V6(v6);
-        }
-        if let Ok(v4) = inner.parse::<Ipv4Addr>() {
+        // Every IPv6 address has a `:`; a name or an IPv4 address has none.
+        if memchr::memchr(b':', inner.as_bytes()).is_some() {
+            if let Ok(v6) = inner.parse::<Ipv6Addr>() {
+                return Host::V6(v6);
+            }
+        } else if let Some(v4) = super::values::ipv4(inner) {
             return Host::V4(v4);
         }
         Host::Domain(text.to_string())

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 pub mod crypto;
 pub mod negotiate;
 pub mod parse;
+mod print;
 
 pub use crypto::{MasterKey, SrtpKeys, SrtpPolicy, SrtpSuite};
 
@@ -188,9 +189,9 @@ pub struct SdpSession {
     pub id: u64,
     /// `<sess-version>` of the last description we made.
     pub version: u64,
-    /// The last description we made, with the version blanked, to tell whether the next one
-    /// changed anything.
-    last: Option<SessionDescription>,
+    /// A hash of the last description we made, with the version blanked, to tell whether the
+    /// next one changed anything (a copy of it cost more to make, compare and drop).
+    last: Option<u64>,
     /// The SRTP policy for this call's offers and answers.
     pub srtp: SrtpPolicy,
     /// Our SDES keys for this call (drawn on first use).
@@ -236,15 +237,74 @@ impl SdpSession {
         } else {
             self.username.clone()
         };
-        desc.origin.session_id = self.id.to_string();
+        desc.origin.session_id = print::decimal(self.id);
         desc.origin.session_version = String::new();
-        if let Some(last) = &self.last {
-            if last != desc {
-                self.version = self.version.wrapping_add(1);
-            }
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = Fingerprint::default();
+            desc.hash(&mut hasher);
+            hasher.finish()
+        };
+        if self.last.is_some_and(|last| last != fingerprint) {
+            self.version = self.version.wrapping_add(1);
         }
-        self.last = Some(desc.clone());
-        desc.origin.session_version = self.version.to_string();
+        self.last = Some(fingerprint);
+        desc.origin.session_version = print::decimal(self.version);
+    }
+}
+
+/// A 64-bit fingerprint of a description, to tell whether it changed: eight bytes at a time,
+/// multiply and rotate (SipHash, the standard hasher, took as long as the copy it replaced).
+/// Not for hash tables: it has no seed.
+#[derive(Default)]
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(31);
+    }
+}
+
+impl std::hash::Hasher for Fingerprint {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let tail = words.remainder();
+        // The tail's length goes in its top byte: `ab` and `ab\0` differ.
+        let mut w = [0u8; 8];
+        w[..tail.len()].copy_from_slice(tail);
+        w[7] ^= tail.len() as u8;
+        self.mix(u64::from_le_bytes(w));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n) | 1 << 63);
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n) | 1 << 62);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n) | 1 << 61);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

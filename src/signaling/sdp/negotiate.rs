@@ -16,6 +16,7 @@ use super::crypto::{crypto_lines, is_secure_profile, CryptoLine};
 use super::parse::{
     addr_type, Attribute, Connection, MediaDescription, Origin, SessionDescription,
 };
+use super::print::{decimal, write_address};
 use super::{Codec, Direction, Negotiated, SdpError, SdpSession, SrtpKeys, SrtpPolicy};
 
 /// telephone-event/48000 payload type in our offers.
@@ -46,7 +47,12 @@ fn skeleton(local_rtp: SocketAddr) -> SessionDescription {
             session_id: String::new(),
             session_version: String::new(),
             address_type: addr_type(local_rtp.ip()).to_owned(),
-            address: local_rtp.ip().to_string(),
+            address: {
+                let mut a = String::with_capacity(15);
+                // Writing into a String cannot fail.
+                let _ = write_address(&mut a, local_rtp.ip());
+                a
+            },
         },
         session_name: "wakeline".to_owned(),
         connection: Some(Connection {
@@ -61,9 +67,16 @@ fn skeleton(local_rtp: SocketAddr) -> SessionDescription {
 
 /// Adds rtpmap (+ fmtp) for one payload type.
 fn push_format(attrs: &mut Vec<Attribute>, pt: u8, rtpmap: &str, fmtp: Option<&str>) {
-    attrs.push(Attribute::value("rtpmap", format!("{pt} {rtpmap}")));
+    let with_pt = |text: &str| {
+        let mut v = decimal(u64::from(pt));
+        v.reserve(1 + text.len());
+        v.push(' ');
+        v.push_str(text);
+        v
+    };
+    attrs.push(Attribute::value("rtpmap", with_pt(rtpmap)));
     if let Some(f) = fmtp {
-        attrs.push(Attribute::value("fmtp", format!("{pt} {f}")));
+        attrs.push(Attribute::value("fmtp", with_pt(f)));
     }
 }
 
@@ -75,13 +88,13 @@ fn push_tail(
     rtcp: bool,
     dir: Direction,
 ) {
-    attrs.push(Attribute::value("ptime", PTIME_MS.to_string()));
+    attrs.push(Attribute::value("ptime", decimal(u64::from(PTIME_MS))));
     if mux {
         attrs.push(Attribute::flag("rtcp-mux"));
     }
     if rtcp {
         if let Some(p) = local_rtp.port().checked_add(1) {
-            attrs.push(Attribute::value("rtcp", p.to_string()));
+            attrs.push(Attribute::value("rtcp", decimal(u64::from(p))));
         }
     }
     attrs.push(Attribute::flag(dir.attribute()));
@@ -109,13 +122,13 @@ pub fn create_offer(
     let mut attrs = Vec::new();
     for c in &codecs {
         let pt = c.default_payload_type();
-        formats.push(pt.to_string());
+        formats.push(decimal(u64::from(pt)));
         let fmtp = (*c == Codec::Opus).then_some(OPUS_FMTP);
         push_format(&mut attrs, pt, c.rtpmap(), fmtp);
     }
     for (clock, pt) in [(48_000, TELEPHONE_EVENT_48K), (8_000, TELEPHONE_EVENT_8K)] {
         if codecs.iter().any(|c| c.clock_rate() == clock) {
-            formats.push(pt.to_string());
+            formats.push(decimal(u64::from(pt)));
             let map = telephone_event_rtpmap(clock);
             push_format(&mut attrs, pt, &map, Some(TELEPHONE_EVENT_FMTP));
         }
@@ -145,10 +158,9 @@ pub fn create_offer(
 
 /// True if `fmt` in `m` is `codec`: by rtpmap, or by static number when there is no rtpmap.
 fn is_codec(m: &MediaDescription, fmt: &str, codec: Codec) -> bool {
-    match m.rtpmap(fmt) {
-        Some(map) => {
-            map.encoding.eq_ignore_ascii_case(codec.encoding_name())
-                && map.clock_rate == codec.clock_rate()
+    match m.rtpmap_parts(fmt) {
+        Some((encoding, clock_rate, _)) => {
+            encoding.eq_ignore_ascii_case(codec.encoding_name()) && clock_rate == codec.clock_rate()
         }
         None => payload_type(fmt).is_some_and(|pt| codec.static_payload_type() == Some(pt)),
     }
@@ -157,9 +169,17 @@ fn is_codec(m: &MediaDescription, fmt: &str, codec: Codec) -> bool {
 /// An RTP payload type written canonically (`8`, not `08`), so it can be echoed and matched
 /// as text.
 fn payload_type(fmt: &str) -> Option<u8> {
-    fmt.parse::<u8>()
-        .ok()
-        .filter(|pt| *pt < 128 && pt.to_string() == fmt)
+    let digits = fmt.as_bytes();
+    let canonical = matches!(digits.len(), 1..=3)
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits.len() == 1 || digits[0] != b'0');
+    if !canonical {
+        return None;
+    }
+    let pt = digits
+        .iter()
+        .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+    u8::try_from(pt).ok().filter(|pt| *pt < 128)
 }
 
 /// The telephone-event payload type in `m` at `clock`, among `allowed` formats.
@@ -169,10 +189,9 @@ fn find_telephone_event(
     allowed: impl Fn(&str) -> bool,
 ) -> Option<u8> {
     m.formats.iter().find_map(|fmt| {
-        let map = m.rtpmap(fmt)?;
-        let ok = map.encoding.eq_ignore_ascii_case("telephone-event")
-            && map.clock_rate == clock
-            && allowed(fmt);
+        let (encoding, clock_rate, _) = m.rtpmap_parts(fmt)?;
+        let ok =
+            encoding.eq_ignore_ascii_case("telephone-event") && clock_rate == clock && allowed(fmt);
         ok.then(|| payload_type(fmt)).flatten()
     })
 }
@@ -286,15 +305,26 @@ fn negotiated(
             None => SocketAddr::new(conn.address, peer.port.saturating_add(1)),
         }
     };
-    let fmtp = if choice.codec == Codec::Opus {
-        peer.fmtp(&choice.payload_type.to_string())
-    } else {
-        Vec::new()
-    };
+    // The Opus fmtp parameters we read, the first of each name, in one pass.
+    let keys = [
+        "useinbandfec",
+        "maxaveragebitrate",
+        "maxplaybackrate",
+        "stereo",
+    ];
+    let mut values: [Option<&str>; 4] = [None; 4];
+    if choice.codec == Codec::Opus {
+        let pt = decimal(u64::from(choice.payload_type));
+        for (key, value) in peer.fmtp_pairs(&pt) {
+            if let Some(i) = keys.iter().position(|k| key.eq_ignore_ascii_case(k)) {
+                values[i] = values[i].or(Some(value));
+            }
+        }
+    }
     let param = |k: &str| {
-        fmtp.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
+        keys.iter()
+            .position(|key| *key == k)
+            .and_then(|i| values[i])
     };
     Negotiated {
         local_rtp,
@@ -356,12 +386,12 @@ pub fn answer_offer(
             });
             continue;
         }
-        let mut formats = vec![choice.payload_type.to_string()];
+        let mut formats = vec![decimal(u64::from(choice.payload_type))];
         let mut attrs = Vec::new();
         let fmtp = (choice.codec == Codec::Opus).then_some(OPUS_FMTP);
         push_format(&mut attrs, choice.payload_type, choice.codec.rtpmap(), fmtp);
         if let Some(te) = choice.telephone_event {
-            formats.push(te.to_string());
+            formats.push(decimal(u64::from(te)));
             let map = telephone_event_rtpmap(choice.codec.clock_rate());
             push_format(&mut attrs, te, &map, Some(TELEPHONE_EVENT_FMTP));
         }
@@ -908,6 +938,12 @@ m=audio 7080 RTP/AVP 0\r\n";
     }
 
     proptest! {
+        #[test]
+        fn payload_type_is_the_canonical_number_below_128(fmt in "[0-9+a ]{0,4}") {
+            let old = fmt.parse::<u8>().ok().filter(|pt| *pt < 128 && pt.to_string() == fmt);
+            prop_assert_eq!(payload_type(&fmt), old);
+        }
+
         #[test]
         fn random_text_never_panics(text in "(?s).{0,400}", bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = SessionDescription::parse(&text);

@@ -1,16 +1,15 @@
-//! RFC 4566 session descriptions: a tolerant parser and a CRLF printer.
+//! RFC 4566 session descriptions: a tolerant parser (the CRLF printer is in [`super::print`]).
 //!
 //! Every line is kept (unknown ones included), so a description prints back in the order
 //! RFC 4566 §5 prescribes. Only what offer/answer needs is typed: `o=`, `s=`, `c=`, `t=`, `m=`
 //! and `a=` lines.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use super::{Direction, SdpError};
 
 /// An `a=` line: `a=name` or `a=name:value` (RFC 4566 §5.13).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attribute {
     /// The attribute name, e.g. `rtpmap`.
     pub name: String,
@@ -36,25 +35,16 @@ impl Attribute {
     }
 
     fn parse(text: &str) -> Self {
-        match text.split_once(':') {
-            Some((name, value)) => Self::value(name.trim(), value.trim()),
-            None => Self::flag(text.trim()),
-        }
-    }
-}
-
-impl fmt::Display for Attribute {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.value {
-            Some(v) => write!(f, "a={}:{}", self.name, v),
-            None => write!(f, "a={}", self.name),
+        match memchr::memchr(b':', text.as_bytes()).map(|i| (&text[..i], &text[i + 1..])) {
+            Some((name, value)) => Self::value(trim(name), trim(value)),
+            None => Self::flag(trim(text)),
         }
     }
 }
 
 /// A `c=` line (RFC 4566 §5.7): `IN IP4 <addr>` or `IN IP6 <addr>`; a multicast `/ttl` suffix is
 /// dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Connection {
     /// The connection address.
     pub address: IpAddr,
@@ -89,12 +79,6 @@ impl Connection {
     }
 }
 
-impl fmt::Display for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c=IN {} {}", addr_type(self.address), self.address)
-    }
-}
-
 /// `IP4` or `IP6`.
 pub(super) fn addr_type(addr: IpAddr) -> &'static str {
     match addr {
@@ -105,7 +89,7 @@ pub(super) fn addr_type(addr: IpAddr) -> &'static str {
 
 /// The `o=` line (RFC 4566 §5.2). Ids and versions are kept as text: peers send numbers wider
 /// than 64 bits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// `<username>` (`-` when none).
     pub username: String,
@@ -121,32 +105,34 @@ pub struct Origin {
 
 impl Origin {
     fn parse(text: &str) -> Result<Self, SdpError> {
-        let f: Vec<&str> = text.split_ascii_whitespace().collect();
-        match f.as_slice() {
-            [user, id, version, net, kind, addr] if net.eq_ignore_ascii_case("IN") => Ok(Self {
-                username: (*user).to_owned(),
-                session_id: (*id).to_owned(),
-                session_version: (*version).to_owned(),
-                address_type: (*kind).to_owned(),
-                address: (*addr).to_owned(),
-            }),
+        let mut f = text.split_ascii_whitespace();
+        match [
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+            f.next(),
+        ] {
+            [Some(user), Some(id), Some(version), Some(net), Some(kind), Some(addr), None]
+                if net.eq_ignore_ascii_case("IN") =>
+            {
+                Ok(Self {
+                    username: user.to_owned(),
+                    session_id: id.to_owned(),
+                    session_version: version.to_owned(),
+                    address_type: kind.to_owned(),
+                    address: addr.to_owned(),
+                })
+            }
             _ => Err(malformed("o", text)),
         }
     }
 }
 
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "o={} {} {} IN {} {}",
-            self.username, self.session_id, self.session_version, self.address_type, self.address
-        )
-    }
-}
-
 /// One `m=` section (RFC 4566 §5.14) with its own lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MediaDescription {
     /// `audio`, `video`, `application`, ...
     pub media: String,
@@ -167,7 +153,7 @@ pub struct MediaDescription {
 }
 
 /// An `a=rtpmap` value (RFC 4566 §6).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RtpMap {
     /// The encoding name, as written.
     pub encoding: String,
@@ -203,7 +189,7 @@ impl MediaDescription {
             protocol: protocol.to_owned(),
             formats,
             connection: None,
-            attributes: Vec::new(),
+            attributes: Vec::with_capacity(8),
             other: Vec::new(),
         })
     }
@@ -223,48 +209,71 @@ impl MediaDescription {
 
     /// The value of `a=<name>:<pt> <value>` for one payload type (rtpmap, fmtp).
     fn per_format(&self, name: &str, pt: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .filter(|a| a.name.eq_ignore_ascii_case(name))
-            .filter_map(|a| a.value.as_deref())
-            .find_map(|v| {
-                let (p, rest) = v.split_once(' ').unwrap_or((v, ""));
-                (p == pt).then(|| rest.trim())
-            })
+        if pt.as_bytes().contains(&b' ') {
+            // The payload type ends at the first space: one with a space never matches.
+            return None;
+        }
+        self.attributes.iter().find_map(|a| {
+            let v = a.value.as_deref()?;
+            // `<pt> <rest>`: the payload type first, the name only when it matches.
+            let rest = v.strip_prefix(pt)?;
+            let rest = match rest.as_bytes().first() {
+                None => "",
+                Some(b' ') => &rest[1..],
+                Some(_) => return None,
+            };
+            a.name.eq_ignore_ascii_case(name).then(|| trim(rest))
+        })
     }
 
     /// The `a=rtpmap` of a payload type, if present and well formed.
     pub fn rtpmap(&self, pt: &str) -> Option<RtpMap> {
-        let v = self.per_format("rtpmap", pt)?;
-        let mut parts = v.split('/');
-        let encoding = parts.next()?.trim().to_owned();
-        let clock_rate = parts.next()?.trim().parse().ok()?;
-        let channels = match parts.next() {
-            Some(c) => Some(c.trim().parse().ok()?),
-            None => None,
-        };
+        let (encoding, clock_rate, channels) = self.rtpmap_parts(pt)?;
         Some(RtpMap {
-            encoding,
+            encoding: encoding.to_owned(),
             clock_rate,
             channels,
         })
     }
 
+    /// The `a=rtpmap` of a payload type as (encoding, clock rate, channels), borrowed.
+    pub(super) fn rtpmap_parts(&self, pt: &str) -> Option<(&str, u32, Option<u32>)> {
+        let v = self.per_format("rtpmap", pt)?;
+        // `<encoding>/<clock rate>[/<channels>]`; anything after a third `/` is ignored.
+        let (encoding, rest) = v.split_at(memchr::memchr(b'/', v.as_bytes())?);
+        let rest = &rest[1..];
+        let (clock_rate, channels) = match memchr::memchr(b'/', rest.as_bytes()) {
+            Some(i) => {
+                let c = &rest[i + 1..];
+                let c = &c[..memchr::memchr(b'/', c.as_bytes()).unwrap_or(c.len())];
+                (number(&rest[..i])?, Some(number(c)?))
+            }
+            None => (number(rest)?, None),
+        };
+        Some((trim(encoding), clock_rate, channels))
+    }
+
     /// The `a=fmtp` parameters of a payload type (`key=value` pairs split on `;`).
     pub fn fmtp(&self, pt: &str) -> Vec<(String, String)> {
-        let Some(v) = self.per_format("fmtp", pt) else {
-            return Vec::new();
-        };
-        v.split(';')
+        self.fmtp_pairs(pt)
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+            .collect()
+    }
+
+    /// The `a=fmtp` parameters of a payload type, borrowed: names as written (compare them
+    /// case-insensitively), values trimmed.
+    pub(super) fn fmtp_pairs(&self, pt: &str) -> impl Iterator<Item = (&str, &str)> {
+        self.per_format("fmtp", pt)
+            .unwrap_or_default()
+            .split(';')
             .filter_map(|p| {
-                let p = p.trim();
+                let p = trim(p);
                 if p.is_empty() {
                     return None;
                 }
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                Some((trim(k), trim(v)))
             })
-            .collect()
     }
 
     /// The direction attribute at media level, if any.
@@ -304,28 +313,56 @@ impl MediaDescription {
     }
 }
 
-impl fmt::Display for MediaDescription {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "m={} {}", self.media, self.port)?;
-        if let Some(n) = self.port_count {
-            write!(f, "/{n}")?;
+/// `text.trim()`, returning at once when there is nothing to trim (the usual case).
+fn trim(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        // Visible ASCII at both ends: no whitespace to remove.
+        (Some(&first), Some(&last))
+            if (0x21..0x80).contains(&first) && (0x21..0x80).contains(&last) =>
+        {
+            text
         }
-        write!(f, " {} {}\r\n", self.protocol, self.formats.join(" "))?;
-        write_lines(f, &self.other, &['i'])?;
-        if let Some(c) = &self.connection {
-            write!(f, "{c}\r\n")?;
+        _ => text.trim(),
+    }
+}
+
+/// The lines of `text` (LF or CRLF ends) that are not blank.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || loop {
+        let t = rest?;
+        // `\n` is ASCII: both sides are char boundaries.
+        let line = match memchr::memchr(b'\n', t.as_bytes()) {
+            Some(i) => {
+                rest = Some(&t[i + 1..]);
+                &t[..i]
+            }
+            None => {
+                rest = None;
+                t
+            }
+        };
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if !trim(line).is_empty() {
+            return Some(line);
         }
-        write_lines(f, &self.other, &['b', 'k'])?;
-        write_unlisted(f, &self.other, &['i', 'b', 'k'])?;
-        for a in &self.attributes {
-            write!(f, "{a}\r\n")?;
+    })
+}
+
+/// `text.trim().parse::<u32>()`, plain digits read directly.
+fn number(text: &str) -> Option<u32> {
+    let digits = trim(text);
+    match digits.as_bytes() {
+        bytes if !bytes.is_empty() && bytes.len() <= 9 && bytes.iter().all(u8::is_ascii_digit) => {
+            Some(bytes.iter().fold(0, |n, &b| n * 10 + u32::from(b - b'0')))
         }
-        Ok(())
+        _ => digits.parse().ok(),
     }
 }
 
 /// A whole SDP body (RFC 4566 §5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionDescription {
     /// `o=`.
     pub origin: Origin,
@@ -376,10 +413,7 @@ impl SessionDescription {
     /// Parses SDP text (CRLF or LF line ends). Needs `v=0`, `o=`, `s=`, a well-formed `m=` for
     /// every section and a `c=` (media or session level) for every audio stream in use.
     pub fn parse(text: &str) -> Result<Self, SdpError> {
-        let mut lines = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .filter(|l| !l.trim().is_empty());
+        let mut lines = lines(text);
         match lines.next() {
             Some(l) if l.trim_end() == "v=0" => {}
             Some(l) => return Err(malformed("v", l)),
@@ -464,59 +498,6 @@ impl SessionDescription {
     }
 }
 
-/// Writes the `other` lines whose type is in `kinds`, in the order of `kinds`.
-fn write_lines(
-    f: &mut fmt::Formatter<'_>,
-    other: &[(char, String)],
-    kinds: &[char],
-) -> fmt::Result {
-    for k in kinds {
-        for (kind, v) in other.iter().filter(|(kind, _)| kind == k) {
-            write!(f, "{kind}={v}\r\n")?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes the `other` lines whose type is not in `known`.
-fn write_unlisted(
-    f: &mut fmt::Formatter<'_>,
-    other: &[(char, String)],
-    known: &[char],
-) -> fmt::Result {
-    for (kind, v) in other.iter().filter(|(k, _)| !known.contains(k)) {
-        write!(f, "{kind}={v}\r\n")?;
-    }
-    Ok(())
-}
-
-impl fmt::Display for SessionDescription {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v=0\r\n{}\r\ns={}\r\n", self.origin, self.session_name)?;
-        write_lines(f, &self.other, &['i', 'u', 'e', 'p'])?;
-        if let Some(c) = &self.connection {
-            write!(f, "{c}\r\n")?;
-        }
-        write_lines(f, &self.other, &['b'])?;
-        if self.timing.is_empty() {
-            f.write_str("t=0 0\r\n")?;
-        }
-        for (start, stop) in &self.timing {
-            write!(f, "t={start} {stop}\r\n")?;
-        }
-        write_lines(f, &self.other, &['r', 'z', 'k'])?;
-        let known = ['i', 'u', 'e', 'p', 'b', 'r', 'z', 'k'];
-        write_unlisted(f, &self.other, &known)?;
-        for a in &self.attributes {
-            write!(f, "{a}\r\n")?;
-        }
-        for m in &self.media {
-            write!(f, "{m}")?;
-        }
-        Ok(())
-    }
-}
-
 impl std::str::FromStr for SessionDescription {
     type Err = SdpError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -527,6 +508,37 @@ impl std::str::FromStr for SessionDescription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn rtpmap_reads_what_a_split_on_slashes_reads(
+            value in "[0-9]( ([a-zA-Z0-9/ +.-]{0,24}|[a-z]{1,4} ?/ ?[0-9+]{0,6}(/[0-9 ]{0,3})?(/x)?))?",
+            pt in "[0-9] ?",
+        ) {
+            let m = MediaDescription::parse("audio 4000 RTP/AVP 0").unwrap();
+            let m = MediaDescription {
+                attributes: vec![Attribute::value("rtpmap", value.clone())],
+                ..m
+            };
+            // The reading before the byte-level one.
+            let old = (|| {
+                let (p, rest) = value.split_once(' ').unwrap_or((&value, ""));
+                if p != pt {
+                    return None;
+                }
+                let mut parts = rest.trim().split('/');
+                let encoding = parts.next()?.trim().to_owned();
+                let clock_rate = parts.next()?.trim().parse().ok()?;
+                let channels = match parts.next() {
+                    Some(c) => Some(c.trim().parse().ok()?),
+                    None => None,
+                };
+                Some(RtpMap { encoding, clock_rate, channels })
+            })();
+            prop_assert_eq!(m.rtpmap(&pt), old);
+        }
+    }
 
     const LINPHONE: &str = "v=0\r\n\
 o=alice 3724 1286 IN IP4 192.0.2.10\r\n\
