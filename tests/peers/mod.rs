@@ -204,10 +204,13 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Every JSON line of an `--events` file.
+/// Every JSON line of an `--events` file. A line counts once its newline is there: a file
+/// read while the user agent writes to it can end in part of a line (a write that spans
+/// pages reaches the page cache one page at a time).
 pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
