@@ -1,7 +1,7 @@
 //! Signaling benchmarks (criterion).
 //!
 //! Group `parse`: rsip alone on a real ~900-byte INVITE against our full receive path
-//! (framer + `Message::parse`, which normalises and still runs rsip underneath). Both then read
+//! (framer + `Message::parse`, our own readers throughout; rsip is the baseline). Both then read
 //! the headers every request needs before it can be matched to a transaction or dialog (top
 //! Via, From, To, Call-ID, CSeq), typed, so neither side skips work the other does.
 //!
