@@ -68,6 +68,7 @@ use super::transaction::TxKey;
 use deadlines::Timed;
 use fasthash::FastMap;
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -409,25 +410,36 @@ impl SignalingCore {
                 None => flow_local,
             }
         };
-        let host = addr
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "invalid.invalid".into());
-        let user = self
-            .config
-            .account
-            .as_ref()
-            .map(|a| a.user.clone())
-            .unwrap_or_else(|| self.config.local_user.clone());
+        let user = match &self.config.account {
+            Some(a) => a.user.as_str(),
+            None => self.config.local_user.as_str(),
+        };
         let ob = if is_control && self.config.instance_id.is_some() {
             ";ob"
         } else {
             ""
         };
+        // Written into one buffer: this runs for every 1xx/2xx of every call.
+        let mut contact = String::with_capacity(80);
         // Other TLS flows say `transport=tls`.
-        if transport == Transport::Tls && (sips || is_control && self.control_is_sips()) {
-            return format!("<sips:{user}@{host}{ob}>");
+        let sips_contact =
+            transport == Transport::Tls && (sips || is_control && self.control_is_sips());
+        contact.push_str(if sips_contact { "<sips:" } else { "<sip:" });
+        contact.push_str(user);
+        contact.push('@');
+        match addr {
+            Some(a) => {
+                let _ = write!(contact, "{a}");
+            }
+            None => contact.push_str("invalid.invalid"),
         }
-        format!("<sip:{user}@{host};transport={}{ob}>", transport.param())
+        if !sips_contact {
+            contact.push_str(";transport=");
+            contact.push_str(transport.param());
+        }
+        contact.push_str(ob);
+        contact.push('>');
+        contact
     }
 
     /// Whether the account's control-flow target (proxy, else registrar) is a `sips:` URI.

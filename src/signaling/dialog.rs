@@ -53,9 +53,18 @@ pub struct Dialog {
 
 /// A NameAddr without its `tag` parameter.
 fn without_tag(na: &NameAddr) -> NameAddr {
-    let mut na = na.clone();
-    na.params.0.retain(|(n, _)| !n.eq_ignore_ascii_case("tag"));
-    na
+    // Built without the tag rather than cloned and then stripped of it (no copy of the tag).
+    let params = Params(
+        (na.params.0.iter())
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("tag"))
+            .cloned()
+            .collect(),
+    );
+    NameAddr {
+        display: na.display.clone(),
+        uri: na.uri.clone(),
+        params,
+    }
 }
 
 /// A NameAddr with `tag=tag`.

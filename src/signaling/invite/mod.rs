@@ -97,8 +97,9 @@ pub(crate) struct TheirReInvite {
 /// until the ACK arrives (or 64·T1 pass and the call gives up).
 #[derive(Debug, Clone)]
 pub(crate) struct OkRetransmit {
-    /// The 2xx as sent.
-    pub bytes: Vec<u8>,
+    /// The 2xx as sent (shared with its INVITE server transaction; printed again for each
+    /// retransmission, which only a late ACK causes).
+    pub response: Arc<Response>,
     /// Next retransmission.
     pub at: Instant,
     /// Current interval.
@@ -422,7 +423,7 @@ impl SignalingCore {
         if let Some(r) = c.ok_retransmit.as_mut().filter(|r| r.at <= now) {
             r.interval = (r.interval * 2).min(t2);
             r.at = now + r.interval;
-            let (flow, bytes) = (c.flow, r.bytes.clone());
+            let (flow, bytes) = (c.flow, r.response.to_bytes());
             self.transmit(flow, bytes);
         }
         let Some(c) = self.calls.get_mut(&h) else {

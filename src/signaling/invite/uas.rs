@@ -215,7 +215,8 @@ impl SignalingCore {
     }
 
     /// Sends the one final response of the call's INVITE and records it in the ledger.
-    fn uas_final(&mut self, now: Instant, h: CallHandle, resp: Response) {
+    fn uas_final(&mut self, now: Instant, h: CallHandle, resp: impl Into<Arc<Response>>) {
+        let resp = resp.into();
         let Some(c) = self.calls.get_mut(&h) else {
             return;
         };
@@ -266,14 +267,14 @@ impl SignalingCore {
         media: SocketAddr,
     ) -> Result<(), CoreError> {
         self.uas_call(h)?;
-        let codecs = self.config.codecs.clone();
+        let codecs = &self.config.codecs;
         let t1 = self.config.timers.t1;
         let Some(c) = self.calls.get_mut(&h) else {
             return Err(CoreError::NoSuchCall);
         };
         let (answer, negotiated) = match &c.offer {
             Some(offer) => {
-                match sdp::answer_offer(offer, &mut c.sdp, media, &codecs, Direction::SendRecv) {
+                match sdp::answer_offer(offer, &mut c.sdp, media, codecs, Direction::SendRecv) {
                     Ok((a, n)) => (a, Some(n)),
                     Err(_) => {
                         self.uas_reject_now(now, h, 488, |_| {});
@@ -283,13 +284,14 @@ impl SignalingCore {
             }
             None => {
                 // Late offer: ours goes in the 200, the answer comes in the ACK.
-                let offer = sdp::create_offer(&mut c.sdp, media, &codecs, Direction::SendRecv);
+                let offer = sdp::create_offer(&mut c.sdp, media, codecs, Direction::SendRecv);
                 c.offer = Some(offer.clone());
                 (offer, None)
             }
         };
         c.local_media = Some(media);
-        c.local_sdp = Some(answer.clone());
+        let body = answer.to_string().into_bytes();
+        c.local_sdp = Some(answer);
         c.phase = Phase::WaitAck;
         if let Some(d) = c.dialog.as_mut() {
             d.state = DialogState::Confirmed;
@@ -300,13 +302,13 @@ impl SignalingCore {
         };
         resp.headers
             .push(HeaderName::ContentType, "application/sdp");
-        resp.body = answer.to_string().into_bytes();
-        let bytes = resp.to_bytes();
-        self.uas_final(now, h, resp);
+        resp.body = body;
+        let resp = Arc::new(resp);
+        self.uas_final(now, h, Arc::clone(&resp));
         if let Some(c) = self.calls.get_mut(&h) {
             c.deadline = Some(now + 64 * t1);
             c.ok_retransmit = Some(OkRetransmit {
-                bytes,
+                response: resp,
                 at: now + t1,
                 interval: t1,
             });
