@@ -144,6 +144,9 @@ pub struct SignalingCore {
     /// Why the last flow went down (`flow lost: EOF`, `connect 192.0.2.1:5060: timed out`):
     /// the reason of the calls and registration attempts that loss ends.
     pub(crate) flow_cause: String,
+    /// The events of a server transaction being drained (kept between drains: no allocation
+    /// per response).
+    pub(crate) server_events: Vec<crate::signaling::transaction::TxEvent>,
     /// Tests and the before/after bench: find deadlines by scanning every table, as before
     /// the deadline queues.
     #[cfg(any(test, feature = "testkit"))]
@@ -190,6 +193,7 @@ impl SignalingCore {
             pushed: BTreeMap::new(),
             udp_stats: UdpStats::default(),
             flow_cause: "flow lost".into(),
+            server_events: Vec::new(),
             #[cfg(any(test, feature = "testkit"))]
             scan_timers: false,
         }

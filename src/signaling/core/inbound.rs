@@ -2,7 +2,7 @@
 
 use super::{raw400, CallHandle, CallOutcome, Event, FlowId, FlowKind, Output, SignalingCore};
 use super::{ClientKind, ServerKind, ServerTx};
-use crate::signaling::dialog::Dialog;
+use crate::signaling::dialog::{Dialog, DialogKey};
 use crate::signaling::framing::Frame;
 use crate::signaling::invite::ledger::EntryKind;
 use crate::signaling::invite::{ledger_key, Phase};
@@ -305,8 +305,8 @@ impl SignalingCore {
     }
 
     fn in_dialog_request(&mut self, now: Instant, key: &TxKey, req: &Request) {
-        let call = Dialog::id_of_request(req)
-            .and_then(|id| self.dialogs.get(&id).copied())
+        let call = Dialog::key_of_request(req)
+            .and_then(|id| self.dialogs.get(&id as &dyn DialogKey).copied())
             .filter(|h| self.calls.get(h).is_some_and(|c| c.phase != Phase::Ended));
         let Some(h) = call else {
             self.respond(now, key, req, 481, None);
@@ -350,7 +350,8 @@ impl SignalingCore {
 
     /// An ACK that is not for a non-2xx final of ours: the ACK of a 2xx (ours or a re-INVITE's).
     fn handle_ack(&mut self, now: Instant, req: Request) {
-        let Some(h) = Dialog::id_of_request(&req).and_then(|id| self.dialogs.get(&id).copied())
+        let Some(h) = Dialog::key_of_request(&req)
+            .and_then(|id| self.dialogs.get(&id as &dyn DialogKey).copied())
         else {
             tracing::debug!("ACK for no dialog, dropped");
             return;

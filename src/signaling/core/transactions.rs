@@ -119,10 +119,11 @@ impl SignalingCore {
     }
 
     pub(crate) fn drain_server(&mut self, _now: Instant, key: &TxKey) {
-        let mut events = Vec::new();
         let Some(t) = self.server_tx.get_mut(key) else {
             return;
         };
+        // Nothing below drains a server transaction again, so the buffer is ours until put back.
+        let mut events = std::mem::take(&mut self.server_events);
         let flow = t.flow;
         loop {
             let ev = match &mut t.tx {
@@ -134,7 +135,7 @@ impl SignalingCore {
                 None => break,
             }
         }
-        for ev in events {
+        for ev in events.drain(..) {
             match ev {
                 TxEvent::SendResponse(r) => self.transmit(flow, r.to_bytes()),
                 TxEvent::SendRequest(r) => self.transmit(flow, r.to_bytes()),
@@ -147,6 +148,7 @@ impl SignalingCore {
                 TxEvent::AckReceived | TxEvent::Response(_) => {}
             }
         }
+        self.server_events = events;
     }
 
     pub(crate) fn drain_client(&mut self, now: Instant, key: &TxKey) {

@@ -38,6 +38,8 @@ use std::time::Instant;
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 /// Option tags we support (the Supported header; a Require outside this set gets 420).
 pub const SUPPORTED: &[&str] = &["outbound"];
+/// [`SUPPORTED`] as the Supported header carries it (`SUPPORTED.join(", ")`, checked by a test).
+pub(crate) const SUPPORTED_HEADER: &str = "outbound";
 /// What we accept as bodies.
 pub const ACCEPT: &str = "application/sdp";
 
@@ -297,14 +299,18 @@ pub(crate) fn response(
             // whether or not the URI is in angle brackets (§20), so no re-serialization.
             let untagged = request.headers.to().is_some_and(|to| to.tag().is_none());
             if let (true, Some(raw)) = (untagged, request.headers.get(&HeaderName::To)) {
-                r.headers.set(HeaderName::To, format!("{raw};tag={tag}"));
+                let mut to = String::with_capacity(raw.len() + 5 + tag.len());
+                to.push_str(raw);
+                to.push_str(";tag=");
+                to.push_str(tag);
+                r.headers.set(HeaderName::To, to);
             }
         }
     }
     r.headers.push(HeaderName::Server, server);
     if status == 405 || (200..300).contains(&status) || status == 420 {
         r.headers.push(HeaderName::Allow, ALLOW);
-        r.headers.push(HeaderName::Supported, SUPPORTED.join(", "));
+        r.headers.push(HeaderName::Supported, SUPPORTED_HEADER);
     }
     r
 }
@@ -486,6 +492,11 @@ impl SignalingCore {
 mod tests {
     use super::*;
     use crate::signaling::message::Message;
+
+    #[test]
+    fn supported_header_lists_the_supported_option_tags() {
+        assert_eq!(SUPPORTED_HEADER, SUPPORTED.join(", "));
+    }
 
     fn req(extra: &str) -> Request {
         let text = format!(
