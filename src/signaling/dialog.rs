@@ -333,6 +333,7 @@ mod tests {
         assert_eq!(table.get(&key as &dyn DialogKey), Some(&7));
         let other = ("call-1", "ours", "zzz");
         assert_eq!(table.get(&other as &dyn DialogKey), None);
+        use std::hash::BuildHasher;
         let hasher = std::hash::RandomState::new();
         assert_eq!(
             hasher.hash_one(&id),
