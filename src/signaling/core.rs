@@ -134,7 +134,7 @@ pub struct SignalingCore {
     /// UAC Call-ID → call (2xx responses that match no transaction: forks, retransmissions).
     pub(crate) uac_calls: FastMap<String, CallHandle>,
     /// First INVITE per (Call-ID, From tag, CSeq) → its branch and call (merged requests).
-    pub(crate) merge_index: FastMap<MergeKey, (String, CallHandle)>,
+    pub(crate) merge_index: FastMap<MergeKey, (std::sync::Arc<str>, CallHandle)>,
     pub(crate) ledger: Ledger,
     pub(crate) control: control::Control,
     /// Calls announced by a push whose INVITE has not come yet.

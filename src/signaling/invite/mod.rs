@@ -111,10 +111,10 @@ pub(crate) struct OkRetransmit {
 /// RFC 3261 §8.2.2.2 identity of an initial INVITE: Call-ID, From tag, CSeq number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct MergeKey {
-    /// Call-ID.
-    pub call_id: String,
+    /// Call-ID (shared with the INVITE's ledger key).
+    pub call_id: Arc<str>,
     /// From tag.
-    pub from_tag: String,
+    pub from_tag: Arc<str>,
     /// CSeq number.
     pub cseq: u32,
 }
@@ -323,6 +323,16 @@ pub(crate) fn unsupported(request: &Request) -> Vec<String> {
         .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
         .map(str::to_string)
         .collect()
+}
+
+/// [`ledger_key`] of an INVITE whose server transaction is `key`: the branch is shared with
+/// the transaction key (the same top Via branch), not copied again.
+pub(crate) fn ledger_key_of(request: &Request, key: &TxKey) -> Option<LedgerKey> {
+    Some(LedgerKey {
+        call_id: Arc::from(request.headers.call_id()?),
+        cseq: request.headers.cseq()?.seq,
+        branch: Arc::clone(&key.branch),
+    })
 }
 
 /// The ledger key of an INVITE (Call-ID, CSeq number, top Via branch).

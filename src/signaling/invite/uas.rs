@@ -9,7 +9,7 @@
 //!                                                  └─ 64·T1 ─► BYE, Ended (Failed)
 //! ```
 
-use super::ledger::EntryKind;
+use super::ledger::{EntryKind, LedgerKey};
 use super::{
     ledger_key, response, unsupported, Call, MergeKey, OkRetransmit, Phase, Role, TheirReInvite,
     ACCEPT,
@@ -49,6 +49,7 @@ impl SignalingCore {
         flow: FlowId,
         key: &TxKey,
         req: Arc<Request>,
+        lk: Option<LedgerKey>,
     ) {
         let call_id = req.headers.call_id().unwrap_or_default().to_string();
         // A call announced by a push takes this INVITE (`core/push.rs`).
@@ -57,7 +58,6 @@ impl SignalingCore {
             Some(b) => b.handle,
             None => self.new_call_handle(),
         };
-        let lk = ledger_key(&req);
         if let Some(lk) = &lk {
             self.ledger.open(lk.clone(), EntryKind::Initial);
         }
@@ -75,7 +75,7 @@ impl SignalingCore {
             });
             return;
         }
-        if self.is_merged(h, &req) {
+        if self.is_merged(h, &req, lk.as_ref(), &key.branch) {
             self.uas_reject_now(now, h, 482, |_| {});
             return;
         }
@@ -150,26 +150,31 @@ impl SignalingCore {
 
     /// RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq as an INVITE we already have, but
     /// another branch. The first INVITE of each (Call-ID, From tag, CSeq) is indexed.
-    fn is_merged(&mut self, h: CallHandle, req: &Request) -> bool {
-        let (Some(call_id), Some(from), Some(cseq), Some(via)) = (
+    /// `lk` is the INVITE's ledger key (its Call-ID is shared), `branch` its top Via branch.
+    fn is_merged(
+        &mut self,
+        h: CallHandle,
+        req: &Request,
+        lk: Option<&LedgerKey>,
+        branch: &Arc<str>,
+    ) -> bool {
+        let (Some(call_id), Some(from), Some(cseq)) = (
             req.headers.call_id(),
             req.headers.from(),
             req.headers.cseq(),
-            req.headers.top_via(),
         ) else {
             return false;
         };
         let key = MergeKey {
-            call_id: call_id.to_string(),
-            from_tag: from.tag().unwrap_or_default().to_string(),
+            call_id: lk.map_or_else(|| Arc::from(call_id), |k| Arc::clone(&k.call_id)),
+            from_tag: Arc::from(from.tag().unwrap_or_default()),
             cseq: cseq.seq,
         };
-        let branch = via.branch().unwrap_or_default();
         match self.merge_index.get(&key) {
             Some((b, _)) => b != branch,
             None => {
                 self.merge_index
-                    .insert(key.clone(), (branch.to_string(), h));
+                    .insert(key.clone(), (Arc::clone(branch), h));
                 if let Some(c) = self.calls.get_mut(&h) {
                     c.merge_key = Some(key);
                 }
