@@ -32,9 +32,13 @@ fn offer_status(req: &Request) -> Result<Option<SessionDescription>, u16> {
     if req.body.is_empty() {
         return Ok(None);
     }
-    match req.headers.content_type() {
-        Some(t) if t == "application/sdp" => {}
-        _ => return Err(415),
+    // The media type without parameters, compared without a lower-cased copy.
+    let is_sdp = req.headers.get(&HeaderName::ContentType).is_some_and(|v| {
+        let media_type = v.split(';').next().unwrap_or_default().trim();
+        media_type.eq_ignore_ascii_case("application/sdp")
+    });
+    if !is_sdp {
+        return Err(415);
     }
     SessionDescription::parse_bytes(&req.body)
         .map(Some)
