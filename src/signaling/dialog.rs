@@ -174,13 +174,15 @@ impl Dialog {
         let remote_tag = Arc::from(from.tag().unwrap_or_default());
         let call_id = Arc::from(request.headers.call_id()?);
         let remote_seq = request.headers.cseq()?.seq;
+        // The first Contact that parses (as `contacts()` would list it), without parsing the
+        // rest into a list.
         let remote_target = request
             .headers
-            .contacts()
-            .into_iter()
-            .next()
+            .list(&HeaderName::Contact)
+            .filter(|v| v.trim() != "*")
+            .find_map(|v| NameAddr::parse(v).ok())
             .map(|c| c.uri)
-            .or_else(|| Some(from.uri.clone()))?;
+            .unwrap_or_else(|| from.uri.clone());
         Some(Dialog {
             id: DialogId {
                 call_id,
