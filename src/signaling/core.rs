@@ -68,7 +68,6 @@ use super::transaction::TxKey;
 use deadlines::Timed;
 use fasthash::FastMap;
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -432,9 +431,7 @@ impl SignalingCore {
         contact.push_str(user);
         contact.push('@');
         match addr {
-            Some(a) => {
-                let _ = write!(contact, "{a}");
-            }
+            Some(a) => addr::push_socket_addr(&mut contact, a),
             None => contact.push_str("invalid.invalid"),
         }
         if !sips_contact {
