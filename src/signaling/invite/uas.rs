@@ -829,6 +829,32 @@ mod tests {
     }
 
     #[test]
+    fn the_2xx_is_retransmitted_as_first_sent_until_the_ack() {
+        let mut s = Solo::new(Config::default(), origin());
+        let offer = sdp_offer(6000);
+        let p = peer(9);
+        s.feed(&p.invite(Some(&offer), "", None));
+        let h = incoming(&s).unwrap();
+        s.core
+            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        let first = s.sent.last().cloned().unwrap();
+        assert!(first.starts_with(b"SIP/2.0 200"));
+        let sent = s.sent.len();
+        // T1 later (the first deadline), then 2·T1 later: the same bytes each time.
+        assert!(s.jump(Duration::from_secs(1)));
+        assert!(s.jump(Duration::from_secs(2)));
+        assert_eq!(s.sent.len(), sent + 2);
+        assert!(s.sent[sent..].iter().all(|b| *b == first));
+        let ok = s.responses().last().cloned().unwrap();
+        s.feed(&p.ack(ok.to_tag.as_deref(), Some("z9hG4bKack9")));
+        let acked = s.sent.len();
+        while s.jump(Duration::from_secs(1)) {}
+        assert_eq!(s.sent.len(), acked, "nothing after the ACK");
+    }
+
+    #[test]
     fn answered_call_ack_bye_and_ack_timeout() {
         let mut s = Solo::new(Config::default(), origin());
         let offer = sdp_offer(6000);
