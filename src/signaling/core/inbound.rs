@@ -254,7 +254,7 @@ impl SignalingCore {
         if req.method == Method::Invite {
             lk = ledger_key_of(&req, &key);
             if let Some(lk) = &lk {
-                if !req.headers.to().is_some_and(|t| t.tag().is_some()) && self.ledger.seen(lk) {
+                if req.headers.to().is_none_or(|t| t.tag().is_none()) && self.ledger.seen(lk) {
                     tracing::debug!(?lk, "late retransmission of an INVITE, absorbed");
                     return;
                 }
