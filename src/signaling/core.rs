@@ -133,7 +133,7 @@ pub struct SignalingCore {
     /// UAC Call-ID → call (2xx responses that match no transaction: forks, retransmissions).
     pub(crate) uac_calls: FastMap<String, CallHandle>,
     /// First INVITE per (Call-ID, From tag, CSeq) → its branch and call (merged requests).
-    pub(crate) merge_index: FastMap<MergeKey, (String, CallHandle)>,
+    pub(crate) merge_index: FastMap<MergeKey, (std::sync::Arc<str>, CallHandle)>,
     pub(crate) ledger: Ledger,
     pub(crate) control: control::Control,
     /// Calls announced by a push whose INVITE has not come yet.
@@ -143,6 +143,9 @@ pub struct SignalingCore {
     /// Why the last flow went down (`flow lost: EOF`, `connect 192.0.2.1:5060: timed out`):
     /// the reason of the calls and registration attempts that loss ends.
     pub(crate) flow_cause: String,
+    /// The events of a server transaction being drained (kept between drains: no allocation
+    /// per response).
+    pub(crate) server_events: Vec<crate::signaling::transaction::TxEvent>,
     /// Tests and the before/after bench: find deadlines by scanning every table, as before
     /// the deadline queues.
     #[cfg(any(test, feature = "testkit"))]
@@ -189,6 +192,7 @@ impl SignalingCore {
             pushed: BTreeMap::new(),
             udp_stats: UdpStats::default(),
             flow_cause: "flow lost".into(),
+            server_events: Vec::new(),
             #[cfg(any(test, feature = "testkit"))]
             scan_timers: false,
         }
@@ -409,25 +413,34 @@ impl SignalingCore {
                 None => flow_local,
             }
         };
-        let host = addr
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "invalid.invalid".into());
-        let user = self
-            .config
-            .account
-            .as_ref()
-            .map(|a| a.user.clone())
-            .unwrap_or_else(|| self.config.local_user.clone());
+        let user = match &self.config.account {
+            Some(a) => a.user.as_str(),
+            None => self.config.local_user.as_str(),
+        };
         let ob = if is_control && self.config.instance_id.is_some() {
             ";ob"
         } else {
             ""
         };
+        // Written into one buffer: this runs for every 1xx/2xx of every call.
+        let mut contact = String::with_capacity(80);
         // Other TLS flows say `transport=tls`.
-        if transport == Transport::Tls && (sips || is_control && self.control_is_sips()) {
-            return format!("<sips:{user}@{host}{ob}>");
+        let sips_contact =
+            transport == Transport::Tls && (sips || is_control && self.control_is_sips());
+        contact.push_str(if sips_contact { "<sips:" } else { "<sip:" });
+        contact.push_str(user);
+        contact.push('@');
+        match addr {
+            Some(a) => addr::push_socket_addr(&mut contact, a),
+            None => contact.push_str("invalid.invalid"),
         }
-        format!("<sip:{user}@{host};transport={}{ob}>", transport.param())
+        if !sips_contact {
+            contact.push_str(";transport=");
+            contact.push_str(transport.param());
+        }
+        contact.push_str(ob);
+        contact.push('>');
+        contact
     }
 
     /// Whether the account's control-flow target (proxy, else registrar) is a `sips:` URI.

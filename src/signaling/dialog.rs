@@ -7,11 +7,13 @@
 //! ([`Dialog::check_remote_cseq`]).
 
 use super::message::{CSeq, HeaderName, Method, NameAddr, Params, Request, Response, Uri};
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// The dialog identifier (RFC 3261 §12): Call-ID, local tag, remote tag. Shared strings: the
 /// id is cloned into the core's dialog index, and a clone of an `Arc<str>` is a count.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DialogId {
     /// Call-ID.
     pub call_id: Arc<str>,
@@ -19,6 +21,56 @@ pub struct DialogId {
     pub local_tag: Arc<str>,
     /// The peer's tag.
     pub remote_tag: Arc<str>,
+}
+
+/// A dialog id as its three strings, owned ([`DialogId`]) or borrowed from a request
+/// ([`Dialog::key_of_request`]): a table keyed by `DialogId` is looked up with a borrowed one
+/// (`map.get(&key as &dyn DialogKey)`), with no copy of the strings.
+pub(crate) trait DialogKey {
+    /// Call-ID, local tag, remote tag.
+    fn parts(&self) -> (&str, &str, &str);
+}
+
+impl DialogKey for DialogId {
+    fn parts(&self) -> (&str, &str, &str) {
+        (&self.call_id, &self.local_tag, &self.remote_tag)
+    }
+}
+
+impl DialogKey for (&str, &str, &str) {
+    fn parts(&self) -> (&str, &str, &str) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn DialogKey + 'a> for DialogId {
+    fn borrow(&self) -> &(dyn DialogKey + 'a) {
+        self
+    }
+}
+
+// One hash for both forms (`Borrow` requires it): the three strings in order.
+impl Hash for dyn DialogKey + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (call_id, local, remote) = self.parts();
+        call_id.hash(state);
+        local.hash(state);
+        remote.hash(state);
+    }
+}
+
+impl PartialEq for dyn DialogKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn DialogKey + '_ {}
+
+impl Hash for DialogId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn DialogKey).hash(state);
+    }
 }
 
 /// Early (created by a 1xx with a To tag) or confirmed (by a 2xx).
@@ -53,9 +105,18 @@ pub struct Dialog {
 
 /// A NameAddr without its `tag` parameter.
 fn without_tag(na: &NameAddr) -> NameAddr {
-    let mut na = na.clone();
-    na.params.0.retain(|(n, _)| !n.eq_ignore_ascii_case("tag"));
-    na
+    // Built without the tag rather than cloned and then stripped of it (no copy of the tag).
+    let params = Params(
+        (na.params.0.iter())
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("tag"))
+            .cloned()
+            .collect(),
+    );
+    NameAddr {
+        display: na.display.clone(),
+        uri: na.uri.clone(),
+        params,
+    }
 }
 
 /// A NameAddr with `tag=tag`.
@@ -113,13 +174,15 @@ impl Dialog {
         let remote_tag = Arc::from(from.tag().unwrap_or_default());
         let call_id = Arc::from(request.headers.call_id()?);
         let remote_seq = request.headers.cseq()?.seq;
+        // The first Contact that parses (as `contacts()` would list it), without parsing the
+        // rest into a list.
         let remote_target = request
             .headers
-            .contacts()
-            .into_iter()
-            .next()
+            .list(&HeaderName::Contact)
+            .filter(|v| v.trim() != "*")
+            .find_map(|v| NameAddr::parse(v).ok())
             .map(|c| c.uri)
-            .or_else(|| Some(from.uri.clone()))?;
+            .unwrap_or_else(|| from.uri.clone());
         Some(Dialog {
             id: DialogId {
                 call_id,
@@ -143,6 +206,15 @@ impl Dialog {
             local_tag: Arc::from(request.headers.to()?.tag()?),
             remote_tag: Arc::from(request.headers.from()?.tag().unwrap_or_default()),
         })
+    }
+
+    /// [`Dialog::id_of_request`] borrowed from the request (no copy of its strings).
+    pub(crate) fn key_of_request(request: &Request) -> Option<(&str, &str, &str)> {
+        Some((
+            request.headers.call_id()?,
+            request.headers.to()?.tag()?,
+            request.headers.from()?.tag().unwrap_or_default(),
+        ))
     }
 
     /// Target refresh (§12.2.1.2 / §12.2.2): a new Contact replaces the remote target.
@@ -248,6 +320,28 @@ mod tests {
             Message::Request(r) => r,
             _ => panic!("not a request"),
         }
+    }
+
+    #[test]
+    fn a_borrowed_key_finds_the_dialog_its_request_belongs_to() {
+        let mut bye = invite();
+        bye.headers
+            .set(HeaderName::To, "<sip:bob@example.com>;tag=ours");
+        let id = Dialog::id_of_request(&bye).unwrap();
+        let mut table: std::collections::HashMap<DialogId, u32> = Default::default();
+        table.insert(id.clone(), 7);
+        let key = Dialog::key_of_request(&bye).unwrap();
+        assert_eq!(key, ("call-1", "ours", "aaa"));
+        assert_eq!(table.get(&key as &dyn DialogKey), Some(&7));
+        let other = ("call-1", "ours", "zzz");
+        assert_eq!(table.get(&other as &dyn DialogKey), None);
+        use std::hash::BuildHasher;
+        let hasher = std::hash::RandomState::new();
+        assert_eq!(
+            hasher.hash_one(&id),
+            hasher.hash_one(&key as &dyn DialogKey),
+            "Borrow needs equal hashes"
+        );
     }
 
     fn ok(req: &Request) -> Response {

@@ -24,6 +24,44 @@ fn host_of(uri: &Uri) -> String {
     }
 }
 
+/// Appends `addr` as its `Display` writes it (`192.0.2.1:5060`, `[2001:db8::1]:5060`); an
+/// IPv4 address digit by digit, without the formatting machinery (every 1xx/2xx Contact).
+pub(crate) fn push_socket_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, u16::from(octet));
+            }
+            out.push(':');
+            push_decimal(out, a.port());
+        }
+        SocketAddr::V6(_) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[start..] {
+        out.push(char::from(d));
+    }
+}
+
 impl SignalingCore {
     fn flow_addrs(&self, flow: super::FlowId) -> Option<FlowAddrs> {
         let f = self.flows.get(&flow).filter(|f| f.up)?;
@@ -64,6 +102,24 @@ mod tests {
     use super::*;
     use crate::signaling::config::Config;
     use std::time::Instant;
+
+    #[test]
+    fn socket_addresses_are_pushed_as_display_writes_them() {
+        for text in [
+            "0.0.0.0:0",
+            "127.0.0.1:5060",
+            "192.0.2.255:65535",
+            "10.20.100.9:10",
+            "[2001:db8::7]:5080",
+            "[::1]:9",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            let mut out = String::from("x@");
+            push_socket_addr(&mut out, addr);
+            assert_eq!(out, format!("x@{addr}"));
+            assert_eq!(out, format!("x@{text}"));
+        }
+    }
 
     #[test]
     fn next_hop_is_the_proxy_then_the_registrar_then_the_target() {

@@ -2,10 +2,10 @@
 
 use super::{raw400, CallHandle, CallOutcome, Event, FlowId, FlowKind, Output, SignalingCore};
 use super::{ClientKind, ServerKind, ServerTx};
-use crate::signaling::dialog::Dialog;
+use crate::signaling::dialog::{Dialog, DialogKey};
 use crate::signaling::framing::Frame;
 use crate::signaling::invite::ledger::EntryKind;
-use crate::signaling::invite::{ledger_key, Phase};
+use crate::signaling::invite::{ledger_key_of, Phase};
 use crate::signaling::message::{Message, Method, Request, Response};
 use crate::signaling::transaction::{ServerInvite, ServerNonInvite, TxKey};
 use std::net::SocketAddr;
@@ -250,15 +250,11 @@ impl SignalingCore {
         }
         // Shared by the server transaction and, for an INVITE, the call.
         let req = Arc::new(req);
+        let mut lk = None;
         if req.method == Method::Invite {
-            if let Some(lk) = ledger_key(&req) {
-                if req
-                    .headers
-                    .to()
-                    .and_then(|t| t.tag().map(str::to_string))
-                    .is_none()
-                    && self.ledger.seen(&lk)
-                {
+            lk = ledger_key_of(&req, &key);
+            if let Some(lk) = &lk {
+                if req.headers.to().is_none_or(|t| t.tag().is_none()) && self.ledger.seen(lk) {
                     tracing::debug!(?lk, "late retransmission of an INVITE, absorbed");
                     return;
                 }
@@ -296,7 +292,7 @@ impl SignalingCore {
         match req.method {
             Method::Cancel => self.uas_cancel(now, &key, &req),
             _ if has_to_tag => self.in_dialog_request(now, &key, &req),
-            Method::Invite => self.uas_invite(now, flow, &key, req),
+            Method::Invite => self.uas_invite(now, flow, &key, req, lk),
             Method::Options => self.respond(now, &key, &req, 200, None),
             Method::Bye => self.respond(now, &key, &req, 481, None),
             Method::Other(_) => self.respond(now, &key, &req, 501, None),
@@ -305,8 +301,8 @@ impl SignalingCore {
     }
 
     fn in_dialog_request(&mut self, now: Instant, key: &TxKey, req: &Request) {
-        let call = Dialog::id_of_request(req)
-            .and_then(|id| self.dialogs.get(&id).copied())
+        let call = Dialog::key_of_request(req)
+            .and_then(|id| self.dialogs.get(&id as &dyn DialogKey).copied())
             .filter(|h| self.calls.get(h).is_some_and(|c| c.phase != Phase::Ended));
         let Some(h) = call else {
             self.respond(now, key, req, 481, None);
@@ -350,7 +346,8 @@ impl SignalingCore {
 
     /// An ACK that is not for a non-2xx final of ours: the ACK of a 2xx (ours or a re-INVITE's).
     fn handle_ack(&mut self, now: Instant, req: Request) {
-        let Some(h) = Dialog::id_of_request(&req).and_then(|id| self.dialogs.get(&id).copied())
+        let Some(h) = Dialog::key_of_request(&req)
+            .and_then(|id| self.dialogs.get(&id as &dyn DialogKey).copied())
         else {
             tracing::debug!("ACK for no dialog, dropped");
             return;

@@ -7,6 +7,7 @@ use crate::signaling::message::{new_tag, HeaderName, Method, Request, Response};
 use crate::signaling::transaction::{
     ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TxEvent, TxKey,
 };
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Who waits for a client transaction's outcome.
@@ -84,11 +85,15 @@ impl SignalingCore {
         status: u16,
         call: Option<CallHandle>,
     ) {
-        let tag = call
-            .and_then(|h| self.calls.get(&h))
-            .map(|c| c.local_tag.clone())
-            .unwrap_or_else(new_tag);
-        let mut resp = response(req, status, Some(&tag), &self.config.user_agent);
+        let fresh;
+        let tag = match call.and_then(|h| self.calls.get(&h)) {
+            Some(c) => c.local_tag.as_str(),
+            None => {
+                fresh = new_tag();
+                fresh.as_str()
+            }
+        };
+        let mut resp = response(req, status, Some(tag), &self.config.user_agent);
         if req.method == Method::Options && status == 200 {
             resp.headers.push(HeaderName::Accept, ACCEPT);
         }
@@ -96,7 +101,12 @@ impl SignalingCore {
     }
 
     /// Hands a built response to the server transaction `key`.
-    pub(crate) fn send_response(&mut self, now: Instant, key: &TxKey, resp: Response) {
+    pub(crate) fn send_response(
+        &mut self,
+        now: Instant,
+        key: &TxKey,
+        resp: impl Into<Arc<Response>>,
+    ) {
         let Some(t) = self.server_tx.get_mut(key) else {
             tracing::debug!(?key, "no server transaction for the response");
             return;
@@ -109,10 +119,11 @@ impl SignalingCore {
     }
 
     pub(crate) fn drain_server(&mut self, _now: Instant, key: &TxKey) {
-        let mut events = Vec::new();
         let Some(t) = self.server_tx.get_mut(key) else {
             return;
         };
+        // Nothing below drains a server transaction again, so the buffer is ours until put back.
+        let mut events = std::mem::take(&mut self.server_events);
         let flow = t.flow;
         loop {
             let ev = match &mut t.tx {
@@ -124,7 +135,7 @@ impl SignalingCore {
                 None => break,
             }
         }
-        for ev in events {
+        for ev in events.drain(..) {
             match ev {
                 TxEvent::SendResponse(r) => self.transmit(flow, r.to_bytes()),
                 TxEvent::SendRequest(r) => self.transmit(flow, r.to_bytes()),
@@ -137,6 +148,7 @@ impl SignalingCore {
                 TxEvent::AckReceived | TxEvent::Response(_) => {}
             }
         }
+        self.server_events = events;
     }
 
     pub(crate) fn drain_client(&mut self, now: Instant, key: &TxKey) {

@@ -38,6 +38,8 @@ use std::time::Instant;
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 /// Option tags we support (the Supported header; a Require outside this set gets 420).
 pub const SUPPORTED: &[&str] = &["outbound"];
+/// [`SUPPORTED`] as the Supported header carries it (`SUPPORTED.join(", ")`, checked by a test).
+pub(crate) const SUPPORTED_HEADER: &str = "outbound";
 /// What we accept as bodies.
 pub const ACCEPT: &str = "application/sdp";
 
@@ -97,8 +99,9 @@ pub(crate) struct TheirReInvite {
 /// until the ACK arrives (or 64·T1 pass and the call gives up).
 #[derive(Debug, Clone)]
 pub(crate) struct OkRetransmit {
-    /// The 2xx as sent.
-    pub bytes: Vec<u8>,
+    /// The 2xx as sent (shared with its INVITE server transaction; printed again for each
+    /// retransmission, which only a late ACK causes).
+    pub response: Arc<Response>,
     /// Next retransmission.
     pub at: Instant,
     /// Current interval.
@@ -108,10 +111,10 @@ pub(crate) struct OkRetransmit {
 /// RFC 3261 §8.2.2.2 identity of an initial INVITE: Call-ID, From tag, CSeq number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct MergeKey {
-    /// Call-ID.
-    pub call_id: String,
+    /// Call-ID (shared with the INVITE's ledger key).
+    pub call_id: Arc<str>,
     /// From tag.
-    pub from_tag: String,
+    pub from_tag: Arc<str>,
     /// CSeq number.
     pub cseq: u32,
 }
@@ -296,14 +299,18 @@ pub(crate) fn response(
             // whether or not the URI is in angle brackets (§20), so no re-serialization.
             let untagged = request.headers.to().is_some_and(|to| to.tag().is_none());
             if let (true, Some(raw)) = (untagged, request.headers.get(&HeaderName::To)) {
-                r.headers.set(HeaderName::To, format!("{raw};tag={tag}"));
+                let mut to = String::with_capacity(raw.len() + 5 + tag.len());
+                to.push_str(raw);
+                to.push_str(";tag=");
+                to.push_str(tag);
+                r.headers.set(HeaderName::To, to);
             }
         }
     }
     r.headers.push(HeaderName::Server, server);
     if status == 405 || (200..300).contains(&status) || status == 420 {
         r.headers.push(HeaderName::Allow, ALLOW);
-        r.headers.push(HeaderName::Supported, SUPPORTED.join(", "));
+        r.headers.push(HeaderName::Supported, SUPPORTED_HEADER);
     }
     r
 }
@@ -316,6 +323,16 @@ pub(crate) fn unsupported(request: &Request) -> Vec<String> {
         .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
         .map(str::to_string)
         .collect()
+}
+
+/// [`ledger_key`] of an INVITE whose server transaction is `key`: the branch is shared with
+/// the transaction key (the same top Via branch), not copied again.
+pub(crate) fn ledger_key_of(request: &Request, key: &TxKey) -> Option<LedgerKey> {
+    Some(LedgerKey {
+        call_id: Arc::from(request.headers.call_id()?),
+        cseq: request.headers.cseq()?.seq,
+        branch: Arc::clone(&key.branch),
+    })
 }
 
 /// The ledger key of an INVITE (Call-ID, CSeq number, top Via branch).
@@ -422,7 +439,7 @@ impl SignalingCore {
         if let Some(r) = c.ok_retransmit.as_mut().filter(|r| r.at <= now) {
             r.interval = (r.interval * 2).min(t2);
             r.at = now + r.interval;
-            let (flow, bytes) = (c.flow, r.bytes.clone());
+            let (flow, bytes) = (c.flow, r.response.to_bytes());
             self.transmit(flow, bytes);
         }
         let Some(c) = self.calls.get_mut(&h) else {
@@ -485,6 +502,11 @@ impl SignalingCore {
 mod tests {
     use super::*;
     use crate::signaling::message::Message;
+
+    #[test]
+    fn supported_header_lists_the_supported_option_tags() {
+        assert_eq!(SUPPORTED_HEADER, SUPPORTED.join(", "));
+    }
 
     fn req(extra: &str) -> Request {
         let text = format!(

@@ -9,7 +9,7 @@
 //!                                                  └─ 64·T1 ─► BYE, Ended (Failed)
 //! ```
 
-use super::ledger::EntryKind;
+use super::ledger::{EntryKind, LedgerKey};
 use super::{
     ledger_key, response, unsupported, Call, MergeKey, OkRetransmit, Phase, Role, TheirReInvite,
     ACCEPT,
@@ -32,9 +32,13 @@ fn offer_status(req: &Request) -> Result<Option<SessionDescription>, u16> {
     if req.body.is_empty() {
         return Ok(None);
     }
-    match req.headers.content_type() {
-        Some(t) if t == "application/sdp" => {}
-        _ => return Err(415),
+    // The media type without parameters, compared without a lower-cased copy.
+    let is_sdp = req.headers.get(&HeaderName::ContentType).is_some_and(|v| {
+        let media_type = v.split(';').next().unwrap_or_default().trim();
+        media_type.eq_ignore_ascii_case("application/sdp")
+    });
+    if !is_sdp {
+        return Err(415);
     }
     SessionDescription::parse_bytes(&req.body)
         .map(Some)
@@ -49,6 +53,7 @@ impl SignalingCore {
         flow: FlowId,
         key: &TxKey,
         req: Arc<Request>,
+        lk: Option<LedgerKey>,
     ) {
         let call_id = req.headers.call_id().unwrap_or_default().to_string();
         // A call announced by a push takes this INVITE (`core/push.rs`).
@@ -57,7 +62,6 @@ impl SignalingCore {
             Some(b) => b.handle,
             None => self.new_call_handle(),
         };
-        let lk = ledger_key(&req);
         if let Some(lk) = &lk {
             self.ledger.open(lk.clone(), EntryKind::Initial);
         }
@@ -75,7 +79,7 @@ impl SignalingCore {
             });
             return;
         }
-        if self.is_merged(h, &req) {
+        if self.is_merged(h, &req, lk.as_ref(), &key.branch) {
             self.uas_reject_now(now, h, 482, |_| {});
             return;
         }
@@ -150,26 +154,31 @@ impl SignalingCore {
 
     /// RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq as an INVITE we already have, but
     /// another branch. The first INVITE of each (Call-ID, From tag, CSeq) is indexed.
-    fn is_merged(&mut self, h: CallHandle, req: &Request) -> bool {
-        let (Some(call_id), Some(from), Some(cseq), Some(via)) = (
+    /// `lk` is the INVITE's ledger key (its Call-ID is shared), `branch` its top Via branch.
+    fn is_merged(
+        &mut self,
+        h: CallHandle,
+        req: &Request,
+        lk: Option<&LedgerKey>,
+        branch: &Arc<str>,
+    ) -> bool {
+        let (Some(call_id), Some(from), Some(cseq)) = (
             req.headers.call_id(),
             req.headers.from(),
             req.headers.cseq(),
-            req.headers.top_via(),
         ) else {
             return false;
         };
         let key = MergeKey {
-            call_id: call_id.to_string(),
-            from_tag: from.tag().unwrap_or_default().to_string(),
+            call_id: lk.map_or_else(|| Arc::from(call_id), |k| Arc::clone(&k.call_id)),
+            from_tag: Arc::from(from.tag().unwrap_or_default()),
             cseq: cseq.seq,
         };
-        let branch = via.branch().unwrap_or_default();
         match self.merge_index.get(&key) {
             Some((b, _)) => b != branch,
             None => {
                 self.merge_index
-                    .insert(key.clone(), (branch.to_string(), h));
+                    .insert(key.clone(), (Arc::clone(branch), h));
                 if let Some(c) = self.calls.get_mut(&h) {
                     c.merge_key = Some(key);
                 }
@@ -215,7 +224,8 @@ impl SignalingCore {
     }
 
     /// Sends the one final response of the call's INVITE and records it in the ledger.
-    fn uas_final(&mut self, now: Instant, h: CallHandle, resp: Response) {
+    fn uas_final(&mut self, now: Instant, h: CallHandle, resp: impl Into<Arc<Response>>) {
+        let resp = resp.into();
         let Some(c) = self.calls.get_mut(&h) else {
             return;
         };
@@ -266,14 +276,14 @@ impl SignalingCore {
         media: SocketAddr,
     ) -> Result<(), CoreError> {
         self.uas_call(h)?;
-        let codecs = self.config.codecs.clone();
+        let codecs = &self.config.codecs;
         let t1 = self.config.timers.t1;
         let Some(c) = self.calls.get_mut(&h) else {
             return Err(CoreError::NoSuchCall);
         };
         let (answer, negotiated) = match &c.offer {
             Some(offer) => {
-                match sdp::answer_offer(offer, &mut c.sdp, media, &codecs, Direction::SendRecv) {
+                match sdp::answer_offer(offer, &mut c.sdp, media, codecs, Direction::SendRecv) {
                     Ok((a, n)) => (a, Some(n)),
                     Err(_) => {
                         self.uas_reject_now(now, h, 488, |_| {});
@@ -283,13 +293,14 @@ impl SignalingCore {
             }
             None => {
                 // Late offer: ours goes in the 200, the answer comes in the ACK.
-                let offer = sdp::create_offer(&mut c.sdp, media, &codecs, Direction::SendRecv);
+                let offer = sdp::create_offer(&mut c.sdp, media, codecs, Direction::SendRecv);
                 c.offer = Some(offer.clone());
                 (offer, None)
             }
         };
         c.local_media = Some(media);
-        c.local_sdp = Some(answer.clone());
+        let body = answer.to_string().into_bytes();
+        c.local_sdp = Some(answer);
         c.phase = Phase::WaitAck;
         if let Some(d) = c.dialog.as_mut() {
             d.state = DialogState::Confirmed;
@@ -300,13 +311,13 @@ impl SignalingCore {
         };
         resp.headers
             .push(HeaderName::ContentType, "application/sdp");
-        resp.body = answer.to_string().into_bytes();
-        let bytes = resp.to_bytes();
-        self.uas_final(now, h, resp);
+        resp.body = body;
+        let resp = Arc::new(resp);
+        self.uas_final(now, h, Arc::clone(&resp));
         if let Some(c) = self.calls.get_mut(&h) {
             c.deadline = Some(now + 64 * t1);
             c.ok_retransmit = Some(OkRetransmit {
-                bytes,
+                response: resp,
                 at: now + t1,
                 interval: t1,
             });
@@ -815,6 +826,32 @@ mod tests {
         assert_eq!(statuses(&s).last(), Some(&481));
         assert_eq!(s.ended().len(), 1);
         assert_eq!(s.core.ledger_open(), 0);
+    }
+
+    #[test]
+    fn the_2xx_is_retransmitted_as_first_sent_until_the_ack() {
+        let mut s = Solo::new(Config::default(), origin());
+        let offer = sdp_offer(6000);
+        let p = peer(9);
+        s.feed(&p.invite(Some(&offer), "", None));
+        let h = incoming(&s).unwrap();
+        s.core
+            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        let first = s.sent.last().cloned().unwrap();
+        assert!(first.starts_with(b"SIP/2.0 200"));
+        let sent = s.sent.len();
+        // T1 later (the first deadline), then 2·T1 later: the same bytes each time.
+        assert!(s.jump(Duration::from_secs(1)));
+        assert!(s.jump(Duration::from_secs(2)));
+        assert_eq!(s.sent.len(), sent + 2);
+        assert!(s.sent[sent..].iter().all(|b| *b == first));
+        let ok = s.responses().last().cloned().unwrap();
+        s.feed(&p.ack(ok.to_tag.as_deref(), Some("z9hG4bKack9")));
+        let acked = s.sent.len();
+        while s.jump(Duration::from_secs(1)) {}
+        assert_eq!(s.sent.len(), acked, "nothing after the ACK");
     }
 
     #[test]

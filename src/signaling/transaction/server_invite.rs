@@ -74,7 +74,8 @@ impl ServerInvite {
     /// and starts Completed (Timer H, and G when unreliable). In Accepted a further 2xx (the TU
     /// retransmitting its 2xx) is sent too (RFC 6026 §7.1). Anything else after a final
     /// response, and status codes outside 100..=699, are ignored.
-    pub fn send_response(&mut self, response: Response, now: Instant) {
+    pub fn send_response(&mut self, response: impl Into<Arc<Response>>, now: Instant) {
+        let response = response.into();
         if !(100..=699).contains(&response.status) {
             return;
         }
@@ -179,8 +180,8 @@ impl ServerInvite {
         self.final_status
     }
 
-    fn send(&mut self, response: Response) {
-        self.last = Arc::new(response);
+    fn send(&mut self, response: Arc<Response>) {
+        self.last = response;
         self.out.push(TxEvent::SendResponse(Arc::clone(&self.last)));
     }
 

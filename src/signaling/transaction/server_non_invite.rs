@@ -53,14 +53,14 @@ impl ServerNonInvite {
 
     /// A response from the TU: 1xx is sent (Proceeding); a final is sent and starts Completed
     /// (Timer J, zero on reliable). Ignored after the final response and outside 100..=699.
-    pub fn send_response(&mut self, response: Response, now: Instant) {
+    pub fn send_response(&mut self, response: impl Into<Arc<Response>>, now: Instant) {
+        let response = response.into();
         if !(100..=699).contains(&response.status) {
             return;
         }
         match self.state {
             ServerNonInviteState::Trying | ServerNonInviteState::Proceeding => {
                 let provisional = response.is_provisional();
-                let response = Arc::new(response);
                 self.out.push(TxEvent::SendResponse(Arc::clone(&response)));
                 self.last = Some(response);
                 if provisional {
