@@ -386,8 +386,10 @@ pub fn answer_offer(
             });
             continue;
         }
-        let mut formats = vec![decimal(u64::from(choice.payload_type))];
-        let mut attrs = Vec::new();
+        let mut formats = Vec::with_capacity(2);
+        formats.push(decimal(u64::from(choice.payload_type)));
+        // rtpmap and fmtp of two formats, crypto, ptime, rtcp(-mux), direction.
+        let mut attrs = Vec::with_capacity(8);
         let fmtp = (choice.codec == Codec::Opus).then_some(OPUS_FMTP);
         push_format(&mut attrs, choice.payload_type, choice.codec.rtpmap(), fmtp);
         if let Some(te) = choice.telephone_event {
