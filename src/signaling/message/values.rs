@@ -135,6 +135,39 @@ fn port_number(text: &str) -> Result<u16, &'static str> {
     Ok(n as u16)
 }
 
+/// What a byte can be in a host without brackets.
+#[derive(Clone, Copy)]
+enum HostByte {
+    /// Not allowed.
+    Bad,
+    /// A digit or a dot: an IPv4 address may hold it.
+    Dotted,
+    /// Another host character: a letter, `-` or `_`.
+    Name,
+    /// The `:` before the port.
+    Colon,
+}
+
+/// [`HostByte`] of every byte, as a table.
+const HOST_BYTES: [HostByte; 256] = {
+    let mut table = [HostByte::Bad; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_digit() || c == b'.' {
+            HostByte::Dotted
+        } else if c.is_ascii_alphabetic() || c == b'-' || c == b'_' {
+            HostByte::Name
+        } else if c == b':' {
+            HostByte::Colon
+        } else {
+            HostByte::Bad
+        };
+        b += 1;
+    }
+    table
+};
+
 /// Parses `host[:port]` (IPv6 in brackets).
 pub(super) fn parse_hostport(text: &str) -> Result<(Host, Option<u16>), &'static str> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
@@ -152,13 +185,11 @@ pub(super) fn parse_hostport(text: &str) -> Result<(Host, Option<u16>), &'static
         let mut end = 0;
         let mut dotted = true;
         while end < bytes.len() {
-            match bytes[end] {
-                b':' => break,
-                b'0'..=b'9' | b'.' => {}
-                b if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' => dotted = false,
-                _ => {
-                    return Err("bad character in host");
-                }
+            match HOST_BYTES[usize::from(bytes[end])] {
+                HostByte::Colon => break,
+                HostByte::Dotted => {}
+                HostByte::Name => dotted = false,
+                HostByte::Bad => return Err("bad character in host"),
             }
             end += 1;
         }
