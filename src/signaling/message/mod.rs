@@ -141,7 +141,10 @@ impl Response {
 
     /// Serialises the response, writing a correct Content-Length.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32);
+        // `SIP/2.0 ` + code + space + reason + CRLF, then the rest: one allocation.
+        let mut out = Vec::with_capacity(
+            8 + 3 + 1 + self.reason.len() + 2 + size_after_start(&self.headers, &self.body),
+        );
         out.extend_from_slice(b"SIP/2.0 ");
         let s = self.status;
         if (100..1000).contains(&s) {
@@ -170,13 +173,19 @@ impl Response {
     }
 }
 
-/// Appends the header fields, the empty line and the body to `out`, which holds the start line.
-fn serialize(mut out: Vec<u8>, headers: &Headers, body: &[u8]) -> Vec<u8> {
+/// At least what [`serialize`] appends: every field, a Content-Length line, the empty line and
+/// the body.
+fn size_after_start(headers: &Headers, body: &[u8]) -> usize {
     let mut size = body.len() + 24 + 2;
     for h in headers.iter() {
         size += h.name.as_str().len() + 4 + h.value.len();
     }
-    out.reserve_exact(size);
+    size
+}
+
+/// Appends the header fields, the empty line and the body to `out`, which holds the start line.
+fn serialize(mut out: Vec<u8>, headers: &Headers, body: &[u8]) -> Vec<u8> {
+    out.reserve_exact(size_after_start(headers, body));
     let mut length = [0u8; 40];
     let length = content_length_line(&mut length, body.len());
     let mut length_written = false;

@@ -591,4 +591,63 @@ proptest! {
         prop_assert_eq!(super::parse::trim_start(&text), text.trim_start());
         prop_assert_eq!(super::parse::trim_end(&text), text.trim_end());
     }
+
+    #[test]
+    fn word_control_test_agrees_with_the_byte_test(bytes in proptest::collection::vec(
+        prop_oneof![Just(0x20u8), Just(0x21), Just(0x7f), Just(0x80), Just(0xa0), Just(0), any::<u8>()],
+        0..40,
+    )) {
+        prop_assert_eq!(
+            super::values::has_space_or_control(&bytes),
+            bytes.iter().any(|&b| b <= b' ' || b == 0x7f)
+        );
+    }
+
+    #[test]
+    fn list_splitting_jumps_agree_with_a_byte_walk(text in "[a,<>\"\\\\ ]{0,24}") {
+        let got: Vec<&str> = super::typed::split_list(&text).collect();
+        prop_assert_eq!(got, split_list_by_bytes(&text));
+    }
+}
+
+/// The element splitter as it was, one byte at a time: the reference for the jumping one.
+fn split_list_by_bytes(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = Some(value);
+    while let Some(value) = rest {
+        let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
+        let mut cut = None;
+        for (i, &b) in value.as_bytes().iter().enumerate() {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            match b {
+                b'\\' if in_quote => escaped = true,
+                b'"' => in_quote = !in_quote,
+                b'<' if !in_quote => in_angle = true,
+                b'>' if !in_quote => in_angle = false,
+                b',' if !in_quote && !in_angle => {
+                    cut = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let part = match cut {
+            Some(i) => {
+                rest = Some(&value[i + 1..]);
+                &value[..i]
+            }
+            None => {
+                rest = None;
+                value
+            }
+        };
+        let part = part.trim();
+        if !part.is_empty() {
+            out.push(part);
+        }
+    }
+    out
 }

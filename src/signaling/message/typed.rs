@@ -176,23 +176,36 @@ impl<'a> SplitList<'a> {
     /// The next element, possibly empty.
     fn next_part(&mut self) -> Option<&'a str> {
         let value = self.rest?;
-        let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
-        for (i, &b) in value.as_bytes().iter().enumerate() {
-            if escaped {
-                escaped = false;
-                continue;
-            }
-            match b {
-                b'\\' if in_quote => escaped = true,
+        let bytes = value.as_bytes();
+        let (mut in_quote, mut in_angle) = (false, false);
+        let mut i = 0;
+        // Jumps to the next byte that matters in the current state: inside quotes `\` and `"`,
+        // inside `<...>` `"` and `>`, elsewhere `"`, `<` and the `,` that ends the element.
+        loop {
+            let rest = &bytes[i..];
+            let found = if in_quote {
+                memchr::memchr2(b'\\', b'"', rest)
+            } else if in_angle {
+                memchr::memchr2(b'"', b'>', rest)
+            } else {
+                memchr::memchr3(b'"', b'<', b',', rest)
+            };
+            let Some(at) = found else { break };
+            i += at;
+            match bytes[i] {
+                b'\\' => i += 1, // in a quote: the next byte is escaped
                 b'"' => in_quote = !in_quote,
-                b'<' if !in_quote => in_angle = true,
-                b'>' if !in_quote => in_angle = false,
-                b',' if !in_quote && !in_angle => {
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                _ => {
                     // `,` is ASCII: both sides are char boundaries.
                     self.rest = Some(&value[i + 1..]);
                     return Some(super::parse::trim(&value[..i]));
                 }
-                _ => {}
+            }
+            i += 1;
+            if i >= bytes.len() {
+                break;
             }
         }
         self.rest = None;

@@ -135,6 +135,39 @@ fn port_number(text: &str) -> Result<u16, &'static str> {
     Ok(n as u16)
 }
 
+/// What a byte can be in a host without brackets.
+#[derive(Clone, Copy)]
+enum HostByte {
+    /// Not allowed.
+    Bad,
+    /// A digit or a dot: an IPv4 address may hold it.
+    Dotted,
+    /// Another host character: a letter, `-` or `_`.
+    Name,
+    /// The `:` before the port.
+    Colon,
+}
+
+/// [`HostByte`] of every byte, as a table.
+const HOST_BYTES: [HostByte; 256] = {
+    let mut table = [HostByte::Bad; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_digit() || c == b'.' {
+            HostByte::Dotted
+        } else if c.is_ascii_alphabetic() || c == b'-' || c == b'_' {
+            HostByte::Name
+        } else if c == b':' {
+            HostByte::Colon
+        } else {
+            HostByte::Bad
+        };
+        b += 1;
+    }
+    table
+};
+
 /// Parses `host[:port]` (IPv6 in brackets).
 pub(super) fn parse_hostport(text: &str) -> Result<(Host, Option<u16>), &'static str> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
@@ -152,13 +185,11 @@ pub(super) fn parse_hostport(text: &str) -> Result<(Host, Option<u16>), &'static
         let mut end = 0;
         let mut dotted = true;
         while end < bytes.len() {
-            match bytes[end] {
-                b':' => break,
-                b'0'..=b'9' | b'.' => {}
-                b if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' => dotted = false,
-                _ => {
-                    return Err("bad character in host");
-                }
+            match HOST_BYTES[usize::from(bytes[end])] {
+                HostByte::Colon => break,
+                HostByte::Dotted => {}
+                HostByte::Name => dotted = false,
+                HostByte::Bad => return Err("bad character in host"),
             }
             end += 1;
         }
@@ -181,6 +212,28 @@ pub(super) fn parse_hostport(text: &str) -> Result<(Host, Option<u16>), &'static
     Ok((host, port))
 }
 
+/// True when a byte is a space, an ASCII control or DEL (`b <= b' ' || b == 0x7f`), read
+/// eight bytes at a time: a byte below 0x21 leaves a borrow in its top bit after subtracting
+/// 0x21 from every byte; DEL is the byte that XOR 0x7f makes zero (the exact "has less" and
+/// "has zero" word tests: a false hit in one byte needs a true one in a lower byte).
+pub(super) fn has_space_or_control(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let below = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+        let d = x ^ (ONES * 0x7f);
+        let del = d.wrapping_sub(ONES) & !d & HIGH;
+        if below | del != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b <= b' ' || b == 0x7f)
+}
+
 pub(crate) fn parse_uri(text: &str) -> Result<Uri, UriError> {
     let (scheme, rest) = split_at_byte(text, b':').ok_or_else(|| uri_error(text, "no scheme"))?;
     let scheme = if scheme.eq_ignore_ascii_case("sip") {
@@ -192,7 +245,7 @@ pub(crate) fn parse_uri(text: &str) -> Result<Uri, UriError> {
     } else {
         return Err(uri_error(text, "unsupported scheme"));
     };
-    if rest.is_empty() || rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
+    if rest.is_empty() || has_space_or_control(rest.as_bytes()) {
         return Err(uri_error(
             text,
             "empty or contains whitespace/control characters",

@@ -276,11 +276,14 @@ impl std::hash::Hasher for Fingerprint {
             self.mix(u64::from_le_bytes(w));
         }
         let tail = words.remainder();
-        // The tail's length goes in its top byte: `ab` and `ab\0` differ.
-        let mut w = [0u8; 8];
-        w[..tail.len()].copy_from_slice(tail);
-        w[7] ^= tail.len() as u8;
-        self.mix(u64::from_le_bytes(w));
+        // The tail's bytes little-endian (shifted in: no copy call for a few bytes), its length
+        // in the top byte: `ab` and `ab\0` differ.
+        let mut w = 0u64;
+        for (i, &b) in tail.iter().enumerate() {
+            w |= u64::from(b) << (8 * i);
+        }
+        w ^= (tail.len() as u64) << 56;
+        self.mix(w);
     }
 
     fn write_u8(&mut self, n: u8) {
