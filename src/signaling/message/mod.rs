@@ -1,9 +1,12 @@
-//! SIP messages: our own types over rsip.
+//! SIP messages: our own types, parsed and printed by us.
 //!
 //! rsip 0.4 rejects or mangles several things a real user agent receives (folded lines, `Via :`,
 //! compact names, LF-only line endings, IPv6 hosts, `received=` with IPv6, reason phrases), so
 //! this module parses the start line, the header section, URIs and the typed header values
-//! itself; the rest of wakeline never sees an rsip type.
+//! itself; the rest of wakeline never sees an rsip type. The last rsip call on the receive path
+//! (its header tokenizer) was replaced by our byte-level readers (`values.rs`) because it cost a
+//! second copy of the header section and a nom parser per field; rsip remains the baseline the
+//! `parse` benchmark measures our receive path against.
 //!
 //! Building is done by our own serializer ([`Request::to_bytes`], [`Response::to_bytes`]), which
 //! always writes a correct `Content-Length`.
