@@ -175,7 +175,11 @@ impl UserAgentBuilder {
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let (progress, ev_rx) = Progress::forward(ev_rx);
+        let progress = Arc::new(Progress::default());
+        let ev_tx = EventSink {
+            tx: ev_tx,
+            progress: progress.clone(),
+        };
         let task = DriverTask::new(
             config,
             listener,
@@ -609,26 +613,34 @@ impl Default for Progress {
     }
 }
 
-impl Progress {
-    /// Passes the driver's events on to the application, noting each call's stage first.
-    fn forward(
-        mut from: mpsc::UnboundedReceiver<Event>,
-    ) -> (Arc<Progress>, mpsc::UnboundedReceiver<Event>) {
-        let (to, rx) = mpsc::unbounded_channel();
-        let this = Arc::new(Progress::default());
-        let progress = this.clone();
-        tokio::spawn(async move {
-            while let Some(event) = from.recv().await {
-                progress.note(&event);
-                // The application may have dropped its `Events`; the awaitables still listen.
-                let _ = to.send(event);
-            }
-            progress.stop();
-            progress.forwarded.send_replace(true);
-        });
-        (this, rx)
-    }
+/// The driver's end of [`Events`]: each event notes its call's [`Stage`] on its way to the
+/// application (the awaitables see it no later than `Events` does), in the driver's own task,
+/// without a task in between to pass the events on.
+#[derive(Debug)]
+pub(crate) struct EventSink {
+    tx: mpsc::UnboundedSender<Event>,
+    progress: Arc<Progress>,
+}
 
+impl EventSink {
+    /// Notes the event's stage, then queues it for the application (which may have dropped its
+    /// `Events`: the awaitables still listen).
+    pub(crate) fn send(&self, event: Event) {
+        self.progress.note(&event);
+        let _ = self.tx.send(event);
+    }
+}
+
+/// The driver has stopped (or died): every call not ended by now counts as failed, and the
+/// last event has been passed on.
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        self.progress.stop();
+        self.progress.forwarded.send_replace(true);
+    }
+}
+
+impl Progress {
     /// Waits (at most [`FORWARD_LIMIT`]) until the driver's last event has been passed on.
     async fn forwarded(&self) {
         let mut rx = self.forwarded.subscribe();

@@ -1,5 +1,6 @@
 //! The driver loop: feeds the sans-IO core and carries out its outputs.
 
+use super::api::EventSink;
 use super::flow::{self, FlowEvent, FlowHandle};
 use super::listener::{AcceptBackoff, Admission, CloseReason, InboundGuard, ListenerLimits};
 use super::media::{
@@ -78,7 +79,7 @@ pub(crate) struct DriverTask {
     /// The user's media address; `None`: chosen per call (`driver/route.rs`).
     media_ip: Option<IpAddr>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    events: EventSink,
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
     flow_rx: mpsc::UnboundedReceiver<FlowEvent>,
     flows: FastMap<FlowId, FlowHandle>,
@@ -153,7 +154,7 @@ impl DriverTask {
         media_options: MediaOptions,
         tap: Tap,
         cmd_rx: mpsc::UnboundedReceiver<Command>,
-        events: mpsc::UnboundedSender<Event>,
+        events: EventSink,
     ) -> Self {
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
         let udp = UdpSip::new(None, flow_tx.clone());
@@ -1001,7 +1002,7 @@ impl DriverTask {
             _ => {}
         }
         // The application may have dropped its receiver; the driver keeps running.
-        let _ = self.events.send(ev);
+        self.events.send(ev);
     }
 
     /// The SIP Call-ID of `call` (empty once the call is forgotten).
@@ -1011,7 +1012,7 @@ impl DriverTask {
 
     /// Tells the app a call's media snapshot.
     fn media_stats(&self, call: CallHandle, snapshot: Box<MediaSnapshot>) {
-        let _ = self.events.send(Event::MediaStats {
+        self.events.send(Event::MediaStats {
             call,
             call_id: self.call_id_of(call),
             snapshot,
@@ -1021,7 +1022,7 @@ impl DriverTask {
     fn handle_media_note(&mut self, note: MediaNote) {
         match note {
             MediaNote::Dtmf(call, digit) => {
-                let _ = self.events.send(Event::Dtmf {
+                self.events.send(Event::Dtmf {
                     call,
                     call_id: self.call_id_of(call),
                     digit,
@@ -1036,14 +1037,14 @@ impl DriverTask {
                 if let Some(e) = &report.error {
                     tracing::warn!(?call, "media did not run: {e}");
                 }
-                let _ = self.events.send(Event::MediaReport {
+                self.events.send(Event::MediaReport {
                     call,
                     call_id: self.call_id_of(call),
                     report,
                 });
                 if let Some(ended) = self.pending_ended.remove(&call) {
                     self.call_ids.remove(&call);
-                    let _ = self.events.send(ended);
+                    self.events.send(ended);
                 }
             }
         }
