@@ -133,6 +133,8 @@ pub(crate) struct DriverTask {
     /// Media prepared off the loop for calls, answers and rebinds (`prepare.rs`) comes back here.
     prep_tx: mpsc::UnboundedSender<Prepared>,
     prep_rx: mpsc::UnboundedReceiver<Prepared>,
+    /// How many preparations are off the loop: `prep_rx` is polled only while one is.
+    preparing: usize,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -199,6 +201,7 @@ impl DriverTask {
             stun: None,
             prep_tx,
             prep_rx,
+            preparing: 0,
         }
     }
 
@@ -283,7 +286,7 @@ impl DriverTask {
                 accepted = accept(
                     self.tls_listener.as_ref().map(|l| &l.listener),
                     self.accept_backoff.paused_until(),
-                ) => {
+                ), if self.tls_listener.is_some() => {
                     match accepted {
                         Ok((stream, remote)) => {
                             self.accept_backoff.succeeded();
@@ -296,12 +299,16 @@ impl DriverTask {
                         }
                     }
                 }
-                done = self.prep_rx.recv() => {
+                // A channel is polled only while something may send on it: every branch a
+                // wake-up polls costs (a preparation off the loop or a media task holds the
+                // only senders other than the driver's own).
+                done = self.prep_rx.recv(), if self.preparing > 0 => {
                     if let Some(done) = done {
+                        self.preparing -= 1;
                         self.media_prepared(done);
                     }
                 }
-                note = self.notes_rx.recv() => {
+                note = self.notes_rx.recv(), if !self.media_tasks.is_empty() => {
                     if let Some(note) = note {
                         self.handle_media_note(note);
                     }
@@ -742,6 +749,7 @@ impl DriverTask {
             }
         }
         let (resolver, stun) = (self.resolver.clone(), self.stun.clone());
+        self.preparing += 1;
         prepare::spawn(plan, resolver, stun, purpose, self.prep_tx.clone());
     }
 
