@@ -407,7 +407,8 @@ impl ReportInputs {
         }
     }
 
-    /// Notes `ev`; at a call's `Ended`, gives back its Call-ID and what was kept of it.
+    /// Notes `ev`; at a call's `Ended`, gives back its Call-ID and what was kept of it (when a
+    /// report was asked for).
     #[allow(clippy::type_complexity)]
     fn note(
         &mut self,
@@ -418,7 +419,8 @@ impl ReportInputs {
                 self.media.insert(*call, report.clone());
             }
             Event::MediaStats { .. } if self.keep => note_samples(&mut self.samples, ev),
-            Event::Ended { call, call_id, .. } => {
+            // Without `--report` there is nothing to give back (nor a Call-ID to copy).
+            Event::Ended { call, call_id, .. } if self.keep => {
                 let samples = self.samples.remove(call).unwrap_or_default();
                 return Some((call_id.clone(), samples, self.media.remove(call)));
             }
@@ -1002,7 +1004,7 @@ mod tests {
             let (call_id, _, media) = with.note(&ended(n)).unwrap();
             assert_eq!(call_id, format!("c{n}"));
             assert!(media.is_some(), "the report goes to the call's drawing");
-            assert!(without.note(&ended(n)).unwrap().2.is_none());
+            assert!(without.note(&ended(n)).is_none());
         }
         assert_eq!(with.held(), 0, "an ended call leaves nothing behind");
     }

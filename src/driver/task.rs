@@ -1045,13 +1045,18 @@ impl DriverTask {
                 if let Some(e) = &report.error {
                     tracing::warn!(?call, "media did not run: {e}");
                 }
+                // The call's last event but its `Ended`: the report takes its Call-ID.
+                let ended = self.pending_ended.remove(&call);
+                let call_id = match ended {
+                    Some(_) => self.call_ids.remove(&call).unwrap_or_default(),
+                    None => self.call_id_of(call),
+                };
                 self.events.send(Event::MediaReport {
                     call,
-                    call_id: self.call_id_of(call),
+                    call_id,
                     report,
                 });
-                if let Some(ended) = self.pending_ended.remove(&call) {
-                    self.call_ids.remove(&call);
+                if let Some(ended) = ended {
                     self.events.send(ended);
                 }
             }
