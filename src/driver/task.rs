@@ -260,9 +260,11 @@ impl DriverTask {
             if self.shutdown_done(Instant::now()) {
                 break;
             }
-            self.check_keepalive_run();
-            // A run that gave up on its pong has just asked for a reconnect.
-            self.drain_outputs();
+            if self.keepalive_run.is_some() {
+                self.check_keepalive_run();
+                // A run that gave up on its pong has just asked for a reconnect.
+                self.drain_outputs();
+            }
             let deadline = self.next_deadline();
             tokio::select! {
                 ev = self.flow_rx.recv() => {
