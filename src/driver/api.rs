@@ -733,6 +733,38 @@ mod tests {
         b.start().await.unwrap()
     }
 
+    /// Each event notes its call's stage before the application sees it; when the driver's
+    /// sink goes (the driver stopped or died), calls still open count as failed, `Events`
+    /// ends and `forwarded` is set.
+    #[tokio::test]
+    async fn the_sink_notes_stages_on_the_way_and_its_drop_fails_the_open_calls() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Progress::default());
+        let sink = EventSink {
+            tx,
+            progress: progress.clone(),
+        };
+        let (up, open) = (CallHandle::testing(1), CallHandle::testing(2));
+        let (up_rx, open_rx) = (progress.watch(up), progress.watch(open));
+        sink.send(Event::State {
+            call: up,
+            call_id: "a".into(),
+            state: CallState::Connected,
+        });
+        assert_eq!(
+            *up_rx.borrow(),
+            Stage::Connected,
+            "noted before it is received"
+        );
+        assert!(matches!(rx.recv().await, Some(Event::State { call, .. }) if call == up));
+        assert!(!*progress.forwarded.borrow());
+        drop(sink);
+        assert_eq!(*up_rx.borrow(), Stage::Ended(CallOutcome::Failed));
+        assert_eq!(*open_rx.borrow(), Stage::Ended(CallOutcome::Failed));
+        assert!(*progress.forwarded.borrow());
+        assert!(rx.recv().await.is_none());
+    }
+
     /// Bob listens and Alice calls him: (Bob, his events, Alice, her events, her call).
     async fn alice_calls_bob() -> (UserAgent, Events, UserAgent, Events, Call) {
         let (bob, bob_events) = start(true).await;
