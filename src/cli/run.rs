@@ -319,6 +319,13 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                 match &ev {
                     Event::Incoming { call, .. } => {
                         let call = ua.call_handle(*call);
+                        if let AnswerPolicy::Auto = policy {
+                            // The outcome shows in the events: no task per call to await it.
+                            if let Err(e) = call.answer_detached() {
+                                tracing::debug!("answering policy: {e}");
+                            }
+                            continue;
+                        }
                         tokio::spawn(async move {
                             let r = match policy {
                                 AnswerPolicy::Auto => call.answer().await,

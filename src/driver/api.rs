@@ -443,6 +443,18 @@ impl Call {
         self.ask(|reply| Command::Answer(h, None, reply)).await
     }
 
+    /// Answers like [`Call::answer`] without waiting for the outcome, for an application that
+    /// follows the call by its events anyway (`State`, `Ended`) and would otherwise spawn a task
+    /// per call only to await the answer. Fails at once only when the handle is another user
+    /// agent's or the user agent has stopped; a later failure (e.g. the caller hung up
+    /// meanwhile) is logged at debug level.
+    pub fn answer_detached(&self) -> Result<(), Error> {
+        self.own()?;
+        let (reply, _) = oneshot::channel();
+        let answer = Command::Answer(self.handle, None, reply);
+        self.ua.cmd.send(answer).map_err(|_| Error::Stopped)
+    }
+
     /// Answers with this call's own media options instead of the user agent's, e.g.
     /// `audio: AudioSession::Manual` when CallKit runs the call's audio session.
     pub async fn answer_with(&self, media: MediaOptions) -> Result<(), Error> {
@@ -731,6 +743,24 @@ mod tests {
             b = b.listen("127.0.0.1:0".parse().unwrap());
         }
         b.start().await.unwrap()
+    }
+
+    /// A detached answer fails at once for another user agent's handle and once the user agent
+    /// has stopped; otherwise the command is on its way.
+    #[tokio::test]
+    async fn a_detached_answer_fails_at_once_only_for_a_foreign_handle_or_a_stopped_agent() {
+        let (ua, _events) = start(false).await;
+        let foreign = ua.call_handle(CallHandle::testing(1));
+        assert!(matches!(
+            foreign.answer_detached(),
+            Err(Error::Core(CoreError::UnknownCall(_)))
+        ));
+        ua.shutdown().await.unwrap();
+        let own = CallHandle::new(ua.core_id, 1);
+        assert!(matches!(
+            ua.call_handle(own).answer_detached(),
+            Err(Error::Stopped)
+        ));
     }
 
     /// Each event notes its call's stage before the application sees it; when the driver's

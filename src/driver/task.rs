@@ -301,9 +301,8 @@ impl DriverTask {
                         }
                     }
                 }
-                // A channel is polled only while something may send on it: every branch a
-                // wake-up polls costs (a preparation off the loop or a media task holds the
-                // only senders other than the driver's own).
+                // Polled only while something may send on it (a preparation off the loop, a
+                // media task): every branch a wake-up polls costs.
                 done = self.prep_rx.recv(), if self.preparing > 0 => {
                     if let Some(done) = done {
                         self.preparing -= 1;
@@ -791,7 +790,9 @@ impl DriverTask {
                         .map_err(Error::from)
                         .map(|()| self.keep_media(call, sockets, media)),
                 };
-                let _ = reply.send(result);
+                if let Err(Err(e)) = reply.send(result) {
+                    tracing::debug!(?call, "answer (nobody waiting): {e}"); // answer_detached
+                }
             }
             Purpose::Rebind { call, rest, reply } => {
                 let result = match done.media {
