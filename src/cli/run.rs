@@ -319,6 +319,13 @@ pub async fn listen(args: ListenArgs) -> Result<ExitCode, Fail> {
                 match &ev {
                     Event::Incoming { call, .. } => {
                         let call = ua.call_handle(*call);
+                        if let AnswerPolicy::Auto = policy {
+                            // The outcome shows in the events: no task per call to await it.
+                            if let Err(e) = call.answer_detached() {
+                                tracing::debug!("answering policy: {e}");
+                            }
+                            continue;
+                        }
                         tokio::spawn(async move {
                             let r = match policy {
                                 AnswerPolicy::Auto => call.answer().await,
@@ -407,7 +414,8 @@ impl ReportInputs {
         }
     }
 
-    /// Notes `ev`; at a call's `Ended`, gives back its Call-ID and what was kept of it.
+    /// Notes `ev`; at a call's `Ended`, gives back its Call-ID and what was kept of it (when a
+    /// report was asked for).
     #[allow(clippy::type_complexity)]
     fn note(
         &mut self,
@@ -418,7 +426,8 @@ impl ReportInputs {
                 self.media.insert(*call, report.clone());
             }
             Event::MediaStats { .. } if self.keep => note_samples(&mut self.samples, ev),
-            Event::Ended { call, call_id, .. } => {
+            // Without `--report` there is nothing to give back (nor a Call-ID to copy).
+            Event::Ended { call, call_id, .. } if self.keep => {
                 let samples = self.samples.remove(call).unwrap_or_default();
                 return Some((call_id.clone(), samples, self.media.remove(call)));
             }
@@ -1002,7 +1011,7 @@ mod tests {
             let (call_id, _, media) = with.note(&ended(n)).unwrap();
             assert_eq!(call_id, format!("c{n}"));
             assert!(media.is_some(), "the report goes to the call's drawing");
-            assert!(without.note(&ended(n)).unwrap().2.is_none());
+            assert!(without.note(&ended(n)).is_none());
         }
         assert_eq!(with.held(), 0, "an ended call leaves nothing behind");
     }

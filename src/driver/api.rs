@@ -175,7 +175,11 @@ impl UserAgentBuilder {
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let (progress, ev_rx) = Progress::forward(ev_rx);
+        let progress = Arc::new(Progress::default());
+        let ev_tx = EventSink {
+            tx: ev_tx,
+            progress: progress.clone(),
+        };
         let task = DriverTask::new(
             config,
             listener,
@@ -439,6 +443,18 @@ impl Call {
         self.ask(|reply| Command::Answer(h, None, reply)).await
     }
 
+    /// Answers like [`Call::answer`] without waiting for the outcome, for an application that
+    /// follows the call by its events anyway (`State`, `Ended`) and would otherwise spawn a task
+    /// per call only to await the answer. Fails at once only when the handle is another user
+    /// agent's or the user agent has stopped; a later failure (e.g. the caller hung up
+    /// meanwhile) is logged at debug level.
+    pub fn answer_detached(&self) -> Result<(), Error> {
+        self.own()?;
+        let (reply, _) = oneshot::channel();
+        let answer = Command::Answer(self.handle, None, reply);
+        self.ua.cmd.send(answer).map_err(|_| Error::Stopped)
+    }
+
     /// Answers with this call's own media options instead of the user agent's, e.g.
     /// `audio: AudioSession::Manual` when CallKit runs the call's audio session.
     pub async fn answer_with(&self, media: MediaOptions) -> Result<(), Error> {
@@ -609,26 +625,34 @@ impl Default for Progress {
     }
 }
 
-impl Progress {
-    /// Passes the driver's events on to the application, noting each call's stage first.
-    fn forward(
-        mut from: mpsc::UnboundedReceiver<Event>,
-    ) -> (Arc<Progress>, mpsc::UnboundedReceiver<Event>) {
-        let (to, rx) = mpsc::unbounded_channel();
-        let this = Arc::new(Progress::default());
-        let progress = this.clone();
-        tokio::spawn(async move {
-            while let Some(event) = from.recv().await {
-                progress.note(&event);
-                // The application may have dropped its `Events`; the awaitables still listen.
-                let _ = to.send(event);
-            }
-            progress.stop();
-            progress.forwarded.send_replace(true);
-        });
-        (this, rx)
-    }
+/// The driver's end of [`Events`]: each event notes its call's [`Stage`] on its way to the
+/// application (the awaitables see it no later than `Events` does), in the driver's own task,
+/// without a task in between to pass the events on.
+#[derive(Debug)]
+pub(crate) struct EventSink {
+    tx: mpsc::UnboundedSender<Event>,
+    progress: Arc<Progress>,
+}
 
+impl EventSink {
+    /// Notes the event's stage, then queues it for the application (which may have dropped its
+    /// `Events`: the awaitables still listen).
+    pub(crate) fn send(&self, event: Event) {
+        self.progress.note(&event);
+        let _ = self.tx.send(event);
+    }
+}
+
+/// The driver has stopped (or died): every call not ended by now counts as failed, and the
+/// last event has been passed on.
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        self.progress.stop();
+        self.progress.forwarded.send_replace(true);
+    }
+}
+
+impl Progress {
     /// Waits (at most [`FORWARD_LIMIT`]) until the driver's last event has been passed on.
     async fn forwarded(&self) {
         let mut rx = self.forwarded.subscribe();
@@ -719,6 +743,56 @@ mod tests {
             b = b.listen("127.0.0.1:0".parse().unwrap());
         }
         b.start().await.unwrap()
+    }
+
+    /// A detached answer fails at once for another user agent's handle and once the user agent
+    /// has stopped; otherwise the command is on its way.
+    #[tokio::test]
+    async fn a_detached_answer_fails_at_once_only_for_a_foreign_handle_or_a_stopped_agent() {
+        let (ua, _events) = start(false).await;
+        let foreign = ua.call_handle(CallHandle::testing(1));
+        assert!(matches!(
+            foreign.answer_detached(),
+            Err(Error::Core(CoreError::UnknownCall(_)))
+        ));
+        ua.shutdown().await.unwrap();
+        let own = CallHandle::new(ua.core_id, 1);
+        assert!(matches!(
+            ua.call_handle(own).answer_detached(),
+            Err(Error::Stopped)
+        ));
+    }
+
+    /// Each event notes its call's stage before the application sees it; when the driver's
+    /// sink goes (the driver stopped or died), calls still open count as failed, `Events`
+    /// ends and `forwarded` is set.
+    #[tokio::test]
+    async fn the_sink_notes_stages_on_the_way_and_its_drop_fails_the_open_calls() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Progress::default());
+        let sink = EventSink {
+            tx,
+            progress: progress.clone(),
+        };
+        let (up, open) = (CallHandle::testing(1), CallHandle::testing(2));
+        let (up_rx, open_rx) = (progress.watch(up), progress.watch(open));
+        sink.send(Event::State {
+            call: up,
+            call_id: "a".into(),
+            state: CallState::Connected,
+        });
+        assert_eq!(
+            *up_rx.borrow(),
+            Stage::Connected,
+            "noted before it is received"
+        );
+        assert!(matches!(rx.recv().await, Some(Event::State { call, .. }) if call == up));
+        assert!(!*progress.forwarded.borrow());
+        drop(sink);
+        assert_eq!(*up_rx.borrow(), Stage::Ended(CallOutcome::Failed));
+        assert_eq!(*open_rx.borrow(), Stage::Ended(CallOutcome::Failed));
+        assert!(*progress.forwarded.borrow());
+        assert!(rx.recv().await.is_none());
     }
 
     /// Bob listens and Alice calls him: (Bob, his events, Alice, her events, her call).

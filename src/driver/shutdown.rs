@@ -142,7 +142,7 @@ impl DriverTask {
             );
             let ended: Vec<Event> = self.pending_ended.drain().map(|(_, e)| e).collect();
             for ev in ended {
-                let _ = self.events.send(ev);
+                self.events.send(ev);
             }
             return true;
         }

@@ -1,5 +1,6 @@
 //! The driver loop: feeds the sans-IO core and carries out its outputs.
 
+use super::api::EventSink;
 use super::flow::{self, FlowEvent, FlowHandle};
 use super::listener::{AcceptBackoff, Admission, CloseReason, InboundGuard, ListenerLimits};
 use super::media::{
@@ -78,7 +79,7 @@ pub(crate) struct DriverTask {
     /// The user's media address; `None`: chosen per call (`driver/route.rs`).
     media_ip: Option<IpAddr>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    events: EventSink,
     flow_tx: mpsc::UnboundedSender<FlowEvent>,
     flow_rx: mpsc::UnboundedReceiver<FlowEvent>,
     flows: FastMap<FlowId, FlowHandle>,
@@ -132,6 +133,8 @@ pub(crate) struct DriverTask {
     /// Media prepared off the loop for calls, answers and rebinds (`prepare.rs`) comes back here.
     prep_tx: mpsc::UnboundedSender<Prepared>,
     prep_rx: mpsc::UnboundedReceiver<Prepared>,
+    /// How many preparations are off the loop: `prep_rx` is polled only while one is.
+    preparing: usize,
 }
 
 /// A keep-alive handler run in progress, executed by the driver.
@@ -153,7 +156,7 @@ impl DriverTask {
         media_options: MediaOptions,
         tap: Tap,
         cmd_rx: mpsc::UnboundedReceiver<Command>,
-        events: mpsc::UnboundedSender<Event>,
+        events: EventSink,
     ) -> Self {
         let (flow_tx, flow_rx) = mpsc::unbounded_channel();
         let udp = UdpSip::new(None, flow_tx.clone());
@@ -198,6 +201,7 @@ impl DriverTask {
             stun: None,
             prep_tx,
             prep_rx,
+            preparing: 0,
         }
     }
 
@@ -256,9 +260,11 @@ impl DriverTask {
             if self.shutdown_done(Instant::now()) {
                 break;
             }
-            self.check_keepalive_run();
-            // A run that gave up on its pong has just asked for a reconnect.
-            self.drain_outputs();
+            if self.keepalive_run.is_some() {
+                self.check_keepalive_run();
+                // A run that gave up on its pong has just asked for a reconnect.
+                self.drain_outputs();
+            }
             let deadline = self.next_deadline();
             tokio::select! {
                 ev = self.flow_rx.recv() => {
@@ -282,7 +288,7 @@ impl DriverTask {
                 accepted = accept(
                     self.tls_listener.as_ref().map(|l| &l.listener),
                     self.accept_backoff.paused_until(),
-                ) => {
+                ), if self.tls_listener.is_some() => {
                     match accepted {
                         Ok((stream, remote)) => {
                             self.accept_backoff.succeeded();
@@ -295,12 +301,15 @@ impl DriverTask {
                         }
                     }
                 }
-                done = self.prep_rx.recv() => {
+                // Polled only while something may send on it (a preparation off the loop, a
+                // media task): every branch a wake-up polls costs.
+                done = self.prep_rx.recv(), if self.preparing > 0 => {
                     if let Some(done) = done {
+                        self.preparing -= 1;
                         self.media_prepared(done);
                     }
                 }
-                note = self.notes_rx.recv() => {
+                note = self.notes_rx.recv(), if !self.media_tasks.is_empty() => {
                     if let Some(note) = note {
                         self.handle_media_note(note);
                     }
@@ -741,6 +750,7 @@ impl DriverTask {
             }
         }
         let (resolver, stun) = (self.resolver.clone(), self.stun.clone());
+        self.preparing += 1;
         prepare::spawn(plan, resolver, stun, purpose, self.prep_tx.clone());
     }
 
@@ -780,7 +790,9 @@ impl DriverTask {
                         .map_err(Error::from)
                         .map(|()| self.keep_media(call, sockets, media)),
                 };
-                let _ = reply.send(result);
+                if let Err(Err(e)) = reply.send(result) {
+                    tracing::debug!(?call, "answer (nobody waiting): {e}"); // answer_detached
+                }
             }
             Purpose::Rebind { call, rest, reply } => {
                 let result = match done.media {
@@ -1001,7 +1013,7 @@ impl DriverTask {
             _ => {}
         }
         // The application may have dropped its receiver; the driver keeps running.
-        let _ = self.events.send(ev);
+        self.events.send(ev);
     }
 
     /// The SIP Call-ID of `call` (empty once the call is forgotten).
@@ -1011,7 +1023,7 @@ impl DriverTask {
 
     /// Tells the app a call's media snapshot.
     fn media_stats(&self, call: CallHandle, snapshot: Box<MediaSnapshot>) {
-        let _ = self.events.send(Event::MediaStats {
+        self.events.send(Event::MediaStats {
             call,
             call_id: self.call_id_of(call),
             snapshot,
@@ -1021,7 +1033,7 @@ impl DriverTask {
     fn handle_media_note(&mut self, note: MediaNote) {
         match note {
             MediaNote::Dtmf(call, digit) => {
-                let _ = self.events.send(Event::Dtmf {
+                self.events.send(Event::Dtmf {
                     call,
                     call_id: self.call_id_of(call),
                     digit,
@@ -1036,14 +1048,19 @@ impl DriverTask {
                 if let Some(e) = &report.error {
                     tracing::warn!(?call, "media did not run: {e}");
                 }
-                let _ = self.events.send(Event::MediaReport {
+                // The call's last event but its `Ended`: the report takes its Call-ID.
+                let ended = self.pending_ended.remove(&call);
+                let call_id = match ended {
+                    Some(_) => self.call_ids.remove(&call).unwrap_or_default(),
+                    None => self.call_id_of(call),
+                };
+                self.events.send(Event::MediaReport {
                     call,
-                    call_id: self.call_id_of(call),
+                    call_id,
                     report,
                 });
-                if let Some(ended) = self.pending_ended.remove(&call) {
-                    self.call_ids.remove(&call);
-                    let _ = self.events.send(ended);
+                if let Some(ended) = ended {
+                    self.events.send(ended);
                 }
             }
         }
