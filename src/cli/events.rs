@@ -1,6 +1,6 @@
 //! `--events FILE`: one JSON object per line for every application event.
 
-use super::members::{count, member, object, real, text, Line, Members, ValueMembers};
+use super::members::{key, Line, Members, ValueMembers};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
@@ -89,28 +89,27 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             ..
         } => {
             let mut m = Line::start(out, "incoming");
-            text!(m, "call_id", call_id);
-            text!(m, "from", from);
-            text!(m, "to", to);
-            member!(m, "pushed", pushed);
+            m.text(key!("call_id"), call_id);
+            m.text(key!("from"), from);
+            m.text(key!("to"), to);
+            m.member(key!("pushed"), pushed);
             m.end()
         }
         Event::State { call_id, state, .. } => {
             let mut m = Line::start(out, "state");
-            text!(m, "call_id", call_id);
-            text!(m, "state", state_name(*state));
+            m.text(key!("call_id"), call_id);
+            m.text(key!("state"), state_name(*state));
             m.end()
         }
         Event::Media { call_id, media, .. } => {
             let mut m = Line::start(out, "media");
-            text!(m, "call_id", call_id);
-            text!(m, "codec", codec_name(media.codec));
-            member!(m, "payload_type", &media.payload_type);
-            member!(m, "remote_rtp", &media.remote_rtp);
-            member!(
-                m,
-                "srtp",
-                &media.srtp.as_ref().map(|k| k.suite.report_name())
+            m.text(key!("call_id"), call_id);
+            m.text(key!("codec"), codec_name(media.codec));
+            m.member(key!("payload_type"), &media.payload_type);
+            m.member(key!("remote_rtp"), &media.remote_rtp);
+            m.member(
+                key!("srtp"),
+                &media.srtp.as_ref().map(|k| k.suite.report_name()),
             );
             m.end()
         }
@@ -122,22 +121,22 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
             ..
         } => {
             let mut m = Line::start(out, "ended");
-            text!(m, "call_id", call_id);
-            member!(m, "status", status);
-            text!(m, "reason", reason);
-            text!(m, "outcome", outcome_name(*outcome));
+            m.text(key!("call_id"), call_id);
+            m.member(key!("status"), status);
+            m.text(key!("reason"), reason);
+            m.text(key!("outcome"), outcome_name(*outcome));
             m.end()
         }
         Event::FlowUp { flow, remote } => {
             let mut m = Line::start(out, "flow_up");
-            count!(m, "flow", flow.0);
-            member!(m, "remote", remote);
+            m.count(key!("flow"), flow.0);
+            m.member(key!("remote"), remote);
             m.end()
         }
         Event::FlowDown { flow, cause } => {
             let mut m = Line::start(out, "flow_down");
-            count!(m, "flow", flow.0);
-            text!(m, "cause", cause);
+            m.count(key!("flow"), flow.0);
+            m.text(key!("cause"), cause);
             m.end()
         }
         Event::MediaStats {
@@ -145,29 +144,29 @@ pub fn write_json(ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
         } => {
             let s = &snapshot.stats;
             let mut m = Line::start(out, "media_stats");
-            text!(m, "call_id", call_id);
-            real!(m, "elapsed_s", snapshot.elapsed.as_secs_f64());
-            member!(m, "codec", &Lower(s.codec));
-            count!(m, "rtp_sent", s.rtp_sent);
-            count!(m, "rtp_received", s.rtp_received);
-            member!(m, "lost", &s.lost);
-            real!(m, "jitter_ms", s.jitter_ms);
-            member!(m, "rtt_ms", &s.rtt_ms);
-            real!(m, "concealed_ms", s.concealed_ms);
-            real!(m, "jitter_buffer_ms", s.jitter_buffer_ms);
-            object!(m, "rtp_guard", |m| guard_members(m, &s.rtp_guard));
-            member!(m, "input_level", &snapshot.input_level);
-            member!(m, "output_level", &snapshot.output_level);
-            member!(m, "input_peak", &snapshot.input_peak);
-            member!(m, "output_peak", &snapshot.output_peak);
-            member!(m, "muted", &snapshot.muted);
+            m.text(key!("call_id"), call_id);
+            m.real(key!("elapsed_s"), snapshot.elapsed.as_secs_f64());
+            m.member(key!("codec"), &Lower(s.codec));
+            m.count(key!("rtp_sent"), s.rtp_sent);
+            m.count(key!("rtp_received"), s.rtp_received);
+            m.member(key!("lost"), &s.lost);
+            m.real(key!("jitter_ms"), s.jitter_ms);
+            m.member(key!("rtt_ms"), &s.rtt_ms);
+            m.real(key!("concealed_ms"), s.concealed_ms);
+            m.real(key!("jitter_buffer_ms"), s.jitter_buffer_ms);
+            m.object(key!("rtp_guard"), |m| guard_members(m, &s.rtp_guard));
+            m.member(key!("input_level"), &snapshot.input_level);
+            m.member(key!("output_level"), &snapshot.output_level);
+            m.member(key!("input_peak"), &snapshot.input_peak);
+            m.member(key!("output_peak"), &snapshot.output_peak);
+            m.member(key!("muted"), &snapshot.muted);
             m.end()
         }
         Event::MediaReport {
             call_id, report, ..
         } => {
             let mut m = Line::start(out, "media_report");
-            text!(m, "call_id", call_id);
+            m.text(key!("call_id"), call_id);
             report_members(&mut m, report);
             m.end()
         }
@@ -222,43 +221,49 @@ fn round2(x: f64) -> f64 {
 /// event show them: the RTP figures follow the first five only when media ran, and the tone
 /// figures follow those only with `--expect-tone`.
 fn report_members<M: Members>(m: &mut M, r: &MediaReport) {
-    real!(m, "duration_s", round2(r.duration.as_secs_f64()));
-    count!(m, "underruns", r.playback.underruns);
-    count!(m, "overruns", r.capture.overruns);
-    member!(m, "media_error", &r.error);
-    member!(m, "srtp", &r.srtp.map(|s| s.report_name()));
+    m.real(key!("duration_s"), round2(r.duration.as_secs_f64()));
+    m.count(key!("underruns"), r.playback.underruns);
+    m.count(key!("overruns"), r.capture.overruns);
+    m.member(key!("media_error"), &r.error);
+    m.member(key!("srtp"), &r.srtp.map(|s| s.report_name()));
     let Some(s) = &r.stats else {
         return;
     };
-    member!(m, "codec", &Lower(s.codec));
-    count!(m, "rtp_sent", s.rtp_sent);
-    count!(m, "rtp_received", s.rtp_received);
-    count!(m, "bytes_sent", s.bytes_sent);
-    count!(m, "bytes_received", s.bytes_received);
-    member!(m, "lost", &s.lost);
-    real!(m, "fraction_lost", round2(s.fraction_lost));
-    member!(m, "remote_lost", &s.remote_lost);
-    real!(m, "jitter_ms", round2(s.jitter_ms));
-    member!(m, "rtt_ms", &s.rtt_ms.map(round2));
-    real!(m, "concealed_ms", round2(s.concealed_ms));
-    count!(m, "concealed_frames", s.concealed_frames);
-    count!(m, "fec_recovered", s.fec_recovered);
-    count!(m, "capture_dropped", s.capture_dropped);
-    count!(m, "capture_underruns", s.capture_underruns);
-    real!(m, "jitter_buffer_ms", round2(s.jitter_buffer_ms));
-    real!(m, "jitter_buffer_mean_ms", round2(s.jitter_buffer_mean_ms));
-    count!(m, "late", s.late);
-    count!(m, "duplicates", s.duplicates);
-    count!(m, "dropped_foreign", s.dropped_foreign);
-    object!(m, "rtp_guard", |m| guard_members(m, &s.rtp_guard));
-    count!(m, "dtmf_sent", s.dtmf_sent);
-    count!(m, "dtmf_received", s.dtmf_received);
-    member!(m, "mos", &s.mos.map(round2));
+    m.member(key!("codec"), &Lower(s.codec));
+    m.count(key!("rtp_sent"), s.rtp_sent);
+    m.count(key!("rtp_received"), s.rtp_received);
+    m.count(key!("bytes_sent"), s.bytes_sent);
+    m.count(key!("bytes_received"), s.bytes_received);
+    m.member(key!("lost"), &s.lost);
+    m.real(key!("fraction_lost"), round2(s.fraction_lost));
+    m.member(key!("remote_lost"), &s.remote_lost);
+    m.real(key!("jitter_ms"), round2(s.jitter_ms));
+    m.member(key!("rtt_ms"), &s.rtt_ms.map(round2));
+    m.real(key!("concealed_ms"), round2(s.concealed_ms));
+    m.count(key!("concealed_frames"), s.concealed_frames);
+    m.count(key!("fec_recovered"), s.fec_recovered);
+    m.count(key!("capture_dropped"), s.capture_dropped);
+    m.count(key!("capture_underruns"), s.capture_underruns);
+    m.real(key!("jitter_buffer_ms"), round2(s.jitter_buffer_ms));
+    m.real(
+        key!("jitter_buffer_mean_ms"),
+        round2(s.jitter_buffer_mean_ms),
+    );
+    m.count(key!("late"), s.late);
+    m.count(key!("duplicates"), s.duplicates);
+    m.count(key!("dropped_foreign"), s.dropped_foreign);
+    m.object(key!("rtp_guard"), |m| guard_members(m, &s.rtp_guard));
+    m.count(key!("dtmf_sent"), s.dtmf_sent);
+    m.count(key!("dtmf_received"), s.dtmf_received);
+    m.member(key!("mos"), &s.mos.map(round2));
     if let Some(t) = &s.tone {
         // Whether the far end's known tone was heard (only with `--expect-tone`).
-        member!(m, "tone_hz", &t.hz);
-        member!(m, "tone_fraction", &round2(t.fraction()));
-        member!(m, "tone_heard", &t.heard(wakeline::media::codec::PCM_RATE));
+        m.member(key!("tone_hz"), &t.hz);
+        m.member(key!("tone_fraction"), &round2(t.fraction()));
+        m.member(
+            key!("tone_heard"),
+            &t.heard(wakeline::media::codec::PCM_RATE),
+        );
     }
 }
 
@@ -271,17 +276,17 @@ pub fn report_json(r: &MediaReport) -> Value {
 
 /// The RTP source guard's counters.
 fn guard_members<M: Members>(m: &mut M, g: &wakeline::media::session::RtpGuard) {
-    count!(m, "foreign", g.foreign);
-    count!(m, "malformed", g.malformed);
-    count!(m, "unknown_pt", g.unknown_pt);
-    count!(m, "duplicates", g.duplicates);
-    count!(m, "too_late", g.too_late);
-    count!(m, "flood", g.flood);
-    count!(m, "probation", g.probation);
-    count!(m, "ssrc_changes", g.ssrc_changes);
-    count!(m, "latches", g.latches);
-    count!(m, "srtp_auth_failed", g.srtp_auth);
-    count!(m, "srtp_replayed", g.srtp_replay);
+    m.count(key!("foreign"), g.foreign);
+    m.count(key!("malformed"), g.malformed);
+    m.count(key!("unknown_pt"), g.unknown_pt);
+    m.count(key!("duplicates"), g.duplicates);
+    m.count(key!("too_late"), g.too_late);
+    m.count(key!("flood"), g.flood);
+    m.count(key!("probation"), g.probation);
+    m.count(key!("ssrc_changes"), g.ssrc_changes);
+    m.count(key!("latches"), g.latches);
+    m.count(key!("srtp_auth_failed"), g.srtp_auth);
+    m.count(key!("srtp_replayed"), g.srtp_replay);
 }
 
 /// A call's final status for a log line: `200`, or `-` when there was none.

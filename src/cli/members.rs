@@ -3,7 +3,7 @@
 //!
 //! A line is written as serde_json would write it, for less: each value goes through
 //! serde_json (the same escaping and number formatting), but the names are written as they
-//! are, already quoted ([`member!`] makes `,"name":` at compile time), where a serializer
+//! are, already quoted ([`key!`] makes `,"name":` at compile time), where a serializer
 //! would escape every name of every line and keep a state machine between members.
 
 use serde::Serialize;
@@ -12,16 +12,16 @@ use serde_json::{Map, Value};
 /// Where members go: an event line ([`Line`]) or a JSON object ([`ValueMembers`]).
 pub trait Members {
     /// Adds `value` under a name, given as it is written after another member: `,"name":`
-    /// ([`member!`] writes it from the name).
+    /// ([`key!`] writes it from the name).
     fn member<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T);
 
-    /// Adds a string under a name, as [`member`](Self::member) would ([`text!`]).
+    /// Adds a string under a name, as [`member`](Self::member) would.
     fn text(&mut self, key: &'static str, value: &str);
 
-    /// Adds a number under a name, as [`member`](Self::member) would ([`count!`]).
+    /// Adds a number under a name, as [`member`](Self::member) would.
     fn count(&mut self, key: &'static str, value: u64);
 
-    /// Adds an `f64` under a name, as [`member`](Self::member) would ([`real!`]).
+    /// Adds an `f64` under a name, as [`member`](Self::member) would.
     fn real(&mut self, key: &'static str, value: f64);
 
     /// Adds an object under a name (given as for [`member`](Self::member)); `fill` adds its
@@ -29,48 +29,16 @@ pub trait Members {
     fn object(&mut self, key: &'static str, fill: impl FnOnce(&mut Self));
 }
 
-/// `member!(m, "name", &value)`: adds a member to `m` ([`Members`]); the name must need no
-/// escaping (a plain word).
-macro_rules! member {
-    ($m:expr, $name:literal, $value:expr) => {
-        $m.member(concat!(",\"", $name, "\":"), $value)
+/// `key!("name")`: a member's name as the [`Members`] methods take it, `,"name":`, made at
+/// compile time; the name must need no escaping (a plain word).
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":")
     };
 }
-pub(crate) use member;
+pub(crate) use key;
 
-/// `text!(m, "name", value)`: adds a string member to `m` ([`Members::text`]).
-macro_rules! text {
-    ($m:expr, $name:literal, $value:expr) => {
-        $m.text(concat!(",\"", $name, "\":"), $value)
-    };
-}
-pub(crate) use text;
-
-/// `count!(m, "name", value)`: adds a `u64` member to `m` ([`Members::count`]).
-macro_rules! count {
-    ($m:expr, $name:literal, $value:expr) => {
-        $m.count(concat!(",\"", $name, "\":"), $value)
-    };
-}
-pub(crate) use count;
-
-/// `real!(m, "name", value)`: adds an `f64` member to `m` ([`Members::real`]).
-macro_rules! real {
-    ($m:expr, $name:literal, $value:expr) => {
-        $m.real(concat!(",\"", $name, "\":"), $value)
-    };
-}
-pub(crate) use real;
-
-/// `object!(m, "name", |m| ...)`: adds an object member to `m` ([`Members::object`]).
-macro_rules! object {
-    ($m:expr, $name:literal, $fill:expr) => {
-        $m.object(concat!(",\"", $name, "\":"), $fill)
-    };
-}
-pub(crate) use object;
-
-/// The bare name in a key as [`member!`] makes it (`,"name":`).
+/// The bare name in a key as [`key!`] makes it (`,"name":`).
 fn name(key: &'static str) -> &'static str {
     key.strip_prefix(",\"")
         .and_then(|k| k.strip_suffix("\":"))
@@ -224,25 +192,25 @@ mod tests {
     use super::*;
 
     fn fill<M: Members>(m: &mut M) {
-        member!(m, "text", "a \"b\"\n");
-        text!(m, "plain", "sip:é@h;tag=1");
-        text!(m, "escaped", "\\ \"q\" \t\u{1}");
-        member!(m, "n", &7u64);
-        count!(m, "zero", 0);
-        count!(m, "nine", 9);
-        count!(m, "ten", 10);
-        count!(m, "big", u64::MAX);
-        real!(m, "zero_f", 0.0);
-        real!(m, "minus_zero", -0.0);
-        real!(m, "nan", f64::NAN);
-        real!(m, "third", 1.0 / 3.0);
-        member!(m, "x", &0.1f64);
-        member!(m, "none", &None::<f64>);
-        object!(m, "inner", |m| {
-            member!(m, "one", &1u8);
-            member!(m, "two", &-2i64);
+        m.member(key!("text"), "a \"b\"\n");
+        m.text(key!("plain"), "sip:é@h;tag=1");
+        m.text(key!("escaped"), "\\ \"q\" \t\u{1}");
+        m.member(key!("n"), &7u64);
+        m.count(key!("zero"), 0);
+        m.count(key!("nine"), 9);
+        m.count(key!("ten"), 10);
+        m.count(key!("big"), u64::MAX);
+        m.real(key!("zero_f"), 0.0);
+        m.real(key!("minus_zero"), -0.0);
+        m.real(key!("nan"), f64::NAN);
+        m.real(key!("third"), 1.0 / 3.0);
+        m.member(key!("x"), &0.1f64);
+        m.member(key!("none"), &None::<f64>);
+        m.object(key!("inner"), |m| {
+            m.member(key!("one"), &1u8);
+            m.member(key!("two"), &-2i64);
         });
-        object!(m, "empty", |_| {});
+        m.object(key!("empty"), |_| {});
     }
 
     #[test]
