@@ -43,21 +43,6 @@ pub fn info(parts: &[&str]) {
     });
 }
 
-/// `n` in decimal, written into `buf`.
-pub fn decimal(n: u16, buf: &mut [u8; 5]) -> &str {
-    let mut at = buf.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[at..]).unwrap_or("?")
-}
-
 fn write(line: &[u8]) {
     let _ = std::io::Write::write_all(&mut super::status::LogWriter, line);
 }
@@ -187,11 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn numbers_in_decimal() {
-        let mut buf = [0; 5];
-        assert_eq!(decimal(0, &mut buf), "0");
-        assert_eq!(decimal(200, &mut buf), "200");
-        assert_eq!(decimal(u16::MAX, &mut buf), "65535");
+    fn printable_ascii_is_told_from_the_rest() {
         assert!(printable_ascii("call 1-2@h: connected ~"));
         assert!(!printable_ascii("tab\there"));
         assert!(!printable_ascii("é"));

@@ -215,8 +215,8 @@ fn log_event(ev: &Event) {
         } => {
             if info_on() {
                 // `200`, or `-` when there was none (`events::status_text`).
-                let mut digits = [0; 5];
-                let status = status.map_or("-", |s| super::logline::decimal(s, &mut digits));
+                let mut digits = itoa::Buffer::new();
+                let status = status.map_or("-", |s| digits.format(s));
                 super::logline::info(&[
                     "call ",
                     call_id,

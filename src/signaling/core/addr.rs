@@ -46,20 +46,8 @@ pub(crate) fn push_socket_addr(out: &mut String, addr: SocketAddr) {
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(out: &mut String, mut n: u16) {
-    let mut digits = [0u8; 5];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[start..] {
-        out.push(char::from(d));
-    }
+fn push_decimal(out: &mut String, n: u16) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 impl SignalingCore {

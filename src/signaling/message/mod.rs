@@ -217,18 +217,8 @@ fn serialize(mut out: Vec<u8>, headers: &Headers, body: &[u8]) -> Vec<u8> {
 /// `Content-Length: <n>\r\n` written into `buf`.
 fn content_length_line(buf: &mut [u8; 40], n: usize) -> &[u8] {
     const NAME: &[u8] = b"Content-Length: ";
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let digits = &digits[at..];
+    let mut text = itoa::Buffer::new();
+    let digits = text.format(n).as_bytes();
     let end = NAME.len() + digits.len() + 2;
     buf[..NAME.len()].copy_from_slice(NAME);
     buf[NAME.len()..end - 2].copy_from_slice(digits);

@@ -286,22 +286,6 @@ fn connection_of(sd: &SessionDescription, m: &MediaDescription) -> Result<Connec
         .ok_or_else(|| SdpError::Malformed("audio stream without a c= line".into()))
 }
 
-/// `n` in decimal, written into `buf` (what `decimal` gives, without allocating).
-fn small_decimal(n: u8, buf: &mut [u8; 3]) -> &str {
-    let mut at = buf.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = b'0' + n % 10;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits only.
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
-}
-
 /// What we learned about the peer's side of the stream.
 fn negotiated(
     local_rtp: SocketAddr,
@@ -330,8 +314,8 @@ fn negotiated(
     ];
     let mut values: [Option<&str>; 4] = [None; 4];
     if choice.codec == Codec::Opus {
-        let mut digits = [0u8; 3];
-        for (key, value) in peer.fmtp_pairs(small_decimal(choice.payload_type, &mut digits)) {
+        let mut digits = itoa::Buffer::new();
+        for (key, value) in peer.fmtp_pairs(digits.format(choice.payload_type)) {
             if let Some(i) = keys.iter().position(|k| key.eq_ignore_ascii_case(k)) {
                 values[i] = values[i].or(Some(value));
             }
@@ -595,14 +579,6 @@ a=rtpmap:101 telephone-event/8000\r\n\
 a=rtcp-mux\r\n\
 a=ptime:30\r\n\
 m=audio 7080 RTP/AVP 0\r\n";
-
-    #[test]
-    fn small_decimal_writes_what_to_string_writes() {
-        for n in 0..=u8::MAX {
-            let mut buf = [0u8; 3];
-            assert_eq!(small_decimal(n, &mut buf), n.to_string());
-        }
-    }
 
     #[test]
     fn baresip_offer_gets_opus_on_its_payload_type() {

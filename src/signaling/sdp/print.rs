@@ -29,27 +29,12 @@ impl fmt::Display for Attribute {
 
 /// Writes `n` in decimal (what `{n}` writes, without the formatting machinery).
 pub(super) fn write_number(f: &mut impl fmt::Write, n: u64) -> fmt::Result {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits only.
-    f.write_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+    f.write_str(itoa::Buffer::new().format(n))
 }
 
 /// `n` in decimal, as `n.to_string()` gives it.
 pub(super) fn decimal(n: u64) -> String {
-    let mut out = String::with_capacity(20);
-    // Writing into a String cannot fail.
-    let _ = write_number(&mut out, n);
-    out
+    itoa::Buffer::new().format(n).to_owned()
 }
 
 /// Writes an address as `Display` does (IPv4 in dotted quad, IPv6 by the standard library).
