@@ -418,6 +418,14 @@ impl Closing {
     }
 }
 
+/// Reads one datagram from a readable media socket and hands it to the packet tap and the pipeline.
+fn deliver(socket: &UdpSocket, tap: &Tap, pipeline: &mut MediaPipeline) -> std::io::Result<()> {
+    recv_one(socket, |from, bytes| {
+        tap.udp(false, socket, from, bytes);
+        pipeline.handle_datagram(Instant::now(), from, bytes)
+    })
+}
+
 async fn run(
     call: CallHandle,
     sockets: MediaSockets,
@@ -524,20 +532,12 @@ async fn run(
         let deadline = due.map(|t| clock.next.map_or(t, |c| c.min(t)).min(next_snapshot));
         tokio::select! {
             r = sockets.rtp.readable() => {
-                let got = r.and_then(|()| recv_one(&sockets.rtp, |from, bytes| {
-                    tap.udp(false, &sockets.rtp, from, bytes);
-                    pipeline.handle_datagram(Instant::now(), from, bytes)
-                }));
-                if let Err(e) = got {
+                if let Err(e) = r.and_then(|()| deliver(&sockets.rtp, &tap, &mut pipeline)) {
                     tracing::debug!(?call, "rtp recv: {e}");
                 }
             }
             r = sockets.rtcp.readable() => {
-                let got = r.and_then(|()| recv_one(&sockets.rtcp, |from, bytes| {
-                    tap.udp(false, &sockets.rtcp, from, bytes);
-                    pipeline.handle_datagram(Instant::now(), from, bytes)
-                }));
-                if let Err(e) = got {
+                if let Err(e) = r.and_then(|()| deliver(&sockets.rtcp, &tap, &mut pipeline)) {
                     tracing::debug!(?call, "rtcp recv: {e}");
                 }
             }
