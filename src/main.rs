@@ -132,11 +132,12 @@ fn main() -> ExitCode {
     // One thread for signaling and the CLI (the driver is one task; media has its own
     // workers, `driver/media_rt.rs`): no hand-offs between workers, so an idle keep-alive
     // round or a call set-up wakes one thread, not two (issue 12 §3).
-    // Log and event lines are written when this thread goes idle (`cli/out.rs`).
+    // Log and event lines are written when this thread goes idle, spaced under load
+    // (`cli/out.rs`).
     cli::out::gather_on_this_thread();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(cli::out::flush)
+        .on_thread_park(cli::out::park_hook)
         .build()
     {
         Ok(rt) => rt,
@@ -158,7 +159,10 @@ fn main() -> ExitCode {
             Cmd::Config(a) => Ok(cli::run::config_cmd(&a)),
         }
     };
-    let joined = rt.block_on(async { tokio::spawn(command).await });
+    let joined = rt.block_on(async {
+        tokio::spawn(cli::out::flusher());
+        tokio::spawn(command).await
+    });
     // What is gathered goes out now (before a panic goes on unwinding, too), and lines from
     // here on (the runtime's drop, the error below) directly.
     cli::out::stop_gathering();
