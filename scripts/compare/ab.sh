@@ -3,8 +3,9 @@
 # build A, for changes too small for scripts/compare.sh to see. On this shared virtual machine
 # the speed of one batch differs from the next by ±20 %, so two builds measured one after the
 # other are compared under different conditions; measured at once, each with its own sipp, they
-# share them. Two copies of one build differ by 1-3 % here, and the first slot runs a little
-# faster than the second: each round swaps the slots, and the mean of the ratios cancels that.
+# share them. The first slot runs 3-7 % faster than the second here: each round swaps the slots,
+# and the mean of the ratios cancels that (two copies of one build: rounds within 4 %, and a
+# mean of 0.988 over two). Trust a difference that every round shows.
 #
 # Each round starts `wakeline listen --answer auto --mic tone:440 --speaker null --events FILE`
 # from both builds, places one warm-up call on each, then CALLS short calls on each at RATE
