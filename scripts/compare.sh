@@ -36,7 +36,7 @@
 #                   `listen --max-concurrent` answers one call at a time and gets limit 1: sipp
 #                   then waits, and the achieved rate is printed)
 #   --held, --held-s  the held phase (wake-ups, CPU, memory, drops): C calls held S seconds
-#                   (default 20 calls, 10 s; --limit does not cap C)
+#                   (default 20 calls, 10 s; `--held 0`: none; --limit does not cap C)
 #   --audio         what both user agents send: `tone` (440 Hz, default) or `speech` (a generated
 #                   25 s speech-like WAV: voiced harmonics with vibrato, syllables and pauses,
 #                   noise; wakeline --mic FILE (mono), baresip aufile (the same, stereo); keep
@@ -190,6 +190,8 @@ print(calls, dropped, expected, pct(dropped), pct(2 * captured), pct(2 * (droppe
 measure_held() { # label pid port limit [events-file]
     local label=$1 pid=$2 port=$3 limit=$4 events=${5:-} idle c0 c1 ctx mid held=$held
     local rss0 rss1 ev0=0
+    # `--held 0`: no held phase (the rate batches only).
+    [ "$held" -gt 0 ] || return 0
     # A user agent that answers one call at a time holds one.
     [ "$limit" -gt 1 ] || held=1
     idle=$(threads "$pid")
