@@ -112,17 +112,8 @@ PY
     *) echo "compare.sh: --audio tone|speech" >&2; exit 2 ;;
 esac
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_tcp() { # port pid
-    for _ in $(seq 1 250); do
-        kill -0 "$2" 2>/dev/null || { echo "compare.sh: the user agent exited" >&2; return 1; }
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.02
-    done
-    echo "compare.sh: nothing listens on $1" >&2
-    return 1
-}
+# free_port, wait_tcp
+. "$here/compare/common.sh"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 threads() { awk '/^Threads:/ {print $2}' "/proc/$1/status"; }

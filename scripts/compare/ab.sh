@@ -36,18 +36,8 @@ command -v sipp >/dev/null || { echo "ab.sh: needs sipp (sip-tester)" >&2; exit 
 perf=0
 if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; then perf=1; fi
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_tcp() { # port pid
-    for _ in $(seq 1 250); do
-        kill -0 "$2" 2>/dev/null || { echo "ab.sh: the user agent exited" >&2; return 1; }
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.02
-    done
-    echo "ab.sh: nothing listens on $1" >&2
-    return 1
-}
+# free_port, wait_tcp
+. "$here/common.sh"
 cpu_ms() { # pid: utime + stime in ms
     awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"
 }

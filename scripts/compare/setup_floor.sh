@@ -34,7 +34,8 @@ pid=
 trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/setup_floor" "$here/setup_floor.c"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port
+. "$here/common.sh"
 
 place() { # port calls
     (cd "$work" && sipp -sf "$here/uac_hold.xml" -t t1 -i 127.0.0.1 -nostdin -p "$(free_port)" \
