@@ -696,6 +696,19 @@ mod tests {
         })
     }
 
+    /// A UA that received `p`'s INVITE (offer `body`) and answered it with media at
+    /// 127.0.0.1:7000, its outputs collected.
+    fn answered(p: &PeerInvite, body: Option<&str>) -> (Solo, crate::signaling::core::CallHandle) {
+        let mut s = Solo::new(Config::default(), origin());
+        s.feed(&p.invite(body, "", None));
+        let h = incoming(&s).unwrap();
+        s.core
+            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
+            .unwrap();
+        s.collect();
+        (s, h)
+    }
+
     #[test]
     fn immediate_rejections_each_end_once_without_incoming() {
         let mut s = Solo::new(Config::default(), origin());
@@ -830,15 +843,8 @@ mod tests {
 
     #[test]
     fn the_2xx_is_retransmitted_as_first_sent_until_the_ack() {
-        let mut s = Solo::new(Config::default(), origin());
-        let offer = sdp_offer(6000);
         let p = peer(9);
-        s.feed(&p.invite(Some(&offer), "", None));
-        let h = incoming(&s).unwrap();
-        s.core
-            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
-            .unwrap();
-        s.collect();
+        let (mut s, _) = answered(&p, Some(&sdp_offer(6000)));
         let first = s.sent.last().cloned().unwrap();
         assert!(first.starts_with(b"SIP/2.0 200"));
         let sent = s.sent.len();
@@ -856,15 +862,9 @@ mod tests {
 
     #[test]
     fn answered_call_ack_bye_and_ack_timeout() {
-        let mut s = Solo::new(Config::default(), origin());
         let offer = sdp_offer(6000);
         let p = peer(1);
-        s.feed(&p.invite(Some(&offer), "", None));
-        let h = incoming(&s).unwrap();
-        s.core
-            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
-            .unwrap();
-        s.collect();
+        let (mut s, h) = answered(&p, Some(&offer));
         let ok = s.responses().last().cloned().unwrap();
         assert_eq!(ok.status, 200);
         let body = String::from_utf8_lossy(s.sent.last().unwrap()).to_string();
@@ -918,14 +918,8 @@ mod tests {
 
     #[test]
     fn hangup_before_ack_waits_for_the_ack() {
-        let mut s = Solo::new(Config::default(), origin());
         let p = peer(1);
-        s.feed(&p.invite(Some(&sdp_offer(6000)), "", None));
-        let h = incoming(&s).unwrap();
-        s.core
-            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
-            .unwrap();
-        s.collect();
+        let (mut s, h) = answered(&p, Some(&sdp_offer(6000)));
         s.core.hangup(s.now, h).unwrap();
         s.collect();
         assert!(!String::from_utf8_lossy(s.sent.last().unwrap()).starts_with("BYE "));
@@ -938,14 +932,8 @@ mod tests {
 
     #[test]
     fn late_offer_gets_our_offer_in_200_and_the_answer_in_ack() {
-        let mut s = Solo::new(Config::default(), origin());
         let p = peer(1);
-        s.feed(&p.invite(None, "", None));
-        let h = incoming(&s).unwrap();
-        s.core
-            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
-            .unwrap();
-        s.collect();
+        let (mut s, h) = answered(&p, None);
         let ok = String::from_utf8_lossy(s.sent.last().unwrap()).to_string();
         assert!(ok.contains("m=audio 7000 RTP/AVP 111 0 8"), "{ok}");
         assert!(!s.events.iter().any(|e| matches!(e, Event::Media { .. })));
@@ -1032,14 +1020,8 @@ mod tests {
 
     #[test]
     fn reinvite_glare_gets_491() {
-        let mut s = Solo::new(Config::default(), origin());
         let p = peer(1);
-        s.feed(&p.invite(Some(&sdp_offer(6000)), "", None));
-        let h = incoming(&s).unwrap();
-        s.core
-            .answer(s.now, h, "127.0.0.1:7000".parse().unwrap())
-            .unwrap();
-        s.collect();
+        let (mut s, h) = answered(&p, Some(&sdp_offer(6000)));
         let tag = s.responses().last().unwrap().to_tag.clone();
         s.feed(&p.ack(tag.as_deref(), Some("z9hG4bKack1")));
         s.core.hold(s.now, h, true).unwrap();
