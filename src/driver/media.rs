@@ -14,9 +14,9 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 /// The first report comes this soon, and a last one when media stops, so a report over the
 /// snapshots covers the whole call.
 const FIRST_SNAPSHOT: Duration = Duration::from_millis(250);
+pub(crate) use super::media_sockets::MediaSockets;
 use crate::signaling::core::CallHandle;
 use crate::signaling::sdp::Negotiated;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
@@ -85,96 +85,6 @@ impl Default for MediaOptions {
     }
 }
 
-/// The RTP socket and the RTCP socket (port + 1) reserved for one call: non-blocking sockets
-/// not registered with any reactor yet. The media task registers them once, with the reactor
-/// of the media worker it runs on ([`MediaSockets::register`]).
-#[derive(Debug)]
-pub(crate) struct MediaSockets {
-    rtp: std::net::UdpSocket,
-    rtcp: std::net::UdpSocket,
-    /// The RTP socket's address, read once when it was bound.
-    local: SocketAddr,
-}
-
-/// A call's media sockets registered with the reactor of the runtime its task runs on.
-#[derive(Debug)]
-pub(crate) struct MediaIo {
-    pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
-}
-
-impl MediaSockets {
-    /// Binds an even RTP port and the odd port above it (RFC 3550 §11) on `ip`. The kernel
-    /// picks a free port: an even one gets its neighbour above for RTCP, an odd one becomes
-    /// the RTCP port of the even one below. Tries again (32 times at most) while the
-    /// neighbour is taken.
-    pub(crate) fn reserve(ip: IpAddr) -> std::io::Result<MediaSockets> {
-        let mut last = None;
-        for _ in 0..32 {
-            let first = bind_media(SocketAddr::new(ip, 0))?;
-            let local = first.local_addr()?;
-            let port = local.port();
-            let pair = match port % 2 {
-                0 if port < u16::MAX => {
-                    bind_media(SocketAddr::new(ip, port + 1)).map(|rtcp| (first, rtcp, local))
-                }
-                1 if port > 1 => bind_media(SocketAddr::new(ip, port - 1)).map(|rtp| {
-                    let mut at = local;
-                    at.set_port(port - 1);
-                    (rtp, first, at)
-                }),
-                _ => continue,
-            };
-            match pair {
-                Ok((rtp, rtcp, local)) => return Ok(MediaSockets { rtp, rtcp, local }),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| std::io::Error::other("no free RTP/RTCP port pair")))
-    }
-
-    /// The RTP address to announce in SDP.
-    pub(crate) fn local_rtp(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// The sockets registered with the current runtime's reactor (call from the task that
-    /// uses them).
-    pub(crate) fn register(self) -> std::io::Result<MediaIo> {
-        Ok(MediaIo {
-            rtp: UdpSocket::from_std(self.rtp)?,
-            rtcp: UdpSocket::from_std(self.rtcp)?,
-        })
-    }
-
-    /// Back from [`register`](Self::register)ed sockets (after a STUN binding on them).
-    pub(crate) fn unregister(io: MediaIo, local: SocketAddr) -> std::io::Result<MediaSockets> {
-        Ok(MediaSockets {
-            rtp: io.rtp.into_std()?,
-            rtcp: io.rtcp.into_std()?,
-            local,
-        })
-    }
-}
-
-/// One non-blocking UDP socket bound to `addr`, tagged with the voice service class (best
-/// effort) before the bind.
-fn bind_media(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let ty = Type::DGRAM.nonblocking();
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let ty = Type::DGRAM;
-    let socket = Socket::new(Domain::for_address(addr), ty, Some(Protocol::UDP))?;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    socket.set_nonblocking(true)?;
-    if let Err(e) = crate::platform::tag_media_socket_of(&socket, addr.is_ipv6()) {
-        tracing::debug!("tagging a media socket: {e}");
-    }
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
 /// Commands to a running media task.
 #[derive(Debug)]
 pub(crate) enum MediaCtl {
@@ -234,7 +144,7 @@ pub(crate) fn spawn(
     notes: mpsc::UnboundedSender<MediaNote>,
 ) -> MediaTask {
     let (ctl, rx) = mpsc::unbounded_channel();
-    super::media_rt::spawn(async move {
+    super::media_rt::spawn(sockets.worker(), async move {
         let mut notes = Notes {
             tx: notes,
             last: None,
@@ -663,6 +573,8 @@ async fn run(
         let why = "the call ended before its DTMF digits were sent".to_string();
         let _ = done.send(Err(crate::Error::Media(why)));
     }
+    // Idle on this worker for a later call, still registered (`media_pool.rs`).
+    super::media_rt::keep_idle(sockets);
     let duration = started.elapsed();
     let stats = pipeline.stats();
     let closed = match closing.close_inline() {
@@ -690,34 +602,6 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reserved_pairs_are_even_and_odd_neighbours_with_their_address_known() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        // Enough pairs that the kernel hands out odd ports too (the other branch).
-        let pairs: Vec<_> = (0..64)
-            .map(|_| MediaSockets::reserve(ip).unwrap())
-            .collect();
-        for p in &pairs {
-            let rtp = p.rtp.local_addr().unwrap();
-            let rtcp = p.rtcp.local_addr().unwrap();
-            assert_eq!(p.local_rtp(), rtp);
-            assert_eq!(rtp.port() % 2, 0, "{rtp}");
-            assert_eq!(rtcp, SocketAddr::new(ip, rtp.port() + 1));
-        }
-    }
-
-    #[tokio::test]
-    async fn registered_sockets_carry_datagrams() {
-        let pair = MediaSockets::reserve("127.0.0.1".parse().unwrap()).unwrap();
-        let to = pair.local_rtp();
-        let io = pair.register().unwrap();
-        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        peer.send_to(b"rtp", to).await.unwrap();
-        let mut buf = [0u8; 8];
-        let (n, from) = io.rtp.recv_from(&mut buf).await.unwrap();
-        assert_eq!((&buf[..n], from), (&b"rtp"[..], peer.local_addr().unwrap()));
-    }
 
     #[test]
     fn cnames_are_random_tokens_at_wakeline() {

@@ -7,21 +7,48 @@
 //! thread; the kernel shares the CPU between the signaling thread and the media workers
 //! instead. A call's UDP sockets are registered with its worker's reactor when its task
 //! starts ([`MediaSockets::register`](super::media::MediaSockets::register)), and with no
-//! other.
+//! other. When the call ends they stay registered, idle on the worker's pool
+//! (`media_pool.rs`), and the next call that takes them runs on the same worker.
 
+use super::media_pool::Pool;
+use super::media_sockets::MediaIo;
+use std::cell::Cell;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 use tokio::runtime::{Builder, Handle};
 
 /// One media worker: its runtime's handle and how many call tasks it runs now.
 struct Worker {
     handle: Handle,
     calls: Arc<AtomicUsize>,
+    /// Ended calls' socket pairs, registered with this worker's reactor.
+    idle: Mutex<Pool<MediaIo>>,
 }
 
-/// Starts one worker thread driving a single-threaded runtime until the process ends.
-fn start_worker() -> std::io::Result<Worker> {
+impl Worker {
+    fn idle(&self) -> MutexGuard<'_, Pool<MediaIo>> {
+        // A pool is consistent between any two of its calls: a panic elsewhere leaves it usable.
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+thread_local! {
+    /// The index of the media worker this thread is (`None` on other threads).
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the media worker running the caller, if it runs on one.
+pub(crate) fn current_worker() -> Option<usize> {
+    CURRENT.get()
+}
+
+/// Starts worker `index`: a thread driving a single-threaded runtime until the process ends.
+fn start_worker(index: usize) -> std::io::Result<Worker> {
     let rt = Builder::new_current_thread()
         .thread_name("wakeline-media")
         .enable_all()
@@ -29,22 +56,27 @@ fn start_worker() -> std::io::Result<Worker> {
     let handle = rt.handle().clone();
     std::thread::Builder::new()
         .name("wakeline-media".into())
-        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        .spawn(move || {
+            CURRENT.set(Some(index));
+            rt.block_on(std::future::pending::<()>())
+        })?;
     Ok(Worker {
         handle,
         calls: Arc::new(AtomicUsize::new(0)),
+        idle: Mutex::default(),
     })
 }
+
+static WORKERS: OnceLock<Vec<Worker>> = OnceLock::new();
 
 /// The media workers, started on first use; empty when none could be started (the caller's
 /// runtime then runs media, as before).
 fn workers() -> &'static [Worker] {
-    static WORKERS: OnceLock<Vec<Worker>> = OnceLock::new();
     WORKERS.get_or_init(|| {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut started = Vec::with_capacity(n);
         for _ in 0..n {
-            match start_worker() {
+            match start_worker(started.len()) {
                 Ok(w) => started.push(w),
                 Err(e) => {
                     tracing::warn!("media worker: {e}; {} started", started.len());
@@ -87,20 +119,65 @@ where
     }
 }
 
-/// Runs `task` on the media worker with the fewest tasks (or on the current runtime when
-/// there are no workers).
-pub(crate) fn spawn<F>(task: F)
+/// Runs `task` on media worker `on` when there is one (the worker its sockets are registered
+/// with), else on the one with the fewest tasks (or on the current runtime when there are no
+/// workers).
+pub(crate) fn spawn<F>(on: Option<usize>, task: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let all = workers();
-    match least_loaded(all.iter().map(|w| w.calls.load(Ordering::Relaxed))).map(|i| &all[i]) {
+    let chosen = on
+        .filter(|&i| i < all.len())
+        .or_else(|| least_loaded(all.iter().map(|w| w.calls.load(Ordering::Relaxed))));
+    match chosen.map(|i| &all[i]) {
         Some(w) => {
             w.calls.fetch_add(1, Ordering::Relaxed);
             let leaving = Leaving(Arc::clone(&w.calls));
             drop(w.handle.spawn(counted(task, leaving)));
         }
         None => drop(tokio::spawn(task)),
+    }
+}
+
+/// An ended call's pair on `ip` out of its quarantine, from the pool of the least loaded
+/// worker first; `None` when no pool has one (or no worker has started).
+pub(crate) fn take_idle(ip: IpAddr) -> Option<MediaIo> {
+    let all = WORKERS.get()?;
+    let first = least_loaded(all.iter().map(|w| w.calls.load(Ordering::Relaxed)))?;
+    let now = Instant::now();
+    (0..all.len()).find_map(|k| {
+        let w = &all[(first + k) % all.len()];
+        let (got, expired) = {
+            let mut idle = w.idle();
+            (idle.take(ip, now), idle.expired(now))
+        };
+        // Closed outside the lock.
+        drop(expired);
+        got
+    })
+}
+
+/// Keeps an ended call's pair idle on the pool of the worker it is registered with (closes
+/// it when it belongs to no worker).
+pub(crate) fn keep_idle(io: MediaIo) {
+    let Some(w) = io.worker.and_then(|i| WORKERS.get()?.get(i)) else {
+        return;
+    };
+    let now = Instant::now();
+    let ip = io.local.ip();
+    let closed = {
+        let mut idle = w.idle();
+        (idle.give(ip, io, now), idle.expired(now))
+    };
+    drop(closed);
+}
+
+/// Closes every idle pair (the process needs their descriptors).
+pub(crate) fn close_idle() {
+    for w in WORKERS.get().into_iter().flatten() {
+        let all: Vec<MediaIo> = w.idle().clear().collect();
+        drop(all);
     }
 }
 
@@ -151,7 +228,7 @@ mod tests {
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = sockets.local_rtp();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        spawn(async move {
+        spawn(None, async move {
             let name = std::thread::current().name().map(str::to_owned);
             let s = sockets.register().unwrap();
             let mut buf = [0u8; 16];

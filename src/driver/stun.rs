@@ -33,7 +33,7 @@ pub(crate) async fn announced(
     };
     let io = sockets.register()?;
     let (rtp, rtcp) = tokio::join!(binding(&io.rtp, target), binding(&io.rtcp, target));
-    let sockets = MediaSockets::unregister(io, local)?;
+    let sockets = MediaSockets::unregister(io)?;
     let announced = match rtp {
         Ok(mapped) => {
             match rtcp {
