@@ -3,7 +3,7 @@
 //! dies. Digest state for INVITE challenges lives here too, next to the account's credentials.
 //!
 //! **Reconnect policy** (RFC 5626 §4.5 in spirit): the first reconnect after a loss goes out at
-//! once with a random 0–50 ms jitter (so a fleet of phones does not stampede a restarted
+//! once with a random 1–50 ms jitter (so a fleet of phones does not stampede a restarted
 //! server); each further failed attempt waits `retry_base · 2ⁿ` scaled by a random factor in
 //! [0.5, 1], capped at `retry_max` (250 ms, 500 ms, 1 s, ... by default); during the first
 //! two seconds after the loss no gap exceeds one second, so a server that is back within a
@@ -36,8 +36,10 @@ use std::time::{Duration, Instant};
 /// Longest gap between attempts during the first two seconds after a loss.
 const FAST_RETRY_GAP: Duration = Duration::from_secs(1);
 
-/// Random delay of the first reconnect after a loss.
-const FIRST_RECONNECT_JITTER_MS: u64 = 50;
+/// Random delay of the first reconnect after a loss, at least 1 ms: never in the instant
+/// the loss is seen, so whatever runs at that instant (a keep-alive handler's run woken with
+/// the loss) sees the flow down, not a new flow it did not ask for.
+const FIRST_RECONNECT_JITTER_MS: std::ops::RangeInclusive<u64> = 1..=50;
 
 /// State of the control flow.
 pub(crate) struct Control {
@@ -375,9 +377,7 @@ impl SignalingCore {
     /// Delay before reconnect attempt `n` (0: the first after a loss).
     fn reconnect_delay(&mut self, n: u32) -> Duration {
         if n == 0 {
-            return Duration::from_millis(
-                self.control.rng.random_range(0..=FIRST_RECONNECT_JITTER_MS),
-            );
+            return Duration::from_millis(self.control.rng.random_range(FIRST_RECONNECT_JITTER_MS));
         }
         let jitter = self.control.rng.random_range(0.5..=1.0);
         crate::signaling::registration::backoff_delay(
