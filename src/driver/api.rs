@@ -2,22 +2,21 @@
 
 use super::call_options::Hold;
 use super::media::MediaOptions;
+use super::progress::{Progress, Stage};
 use super::task::{Command, DriverTask};
 use crate::error::Error;
 use crate::platform::RunReport;
 use crate::signaling::config::Config;
-use crate::signaling::core::{CallHandle, CallOutcome, CallState, CoreError, Event};
+use crate::signaling::core::{CallHandle, CallOutcome, CoreError, Event};
 use crate::signaling::message::Uri;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 // For the per-call awaitables and the `Stream` of events.
-use crate::signaling::core::fasthash::FastMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::watch;
 
 /// Builds a [`UserAgent`].
 #[derive(Debug)]
@@ -594,37 +593,6 @@ impl RejectCode {
     }
 }
 
-/// How far a call has come, as the per-call awaitables see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Setup,
-    Connected,
-    Ended(CallOutcome),
-}
-
-/// Every call's [`Stage`], fed by the events on their way to [`Events`]. One small entry per
-/// call stays for the user agent's lifetime, so `ended()` answers at once for an old call.
-#[derive(Debug)]
-struct Progress {
-    /// `None` once the driver has stopped: every call not ended by then counts as failed.
-    calls: Mutex<Option<FastMap<CallHandle, watch::Sender<Stage>>>>,
-    /// `true` once the driver's last event has been passed on.
-    forwarded: watch::Sender<bool>,
-}
-
-/// How long [`UserAgent::shutdown`] waits for the stopped driver's last events to be passed on
-/// (the driver drops its sender right after its reply, so this is a bound, not a delay).
-const FORWARD_LIMIT: Duration = Duration::from_secs(2);
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            calls: Mutex::new(Some(FastMap::default())),
-            forwarded: watch::channel(false).0,
-        }
-    }
-}
-
 /// The driver's end of [`Events`]: each event notes its call's [`Stage`] on its way to the
 /// application (the awaitables see it no later than `Events` does), in the driver's own task,
 /// without a task in between to pass the events on.
@@ -652,84 +620,11 @@ impl Drop for EventSink {
     }
 }
 
-impl Progress {
-    /// Waits (at most [`FORWARD_LIMIT`]) until the driver's last event has been passed on.
-    async fn forwarded(&self) {
-        let mut rx = self.forwarded.subscribe();
-        if tokio::time::timeout(FORWARD_LIMIT, rx.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
-            tracing::debug!("events still being passed on {FORWARD_LIMIT:?} after shutdown");
-        }
-    }
-
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Option<FastMap<CallHandle, watch::Sender<Stage>>>) -> T,
-    ) -> T {
-        let mut guard = match self.calls.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
-    }
-
-    fn note(&self, event: &Event) {
-        let (call, stage) = match event {
-            Event::State {
-                call,
-                state: CallState::Connected,
-                ..
-            } => (*call, Stage::Connected),
-            Event::Ended { call, outcome, .. } => (*call, Stage::Ended(*outcome)),
-            _ => return,
-        };
-        self.with(|calls| {
-            if let Some(calls) = calls {
-                let tx = calls
-                    .entry(call)
-                    .or_insert_with(|| watch::channel(Stage::Setup).0);
-                tx.send_if_modified(|s| {
-                    let advance = !matches!(s, Stage::Ended(_));
-                    if advance {
-                        *s = stage;
-                    }
-                    advance
-                });
-            }
-        });
-    }
-
-    fn stop(&self) {
-        self.with(|calls| {
-            for tx in calls.take().into_iter().flat_map(FastMap::into_values) {
-                tx.send_if_modified(|s| {
-                    let open = !matches!(s, Stage::Ended(_));
-                    if open {
-                        *s = Stage::Ended(CallOutcome::Failed);
-                    }
-                    open
-                });
-            }
-        });
-    }
-
-    fn watch(&self, call: CallHandle) -> watch::Receiver<Stage> {
-        self.with(|calls| match calls {
-            Some(calls) => calls
-                .entry(call)
-                .or_insert_with(|| watch::channel(Stage::Setup).0)
-                .subscribe(),
-            None => watch::channel(Stage::Ended(CallOutcome::Failed)).1,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::media::audio::{AudioSink, AudioSource};
+    use crate::signaling::core::CallState;
     use futures_core::Stream;
 
     async fn start(listen: bool) -> (UserAgent, Events) {

@@ -34,6 +34,7 @@ mod media_rt;
 mod media_session;
 mod media_sockets;
 mod paced_clock;
+mod progress;
 mod resolve;
 mod route;
 mod stun;
