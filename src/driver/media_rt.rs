@@ -140,12 +140,11 @@ where
     }
 }
 
-/// An ended call's pair on `ip` out of its quarantine, from the pool of the least loaded
-/// worker first; `None` when no pool has one (or no worker has started).
-pub(crate) fn take_idle(ip: IpAddr) -> Option<MediaIo> {
+/// An ended call's pair on `ip` out of its quarantine at `now`, from the pool of the least
+/// loaded worker first; `None` when no pool has one (or no worker has started).
+pub(crate) fn take_idle(ip: IpAddr, now: Instant) -> Option<MediaIo> {
     let all = WORKERS.get()?;
     let first = least_loaded(all.iter().map(|w| w.calls.load(Ordering::Relaxed)))?;
-    let now = Instant::now();
     (0..all.len()).find_map(|k| {
         let w = &all[(first + k) % all.len()];
         let (got, expired) = {
@@ -184,6 +183,7 @@ pub(crate) fn close_idle() {
 #[cfg(test)]
 mod tests {
     use super::super::media::MediaSockets;
+    use super::super::media_pool::QUARANTINE;
     use super::*;
 
     #[test]
@@ -220,6 +220,58 @@ mod tests {
         );
         drop(wrapped);
         assert_eq!(calls.load(Ordering::Relaxed), 0, "counted out when dropped");
+    }
+
+    /// The whole round: a call's pair registered on a worker, kept idle there when the call
+    /// ends, not reused during its quarantine, then taken for a later call (what reached it
+    /// meanwhile dropped), whose task runs on the same worker and gets its datagrams.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_ended_calls_pair_serves_a_later_call_on_its_worker() {
+        // No other test uses this address, so the pool's pairs on it are this test's.
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = MediaSockets::reserve(ip).unwrap();
+        let local = first.local_rtp();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        spawn(None, async move {
+            let io = first.register().unwrap();
+            let worker = io.worker;
+            keep_idle(io);
+            let _ = tx.send(worker);
+        });
+        let worker = rx.await.unwrap();
+        assert!(worker.is_some(), "registered with a media worker");
+        let ended = Instant::now();
+        let young = MediaSockets::reserve_at(ip, ended).unwrap();
+        assert_ne!(
+            young.local_rtp(),
+            local,
+            "in quarantine: a new pair instead"
+        );
+        assert_eq!(young.worker(), None);
+        let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        peer.send_to(b"old", local).unwrap();
+        let later = MediaSockets::reserve_at(ip, ended + QUARANTINE).unwrap();
+        assert_eq!((later.local_rtp(), later.worker()), (local, worker));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        spawn(later.worker(), async move {
+            let on = current_worker();
+            let io = later.register().unwrap();
+            let mut buf = [0u8; 8];
+            let got = io
+                .rtp
+                .recv_from(&mut buf)
+                .await
+                .map(|(n, _)| buf[..n].to_vec());
+            let _ = tx.send((on, got.ok()));
+        });
+        peer.send_to(b"new", local).unwrap();
+        let (on, got) = rx.await.unwrap();
+        assert_eq!(on, worker, "the task runs where its sockets are registered");
+        assert_eq!(
+            got.as_deref(),
+            Some(&b"new"[..]),
+            "the old datagram was dropped"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

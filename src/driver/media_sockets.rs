@@ -46,7 +46,12 @@ impl MediaSockets {
     /// An idle pair on `ip` from a media worker's pool (its old packets read and dropped),
     /// or a new one: an even RTP port and the odd port above it (RFC 3550 §11).
     pub(crate) fn reserve(ip: IpAddr) -> io::Result<MediaSockets> {
-        while let Some(io) = super::media_rt::take_idle(ip) {
+        Self::reserve_at(ip, std::time::Instant::now())
+    }
+
+    /// [`reserve`](Self::reserve) at `now` (the pools' quarantine is timed from it).
+    pub(crate) fn reserve_at(ip: IpAddr, now: std::time::Instant) -> io::Result<MediaSockets> {
+        while let Some(io) = super::media_rt::take_idle(ip, now) {
             if drained(&io.rtp) && drained(&io.rtcp) {
                 let local = io.local;
                 return Ok(MediaSockets {
