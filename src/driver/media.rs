@@ -2,6 +2,7 @@
 //! when rtcp-mux is not agreed), the audio backends (device, WAV, tone...) and the sans-IO
 //! [`MediaPipeline`]. It never shares a socket with the SIP control flow.
 
+pub(crate) use super::media_sockets::MediaSockets;
 use super::paced_clock::PacedClock;
 use super::tap::Tap;
 use crate::media::audio::{self, AudioConfig, AudioHandle, AudioSink, AudioSource, PacedAudio};
@@ -14,7 +15,6 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 /// The first report comes this soon, and a last one when media stops, so a report over the
 /// snapshots covers the whole call.
 const FIRST_SNAPSHOT: Duration = Duration::from_millis(250);
-pub(crate) use super::media_sockets::MediaSockets;
 use crate::signaling::core::CallHandle;
 use crate::signaling::sdp::Negotiated;
 use std::path::PathBuf;
