@@ -2,6 +2,7 @@
 //! when rtcp-mux is not agreed), the audio backends (device, WAV, tone...) and the sans-IO
 //! [`MediaPipeline`]. It never shares a socket with the SIP control flow.
 
+use super::media_rt::{Home, Placed};
 pub(crate) use super::media_sockets::MediaSockets;
 use super::paced_clock::PacedClock;
 use super::tap::Tap;
@@ -18,6 +19,7 @@ const FIRST_SNAPSHOT: Duration = Duration::from_millis(250);
 use crate::signaling::core::CallHandle;
 use crate::signaling::sdp::Negotiated;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -142,12 +144,19 @@ pub(crate) fn spawn(
     options: MediaOptions,
     tap: Tap,
     notes: mpsc::UnboundedSender<MediaNote>,
+    home: Option<&Arc<Home>>,
 ) -> MediaTask {
     let (ctl, rx) = mpsc::unbounded_channel();
-    super::media_rt::spawn(sockets.worker(), async move {
+    let placed = super::media_rt::place(sockets.place(), home);
+    let home = match &placed {
+        Placed::Home(h) => Some(Arc::clone(h)),
+        Placed::Worker(_) => None,
+    };
+    super::media_rt::spawn(placed, async move {
         let mut notes = Notes {
             tx: notes,
             last: None,
+            home,
         };
         // The task's state is boxed here, on the media worker at its first poll: it is
         // allocated and freed on that one thread, and what crosses threads at the spawn is
@@ -162,10 +171,12 @@ pub(crate) fn spawn(
     }
 }
 
-/// Where a media task's notes go; its last snapshot waits to go with the report.
+/// Where a media task's notes go (its last snapshot waits to go with the report), and the
+/// home it runs at, which takes its sockets when it ends.
 struct Notes {
     tx: mpsc::UnboundedSender<MediaNote>,
     last: Option<Box<MediaSnapshot>>,
+    home: Option<Arc<Home>>,
 }
 
 /// Writes the far end's decoded audio to a WAV file, from the pipeline's record tap.
@@ -573,8 +584,8 @@ async fn run(
         let why = "the call ended before its DTMF digits were sent".to_string();
         let _ = done.send(Err(crate::Error::Media(why)));
     }
-    // Idle on this worker for a later call, still registered (`media_pool.rs`).
-    super::media_rt::keep_idle(sockets);
+    // Idle on this worker (or at home) for a later call, still registered (`media_pool.rs`).
+    super::media_rt::keep_idle(sockets, notes.home.as_deref());
     let duration = started.elapsed();
     let stats = pipeline.stats();
     let closed = match closing.close_inline() {
@@ -635,7 +646,11 @@ mod tests {
             "127.0.0.1:5000".parse().unwrap(),
         );
         let (tx, _) = mpsc::unbounded_channel();
-        let mut notes = Notes { tx, last: None };
+        let mut notes = Notes {
+            tx,
+            last: None,
+            home: None,
+        };
         let (_, rx) = mpsc::unbounded_channel();
         let call = CallHandle::new(0, 1);
         let task = run(

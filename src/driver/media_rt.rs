@@ -9,6 +9,14 @@
 //! starts ([`MediaSockets::register`](super::media::MediaSockets::register)), and with no
 //! other. When the call ends they stay registered, idle on the worker's pool
 //! (`media_pool.rs`), and the next call that takes them runs on the same worker.
+//!
+//! The driver's own thread is a home for the media of its first [`HOME_CALLS`] calls at a
+//! time, when the driver runs on a current-thread runtime (the binary's): starting and
+//! stopping those calls then wakes no other thread, and their notes wake none. Waking the
+//! worker at a call's start and its stop, and the driver at its end, cost a short call more
+//! than a tenth of its CPU time. Beyond that many calls the workers take them, so the
+//! driver's thread never carries the media ticks of hundreds of calls. A home has its own
+//! pool of idle pairs, registered with the driver's reactor, and is dropped with the driver.
 
 use super::media_pool::Pool;
 use super::media_sockets::MediaIo;
@@ -18,7 +26,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
-use tokio::runtime::{Builder, Handle};
+use tokio::runtime::{Builder, Handle, RuntimeFlavor};
 
 /// One media worker: its runtime's handle and how many call tasks it runs now.
 struct Worker {
@@ -88,6 +96,96 @@ fn workers() -> &'static [Worker] {
     })
 }
 
+/// At most this many calls at a time have their media on the driver's thread.
+pub(crate) const HOME_CALLS: usize = 8;
+
+/// The driver's thread as a home for the media of a few calls (see the module doc).
+#[derive(Debug)]
+pub(crate) struct Home {
+    calls: Arc<AtomicUsize>,
+    idle: Mutex<Pool<MediaIo>>,
+}
+
+impl Home {
+    /// A home on the current runtime if it is a current-thread one (its tasks all run on the
+    /// thread that drives it) and not a media worker's; `None` otherwise.
+    pub(crate) fn here() -> Option<Arc<Home>> {
+        let runtime = Handle::try_current().ok()?;
+        let single = runtime.runtime_flavor() == RuntimeFlavor::CurrentThread;
+        (single && current_worker().is_none()).then(|| {
+            Arc::new(Home {
+                calls: Arc::new(AtomicUsize::new(0)),
+                idle: Mutex::default(),
+            })
+        })
+    }
+
+    fn has_room(&self) -> bool {
+        self.calls.load(Ordering::Relaxed) < HOME_CALLS
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Pool<MediaIo>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An idle pair of the home on `ip` out of its quarantine at `now`, when the home has
+    /// room for another call.
+    pub(crate) fn take_idle(&self, ip: IpAddr, now: Instant) -> Option<MediaIo> {
+        if !self.has_room() {
+            return None;
+        }
+        let (got, expired) = {
+            let mut idle = self.idle();
+            (idle.take(ip, now), idle.expired(now))
+        };
+        drop(expired);
+        got
+    }
+
+    fn keep_idle(&self, io: MediaIo) {
+        let now = Instant::now();
+        let ip = io.local.ip();
+        let closed = {
+            let mut idle = self.idle();
+            (idle.give(ip, io, now), idle.expired(now))
+        };
+        drop(closed);
+    }
+}
+
+/// Where a call's media sockets want its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// New sockets: anywhere.
+    Any,
+    /// Registered with the driver's reactor.
+    Home,
+    /// Registered with this media worker's reactor.
+    Worker(usize),
+}
+
+/// Where a call's media task runs.
+#[derive(Debug)]
+pub(crate) enum Placed {
+    /// On the driver's thread.
+    Home(Arc<Home>),
+    /// On this media worker, or the least loaded one.
+    Worker(Option<usize>),
+}
+
+/// Where the task of a call whose sockets want `want` runs: at `home` when they are
+/// registered there, or when they are new and the home has room; else on a worker.
+pub(crate) fn place(want: Place, home: Option<&Arc<Home>>) -> Placed {
+    match (want, home) {
+        (Place::Worker(i), _) => Placed::Worker(Some(i)),
+        (Place::Home, Some(h)) => Placed::Home(Arc::clone(h)),
+        (Place::Any, Some(h)) if h.has_room() => Placed::Home(Arc::clone(h)),
+        _ => Placed::Worker(None),
+    }
+}
+
 /// Counts a task out of its worker when it ends (or is dropped).
 struct Leaving(Arc<AtomicUsize>);
 
@@ -119,13 +217,22 @@ where
     }
 }
 
-/// Runs `task` on media worker `on` when there is one (the worker its sockets are registered
-/// with), else on the one with the fewest tasks (or on the current runtime when there are no
-/// workers).
-pub(crate) fn spawn<F>(on: Option<usize>, task: F)
+/// Runs `task` where [`place`] put it: at home on the current runtime (the driver's), or on
+/// media worker `on` when there is one (the worker its sockets are registered with), else on
+/// the one with the fewest tasks (or on the current runtime when there are no workers).
+pub(crate) fn spawn<F>(placed: Placed, task: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let on = match placed {
+        Placed::Home(home) => {
+            home.calls.fetch_add(1, Ordering::Relaxed);
+            let leaving = Leaving(Arc::clone(&home.calls));
+            drop(tokio::spawn(counted(task, leaving)));
+            return;
+        }
+        Placed::Worker(on) => on,
+    };
     let all = workers();
     let chosen = on
         .filter(|&i| i < all.len())
@@ -157,10 +264,13 @@ pub(crate) fn take_idle(ip: IpAddr, now: Instant) -> Option<MediaIo> {
     })
 }
 
-/// Keeps an ended call's pair idle on the pool of the worker it is registered with (closes
-/// it when it belongs to no worker).
-pub(crate) fn keep_idle(io: MediaIo) {
+/// Keeps an ended call's pair idle on the pool of the worker it is registered with, or of
+/// its `home` (closes it when it belongs to neither).
+pub(crate) fn keep_idle(io: MediaIo, home: Option<&Home>) {
     let Some(w) = io.worker.and_then(|i| WORKERS.get()?.get(i)) else {
+        if let Some(home) = home.filter(|_| io.worker.is_none()) {
+            home.keep_idle(io);
+        }
         return;
     };
     let now = Instant::now();
@@ -232,28 +342,29 @@ mod tests {
         let first = MediaSockets::reserve(ip).unwrap();
         let local = first.local_rtp();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        spawn(None, async move {
+        spawn(Placed::Worker(None), async move {
             let io = first.register().unwrap();
             let worker = io.worker;
-            keep_idle(io);
+            keep_idle(io, None);
             let _ = tx.send(worker);
         });
         let worker = rx.await.unwrap();
         assert!(worker.is_some(), "registered with a media worker");
         let ended = Instant::now();
-        let young = MediaSockets::reserve_at(ip, ended).unwrap();
+        let young = MediaSockets::reserve_at(ip, ended, None).unwrap();
         assert_ne!(
             young.local_rtp(),
             local,
             "in quarantine: a new pair instead"
         );
-        assert_eq!(young.worker(), None);
+        assert_eq!(young.place(), Place::Any);
         let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
         peer.send_to(b"old", local).unwrap();
-        let later = MediaSockets::reserve_at(ip, ended + QUARANTINE).unwrap();
-        assert_eq!((later.local_rtp(), later.worker()), (local, worker));
+        let later = MediaSockets::reserve_at(ip, ended + QUARANTINE, None).unwrap();
+        assert_eq!(later.local_rtp(), local);
+        assert_eq!(later.place(), worker.map_or(Place::Home, Place::Worker));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        spawn(later.worker(), async move {
+        spawn(place(later.place(), None), async move {
             let on = current_worker();
             let io = later.register().unwrap();
             let mut buf = [0u8; 8];
@@ -274,13 +385,75 @@ mod tests {
         );
     }
 
+    /// On a current-thread runtime the driver's thread is a home for a few calls: their
+    /// tasks run on it, their pairs come back to its pool, and beyond `HOME_CALLS` calls the
+    /// workers take the new ones.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_first_calls_run_at_home_and_the_rest_on_the_workers() {
+        let home = Home::here().expect("a current-thread runtime is a home");
+        // No other test uses this address.
+        let ip: IpAddr = "127.0.0.3".parse().unwrap();
+        let first = MediaSockets::reserve_at(ip, Instant::now(), Some(&home)).unwrap();
+        let local = first.local_rtp();
+        let placed = place(first.place(), Some(&home));
+        assert!(matches!(placed, Placed::Home(_)));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let h = Arc::clone(&home);
+        spawn(placed, async move {
+            let io = first.register().unwrap();
+            let on = (std::thread::current().id(), io.worker);
+            keep_idle(io, Some(&h));
+            let _ = tx.send(on);
+        });
+        let (thread, worker) = rx.await.unwrap();
+        assert_eq!((thread, worker), (std::thread::current().id(), None));
+        let later = Instant::now() + QUARANTINE;
+        let again = MediaSockets::reserve_at(ip, later, Some(&home)).unwrap();
+        assert_eq!((again.local_rtp(), again.place()), (local, Place::Home));
+        assert!(matches!(place(again.place(), Some(&home)), Placed::Home(_)));
+        // A full home: new calls go to the workers, and its idle pairs wait.
+        let (hold, wait) = tokio::sync::watch::channel(());
+        for _ in 0..HOME_CALLS {
+            let mut wait = wait.clone();
+            spawn(Placed::Home(Arc::clone(&home)), async move {
+                let _ = wait.changed().await;
+            });
+        }
+        assert!(matches!(
+            place(Place::Any, Some(&home)),
+            Placed::Worker(None)
+        ));
+        keep_idle(again.register().unwrap(), Some(&home));
+        assert!(home.take_idle(ip, later + QUARANTINE).is_none(), "no room");
+        drop(hold);
+        tokio::task::yield_now().await;
+        assert!(
+            home.take_idle(ip, later + QUARANTINE).is_some(),
+            "room again"
+        );
+        assert!(matches!(
+            place(Place::Worker(1), Some(&home)),
+            Placed::Worker(Some(1))
+        ));
+    }
+
+    #[test]
+    fn a_multi_thread_runtime_is_no_home() {
+        assert!(Home::here().is_none(), "no runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        assert!(rt.block_on(async { Home::here() }).is_none());
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn media_tasks_run_on_the_media_workers_with_their_sockets() {
         let sockets = MediaSockets::reserve("127.0.0.1".parse().unwrap()).unwrap();
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = sockets.local_rtp();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        spawn(None, async move {
+        spawn(Placed::Worker(None), async move {
             let name = std::thread::current().name().map(str::to_owned);
             let s = sockets.register().unwrap();
             let mut buf = [0u8; 16];

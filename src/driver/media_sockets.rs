@@ -3,6 +3,7 @@
 //! on that worker's pool when the call ends (`media_pool.rs`), for the next call on the same
 //! address.
 
+use super::media_rt::{Home, Place};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use tokio::net::UdpSocket;
@@ -34,7 +35,8 @@ pub(crate) struct MediaIo {
     pub rtcp: UdpSocket,
     /// The RTP socket's address.
     pub local: SocketAddr,
-    /// The media worker whose reactor they are registered with (`None`: another runtime's).
+    /// The media worker whose reactor they are registered with (`None`: another runtime's,
+    /// the driver's).
     pub worker: Option<usize>,
 }
 
@@ -46,12 +48,19 @@ impl MediaSockets {
     /// An idle pair on `ip` from a media worker's pool (its old packets read and dropped),
     /// or a new one: an even RTP port and the odd port above it (RFC 3550 §11).
     pub(crate) fn reserve(ip: IpAddr) -> io::Result<MediaSockets> {
-        Self::reserve_at(ip, std::time::Instant::now())
+        Self::reserve_at(ip, std::time::Instant::now(), None)
     }
 
-    /// [`reserve`](Self::reserve) at `now` (the pools' quarantine is timed from it).
-    pub(crate) fn reserve_at(ip: IpAddr, now: std::time::Instant) -> io::Result<MediaSockets> {
-        while let Some(io) = super::media_rt::take_idle(ip, now) {
+    /// [`reserve`](Self::reserve) at `now` (the pools' quarantine is timed from it), from the
+    /// driver's `home` pool first when it has room for the call.
+    pub(crate) fn reserve_at(
+        ip: IpAddr,
+        now: std::time::Instant,
+        home: Option<&Home>,
+    ) -> io::Result<MediaSockets> {
+        let from_home = || home.and_then(|h| h.take_idle(ip, now));
+        let idle = || from_home().or_else(|| super::media_rt::take_idle(ip, now));
+        while let Some(io) = idle() {
             if drained(&io.rtp) && drained(&io.rtcp) {
                 let local = io.local;
                 return Ok(MediaSockets {
@@ -109,12 +118,11 @@ impl MediaSockets {
         self.local
     }
 
-    /// The media worker the pair is registered with, if it came from a pool: the call's
-    /// task should run there.
-    pub(crate) fn worker(&self) -> Option<usize> {
+    /// Where the call's task should run: where a pooled pair is registered, or anywhere.
+    pub(crate) fn place(&self) -> Place {
         match &self.state {
-            State::New { .. } => None,
-            State::Pooled(io) => io.worker,
+            State::New { .. } => Place::Any,
+            State::Pooled(io) => io.worker.map_or(Place::Home, Place::Worker),
         }
     }
 

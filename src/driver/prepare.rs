@@ -14,6 +14,7 @@
 //! cheaper than a task and a trip through the channel for every call.
 
 use super::super::media::{MediaOptions, MediaSockets};
+use super::super::media_rt::Home;
 use super::super::resolve::Resolver;
 use super::super::route::MediaPlan;
 use super::super::stun;
@@ -72,12 +73,13 @@ pub(super) async fn media(
 pub(super) fn now(
     plan: &MediaPlan,
     stun: Option<&str>,
+    home: Option<&Home>,
 ) -> Option<io::Result<(MediaSockets, SocketAddr)>> {
     if stun.is_some() {
         return None;
     }
     Some(plan.ip_now()?.and_then(|ip| {
-        let sockets = MediaSockets::reserve(ip)?;
+        let sockets = MediaSockets::reserve_at(ip, std::time::Instant::now(), home)?;
         let addr = sockets.local_rtp();
         Ok((sockets, addr))
     }))
@@ -140,13 +142,13 @@ mod tests {
         let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let target = Uri::parse("sip:bob@127.0.0.1:5099").unwrap();
         let known = route::media_plan(&core, Some(local), None, Some(&target), &hints);
-        let (sockets, addr) = now(&known, None).unwrap().unwrap();
+        let (sockets, addr) = now(&known, None, None).unwrap().unwrap();
         assert_eq!((addr, addr.port() % 2), (sockets.local_rtp(), 0));
         assert_eq!(addr.ip(), local);
         // A STUN server to ask, or a name to resolve: not in place.
-        assert!(now(&known, Some("192.0.2.1:3478")).is_none());
+        assert!(now(&known, Some("192.0.2.1:3478"), None).is_none());
         let named = Uri::parse("sip:bob@pbx.example.invalid:5099").unwrap();
         let lookup = route::media_plan(&core, None, None, Some(&named), &hints);
-        assert!(now(&lookup, None).is_none());
+        assert!(now(&lookup, None, None).is_none());
     }
 }

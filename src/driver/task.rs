@@ -96,6 +96,9 @@ pub(crate) struct DriverTask {
     /// Copies of every SIP message and RTP/RTCP datagram, for capture (`--pcap`).
     tap: Tap,
     media_tasks: FastMap<CallHandle, MediaTask>,
+    /// This thread as a home for a few calls' media (`media_rt.rs`), on a current-thread
+    /// runtime.
+    home: Option<Arc<super::media_rt::Home>>,
     notes_tx: mpsc::UnboundedSender<MediaNote>,
     notes_rx: mpsc::UnboundedReceiver<MediaNote>,
     /// `Ended` events held back until the call's media report is out.
@@ -179,6 +182,7 @@ impl DriverTask {
             early_session: FastMap::default(),
             tap,
             media_tasks: FastMap::default(),
+            home: super::media_rt::Home::here(),
             notes_tx,
             notes_rx,
             pending_ended: FastMap::default(),
@@ -745,7 +749,8 @@ impl DriverTask {
     /// goes on with the next call from `media_prepared`).
     fn prepare(&mut self, plan: route::MediaPlan, purpose: Purpose) {
         if !matches!(purpose, Purpose::Rebind { .. }) {
-            if let Some(media) = prepare::now(&plan, self.stun.as_deref()) {
+            let home = self.home.as_deref();
+            if let Some(media) = prepare::now(&plan, self.stun.as_deref(), home) {
                 return self.media_prepared(Prepared { purpose, media });
             }
         }
@@ -978,6 +983,7 @@ impl DriverTask {
                         options,
                         self.tap.clone(),
                         self.notes_tx.clone(),
+                        self.home.as_ref(),
                     );
                     self.media_tasks.insert(*call, task);
                 }
