@@ -138,7 +138,7 @@ run_sipp() { # name port ncalls rate limit hold_ms -> prints "ok failed elapsed_
     rm -rf "$dir"; mkdir -p "$dir"
     start=$(date +%s.%N)
     (cd "$dir" && sipp -sf "$scenario" -t t1 -i 127.0.0.1 -nostdin -p "$(free_port)" \
-        -mp "$(free_port)" -rtp_echo -m "$3" -r "$4" -l "$5" -d "$6" -trace_rtt -rtt_freq 1 \
+        -mp "$(free_media_port)" -rtp_echo -m "$3" -r "$4" -l "$5" -d "$6" -trace_rtt -rtt_freq 1 \
         -timeout 120s -timeout_error "127.0.0.1:$2" >sipp.out 2>&1) || true
     end=$(date +%s.%N)
     local ok

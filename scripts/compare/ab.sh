@@ -54,7 +54,7 @@ for round in $(seq 1 "$rounds"); do
     if [ $((round % 2)) -eq 1 ]; then order=("$a" "$b"); names=(A B); else order=("$b" "$a"); names=(B A); fi
     uas_pid=(); uas_port=(); sipp_port=(); media_port=()
     for slot in 0 1; do
-        uas_port[$slot]=$(free_port); sipp_port[$slot]=$(free_port); media_port[$slot]=$(free_port)
+        uas_port[$slot]=$(free_port); sipp_port[$slot]=$(free_port); media_port[$slot]=$(free_media_port)
         "${order[$slot]}" listen --bind "127.0.0.1:${uas_port[$slot]}" --answer auto \
             --mic tone:440 --speaker null --events "$work/events-$slot.jsonl" \
             --max-concurrent 100000 >"$work/listen-$slot.log" 2>&1 &

@@ -23,7 +23,7 @@ trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 . "$here/common.sh"
 port=$(free_port)
 sipp_port=$(free_port)
-media_port=$(free_port)
+media_port=$(free_media_port)
 
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" listen \
     --bind "127.0.0.1:$port" --answer auto --mic tone:440 --speaker null \

@@ -39,7 +39,7 @@ cc -O2 -pthread -o "$work/setup_floor" "$here/setup_floor.c"
 
 place() { # port calls
     (cd "$work" && sipp -sf "$here/uac_hold.xml" -t t1 -i 127.0.0.1 -nostdin -p "$(free_port)" \
-        -mp "$(free_port)" -rtp_echo -m "$2" -r "$rate" -l 200 -d 0 -timeout 120s \
+        -mp "$(free_media_port)" -rtp_echo -m "$2" -r "$rate" -l 200 -d 0 -timeout 120s \
         -timeout_error "127.0.0.1:$1" >"$work/sipp.out" 2>&1) ||
         { echo "setup_floor.sh: sipp failed" >&2; tail -5 "$work/sipp.out" >&2; exit 1; }
 }
