@@ -33,15 +33,47 @@ struct Worker {
     handle: Handle,
     calls: Arc<AtomicUsize>,
     /// Ended calls' socket pairs, registered with this worker's reactor.
-    idle: Mutex<Pool<MediaIo>>,
+    idle: IdlePairs,
 }
 
-impl Worker {
-    fn idle(&self) -> MutexGuard<'_, Pool<MediaIo>> {
+/// A pool of idle socket pairs shared by the driver's thread and a media thread.
+#[derive(Debug, Default)]
+struct IdlePairs(Mutex<Pool<MediaIo>>);
+
+impl IdlePairs {
+    fn lock(&self) -> MutexGuard<'_, Pool<MediaIo>> {
         // A pool is consistent between any two of its calls: a panic elsewhere leaves it usable.
-        self.idle
+        self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A pair on `ip` out of its quarantine at `now`; one expired pair is closed on the way.
+    fn take(&self, ip: IpAddr, now: Instant) -> Option<MediaIo> {
+        let (got, expired) = {
+            let mut idle = self.lock();
+            (idle.take(ip, now), idle.expired(now))
+        };
+        // Closed outside the lock.
+        drop(expired);
+        got
+    }
+
+    /// Keeps `io` idle from now; what no longer fits, and one expired pair, are closed.
+    fn keep(&self, io: MediaIo) {
+        let now = Instant::now();
+        let ip = io.local.ip();
+        let closed = {
+            let mut idle = self.lock();
+            (idle.give(ip, io, now), idle.expired(now))
+        };
+        drop(closed);
+    }
+
+    /// Closes every idle pair.
+    fn clear(&self) {
+        let all: Vec<MediaIo> = self.lock().clear().collect();
+        drop(all);
     }
 }
 
@@ -71,7 +103,7 @@ fn start_worker(index: usize) -> std::io::Result<Worker> {
     Ok(Worker {
         handle,
         calls: Arc::new(AtomicUsize::new(0)),
-        idle: Mutex::default(),
+        idle: IdlePairs::default(),
     })
 }
 
@@ -103,7 +135,7 @@ pub(crate) const HOME_CALLS: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Home {
     calls: Arc<AtomicUsize>,
-    idle: Mutex<Pool<MediaIo>>,
+    idle: IdlePairs,
 }
 
 impl Home {
@@ -115,7 +147,7 @@ impl Home {
         (single && current_worker().is_none()).then(|| {
             Arc::new(Home {
                 calls: Arc::new(AtomicUsize::new(0)),
-                idle: Mutex::default(),
+                idle: IdlePairs::default(),
             })
         })
     }
@@ -124,34 +156,15 @@ impl Home {
         self.calls.load(Ordering::Relaxed) < HOME_CALLS
     }
 
-    fn idle(&self) -> MutexGuard<'_, Pool<MediaIo>> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// An idle pair of the home on `ip` out of its quarantine at `now`, when the home has
     /// room for another call.
     pub(crate) fn take_idle(&self, ip: IpAddr, now: Instant) -> Option<MediaIo> {
-        if !self.has_room() {
-            return None;
-        }
-        let (got, expired) = {
-            let mut idle = self.idle();
-            (idle.take(ip, now), idle.expired(now))
-        };
-        drop(expired);
-        got
+        self.has_room().then(|| self.idle.take(ip, now)).flatten()
     }
 
-    fn keep_idle(&self, io: MediaIo) {
-        let now = Instant::now();
-        let ip = io.local.ip();
-        let closed = {
-            let mut idle = self.idle();
-            (idle.give(ip, io, now), idle.expired(now))
-        };
-        drop(closed);
+    /// Closes every idle pair of the home (the process needs their descriptors).
+    pub(crate) fn close_idle(&self) {
+        self.idle.clear();
     }
 }
 
@@ -252,41 +265,30 @@ where
 pub(crate) fn take_idle(ip: IpAddr, now: Instant) -> Option<MediaIo> {
     let all = WORKERS.get()?;
     let first = least_loaded(all.iter().map(|w| w.calls.load(Ordering::Relaxed)))?;
-    (0..all.len()).find_map(|k| {
-        let w = &all[(first + k) % all.len()];
-        let (got, expired) = {
-            let mut idle = w.idle();
-            (idle.take(ip, now), idle.expired(now))
-        };
-        // Closed outside the lock.
-        drop(expired);
-        got
-    })
+    (0..all.len()).find_map(|k| all[(first + k) % all.len()].idle.take(ip, now))
 }
 
 /// Keeps an ended call's pair idle on the pool of the worker it is registered with, or of
 /// its `home` (closes it when it belongs to neither).
 pub(crate) fn keep_idle(io: MediaIo, home: Option<&Home>) {
-    let Some(w) = io.worker.and_then(|i| WORKERS.get()?.get(i)) else {
-        if let Some(home) = home.filter(|_| io.worker.is_none()) {
-            home.keep_idle(io);
+    match io.worker {
+        Some(i) => {
+            if let Some(w) = WORKERS.get().and_then(|all| all.get(i)) {
+                w.idle.keep(io);
+            }
         }
-        return;
-    };
-    let now = Instant::now();
-    let ip = io.local.ip();
-    let closed = {
-        let mut idle = w.idle();
-        (idle.give(ip, io, now), idle.expired(now))
-    };
-    drop(closed);
+        None => {
+            if let Some(home) = home {
+                home.idle.keep(io);
+            }
+        }
+    }
 }
 
 /// Closes every idle pair (the process needs their descriptors).
 pub(crate) fn close_idle() {
     for w in WORKERS.get().into_iter().flatten() {
-        let all: Vec<MediaIo> = w.idle().clear().collect();
-        drop(all);
+        w.idle.clear();
     }
 }
 

@@ -74,6 +74,9 @@ impl MediaSockets {
             Err(e) if out_of_descriptors(&e) => {
                 // The pools' idle pairs hold descriptors that a call needs more.
                 super::media_rt::close_idle();
+                if let Some(home) = home {
+                    home.close_idle();
+                }
                 Self::bind_pair(ip)
             }
             other => other,
