@@ -343,10 +343,15 @@ mod tests {
         let ip: IpAddr = "127.0.0.2".parse().unwrap();
         let first = MediaSockets::reserve(ip).unwrap();
         let local = first.local_rtp();
+        let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let old = peer.try_clone().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         spawn(Placed::Worker(None), async move {
             let io = first.register().unwrap();
             let worker = io.worker;
+            // The old call's last packet, seen by the worker's reactor before the call ends.
+            old.send_to(b"old", local).unwrap();
+            io.rtp.readable().await.unwrap();
             keep_idle(io, None);
             let _ = tx.send(worker);
         });
@@ -360,8 +365,6 @@ mod tests {
             "in quarantine: a new pair instead"
         );
         assert_eq!(young.place(), Place::Any);
-        let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
-        peer.send_to(b"old", local).unwrap();
         let later = MediaSockets::reserve_at(ip, ended + QUARANTINE, None).unwrap();
         assert_eq!(later.local_rtp(), local);
         assert_eq!(later.place(), worker.map_or(Place::Home, Place::Worker));
