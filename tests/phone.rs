@@ -350,6 +350,26 @@ impl World {
         // Finals per INVITE (Call-ID, branch): distinct statuses.
         let mut finals: BTreeMap<InviteId, BTreeSet<Final>> = BTreeMap::new();
         let mut reached: BTreeSet<(String, String)> = BTreeSet::new();
+        // An initial INVITE whose bytes reached the core: a final response must follow, unless
+        // the ledger counts it abandoned. (Its 100 Trying is no witness: a UA that responds
+        // within the Trying time sends none.)
+        for b in &self.p.delivered {
+            let Ok(Message::Request(q)) = Message::parse(b) else {
+                continue;
+            };
+            let initial = q.method.as_str() == "INVITE"
+                && q.headers.to().is_some_and(|t| t.tag().is_none())
+                && q.headers.cseq().is_some_and(|c| c.seq == 1);
+            if initial {
+                reached.insert((
+                    q.headers.call_id().unwrap_or_default().to_string(),
+                    q.headers
+                        .top_via()
+                        .and_then(|v| v.branch().map(str::to_string))
+                        .unwrap_or_default(),
+                ));
+            }
+        }
         for (_, b) in &self.p.sent {
             let Ok(Message::Response(r)) = Message::parse(b) else {
                 continue;
@@ -493,5 +513,6 @@ fn wake_delivers_a_held_invite_and_rings_at_once() {
     let h = *w.p.incoming().last().unwrap();
     w.p.core.ring(w.p.now, h).unwrap();
     w.p.pump();
-    assert_eq!(w.p.statuses("call-1"), vec![100, 180]);
+    // Rung within the Trying time: the 180 is the first response, no 100 before it.
+    assert_eq!(w.p.statuses("call-1"), vec![180]);
 }

@@ -157,8 +157,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// SIGSTOP the registered UA, deliver an INVITE on its flow, SIGCONT 2 s later: 100 and 180 come
-/// right after the wake, the call completes, and the events file has it. Prints wake-to-180.
+/// SIGSTOP the registered UA, deliver an INVITE on its flow, SIGCONT 2 s later: 180 comes right
+/// after the wake (100 Trying only if the UA took longer than its Trying time to ring, and then
+/// before the 180), the call completes, and the events file has it. Prints wake-to-180.
 #[test]
 fn sigstop_invite_sigcont_completes_the_call() {
     let dir = test_dir("wake-sigstop");
@@ -168,7 +169,6 @@ fn sigstop_invite_sigcont_completes_the_call() {
     let pid = ua.pid().expect("running");
 
     let mut wake_to_180 = Vec::new();
-    let mut wake_to_100 = Vec::new();
     for run in 0..3 {
         signal("STOP", pid);
         let continuer = Continuer::new(pid);
@@ -181,15 +181,14 @@ fn sigstop_invite_sigcont_completes_the_call() {
             "a stopped UA answered"
         );
         let woke = continuer.fire();
-        let trying = leg.wait_response(Method::Invite, 100, LIMIT);
         let ringing = answered(&mut leg, &ua);
         assert!(ringing.at > woke, "180 came after SIGCONT");
-        let trying = trying.expect("100 Trying after the wake");
-        assert!(
-            trying.at > woke && trying.at <= ringing.at,
-            "100 after the wake, before 180"
-        );
-        wake_to_100.push(trying.at - woke);
+        if let Some(trying) = leg.wait_response(Method::Invite, 100, Duration::ZERO) {
+            assert!(
+                trying.at > woke && trying.at <= ringing.at,
+                "100 after the wake, before 180"
+            );
+        }
         wake_to_180.push(ringing.at - woke);
         std::thread::sleep(Duration::from_millis(100));
         hang_up(&mut leg, &ua);
@@ -198,8 +197,7 @@ fn sigstop_invite_sigcont_completes_the_call() {
         assert_eq!(ended[0]["status"], 200, "run {run}: answered: {ended:?}");
     }
     eprintln!(
-        "after SIGCONT: wake-to-100 median {:?} (all {wake_to_100:?}); wake-to-180 median {:?} (all {wake_to_180:?})",
-        median(wake_to_100.clone()),
+        "after SIGCONT: wake-to-180 median {:?} (all {wake_to_180:?})",
         median(wake_to_180.clone())
     );
     // The goal is 5 ms; a loaded CI machine running a debug build gets slack.

@@ -63,6 +63,8 @@ pub struct Phone {
     pub pending: Vec<String>,
     /// Everything the core transmitted, with its flow.
     pub sent: Vec<(FlowId, Vec<u8>)>,
+    /// Everything from the server that reached the core, as fed to it.
+    pub delivered: Vec<Vec<u8>>,
     /// Everything the core told the application.
     pub events: Vec<Event>,
     /// When each of `events` came.
@@ -149,6 +151,7 @@ impl Phone {
             answer_pings: true,
             pending: Vec::new(),
             sent: Vec::new(),
+            delivered: Vec::new(),
             events: Vec::new(),
             event_times: Vec::new(),
             registers: 0,
@@ -265,6 +268,7 @@ impl Phone {
 
     /// Bytes from the server reach the core: on the TCP flow, or as one datagram.
     fn feed(&mut self, flow: FlowId, bytes: &[u8]) {
+        self.delivered.push(bytes.to_vec());
         if self.udp {
             self.core
                 .handle_datagram(self.now, PHONE_ADDR, SERVER_ADDR, bytes);

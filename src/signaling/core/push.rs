@@ -300,7 +300,7 @@ mod tests {
             .unwrap();
         // The push connected at once: registered, the INVITE arrived and was answered.
         q.advance(Duration::from_millis(60));
-        assert_eq!(q.statuses("p2"), vec![100, 200]);
+        assert_eq!(q.statuses("p2"), vec![200]);
         assert_eq!(incoming_count(&q), 1, "no second Incoming");
         assert_eq!(q.core.pushed_waiting(), 0);
         assert!(q.ended().is_empty());
@@ -377,7 +377,7 @@ mod tests {
         p.pump();
         assert!(p.ended().is_empty());
         p.server_invite(&peer(3));
-        assert_eq!(p.statuses("p3"), vec![100, 603]);
+        assert_eq!(p.statuses("p3"), vec![603]);
         assert_eq!(p.ended(), vec![(h, Some(603), CallOutcome::Rejected)]);
         assert_eq!(incoming_count(&p), 1);
         assert_eq!(p.core.ledger_open(), 0);

@@ -57,12 +57,8 @@ fn full_call_invite_ring_answer_ack_bye() {
     assert!(a.iter().any(|l| l.starts_with("BYE ")));
     assert_eq!(
         b,
-        vec![
-            "SIP/2.0 100 Trying",
-            "SIP/2.0 180 Ringing",
-            "SIP/2.0 200 OK",
-            "SIP/2.0 200 OK"
-        ]
+        // Rung at once: no 100 Trying (RFC 3261 §17.2.1).
+        vec!["SIP/2.0 180 Ringing", "SIP/2.0 200 OK", "SIP/2.0 200 OK"]
     );
     assert_eq!(p.b.ledger_open(), 0);
     p.advance(Duration::from_secs(100));
@@ -147,7 +143,8 @@ fn hangup_before_provisional_waits_for_1xx() {
             .any(|l| l.starts_with("CANCEL")),
         "no CANCEL before a provisional"
     );
-    // Now deliver the INVITE to B; B's 100 Trying triggers our CANCEL.
+    // Now deliver the INVITE to B; B's 100 Trying, sent when B's app has not responded within
+    // the Trying time, triggers our CANCEL.
     let bf = p.b.handle_flow_accepted(
         p.now,
         testkit::B_ADDR.parse().unwrap(),
@@ -157,6 +154,10 @@ fn hangup_before_provisional_waits_for_1xx() {
     let invite = p.a_sent[0].clone();
     p.b.handle_received(p.now, bf, &invite);
     p.drive();
+    assert!(!status_lines(&p.a_sent)
+        .iter()
+        .any(|l| l.starts_with("CANCEL")));
+    p.advance(crate::signaling::transaction::TimerConfig::default().trying);
     assert!(status_lines(&p.a_sent)
         .iter()
         .any(|l| l.starts_with("CANCEL")));

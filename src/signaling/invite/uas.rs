@@ -720,8 +720,9 @@ mod tests {
             .replace("RTP/AVP 0 101", "RTP/AVP 18")
             .replace("a=rtpmap:0 PCMU/8000\r\n", "");
         s.feed(&peer(4).invite(Some(&g729), "", None));
-        assert_eq!(statuses(&s), vec![100, 420, 100, 415, 100, 400, 100, 488]);
-        assert!(String::from_utf8_lossy(&s.sent[1]).contains("Unsupported: 100rel"));
+        // Rejected at once: no 100 Trying before them.
+        assert_eq!(statuses(&s), vec![420, 415, 400, 488]);
+        assert!(String::from_utf8_lossy(&s.sent[0]).contains("Unsupported: 100rel"));
         assert_eq!(
             s.ended(),
             vec![
@@ -745,6 +746,8 @@ mod tests {
                   Record-Route: <sip:10.0.0.2;lr>, <sip:10.0.0.3;lr>\r\n";
         s.feed(&peer(1).invite(Some(&sdp_offer(6000)), rr, None));
         let call = incoming(&s).expect("incoming");
+        // The app takes its time: 100 Trying first.
+        assert!(s.jump(crate::signaling::transaction::TimerConfig::default().trying));
         let now = s.now;
         s.core.ring(now, call).unwrap();
         s.core
@@ -789,7 +792,11 @@ mod tests {
         merged.branch = "z9hG4bKother".into();
         s.feed(&merged.invite(Some(&offer), "", None));
         s.feed(&peer(2).invite(Some(&offer), "", None));
-        assert_eq!(statuses(&s), vec![100, 100, 482, 100, 486]);
+        // The first call waits for the app: its 100 Trying comes with the Trying time.
+        assert_eq!(statuses(&s), vec![482, 486]);
+        let trying = crate::signaling::transaction::TimerConfig::default().trying;
+        assert!(s.jump(trying));
+        assert_eq!(statuses(&s), vec![482, 486, 100]);
         assert_eq!(
             s.ended(),
             vec![(482, CallOutcome::Failed), (486, CallOutcome::Busy)]

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 /// States of §17.2.1 (Figure 7) plus RFC 6026 Accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerInviteState {
-    /// INVITE received; 100 Trying sent at once; provisional responses may follow.
+    /// INVITE received; provisional responses may follow, 100 Trying when the TU has sent
+    /// none within [`TimerConfig::trying`].
     Proceeding,
     /// A 2xx was sent; retransmitted INVITEs are absorbed, the ACK goes to the TU (RFC 6026).
     Accepted,
@@ -36,35 +37,39 @@ pub struct ServerInvite {
     timers: Timers,
     /// The current Timer G interval (doubles, capped by T2).
     timer_g: Duration,
-    /// The last response sent, re-sent for a retransmitted INVITE.
-    last: Arc<Response>,
+    /// The last response sent, re-sent for a retransmitted INVITE (none before the first).
+    last: Option<Arc<Response>>,
     final_status: Option<u16>,
     out: Outbox,
 }
 
 impl ServerInvite {
-    /// Creates the transaction for a received INVITE. The first event is
-    /// `SendResponse(100 Trying)` (sent at once, not after 200 ms).
+    /// Creates the transaction for a received INVITE, in Proceeding. 100 Trying goes out when
+    /// the TU has sent no response within [`TimerConfig::trying`] (§17.2.1: it may be left out
+    /// when the TU responds within 200 ms), when the INVITE is retransmitted before, or at once
+    /// (the first event) when that time is zero.
     pub fn new(
         invite: impl Into<Arc<Request>>,
-        _now: Instant,
+        now: Instant,
         cfg: TimerConfig,
         reliable: bool,
     ) -> Self {
-        let invite = invite.into();
-        let trying = Arc::new(Response::for_request(&invite, 100));
         let mut tx = ServerInvite {
-            invite,
+            invite: invite.into(),
             state: ServerInviteState::Proceeding,
             cfg,
             reliable,
             timers: Timers::default(),
             timer_g: cfg.t1,
-            last: Arc::clone(&trying),
+            last: None,
             final_status: None,
             out: Outbox::default(),
         };
-        tx.out.push(TxEvent::SendResponse(trying));
+        if cfg.trying.is_zero() {
+            tx.send_trying();
+        } else {
+            tx.timers.set(Timer::Trying, now + cfg.trying);
+        }
         tx
     }
 
@@ -81,6 +86,7 @@ impl ServerInvite {
         }
         match self.state {
             ServerInviteState::Proceeding => {
+                self.timers.stop(Timer::Trying);
                 if response.is_provisional() {
                     self.send(response);
                 } else if response.is_success() {
@@ -109,7 +115,11 @@ impl ServerInvite {
     pub fn handle_request(&mut self, request: Request, now: Instant) {
         match (&request.method, self.state) {
             (Method::Invite, ServerInviteState::Proceeding | ServerInviteState::Completed) => {
-                self.out.push(TxEvent::SendResponse(self.last.clone()));
+                match self.last.clone() {
+                    Some(last) => self.out.push(TxEvent::SendResponse(last)),
+                    // The peer retransmits before the TU responded: Trying now.
+                    None => self.send_trying(),
+                }
             }
             (Method::Ack, ServerInviteState::Completed) => {
                 self.out.push(TxEvent::AckReceived);
@@ -139,8 +149,13 @@ impl ServerInvite {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match (timer, self.state) {
+                (Timer::Trying, ServerInviteState::Proceeding) if self.last.is_none() => {
+                    self.send_trying();
+                }
                 (Timer::G, ServerInviteState::Completed) => {
-                    self.out.push(TxEvent::SendResponse(self.last.clone()));
+                    if let Some(last) = self.last.clone() {
+                        self.out.push(TxEvent::SendResponse(last));
+                    }
                     self.timer_g = (self.timer_g * 2).min(self.cfg.t2);
                     self.timers.set(Timer::G, now + self.timer_g);
                 }
@@ -181,8 +196,14 @@ impl ServerInvite {
     }
 
     fn send(&mut self, response: Arc<Response>) {
-        self.last = response;
-        self.out.push(TxEvent::SendResponse(Arc::clone(&self.last)));
+        self.out.push(TxEvent::SendResponse(Arc::clone(&response)));
+        self.last = Some(response);
+    }
+
+    /// 100 Trying: the request's To unchanged, no tag (§8.2.6.1).
+    fn send_trying(&mut self) {
+        self.timers.stop(Timer::Trying);
+        self.send(Arc::new(Response::for_request(&self.invite, 100)));
     }
 
     fn terminate(&mut self) {
@@ -197,9 +218,17 @@ mod tests {
     use super::*;
     use crate::signaling::message::HeaderName;
 
+    /// Trying at once, as the tests of the other states want it.
+    fn at_once() -> TimerConfig {
+        TimerConfig {
+            trying: Duration::ZERO,
+            ..TimerConfig::default()
+        }
+    }
+
     fn start(reliable: bool) -> (ServerInvite, Instant) {
         let t0 = Instant::now();
-        let mut tx = ServerInvite::new(invite(), t0, TimerConfig::default(), reliable);
+        let mut tx = ServerInvite::new(invite(), t0, at_once(), reliable);
         let Some(TxEvent::SendResponse(trying)) = tx.poll_event() else {
             panic!("100 Trying expected first");
         };
@@ -213,6 +242,73 @@ mod tests {
 
     fn ms(v: &[u64]) -> Vec<Duration> {
         v.iter().map(|m| Duration::from_millis(*m)).collect()
+    }
+
+    #[test]
+    fn a_tu_that_responds_within_the_trying_time_makes_100_needless() {
+        let t0 = Instant::now();
+        let cfg = TimerConfig::default();
+        let mut tx = ServerInvite::new(invite(), t0, cfg, true);
+        assert_eq!(tx.poll_event(), None, "no 100 at once");
+        assert_eq!(tx.poll_timeout(), Some(t0 + cfg.trying));
+        let ok = response_to(&invite(), 200, Some("callee"));
+        tx.send_response(ok.clone(), t0 + Duration::from_millis(3));
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![TxEvent::SendResponse(ok.into())]
+        );
+        // Only Timer L is left: the Trying timer went with the response.
+        let l = t0 + Duration::from_millis(3) + cfg.timeout();
+        assert_eq!(tx.poll_timeout(), Some(l));
+        tx.handle_timeout(t0 + cfg.trying);
+        assert_eq!(tx.poll_event(), None, "no 100 after a final response");
+    }
+
+    #[test]
+    fn a_silent_tu_gets_100_after_the_trying_time_and_ringing_after_that() {
+        let t0 = Instant::now();
+        let cfg = TimerConfig::default();
+        let mut tx = ServerInvite::new(invite(), t0, cfg, false);
+        tx.handle_timeout(t0 + cfg.trying - Duration::from_millis(1));
+        assert_eq!(tx.poll_event(), None, "not due yet");
+        tx.handle_timeout(t0 + cfg.trying);
+        let Some(TxEvent::SendResponse(trying)) = tx.poll_event() else {
+            panic!("100 Trying once the time is up");
+        };
+        assert_eq!(trying.status, 100);
+        assert_eq!(trying.headers.get(&HeaderName::To), Some(TO));
+        assert_eq!(tx.poll_timeout(), None);
+        // A retransmitted INVITE gets the 100 again; a 180 follows as usual.
+        tx.handle_request(invite(), t0 + cfg.t1);
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![TxEvent::SendResponse(trying)]
+        );
+        let ringing = response_to(&invite(), 180, Some("callee"));
+        tx.send_response(ringing.clone(), t0 + cfg.t1);
+        assert_eq!(
+            drain(|| tx.poll_event()),
+            vec![TxEvent::SendResponse(ringing.into())]
+        );
+    }
+
+    #[test]
+    fn a_retransmitted_invite_before_the_trying_time_gets_100_at_once_and_once() {
+        let t0 = Instant::now();
+        let cfg = TimerConfig {
+            trying: Duration::from_secs(1),
+            ..TimerConfig::default()
+        };
+        let mut tx = ServerInvite::new(invite(), t0, cfg, false);
+        tx.handle_request(invite(), t0 + cfg.t1);
+        let sent = drain(|| tx.poll_event());
+        assert!(
+            matches!(&sent[..], [TxEvent::SendResponse(r)] if r.status == 100),
+            "{sent:?}"
+        );
+        assert_eq!(tx.poll_timeout(), None, "the Trying timer is stopped");
+        tx.handle_timeout(t0 + cfg.trying);
+        assert_eq!(tx.poll_event(), None);
     }
 
     #[test]

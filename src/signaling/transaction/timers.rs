@@ -28,9 +28,13 @@ pub enum Timer {
     /// RFC 6026: INVITE server transaction, wait for 2xx retransmissions and ACKs in Accepted,
     /// 64·T1.
     L,
+    /// RFC 3261 §17.2.1: the INVITE server transaction sends 100 (Trying) when the TU has not
+    /// responded within this time ([`TimerConfig::trying`]).
+    Trying,
 }
 
-/// T1, T2, T4 (RFC 3261 §17.1.1.1): defaults 500 ms, 4 s, 5 s.
+/// T1, T2, T4 (RFC 3261 §17.1.1.1): defaults 500 ms, 4 s, 5 s; and how long an INVITE waits
+/// for the TU's response before 100 (Trying) is sent: 200 ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerConfig {
     /// RTT estimate.
@@ -39,6 +43,11 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// Maximum duration a message remains in the network.
     pub t4: Duration,
+    /// RFC 3261 §17.2.1: an INVITE server transaction sends 100 (Trying) when the TU has not
+    /// responded within this time; a TU that answers, rings or rejects sooner makes it
+    /// needless (one message fewer each way for an auto-answered or at once ringing call).
+    /// Zero sends it at once.
+    pub trying: Duration,
 }
 
 impl TimerConfig {
@@ -81,6 +90,7 @@ impl Default for TimerConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
+            trying: Duration::from_millis(200),
         }
     }
 }
