@@ -214,16 +214,25 @@ pub fn park_hook() {
 
 /// Writes what parks left when none has written it within [`BACKSTOP`]: spawned once on the
 /// gathering runtime. Its timer is dropped as soon as a park writes.
+///
+/// It waits while it is asked ([`ASKED`], read again after every wake-up), so a wake-up that
+/// no longer means anything cannot make it give up: when the timer fell due just as a park
+/// wrote and the timer's branch won, the `WROTE` wake-up, dropped unseen, was kept for the
+/// next round (tokio's `notify_one` forwards it), which it then ended at once, the lines
+/// asked for left behind until the next park with a write to spare, or for good on a thread
+/// gone idle (seen as media reports missing after 300 calls ended together).
 pub async fn flusher() {
     loop {
         LATER.notified().await;
-        tokio::select! {
-            () = tokio::time::sleep(BACKSTOP) => {
-                if ASKED.replace(false) {
-                    flush();
+        while ASKED.get() {
+            tokio::select! {
+                () = tokio::time::sleep(BACKSTOP) => {
+                    if ASKED.replace(false) {
+                        flush();
+                    }
                 }
+                () = WROTE.notified() => {}
             }
-            () = WROTE.notified() => {}
         }
     }
 }
@@ -232,7 +241,8 @@ pub async fn flusher() {
 /// before it exits.
 pub fn flush() {
     if ASKED.replace(false) {
-        WROTE.notify_one();
+        // Only a flusher waiting now is woken; none is kept for later.
+        WROTE.notify_waiters();
     }
     if !PENDING.swap(false, Ordering::AcqRel) {
         return;
@@ -274,8 +284,15 @@ mod tests {
         }
     }
 
+    /// The tests share the process's gathered buffers and wake-ups: one at a time.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        lock(&SERIAL)
+    }
+
     #[test]
     fn gathered_lines_wait_for_the_flush_others_go_at_once() {
+        let _one = serial();
         let seen = Shared::default();
         let file = batched(Box::new(seen.clone()), "test");
         // A thread that does not gather writes through.
@@ -331,5 +348,46 @@ mod tests {
             assert!(b.take(t2));
         }
         assert!(!b.take(t2));
+    }
+
+    #[test]
+    fn a_stale_wake_up_does_not_leave_asked_lines_behind() {
+        let _one = serial();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            gather_on_this_thread();
+            let seen = Shared::default();
+            let file = batched(Box::new(seen.clone()), "test");
+            let flusher = tokio::spawn(flusher());
+            tokio::task::yield_now().await;
+            for round in 0..3 {
+                // A wake-up nobody waits for, as a notified waiter dropped unseen forwards.
+                WROTE.notify_one();
+                // A park finds no write to spare and asks the flusher; no park writes after.
+                BUDGET.set(WriteBudget {
+                    left: 0,
+                    counted: Some(Instant::now()),
+                });
+                let line = format!("round {round}\n");
+                file.push(line.as_bytes());
+                park_hook();
+                tokio::time::sleep(BACKSTOP / 2).await;
+                assert!(
+                    !lock(&seen.0).ends_with(line.as_bytes()),
+                    "round {round}: the flusher waits BACKSTOP"
+                );
+                tokio::time::sleep(BACKSTOP).await;
+                assert!(
+                    lock(&seen.0).ends_with(line.as_bytes()),
+                    "round {round}: the flusher wrote it"
+                );
+            }
+            flusher.abort();
+            stop_gathering();
+        });
     }
 }
