@@ -1,8 +1,21 @@
 # Helpers shared by scripts/compare.sh and the scripts in scripts/compare/ (sourced, not run).
 
 # A TCP port on 127.0.0.1 that nothing listens on now.
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_port() { # free for TCP and UDP both: `listen` binds SIP over UDP on its TCP port too
+    python3 -c '
+import socket
+for _ in range(100):
+    t = socket.socket()
+    t.bind(("127.0.0.1", 0))
+    port = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break
+'
 }
 
 # A base port for sipp's RTP echo (-mp): it binds UDP ports from there up to base + 3. Taken
