@@ -4,6 +4,7 @@
 pub mod audio;
 pub mod codec;
 pub mod jitter;
+mod pcm;
 pub mod pipeline;
 pub mod quality;
 mod report;

@@ -43,8 +43,7 @@ impl Sample for i16 {
     }
     #[inline]
     fn from_pcm(v: f32) -> Self {
-        // `as` saturates on overflow and maps NaN to 0.
-        v.round() as i16
+        crate::media::pcm::round_to_i16(v)
     }
 }
 

@@ -199,7 +199,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn to_i16(v: f32) -> i16 {
-    v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16
+    crate::media::pcm::round_to_i16(v)
 }
 
 /// 48 kHz → 8 kHz: low-pass, then keep every sixth sample. State is preallocated.
