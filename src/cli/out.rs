@@ -215,12 +215,12 @@ pub fn park_hook() {
 /// Writes what parks left when none has written it within [`BACKSTOP`]: spawned once on the
 /// gathering runtime. Its timer is dropped as soon as a park writes.
 ///
-/// It waits while it is asked ([`ASKED`], read again after every wake-up), so a wake-up that
-/// no longer means anything cannot make it give up: when the timer fell due just as a park
-/// wrote and the timer's branch won, the `WROTE` wake-up, dropped unseen, was kept for the
-/// next round (tokio's `notify_one` forwards it), which it then ended at once, the lines
-/// asked for left behind until the next park with a write to spare, or for good on a thread
-/// gone idle (seen as media reports missing after 300 calls ended together).
+/// It keeps waiting for as long as it is asked ([`ASKED`], read again after every wake-up),
+/// and [`flush`] wakes only a flusher that is waiting then (`notify_waiters`). Before, a stale
+/// wake-up could end a wait early. The timer fell due in the turn in which a park wrote, and
+/// `select!` took the timer's branch. tokio then kept the park's wake-up for the next waiter
+/// (`notify_one` does), and the next round ended on it at once. Lines stayed unwritten on an
+/// idle thread: media reports were missing after 300 calls ended together.
 pub async fn flusher() {
     loop {
         LATER.notified().await;
