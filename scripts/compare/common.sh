@@ -1,7 +1,8 @@
 # Helpers shared by scripts/compare.sh and the scripts in scripts/compare/ (sourced, not run).
 
-# A TCP port on 127.0.0.1 that nothing listens on now.
-free_port() { # free for TCP and UDP both: `listen` binds SIP over UDP on its TCP port too
+# A port on 127.0.0.1 free for TCP and for UDP now: `listen` binds SIP over UDP on its TCP
+# port too.
+free_port() {
     python3 -c '
 import socket
 for _ in range(100):
