@@ -147,8 +147,13 @@ fn python_activates_the_audio_session_through_the_bindings() {
     };
     let t = tone_tally(&before, PYTHON_TONE, LISTENER_TONE);
     assert_eq!(t.tone, 0, "the tone came before the activation: {t:?}");
-    // About 2 s after the activation (the first second is silent whatever the load delays);
-    // the listener's own tone reached Python all along.
+    // About 2 s after the activation (the first second is silent whatever the load delays).
     assert_tone(&run.heard_by_listener, PYTHON_TONE, LISTENER_TONE, 1.0);
-    assert_tone(&run.heard_by_python, LISTENER_TONE, PYTHON_TONE, 2.0);
+    // Python's speaker opened with the session too: it recorded the listener's tone from the
+    // activation to the hang-up (about 2 s; a loaded machine shortens it), not the whole 4 s.
+    let heard = assert_tone(&run.heard_by_python, LISTENER_TONE, PYTHON_TONE, 1.0);
+    assert!(
+        heard.blocks <= 30,
+        "Python's speaker recorded before the activation: {heard:?}"
+    );
 }
