@@ -18,6 +18,12 @@
 //! pop); when it is above target by more than ¾ frame it shrinks by skipping a frame: at once
 //! inside a silence gap, otherwise at most once per [`SHRINK_INTERVAL_MS`].
 //!
+//! Underrun: a pop that finds nothing stored conceals and *holds* the playout position, so a
+//! burst held up on the way still plays, late, instead of arriving behind the position and
+//! being dropped (the delay grows by the wait, once, rather than by concealed frames later).
+//! When the next packet shows that the awaited frames are missing (loss or a silence gap), the
+//! position moves past as many of them as the hold already concealed: loss costs no extra delay.
+//!
 //! Start-up: the first frame plays at the first pop at which its delay exceeds the grow
 //! threshold (target − ½ frame), so playout starts within half a frame of the target instead of
 //! up to a frame above it. [`JitterBuffer::set_min_delay`] raises (or lowers) the floor during a
@@ -229,6 +235,8 @@ pub struct JitterBuffer {
     /// Timestamp of the frame the next pop plays.
     play_ts: i64,
     empty_pops: u32,
+    /// Pops in a row that found nothing stored and concealed while holding the position.
+    held: u32,
     last_shrink_ms: f64,
     window: Window,
     /// RFC 3550 jitter state: previous transit and J (ms).
@@ -265,6 +273,7 @@ impl JitterBuffer {
             next_seq: 0,
             play_ts: 0,
             empty_pops: 0,
+            held: 0,
             last_shrink_ms: f64::NEG_INFINITY,
             window: Window::new(0.0),
             prev_transit: None,
@@ -314,6 +323,7 @@ impl JitterBuffer {
             s.used = false;
         }
         self.state = State::Idle;
+        self.held = 0;
     }
 
     /// Starts a new stream with this packet as its origin.
@@ -504,9 +514,20 @@ impl JitterBuffer {
             self.next_seq = self.slots[idx].seq + 1;
             first = self.first_stored();
         }
+        let tpf = i64::from(self.cfg.ts_per_frame);
+        if let Some(idx) = first {
+            let ahead = (self.slots[idx].ts - self.play_ts) / tpf;
+            if self.held > 0 && ahead > 0 {
+                // The frames the hold waited for never came (lost, or a silence gap): the held
+                // pops already concealed them, so move past as many of them.
+                self.play_ts += ahead.min(i64::from(self.held)) * tpf;
+            }
+            self.held = 0;
+        }
         let target = self.target();
         let delay = now_ms - self.ts_ms(self.play_ts) - self.window.min();
         self.stats.target_ms = target;
+        let held_delay = self.stats.delay_ms;
         self.stats.delay_ms = delay.max(0.0);
         let in_gap = match first {
             Some(idx) => self.slots[idx].ts > self.play_ts,
@@ -524,10 +545,22 @@ impl JitterBuffer {
         } else {
             self.empty_pops = 0;
         }
-        let tpf = i64::from(self.cfg.ts_per_frame);
         // Grow at once: hold the position and conceal one frame.
         if delay < target - self.frame_ms / 2.0 && self.stats.played > 0 {
             self.stats.concealed += 1;
+            return Playout::Missing { next: None };
+        }
+        // Nothing stored: the stream is late (a burst held up on the way) or paused. Conceal
+        // and hold the position, so that the frame due now still plays if it comes late (the
+        // delay grows by the wait, as a late packet would have made it grow anyway).
+        if first.is_none()
+            && self.stats.played > 0
+            && delay + self.frame_ms <= f64::from(self.cfg.max_delay)
+        {
+            self.held += 1;
+            self.stats.concealed += 1;
+            // The delay grows only if the frame comes: until then, report the last one.
+            self.stats.delay_ms = held_delay;
             return Playout::Missing { next: None };
         }
         // Shrink: skip one frame, at once in a gap, else at most once per interval.
@@ -838,6 +871,76 @@ mod tests {
         assert_eq!(b.stats().late, 1);
         assert!(!frames(&outs).contains(&6));
         assert!(b.stats().target_ms > before + 100.0, "{:?}", b.stats());
+    }
+
+    #[test]
+    fn a_burst_held_up_on_the_way_still_plays() {
+        let mut b = jb();
+        let t0 = Instant::now();
+        // Packets 10-14 are held up and come together at 290 ms (10 was due at 200).
+        let mut arr = stream(40);
+        for a in &mut arr[10..15] {
+            a.0 = 290;
+        }
+        let (outs, pushes) = sim(&mut b, t0, arr, 50);
+        assert!(pushes.iter().all(|p| *p == PushOutcome::Accepted));
+        // The buffer waited for packet 10 (concealing meanwhile) and then played every frame.
+        assert_eq!(frames(&outs), (1..=40).collect::<Vec<u8>>());
+        let s = b.stats();
+        assert_eq!((s.late, s.lost, s.dropped), (0, 0, 0), "{s:?}");
+        let i = outs
+            .iter()
+            .position(|o| *o == Out::Frame(vec![10]))
+            .unwrap();
+        assert_eq!(
+            outs[i + 1..i + 4],
+            [Out::Missing(None), Out::Missing(None), Out::Missing(None)]
+        );
+        // Three frames concealed while waiting; the wait is now the delay, so at most one more
+        // for growth (the pops after the last frame conceal the stream's end).
+        let last = outs
+            .iter()
+            .rposition(|o| *o == Out::Frame(vec![40]))
+            .unwrap();
+        let concealed = outs[..last]
+            .iter()
+            .filter(|o| **o == Out::Missing(None))
+            .count();
+        assert!(concealed <= 4, "{outs:?}");
+        assert!(s.delay_ms >= 80.0, "{s:?}");
+    }
+
+    #[test]
+    fn a_lost_burst_on_an_empty_buffer_conceals_each_frame_once() {
+        let mut b = jb();
+        let t0 = Instant::now();
+        // Packets 10, 11 and 12 never come: the buffer is empty at their playout times.
+        let mut arr = stream(30);
+        arr.drain(10..13);
+        let (outs, _) = sim(&mut b, t0, arr, 35);
+        let i = outs
+            .iter()
+            .position(|o| *o == Out::Frame(vec![10]))
+            .unwrap();
+        assert_eq!(
+            outs[i + 1..i + 5],
+            [
+                Out::Missing(None),
+                Out::Missing(None),
+                Out::Missing(Some(vec![14])),
+                Out::Frame(vec![14])
+            ]
+        );
+        let last = outs
+            .iter()
+            .rposition(|o| *o == Out::Frame(vec![30]))
+            .unwrap();
+        let concealed = outs[..last].iter().filter(|o| matches!(o, Out::Missing(_)));
+        assert_eq!(concealed.count(), 3, "{outs:?}");
+        let s = b.stats();
+        assert_eq!((s.lost, s.late), (3, 0), "{s:?}");
+        // The hold was undone when the gap showed: the delay did not grow.
+        assert!(s.delay_ms <= 45.0, "{s:?}");
     }
 
     #[test]
