@@ -23,10 +23,14 @@
 #             packets), against the frames a call of that duration has (50/s each way at 20 ms);
 #             for each batch with media, each direction's share: captured-dropped (our side
 #             could not keep up) and concealed (the far end's packets missing or late, and
-#             frames the jitter buffer inserts to grow)
+#             frames the jitter buffer inserts to grow); and for the held phase, the frames
+#             concealed while all its calls were up (from the calls' media_stats, once a
+#             second each, over the window the wake-ups and CPU are measured in: the set-up
+#             ramp excluded)
 #
 # Usage: scripts/compare.sh [--wakeline BIN]... [--no-baresip] [--batches "R:MS ..."] [--calls N]
-#                           [--limit L] [--held C] [--held-s S] [--audio tone|speech]
+#                           [--limit L] [--held C] [--held-s S] [--held-rate R]
+#                           [--audio tone|speech]
 #   --wakeline BIN  a wakeline binary to measure (repeat to compare builds; default
 #                   target/release/wakeline; `none`: baresip only)
 #   --batches       one batch of --calls calls per RATE:HOLD_MS pair: call attempts per second
@@ -37,6 +41,8 @@
 #                   then waits, and the achieved rate is printed)
 #   --held, --held-s  the held phase (wake-ups, CPU, memory, drops): C calls held S seconds
 #                   (default 20 calls, 10 s; `--held 0`: none; --limit does not cap C)
+#   --held-rate     how fast the held calls are set up (calls per second; default C: all of
+#                   them within the first second)
 #   --audio         what both user agents send: `tone` (440 Hz, default) or `speech` (a generated
 #                   25 s speech-like WAV: voiced harmonics with vibrato, syllables and pauses,
 #                   noise; wakeline --mic FILE (mono), baresip aufile (the same, stereo); keep
@@ -54,6 +60,7 @@ calls=200
 limit=200
 held=20
 held_s=10
+held_rate=
 audio=tone
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -64,8 +71,9 @@ while [ $# -gt 0 ]; do
         --limit) limit="$2"; shift 2 ;;
         --held) held="$2"; shift 2 ;;
         --held-s) held_s="$2"; shift 2 ;;
+        --held-rate) held_rate="$2"; shift 2 ;;
         --audio) audio="$2"; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -178,9 +186,41 @@ pct = lambda n: "%.3f" % (100.0 * n / expected if expected else 0.0)
 print(calls, dropped, expected, pct(dropped), pct(2 * captured), pct(2 * (dropped - captured)))'
 }
 
+# Frames concealed between the epoch seconds $3 and $4, from the media_stats lines of events
+# file $1 (after line $2): per call, from its first snapshot at or after $3 to its last at
+# or before $4. Prints "calls concealed expected percent" (expected: both directions' frames over
+# the same spans, 50/s each way; percent as frame_drops counts it, over both directions).
+held_window_drops() {
+    tail -n +"$(($2 + 1))" "$1" | python3 -c '
+import json, sys
+from datetime import datetime
+w0, w1 = float(sys.argv[1]), float(sys.argv[2])
+first, last = {}, {}
+for line in sys.stdin:
+    try:
+        e = json.loads(line)
+        t = datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()
+    except (ValueError, KeyError, TypeError):
+        continue
+    if e.get("event") != "media_stats" or t < w0 or t > w1:
+        continue
+    snap = (e.get("elapsed_s") or 0.0, (e.get("concealed_ms") or 0.0) / 20.0)
+    last[e.get("call_id")] = snap
+    first.setdefault(e.get("call_id"), snap)
+calls = concealed = expected = 0
+for call, (s0, c0) in first.items():
+    s1, c1 = last[call]
+    if s1 > s0:
+        calls += 1
+        concealed += c1 - c0
+        expected += 2 * round((s1 - s0) * 50)
+pct = 100.0 * concealed / expected if expected else 0.0
+print(calls, round(concealed), expected, "%.3f" % pct)' "$3" "$4"
+}
+
 measure_held() { # label pid port limit [events-file]
     local label=$1 pid=$2 port=$3 limit=$4 events=${5:-} idle c0 c1 ctx mid held=$held
-    local rss0 rss1 ev0=0
+    local rss0 rss1 ev0=0 rate ramp w0 w1
     # `--held 0`: no held phase (the rate batches only).
     [ "$held" -gt 0 ] || return 0
     # A user agent that answers one call at a time holds one.
@@ -188,16 +228,21 @@ measure_held() { # label pid port limit [events-file]
     idle=$(threads "$pid")
     rss0=$(rss_kb "$pid")
     [ -z "$events" ] || ev0=$(wc -l <"$events")
-    # Wake-up phase: $held calls held $held_s s; measured over the middle of the hold.
-    run_sipp "$label-held" "$port" "$held" "$held" "$held" "$((held_s * 1000))" >"$work/held.out" &
+    # Wake-up phase: $held calls set up over $ramp s and held $held_s s each; measured over
+    # the middle of the hold, once all are up.
+    rate=${held_rate:-$held}
+    ramp=$(((held + rate - 1) / rate))
+    run_sipp "$label-held" "$port" "$held" "$rate" "$held" "$((held_s * 1000))" >"$work/held.out" &
     local sp=$!
-    sleep 1.5
+    sleep "$ramp.5"
     mid=$(threads "$pid")
-    local span=$((held_s - 3))
+    local span=$((held_s - ramp - 2))
     [ "$span" -ge 1 ] || span=1
+    w0=$(date +%s.%N)
     c0=$(cpu_ticks "$pid")
     ctx=$(ctxt_over "$pid" "$span")
     c1=$(cpu_ticks "$pid")
+    w1=$(date +%s.%N)
     rss1=$(rss_kb "$pid")
     wait "$sp" || true
     read -r hok hfail _ <"$work/held.out" || { hok=0; hfail=$held; }
@@ -216,6 +261,9 @@ measure_held() { # label pid port limit [events-file]
         read -r dcalls dropped expected pct cap con < <(frame_drops "$events" "$ev0")
         printf '%-22s frames dropped over %s held call(s): %s of %s (%s %%: captured frames dropped or missing + played frames concealed; each direction: captured-dropped %s %%, concealed %s %%)\n' \
             "$label" "$dcalls" "$dropped" "$expected" "$pct" "$cap" "$con"
+        read -r dcalls con expected pct < <(held_window_drops "$events" "$ev0" "$w0" "$w1")
+        printf '%-22s while all were held (%s s, after %s set-ups in %s s): %s call(s) concealed %s of %s frames (%s %%)\n' \
+            "$label" "$span" "$held" "$ramp" "$dcalls" "$con" "$expected" "$pct"
     fi
 }
 
