@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test: format, lints, the sans-IO clock rule, unit + property tests, and interop tests
+# Every test: format, lints, the API docs' links, the sans-IO clock rule, unit + property tests, and interop tests
 # against real peers (sipp) on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The library alone (no CLI dependencies), as an app embeds it.
 cargo clippy --lib --no-default-features --quiet -- -D warnings
+# The API docs an app team reads: every intra-doc link resolves and none points at a private item.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # The bindings crate's own unit tests (the Python call test is tests/bindings_python.rs).
 cargo test -p wakeline-ffi
 # Sans-IO rule: no clock reads in src/signaling or src/media outside their test modules

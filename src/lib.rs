@@ -44,7 +44,7 @@
 //! Commands travel from the cheap, clonable handles ([`UserAgent`], [`Call`]) to the task over
 //! a channel, and each `async fn` returns once the core has accepted or refused the command —
 //! not when the network has answered. What happens next arrives, in order, on the single
-//! [`Events`](driver::Events) stream. Reserving RTP ports, starting media when the core
+//! [`Events`] stream. Reserving RTP ports, starting media when the core
 //! reports [`Event::Media`], and stopping it when the call ends are the driver's job.
 //!
 //! Driving the core yourself (on another runtime, or in a test with a virtual clock) is the
@@ -149,13 +149,13 @@
 //! Each call gets an even RTP port and the RTCP port above it (rtcp-mux when the peer agrees),
 //! bound on [`UserAgentBuilder::media_ip`](driver::UserAgentBuilder::media_ip). Offers and
 //! answers follow RFC 3264 with the codec order of `Config::codecs` (Opus, PCMU, PCMA, and
-//! RFC 4733 telephone-event). [`MediaOptions`](driver::MediaOptions) chooses where audio comes
-//! from and goes to ([`AudioSource`](media::audio::AudioSource): default device, named device,
-//! WAV file, tone, silence; [`AudioSink`](media::audio::AudioSink): device, WAV, null), an
+//! RFC 4733 telephone-event). [`MediaOptions`] chooses where audio comes
+//! from and goes to ([`AudioSource`]: default device, named device,
+//! WAV file, tone, silence; [`AudioSink`]: device, WAV, null), an
 //! optional recording of what the far end sent, and encoder settings. Every backend runs the
 //! same real-time callback code, which only moves samples through lock-free rings; encoding,
 //! jitter buffering (with concealment and Opus FEC) and decoding happen in the media task.
-//! When a call ends its [`MediaReport`](media::MediaReport) arrives just before `Ended`.
+//! When a call ends its [`MediaReport`] arrives just before `Ended`.
 //! Those options are the user agent's default; [`UserAgent::call_with`] and
 //! [`Call::answer_with`] give one call its own. With `audio_session:`
 //! [`AudioSession::Manual`] (CallKit) a call's RTP flows from the answer on but its audio source
@@ -189,7 +189,7 @@
 //!   crossterm, plotters, toml, directories, tracing-subscriber, serde, ...). An app depends on
 //!   the library alone with `wakeline = { version = "0.1", default-features = false }`; every
 //!   name it needs is at the crate root and in [`prelude`].
-//! - `testkit`: [`platform::sim`], the simulated phone (OS, server and core on a virtual
+//! - `testkit`: `platform::sim`, the simulated phone (OS, server and core on a virtual
 //!   clock) for testing an app's glue — suspend, wake, a push before or after its INVITE, flow
 //!   loss — without a network; and the core's peers (`signaling::core::testkit`).
 //! - `legacy-voip-socket`: the iOS < 10 VoIP socket (see `docs/mobile.md`).

@@ -50,7 +50,7 @@ pub fn report_udp_errors<S>(_sock: &S) -> io::Result<()> {
 }
 
 /// The destinations of the datagrams whose errors are queued on `sock` (drained, at most
-/// [`MAX_ERRORS`]); empty where errors are not reported.
+/// 64); empty where errors are not reported.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn unreachable_destinations<S: std::os::fd::AsFd>(sock: &S) -> Vec<SocketAddr> {
     let sock = socket2::SockRef::from(sock);

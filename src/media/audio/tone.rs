@@ -24,7 +24,7 @@ pub const TONE_AMPLITUDE: f32 = 0.5;
 /// It turns a unit phasor by the tone's step each sample (a complex
 /// multiplication, far cheaper than a `sin` per sample: with hundreds of
 /// calls playing tones it showed in profiles) and pulls the phasor back to
-/// unit length every [`RENORM_EVERY`] samples, counted from the start so the
+/// unit length every 1,024 samples, counted from the start so the
 /// output does not depend on how the samples are split between fills.
 #[derive(Debug, Clone)]
 pub struct ToneGenerator {

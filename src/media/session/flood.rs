@@ -45,7 +45,7 @@ impl FloodGate {
         }
     }
 
-    /// Packets allowed per [`WINDOW`] once the burst is used up.
+    /// Packets allowed per 20 ms window once the burst is used up.
     pub fn per_window(&self) -> f64 {
         self.rate * WINDOW.as_secs_f64()
     }

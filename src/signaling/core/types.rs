@@ -97,7 +97,7 @@ pub enum CallOutcome {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A new incoming call; answer with [`SignalingCore::answer`] or reject.
+    /// A new incoming call; answer with [`SignalingCore::answer`](super::SignalingCore::answer) or reject.
     Incoming {
         /// Our handle.
         call: CallHandle,
@@ -107,7 +107,7 @@ pub enum Event {
         from: String,
         /// The To header value (empty for a call announced by a push).
         to: String,
-        /// Announced by [`SignalingCore::handle_push`] before its INVITE came; the INVITE will
+        /// Announced by [`SignalingCore::handle_push`](super::SignalingCore::handle_push) before its INVITE came; the INVITE will
         /// be bound to this handle without another `Incoming`.
         pushed: bool,
     },

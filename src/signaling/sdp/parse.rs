@@ -1,4 +1,4 @@
-//! RFC 4566 session descriptions: a tolerant parser (the CRLF printer is in [`super::print`]).
+//! RFC 4566 session descriptions: a tolerant parser (the CRLF printer is in `print.rs`).
 //!
 //! Every line is kept (unknown ones included), so a description prints back in the order
 //! RFC 4566 §5 prescribes. Only what offer/answer needs is typed: `o=`, `s=`, `c=`, `t=`, `m=`
