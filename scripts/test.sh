@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test: format, lints, the API docs' links, the sans-IO clock rule, unit + property tests, and interop tests
-# against real peers (sipp) on 127.0.0.1.
+# Every test: format, lints, the API docs' links, the sans-IO clock rule, unit + property tests,
+# and interop tests against real peers (sipp) on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh test
