@@ -97,7 +97,8 @@ pub enum CallOutcome {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A new incoming call; answer with [`SignalingCore::answer`](super::SignalingCore::answer) or reject.
+    /// A new incoming call; answer with
+    /// [`SignalingCore::answer`](super::SignalingCore::answer) or reject.
     Incoming {
         /// Our handle.
         call: CallHandle,
@@ -107,8 +108,9 @@ pub enum Event {
         from: String,
         /// The To header value (empty for a call announced by a push).
         to: String,
-        /// Announced by [`SignalingCore::handle_push`](super::SignalingCore::handle_push) before its INVITE came; the INVITE will
-        /// be bound to this handle without another `Incoming`.
+        /// Announced by [`SignalingCore::handle_push`](super::SignalingCore::handle_push)
+        /// before its INVITE came; the INVITE will be bound to this handle without another
+        /// `Incoming`.
         pushed: bool,
     },
     /// A call changed state.

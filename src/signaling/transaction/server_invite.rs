@@ -86,7 +86,6 @@ impl ServerInvite {
         }
         match self.state {
             ServerInviteState::Proceeding => {
-                self.timers.stop(Timer::Trying);
                 if response.is_provisional() {
                     self.send(response);
                 } else if response.is_success() {
@@ -149,9 +148,7 @@ impl ServerInvite {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match (timer, self.state) {
-                (Timer::Trying, ServerInviteState::Proceeding) if self.last.is_none() => {
-                    self.send_trying();
-                }
+                (Timer::Trying, ServerInviteState::Proceeding) => self.send_trying(),
                 (Timer::G, ServerInviteState::Completed) => {
                     if let Some(last) = self.last.clone() {
                         self.out.push(TxEvent::SendResponse(last));
@@ -195,14 +192,16 @@ impl ServerInvite {
         self.final_status
     }
 
+    /// Sends `response` and keeps it for retransmitted INVITEs; any response makes the 100
+    /// Trying still waiting for [`TimerConfig::trying`] needless.
     fn send(&mut self, response: Arc<Response>) {
+        self.timers.stop(Timer::Trying);
         self.out.push(TxEvent::SendResponse(Arc::clone(&response)));
         self.last = Some(response);
     }
 
     /// 100 Trying: the request's To unchanged, no tag (§8.2.6.1).
     fn send_trying(&mut self) {
-        self.timers.stop(Timer::Trying);
         self.send(Arc::new(Response::for_request(&self.invite, 100)));
     }
 
