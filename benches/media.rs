@@ -19,8 +19,11 @@
 //! held two-way Opus call, one second of codec work (50 encodes and 50 decodes of 20 ms of a
 //! 440 Hz tone, what scripts/compare.sh plays, and of the speech-like signal) per encoder
 //! setting: ours (VOIP) with and without a packet-loss hint, complexity 5 and 7, and
-//! baresip's (application audio, complexity 10). `codec_state`: creating a call's Opus
-//! encoder and decoder fresh against reusing pooled states.
+//! baresip's (application audio, complexity 10). `opus_call_start`: the first second of a
+//! call's codec work on the tone, from a reset encoder (what every new call codes), with the
+//! signal left to libopus's analysis (`auto`: hybrid until the analysis moves to CELT) and
+//! told as music (what a tone source gets). `codec_state`: creating a call's Opus encoder and
+//! decoder fresh against reusing pooled states.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -31,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::Throughput;
 use wakeline::media::codec::opus::OpusParams;
 use wakeline::media::codec::{
-    make_decoder, make_encoder, EncoderConfig, MAX_FRAME_SAMPLES48, MAX_PAYLOAD,
+    make_decoder, make_encoder, EncoderConfig, OpusSignal, MAX_FRAME_SAMPLES48, MAX_PAYLOAD,
 };
 use wakeline::media::pipeline::{MediaPipeline, PipelineConfig};
 use wakeline::media::session::{MediaSession, Received, SessionConfig};
@@ -624,6 +627,42 @@ fn opus_settings(c: &mut Criterion) {
     g.finish();
 }
 
+/// The first second of a call's Opus work on the test tone (50 encodes and 50 decodes from
+/// reset states) per signal hint: what setting up many calls at once costs beyond their
+/// steady state (`opus_settings`).
+fn opus_call_start(c: &mut Criterion) {
+    let tone: Vec<i16> = (0..FRAME * FRAMES)
+        .map(|i| (16384.0 * (std::f64::consts::TAU * 440.0 * i as f64 / 48_000.0).sin()) as i16)
+        .collect();
+    let n = negotiated(Codec::Opus);
+    let mut g = c.benchmark_group("opus_call_start");
+    g.throughput(Throughput::Elements(1));
+    let mut buf = [0u8; MAX_PAYLOAD];
+    let mut out = [0i16; MAX_FRAME_SAMPLES48];
+    for (name, signal) in [("auto", OpusSignal::Auto), ("music", OpusSignal::Music)] {
+        let cfg = EncoderConfig {
+            signal,
+            ..EncoderConfig::default()
+        };
+        let params = OpusParams::from_negotiated(&n, &cfg, 20);
+        let mut e =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut d = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+        g.bench_function(format!("{name}_tone_first_second"), |b| {
+            b.iter(|| {
+                e.reset_state().unwrap();
+                d.reset_state().unwrap();
+                params.apply(&mut e).unwrap();
+                for f in tone.chunks(FRAME) {
+                    let n = e.encode(black_box(f), &mut buf).unwrap();
+                    black_box(d.decode(&buf[..n], &mut out[..FRAME], false).unwrap());
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 /// What a call's set-up pays for its Opus pair: libopus states created fresh (allocation and
 /// `opus_select_arch`) against states reused from the pool (`codec::pool`: reset, then
 /// configured).
@@ -651,6 +690,7 @@ criterion_group!(
     benches,
     codec_state,
     opus_settings,
+    opus_call_start,
     codec_bare,
     send_path,
     recv_path,

@@ -84,6 +84,25 @@ pub struct EncoderConfig {
     /// Packetisation time override in ms. `None` follows [`Negotiated::ptime`] (the peer's
     /// wish), falling back to 20 ms when the codec cannot produce that ptime.
     pub ptime_ms: Option<u32>,
+    /// What the audio is, for Opus's choice between its speech and music coding.
+    pub signal: OpusSignal,
+}
+
+/// What a call's audio is: the hint Opus uses to choose between its speech coding (SILK, or
+/// hybrid) and its music coding (CELT), which costs about a third as much CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpusSignal {
+    /// libopus decides from its own analysis of the signal (at complexity 7 and more). A
+    /// VOIP encoder starts every call in SILK (hybrid) and moves a tone or music to CELT once
+    /// the analysis is sure: after 18 frames (0.36 s) of a steady 440 Hz tone (the test
+    /// `opus::tests::a_music_hint_codes_a_tone_in_celt_from_its_first_frame`). Those frames
+    /// cost several times a CELT frame, which counts when hundreds of calls start at once.
+    #[default]
+    Auto,
+    /// Speech: SILK or hybrid at VOIP bitrates, even for a tone.
+    Voice,
+    /// Music, hold music or a test tone: CELT from the first frame.
+    Music,
 }
 
 impl Default for EncoderConfig {
@@ -94,6 +113,7 @@ impl Default for EncoderConfig {
             dtx: false,
             fec: true,
             ptime_ms: None,
+            signal: OpusSignal::Auto,
         }
     }
 }

@@ -13,7 +13,9 @@
 use ::opus::{Bandwidth, Bitrate};
 
 use super::pool::{self, Pooled};
-use super::{CodecError, Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES48, SAMPLES_PER_MS};
+use super::{
+    CodecError, Decoder, Encoder, EncoderConfig, OpusSignal, MAX_FRAME_SAMPLES48, SAMPLES_PER_MS,
+};
 use crate::signaling::sdp::{Codec, Negotiated};
 
 /// The lowest bitrate libopus accepts, bit/s.
@@ -51,6 +53,8 @@ pub struct OpusParams {
     pub ptime: u32,
     /// The widest audio band to code.
     pub max_bandwidth: Bandwidth,
+    /// What the audio is (speech, music or either).
+    pub signal: OpusSignal,
 }
 
 impl OpusParams {
@@ -69,6 +73,7 @@ impl OpusParams {
             max_bandwidth: n
                 .opus_max_playback_rate
                 .map_or(Bandwidth::Fullband, bandwidth_for),
+            signal: cfg.signal,
         }
     }
 
@@ -80,6 +85,11 @@ impl OpusParams {
         e.set_inband_fec(self.fec)?;
         e.set_packet_loss_perc(0)?;
         e.set_dtx(self.dtx)?;
+        e.set_signal(match self.signal {
+            OpusSignal::Auto => ::opus::Signal::Auto,
+            OpusSignal::Voice => ::opus::Signal::Voice,
+            OpusSignal::Music => ::opus::Signal::Music,
+        })?;
         e.set_max_bandwidth(self.max_bandwidth)
     }
 }
@@ -633,5 +643,57 @@ mod tests {
         assert!(empty > 30, "only {empty} of 50 silent frames suppressed");
         let n = enc.encode(&tone(440.0, 8000.0, 0, 960), &mut buf).unwrap();
         assert!(n > 2);
+    }
+
+    /// Whether `packet` is coded in CELT (RFC 6716 §3.1: TOC configurations 16–31).
+    fn is_celt(packet: &[u8]) -> bool {
+        packet.first().is_some_and(|toc| toc >> 3 >= 16)
+    }
+
+    /// The modes a fresh encoder with `signal` codes 3 s of our 440 Hz test tone (the tone
+    /// source's amplitude) in: `true` for CELT.
+    fn tone_modes(signal: OpusSignal) -> Vec<bool> {
+        let cfg = EncoderConfig {
+            signal,
+            ..EncoderConfig::default()
+        };
+        let mut enc = make_encoder(&negotiated(Codec::Opus), &cfg).unwrap();
+        let mut buf = [0u8; MAX_PAYLOAD];
+        (0..150)
+            .map(|i| {
+                let pcm = tone(440.0, 16384.0, i * 960, 960);
+                let n = enc.encode(&pcm, &mut buf).unwrap();
+                is_celt(&buf[..n])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_music_hint_codes_a_tone_in_celt_from_its_first_frame() {
+        // Left to its analysis, the encoder starts in hybrid (SILK) and moves to CELT once,
+        // within the first second (18 frames here), for good.
+        let auto = tone_modes(OpusSignal::Auto);
+        let first = auto.iter().position(|&c| c).unwrap_or(auto.len());
+        assert!(first > 0 && first < 50, "first CELT frame: {first}");
+        assert!(auto[first..].iter().all(|&c| c));
+        assert!(tone_modes(OpusSignal::Music).iter().all(|&c| c));
+        assert!(tone_modes(OpusSignal::Voice).iter().all(|&c| !c));
+    }
+
+    #[test]
+    fn every_configuration_sets_the_signal_hint_again() {
+        let mut e = ::opus::Encoder::new(48_000, ::opus::Channels::Mono, ::opus::Application::Voip)
+            .unwrap();
+        let mut p =
+            OpusParams::from_negotiated(&negotiated(Codec::Opus), &EncoderConfig::default(), 20);
+        for (signal, want) in [
+            (OpusSignal::Music, ::opus::Signal::Music),
+            (OpusSignal::Auto, ::opus::Signal::Auto),
+            (OpusSignal::Voice, ::opus::Signal::Voice),
+        ] {
+            p.signal = signal;
+            p.apply(&mut e).unwrap();
+            assert_eq!(e.get_signal().unwrap(), want);
+        }
     }
 }

@@ -143,6 +143,7 @@ mod tests {
             fec: true,
             ptime: 20,
             max_bandwidth: ::opus::Bandwidth::Fullband,
+            signal: crate::media::codec::OpusSignal::Auto,
         };
         let code = |e: &mut ::opus::Encoder| -> Vec<Vec<u8>> {
             params.apply(e).unwrap();
