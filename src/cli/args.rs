@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use wakeline::media::codec::EncoderConfig;
+use wakeline::media::codec::{EncoderConfig, OpusSignal};
 use wakeline::AnswerPolicy;
 
 /// wakeline: a SIP user agent (TCP control flow, RTP/UDP audio).
@@ -167,6 +167,20 @@ pub struct EncoderArgs {
     /// CELT mode; 5 costs ≈ 14 % less CPU on speech and ≈ 3× more on tones.
     #[arg(long, value_name = "0-10", value_parser = clap::value_parser!(i32).range(0..=10))]
     pub opus_complexity: Option<i32>,
+    /// What our audio is, for Opus: auto (its analysis decides), voice (speech coding, SILK or
+    /// hybrid) or music (CELT, about a third of the CPU). Default: music for `--mic tone:HZ`,
+    /// auto for anything else.
+    #[arg(long, value_name = "auto|voice|music", value_parser = parse_opus_signal)]
+    pub opus_signal: Option<OpusSignal>,
+}
+
+fn parse_opus_signal(s: &str) -> Result<OpusSignal, String> {
+    match s {
+        "auto" => Ok(OpusSignal::Auto),
+        "voice" => Ok(OpusSignal::Voice),
+        "music" => Ok(OpusSignal::Music),
+        _ => Err(format!("{s:?}: expected auto, voice or music")),
+    }
 }
 
 impl EncoderArgs {
@@ -175,6 +189,7 @@ impl EncoderArgs {
         let default = EncoderConfig::default();
         EncoderConfig {
             complexity: self.opus_complexity.unwrap_or(default.complexity),
+            signal: self.opus_signal.unwrap_or(default.signal),
             ..default
         }
     }

@@ -516,6 +516,17 @@ mod tests {
     }
 
     #[test]
+    fn opus_signal_reaches_the_encoder_settings() {
+        use wakeline::media::codec::OpusSignal;
+        let set = |flag: &str| media_args(&args(&["--opus-signal", flag])).encoder.config();
+        assert_eq!(set("voice").signal, OpusSignal::Voice);
+        assert_eq!(set("music").signal, OpusSignal::Music);
+        assert_eq!(set("auto").signal, OpusSignal::Auto);
+        let listen = ["wakeline", "listen", "--opus-signal", "speech"];
+        assert!(crate::cli::args::Cli::try_parse_from(listen).is_err());
+    }
+
+    #[test]
     fn the_expected_tone_is_ours_unless_told() {
         let a = args(&[]);
         assert_eq!(expected_tone(&a, &AudioSource::Tone(440.0)), Some(440.0));
