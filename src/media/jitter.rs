@@ -24,6 +24,13 @@
 //! When the next packet shows that the awaited frames are missing (loss or a silence gap), the
 //! position moves past as many of them as the hold already concealed: loss costs no extra delay.
 //!
+//! Peak hold: a delay spike that cost concealment (a hold that ended with the awaited frame, or a
+//! packet too late to play) keeps the target at least at that spike's spread for
+//! [`PEAK_HOLD_MS`] after it, renewed by every later spike of at least half its height (which
+//! then costs nothing). The transit window alone forgets a spike
+//! after two to four seconds and the delay then shrinks back, so spikes that recur every few
+//! seconds (a busy host, Wi-Fi scans, radio scheduling) would each cost concealment again.
+//!
 //! Start-up: the first frame plays at the first pop at which its delay exceeds the grow
 //! threshold (target − ½ frame), so playout starts within half a frame of the target instead of
 //! up to a frame above it. [`JitterBuffer::set_min_delay`] raises (or lowers) the floor during a
@@ -48,6 +55,8 @@ const SPARE_SLOTS: usize = 8;
 pub const WINDOW_MS: f64 = 2000.0;
 /// Outside silence gaps, the delay shrinks by at most one frame per this many ms.
 pub const SHRINK_INTERVAL_MS: f64 = 1000.0;
+/// How long a spike that cost concealment keeps the target up, from the last such spike (ms).
+pub const PEAK_HOLD_MS: f64 = 10_000.0;
 /// Safety margin added to the transit spread (ms).
 const MARGIN_MS: f64 = 5.0;
 /// Multiplier of the RFC 3550 jitter estimate in the target.
@@ -238,6 +247,11 @@ pub struct JitterBuffer {
     /// Pops in a row that found nothing stored and concealed while holding the position.
     held: u32,
     last_shrink_ms: f64,
+    /// The time of the latest push or pop (ms since the epoch).
+    now_ms: f64,
+    /// The transit spread of the last spike that cost concealment, held until `peak_until_ms`.
+    peak_ms: f64,
+    peak_until_ms: f64,
     window: Window,
     /// RFC 3550 jitter state: previous transit and J (ms).
     prev_transit: Option<f64>,
@@ -275,6 +289,9 @@ impl JitterBuffer {
             empty_pops: 0,
             held: 0,
             last_shrink_ms: f64::NEG_INFINITY,
+            now_ms: 0.0,
+            peak_ms: 0.0,
+            peak_until_ms: f64::NEG_INFINITY,
             window: Window::new(0.0),
             prev_transit: None,
             jitter: 0.0,
@@ -305,7 +322,8 @@ impl JitterBuffer {
 
     fn ms(&mut self, now: Instant) -> f64 {
         let epoch = *self.epoch.get_or_insert(now);
-        now.saturating_duration_since(epoch).as_secs_f64() * 1000.0
+        self.now_ms = now.saturating_duration_since(epoch).as_secs_f64() * 1000.0;
+        self.now_ms
     }
 
     fn ts_ms(&self, ts: i64) -> f64 {
@@ -313,9 +331,33 @@ impl JitterBuffer {
     }
 
     fn target(&self) -> f64 {
-        let want = (self.window.spread() + MARGIN_MS).max(JITTER_K * self.jitter);
+        let mut want = (self.window.spread() + MARGIN_MS).max(JITTER_K * self.jitter);
+        if self.now_ms < self.peak_until_ms {
+            want = want.max(self.peak_ms + MARGIN_MS);
+        }
         want.max(f64::from(self.cfg.min_delay))
             .min(f64::from(self.cfg.max_delay))
+    }
+
+    /// A spike just cost concealment: hold the target at its spread (see the module doc).
+    fn peak(&mut self, now_ms: f64) {
+        let spread = self.window.spread();
+        self.peak_ms = if now_ms < self.peak_until_ms {
+            self.peak_ms.max(spread)
+        } else {
+            spread
+        };
+        self.peak_until_ms = now_ms + PEAK_HOLD_MS;
+    }
+
+    /// A packet `r` ms in transit while a peak is held: if it came at least half the peak late,
+    /// the spikes recur (this one cost nothing, thanks to the hold), so the hold goes on.
+    fn peak_recurs(&mut self, now_ms: f64, r: f64) {
+        let above = r - self.window.min();
+        if now_ms < self.peak_until_ms && above > MARGIN_MS && 2.0 * above >= self.peak_ms {
+            self.peak_ms = self.peak_ms.max(above);
+            self.peak_until_ms = now_ms + PEAK_HOLD_MS;
+        }
     }
 
     fn clear(&mut self) {
@@ -336,6 +378,7 @@ impl JitterBuffer {
         self.highest_seq = 1 << 20;
         self.next_seq = self.highest_seq;
         self.window = Window::new(now_ms);
+        self.peak_until_ms = f64::NEG_INFINITY;
         self.prev_transit = None;
         self.jitter = 0.0;
     }
@@ -385,6 +428,7 @@ impl JitterBuffer {
             self.stats.late += 1;
             // A late packet shows the transit spread; remember it so the delay grows.
             self.window.add(now_ms, r);
+            self.peak(now_ms);
             return PushOutcome::Late;
         }
         let idx = (seq_ext % cap) as usize;
@@ -414,6 +458,7 @@ impl JitterBuffer {
         self.stats.jitter_ms = self.jitter;
         self.prev_transit = Some(r);
         self.window.add(now_ms, r);
+        self.peak_recurs(now_ms, r);
         if seq_ext >= self.highest_seq {
             self.highest_seq = seq_ext;
             self.last_seq16 = seq;
@@ -521,6 +566,9 @@ impl JitterBuffer {
                 // The frames the hold waited for never came (lost, or a silence gap): the held
                 // pops already concealed them, so move past as many of them.
                 self.play_ts += ahead.min(i64::from(self.held)) * tpf;
+            } else if self.held > 0 {
+                // The awaited frame came late: a spike that cost concealment.
+                self.peak(now_ms);
             }
             self.held = 0;
         }

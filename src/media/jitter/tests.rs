@@ -335,6 +335,73 @@ fn a_lost_burst_on_an_empty_buffer_conceals_each_frame_once() {
     assert!(s.delay_ms <= 45.0, "{s:?}");
 }
 
+/// `n` packets of 20 ms, each arriving when due (payloads count 1..=250 and wrap).
+fn long_stream(n: u16) -> Vec<(u64, u16, u32, u32, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            (
+                20 * u64::from(i),
+                i,
+                960 * u32::from(i),
+                7,
+                vec![(i % 250) as u8 + 1],
+            )
+        })
+        .collect()
+}
+
+/// A 24 s stream in which, every 5 s from 2 s on, `n` packets are held up on the way and come
+/// together `wait` ms after the first of them was due. Returns the frames concealed around each
+/// spike (from just before it to 1 s after) and the stats at the end.
+fn spikes(n: usize, wait: u64) -> (Vec<usize>, JitterStats) {
+    let mut b = jb();
+    let t0 = Instant::now();
+    let mut arr = long_stream(1200);
+    let starts: Vec<usize> = (100..1200).step_by(250).collect();
+    for &k in &starts {
+        for a in &mut arr[k..k + n] {
+            a.0 = 20 * k as u64 + wait;
+        }
+    }
+    let (outs, _) = sim(&mut b, t0, arr, 1200);
+    let per_spike = starts
+        .iter()
+        .map(|&k| {
+            outs[k - 5..k + 50]
+                .iter()
+                .filter(|o| matches!(o, Out::Missing(_)))
+                .count()
+        })
+        .collect();
+    (per_spike, b.stats())
+}
+
+#[test]
+fn spikes_that_recur_cost_concealment_once() {
+    let (per_spike, s) = spikes(3, 70);
+    assert!(per_spike[0] >= 2, "{per_spike:?}");
+    // The delay the first spike needed is kept while spikes keep coming.
+    assert_eq!(per_spike[1..], [0, 0, 0, 0], "{per_spike:?} {s:?}");
+    assert_eq!((s.late, s.lost), (0, 0), "{s:?}");
+    assert!(s.target_ms >= 70.0, "{s:?}");
+}
+
+#[test]
+fn a_single_spike_is_forgotten_after_the_hold() {
+    let mut b = jb();
+    let t0 = Instant::now();
+    let mut arr = long_stream(1200);
+    for a in &mut arr[100..103] {
+        a.0 = 2070;
+    }
+    let (outs, _) = sim(&mut b, t0, arr, 1200);
+    assert!(outs[95..150].iter().any(|o| matches!(o, Out::Missing(_))));
+    // 22 s after the spike: the hold (10 s) and the window are over, and the delay came down.
+    let s = b.stats();
+    assert_eq!(s.target_ms, 20.0, "{s:?}");
+    assert!(s.delay_ms <= 35.0, "{s:?}");
+}
+
 #[test]
 fn ssrc_change_resets() {
     let mut b = jb();
