@@ -46,7 +46,8 @@
 #   --audio         what both user agents send: `tone` (440 Hz, default) or `speech` (a generated
 #                   25 s speech-like WAV: voiced harmonics with vibrato, syllables and pauses,
 #                   noise; wakeline --mic FILE (mono), baresip aufile (the same, stereo); keep
-#                   --held-s under 25). Opus codes a steady tone in its cheapest mode, so
+#                   --held-s under 25). Opus codes a steady tone in its cheapest mode (CELT;
+#                   wakeline tells libopus a tone source is music, so from the first frame), so
 #                   `speech` is the fairer CPU comparison; wakeline's WAV source holds the
 #                   whole file per call, so read memory from a `tone` run.
 set -euo pipefail
