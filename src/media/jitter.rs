@@ -27,9 +27,9 @@
 //! Peak hold: a delay spike that cost concealment (a hold that ended with the awaited frame, or a
 //! packet too late to play) keeps the target at least at that spike's spread for
 //! [`PEAK_HOLD_MS`] after it, renewed by every later spike of at least half its height (which
-//! then costs nothing). The transit window alone forgets a spike
-//! after two to four seconds and the delay then shrinks back, so spikes that recur every few
-//! seconds (a busy host, Wi-Fi scans, radio scheduling) would each cost concealment again.
+//! then costs nothing). The transit window alone forgets a spike after two to four seconds and
+//! the delay then shrinks back, so spikes that recur every few seconds (a busy host, Wi-Fi scans,
+//! radio scheduling) would each cost concealment again.
 //!
 //! Start-up: the first frame plays at the first pop at which its delay exceeds the grow
 //! threshold (target − ½ frame), so playout starts within half a frame of the target instead of
