@@ -572,6 +572,13 @@ fn codec_states_baseline(
     assert!(ticks == 0 || decoded > 0, "the baseline decoded nothing");
 }
 
+/// One second of the 440 Hz tone scripts/compare.sh plays, at half of full scale.
+fn tone_440() -> Vec<i16> {
+    (0..FRAME * FRAMES)
+        .map(|i| (16384.0 * (std::f64::consts::TAU * 440.0 * i as f64 / 48_000.0).sin()) as i16)
+        .collect()
+}
+
 /// One encoder setting of the `opus_settings` group.
 struct OpusSetting {
     name: &'static str,
@@ -583,9 +590,7 @@ struct OpusSetting {
 
 fn opus_settings(c: &mut Criterion) {
     use opus::Application::{Audio, Voip};
-    let tone: Vec<i16> = (0..FRAME * FRAMES)
-        .map(|i| (16384.0 * (std::f64::consts::TAU * 440.0 * i as f64 / 48_000.0).sin()) as i16)
-        .collect();
+    let tone = tone_440();
     let speech = speech_like();
     let settings = [
         ("voip_c5_fec_loss10", Voip, 5, Some(10)),
@@ -631,9 +636,7 @@ fn opus_settings(c: &mut Criterion) {
 /// reset states) per signal hint: what setting up many calls at once costs beyond their
 /// steady state (`opus_settings`).
 fn opus_call_start(c: &mut Criterion) {
-    let tone: Vec<i16> = (0..FRAME * FRAMES)
-        .map(|i| (16384.0 * (std::f64::consts::TAU * 440.0 * i as f64 / 48_000.0).sin()) as i16)
-        .collect();
+    let tone = tone_440();
     let n = negotiated(Codec::Opus);
     let mut g = c.benchmark_group("opus_call_start");
     g.throughput(Throughput::Elements(1));

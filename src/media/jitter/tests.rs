@@ -45,6 +45,7 @@ fn sim(
     (outs, pushes)
 }
 
+/// `n` packets of 20 ms, each arriving when due (payloads count 1..=250 and wrap).
 fn stream(n: u16) -> Vec<(u64, u16, u32, u32, Vec<u8>)> {
     (0..n)
         .map(|i| {
@@ -53,7 +54,7 @@ fn stream(n: u16) -> Vec<(u64, u16, u32, u32, Vec<u8>)> {
                 i,
                 960 * u32::from(i),
                 7,
-                vec![i as u8 + 1],
+                vec![(i % 250) as u8 + 1],
             )
         })
         .collect()
@@ -335,28 +336,13 @@ fn a_lost_burst_on_an_empty_buffer_conceals_each_frame_once() {
     assert!(s.delay_ms <= 45.0, "{s:?}");
 }
 
-/// `n` packets of 20 ms, each arriving when due (payloads count 1..=250 and wrap).
-fn long_stream(n: u16) -> Vec<(u64, u16, u32, u32, Vec<u8>)> {
-    (0..n)
-        .map(|i| {
-            (
-                20 * u64::from(i),
-                i,
-                960 * u32::from(i),
-                7,
-                vec![(i % 250) as u8 + 1],
-            )
-        })
-        .collect()
-}
-
 /// A 24 s stream in which, every 5 s from 2 s on, `n` packets are held up on the way and come
 /// together `wait` ms after the first of them was due. Returns the frames concealed around each
 /// spike (from just before it to 1 s after) and the stats at the end.
 fn spikes(n: usize, wait: u64) -> (Vec<usize>, JitterStats) {
     let mut b = jb();
     let t0 = Instant::now();
-    let mut arr = long_stream(1200);
+    let mut arr = stream(1200);
     let starts: Vec<usize> = (100..1200).step_by(250).collect();
     for &k in &starts {
         for a in &mut arr[k..k + n] {
@@ -390,7 +376,7 @@ fn spikes_that_recur_cost_concealment_once() {
 fn a_single_spike_is_forgotten_after_the_hold() {
     let mut b = jb();
     let t0 = Instant::now();
-    let mut arr = long_stream(1200);
+    let mut arr = stream(1200);
     for a in &mut arr[100..103] {
         a.0 = 2070;
     }
